@@ -1,0 +1,37 @@
+# The two set-up commands of the README. Both install what is missing (Debian 12, apt),
+# configure with CMake and build; `demo` then runs the default job on the default model,
+# `test` runs the whole suite through ctest.
+
+MODEL ?= ../shared/models/stories260K.gguf
+BUILD ?= build
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CC_CHOICE := $(shell command -v clang >/dev/null 2>&1 && echo clang || echo cc)
+CMAKE_FLAGS ?=
+
+.PHONY: all setup configure build demo test peers clean
+
+all: build
+
+setup:
+	@sh scripts/setup.sh
+
+configure: setup
+	@cmake -S . -B $(BUILD) -DCMAKE_C_COMPILER=$$(command -v clang || command -v cc) \
+	    -DCMAKE_BUILD_TYPE=RelWithDebInfo $(if $(CI),-DCTN_WERROR=ON) $(CMAKE_FLAGS) >/dev/null
+
+build: configure
+	@cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	@sh examples/inspect_and_tokenize.sh "$(MODEL)" "$(BUILD)/catena"
+
+# The llama.cpp peer (npm package node-llama-cpp) for the differential tokenizer test and
+# the benchmarks; best effort: without it those tests skip and say why.
+peers:
+	@sh scripts/setup-peers.sh || true
+
+test: build peers
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,12 @@
+/*
+ * The subcommands of the `catena` command. Each takes argv starting at the subcommand
+ * name and returns the process exit status: 0 success, 1 failure, 2 usage error.
+ */
+#ifndef CTN_COMMANDS_H
+#define CTN_COMMANDS_H
+
+int ctn_cmd_inspect(int argc, char **argv);
+int ctn_cmd_tokenize(int argc, char **argv);
+int ctn_cmd_detokenize(int argc, char **argv);
+
+#endif

@@ -1,0 +1,48 @@
+/*
+ * The `catena` command: one binary for every user-facing job. Subcommands live in
+ * lua/cmd_*.c; this file only dispatches.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "backend.h"
+#include "commands.h"
+
+#ifndef CTN_VERSION
+#define CTN_VERSION "dev"
+#endif
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} commands[] = {
+    {"inspect", ctn_cmd_inspect, "print a GGUF file's metadata and tensor table [--json]"},
+    {"tokenize", ctn_cmd_tokenize, "print the token ids of stdin (-m MODEL.gguf [--no-bos])"},
+    {"detokenize", ctn_cmd_detokenize, "print the text of token ids on stdin (-m MODEL.gguf)"},
+};
+
+static int usage(FILE *f) {
+    fprintf(f, "usage: catena COMMAND [ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "  %-12s %s\n", "version", "print the version and the compute backends");
+    fprintf(f, "\nRun 'catena COMMAND --help' for a command's options.\n");
+    return f == stderr ? 2 : 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return usage(stderr);
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) return usage(stdout);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        char info[256];
+        ctn_backend_describe(info, sizeof info);
+        printf("catena %s\n%s\n", CTN_VERSION, info);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "catena: unknown command '%s'\n", cmd);
+    return usage(stderr);
+}
