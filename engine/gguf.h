@@ -28,6 +28,11 @@
 #define CTN_GGUF_MAGIC "GGUF"
 #define CTN_GGUF_DEFAULT_ALIGNMENT 32
 #define CTN_GGUF_MAX_DIMS 4
+/*
+ * Deepest nesting of arrays the reader accepts (an array of arrays is depth 2). Real files
+ * use depth 1; the cap keeps the recursive parser's stack bounded on hostile input.
+ */
+#define CTN_GGUF_MAX_DEPTH 16
 
 /* Metadata value types, numbered as in the GGUF specification. */
 typedef enum {
@@ -81,7 +86,10 @@ typedef enum {
     CTN_TYPE_TQ1_0 = 34,
     CTN_TYPE_TQ2_0 = 35,
     CTN_TYPE_MXFP4 = 39,
-    CTN_TYPE_COUNT = 40
+    CTN_TYPE_NVFP4 = 40,
+    CTN_TYPE_Q1_0 = 41,
+    CTN_TYPE_Q2_0 = 42,
+    CTN_TYPE_COUNT = 43
 } ctn_type;
 
 /* A byte string inside the mapping (not NUL-terminated). */
@@ -115,7 +123,7 @@ typedef struct ctn_gguf_value {
 
 typedef struct {
     ctn_gguf_str name;
-    uint32_t n_dims;
+    uint32_t n_dims; /* 0..4; 0 (a single element) is accepted because llama.cpp accepts it */
     int64_t ne[CTN_GGUF_MAX_DIMS]; /* ggml order: ne[0] varies fastest; unused dims are 1 */
     ctn_type type;
     uint64_t offset;  /* relative to the start of the data section */
@@ -137,7 +145,13 @@ const char *ctn_gguf_type_name(int type);
 
 /* ---- reading ---------------------------------------------------------------------- */
 
-/* Opens and maps a file. On failure *out is NULL and err holds the reason. */
+/*
+ * Opens and maps a file. On failure *out is NULL and err holds the reason: CTN_EFORMAT for
+ * a malformed file, CTN_ENOTSUP for GGUF v1, unknown future versions, big-endian files and
+ * retired tensor types, CTN_ENOENT / CTN_EIO when the file cannot be opened or mapped.
+ * Limits: arrays nest at most CTN_GGUF_MAX_DEPTH deep; general.alignment must be a uint32
+ * power of two; tensor data must be aligned, inside the file and not overlapping.
+ */
 int ctn_gguf_open(ctn_gguf **out, const char *path, char *err, size_t errlen);
 /*
  * Parses a GGUF image already in memory (borrowed: it must outlive the object).
@@ -181,6 +195,12 @@ int64_t ctn_gguf_n_tensors(const ctn_gguf *g);
 const ctn_gguf_tensor *ctn_gguf_tensor_at(const ctn_gguf *g, int64_t i);
 const ctn_gguf_tensor *ctn_gguf_find_tensor(const ctn_gguf *g, const char *name);
 
+/* File offsets of key/value pair i and of tensor info i (for dumps and messages). */
+uint64_t ctn_gguf_key_offset(const ctn_gguf *g, int64_t i);
+uint64_t ctn_gguf_tensor_info_offset(const ctn_gguf *g, int64_t i);
+/* Number of elements of a tensor (product of ne). */
+int64_t ctn_gguf_tensor_nelements(const ctn_gguf_tensor *t);
+
 /* ---- writing ---------------------------------------------------------------------- */
 
 /*
@@ -192,7 +212,8 @@ const ctn_gguf_tensor *ctn_gguf_find_tensor(const ctn_gguf *g, const char *name)
  *     int rc = ctn_gguf_writer_write(w, "out.gguf", err, sizeof err);
  *     ctn_gguf_writer_free(w);
  *
- * Keys and strings are copied. Tensor data is borrowed until write (must stay valid).
+ * Keys and strings are copied. Tensor data is borrowed until write (must stay valid); NULL
+ * data writes zeros. The alignment is the general.alignment key (set_alignment sets it).
  * Setting an existing key replaces its value; adding a tensor with an existing name, a bad
  * type or shape fails with an error kept on the writer (ctn_gguf_writer_errmsg).
  */
@@ -230,5 +251,12 @@ int ctn_gguf_writer_add_tensor(ctn_gguf_writer *w, const char *name, ctn_type ty
 /* Serialises the whole file to memory (*out malloc'd, caller frees) or to a path. */
 int ctn_gguf_writer_write_memory(ctn_gguf_writer *w, void **out, size_t *size);
 int ctn_gguf_writer_write(ctn_gguf_writer *w, const char *path, char *err, size_t errlen);
+
+/*
+ * Allocation-failure injection for tests (not thread-safe, test use only): when >= 0, that
+ * many more allocations made by this module succeed and every later one fails, until the
+ * test sets it back to -1 (the default).
+ */
+extern long ctn__gguf_fail_alloc_after;
 
 #endif
