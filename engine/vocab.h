@@ -72,15 +72,17 @@ int32_t ctn_vocab_lookup(const ctn_vocab *v, const char *text, size_t len);
  * (llama.cpp's add_special); parse_special matches control tokens such as <s> or
  * <|im_start|> written in the text (user-defined added tokens are always matched, as in
  * llama.cpp). *ids is malloc'd (caller frees), possibly NULL when *n_ids is 0.
- * Invalid UTF-8 is tokenized as llama.cpp does, never rejected.
+ * Invalid UTF-8 is tokenized as llama.cpp does, never rejected. (Where llama.cpp would
+ * abort — add_bos with no BOS id, a byte with no byte token — BOS is left out and <unk>
+ * used instead.)
  */
 int ctn_tokenize(const ctn_vocab *v, const char *text, size_t len, bool add_special,
                  bool parse_special, int32_t **ids, size_t *n_ids);
 
 /*
  * Bytes that token `id` decodes to (llama_token_to_piece): writes up to cap bytes into buf
- * and returns the full length (call again with a bigger buffer if it exceeds cap), or a
- * negative error for an id out of range. With special=false control tokens give "".
+ * and returns the full length (call again with a bigger buffer if it exceeds cap), or
+ * CTN_EINVAL for an id out of range. With special=false control tokens give "".
  * lstrip removes up to that many leading spaces (llama.cpp's lstrip argument).
  */
 int ctn_token_to_piece(const ctn_vocab *v, int32_t id, char *buf, size_t cap, int lstrip,
@@ -89,7 +91,10 @@ int ctn_token_to_piece(const ctn_vocab *v, int32_t id, char *buf, size_t cap, in
 /*
  * Decodes ids to text (llama_detokenize): remove_special drops a leading BOS and trailing
  * EOS when the vocabulary adds them; unparse_special renders control tokens as their text.
- * *text is malloc'd and NUL-terminated (caller frees).
+ * As in llama.cpp, SPM drops the space that add_space_prefix put before the first token,
+ * but only when no BOS was dropped ([BOS, "▁Hi"] decodes to " Hi"), and BPE vocabularies
+ * with clean_up_tokenization_spaces (gpt-2, llama3, ...) turn " ," into "," and the like.
+ * *text is malloc'd and NUL-terminated (caller frees). CTN_EINVAL for an id out of range.
  */
 int ctn_detokenize(const ctn_vocab *v, const int32_t *ids, size_t n, bool remove_special,
                    bool unparse_special, char **text, size_t *len);
@@ -97,14 +102,19 @@ int ctn_detokenize(const ctn_vocab *v, const int32_t *ids, size_t n, bool remove
 /*
  * Streaming decoder: feed ids one at a time, get back only complete UTF-8 text. Bytes of
  * a character split across tokens are held until the character is complete; invalid
- * sequences are passed through once it is clear they cannot complete. Lives in caller
- * memory (init/close pair).
+ * sequences are passed through once it is clear they cannot complete. For vocabularies
+ * that clean up spaces, a short tail that the next token could change is held too, so the
+ * concatenated output equals ctn_detokenize(ids, remove_special=false, unparse_special=
+ * special) (except after a run of over 60 bytes of spaces-before-punctuation/apostrophes).
+ * Lives in caller memory (init/close pair).
  */
 typedef struct {
     const ctn_vocab *vocab;
-    bool special;         /* render control tokens as text */
-    bool first;           /* no piece emitted yet (SPM strips the leading space) */
-    unsigned char hold[8]; /* pending bytes of an incomplete UTF-8 character */
+    bool special; /* render control tokens as text */
+    bool first;   /* no piece emitted yet (SPM strips the leading space) */
+    /* pending bytes: an incomplete UTF-8 character, and for vocabularies that clean up
+     * spaces on decode (" ," -> ","), a short tail that the next token could still change */
+    unsigned char hold[64];
     size_t n_hold;
 } ctn_detok_stream;
 
