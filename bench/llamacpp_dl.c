@@ -1,0 +1,264 @@
+/*
+ * dlopen() binding of llama.cpp's tokenizer; see llamacpp_dl.h. Nothing here is taken from
+ * llama.cpp: the prototypes below are written from the ABI of its public header.
+ */
+#include "llamacpp_dl.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the ABI we rely on ----------------------------------------------------------- */
+
+/*
+ * struct llama_model_params of libllama.v0.5.0 (x86-64: 80 bytes). We only set
+ * vocab_only, but the struct travels by value so the layout must be exact.
+ */
+struct lcpp_model_params {
+    void *devices;
+    const void *tensor_buft_overrides;
+    int32_t n_gpu_layers;
+    int split_mode; /* enum */
+    int load_mode;  /* enum */
+    int lazy_mode;  /* enum */
+    int32_t main_gpu;
+    const float *tensor_split;
+    bool (*progress_callback)(float progress, void *user_data);
+    void *progress_callback_user_data;
+    const void *kv_overrides;
+    bool vocab_only;
+    bool check_tensors;
+    bool use_extra_bufts;
+    bool no_host;
+    bool no_alloc;
+    bool load_mtp;
+};
+_Static_assert(sizeof(void *) != 8 || sizeof(struct lcpp_model_params) == 80,
+               "llama_model_params layout");
+
+typedef void (*lcpp_log_fn)(int level, const char *text, void *user_data);
+
+static struct {
+    bool open;
+    void *h_base, *h_ggml, *h_llama;
+    void (*backend_init)(void);
+    void (*log_set)(lcpp_log_fn fn, void *ud);
+    struct lcpp_model_params (*model_default_params)(void);
+    void *(*model_load_from_file)(const char *path, struct lcpp_model_params p);
+    void (*model_free)(void *model);
+    const void *(*model_get_vocab)(const void *model);
+    int (*vocab_type)(const void *vocab);
+    int32_t (*vocab_n_tokens)(const void *vocab);
+    int32_t (*tokenize)(const void *vocab, const char *text, int32_t text_len, int32_t *tokens,
+                        int32_t n_tokens_max, bool add_special, bool parse_special);
+    int32_t (*token_to_piece)(const void *vocab, int32_t token, char *buf, int32_t length,
+                              int32_t lstrip, bool special);
+    int32_t (*detokenize)(const void *vocab, const int32_t *tokens, int32_t n_tokens,
+                          char *text, int32_t text_len_max, bool remove_special,
+                          bool unparse_special);
+} L;
+
+struct lcpp_vocab {
+    void *model;
+    const void *vocab;
+    int32_t *ids; /* (cap_ids) */
+    size_t cap_ids;
+    char *text; /* (cap_text) */
+    size_t cap_text;
+};
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* llama.cpp logs every metadata key on load; keep only errors. */
+static void quiet_log(int level, const char *text, void *ud)
+{
+    (void)ud;
+    if (level == 4 /* GGML_LOG_LEVEL_ERROR */) fputs(text, stderr);
+}
+
+/*
+ * Finds the file in dir whose name starts with prefix and ends in ".so" and whose next
+ * character after the prefix is one of `next` ("." for "libllama.v0.5.0.so", so that
+ * "libllama-common.so" is not taken for libllama). Writes the full path into out.
+ */
+static int find_lib(const char *dir, const char *prefix, const char *next, char *out,
+                    size_t cap)
+{
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    size_t pl = strlen(prefix);
+    int found = -1;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *n = e->d_name;
+        size_t nl = strlen(n);
+        if (nl < pl + 3 || strncmp(n, prefix, pl) != 0 || strcmp(n + nl - 3, ".so") != 0)
+            continue;
+        if (!strchr(next, n[pl])) continue;
+        if ((size_t)snprintf(out, cap, "%s/%s", dir, n) >= cap) continue;
+        found = 0;
+        break;
+    }
+    closedir(d);
+    return found;
+}
+
+static void *sym(void *h, const char *name, int *missing, char *err, size_t errlen)
+{
+    void *p = dlsym(h, name);
+    if (!p && !*missing) {
+        seterr(err, errlen, "llama.cpp library lacks %s", name);
+        *missing = 1;
+    }
+    return p;
+}
+
+int lcpp_lib_open(const char *dir, char *err, size_t errlen)
+{
+    if (L.open) return 0;
+    if (!dir) dir = getenv(LCPP_LIBDIR_ENV);
+    if (!dir || !*dir) dir = LCPP_DEFAULT_LIBDIR;
+
+    char base[4096], ggml[4096], llama[4096];
+    if (find_lib(dir, "libggml-base", ".", base, sizeof base) < 0 ||
+        find_lib(dir, "libggml", ".", ggml, sizeof ggml) < 0 ||
+        find_lib(dir, "libllama", ".", llama, sizeof llama) < 0) {
+        seterr(err, errlen, "no libggml-base/libggml/libllama .so in %s", dir);
+        return -1;
+    }
+    /* Dependency order, global so that each finds the symbols of the one before. */
+    L.h_base = dlopen(base, RTLD_NOW | RTLD_GLOBAL);
+    L.h_ggml = L.h_base ? dlopen(ggml, RTLD_NOW | RTLD_GLOBAL) : NULL;
+    L.h_llama = L.h_ggml ? dlopen(llama, RTLD_NOW | RTLD_GLOBAL) : NULL;
+    if (!L.h_llama) {
+        seterr(err, errlen, "dlopen: %s", dlerror());
+        return -1;
+    }
+    int miss = 0;
+    void *h = L.h_llama;
+    /* Casts through a union-free pointer conversion, as POSIX allows for dlsym. */
+    *(void **)&L.backend_init = sym(h, "llama_backend_init", &miss, err, errlen);
+    *(void **)&L.log_set = sym(h, "llama_log_set", &miss, err, errlen);
+    *(void **)&L.model_default_params = sym(h, "llama_model_default_params", &miss, err, errlen);
+    *(void **)&L.model_load_from_file = sym(h, "llama_model_load_from_file", &miss, err, errlen);
+    *(void **)&L.model_free = sym(h, "llama_model_free", &miss, err, errlen);
+    *(void **)&L.model_get_vocab = sym(h, "llama_model_get_vocab", &miss, err, errlen);
+    *(void **)&L.vocab_type = sym(h, "llama_vocab_type", &miss, err, errlen);
+    *(void **)&L.vocab_n_tokens = sym(h, "llama_vocab_n_tokens", &miss, err, errlen);
+    *(void **)&L.tokenize = sym(h, "llama_tokenize", &miss, err, errlen);
+    *(void **)&L.token_to_piece = sym(h, "llama_token_to_piece", &miss, err, errlen);
+    *(void **)&L.detokenize = sym(h, "llama_detokenize", &miss, err, errlen);
+    if (miss) return -1;
+    L.log_set(quiet_log, NULL);
+    L.backend_init();
+    L.open = true;
+    return 0;
+}
+
+int lcpp_vocab_open(lcpp_vocab **out, const char *path, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!L.open) {
+        seterr(err, errlen, "llama.cpp library not loaded");
+        return -1;
+    }
+    lcpp_vocab *v = calloc(1, sizeof *v);
+    if (!v) {
+        seterr(err, errlen, "out of memory");
+        return -1;
+    }
+    struct lcpp_model_params p = L.model_default_params();
+    p.vocab_only = true;
+    v->model = L.model_load_from_file(path, p);
+    if (!v->model) {
+        seterr(err, errlen, "llama.cpp could not load %s", path);
+        free(v);
+        return -1;
+    }
+    v->vocab = L.model_get_vocab(v->model);
+    *out = v;
+    return 0;
+}
+
+void lcpp_vocab_free(lcpp_vocab *v)
+{
+    if (!v) return;
+    L.model_free(v->model);
+    free(v->ids);
+    free(v->text);
+    free(v);
+}
+
+int lcpp_vocab_type(const lcpp_vocab *v) { return L.vocab_type(v->vocab); }
+
+int32_t lcpp_vocab_n_tokens(const lcpp_vocab *v) { return L.vocab_n_tokens(v->vocab); }
+
+static int grow(void **buf, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 256;
+    while (c < need) c *= 2;
+    void *p = realloc(*buf, c * elem);
+    if (!p) return -1;
+    *buf = p;
+    *cap = c;
+    return 0;
+}
+
+int lcpp_tokenize(lcpp_vocab *v, const char *text, size_t len, bool add_special,
+                  bool parse_special, const int32_t **ids, size_t *n_ids)
+{
+    if (len > INT32_MAX) return -1;
+    /* At most one token per byte, plus BOS/EOS and a prefix space: one call suffices. */
+    if (grow((void **)&v->ids, &v->cap_ids, len + 8, sizeof *v->ids) < 0) return -1;
+    int32_t n = L.tokenize(v->vocab, text, (int32_t)len, v->ids, (int32_t)v->cap_ids,
+                           add_special, parse_special);
+    if (n < 0) {
+        if (n == INT32_MIN) return -1;
+        if (grow((void **)&v->ids, &v->cap_ids, (size_t)-n, sizeof *v->ids) < 0) return -1;
+        n = L.tokenize(v->vocab, text, (int32_t)len, v->ids, (int32_t)v->cap_ids, add_special,
+                       parse_special);
+        if (n < 0) return -1;
+    }
+    *ids = v->ids;
+    *n_ids = (size_t)n;
+    return 0;
+}
+
+int lcpp_detokenize(lcpp_vocab *v, const int32_t *ids, size_t n, bool remove_special,
+                    bool unparse_special, const char **text, size_t *len)
+{
+    if (n > INT32_MAX) return -1;
+    if (grow((void **)&v->text, &v->cap_text, 64 + n * 8, 1) < 0) return -1;
+    int32_t r = L.detokenize(v->vocab, ids, (int32_t)n, v->text, (int32_t)v->cap_text - 1,
+                             remove_special, unparse_special);
+    if (r < 0) {
+        if (r == INT32_MIN) return -1;
+        if (grow((void **)&v->text, &v->cap_text, (size_t)-r + 1, 1) < 0) return -1;
+        r = L.detokenize(v->vocab, ids, (int32_t)n, v->text, (int32_t)v->cap_text - 1,
+                         remove_special, unparse_special);
+        if (r < 0) return -1;
+    }
+    v->text[r] = '\0';
+    *text = v->text;
+    *len = (size_t)r;
+    return 0;
+}
+
+int lcpp_token_to_piece(const lcpp_vocab *v, int32_t id, char *buf, size_t cap, int lstrip,
+                        bool special)
+{
+    int32_t c = cap > INT32_MAX ? INT32_MAX : (int32_t)cap;
+    int32_t r = L.token_to_piece(v->vocab, id, buf, c, lstrip, special);
+    return r < 0 ? -r : r;
+}

@@ -1,0 +1,64 @@
+/*
+ * llama.cpp's tokenizer, loaded at run time with dlopen() so that catena builds and tests
+ * without it. Used by bench/llamacpp_tok.c and tests/compat/tokdiff.c as the reference.
+ *
+ *     char err[512];
+ *     if (lcpp_lib_open(NULL, err, sizeof err) < 0) { puts(err); return 77; }
+ *     lcpp_vocab *v;
+ *     if (lcpp_vocab_open(&v, "ggml-vocab-qwen2.gguf", err, sizeof err) < 0) ...
+ *     int32_t *ids; size_t n;
+ *     lcpp_tokenize(v, text, len, false, false, &ids, &n);  // ids borrowed from v
+ *     lcpp_vocab_free(v);
+ *
+ * Only the few llama.h functions needed here are declared, with our own prototypes that
+ * match the ABI of llama.cpp as shipped by node-llama-cpp 3.22.1 (libllama.v0.5.0.so).
+ * The library directory holds libggml-base.so, libggml*.so and libllama*.so; they are
+ * opened by full path in dependency order, so LD_LIBRARY_PATH is not needed. A vocab-only
+ * model needs no ggml backend, so the CPU backend libraries are never loaded.
+ */
+#ifndef CTN_BENCH_LLAMACPP_DL_H
+#define CTN_BENCH_LLAMACPP_DL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Where scripts/setup-peers.sh installs the libraries, relative to the repository root. */
+#define LCPP_DEFAULT_LIBDIR "bench/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64"
+/* Environment variable that overrides the default directory. */
+#define LCPP_LIBDIR_ENV "CATENA_LLAMA_LIBDIR"
+
+/* llama_vocab_type values. */
+enum { LCPP_VOCAB_NONE = 0, LCPP_VOCAB_SPM = 1, LCPP_VOCAB_BPE = 2 };
+
+typedef struct lcpp_vocab lcpp_vocab;
+
+/*
+ * Loads the libraries once per process. dir NULL means $CATENA_LLAMA_LIBDIR, else
+ * LCPP_DEFAULT_LIBDIR. Returns 0, or -1 with the reason in err (the caller treats that as
+ * "peer unavailable"). Calling it again after success does nothing.
+ */
+int lcpp_lib_open(const char *dir, char *err, size_t errlen);
+
+/* Loads a vocabulary-only model. Returns 0 or -1 with the reason in err. */
+int lcpp_vocab_open(lcpp_vocab **out, const char *path, char *err, size_t errlen);
+void lcpp_vocab_free(lcpp_vocab *v);
+int lcpp_vocab_type(const lcpp_vocab *v);
+int32_t lcpp_vocab_n_tokens(const lcpp_vocab *v);
+
+/*
+ * llama_tokenize into a buffer owned by v (valid until the next call on v; grown as
+ * needed, never shrunk). Returns 0, or -1 if llama.cpp fails or memory runs out.
+ */
+int lcpp_tokenize(lcpp_vocab *v, const char *text, size_t len, bool add_special,
+                  bool parse_special, const int32_t **ids, size_t *n_ids);
+
+/* llama_detokenize into a buffer owned by v, NUL-terminated. Returns 0 or -1. */
+int lcpp_detokenize(lcpp_vocab *v, const int32_t *ids, size_t n, bool remove_special,
+                    bool unparse_special, const char **text, size_t *len);
+
+/* llama_token_to_piece: the full piece length (may exceed cap), or negative on error. */
+int lcpp_token_to_piece(const lcpp_vocab *v, int32_t id, char *buf, size_t cap, int lstrip,
+                        bool special);
+
+#endif
