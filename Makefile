@@ -5,10 +5,10 @@
 MODEL ?= ../shared/models/stories260K.gguf
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-CC_CHOICE := $(shell command -v clang >/dev/null 2>&1 && echo clang || echo cc)
 CMAKE_FLAGS ?=
 
 .PHONY: all setup configure build demo test peers clean
+MAKEFLAGS += --no-print-directory
 
 all: build
 
@@ -22,7 +22,9 @@ configure: setup
 build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
-demo: build
+# The demo needs only the command, not the test and fuzz builds.
+demo: configure
+	@cmake --build $(BUILD) -j $(JOBS) --target catena
 	@sh examples/inspect_and_tokenize.sh "$(MODEL)" "$(BUILD)/catena"
 
 # The llama.cpp peer (npm package node-llama-cpp) for the differential tokenizer test and
