@@ -25,23 +25,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-long ctn__gguf_fail_alloc_after = -1;
-
-/* Every allocation of this module goes through here so tests can inject failures. */
-static void *xmalloc(size_t n) {
-    if (ctn__gguf_fail_alloc_after == 0) return NULL;
-    if (ctn__gguf_fail_alloc_after > 0) ctn__gguf_fail_alloc_after--;
-    return malloc(n ? n : 1);
-}
-
-static void *xrealloc(void *p, size_t n) {
-    if (ctn__gguf_fail_alloc_after == 0) return NULL;
-    if (ctn__gguf_fail_alloc_after > 0) ctn__gguf_fail_alloc_after--;
-    return realloc(p, n ? n : 1);
-}
+#include "alloc.h" /* every allocation goes through ctn__malloc/ctn__realloc */
 
 static char *xstrndup(const char *s, size_t n) {
-    char *d = xmalloc(n + 1);
+    char *d = ctn__malloc(n + 1);
     if (d == NULL) return NULL;
     memcpy(d, s, n);
     d[n] = '\0';
@@ -248,7 +235,7 @@ static void *arena_alloc(chunk **arena, size_t n) {
     if (c == NULL || c->cap - c->used < n) {
         size_t cap = n > ARENA_MIN_CHUNK ? n : ARENA_MIN_CHUNK;
         if (cap > SIZE_MAX - sizeof(chunk)) return NULL;
-        chunk *nc = xmalloc(sizeof(chunk) + cap);
+        chunk *nc = ctn__malloc(sizeof(chunk) + cap);
         if (nc == NULL) return NULL;
         nc->cap = cap;
         nc->used = 0;
@@ -781,7 +768,7 @@ static int parse_tensors(reader *r) {
 
     /* Overlap check: sort the nonempty ranges by start; neighbours must not intersect. */
     if (n > 1) {
-        range *rs = xmalloc((size_t)n * sizeof *rs);
+        range *rs = ctn__malloc((size_t)n * sizeof *rs);
         if (rs == NULL) {
             snprintf(r->field, sizeof r->field, "header");
             return fail_nomem(r, 8, "the tensor overlap check");
@@ -825,7 +812,7 @@ static int parse(ctn_gguf *g, char *err, size_t errlen) {
 }
 
 static ctn_gguf *gguf_new(const char *name) {
-    ctn_gguf *g = xmalloc(sizeof *g);
+    ctn_gguf *g = ctn__malloc(sizeof *g);
     if (g == NULL) return NULL;
     memset(g, 0, sizeof *g);
     const char *n = name ? name : "<memory>";
@@ -1154,7 +1141,7 @@ static void buf_put(buf *b, const void *src, size_t n) {
             }
             cap *= 2;
         }
-        uint8_t *np = xrealloc(b->p, cap);
+        uint8_t *np = ctn__realloc(b->p, cap);
         if (np == NULL) {
             b->failed = true;
             return;
@@ -1213,7 +1200,7 @@ struct ctn_gguf_writer {
 };
 
 ctn_gguf_writer *ctn_gguf_writer_new(void) {
-    ctn_gguf_writer *w = xmalloc(sizeof *w);
+    ctn_gguf_writer *w = ctn__malloc(sizeof *w);
     if (w == NULL) return NULL;
     memset(w, 0, sizeof *w);
     return w;
@@ -1265,7 +1252,7 @@ static int put_kv(ctn_gguf_writer *w, const char *key, buf *b) {
     }
     if (w->n_kv == w->cap_kv) {
         size_t cap = w->cap_kv ? w->cap_kv * 2 : 16;
-        wkv *nk = xrealloc(w->kv, cap * sizeof *nk);
+        wkv *nk = ctn__realloc(w->kv, cap * sizeof *nk);
         if (nk == NULL) {
             free(b->p);
             return werr(w, CTN_ENOMEM, "key '%s': out of memory", key);
@@ -1546,7 +1533,7 @@ int ctn_gguf_writer_add_tensor(ctn_gguf_writer *w, const char *name, ctn_type ty
     }
     if (w->n_t == w->cap_t) {
         size_t cap = w->cap_t ? w->cap_t * 2 : 16;
-        wtensor *nt = xrealloc(w->t, cap * sizeof *nt);
+        wtensor *nt = ctn__realloc(w->t, cap * sizeof *nt);
         if (nt == NULL) return werr(w, CTN_ENOMEM, "tensor '%s': out of memory", name);
         w->t = nt;
         w->cap_t = cap;
@@ -1668,7 +1655,7 @@ int ctn_gguf_writer_write_memory(ctn_gguf_writer *w, void **out, size_t *size) {
         free(b.p);
         return werr(w, CTN_ERANGE, "file of more than SIZE_MAX bytes");
     }
-    uint8_t *mem = xmalloc((size_t)total);
+    uint8_t *mem = ctn__malloc((size_t)total);
     if (mem == NULL) {
         free(b.p);
         return werr(w, CTN_ENOMEM, "out of memory for a %" PRIu64 "-byte file", total);

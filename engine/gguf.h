@@ -252,11 +252,4 @@ int ctn_gguf_writer_add_tensor(ctn_gguf_writer *w, const char *name, ctn_type ty
 int ctn_gguf_writer_write_memory(ctn_gguf_writer *w, void **out, size_t *size);
 int ctn_gguf_writer_write(ctn_gguf_writer *w, const char *path, char *err, size_t errlen);
 
-/*
- * Allocation-failure injection for tests (not thread-safe, test use only): when >= 0, that
- * many more allocations made by this module succeed and every later one fails, until the
- * test sets it back to -1 (the default).
- */
-extern long ctn__gguf_fail_alloc_after;
-
 #endif

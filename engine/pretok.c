@@ -362,7 +362,21 @@ static long collapse_regex(const char *re, char *out, size_t cap) {
     return (long)o;
 }
 
-static int compile_step(ctn__pretok_step *st, const char *re, char *err, size_t errlen) {
+/* PCRE2 allocates through alloc.h too, so tests can fail its allocations like ours. (The
+ * JIT's executable memory is mmapped by PCRE2 itself; a failed JIT compile only means the
+ * interpreter runs, with the same results.) */
+static void *pcre_alloc(size_t n, void *ud) {
+    (void)ud;
+    return ctn__malloc(n);
+}
+
+static void pcre_free(void *ptr, void *ud) {
+    (void)ud;
+    free(ptr);
+}
+
+static int compile_step(ctn__pretok_step *st, const char *re, pcre2_compile_context *cctx,
+                        char *err, size_t errlen) {
     if (strcmp(re, RE_GPT2) == 0) {
         st->kind = STEP_GPT2;
         return 0;
@@ -399,7 +413,8 @@ static int compile_step(ctn__pretok_step *st, const char *re, char *err, size_t 
     }
     int ec;
     PCRE2_SIZE eo;
-    st->re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, opts, &ec, &eo, NULL);
+    st->re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, opts, &ec, &eo, cctx);
+    if (!st->re && ec == PCRE2_ERROR_HEAP_FAILED) return CTN_ENOMEM;
     if (!st->re) {
         PCRE2_UCHAR msg[120];
         pcre2_get_error_message(ec, msg, sizeof msg);
@@ -439,19 +454,22 @@ int ctn__pretok_init(ctn__pretok *p, const char *name, char *err, size_t errlen)
     while (n < CTN__PRETOK_MAX_STEPS && presets[preset][n]) {
         n++;
     }
-    p->steps = calloc((size_t)n, sizeof *p->steps);
+    p->gctx = pcre2_general_context_create(pcre_alloc, pcre_free, NULL);
+    pcre2_compile_context *cctx = p->gctx ? pcre2_compile_context_create(p->gctx) : NULL;
+    p->steps = cctx ? ctn__calloc((size_t)n, sizeof *p->steps) : NULL;
     if (!p->steps) {
+        pcre2_compile_context_free(cctx);
+        ctn__pretok_free(p);
         return CTN_ENOMEM;
     }
     p->n_steps = n;
-    for (int i = 0; i < n; i++) {
-        int rc = compile_step(&p->steps[i], presets[preset][i], err, errlen);
-        if (rc < 0) {
-            ctn__pretok_free(p);
-            return rc;
-        }
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        rc = compile_step(&p->steps[i], presets[preset][i], cctx, err, errlen);
     }
-    return 0;
+    pcre2_compile_context_free(cctx);
+    if (rc < 0) ctn__pretok_free(p);
+    return rc;
 }
 
 void ctn__pretok_free(ctn__pretok *p) {
@@ -459,8 +477,10 @@ void ctn__pretok_free(ctn__pretok *p) {
         pcre2_code_free(p->steps[i].re);
     }
     free(p->steps);
+    pcre2_general_context_free(p->gctx);
     p->steps = NULL;
     p->n_steps = 0;
+    p->gctx = NULL;
 }
 
 void ctn__pretok_scratch_free(ctn__pretok_scratch *s) {
@@ -479,7 +499,7 @@ int ctn__u32vec_reserve(ctn__u32vec *a, size_t cap) {
     while (nc < cap) {
         nc *= 2;
     }
-    uint32_t *nv = realloc(a->v, nc * sizeof *nv);
+    uint32_t *nv = ctn__realloc(a->v, nc * sizeof *nv);
     if (!nv) {
         return CTN_ENOMEM;
     }
@@ -678,13 +698,13 @@ static int build_subject(ctn__pretok_scratch *s, const uint32_t *cpts, const uin
                          bool collapsed) {
     size_t need = collapsed ? n + 1 : 4 * n + 1;
     if (need > s->sub_cap) {
-        char *ns = realloc(s->sub, need);
+        char *ns = ctn__realloc(s->sub, need);
         if (!ns) return CTN_ENOMEM;
         s->sub = ns;
         s->sub_cap = need;
     }
     if (need > s->b2c_cap) {
-        uint32_t *nb = realloc(s->b2c, need * sizeof *nb);
+        uint32_t *nb = ctn__realloc(s->b2c, need * sizeof *nb);
         if (!nb) return CTN_ENOMEM;
         s->b2c = nb;
         s->b2c_cap = need;
@@ -757,13 +777,14 @@ static int match_once(const ctn__pretok_step *st, ctn__pretok_scratch *s, const 
 
 /* Runs one regex over each piece like std::regex_iterator: matches and the gaps between
  * them become pieces; an empty match is retried as non-empty, then skips one character. */
-static int regex_step(const ctn__pretok_step *st, ctn__pretok_scratch *s, const uint32_t *cpts,
-                      const uint16_t *fl, size_t n, const ctn__u32vec *in, ctn__u32vec *out) {
+static int regex_step(const ctn__pretok *p, const ctn__pretok_step *st, ctn__pretok_scratch *s,
+                      const uint32_t *cpts, const uint16_t *fl, size_t n, const ctn__u32vec *in,
+                      ctn__u32vec *out) {
     int rc = build_subject(s, cpts, fl, n, st->collapsed);
     if (rc < 0) return rc;
     size_t total = s->sub_len;
     if (!s->md) {
-        s->md = pcre2_match_data_create(8, NULL);
+        s->md = pcre2_match_data_create(8, p->gctx);
         if (!s->md) return CTN_ENOMEM;
     }
     size_t cstart = 0;
@@ -777,6 +798,7 @@ static int regex_step(const ctn__pretok_step *st, ctn__pretok_scratch *s, const 
         uint32_t opts = 0;
         for (;;) {
             int m = match_once(st, s, subj, len, pos, opts);
+            if (m == PCRE2_ERROR_NOMEMORY) return CTN_ENOMEM; /* the interpreter's frames */
             if (m < 0) {
                 if (m == PCRE2_ERROR_NOMATCH && opts) {
                     /* no non-empty match here: step over one character and search on */
@@ -833,7 +855,7 @@ int ctn__pretok_split(const ctn__pretok *p, ctn__pretok_scratch *s, const uint32
         const ctn__pretok_step *st = &p->steps[i];
         s->tmp.n = 0;
         if (st->kind == STEP_REGEX) {
-            int rc = regex_step(st, s, cpts, flags, n, lens, &s->tmp);
+            int rc = regex_step(p, st, s, cpts, flags, n, lens, &s->tmp);
             if (rc < 0) return rc;
         } else {
             scan sc = {.cpt = cpts, .fl = flags, .out = &s->tmp};

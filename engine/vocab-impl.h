@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "alloc.h" /* all allocations go through ctn__malloc & co. (failure injection) */
 #include "vocab.h"
 
 /* Token attributes, as llama.cpp's llama_token_attr bits (types map onto them at load and
@@ -49,6 +50,7 @@ typedef struct {
     bool ignore_merges;      /* a word that is a token is taken whole */
     bool add_bos;            /* default of add_bos_token for this pre-tokenizer */
     bool no_bos;             /* the pre-tokenizer clears the default BOS id (chatglm) */
+    void *gctx;              /* pcre2_general_context routing PCRE2's memory through alloc.h */
 } ctn__pretok;
 
 /* Sets up the pre-tokenizer named `name` (llama.cpp's tokenizer.ggml.pre values).

@@ -105,7 +105,7 @@ static bool text_is(const ctn_vocab *v, int32_t id, const char *s) {
 }
 
 static char *dup_n(const char *s, size_t n) {
-    char *d = malloc(n + 1);
+    char *d = ctn__malloc(n + 1);
     if (d) {
         memcpy(d, s, n);
         d[n] = 0;
@@ -200,16 +200,16 @@ static int load_tokens(ctn_vocab *v, const ctn_gguf *g, char *err, size_t errlen
             return CTN_EFORMAT;
         }
     }
-    v->text_blob = malloc(total);
-    v->text_off = malloc((n + 1) * sizeof *v->text_off);
-    v->scores = calloc(n, sizeof *v->scores);
-    v->types = calloc(n, 1);
-    v->attrs = calloc(n, sizeof *v->attrs);
+    v->text_blob = ctn__malloc(total);
+    v->text_off = ctn__malloc((n + 1) * sizeof *v->text_off);
+    v->scores = ctn__calloc(n, sizeof *v->scores);
+    v->types = ctn__calloc(n, 1);
+    v->attrs = ctn__calloc(n, sizeof *v->attrs);
     size_t cap = 16;
     while (cap < 2 * n)
         cap *= 2;
-    v->map_slots = calloc(cap, sizeof *v->map_slots);
-    v->map_hash = calloc(cap, sizeof *v->map_hash);
+    v->map_slots = ctn__calloc(cap, sizeof *v->map_slots);
+    v->map_hash = ctn__calloc(cap, sizeof *v->map_hash);
     v->map_mask = cap - 1;
     if (!v->text_blob || !v->text_off || !v->scores || !v->types || !v->attrs || !v->map_slots ||
         !v->map_hash) {
@@ -272,7 +272,7 @@ static int load_merges(ctn_vocab *v, const ctn_gguf *g, char *err, size_t errlen
     size_t cap = 16;
     while (cap < 2 * n)
         cap *= 2;
-    v->merges = malloc(cap * sizeof *v->merges);
+    v->merges = ctn__malloc(cap * sizeof *v->merges);
     if (!v->merges) {
         return CTN_ENOMEM;
     }
@@ -305,7 +305,7 @@ static int load_merges(ctn_vocab *v, const ctn_gguf *g, char *err, size_t errlen
         }
         if (l1 + l2 > bufcap) {
             bufcap = 2 * (l1 + l2);
-            char *nb = realloc(buf, bufcap);
+            char *nb = ctn__realloc(buf, bufcap);
             if (!nb) {
                 free(buf);
                 return CTN_ENOMEM;
@@ -364,7 +364,7 @@ static int push_eog(ctn_vocab *v, int32_t id) {
     for (size_t i = 0; i < v->n_eog; i++) {
         if (v->eog[i] == id) return 0;
     }
-    int32_t *n = realloc(v->eog, (v->n_eog + 1) * sizeof *n);
+    int32_t *n = ctn__realloc(v->eog, (v->n_eog + 1) * sizeof *n);
     if (!n) return CTN_ENOMEM;
     v->eog = n;
     v->eog[v->n_eog++] = id;
@@ -551,24 +551,41 @@ static int fixup_specials(ctn_vocab *v) {
     return 0;
 }
 
-/* The bytes a token decodes to (llama.cpp's cached token_to_piece with special=true). */
+/*
+ * Decoded pieces may be longer than the token texts only through llama.cpp's spelling of a
+ * character outside the GPT-2 alphabet, "[UNK_BYTE_0x<hex><whole token text>]" per such
+ * character: quadratic in the token length, so a 60 KB hostile token would ask for gigabytes.
+ * Real vocabularies have at most a few such tokens; the excess over the texts is capped.
+ */
+#define MAX_PIECE_EXCESS ((size_t)64 << 20)
+
+/* Appends n bytes at out + o, or only counts them when out is NULL (measuring). */
+static size_t put(char *out, size_t o, const void *src, size_t n) {
+    if (out) memcpy(out + o, src, n);
+    return o + n;
+}
+
+/*
+ * The bytes a token decodes to (llama.cpp's cached token_to_piece with special=true), or
+ * with out NULL just their count. Measuring stops once the piece exceeds the token text by
+ * more than MAX_PIECE_EXCESS, so the count cannot overflow.
+ */
 static size_t make_piece(const ctn_vocab *v, int32_t id, char *out) {
     size_t n;
     const char *t = tok_text(v, id, &n);
     uint16_t a = v->attrs[id];
     if (a & (CTN__ATTR_UNKNOWN | CTN__ATTR_CONTROL | CTN__ATTR_USER_DEFINED)) {
-        memcpy(out, t, n);
-        return n;
+        return put(out, 0, t, n);
     }
     if (a & CTN__ATTR_NORMAL) {
         if (v->kind == CTN_VOCAB_SPM || v->escape_ws) {
             size_t o = 0;
             for (size_t i = 0; i < n; i++) {
                 if (i + 2 < n && memcmp(t + i, "\xe2\x96\x81", 3) == 0) {
-                    out[o++] = ' ';
+                    o = put(out, o, " ", 1);
                     i += 2;
                 } else {
-                    out[o++] = t[i];
+                    o = put(out, o, t + i, 1);
                 }
             }
             return o;
@@ -576,23 +593,23 @@ static size_t make_piece(const ctn_vocab *v, int32_t id, char *out) {
         /* GPT-2 alphabet back to bytes; a code point outside it is spelled out as llama.cpp
          * does: [UNK_BYTE_0x<hex of its UTF-8><token text>] */
         size_t o = 0;
-        for (size_t i = 0; i < n;) {
+        for (size_t i = 0; i < n && o <= n + MAX_PIECE_EXCESS;) {
             uint32_t c;
             i += ctn__utf8_decode((const unsigned char *)t + i, n - i, &c);
             int b = ctn__gpt2_cpt_to_byte(c);
             if (b >= 0) {
-                out[o++] = (char)b;
+                char ch = (char)b;
+                o = put(out, o, &ch, 1);
             } else {
-                char u[4];
+                char u[4], hex[9];
                 size_t k = ctn__utf8_encode(c, u);
-                memcpy(out + o, "[UNK_BYTE_0x", 12);
-                o += 12;
                 for (size_t j = 0; j < k; j++) {
-                    o += (size_t)sprintf(out + o, "%02x", (unsigned char)u[j]);
+                    snprintf(hex + 2 * j, 3, "%02x", (unsigned char)u[j]);
                 }
-                memcpy(out + o, t, n);
-                o += n;
-                out[o++] = ']';
+                o = put(out, o, "[UNK_BYTE_0x", 12);
+                o = put(out, o, hex, 2 * k);
+                o = put(out, o, t, n);
+                o = put(out, o, "]", 1);
             }
         }
         return o;
@@ -609,54 +626,38 @@ static size_t make_piece(const ctn_vocab *v, int32_t id, char *out) {
             if (d < 0) break;
             val = val * 16 + (unsigned)d;
         }
-        out[0] = (char)val;
-        return 1;
+        char ch = (char)val;
+        return put(out, 0, &ch, 1);
     }
     return 0;
 }
 
-static int build_pieces(ctn_vocab *v) {
-    /* two passes: measure, then fill a blob of the exact size */
-    char *tmp = NULL;
-    size_t tmpcap = 0, used = 0;
-    v->piece_off = malloc(((size_t)v->n_tokens + 1) * sizeof *v->piece_off);
+/* Measures every piece, then fills a blob of the exact size. */
+static int build_pieces(ctn_vocab *v, char *err, size_t errlen) {
+    v->piece_off = ctn__malloc(((size_t)v->n_tokens + 1) * sizeof *v->piece_off);
     if (!v->piece_off) return CTN_ENOMEM;
-    for (int pass = 0; pass < 2; pass++) {
-        used = 0;
-        for (int32_t id = 0; id < v->n_tokens; id++) {
-            size_t n = v->text_off[id + 1] - v->text_off[id] - 1;
-            size_t need = n * (n + 32) + 16;
-            if (need > tmpcap) {
-                char *nt = realloc(tmp, need);
-                if (!nt) {
-                    free(tmp);
-                    return CTN_ENOMEM;
-                }
-                tmp = nt;
-                tmpcap = need;
-            }
-            size_t k = make_piece(v, id, tmp);
-            if (pass == 1) {
-                memcpy(v->piece_blob + used, tmp, k);
-            }
-            v->piece_off[id] = (uint32_t)used;
-            used += k;
-            if (k > v->max_piece) v->max_piece = k;
-            if (used > UINT32_MAX - 1) {
-                free(tmp);
-                return CTN_EFORMAT;
-            }
-        }
-        v->piece_off[v->n_tokens] = (uint32_t)used;
-        if (pass == 0) {
-            v->piece_blob = malloc(used + 1);
-            if (!v->piece_blob) {
-                free(tmp);
-                return CTN_ENOMEM;
-            }
+    size_t used = 0, excess = 0;
+    for (int32_t id = 0; id < v->n_tokens; id++) {
+        size_t n = v->text_off[id + 1] - v->text_off[id] - 1;
+        size_t k = make_piece(v, id, NULL);
+        v->piece_off[id] = (uint32_t)used;
+        used += k;
+        excess += k > n ? k - n : 0;
+        if (k > v->max_piece) v->max_piece = k;
+        if (excess > MAX_PIECE_EXCESS || used > UINT32_MAX - 1) {
+            ctn__errf(err, errlen,
+                      "tokenizer.ggml.tokens[%d]: decoded pieces too large (%zu bytes so far, "
+                      "%zu more than the texts)",
+                      id, used, excess);
+            return CTN_EFORMAT;
         }
     }
-    free(tmp);
+    v->piece_off[v->n_tokens] = (uint32_t)used;
+    v->piece_blob = ctn__malloc(used + 1);
+    if (!v->piece_blob) return CTN_ENOMEM;
+    for (int32_t id = 0; id < v->n_tokens; id++) {
+        make_piece(v, id, v->piece_blob + v->piece_off[id]);
+    }
     return 0;
 }
 
@@ -676,7 +677,7 @@ static int build_specials(ctn_vocab *v) {
     for (int32_t id = 0; id < v->n_tokens; id++) {
         if (v->attrs[id] & (CTN__ATTR_CONTROL | CTN__ATTR_USER_DEFINED | CTN__ATTR_UNKNOWN)) n++;
     }
-    v->special = malloc((n ? n : 1) * sizeof *v->special);
+    v->special = ctn__malloc((n ? n : 1) * sizeof *v->special);
     if (!v->special) return CTN_ENOMEM;
     for (int32_t id = 0; id < v->n_tokens; id++) {
         if (v->attrs[id] & (CTN__ATTR_CONTROL | CTN__ATTR_USER_DEFINED | CTN__ATTR_UNKNOWN)) {
@@ -684,7 +685,7 @@ static int build_specials(ctn_vocab *v) {
         }
     }
     /* longest first like llama.cpp; equal lengths by id (llama.cpp's order is unspecified) */
-    len_id *tmp = malloc((n ? n : 1) * sizeof *tmp);
+    len_id *tmp = ctn__malloc((n ? n : 1) * sizeof *tmp);
     if (!tmp) return CTN_ENOMEM;
     for (size_t i = 0; i < n; i++) {
         int32_t id = v->special[i];
@@ -700,7 +701,7 @@ static int build_specials(ctn_vocab *v) {
     for (size_t i = 0; i < v->n_special; i++) {
         nodes += v->text_off[v->special[i] + 1] - v->text_off[v->special[i]] - 1;
     }
-    v->trie = calloc(nodes, sizeof *v->trie);
+    v->trie = ctn__calloc(nodes, sizeof *v->trie);
     if (!v->trie) return CTN_ENOMEM;
     v->n_trie = 1;
     v->trie[0].token = -1;
@@ -748,7 +749,7 @@ int ctn_vocab_load(ctn_vocab **out, const ctn_gguf *g, char *err, size_t errlen)
     *out = NULL;
     if (!g) return CTN_EINVAL;
     ctn__ucat_init();
-    ctn_vocab *v = calloc(1, sizeof *v);
+    ctn_vocab *v = ctn__calloc(1, sizeof *v);
     if (!v) return CTN_ENOMEM;
     int rc;
     const char *mp, *pp;
@@ -859,11 +860,8 @@ int ctn_vocab_load(ctn_vocab **out, const ctn_gguf *g, char *err, size_t errlen)
 
     rc = fixup_specials(v);
     if (rc < 0) goto fail;
-    rc = build_pieces(v);
-    if (rc < 0) {
-        if (rc == CTN_EFORMAT) ctn__errf(err, errlen, "tokenizer.ggml.tokens: texts too large");
-        goto fail;
-    }
+    rc = build_pieces(v, err, errlen);
+    if (rc < 0) goto fail;
     rc = build_specials(v);
     if (rc < 0) goto fail;
 
@@ -1087,7 +1085,7 @@ int ctn_detokenize(const ctn_vocab *v, const int32_t *ids, size_t n, bool remove
     for (size_t i = 0; i < n; i++) {
         total += v->piece_off[ids[i] + 1] - v->piece_off[ids[i]];
     }
-    char *out = malloc(total + 1);
+    char *out = ctn__malloc(total + 1);
     if (!out) return CTN_ENOMEM;
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {

@@ -69,7 +69,7 @@ typedef struct {
             size_t nc_ = (cap) ? (cap) : 16;                                                       \
             while (nc_ < (need))                                                                   \
                 nc_ *= 2;                                                                          \
-            void *np_ = realloc((ptr), nc_ * sizeof *(ptr));                                       \
+            void *np_ = ctn__realloc((ptr), nc_ * sizeof *(ptr));                                  \
             if (!np_) return CTN_ENOMEM;                                                           \
             (ptr) = np_;                                                                           \
             (cap) = nc_;                                                                           \
@@ -433,7 +433,7 @@ static int bpe_word(const ctn_vocab *v, work *w, const char *word, size_t n) {
     if (ns <= 96) {
         GROW(w->pair_rank, w->cap_pairs, ns);
         if (w->cap_pairs > 0) {
-            int32_t *np = realloc(w->pair_res, w->cap_pairs * sizeof *np);
+            int32_t *np = ctn__realloc(w->pair_res, w->cap_pairs * sizeof *np);
             if (!np) return CTN_ENOMEM;
             w->pair_res = np;
         }
@@ -539,10 +539,10 @@ static int bpe_fragment(const ctn_vocab *v, work *w, const char *src, size_t n) 
     /* decode to code points like llama.cpp; the words are re-encoded from them, so invalid
      * bytes become U+FFFD and overlong forms their shortest encoding */
     GROW(w->cpts, w->cap_cpts, n + 1);
-    uint16_t *fl = realloc(w->flags, w->cap_cpts * sizeof *fl);
+    uint16_t *fl = ctn__realloc(w->flags, w->cap_cpts * sizeof *fl);
     if (!fl) return CTN_ENOMEM;
     w->flags = fl;
-    uint32_t *bo = realloc(w->boff, w->cap_cpts * sizeof *bo);
+    uint32_t *bo = ctn__realloc(w->boff, w->cap_cpts * sizeof *bo);
     if (!bo) return CTN_ENOMEM;
     w->boff = bo;
     size_t nc = 0, need = 0;

@@ -3,6 +3,7 @@
  * stories260K model, and a table of hostile mutations of a small valid file, each of which
  * must fail with the right code and a message naming the field and the offset.
  */
+#include "alloc.h"
 #include "gguf.h"
 #include "test.h"
 
@@ -701,10 +702,10 @@ TEST(big_string_array_allocates_once) {
     ctn_gguf_writer_free(w);
 
     ctn_gguf *g = NULL;
-    ctn__gguf_fail_alloc_after = 1000000;
+    ctn__alloc_fail_after = 1000000;
     CHECK_EQ_INT(ctn_gguf_open_memory(&g, mem, size, "big.gguf", err, sizeof err), 0);
-    long used = 1000000 - ctn__gguf_fail_alloc_after;
-    ctn__gguf_fail_alloc_after = -1;
+    long used = 1000000 - ctn__alloc_fail_after;
+    ctn__alloc_fail_after = -1;
     CHECK(used <= 6);
     const ctn_gguf_value *a = NULL;
     CHECK(g != NULL && ctn_gguf_get_arr(g, "tokenizer.ggml.tokens", &a) == 0);
@@ -724,9 +725,9 @@ TEST(allocation_failures) {
     int n_fail = 0, done = 0;
     for (long n = 0; n < 1000 && !done; n++) {
         ctn_gguf *g = NULL;
-        ctn__gguf_fail_alloc_after = n;
+        ctn__alloc_fail_after = n;
         int rc = ctn_gguf_open_memory(&g, file, size, "t.gguf", err, sizeof err);
-        ctn__gguf_fail_alloc_after = -1;
+        ctn__alloc_fail_after = -1;
         if (rc == 0) {
             done = 1;
             CHECK(g != NULL && ctn_gguf_n_tensors(g) == 2);
@@ -743,7 +744,7 @@ TEST(allocation_failures) {
      * usable and leak-free. */
     done = 0;
     for (long n = 0; n < 1000 && !done; n++) {
-        ctn__gguf_fail_alloc_after = n;
+        ctn__alloc_fail_after = n;
         ctn_gguf_writer *w = ctn_gguf_writer_new();
         int rc = w == NULL ? CTN_ENOMEM : 0;
         const char *toks[] = {"a", "b"};
@@ -754,7 +755,7 @@ TEST(allocation_failures) {
         void *mem = NULL;
         size_t msize = 0;
         if (rc == 0) rc = ctn_gguf_writer_write_memory(w, &mem, &msize);
-        ctn__gguf_fail_alloc_after = -1;
+        ctn__alloc_fail_after = -1;
         if (rc == 0)
             done = 1;
         else
