@@ -34,6 +34,6 @@ void ctn_backend_describe(char *buf, size_t cap) {
         snprintf(buf, cap, "CPU: on; CUDA: built, but no CUDA device is available");
     }
 #else
-    snprintf(buf, cap, "CPU: on; CUDA: off (not built: no CUDA toolkit was found)");
+    snprintf(buf, cap, "CPU: on; CUDA: off (this build has no CUDA backend)");
 #endif
 }

@@ -13,7 +13,7 @@
 bool ctn_backend_cuda_built(void);
 /* Number of CUDA devices usable now (0 without CUDA or without a GPU). */
 int ctn_backend_cuda_devices(void);
-/* One human-readable line, e.g. "CPU: on; CUDA: off (not built: no CUDA toolkit found)". */
+/* One human-readable line, e.g. "CPU: on; CUDA: off (this build has no CUDA backend)". */
 void ctn_backend_describe(char *buf, size_t cap);
 
 #endif
