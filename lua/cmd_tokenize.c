@@ -148,12 +148,16 @@ int ctn_cmd_detokenize(int argc, char **argv) {
     /*
      * llama_detokenize strips the space that add_space_prefix put before the first word
      * only when the first id is not a BOS it removed, so [BOS, "▁Hello"] decodes to
-     * " Hello". The command is the reverse of `catena tokenize`, so it drops that BOS
-     * itself and lets the library strip the space: text -> ids -> the same text.
+     * " Hello". The command is the reverse of `catena tokenize`, so it removes the BOS and
+     * EOS that the model adds itself and asks the library to remove nothing more: then the
+     * first word's space is stripped and text -> ids -> the same text.
      */
-    size_t skip = 0;
-    if (remove_special && n > 0 && ctn_vocab_add_bos(v) && ids[0] == ctn_vocab_bos(v)) skip = 1;
-    rc = ctn_detokenize(v, ids + skip, n - skip, remove_special, special, &text, &tlen);
+    size_t first = 0, end = n;
+    if (remove_special && end > first && ctn_vocab_add_bos(v) && ids[first] == ctn_vocab_bos(v))
+        first++;
+    if (remove_special && end > first && ctn_vocab_add_eos(v) && ids[end - 1] == ctn_vocab_eos(v))
+        end--;
+    rc = ctn_detokenize(v, ids + first, end - first, false, special, &text, &tlen);
     if (rc < 0) {
         fprintf(stderr, "catena detokenize: %s\n", ctn_strerror(rc));
         goto done;

@@ -82,6 +82,18 @@ describe("catena tokenize", function()
     end
   end)
 
+  it("matches control tokens only with --parse-special, and prints them back with --special", function()
+    local model = SHARED .. "/vocab/ggml-vocab-qwen2.gguf"
+    local text = "<|im_start|>user\nhi<|im_end|>"
+    assert.are.equal("151644 872 198 6023 151645", trim(run("tokenize -m " .. model .. " --parse-special", text)))
+    local plain = trim(run("tokenize -m " .. model, text))
+    assert.is_nil(plain:find("151644", 1, true))
+    local llama3 = SHARED .. "/vocab/ggml-vocab-llama-bpe.gguf"
+    local ids = run("tokenize -m " .. llama3 .. " --parse-special", "<|begin_of_text|>hi")
+    assert.are.equal("128000 128000 6151", trim(ids))
+    assert.are.equal("<|begin_of_text|>hi", run("detokenize -m " .. llama3 .. " --special", ids))
+  end)
+
   it("fails clearly on a missing model file", function()
     local out, code = run("tokenize -m /nonexistent/model.gguf", "x")
     assert.are.equal(1, code)
