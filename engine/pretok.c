@@ -185,6 +185,7 @@ enum {
     F_BOS = 4,     /* add_bos = true */
     F_NOBOS = 8,   /* default BOS id cleared */
     F_ESCAPE = 16, /* escape_whitespaces = true, raw UTF-8 (no byte encoding) */
+    F_GEMMA4 = 32, /* LLAMA_VOCAB_PRE_TYPE_GEMMA4: add_bos forced, newline runs kept whole */
 };
 
 /* tokenizer.ggml.pre values llama.cpp accepts, with the settings its loader attaches. */
@@ -223,8 +224,8 @@ static const struct {
     {"mellum", PRE_GPT2, 0},
     {"modern-bert", PRE_GPT2, 0},
     {"jais-2", PRE_JAIS2, 0},
-    {"gemma4", PRE_NEWLINES, F_ESCAPE},
-    {"granite-embed-multi-311m", PRE_NEWLINES, F_ESCAPE},
+    {"gemma4", PRE_NEWLINES, F_ESCAPE | F_GEMMA4},
+    {"granite-embed-multi-311m", PRE_NEWLINES, F_ESCAPE | F_GEMMA4},
     {"sarvam-moe", PRE_NEWLINES, F_ESCAPE | F_NOCLEAN},
     {"jina-v1-en", PRE_GPT2, 0},
     {"jina-v2-code", PRE_GPT2, 0},
@@ -450,6 +451,7 @@ int ctn__pretok_init(ctn__pretok *p, const char *name, char *err, size_t errlen)
     p->ignore_merges = (flags & F_IGNORE) != 0;
     p->add_bos = (flags & F_BOS) != 0;
     p->no_bos = (flags & F_NOBOS) != 0;
+    p->gemma4 = (flags & F_GEMMA4) != 0;
     int n = 0;
     while (n < CTN__PRETOK_MAX_STEPS && presets[preset][n]) {
         n++;

@@ -50,6 +50,7 @@ typedef struct {
     bool ignore_merges;      /* a word that is a token is taken whole */
     bool add_bos;            /* default of add_bos_token for this pre-tokenizer */
     bool no_bos;             /* the pre-tokenizer clears the default BOS id (chatglm) */
+    bool gemma4;             /* llama.cpp's PRE_TYPE_GEMMA4: BOS always added, \n runs whole */
     void *gctx;              /* pcre2_general_context routing PCRE2's memory through alloc.h */
 } ctn__pretok;
 

@@ -760,7 +760,8 @@ int ctn_vocab_load(ctn_vocab **out, const ctn_gguf *g, char *err, size_t errlen)
         goto fail;
     }
     v->model = dup_n(mp, mn);
-    bool has_pre = ctn_gguf_get_str(g, "tokenizer.ggml.pre", &pp, &pn) == 0;
+    /* an empty name is a missing one: llama.cpp falls back to "default" for both */
+    bool has_pre = ctn_gguf_get_str(g, "tokenizer.ggml.pre", &pp, &pn) == 0 && pn > 0;
     v->pre = has_pre ? dup_n(pp, pn) : dup_n("default", 7);
     if (!v->model || !v->pre) {
         rc = CTN_ENOMEM;
@@ -804,6 +805,9 @@ int ctn_vocab_load(ctn_vocab **out, const ctn_gguf *g, char *err, size_t errlen)
         v->escape_ws = v->pretok.escape_ws;
         v->add_bos = v->pretok.add_bos;
         if (v->pretok.no_bos) v->bos = CTN_TOKEN_NULL;
+        /* the Gemma 4 rules follow the pre-tokenizer type, also under tokenizer.ggml.model
+         * gpt2 (granite-embed-multi-311m) */
+        v->gemma4 = v->gemma4 || v->pretok.gemma4;
     } else {
         ctn__errf(err, errlen,
                   "tokenizer.ggml.model: tokenizer '%s' is not supported (only llama "

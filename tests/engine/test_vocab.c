@@ -609,6 +609,69 @@ TEST(hostile_metadata) {
     ctn_gguf_writer_free(w);
 }
 
+/* ---- loader flags set by the pre-tokenizer name (found by tokdiff's variants) --------- */
+
+static ctn_vocab *vocab_from_writer(ctn_gguf_writer *w, void **mem) {
+    size_t size;
+    char err[512];
+    ctn_gguf *g;
+    ctn_vocab *v = NULL;
+    if (ctn_gguf_writer_write_memory(w, mem, &size) < 0) return NULL;
+    if (ctn_gguf_open_memory(&g, *mem, size, "mem", err, sizeof err) < 0) return NULL;
+    if (ctn_vocab_load(&v, g, err, sizeof err) < 0) v = NULL;
+    ctn_gguf_free(g);
+    return v;
+}
+
+TEST(pre_name_flags) {
+    /* An empty tokenizer.ggml.pre is a missing one: llama.cpp uses "default". */
+    ctn_gguf_writer *w = tiny_bpe();
+    ctn_gguf_writer_set_str(w, "tokenizer.ggml.pre", "");
+    void *mem = NULL;
+    ctn_vocab *v = vocab_from_writer(w, &mem);
+    CHECK(v != NULL);
+    if (v) CHECK_STR(ctn_vocab_pre(v), "default");
+    ctn_vocab_free(v);
+    free(mem);
+    ctn_gguf_writer_free(w);
+
+    /* The Gemma 4 pre-tokenizer type forces add_bos also under model gpt2, for both of its
+     * names, even when add_bos_token says false. */
+    const char *names[] = {"gemma4", "granite-embed-multi-311m"};
+    for (size_t i = 0; i < 2; i++) {
+        w = tiny_bpe();
+        ctn_gguf_writer_set_str(w, "tokenizer.ggml.pre", names[i]);
+        ctn_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 0);
+        ctn_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", false);
+        mem = NULL;
+        v = vocab_from_writer(w, &mem);
+        CHECK(v != NULL);
+        if (v) {
+            CHECK(ctn_vocab_add_bos(v));
+            int32_t *ids;
+            size_t n;
+            CHECK_EQ_INT(ctn_tokenize(v, "ab", 2, true, false, &ids, &n), 0);
+            int32_t want[] = {0, 2};
+            CHECK(ids_eq(ids, n, want, 2));
+            free(ids);
+        }
+        ctn_vocab_free(v);
+        free(mem);
+        ctn_gguf_writer_free(w);
+    }
+    /* sarvam-moe shares the regex but not the type: no forced BOS */
+    w = tiny_bpe();
+    ctn_gguf_writer_set_str(w, "tokenizer.ggml.pre", "sarvam-moe");
+    ctn_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 0);
+    mem = NULL;
+    v = vocab_from_writer(w, &mem);
+    CHECK(v != NULL);
+    if (v) CHECK(!ctn_vocab_add_bos(v));
+    ctn_vocab_free(v);
+    free(mem);
+    ctn_gguf_writer_free(w);
+}
+
 /* ---- many threads on one vocabulary --------------------------------------------------- */
 
 typedef struct {
@@ -670,6 +733,7 @@ int main(void) {
     RUN(stream_decoder);
     RUN(invalid_utf8);
     RUN(hostile_metadata);
+    RUN(pre_name_flags);
     RUN(threads);
     return test_summary();
 }
