@@ -3,7 +3,9 @@
  * process (llama.cpp through dlopen, bench/llamacpp_dl.c), so thousands of comparisons
  * take a second or two.
  *
- *   tokdiff [-L LIBDIR] [-v] [--strict] [--gen N] [--seed S] [VOCAB.gguf | DIR]...
+ *   tokdiff [-L LIBDIR] [-v] [--strict] [--gen N] [--seed S] [--no-variants]
+ *           [--variants-only] [--all-variants] [--quick-variants] [--llama-src FILE]
+ *           [--keep DIR] [VOCAB.gguf | DIR]...
  *
  * DIRs are searched for ggml-vocab-*.gguf; with no arguments the defaults are
  * $CTN_SHARED/vocab (else ../shared/vocab) and $CTN_LLAMACPP_MODELS (else
@@ -16,7 +18,25 @@
  * and parse_special off and on, and the ids must be equal; the ids of the plain
  * tokenization are then detokenized by both (unparse_special off and on) and the bytes
  * must be equal. Each mismatch is printed (vocab, check, escaped text, both id lists), and
- * the last line is "N passed, N failed".
+ * the last line is "N passed, N failed". Tokenizations with add_special and parse_special
+ * are also detokenized with remove_special off and on.
+ *
+ * Then the synthetic variants (tests/compat/vocab_variants.c): copies of the real
+ * vocabularies gpt-2, llama-bpe, qwen2 and llama-spm, when among those found, with one
+ * thing changed, written to a temporary folder (--keep DIR keeps them there):
+ *  - gpt-2 with tokenizer.ggml.pre set to each name llama.cpp's loader accepts (the list
+ *    in vocab_variants.c plus any new name in --llama-src, default
+ *    $CTN_LLAMACPP_MODELS/../src/llama-vocab.cpp), to "" and removed; --all-variants
+ *    does the same on llama-bpe and qwen2 (a few minutes);
+ *  - add_bos/add_eos/add_space_prefix combinations on all four;
+ *  - tokens retyped or added: user-defined tokens with spaces, control, unknown and unused
+ *    tokens, tokens that llama.cpp makes control tokens by their text, and the lstrip/rstrip
+ *    attributes it sets by model name (phi-3, modern-bert, jina-v2-de).
+ * Each variant is compared on the built-in texts, the base's .inp texts and texts built
+ * around its edited tokens (generated texts too when --gen is given), in a child process;
+ * names llama.cpp refuses (or crashes on) and names catena reports as CTN_ENOTSUP are
+ * listed and skipped. --quick-variants (the ASan build) leaves out the name sweep and the
+ * large bases.
  *
  * Exit status: 0 all equal, 1 a mismatch or a vocabulary catena cannot load, 2 usage,
  * 77 (ctest skip) when llama.cpp or the vocabularies are not available
@@ -37,6 +57,7 @@
 #include "gguf.h"
 #include "llamacpp_dl.h"
 #include "vocab.h"
+#include "vocab_variants.h"
 
 /* ---- texts ----------------------------------------------------------------------------- */
 
@@ -403,6 +424,8 @@ typedef struct {
     size_t shown;         /* mismatches printed for the current vocabulary */
     size_t cur;           /* index of the text being compared */
     volatile int where;   /* IN_LLAMA or IN_CATENA while calling into either */
+    int status;           /* a vocabulary's outcome (VOCAB_*), set by test_vocab */
+    char why[512];        /* why it was skipped or not loaded */
 } counts;
 
 enum { IN_NEITHER, IN_LLAMA, IN_CATENA };
@@ -474,8 +497,8 @@ static void compare_text(counts *c, const char *vname, lcpp_vocab *ref, const ct
         }
         return;
     }
-    int32_t *ref_plain = NULL;
-    size_t n_ref_plain = 0;
+    int32_t *ref_ids[4] = {NULL};
+    size_t n_ref_ids[4] = {0};
     for (int mode = 0; mode < 4; mode++) {
         bool add_special = mode & 1, parse_special = mode & 2;
         char check[64];
@@ -508,28 +531,40 @@ static void compare_text(counts *c, const char *vname, lcpp_vocab *ref, const ct
                 else print_ids("catena", b, nb, at);
             }
         }
-        if (mode == 0) {
-            ref_plain = malloc((na ? na : 1) * sizeof *ref_plain);
-            if (!ref_plain) die_oom();
-            memcpy(ref_plain, a, na * sizeof *a);
-            n_ref_plain = na;
-        }
+        ref_ids[mode] = malloc((na ? na : 1) * sizeof *ref_ids[mode]);
+        if (!ref_ids[mode]) die_oom();
+        memcpy(ref_ids[mode], a, na * sizeof *a);
+        n_ref_ids[mode] = na;
         free(b);
     }
-    /* Detokenize llama.cpp's ids with both; the bytes must be equal. */
-    for (int unparse = 0; ref_plain && unparse < 2; unparse++) {
+    /*
+     * Detokenize llama.cpp's ids with both; the bytes must be equal. The plain ids with
+     * unparse_special off and on; the ids with BOS/EOS and parsed control tokens
+     * (add_special and parse_special) with every remove_special/unparse_special pair.
+     */
+    static const struct {
+        int mode;
+        bool remove, unparse;
+    } detok[] = {{0, false, false}, {0, false, true}, {3, false, false},
+                 {3, false, true},  {3, true, false}, {3, true, true}};
+    for (size_t k = 0; k < sizeof detok / sizeof *detok; k++) {
+        const int32_t *ids = ref_ids[detok[k].mode];
+        size_t n_ids = n_ref_ids[detok[k].mode];
+        bool remove = detok[k].remove, unparse = detok[k].unparse;
+        if (!ids) continue;
         const char *a;
         size_t na;
-        char check[64];
-        snprintf(check, sizeof check, "detokenize(unparse_special=%d)", unparse);
+        char check[96];
+        snprintf(check, sizeof check, "detokenize(%s ids, remove_special=%d,unparse_special=%d)",
+                 detok[k].mode ? "special" : "plain", remove, unparse);
         c->where = IN_LLAMA;
-        int lrc = lcpp_detokenize(ref, ref_plain, n_ref_plain, false, unparse, &a, &na);
+        int lrc = lcpp_detokenize(ref, ids, n_ids, remove, unparse, &a, &na);
         c->where = IN_NEITHER;
         if (lrc < 0) continue;
         char *b = NULL;
         size_t nb = 0;
         c->where = IN_CATENA;
-        int rc = ctn_detokenize(cv, ref_plain, n_ref_plain, false, unparse, &b, &nb);
+        int rc = ctn_detokenize(cv, ids, n_ids, remove, unparse, &b, &nb);
         c->where = IN_NEITHER;
         if (rc == 0 && na == nb && memcmp(a, b, na) == 0) {
             c->passed++;
@@ -547,7 +582,7 @@ static void compare_text(counts *c, const char *vname, lcpp_vocab *ref, const ct
         }
         free(b);
     }
-    free(ref_plain);
+    for (int mode = 0; mode < 4; mode++) free(ref_ids[mode]);
 }
 
 /*
@@ -657,10 +692,363 @@ static void paths_add_arg(path_list *l, const char *p)
     else fprintf(stderr, "tokdiff: %s: not found\n", p);
 }
 
+/* ---- one vocabulary ------------------------------------------------------------------ */
+
+enum { VOCAB_COMPARED, VOCAB_SKIPPED, VOCAB_REFUSED, VOCAB_UNSUPPORTED, VOCAB_LOAD_FAILED };
+
+/*
+ * Loads `path` into both tokenizers, compares every text of `base`, `extra` and of the
+ * .inp file next to `inp_of` (if any), and prints a summary line. The outcome goes to
+ * c->status (VOCAB_*) with the reason in c->why, so that it survives when this runs in a
+ * child process.
+ */
+static void test_vocab(counts *c, const char *path, const char *vname, const char *inp_of,
+                       const text_list *base, const text_list *extra, bool strict)
+{
+    char err[1024];
+    lcpp_vocab *ref;
+    c->where = IN_LLAMA;
+    int lrc = lcpp_vocab_open(&ref, path, err, sizeof err);
+    c->where = IN_NEITHER;
+    if (lrc < 0) {
+        snprintf(c->why, sizeof c->why, "%s", err);
+        c->status = VOCAB_REFUSED;
+        return;
+    }
+    int type = lcpp_vocab_type(ref);
+    if (type != LCPP_VOCAB_SPM && type != LCPP_VOCAB_BPE) {
+        snprintf(c->why, sizeof c->why, "vocab type %d is neither SPM nor BPE", type);
+        c->status = VOCAB_SKIPPED;
+        lcpp_vocab_free(ref);
+        return;
+    }
+    ctn_gguf *g;
+    ctn_vocab *cv = NULL;
+    c->where = IN_CATENA;
+    int rc = ctn_gguf_open(&g, path, err, sizeof err);
+    if (rc == 0) {
+        rc = ctn_vocab_load(&cv, g, err, sizeof err);
+        ctn_gguf_free(g);
+    }
+    c->where = IN_NEITHER;
+    if (rc < 0) {
+        snprintf(c->why, sizeof c->why, "%s (%s)", err, ctn_strerror(rc));
+        c->status = rc == CTN_ENOTSUP && !strict ? VOCAB_UNSUPPORTED : VOCAB_LOAD_FAILED;
+        if (c->status == VOCAB_LOAD_FAILED) c->failed++;
+        lcpp_vocab_free(ref);
+        return;
+    }
+    text_list texts = {0};
+    for (size_t i = 0; i < extra->n; i++) texts_add(&texts, extra->v[i].p, extra->v[i].n);
+    inp_texts(&texts, inp_of);
+    size_t failed0 = c->failed, passed0 = c->passed;
+    c->shown = 0;
+    run_vocab(c, vname, ref, cv, base, &texts);
+    printf("%-36s %s pre=%-14s %zu texts: %zu passed, %zu failed\n", vname,
+           type == LCPP_VOCAB_SPM ? "SPM" : "BPE", ctn_vocab_pre(cv), base->n + texts.n,
+           c->passed - passed0, c->failed - failed0);
+    if (c->failed - failed0 > c->shown)
+        printf("    (%zu mismatches not shown; -v shows all)\n", c->failed - failed0 - c->shown);
+    fflush(stdout);
+    c->status = VOCAB_COMPARED;
+    texts_free(&texts);
+    ctn_vocab_free(cv);
+    lcpp_vocab_free(ref);
+}
+
+/* ---- synthetic variants --------------------------------------------------------------- */
+
+typedef struct {
+    tv_variant *v;
+    size_t n, cap;
+} variant_list;
+
+static tv_variant *variant_add(variant_list *l, const char *base, const char *fmt, const char *arg)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 64;
+        l->v = realloc(l->v, l->cap * sizeof *l->v);
+        if (!l->v) die_oom();
+    }
+    const char *b = strrchr(base, '/') ? strrchr(base, '/') + 1 : base;
+    size_t bl = strlen(b);
+    if (bl > 16 && strncmp(b, "ggml-vocab-", 11) == 0) b += 11, bl -= 16; /* "gpt-2" */
+    char name[256];
+    int k = snprintf(name, sizeof name, "%.*s[", (int)bl, b);
+    k += snprintf(name + k, sizeof name - (size_t)k, fmt, arg);
+    snprintf(name + k, sizeof name - (size_t)k, "]");
+    tv_variant *v = &l->v[l->n++];
+    *v = (tv_variant){.base = base, .add_bos = -1, .add_eos = -1, .add_space_prefix = -1};
+    v->name = strdup(name);
+    if (!v->name) die_oom();
+    return v;
+}
+
+/* The vocabulary file named `file` among the paths, or NULL. */
+static const char *find_vocab(const path_list *l, const char *file)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        const char *b = strrchr(l->v[i], '/');
+        if (strcmp(b ? b + 1 : l->v[i], file) == 0) return l->v[i];
+    }
+    return NULL;
+}
+
+/*
+ * The variants: every accepted tokenizer.ggml.pre name on the BPE bases (all names on
+ * gpt-2, the smallest; on llama-bpe and qwen2 only with `all`, as each load there costs a
+ * second), then add_bos/add_eos/add_space_prefix combinations, token types changed or
+ * added (user-defined tokens with spaces, control tokens, tokens that llama.cpp turns into
+ * control tokens by their text) and the by-name lstrip/rstrip attributes.
+ */
+static void build_variants(variant_list *l, const path_list *vocabs, char **pre, size_t n_pre,
+                           bool all, bool quick)
+{
+    const char *spm = find_vocab(vocabs, "ggml-vocab-llama-spm.gguf");
+    const char *bpe[] = {find_vocab(vocabs, "ggml-vocab-gpt-2.gguf"),
+                         find_vocab(vocabs, "ggml-vocab-llama-bpe.gguf"),
+                         find_vocab(vocabs, "ggml-vocab-qwen2.gguf")};
+    enum { N_BPE = sizeof bpe / sizeof *bpe };
+    tv_variant *v;
+    for (size_t b = 0; b < N_BPE && !quick; b++) {
+        if (!bpe[b] || (b > 0 && !all)) continue;
+        for (size_t i = 0; i < n_pre; i++) variant_add(l, bpe[b], "pre=%s", pre[i])->pre = pre[i];
+        variant_add(l, bpe[b], "pre=%s", "\"\"")->pre = "";
+    }
+    for (size_t b = 0; b < N_BPE; b++) {
+        if (!bpe[b] || (b > 0 && quick)) continue;
+        variant_add(l, bpe[b], "%s", "no pre")->drop_pre = true;
+        v = variant_add(l, bpe[b], "%s", "add_bos=1");
+        v->add_bos = 1;
+        v = variant_add(l, bpe[b], "%s", "add_bos=0");
+        v->add_bos = 0;
+        v = variant_add(l, bpe[b], "%s", "add_bos=1,add_eos=1");
+        v->add_bos = 1, v->add_eos = 1;
+        v = variant_add(l, bpe[b], "%s", "add_bos=0,add_eos=1");
+        v->add_bos = 0, v->add_eos = 1;
+        v = variant_add(l, bpe[b], "%s", "user-defined and control tokens");
+        v->retype[0] = (tv_token){"\xc4\xa0the", 4};                  /* "Ġthe" */
+        v->append[0] = (tv_token){" hello world", 4};
+        v->append[1] = (tv_token){"<ctrl>", 3};
+        v->append[2] = (tv_token){"a b\tc", 4};
+        v->append[3] = (tv_token){"<|eot_id|>", 1};     /* made a control token by name */
+        v->append[4] = (tv_token){"<|fim_prefix|>", 1}; /* likewise */
+        v->append[5] = (tv_token){"\xe2\x96\x81world", 4};
+        v->append[6] = (tv_token){"\xe6\x97\xa5\xe6\x9c\xac", 4}; /* "日本" */
+        v->append[7] = (tv_token){"\n\n\n", 4};
+        /* llama.cpp reads add_space_prefix for every type: detokenize drops a leading space */
+        v = variant_add(l, bpe[b], "%s", "add_space_prefix=1");
+        v->add_space_prefix = 1;
+        v = variant_add(l, bpe[b], "%s", "add_bos=1,add_space_prefix=1");
+        v->add_bos = 1, v->add_space_prefix = 1;
+        v = variant_add(l, bpe[b], "%s", "unknown, unused and by-name control tokens");
+        v->append[0] = (tv_token){"<unk>", 2};
+        v->append[1] = (tv_token){"<unused0>", 3};
+        v->append[2] = (tv_token){"<unused1>", 5};
+        v->append[3] = (tv_token){"<|eom_id|>", 1};
+        v->append[4] = (tv_token){"[PAD]", 1};
+        v->append[5] = (tv_token){"<|fim_suffix|>", 4};
+        v->append[6] = (tv_token){"<end_of_turn>", 1};
+        v->append[7] = (tv_token){"<|im_end|>", 1};
+        v = variant_add(l, bpe[b], "%s", "add_bos=1,add_eos=1,user-defined tokens");
+        v->add_bos = 1, v->add_eos = 1;
+        v->append[0] = (tv_token){" hello world", 4};
+        v->append[1] = (tv_token){"<ctrl>", 3};
+        v->append[2] = (tv_token){"<|endoftext|>", 4};
+        v->append[3] = (tv_token){"  ", 4};
+    }
+    if (bpe[0]) {
+        v = variant_add(l, bpe[0], "%s", "pre=jina-v2-de,<mask>");
+        v->pre = "jina-v2-de";
+        v->append[0] = (tv_token){"<mask>", 3};
+        v = variant_add(l, bpe[0], "%s", "name=modern-bert,[MASK]");
+        v->gen_name = "Modern-BERT base";
+        v->append[0] = (tv_token){"[MASK]", 3};
+        v = variant_add(l, bpe[0], "%s", "name=phi-3");
+        v->gen_name = "Phi-3 mini";
+        v->append[0] = (tv_token){"</s>", 3};
+        v->append[1] = (tv_token){"<s>", 3};
+        v->append[2] = (tv_token){"<unk>", 2};
+        v->append[3] = (tv_token){"<|user|>", 3};
+        v->append[4] = (tv_token){"<|end|>", 3};
+        v->append[5] = (tv_token){"<|endoftext|>", 3};
+    }
+    if (spm) {
+        static const struct {
+            const char *what;
+            int bos, eos, asp;
+        } flags[] = {
+            {"add_space_prefix=0", -1, -1, 0},      {"add_space_prefix=1", -1, -1, 1},
+            {"add_bos=0", 0, -1, -1},               {"add_eos=1", -1, 1, -1},
+            {"add_bos=0,add_eos=1", 0, 1, -1},      {"add_bos=1,add_eos=1", 1, 1, 0},
+            {"add_bos=0,add_space_prefix=0", 0, -1, 0},
+        };
+        for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) {
+            v = variant_add(l, spm, "%s", flags[i].what);
+            v->add_bos = flags[i].bos, v->add_eos = flags[i].eos;
+            v->add_space_prefix = flags[i].asp;
+        }
+        for (int asp = 1; asp >= 0; asp--) {
+            v = variant_add(l, spm, "%s", asp ? "user-defined and control tokens"
+                                              : "add_space_prefix=0,user-defined tokens");
+            v->add_space_prefix = asp;
+            v->retype[0] = (tv_token){"\xe2\x96\x81the", 4}; /* "▁the" */
+            v->retype[1] = (tv_token){"\xe2\x96\x81of", 3};
+            v->append[0] = (tv_token){"<ctrl>", 3};
+            v->append[1] = (tv_token){"hello world", 4};
+            v->append[2] = (tv_token){"\xe2\x96\x81hello\xe2\x96\x81world", 4};
+            v->append[3] = (tv_token){"<|endoftext|>", 1}; /* made a control token by name */
+            v->append[4] = (tv_token){" x ", 4};
+        }
+        /* Gemma (1-3) style: no space prefix, whitespace and HTML user-defined tokens */
+        v = variant_add(l, spm, "%s", "add_space_prefix=0,gemma-like tokens");
+        v->add_space_prefix = 0;
+        v->append[0] = (tv_token){"<start_of_turn>", 3};
+        v->append[1] = (tv_token){"<end_of_turn>", 1};
+        v->append[2] = (tv_token){"<table>", 4};
+        v->append[3] = (tv_token){"\xe2\x96\x81\xe2\x96\x81", 4}; /* "▁▁" */
+        v->append[4] = (tv_token){"\n\n", 4};
+        v->append[5] = (tv_token){"\t\t", 4};
+        v->append[6] = (tv_token){"   ", 4};
+        v = variant_add(l, spm, "%s", "unknown, unused and by-name control tokens");
+        v->retype[0] = (tv_token){"\xe2\x96\x81" "and", 2}; /* "▁and" as UNKNOWN */
+        v->retype[1] = (tv_token){"\xe2\x96\x81is", 5};  /* UNUSED */
+        v->append[0] = (tv_token){"<unused0>", 3};
+        v->append[1] = (tv_token){"<unused1>", 5};
+        v->append[2] = (tv_token){"<|eot_id|>", 1};
+        v->append[3] = (tv_token){"<fim_prefix>", 1};
+        v->append[4] = (tv_token){"<|im_end|>", 4};
+        v = variant_add(l, spm, "%s", "name=phi-3");
+        v->gen_name = "Phi-3-mini-4k-instruct";
+        v->append[0] = (tv_token){"<|endoftext|>", 3};
+        v->append[1] = (tv_token){"<|user|>", 3};
+        v->append[2] = (tv_token){"<|assistant|>", 3};
+        v->append[3] = (tv_token){"<|end|>", 3};
+        v->append[4] = (tv_token){"<|placeholder1|>", 4};
+    }
+}
+
+/* Texts around the tokens a variant adds or retypes: alone, spaced, glued, repeated. */
+static void variant_texts(text_list *l, const tv_variant *v)
+{
+    static const char *const shapes[] = {"%s", " %s", "%s ", "  %s  ", "a%sb", "a %s b",
+                                         "%s%s", "%s %s", "\n%s\n", "x%s\t%s y ", "<s>%s</s>"};
+    for (size_t i = 0; i < 2 * TV_MAX_EDITS; i++) {
+        const tv_token *t = i < TV_MAX_EDITS ? &v->retype[i] : &v->append[i - TV_MAX_EDITS];
+        if (!t->text) continue;
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+            char buf[256];
+            int n = snprintf(buf, sizeof buf, shapes[s], t->text, t->text);
+            texts_add(l, buf, (size_t)n);
+        }
+    }
+    if (v->append[0].text && v->append[1].text) {
+        char buf[256];
+        int n = snprintf(buf, sizeof buf, "%s hi %s\n%s  there", v->append[0].text,
+                         v->append[1].text, v->append[0].text);
+        texts_add(l, buf, (size_t)n);
+    }
+}
+
+typedef struct {
+    size_t compared, failed_variants;
+    path_list refused, unsupported; /* "name: reason" */
+} variant_report;
+
+static void note(path_list *l, const char *name, const char *why)
+{
+    char b[1024];
+    snprintf(b, sizeof b, "%s: %s", name, why);
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 32;
+        l->v = realloc(l->v, l->cap * sizeof *l->v);
+        if (!l->v) die_oom();
+    }
+    l->v[l->n] = strdup(b);
+    if (!l->v[l->n]) die_oom();
+    l->n++;
+}
+
+/*
+ * Writes one variant to a temporary file and compares it in a child process, so that a
+ * loader that aborts (llama.cpp on some names) costs only that variant.
+ */
+static void run_variant(counts *c, const tv_variant *v, const char *dir, bool keep,
+                        const text_list *base, bool strict, variant_report *rep)
+{
+    char path[4096], err[1024], file[256];
+    size_t k = 0;
+    for (const char *p = v->name; *p && k + 1 < sizeof file; p++) /* a file name of it */
+        file[k++] = strchr("[]=,\"/'\\ ", *p) ? '_' : *p;
+    file[k] = '\0';
+    snprintf(path, sizeof path, "%s/%s.gguf", dir, keep ? file : "variant");
+    if (tv_write(v, path, err, sizeof err) < 0) {
+        printf("FAIL %s: cannot write the variant: %s\n", v->name, err);
+        c->failed++;
+        rep->failed_variants++;
+        return;
+    }
+    text_list extra = {0};
+    variant_texts(&extra, v);
+    c->status = -1;
+    c->why[0] = '\0';
+    size_t failed0 = c->failed;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("tokdiff: fork");
+        exit(1);
+    }
+    if (pid == 0) {
+        test_vocab(c, path, v->name, v->base, base, &extra, strict);
+        fflush(stdout);
+        _exit(0);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0) {}
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        if (c->where == IN_LLAMA) {
+            note(&rep->refused, v->name, "llama.cpp crashes loading it");
+        } else {
+            printf("CRASH %s while loading, in %s, status 0x%x\n", v->name,
+                   c->where == IN_CATENA ? "catena" : "tokdiff", (unsigned)st);
+            c->failed++;
+        }
+        c->where = IN_NEITHER;
+    } else if (c->status == VOCAB_REFUSED || c->status == VOCAB_SKIPPED) {
+        note(&rep->refused, v->name, c->why);
+    } else if (c->status == VOCAB_UNSUPPORTED) {
+        note(&rep->unsupported, v->name, c->why);
+    } else if (c->status == VOCAB_LOAD_FAILED) {
+        printf("FAIL %s: catena cannot load it: %s\n", v->name, c->why);
+    } else {
+        rep->compared++;
+    }
+    if (c->failed > failed0) rep->failed_variants++;
+    texts_free(&extra);
+    if (!keep) unlink(path);
+}
+
+/* The llama.cpp source file with the list of pre-tokenizer names, next to its models. */
+static void llama_src_path(char *out, size_t cap, const char *models_dir)
+{
+    snprintf(out, cap, "%s/../src/llama-vocab.cpp", models_dir);
+}
+
+static void usage(void)
+{
+    fputs("usage: tokdiff [-L LIBDIR] [-v] [--strict] [--gen N] [--seed S] [--no-variants]\n"
+          "               [--variants-only] [--all-variants] [--quick-variants]\n"
+          "               [--llama-src FILE] [--keep DIR]\n"
+          "               [VOCAB.gguf | DIR]...\n",
+          stderr);
+}
+
 int main(int argc, char **argv)
 {
-    const char *libdir = NULL;
-    bool strict = false;
+    const char *libdir = NULL, *llama_src = NULL, *keep = NULL;
+    bool strict = false, variants = true, variants_only = false, all_variants = false;
+    bool gen_given = false, quick = false;
     counts *cs = mmap(NULL, sizeof *cs, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
                       -1, 0);
     if (cs == MAP_FAILED) die_oom();
@@ -673,104 +1061,129 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "-L") == 0 && i + 1 < argc) libdir = argv[++i];
         else if (strcmp(argv[i], "-v") == 0) cs->verbose = true;
         else if (strcmp(argv[i], "--strict") == 0) strict = true;
-        else if (strcmp(argv[i], "--gen") == 0 && i + 1 < argc) n_gen = strtoul(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
+        else if (strcmp(argv[i], "--gen") == 0 && i + 1 < argc) {
+            n_gen = strtoul(argv[++i], NULL, 10);
+            gen_given = true;
+        } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
             rng_state = strtoull(argv[++i], NULL, 0);
+        else if (strcmp(argv[i], "--no-variants") == 0) variants = false;
+        else if (strcmp(argv[i], "--variants-only") == 0) variants_only = true;
+        else if (strcmp(argv[i], "--all-variants") == 0) all_variants = true;
+        else if (strcmp(argv[i], "--quick-variants") == 0) quick = true;
+        else if (strcmp(argv[i], "--llama-src") == 0 && i + 1 < argc) llama_src = argv[++i];
+        else if (strcmp(argv[i], "--keep") == 0 && i + 1 < argc) keep = argv[++i];
         else if (argv[i][0] == '-') {
-            fputs("usage: tokdiff [-L LIBDIR] [-v] [--strict] [--gen N] [--seed S] "
-                  "[VOCAB.gguf | DIR]...\n", stderr);
+            usage();
             return 2;
         } else {
             paths_add_arg(&vocabs, argv[i]);
             n_args++;
         }
     }
+    const char *models = getenv("CTN_LLAMACPP_MODELS");
+    if (!models || !*models) models = "build/peers/llama.cpp/models";
     if (n_args == 0) {
         char p[4096];
         const char *shared = getenv("CTN_SHARED");
         snprintf(p, sizeof p, "%s/vocab", shared && *shared ? shared : "../shared");
         paths_add_dir(&vocabs, p);
-        const char *models = getenv("CTN_LLAMACPP_MODELS");
-        paths_add_dir(&vocabs, models && *models ? models : "build/peers/llama.cpp/models");
+        paths_add_dir(&vocabs, models);
     }
 
     /* A llama.cpp abort would otherwise start gdb to print a backtrace. */
     setenv("GGML_NO_BACKTRACE", "1", 0);
     char err[1024];
-    if (lcpp_lib_open(libdir, err, sizeof err) < 0) {
-        printf("SKIP: llama.cpp unavailable (%s); run scripts/setup-peers.sh\n", err);
-        return 77;
-    }
-    if (vocabs.n == 0) {
-        printf("SKIP: no ggml-vocab-*.gguf found; run scripts/setup-peers.sh\n");
+    if (lcpp_lib_open(libdir, err, sizeof err) < 0 || vocabs.n == 0) {
+        if (vocabs.n == 0)
+            printf("SKIP: no ggml-vocab-*.gguf found; run scripts/setup-peers.sh\n");
+        else
+            printf("SKIP: llama.cpp unavailable (%s); run scripts/setup-peers.sh\n", err);
+        for (size_t i = 0; i < vocabs.n; i++) free(vocabs.v[i]);
+        free(vocabs.v);
         return 77;
     }
 
     text_list base = {0};
     for (size_t i = 0; i < sizeof fixed_texts / sizeof *fixed_texts; i++)
         texts_add(&base, fixed_texts[i].p, fixed_texts[i].n);
+    /* the variants get the hand-written texts, and generated ones only when asked for */
+    text_list vbase = {0};
+    for (size_t i = 0; i < base.n; i++) texts_add(&vbase, base.v[i].p, base.v[i].n);
+    uint64_t seed = rng_state;
     gen_texts(&base, n_gen);
     long_texts(&base);
+    if (gen_given) {
+        rng_state = seed;
+        gen_texts(&vbase, n_gen);
+    }
 
-    size_t n_vocabs = 0, n_unsupported = 0, load_failures = 0;
-    for (size_t vi = 0; vi < vocabs.n; vi++) {
+    size_t n_vocabs = 0, n_unsupported = 0;
+    for (size_t vi = 0; vi < vocabs.n && !variants_only; vi++) {
         const char *path = vocabs.v[vi];
         const char *vname = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-        lcpp_vocab *ref;
-        if (lcpp_vocab_open(&ref, path, err, sizeof err) < 0) {
-            printf("skip %s: %s\n", vname, err);
-            continue;
+        text_list none = {0};
+        test_vocab(cs, path, vname, path, &base, &none, strict);
+        switch (cs->status) {
+        case VOCAB_COMPARED: n_vocabs++; break;
+        case VOCAB_REFUSED:
+        case VOCAB_SKIPPED: printf("skip %s: %s\n", vname, cs->why); break;
+        case VOCAB_UNSUPPORTED:
+            printf("UNSUPPORTED %s: catena cannot load it: %s\n", vname, cs->why);
+            n_unsupported++;
+            break;
+        default: printf("FAIL %s: catena cannot load it: %s\n", vname, cs->why); break;
         }
-        int type = lcpp_vocab_type(ref);
-        if (type != LCPP_VOCAB_SPM && type != LCPP_VOCAB_BPE) {
-            printf("skip %s: vocab type %d is neither SPM nor BPE\n", vname, type);
-            lcpp_vocab_free(ref);
-            continue;
-        }
-        ctn_gguf *g;
-        ctn_vocab *cv = NULL;
-        int rc = ctn_gguf_open(&g, path, err, sizeof err);
-        if (rc == 0) {
-            rc = ctn_vocab_load(&cv, g, err, sizeof err);
-            ctn_gguf_free(g);
-        }
-        if (rc < 0) {
-            bool unsupported = rc == CTN_ENOTSUP && !strict;
-            printf("%s %s: catena cannot load it: %s (%s)\n",
-                   unsupported ? "UNSUPPORTED" : "FAIL", vname, err, ctn_strerror(rc));
-            if (unsupported) n_unsupported++;
-            else load_failures++, cs->failed++;
-            lcpp_vocab_free(ref);
-            continue;
-        }
-        text_list texts = {0};
-        inp_texts(&texts, path);
-        size_t failed0 = cs->failed, passed0 = cs->passed;
-        cs->shown = 0;
-        run_vocab(cs, vname, ref, cv, &base, &texts);
-        printf("%-36s %s pre=%-14s %zu texts: %zu passed, %zu failed\n", vname,
-               type == LCPP_VOCAB_SPM ? "SPM" : "BPE", ctn_vocab_pre(cv), base.n + texts.n,
-               cs->passed - passed0, cs->failed - failed0);
-        if (cs->failed - failed0 > cs->shown)
-            printf("    (%zu mismatches not shown; -v shows all)\n",
-                   cs->failed - failed0 - cs->shown);
-        fflush(stdout);
-        n_vocabs++;
-        texts_free(&texts);
-        ctn_vocab_free(cv);
-        lcpp_vocab_free(ref);
     }
     texts_free(&base);
+
+    variant_report rep = {0};
+    size_t n_variants = 0;
+    if (variants || variants_only) {
+        char src[4096];
+        if (llama_src) snprintf(src, sizeof src, "%s", llama_src);
+        else llama_src_path(src, sizeof src, models);
+        char **pre;
+        size_t n_pre, n_from_src;
+        tv_pre_names(src, &pre, &n_pre, &n_from_src);
+        variant_list vl = {0};
+        build_variants(&vl, &vocabs, pre, n_pre, all_variants, quick);
+        char dir[4096] = "/tmp/tokdiff-XXXXXX";
+        if (keep) snprintf(dir, sizeof dir, "%s", keep);
+        if (vl.n && !keep && !mkdtemp(dir)) {
+            perror("tokdiff: mkdtemp");
+            return 1;
+        }
+        printf("%zu variants (%zu tokenizer.ggml.pre names, %zu of them only in %s)\n", vl.n,
+               n_pre, n_from_src, src);
+        for (size_t i = 0; i < vl.n; i++)
+            run_variant(cs, &vl.v[i], dir, keep != NULL, &vbase, strict, &rep);
+        if (vl.n && !keep) rmdir(dir);
+        for (size_t i = 0; i < rep.refused.n; i++) printf("skip %s\n", rep.refused.v[i]);
+        for (size_t i = 0; i < rep.unsupported.n; i++)
+            printf("UNSUPPORTED %s\n", rep.unsupported.v[i]);
+        printf("%zu variants compared (%zu with mismatches), %zu refused by llama.cpp, %zu "
+               "unsupported by catena\n",
+               rep.compared, rep.failed_variants, rep.refused.n, rep.unsupported.n);
+        n_variants = rep.compared;
+        for (size_t i = 0; i < vl.n; i++) free((char *)vl.v[i].name);
+        free(vl.v);
+        tv_names_free(pre, n_pre);
+        for (size_t i = 0; i < rep.refused.n; i++) free(rep.refused.v[i]);
+        for (size_t i = 0; i < rep.unsupported.n; i++) free(rep.unsupported.v[i]);
+        free(rep.refused.v);
+        free(rep.unsupported.v);
+    }
+    texts_free(&vbase);
     for (size_t i = 0; i < vocabs.n; i++) free(vocabs.v[i]);
     free(vocabs.v);
 
-    if (n_vocabs == 0 && load_failures == 0) {
+    if (n_vocabs == 0 && n_variants == 0 && cs->failed == 0) {
         printf("SKIP: no SPM/BPE vocabulary could be compared\n");
         return 77;
     }
-    printf("%zu vocabularies compared, %zu unsupported by catena; %zu (vocab, text) pairs not "
-           "compared because llama.cpp aborts on them\n",
-           n_vocabs, n_unsupported, cs->not_compared);
+    printf("%zu vocabularies and %zu variants compared, %zu unsupported by catena; %zu (vocab, "
+           "text) pairs not compared because llama.cpp aborts on them\n",
+           n_vocabs, n_variants, n_unsupported, cs->not_compared);
     printf("%zu passed, %zu failed\n", cs->passed, cs->failed);
     int rc = cs->failed ? 1 : 0;
     munmap(cs, sizeof *cs);
