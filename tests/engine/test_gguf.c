@@ -397,6 +397,29 @@ TEST(copy_with_set_value) {
     free(orig);
 }
 
+/* GGUF v2 has v3's layout (v3 only added big-endian files), so the reader takes both. */
+TEST(reads_version_2) {
+    size_t size = 0;
+    uint8_t *f = small_file(&size);
+    CHECK(f != NULL);
+    if (f == NULL) return;
+    wr_u32(f + 4, 2);
+    ctn_gguf *g = NULL;
+    CHECK_EQ_INT(open_copy(&g, f, size), 0);
+    if (g != NULL) {
+        CHECK_EQ_INT(ctn_gguf_version(g), 2);
+        const char *arch = NULL;
+        size_t n = 0;
+        CHECK(ctn_gguf_get_str(g, "general.architecture", &arch, &n) == 0 && n == 5 &&
+              memcmp(arch, "llama", 5) == 0);
+        const ctn_gguf_tensor *t = ctn_gguf_find_tensor(g, "t.b");
+        CHECK(t != NULL && t->nbytes == sizeof T1_DATA &&
+              memcmp(t->data, T1_DATA, sizeof T1_DATA) == 0);
+    }
+    close_copy(g);
+    free(f);
+}
+
 TEST(open_errors) {
     ctn_gguf *g = (ctn_gguf *)1;
     CHECK_EQ_INT(ctn_gguf_open(&g, "/nonexistent/model.gguf", err, sizeof err), CTN_ENOENT);
@@ -772,6 +795,7 @@ int main(void) {
     RUN(roundtrip_values);
     RUN(roundtrip_tensors);
     RUN(copy_with_set_value);
+    RUN(reads_version_2);
     RUN(open_errors);
     RUN(real_model_stories260k);
     RUN(truncation_everywhere);
