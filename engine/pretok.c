@@ -28,7 +28,16 @@
 #include "unicode.h"
 #include "vocab-impl.h"
 
-enum { STEP_REGEX, STEP_GPT2, STEP_LLAMA3, STEP_QWEN2, STEP_QWEN35, STEP_NEWLINES };
+enum {
+    STEP_REGEX,
+    STEP_GPT2,
+    STEP_LLAMA3,
+    STEP_QWEN2,
+    STEP_QWEN35,
+    STEP_NEWLINES,
+    STEP_KIMI_K2,
+    STEP_DIGITS3,
+};
 
 struct ctn__pretok_step {
     int kind;
@@ -50,6 +59,19 @@ struct ctn__pretok_step {
     RE_CONTRACT "|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| ?[^\\s\\p{L}\\p{M}\\p{N}]+"        \
                 "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 #define RE_NEWLINES "[^\\n]+|[\\n]+"
+/* Not regexes run as such: llama.cpp recognises these strings and runs its Kimi-K2 scanner
+ * and its digit grouper (used by afmoe, and by tiny_aya in place of its lookahead regex). */
+#define RE_KIMI_K2      "\\p{Han}+"
+#define RE_AFMOE_DIGITS "\\p{AFMoE_digits}"
+#define RE_AYA_DIGITS   "\\d{1,3}(?=(?:\\d{3})*\\b)"
+/* afmoe's CJK and Asian scripts class, byte for byte as llama.cpp's source has it (its
+ * third range starts at U+8C48, the canonical form of U+F900, not at U+F900). */
+#define RE_AFMOE_CJK                                                                               \
+    "[\xe4\xb8\x80-\xe9\xbf\xbf\xe3\x90\x80-\xe4\xb6\xbf\xe8\xb1\x88-\xef\xab\xbf"                 \
+    "\xe3\x81\x80-\xe3\x82\x9f\xe3\x82\xa0-\xe3\x83\xbf\xef\xbd\xa5-\xef\xbe\x9f"                  \
+    "\xe2\xbc\x80-\xe2\xbf\x9f\xe0\xb9\x80-\xe0\xb9\xbf\xe0\xba\x80-\xe0\xbb\xbf"                  \
+    "\xe1\x9e\x80-\xe1\x9f\xbf\xe1\x80\x80-\xe1\x82\x9f\xea\xa9\xa0-\xea\xa9\xbf"                  \
+    "\xea\xa7\xa0-\xea\xa7\xbf\xea\xb0\x80-\xed\x9e\xaf\xe1\x84\x80-\xe1\x87\xbf]+"
 #define RE_BLOOM                                                                                   \
     " ?[^(\\s|.,!?\xe2\x80\xa6\xe3\x80\x82\xef\xbc\x8c\xe3\x80\x81\xe0\xa5\xa4\xdb\x94\xd8\x8c)]+"
 #define RE_DS3_MAIN                                                                                \
@@ -117,7 +139,10 @@ enum {
     PRE_EXAONE_MOE,
     PRE_NEWLINES,
     PRE_MINICPM5,
-    PRE_UNSUPPORTED,
+    PRE_WHITESPACE,
+    PRE_TINY_AYA,
+    PRE_KIMI_K2,
+    PRE_AFMOE,
 };
 
 static const char *const presets[][CTN__PRETOK_MAX_STEPS] = {
@@ -177,15 +202,29 @@ static const char *const presets[][CTN__PRETOK_MAX_STEPS] = {
     [PRE_MINICPM5] = {"\\p{N}{1,3}", RE_CONTRACT "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}+| ?[^\\s"
                                                  "\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
                                                  "\\s+(?!\\S)|\\s+"},
+    [PRE_WHITESPACE] = {"\\S+"},
+    [PRE_TINY_AYA] =
+        {RE_AYA_DIGITS,
+         "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}"
+         "\\p{M}]+" RE_CONTRACT "?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}"
+         "\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*" RE_CONTRACT "?|\\p{N}{1,3}| ?[^\\s"
+         "\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+    [PRE_KIMI_K2] = {RE_KIMI_K2},
+    [PRE_AFMOE] = {RE_AFMOE_DIGITS, RE_AFMOE_CJK,
+                   "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\\r\\n\\p{L}\\p{P}"
+                   "\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|"
+                   "\\s+"},
 };
 
 enum {
-    F_NOCLEAN = 1, /* clean_spaces = false */
-    F_IGNORE = 2,  /* ignore_merges = true */
-    F_BOS = 4,     /* add_bos = true */
-    F_NOBOS = 8,   /* default BOS id cleared */
-    F_ESCAPE = 16, /* escape_whitespaces = true, raw UTF-8 (no byte encoding) */
-    F_GEMMA4 = 32, /* LLAMA_VOCAB_PRE_TYPE_GEMMA4: add_bos forced, newline runs kept whole */
+    F_NOCLEAN = 1,    /* clean_spaces = false */
+    F_IGNORE = 2,     /* ignore_merges = true */
+    F_BOS = 4,        /* add_bos = true */
+    F_NOBOS = 8,      /* default BOS id cleared */
+    F_ESCAPE = 16,    /* escape_whitespaces = true, raw UTF-8 (no byte encoding) */
+    F_GEMMA4 = 32,    /* LLAMA_VOCAB_PRE_TYPE_GEMMA4: add_bos forced, newline runs kept whole */
+    F_RAW = 64,       /* raw UTF-8 (no byte encoding) without escape_whitespaces */
+    F_NOMERGES = 128, /* tokenizer.ggml.merges may be absent (Kimi-K2) */
 };
 
 /* tokenizer.ggml.pre values llama.cpp accepts, with the settings its loader attaches. */
@@ -230,7 +269,7 @@ static const struct {
     {"jina-v1-en", PRE_GPT2, 0},
     {"jina-v2-code", PRE_GPT2, 0},
     {"roberta-bpe", PRE_GPT2, 0},
-    {"whitespace", PRE_UNSUPPORTED, 0},
+    {"whitespace", PRE_WHITESPACE, F_RAW},
     {"refact", PRE_STARCODER, 0},
     {"command-r", PRE_STARCODER, F_NOCLEAN},
     {"qwen2", PRE_QWEN2, F_NOCLEAN},
@@ -263,8 +302,8 @@ static const struct {
     {"kanana2", PRE_GPT4O, F_NOCLEAN},
     {"talkie", PRE_GPT4O, F_NOCLEAN},
     {"granite-embed-multi-97m", PRE_GRANITE_EMB, F_NOCLEAN | F_IGNORE},
-    {"tiny_aya", PRE_UNSUPPORTED, F_NOCLEAN},
-    {"cohere2moe", PRE_UNSUPPORTED, F_NOCLEAN},
+    {"tiny_aya", PRE_TINY_AYA, F_NOCLEAN},
+    {"cohere2moe", PRE_TINY_AYA, F_NOCLEAN},
     {"superbpe", PRE_SUPERBPE, F_NOCLEAN},
     {"trillion", PRE_GPT2, F_NOCLEAN},
     {"granite-docling", PRE_GPT2, F_NOCLEAN},
@@ -276,10 +315,10 @@ static const struct {
     {"hunyuan-dense", PRE_DEEPSEEK3, F_NOCLEAN},
     {"hy_v4", PRE_DEEPSEEK3, F_NOCLEAN},
     {"joyai-llm", PRE_DEEPSEEK3, F_NOCLEAN},
-    {"kimi-k2", PRE_UNSUPPORTED, F_NOCLEAN},
+    {"kimi-k2", PRE_KIMI_K2, F_NOCLEAN | F_NOMERGES},
     {"ufakzeka", PRE_UFAKZEKA, F_NOCLEAN},
     {"grok-2", PRE_QWEN2, F_NOCLEAN},
-    {"afmoe", PRE_UNSUPPORTED, F_NOCLEAN},
+    {"afmoe", PRE_AFMOE, F_NOCLEAN},
     {"laguna", PRE_LAGUNA, F_NOCLEAN},
     {"minimax-m2", PRE_GPT4O, F_NOCLEAN},
     {"solar-open", PRE_QWEN2, F_NOCLEAN},
@@ -398,6 +437,14 @@ static int compile_step(ctn__pretok_step *st, const char *re, pcre2_compile_cont
         st->kind = STEP_NEWLINES;
         return 0;
     }
+    if (strcmp(re, RE_KIMI_K2) == 0) {
+        st->kind = STEP_KIMI_K2;
+        return 0;
+    }
+    if (strcmp(re, RE_AFMOE_DIGITS) == 0 || strcmp(re, RE_AYA_DIGITS) == 0) {
+        st->kind = STEP_DIGITS3;
+        return 0;
+    }
     st->kind = STEP_REGEX;
     st->collapsed = uses_ucat(re);
     char buf[4096];
@@ -441,11 +488,8 @@ int ctn__pretok_init(ctn__pretok *p, const char *name, char *err, size_t errlen)
         ctn__errf(err, errlen, "tokenizer.ggml.pre: unknown pre-tokenizer type '%s'", name);
         return CTN_EFORMAT;
     }
-    if (preset == PRE_UNSUPPORTED) {
-        ctn__errf(err, errlen, "tokenizer.ggml.pre: pre-tokenizer '%s' is not supported", name);
-        return CTN_ENOTSUP;
-    }
-    p->byte_encode = !(flags & F_ESCAPE);
+    p->byte_encode = !(flags & (F_ESCAPE | F_RAW));
+    p->merges_optional = (flags & F_NOMERGES) != 0;
     p->escape_ws = (flags & F_ESCAPE) != 0;
     p->clean_spaces = !(flags & F_NOCLEAN);
     p->ignore_merges = (flags & F_IGNORE) != 0;
@@ -689,6 +733,90 @@ static void scan_newlines(scan *s) {
     }
 }
 
+/* Han code points as llama.cpp's unicode_cpt_is_han lists them (CJK ideograph blocks). */
+static bool is_han(uint32_t c) {
+    return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) ||
+           (c >= 0x20000 && c <= 0x2A6DF) || (c >= 0x2A700 && c <= 0x2EBEF) ||
+           (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
+}
+
+/*
+ * Kimi-K2: [\p{Han}]+ | the GPT-4o style letter words with Han excluded from the letters and
+ * an optional case-insensitive contraction after them | \p{N}{1,3} | ?[^\s\p{L}\p{N}]+[\r\n]* |
+ * \s*[\r\n]+ | \s+(?!\S) | \s+. There is no contraction alternative of its own: a lone 's is a
+ * leading character and a letter. Marks are not letters here (llama.cpp's scanner only
+ * tests is_letter), and its lowercasing only maps A-Z onto the contraction letters.
+ */
+static void scan_kimi_k2(scan *s) {
+    size_t pos = s->ini;
+    while (pos < s->end && !s->oom) {
+        uint32_t c = s->cpt[pos];
+        uint16_t f = s->fl[pos];
+        if (is_han(c)) {
+            while (is_han(C(s, pos)))
+                pos++;
+            pos = emit(s, pos);
+            continue;
+        }
+        bool lead = !(c == '\r' || c == '\n' || (f & (L | N)));
+        if ((f & L) || (lead && (F(s, pos + 1) & L) && !is_han(C(s, pos + 1)))) {
+            size_t p = pos + lead;
+            while ((F(s, p) & L) && !is_han(C(s, p)))
+                p++;
+            if (C(s, p) == '\'') p += contraction(s, p, true);
+            pos = emit(s, p);
+            continue;
+        }
+        if (f & N) {
+            size_t p = pos, run = pos;
+            while (F(s, p) & N) {
+                p++;
+                if (p - run >= 3) {
+                    emit(s, p);
+                    run = p;
+                }
+            }
+            pos = emit(s, p);
+            continue;
+        }
+        uint16_t f2 = c == ' ' ? F(s, pos + 1) : f;
+        if (!(f2 & (WS | L | N)) && f2) {
+            size_t p = pos + (c == ' ');
+            while (!(F(s, p) & (WS | L | N)) && F(s, p))
+                p++;
+            while (C(s, p) == '\r' || C(s, p) == '\n')
+                p++;
+            pos = emit(s, p);
+            continue;
+        }
+        pos = whitespace_run(s, pos, true);
+    }
+}
+
+/*
+ * llama.cpp's afmoe digit grouper (also its stand-in for tiny_aya's \d{1,3}(?=(?:\d{3})*\b)):
+ * each run of \p{N} is cut into groups of three from the right. Only those cuts are made, so
+ * the text before a run stays joined to the run's first group ("ab1234" -> "ab1", "234"),
+ * and the text after the last run is one piece.
+ */
+static void scan_digits3(scan *s) {
+    size_t pos = s->ini;
+    while (pos < s->end && !s->oom) {
+        if (!(s->fl[pos] & N)) {
+            pos++;
+            continue;
+        }
+        size_t run = pos;
+        while (F(s, pos) & N)
+            pos++;
+        size_t cur = run + (pos - run) % 3;
+        if (cur > run) emit(s, cur);
+        for (; cur < pos; cur += 3)
+            emit(s, cur + 3);
+    }
+    emit(s, s->end);
+}
+
 /* ---- regex steps via PCRE2 ------------------------------------------------------------ */
 
 /*
@@ -870,6 +998,8 @@ int ctn__pretok_split(const ctn__pretok *p, ctn__pretok_scratch *s, const uint32
                 case STEP_LLAMA3: scan_llama3(&sc, 3, L); break;
                 case STEP_QWEN2: scan_llama3(&sc, 1, L); break;
                 case STEP_QWEN35: scan_llama3(&sc, 1, L | M); break;
+                case STEP_KIMI_K2: scan_kimi_k2(&sc); break;
+                case STEP_DIGITS3: scan_digits3(&sc); break;
                 default: scan_newlines(&sc); break;
                 }
                 if (sc.oom) return CTN_ENOMEM;

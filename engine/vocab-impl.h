@@ -51,11 +51,12 @@ typedef struct {
     bool add_bos;            /* default of add_bos_token for this pre-tokenizer */
     bool no_bos;             /* the pre-tokenizer clears the default BOS id (chatglm) */
     bool gemma4;             /* llama.cpp's PRE_TYPE_GEMMA4: BOS always added, \n runs whole */
+    bool merges_optional;    /* tokenizer.ggml.merges may be missing (Kimi-K2) */
     void *gctx;              /* pcre2_general_context routing PCRE2's memory through alloc.h */
 } ctn__pretok;
 
 /* Sets up the pre-tokenizer named `name` (llama.cpp's tokenizer.ggml.pre values).
- * CTN_EFORMAT for an unknown name, CTN_ENOTSUP for a known one this build lacks. */
+ * CTN_EFORMAT for an unknown name (every name llama.cpp accepts is known). */
 int ctn__pretok_init(ctn__pretok *p, const char *name, char *err, size_t errlen);
 void ctn__pretok_free(ctn__pretok *p);
 

@@ -255,15 +255,17 @@ static int load_tokens(ctn_vocab *v, const ctn_gguf *g, char *err, size_t errlen
 
 static int load_merges(ctn_vocab *v, const ctn_gguf *g, char *err, size_t errlen) {
     const ctn_gguf_value *arr = ctn_gguf_get(g, "tokenizer.ggml.merges");
-    if (!arr) {
+    if (!arr && !v->pretok.merges_optional) {
         ctn__errf(err, errlen, "tokenizer.ggml.merges: missing (needed by a BPE vocabulary)");
         return CTN_EFORMAT;
     }
-    if (arr->type != CTN_GGUF_ARRAY || arr->v.arr.type != CTN_GGUF_STRING) {
+    if (arr && (arr->type != CTN_GGUF_ARRAY || arr->v.arr.type != CTN_GGUF_STRING)) {
         ctn__errf(err, errlen, "tokenizer.ggml.merges: expected an array of strings");
         return CTN_EFORMAT;
     }
-    uint64_t n = arr->v.arr.n;
+    /* without merges (Kimi-K2 may have none) the table is empty and every word is its
+     * characters, as in llama.cpp */
+    uint64_t n = arr ? arr->v.arr.n : 0;
     if (n > 4 * (uint64_t)MAX_TOKENS) {
         ctn__errf(err, errlen, "tokenizer.ggml.merges: %llu merges, too many",
                   (unsigned long long)n);

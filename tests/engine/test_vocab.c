@@ -672,6 +672,63 @@ TEST(pre_name_flags) {
     ctn_gguf_writer_free(w);
 }
 
+/* ---- pre-tokenizers with llama.cpp's own scanners -------------------------------------- */
+
+/* Tokenizes text with a vocabulary from w (with pre set to `pre`) and compares the ids. */
+static bool tokenizes_to(ctn_gguf_writer *w, const char *pre, const char *text, const int32_t *want,
+                         size_t n_want) {
+    ctn_gguf_writer_set_str(w, "tokenizer.ggml.pre", pre);
+    void *mem = NULL;
+    ctn_vocab *v = vocab_from_writer(w, &mem);
+    bool ok = false;
+    int32_t *ids = NULL;
+    size_t n;
+    if (v && ctn_tokenize(v, text, strlen(text), false, false, &ids, &n) == 0) {
+        ok = ids_eq(ids, n, want, n_want);
+    }
+    free(ids);
+    ctn_vocab_free(v);
+    free(mem);
+    return ok;
+}
+
+TEST(pre_custom_scanners) {
+    /* Digits whose merges tell the pieces apart: one piece "1234" gives 12 34, the pieces
+     * "1" "234" give 1 234, and "123" "4" give 12 3 4. */
+    const char *toks[] = {"1", "2", "3", "4", "12", "23", "234", "34", "a", "b", "ab", "b1"};
+    const char *merges[] = {"b 1", "1 2", "2 3", "23 4", "3 4", "a b"};
+    ctn_gguf_writer *w = ctn_gguf_writer_new();
+    ctn_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
+    ctn_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, 12);
+    ctn_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", merges, 6);
+    int32_t whole[] = {4, 7}, right3[] = {0, 6}, left3[] = {4, 2, 3};
+    CHECK(tokenizes_to(w, "gpt-2", "1234", whole, 2));
+    /* afmoe and tiny_aya (cohere2moe) group digits by three from the right */
+    CHECK(tokenizes_to(w, "afmoe", "1234", right3, 2));
+    CHECK(tokenizes_to(w, "tiny_aya", "1234", right3, 2));
+    CHECK(tokenizes_to(w, "cohere2moe", "1234", right3, 2));
+    /* kimi-k2 takes \p{N}{1,3} from the left */
+    CHECK(tokenizes_to(w, "kimi-k2", "1234", left3, 3));
+    /* whitespace: \S+ keeps "ab1" one piece (so "b 1" merges first), where gpt-2 splits
+     * "ab" "1"; the space, raw UTF-8 with no token or <0x20>, is dropped in both. */
+    int32_t ws[] = {8, 11, 10}, gpt2[] = {10, 0, 10};
+    CHECK(tokenizes_to(w, "whitespace", "ab1 ab", ws, 3));
+    CHECK(tokenizes_to(w, "gpt-2", "ab1 ab", gpt2, 3));
+    ctn_gguf_writer_free(w);
+
+    /* Kimi-K2 vocabularies may have no merges at all (llama.cpp skips them); others may not. */
+    w = ctn_gguf_writer_new();
+    ctn_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
+    ctn_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, 12);
+    int32_t chars[] = {8, 9, 0};
+    CHECK(tokenizes_to(w, "kimi-k2", "ab1", chars, 3));
+    char err[512];
+    ctn_gguf_writer_set_str(w, "tokenizer.ggml.pre", "afmoe");
+    CHECK_EQ_INT(load_from_writer(w, err, sizeof err), CTN_EFORMAT);
+    CHECK_CONTAINS(err, "tokenizer.ggml.merges");
+    ctn_gguf_writer_free(w);
+}
+
 /* ---- many threads on one vocabulary --------------------------------------------------- */
 
 typedef struct {
@@ -734,6 +791,7 @@ int main(void) {
     RUN(invalid_utf8);
     RUN(hostile_metadata);
     RUN(pre_name_flags);
+    RUN(pre_custom_scanners);
     RUN(threads);
     return test_summary();
 }
