@@ -8,5 +8,6 @@
 int ctn_cmd_inspect(int argc, char **argv);
 int ctn_cmd_tokenize(int argc, char **argv);
 int ctn_cmd_detokenize(int argc, char **argv);
+int ctn_cmd_convert(int argc, char **argv);
 
 #endif

@@ -20,6 +20,7 @@ static const struct {
     {"inspect", ctn_cmd_inspect, "print a GGUF file's metadata and tensor table [--json]"},
     {"tokenize", ctn_cmd_tokenize, "print the token ids of stdin (-m MODEL.gguf [--no-bos])"},
     {"detokenize", ctn_cmd_detokenize, "print the text of token ids on stdin (-m MODEL.gguf)"},
+    {"convert", ctn_cmd_convert, "convert llama2.c files to GGUF (llama2c M.bin T.bin -o O.gguf)"},
 };
 
 static int usage(FILE *f) {
