@@ -417,33 +417,22 @@ static void pcre_free(void *ptr, void *ud) {
 
 static int compile_step(ctn__pretok_step *st, const char *re, pcre2_compile_context *cctx,
                         char *err, size_t errlen) {
-    if (strcmp(re, RE_GPT2) == 0) {
-        st->kind = STEP_GPT2;
-        return 0;
-    }
-    if (strcmp(re, RE_LLAMA3) == 0) {
-        st->kind = STEP_LLAMA3;
-        return 0;
-    }
-    if (strcmp(re, RE_QWEN2) == 0) {
-        st->kind = STEP_QWEN2;
-        return 0;
-    }
-    if (strcmp(re, RE_QWEN35) == 0) {
-        st->kind = STEP_QWEN35;
-        return 0;
-    }
-    if (strcmp(re, RE_NEWLINES) == 0) {
-        st->kind = STEP_NEWLINES;
-        return 0;
-    }
-    if (strcmp(re, RE_KIMI_K2) == 0) {
-        st->kind = STEP_KIMI_K2;
-        return 0;
-    }
-    if (strcmp(re, RE_AFMOE_DIGITS) == 0 || strcmp(re, RE_AYA_DIGITS) == 0) {
-        st->kind = STEP_DIGITS3;
-        return 0;
+    /* Patterns that llama.cpp itself runs with hand-written code get scanners that
+     * reproduce that code; every other pattern goes to PCRE2. */
+    static const struct {
+        const char *re;
+        int kind;
+    } scanners[] = {
+        {RE_GPT2, STEP_GPT2},         {RE_LLAMA3, STEP_LLAMA3},
+        {RE_QWEN2, STEP_QWEN2},       {RE_QWEN35, STEP_QWEN35},
+        {RE_NEWLINES, STEP_NEWLINES}, {RE_KIMI_K2, STEP_KIMI_K2},
+        {RE_AFMOE_DIGITS, STEP_DIGITS3}, {RE_AYA_DIGITS, STEP_DIGITS3},
+    };
+    for (size_t i = 0; i < sizeof scanners / sizeof scanners[0]; i++) {
+        if (strcmp(re, scanners[i].re) == 0) {
+            st->kind = scanners[i].kind;
+            return 0;
+        }
     }
     st->kind = STEP_REGEX;
     st->collapsed = uses_ucat(re);
