@@ -9,5 +9,6 @@ int ctn_cmd_inspect(int argc, char **argv);
 int ctn_cmd_tokenize(int argc, char **argv);
 int ctn_cmd_detokenize(int argc, char **argv);
 int ctn_cmd_convert(int argc, char **argv);
+int ctn_cmd_quantize(int argc, char **argv);
 
 #endif

@@ -21,6 +21,8 @@ static const struct {
     {"tokenize", ctn_cmd_tokenize, "print the token ids of stdin (-m MODEL.gguf [--no-bos])"},
     {"detokenize", ctn_cmd_detokenize, "print the text of token ids on stdin (-m MODEL.gguf)"},
     {"convert", ctn_cmd_convert, "convert llama2.c files to GGUF (llama2c M.bin T.bin -o O.gguf)"},
+    {"quantize", ctn_cmd_quantize,
+     "rewrite a GGUF model with its weights in one type (IN OUT TYPE)"},
 };
 
 static int usage(FILE *f) {
