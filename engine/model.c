@@ -1,6 +1,6 @@
 /*
- * Loading a `llama` model: hyperparameters from the metadata, weights mapped in place and
- * checked against them. See model.h for what is checked and why.
+ * Loading a `llama`, `qwen2` or `qwen3` model: hyperparameters from the metadata, weights mapped in
+ * place and checked against them. See model.h for what is checked and why.
  */
 #include "model.h"
 
@@ -19,13 +19,22 @@
  */
 #define MAX_DIM ((int64_t)1 << 24)
 
+/* ---- architectures ---------------------------------------------------------------------- */
+
+/* From llama.cpp's llm_build_llama, llm_build_qwen2 and llm_build_qwen3 and their tensor lists. */
+static const ctn_model_arch ARCHS[] = {
+    {.name = "llama", .rope = CTN_ROPE_NORM, .rope_freqs = true},
+    {.name = "qwen2", .rope = CTN_ROPE_NEOX, .qkv_bias = true},
+    {.name = "qwen3", .rope = CTN_ROPE_NEOX, .qk_norm = true, .head_dim_from_keys = true},
+};
+
 /* ---- metadata --------------------------------------------------------------------------- */
 
-/* Reads the integer llama.<key>. A missing key gives `def` when def >= 0, else an error. */
-static int get_dim(const ctn_gguf *g, const char *key, int64_t def, int64_t *out, char *err,
-                   size_t errlen) {
+/* Reads the integer <arch>.<key>. A missing key gives `def` when def >= 0, else an error. */
+static int get_dim(const ctn_gguf *g, const char *arch, const char *key, int64_t def, int64_t *out,
+                   char *err, size_t errlen) {
     char full[128];
-    snprintf(full, sizeof full, "llama.%s", key);
+    snprintf(full, sizeof full, "%s.%s", arch, key);
     int rc = ctn_gguf_get_int(g, full, out);
     if (rc == CTN_ENOENT && def >= 0) {
         *out = def;
@@ -49,11 +58,11 @@ static int get_dim(const ctn_gguf *g, const char *key, int64_t def, int64_t *out
     return 0;
 }
 
-/* Reads the number llama.<key>; a missing key gives `def` when `required` is false. */
-static int get_real(const ctn_gguf *g, const char *key, bool required, double def, float *out,
-                    char *err, size_t errlen) {
+/* Reads the number <arch>.<key>; a missing key gives `def` when `required` is false. */
+static int get_real(const ctn_gguf *g, const char *arch, const char *key, bool required, double def,
+                    float *out, char *err, size_t errlen) {
     char full[128];
-    snprintf(full, sizeof full, "llama.%s", key);
+    snprintf(full, sizeof full, "%s.%s", arch, key);
     double d;
     int rc = ctn_gguf_get_float(g, full, &d);
     if (rc == CTN_ENOENT && !required)
@@ -73,67 +82,106 @@ static int get_real(const ctn_gguf *g, const char *key, bool required, double de
     return 0;
 }
 
-static int read_hparams(const ctn_gguf *g, ctn_model_hparams *hp, char *err, size_t errlen) {
+/* Whether the metadata has <arch>.<key> at all (of any type). */
+static bool has_key(const ctn_gguf *g, const char *arch, const char *key) {
+    char full[128];
+    snprintf(full, sizeof full, "%s.%s", arch, key);
+    return ctn_gguf_get(g, full) != NULL;
+}
+
+/*
+ * The width of a head. Where the architecture allows it (qwen3), attention.key_length sets
+ * it and value_length must match (llama.cpp asserts as much); elsewhere it is
+ * n_embd / n_head and the two keys, when present, must say the same.
+ */
+static int read_head_dim(const ctn_gguf *g, const ctn_model_arch *a, ctn_model_hparams *hp,
+                         char *err, size_t errlen) {
+    const char *an = a->name;
+    const bool own = a->head_dim_from_keys && has_key(g, an, "attention.key_length");
     int rc;
-    if ((rc = get_dim(g, "embedding_length", -1, &hp->n_embd, err, errlen)) < 0 ||
-        (rc = get_dim(g, "feed_forward_length", -1, &hp->n_ff, err, errlen)) < 0 ||
-        (rc = get_dim(g, "block_count", -1, &hp->n_layer, err, errlen)) < 0 ||
-        (rc = get_dim(g, "context_length", -1, &hp->n_ctx_train, err, errlen)) < 0 ||
-        (rc = get_dim(g, "attention.head_count", -1, &hp->n_head, err, errlen)) < 0 ||
-        (rc = get_dim(g, "attention.head_count_kv", hp->n_head, &hp->n_head_kv, err, errlen)) < 0 ||
-        (rc = get_real(g, "attention.layer_norm_rms_epsilon", true, 0, &hp->norm_eps, err,
-                       errlen)) < 0 ||
-        (rc = get_real(g, "rope.freq_base", false, 10000.0, &hp->rope_base, err, errlen)) < 0)
+    if (!own && hp->n_embd % hp->n_head != 0) {
+        ctn__errf(err, errlen,
+                  "model: %s.embedding_length %" PRId64
+                  " is not a multiple of %s.attention.head_count %" PRId64,
+                  an, hp->n_embd, an, hp->n_head);
+        return CTN_EFORMAT;
+    }
+    const int64_t split = hp->n_embd % hp->n_head == 0 ? hp->n_embd / hp->n_head : 0;
+    int64_t kl, vl;
+    if ((rc = get_dim(g, an, "attention.key_length", split, &kl, err, errlen)) < 0 ||
+        (rc = get_dim(g, an, "attention.value_length", kl, &vl, err, errlen)) < 0)
         return rc;
-    if (hp->n_embd % hp->n_head != 0) {
+    if (own && vl != kl) {
         ctn__errf(err, errlen,
-                  "model: llama.embedding_length %" PRId64
-                  " is not a multiple of llama.attention.head_count %" PRId64,
-                  hp->n_embd, hp->n_head);
-        return CTN_EFORMAT;
-    }
-    if (hp->n_head % hp->n_head_kv != 0) {
-        ctn__errf(err, errlen,
-                  "model: llama.attention.head_count %" PRId64
-                  " is not a multiple of llama.attention.head_count_kv %" PRId64,
-                  hp->n_head, hp->n_head_kv);
-        return CTN_EFORMAT;
-    }
-    hp->head_dim = hp->n_embd / hp->n_head;
-    /* Heads of another width than n_embd / n_head (attention.key_length) are not computed. */
-    int64_t kl;
-    if ((rc = get_dim(g, "attention.key_length", hp->head_dim, &kl, err, errlen)) < 0) return rc;
-    int64_t vl;
-    if ((rc = get_dim(g, "attention.value_length", hp->head_dim, &vl, err, errlen)) < 0) return rc;
-    if (kl != hp->head_dim || vl != hp->head_dim) {
-        ctn__errf(err, errlen,
-                  "model: llama.attention.key_length/value_length %" PRId64 "/%" PRId64
-                  " differ from embedding_length / head_count = %" PRId64 " (not supported)",
-                  kl, vl, hp->head_dim);
+                  "model: %s.attention.value_length %" PRId64
+                  " differs from %s.attention.key_length %" PRId64 " (not supported)",
+                  an, vl, an, kl);
         return CTN_ENOTSUP;
     }
-    if ((rc = get_dim(g, "rope.dimension_count", hp->head_dim, &hp->n_rot, err, errlen)) < 0)
+    if (!own && (kl != split || vl != split)) {
+        ctn__errf(err, errlen,
+                  "model: %s.attention.key_length/value_length %" PRId64 "/%" PRId64
+                  " differ from embedding_length / head_count = %" PRId64 " (not supported)",
+                  an, kl, vl, split);
+        return CTN_ENOTSUP;
+    }
+    /* Keeps every matrix (n_embd by n_head * head_dim) within the bound of model.c. */
+    if (kl > MAX_DIM / hp->n_head) {
+        ctn__errf(err, errlen,
+                  "model: %s.attention.key_length %" PRId64 " times head_count %" PRId64
+                  " exceeds %" PRId64,
+                  an, kl, hp->n_head, MAX_DIM);
+        return CTN_EFORMAT;
+    }
+    hp->head_dim = kl;
+    return 0;
+}
+
+static int read_hparams(const ctn_gguf *g, const ctn_model_arch *a, ctn_model_hparams *hp,
+                        char *err, size_t errlen) {
+    const char *an = a->name;
+    int rc;
+    if ((rc = get_dim(g, an, "embedding_length", -1, &hp->n_embd, err, errlen)) < 0 ||
+        (rc = get_dim(g, an, "feed_forward_length", -1, &hp->n_ff, err, errlen)) < 0 ||
+        (rc = get_dim(g, an, "block_count", -1, &hp->n_layer, err, errlen)) < 0 ||
+        (rc = get_dim(g, an, "context_length", -1, &hp->n_ctx_train, err, errlen)) < 0 ||
+        (rc = get_dim(g, an, "attention.head_count", -1, &hp->n_head, err, errlen)) < 0 ||
+        (rc = get_dim(g, an, "attention.head_count_kv", hp->n_head, &hp->n_head_kv, err, errlen)) <
+            0 ||
+        (rc = get_real(g, an, "attention.layer_norm_rms_epsilon", true, 0, &hp->norm_eps, err,
+                       errlen)) < 0 ||
+        (rc = get_real(g, an, "rope.freq_base", false, 10000.0, &hp->rope_base, err, errlen)) < 0)
+        return rc;
+    if ((rc = read_head_dim(g, a, hp, err, errlen)) < 0) return rc;
+    if (hp->n_head % hp->n_head_kv != 0) {
+        ctn__errf(err, errlen,
+                  "model: %s.attention.head_count %" PRId64
+                  " is not a multiple of %s.attention.head_count_kv %" PRId64,
+                  an, hp->n_head, an, hp->n_head_kv);
+        return CTN_EFORMAT;
+    }
+    if ((rc = get_dim(g, an, "rope.dimension_count", hp->head_dim, &hp->n_rot, err, errlen)) < 0)
         return rc;
     if (hp->n_rot > hp->head_dim || hp->n_rot % 2 != 0) {
         ctn__errf(err, errlen,
-                  "model: llama.rope.dimension_count %" PRId64
+                  "model: %s.rope.dimension_count %" PRId64
                   " must be even and at most the head dimension %" PRId64,
-                  hp->n_rot, hp->head_dim);
+                  an, hp->n_rot, hp->head_dim);
         return CTN_EFORMAT;
     }
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", an);
     const char *st;
     size_t stn;
-    if (ctn_gguf_get_str(g, "llama.rope.scaling.type", &st, &stn) == 0 &&
-        !(stn == 4 && memcmp(st, "none", 4) == 0)) {
-        ctn__errf(err, errlen, "model: llama.rope.scaling.type \"%.*s\" is not supported", (int)stn,
-                  st);
+    if (ctn_gguf_get_str(g, key, &st, &stn) == 0 && !(stn == 4 && memcmp(st, "none", 4) == 0)) {
+        ctn__errf(err, errlen, "model: %s \"%.*s\" is not supported", key, (int)stn, st);
         return CTN_ENOTSUP;
     }
-    /* The vocabulary size: llama.vocab_size, else the tokenizer's token count, else 0 (the
+    /* The vocabulary size: <arch>.vocab_size, else the tokenizer's token count, else 0 (the
      * embedding's row count decides, see load_tensors). */
     const ctn_gguf_value *toks;
     hp->n_vocab = 0;
-    if ((rc = get_dim(g, "vocab_size", 0, &hp->n_vocab, err, errlen)) < 0) return rc;
+    if ((rc = get_dim(g, an, "vocab_size", 0, &hp->n_vocab, err, errlen)) < 0) return rc;
     if (hp->n_vocab == 0 && ctn_gguf_get_arr(g, "tokenizer.ggml.tokens", &toks) == 0)
         hp->n_vocab = (int64_t)toks->v.arr.n;
     return 0;
@@ -181,20 +229,33 @@ static int map_tensor(const ctn_gguf *g, const char *name, int64_t ne0, int64_t 
     return 0;
 }
 
+/* Whether t is one of the tensors mapped into layer ly. */
+static bool in_layer(const ctn_model_layer *ly, const ctn_gguf_tensor *t) {
+    const ctn_gguf_tensor *all[] = {ly->attn_norm, ly->wq,       ly->wk,       ly->wv,     ly->bq,
+                                    ly->bk,        ly->bv,       ly->q_norm,   ly->k_norm, ly->wo,
+                                    ly->ffn_norm,  ly->ffn_gate, ly->ffn_down, ly->ffn_up};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i] == t) return true;
+    return false;
+}
+
 static int load_tensors(ctn_model *m, char *err, size_t errlen) {
     const ctn_gguf *g = m->gguf;
+    const ctn_model_arch *a = m->arch;
     ctn_model_hparams *hp = &m->hp;
     int rc;
     const ctn_gguf_tensor *te = ctn_gguf_find_tensor(g, "token_embd.weight");
     if (hp->n_vocab == 0 && te != NULL) hp->n_vocab = te->ne[1];
     if (hp->n_vocab <= 0 || hp->n_vocab > MAX_DIM) hp->n_vocab = 1; /* the shape check says why */
     const int64_t E = hp->n_embd, V = hp->n_vocab, D = hp->head_dim;
+    const int64_t QD = hp->n_head * D, KD = hp->n_head_kv * D;
     int64_t used = 0;
     if ((rc = map_tensor(g, "token_embd.weight", E, V, false, &m->tok_embd, err, errlen)) < 0 ||
         (rc = map_tensor(g, "output_norm.weight", E, 0, false, &m->output_norm, err, errlen)) < 0 ||
-        (rc = map_tensor(g, "output.weight", E, V, true, &m->output, err, errlen)) < 0 ||
-        (rc = map_tensor(g, "rope_freqs.weight", hp->n_rot / 2, 0, true, &m->rope_freqs, err,
-                         errlen)) < 0)
+        (rc = map_tensor(g, "output.weight", E, V, true, &m->output, err, errlen)) < 0)
+        return rc;
+    if (a->rope_freqs && (rc = map_tensor(g, "rope_freqs.weight", hp->n_rot / 2, 0, true,
+                                          &m->rope_freqs, err, errlen)) < 0)
         return rc;
     used = 2 + (m->output != NULL) + (m->rope_freqs != NULL);
     if (m->output == NULL) m->output = m->tok_embd; /* tied embeddings */
@@ -204,16 +265,27 @@ static int load_tensors(ctn_model *m, char *err, size_t errlen) {
             const char *name;
             int64_t ne0, ne1;
             const ctn_gguf_tensor **dst;
+            bool wanted; /* part of this architecture */
         } spec[] = {
-            {"attn_norm", E, 0, &ly->attn_norm},         {"attn_q", E, hp->n_head * D, &ly->wq},
-            {"attn_k", E, hp->n_head_kv * D, &ly->wk},   {"attn_v", E, hp->n_head_kv * D, &ly->wv},
-            {"attn_output", hp->n_head * D, E, &ly->wo}, {"ffn_norm", E, 0, &ly->ffn_norm},
-            {"ffn_gate", E, hp->n_ff, &ly->ffn_gate},    {"ffn_down", hp->n_ff, E, &ly->ffn_down},
-            {"ffn_up", E, hp->n_ff, &ly->ffn_up},
+            {"attn_norm.weight", E, 0, &ly->attn_norm, true},
+            {"attn_q.weight", E, QD, &ly->wq, true},
+            {"attn_k.weight", E, KD, &ly->wk, true},
+            {"attn_v.weight", E, KD, &ly->wv, true},
+            {"attn_q.bias", QD, 0, &ly->bq, a->qkv_bias},
+            {"attn_k.bias", KD, 0, &ly->bk, a->qkv_bias},
+            {"attn_v.bias", KD, 0, &ly->bv, a->qkv_bias},
+            {"attn_q_norm.weight", D, 0, &ly->q_norm, a->qk_norm},
+            {"attn_k_norm.weight", D, 0, &ly->k_norm, a->qk_norm},
+            {"attn_output.weight", QD, E, &ly->wo, true},
+            {"ffn_norm.weight", E, 0, &ly->ffn_norm, true},
+            {"ffn_gate.weight", E, hp->n_ff, &ly->ffn_gate, true},
+            {"ffn_down.weight", hp->n_ff, E, &ly->ffn_down, true},
+            {"ffn_up.weight", E, hp->n_ff, &ly->ffn_up, true},
         };
         for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) {
+            if (!spec[i].wanted) continue;
             char name[96];
-            snprintf(name, sizeof name, "blk.%" PRId64 ".%s.weight", l, spec[i].name);
+            snprintf(name, sizeof name, "blk.%" PRId64 ".%s", l, spec[i].name);
             rc = map_tensor(g, name, spec[i].ne0, spec[i].ne1, false, spec[i].dst, err, errlen);
             if (rc < 0) return rc;
             used++;
@@ -225,18 +297,14 @@ static int load_tensors(ctn_model *m, char *err, size_t errlen) {
             const ctn_gguf_tensor *t = ctn_gguf_tensor_at(g, i);
             bool known =
                 t == m->tok_embd || t == m->output_norm || t == m->output || t == m->rope_freqs;
-            for (int64_t l = 0; l < hp->n_layer && !known; l++) {
-                const ctn_model_layer *ly = &m->layers[l];
-                known = t == ly->attn_norm || t == ly->wq || t == ly->wk || t == ly->wv ||
-                        t == ly->wo || t == ly->ffn_norm || t == ly->ffn_gate ||
-                        t == ly->ffn_down || t == ly->ffn_up;
-            }
+            for (int64_t l = 0; l < hp->n_layer && !known; l++)
+                known = in_layer(&m->layers[l], t);
             if (!known) {
                 ctn__errf(err, errlen,
-                          "model: tensor %.*s is not part of the llama architecture this "
+                          "model: tensor %.*s is not part of the %s architecture this "
                           "reference computes (biases, experts and extra blocks are not "
                           "supported)",
-                          (int)t->name.len, t->name.ptr);
+                          (int)t->name.len, t->name.ptr, a->name);
                 return CTN_ENOTSUP;
             }
         }
@@ -254,8 +322,13 @@ int ctn_model_load(ctn_model **out, const ctn_gguf *g, char *err, size_t errlen)
         ctn__errf(err, errlen, "model: general.architecture is missing or not a string");
         return CTN_EFORMAT;
     }
-    if (!(arch_len == 5 && memcmp(arch, "llama", 5) == 0)) {
-        ctn__errf(err, errlen, "model: architecture \"%.*s\" is not supported (only \"llama\")",
+    const ctn_model_arch *a = NULL;
+    for (size_t i = 0; i < sizeof ARCHS / sizeof ARCHS[0] && a == NULL; i++)
+        if (arch_len == strlen(ARCHS[i].name) && memcmp(arch, ARCHS[i].name, arch_len) == 0)
+            a = &ARCHS[i];
+    if (a == NULL) {
+        ctn__errf(err, errlen,
+                  "model: architecture \"%.*s\" is not supported (only llama, qwen2, qwen3)",
                   (int)(arch_len > 64 ? 64 : arch_len), arch);
         return CTN_ENOTSUP;
     }
@@ -265,7 +338,8 @@ int ctn_model_load(ctn_model **out, const ctn_gguf *g, char *err, size_t errlen)
         return CTN_ENOMEM;
     }
     m->gguf = g;
-    int rc = read_hparams(g, &m->hp, err, errlen);
+    m->arch = a;
+    int rc = read_hparams(g, a, &m->hp, err, errlen);
     if (rc == 0) {
         m->layers = ctn__calloc((size_t)m->hp.n_layer, sizeof *m->layers);
         if (m->layers == NULL) {

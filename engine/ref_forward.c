@@ -1,11 +1,12 @@
 /*
  * The scalar reference forward pass (see ref_forward.h). Written for clarity: one loop per
- * step of llm_build_llama, no fusion, no SIMD, no threads.
+ * step of llm_build_llama (and the qwen2/qwen3 variants), no fusion, no SIMD, no threads.
  */
 #include "ref_forward.h"
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,25 +116,44 @@ static void rmsnorm(const float *x, const ctn_gguf_tensor *weight, float eps, fl
 }
 
 /*
- * RoPE in llama's "normal" mode (ggml rope mode 0, as in GPT-J): within each head the
- * adjacent pairs (2i, 2i + 1), i < n_rot / 2, rotate by theta_i = pos * base^(-2i / n_rot)
- * (divided by rope_freqs[i] when the model has that tensor); dimensions from n_rot on are
- * left alone. NeoX mode (qwen2 and others) pairs i with i + n_rot / 2 instead.
+ * RoPE: within each head, pair k of the first n_rot dimensions rotates by
+ * theta_k = pos * base^(-2k / n_rot) (divided by rope_freqs[k] when the model has that
+ * tensor); dimensions from n_rot on are left alone. Which dimensions form pair k is the
+ * architecture's: llama's "normal" mode (ggml mode 0, as in GPT-J) takes the adjacent
+ * (2k, 2k + 1); NeoX mode (ggml mode 2: qwen2, qwen3) takes (k, k + n_rot / 2).
  */
 static void rope(float *v, int64_t n_heads, const ctn_model *m, int64_t pos, float *freqs) {
     const ctn_model_hparams *hp = &m->hp;
+    const bool neox = m->arch->rope == CTN_ROPE_NEOX;
+    const int64_t half = hp->n_rot / 2;
     if (m->rope_freqs != NULL) get_row(m->rope_freqs, 0, freqs);
-    for (int64_t i = 0; i < hp->n_rot / 2; i++) {
-        float theta = (float)pos * powf(hp->rope_base, -(float)(2 * i) / (float)hp->n_rot);
-        if (m->rope_freqs != NULL) theta /= freqs[i];
+    for (int64_t k = 0; k < half; k++) {
+        float theta = (float)pos * powf(hp->rope_base, -(float)(2 * k) / (float)hp->n_rot);
+        if (m->rope_freqs != NULL) theta /= freqs[k];
         const float c = cosf(theta), sn = sinf(theta);
+        const int64_t i0 = neox ? k : 2 * k, i1 = neox ? k + half : 2 * k + 1;
         for (int64_t h = 0; h < n_heads; h++) {
-            float *p = v + h * hp->head_dim + 2 * i;
-            const float x0 = p[0], x1 = p[1];
-            p[0] = x0 * c - x1 * sn;
-            p[1] = x0 * sn + x1 * c;
+            float *p = v + h * hp->head_dim;
+            const float x0 = p[i0], x1 = p[i1];
+            p[i0] = x0 * c - x1 * sn;
+            p[i1] = x0 * sn + x1 * c;
         }
     }
+}
+
+/* v += b, for the optional Q/K/V biases (n floats). */
+static void add_bias(float *v, const ctn_gguf_tensor *b, float *row) {
+    get_row(b, 0, row);
+    for (int64_t i = 0; i < b->ne[0]; i++)
+        v[i] += row[i];
+}
+
+/* RMSNorm of each of n_heads head vectors of v in place (qwen3's Q and K norms). */
+static void head_norm(float *v, int64_t n_heads, const ctn_gguf_tensor *weight, float eps,
+                      float *row) {
+    const int64_t D = weight->ne[0];
+    for (int64_t h = 0; h < n_heads; h++)
+        rmsnorm(v + h * D, weight, eps, v + h * D, row);
 }
 
 static float silu(float x) {
@@ -214,6 +234,15 @@ int ctn_ref_forward(const ctn_model *m, ctn_ref_state *s, int32_t token, int64_t
         matvec(ly->wq, s->xn, s->q, s->row);
         matvec(ly->wk, s->xn, kc + pos * kv_dim, s->row);
         matvec(ly->wv, s->xn, vc + pos * kv_dim, s->row);
+        if (ly->bq != NULL) {
+            add_bias(s->q, ly->bq, s->row);
+            add_bias(kc + pos * kv_dim, ly->bk, s->row);
+            add_bias(vc + pos * kv_dim, ly->bv, s->row);
+        }
+        if (ly->q_norm != NULL) {
+            head_norm(s->q, hp->n_head, ly->q_norm, hp->norm_eps, s->row);
+            head_norm(kc + pos * kv_dim, hp->n_head_kv, ly->k_norm, hp->norm_eps, s->row);
+        }
         rope(s->q, hp->n_head, m, pos, s->row);
         rope(kc + pos * kv_dim, hp->n_head_kv, m, pos, s->row);
         attention(s, kc, vc, pos);

@@ -1,5 +1,6 @@
 /*
- * The scalar reference forward pass of a `llama` model: one token of one sequence at a time.
+ * The scalar reference forward pass of a `llama`, `qwen2` or `qwen3` model: one token of one
+ * sequence at a time.
  *
  *     ctn_ref_state s;
  *     if (ctn_ref_state_init(&s, model, 512) < 0) return CTN_ENOMEM;
@@ -12,9 +13,11 @@
  * the engine: each weight row is dequantized into a scratch row and dotted with the input
  * (never a whole matrix at once), attention runs over a contiguous F32 KV cache, and the
  * steps follow llama.cpp's llm_build_llama one for one: embedding row, then per layer
- * RMSNorm, Q/K/V projections, RoPE (llama's adjacent-pair rotation), grouped-query
- * attention with a causal softmax, output projection, residual, RMSNorm, SwiGLU
- * feed-forward, residual; then the final RMSNorm and the output projection to logits.
+ * RMSNorm, Q/K/V projections (plus their biases for qwen2; then an RMSNorm of each Q and K
+ * head for qwen3), RoPE (llama's adjacent-pair rotation, NeoX's split-half rotation for
+ * qwen2/qwen3), grouped-query attention with a causal softmax, output projection, residual,
+ * RMSNorm, SwiGLU feed-forward, residual; then the final RMSNorm and the output projection
+ * to logits.
  *
  * Precision: dot products accumulate in float, as llama2.c and ggml's CPU kernels do for
  * F32 weights; the RMSNorm sum of squares and the softmax denominator accumulate in double,
