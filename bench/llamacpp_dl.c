@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,68 @@ struct lcpp_model_params {
 _Static_assert(sizeof(void *) != 8 || sizeof(struct lcpp_model_params) == 80,
                "llama_model_params layout");
 
+/*
+ * struct llama_context_params of the same version (x86-64: 160 bytes, type_k at 104, the
+ * booleans at 128). Travels by value, so every field is declared.
+ */
+struct lcpp_context_params {
+    uint32_t n_ctx;
+    uint32_t n_batch;
+    uint32_t n_ubatch;
+    uint32_t n_seq_max;
+    uint32_t n_rs_seq;
+    uint32_t n_outputs_max;
+    uint32_t n_outputs_max_per_seq;
+    int32_t n_threads;
+    int32_t n_threads_batch;
+    int ctx_type;          /* enum */
+    int rope_scaling_type; /* enum */
+    int pooling_type;      /* enum */
+    int attention_type;    /* enum */
+    int flash_attn_type;   /* enum: -1 auto, 0 disabled, 1 enabled */
+    float rope_freq_base;
+    float rope_freq_scale;
+    float yarn_ext_factor;
+    float yarn_attn_factor;
+    float yarn_beta_fast;
+    float yarn_beta_slow;
+    uint32_t yarn_orig_ctx;
+    float defrag_thold;
+    void *cb_eval;
+    void *cb_eval_user_data;
+    int type_k; /* enum ggml_type: 0 is F32 */
+    int type_v;
+    void *abort_callback;
+    void *abort_callback_data;
+    bool embeddings;
+    bool offload_kqv;
+    bool no_perf;
+    bool op_offload;
+    bool swa_full;
+    bool kv_unified;
+    void *samplers;
+    size_t n_samplers;
+    void *ctx_other;
+};
+_Static_assert(sizeof(void *) != 8 || sizeof(struct lcpp_context_params) == 160,
+               "llama_context_params layout");
+_Static_assert(sizeof(void *) != 8 || offsetof(struct lcpp_context_params, type_k) == 104,
+               "llama_context_params layout");
+_Static_assert(sizeof(void *) != 8 || offsetof(struct lcpp_context_params, samplers) == 136,
+               "llama_context_params layout");
+
+/* struct llama_batch (x86-64: 56 bytes), passed by value to llama_decode. */
+struct lcpp_batch {
+    int32_t n_tokens;
+    int32_t *token;
+    float *embd;
+    int32_t *pos;
+    int32_t *n_seq_id;
+    int32_t **seq_id;
+    int8_t *logits;
+};
+_Static_assert(sizeof(void *) != 8 || sizeof(struct lcpp_batch) == 56, "llama_batch layout");
+
 typedef void (*lcpp_log_fn)(int level, const char *text, void *user_data);
 
 static struct {
@@ -59,6 +122,16 @@ static struct {
     int32_t (*detokenize)(const void *vocab, const int32_t *tokens, int32_t n_tokens,
                           char *text, int32_t text_len_max, bool remove_special,
                           bool unparse_special);
+    /* Full inference, resolved by lcpp_model_open. */
+    bool infer;
+    char dir[4096];
+    struct lcpp_context_params (*context_default_params)(void);
+    void *(*init_from_model)(void *model, struct lcpp_context_params p);
+    void (*free_ctx)(void *ctx);
+    int32_t (*decode)(void *ctx, struct lcpp_batch b);
+    float *(*get_logits_ith)(void *ctx, int32_t i);
+    void *(*get_memory)(const void *ctx);
+    void (*memory_clear)(void *mem, bool data);
 } L;
 
 struct lcpp_vocab {
@@ -159,6 +232,7 @@ int lcpp_lib_open(const char *dir, char *err, size_t errlen)
     *(void **)&L.token_to_piece = sym(h, "llama_token_to_piece", &miss, err, errlen);
     *(void **)&L.detokenize = sym(h, "llama_detokenize", &miss, err, errlen);
     if (miss) return -1;
+    snprintf(L.dir, sizeof L.dir, "%s", dir);
     L.log_set(quiet_log, NULL);
     L.backend_init();
     L.open = true;
@@ -262,3 +336,101 @@ int lcpp_token_to_piece(const lcpp_vocab *v, int32_t id, char *buf, size_t cap, 
     int32_t r = L.token_to_piece(v->vocab, id, buf, c, lstrip, special);
     return r < 0 ? -r : r;
 }
+
+/* ---- full models ------------------------------------------------------------------------ */
+
+struct lcpp_model {
+    void *model;
+    void *ctx;
+    const void *vocab;
+};
+
+/* Resolves the inference entry points and loads the CPU backends, once. */
+static int infer_open(char *err, size_t errlen)
+{
+    if (L.infer) return 0;
+    int miss = 0;
+    void *h = L.h_llama;
+    *(void **)&L.context_default_params =
+        sym(h, "llama_context_default_params", &miss, err, errlen);
+    *(void **)&L.init_from_model = sym(h, "llama_init_from_model", &miss, err, errlen);
+    *(void **)&L.free_ctx = sym(h, "llama_free", &miss, err, errlen);
+    *(void **)&L.decode = sym(h, "llama_decode", &miss, err, errlen);
+    *(void **)&L.get_logits_ith = sym(h, "llama_get_logits_ith", &miss, err, errlen);
+    *(void **)&L.get_memory = sym(h, "llama_get_memory", &miss, err, errlen);
+    *(void **)&L.memory_clear = sym(h, "llama_memory_clear", &miss, err, errlen);
+    void (*load_all)(const char *dir);
+    *(void **)&load_all = sym(L.h_ggml, "ggml_backend_load_all_from_path", &miss, err, errlen);
+    if (miss) return -1;
+    load_all(L.dir);
+    L.infer = true;
+    return 0;
+}
+
+int lcpp_model_open(lcpp_model **out, const char *path, uint32_t n_ctx, char *err,
+                    size_t errlen)
+{
+    *out = NULL;
+    if (!L.open) {
+        seterr(err, errlen, "llama.cpp library not loaded");
+        return -1;
+    }
+    if (infer_open(err, errlen) < 0) return -1;
+    lcpp_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        seterr(err, errlen, "out of memory");
+        return -1;
+    }
+    struct lcpp_model_params mp = L.model_default_params();
+    mp.n_gpu_layers = 0;
+    m->model = L.model_load_from_file(path, mp);
+    if (!m->model) {
+        seterr(err, errlen, "llama.cpp could not load %s", path);
+        free(m);
+        return -1;
+    }
+    struct lcpp_context_params cp = L.context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_batch = n_ctx;
+    cp.n_ubatch = n_ctx;
+    cp.n_seq_max = 1;
+    cp.n_threads = 1;
+    cp.n_threads_batch = 1;
+    cp.flash_attn_type = 0;
+    cp.type_k = 0;
+    cp.type_v = 0;
+    cp.no_perf = true;
+    m->ctx = L.init_from_model(m->model, cp);
+    if (!m->ctx) {
+        seterr(err, errlen, "llama.cpp could not make a context for %s", path);
+        L.model_free(m->model);
+        free(m);
+        return -1;
+    }
+    m->vocab = L.model_get_vocab(m->model);
+    *out = m;
+    return 0;
+}
+
+void lcpp_model_free(lcpp_model *m)
+{
+    if (!m) return;
+    L.free_ctx(m->ctx);
+    L.model_free(m->model);
+    free(m);
+}
+
+int32_t lcpp_model_n_vocab(const lcpp_model *m) { return L.vocab_n_tokens(m->vocab); }
+
+int lcpp_model_decode(lcpp_model *m, int32_t token, int32_t pos, const float **logits)
+{
+    int32_t seq = 0, n_seq = 1;
+    int32_t *seqs = &seq;
+    int8_t want = 1;
+    struct lcpp_batch b = {1, &token, NULL, &pos, &n_seq, &seqs, &want};
+    if (L.decode(m->ctx, b) != 0) return -1;
+    *logits = L.get_logits_ith(m->ctx, -1);
+    return *logits ? 0 : -1;
+}
+
+void lcpp_model_clear(lcpp_model *m) { L.memory_clear(L.get_memory(m->ctx), true); }

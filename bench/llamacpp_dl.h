@@ -61,4 +61,36 @@ int lcpp_detokenize(lcpp_vocab *v, const int32_t *ids, size_t n, bool remove_spe
 int lcpp_token_to_piece(const lcpp_vocab *v, int32_t id, char *buf, size_t cap, int lstrip,
                         bool special);
 
+/*
+ * A whole model with one inference context on the CPU backend, for comparing logits
+ * (tests/compat/fwddiff.c):
+ *
+ *     lcpp_model *m;
+ *     if (lcpp_model_open(&m, "model.gguf", 64, err, sizeof err) < 0) ...
+ *     const float *logits;
+ *     for (int32_t pos = 0; pos < n; pos++) lcpp_model_decode(m, ids[pos], pos, &logits);
+ *     lcpp_model_free(m);
+ *
+ * The first call loads ggml's CPU backends (libggml-cpu-*.so) from the library directory.
+ * The context runs one thread, keeps its KV cache in F32 and has flash attention off, so
+ * that llama.cpp's own rounding is as small as its CPU kernels allow.
+ */
+typedef struct lcpp_model lcpp_model;
+
+/* Loads path with its weights and makes a context of n_ctx positions. 0 or -1 (err). */
+int lcpp_model_open(lcpp_model **out, const char *path, uint32_t n_ctx, char *err,
+                    size_t errlen);
+void lcpp_model_free(lcpp_model *m);
+int32_t lcpp_model_n_vocab(const lcpp_model *m);
+
+/*
+ * Decodes one token of sequence 0 at position pos (positions must follow on from the last
+ * call, or start again at 0 after lcpp_model_clear) and points *logits at its n_vocab
+ * logits, owned by llama.cpp and valid until the next call. Returns 0 or -1.
+ */
+int lcpp_model_decode(lcpp_model *m, int32_t token, int32_t pos, const float **logits);
+
+/* Empties the KV cache. */
+void lcpp_model_clear(lcpp_model *m);
+
 #endif
