@@ -221,7 +221,7 @@ static int map_tensor(const ctn_gguf *g, const char *name, int64_t ne0, int64_t 
         const char *tn = ctn_type_name(t->type);
         ctn__errf(err, errlen,
                   "model: tensor %s has type %s, which has no dequantizer (expected F32, F16, "
-                  "BF16, Q8_0, Q4_0, Q4_K, Q5_K or Q6_K)",
+                  "BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K)",
                   name, tn != NULL ? tn : "?");
         return CTN_ENOTSUP;
     }

@@ -175,6 +175,137 @@ static void dequantize_q4_0(const ctn_block_q4_0 *x, float *y, int64_t nb) {
     }
 }
 
+/* ==== Q4_1, Q5_0, Q5_1 ==================================================================== */
+
+/* Stores the fifth bits of a Q5 block as a little-endian 32-bit word, whatever the host. */
+static inline void put_qh(uint8_t qh[4], uint32_t v) {
+    for (int b = 0; b < 4; b++)
+        qh[b] = (uint8_t)(v >> (8 * b));
+}
+
+static inline uint32_t get_qh(const uint8_t qh[4]) {
+    return (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24;
+}
+
+/* The block's minimum and maximum, starting from +-FLT_MAX as ggml does (NaNs are skipped). */
+static inline void block_min_max(const float *x, int n, float *min, float *max) {
+    float lo = 3.40282347e+38f, hi = -3.40282347e+38f;
+    for (int j = 0; j < n; j++) {
+        if (x[j] < lo) lo = x[j];
+        if (x[j] > hi) hi = x[j];
+    }
+    *min = lo, *max = hi;
+}
+
+/* The grid spans [min, max] in 15 steps; codes are rounded half up and capped at 15. */
+static void quantize_q4_1(const float *x, ctn_block_q4_1 *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, x += CTN_QK4_1) {
+        float min, max;
+        block_min_max(x, CTN_QK4_1, &min, &max);
+        const float d = (max - min) / 15;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = ctn_fp32_to_fp16(d);
+        y[i].m = ctn_fp32_to_fp16(min);
+        for (int j = 0; j < CTN_QK4_1 / 2; j++) {
+            const float x0 = (x[j] - min) * id;
+            const float x1 = (x[CTN_QK4_1 / 2 + j] - min) * id;
+            const uint8_t q0 = (uint8_t)MINI(15, low_i8(trunc_i32(x0 + 0.5f)));
+            const uint8_t q1 = (uint8_t)MINI(15, low_i8(trunc_i32(x1 + 0.5f)));
+            y[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+
+static void dequantize_q4_1(const ctn_block_q4_1 *x, float *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, y += CTN_QK4_1) {
+        const float d = ctn_fp16_to_fp32(x[i].d);
+        const float m = ctn_fp16_to_fp32(x[i].m);
+        for (int j = 0; j < CTN_QK4_1 / 2; j++) {
+            y[j] = (x[i].qs[j] & 0x0F) * d + m;
+            y[j + CTN_QK4_1 / 2] = (x[i].qs[j] >> 4) * d + m;
+        }
+    }
+}
+
+/* As Q4_0 with 32 levels: the value of largest magnitude maps to -16, +15 saturates. */
+static void quantize_q5_0(const float *x, ctn_block_q5_0 *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, x += CTN_QK5_0) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < CTN_QK5_0; j++) {
+            if (amax < fabsf(x[j])) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        }
+        const float d = max / -16;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = ctn_fp32_to_fp16(d);
+        uint32_t qh = 0;
+        for (int j = 0; j < CTN_QK5_0 / 2; j++) {
+            const float x0 = x[j] * id;
+            const float x1 = x[CTN_QK5_0 / 2 + j] * id;
+            const uint8_t q0 = (uint8_t)MINI(31, low_i8(trunc_i32(x0 + 16.5f)));
+            const uint8_t q1 = (uint8_t)MINI(31, low_i8(trunc_i32(x1 + 16.5f)));
+            y[i].qs[j] = (uint8_t)((q0 & 0x0F) | ((q1 & 0x0F) << 4));
+            qh |= (uint32_t)((q0 & 0x10u) >> 4) << j;
+            qh |= (uint32_t)((q1 & 0x10u) >> 4) << (j + CTN_QK5_0 / 2);
+        }
+        put_qh(y[i].qh, qh);
+    }
+}
+
+static void dequantize_q5_0(const ctn_block_q5_0 *x, float *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, y += CTN_QK5_0) {
+        const float d = ctn_fp16_to_fp32(x[i].d);
+        const uint32_t qh = get_qh(x[i].qh);
+        for (int j = 0; j < CTN_QK5_0 / 2; j++) {
+            const int h0 = (int)((qh >> j) << 4) & 0x10;
+            const int h1 = (int)(qh >> (j + 12)) & 0x10;
+            const int32_t q0 = ((x[i].qs[j] & 0x0F) | h0) - 16;
+            const int32_t q1 = ((x[i].qs[j] >> 4) | h1) - 16;
+            y[j] = q0 * d;
+            y[j + CTN_QK5_0 / 2] = q1 * d;
+        }
+    }
+}
+
+/* As Q4_1 with 31 steps; codes are not capped (a rounding overflow keeps its low 5 bits). */
+static void quantize_q5_1(const float *x, ctn_block_q5_1 *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, x += CTN_QK5_1) {
+        float min, max;
+        block_min_max(x, CTN_QK5_1, &min, &max);
+        const float d = (max - min) / 31;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = ctn_fp32_to_fp16(d);
+        y[i].m = ctn_fp32_to_fp16(min);
+        uint32_t qh = 0;
+        for (int j = 0; j < CTN_QK5_1 / 2; j++) {
+            const float x0 = (x[j] - min) * id;
+            const float x1 = (x[CTN_QK5_1 / 2 + j] - min) * id;
+            const uint8_t q0 = (uint8_t)((uint32_t)trunc_i32(x0 + 0.5f) & 0xFFu);
+            const uint8_t q1 = (uint8_t)((uint32_t)trunc_i32(x1 + 0.5f) & 0xFFu);
+            y[i].qs[j] = (uint8_t)((q0 & 0x0F) | ((q1 & 0x0F) << 4));
+            qh |= (uint32_t)((q0 & 0x10u) >> 4) << j;
+            qh |= (uint32_t)((q1 & 0x10u) >> 4) << (j + CTN_QK5_1 / 2);
+        }
+        put_qh(y[i].qh, qh);
+    }
+}
+
+static void dequantize_q5_1(const ctn_block_q5_1 *x, float *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, y += CTN_QK5_1) {
+        const float d = ctn_fp16_to_fp32(x[i].d);
+        const float m = ctn_fp16_to_fp32(x[i].m);
+        const uint32_t qh = get_qh(x[i].qh);
+        for (int j = 0; j < CTN_QK5_1 / 2; j++) {
+            const int h0 = (int)((qh >> j) << 4) & 0x10;
+            const int h1 = (int)(qh >> (j + 12)) & 0x10;
+            y[j] = ((x[i].qs[j] & 0x0F) | h0) * d + m;
+            y[j + CTN_QK5_1 / 2] = ((x[i].qs[j] >> 4) | h1) * d + m;
+        }
+    }
+}
+
 /* ==== K-quant scale searches ============================================================== */
 
 /*
@@ -528,6 +659,9 @@ bool ctn_quant_supported(int type) {
     case CTN_TYPE_BF16:
     case CTN_TYPE_Q8_0:
     case CTN_TYPE_Q4_0:
+    case CTN_TYPE_Q4_1:
+    case CTN_TYPE_Q5_0:
+    case CTN_TYPE_Q5_1:
     case CTN_TYPE_Q4_K:
     case CTN_TYPE_Q5_K:
     case CTN_TYPE_Q6_K: return true;
@@ -561,6 +695,9 @@ int ctn_quantize_row(int type, const float *x, void *dst, int64_t n) {
         break;
     case CTN_TYPE_Q8_0: quantize_q8_0(x, dst, nb); break;
     case CTN_TYPE_Q4_0: quantize_q4_0(x, dst, nb); break;
+    case CTN_TYPE_Q4_1: quantize_q4_1(x, dst, nb); break;
+    case CTN_TYPE_Q5_0: quantize_q5_0(x, dst, nb); break;
+    case CTN_TYPE_Q5_1: quantize_q5_1(x, dst, nb); break;
     case CTN_TYPE_Q4_K: quantize_q4_K(x, dst, nb); break;
     case CTN_TYPE_Q5_K: quantize_q5_K(x, dst, nb); break;
     case CTN_TYPE_Q6_K: quantize_q6_K(x, dst, nb); break;
@@ -585,6 +722,9 @@ int ctn_dequantize_row(int type, const void *src, float *y, int64_t n) {
         break;
     case CTN_TYPE_Q8_0: dequantize_q8_0(src, y, nb); break;
     case CTN_TYPE_Q4_0: dequantize_q4_0(src, y, nb); break;
+    case CTN_TYPE_Q4_1: dequantize_q4_1(src, y, nb); break;
+    case CTN_TYPE_Q5_0: dequantize_q5_0(src, y, nb); break;
+    case CTN_TYPE_Q5_1: dequantize_q5_1(src, y, nb); break;
     case CTN_TYPE_Q4_K: dequantize_q4_K(src, y, nb); break;
     case CTN_TYPE_Q5_K: dequantize_q5_K(src, y, nb); break;
     case CTN_TYPE_Q6_K: dequantize_q6_K(src, y, nb); break;

@@ -12,7 +12,7 @@
  * exactly the floats of ggml's to_float; tests/compat/quantdiff.c checks both bit for bit
  * against libggml-base.
  *
- * Supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K. A row of n elements of type t
+ * Supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K. A row of n elements of type t
  * takes n / ctn_type_block_size(t) * ctn_type_block_bytes(t) bytes. Blocks are packed
  * back to back with no padding, as in a GGUF file; the block types need 2-byte alignment
  * (F32 rows 4-byte).
@@ -33,6 +33,9 @@
 
 #define CTN_QK8_0        32
 #define CTN_QK4_0        32
+#define CTN_QK4_1        32
+#define CTN_QK5_0        32
+#define CTN_QK5_1        32
 #define CTN_QK_K         256 /* super-block size of the K-quants */
 #define CTN_K_SCALE_SIZE 12  /* packed 6-bit scales and mins of Q4_K / Q5_K */
 
@@ -54,6 +57,38 @@ typedef struct {
     uint16_t d;                /* scale, IEEE half */
     uint8_t qs[CTN_QK4_0 / 2]; /* (16) nibbles */
 } ctn_block_q4_0;
+
+/*
+ * Q4_1: 32 weights as 4-bit codes with a scale and an offset: w = d * q + m, where m is the
+ * block's minimum. Nibbles as in Q4_0. 20 bytes, 5 bits per weight.
+ */
+typedef struct {
+    uint16_t d;                /* scale, IEEE half */
+    uint16_t m;                /* minimum, IEEE half */
+    uint8_t qs[CTN_QK4_1 / 2]; /* (16) nibbles */
+} ctn_block_q4_1;
+
+/*
+ * Q5_0: 32 weights as 5-bit codes with an implicit offset of 16: w = d * (q - 16). The low
+ * 4 bits are packed as Q4_0's nibbles; bit j of the little-endian 32-bit word qh is the
+ * fifth bit of weight j. 22 bytes, 5.5 bits per weight.
+ */
+typedef struct {
+    uint16_t d;                /* scale, IEEE half */
+    uint8_t qh[4];             /* fifth bits, little-endian uint32 */
+    uint8_t qs[CTN_QK5_0 / 2]; /* (16) low nibbles */
+} ctn_block_q5_0;
+
+/*
+ * Q5_1: 32 weights as 5-bit codes with a scale and an offset: w = d * q + m. Bits packed
+ * as in Q5_0. 24 bytes, 6 bits per weight.
+ */
+typedef struct {
+    uint16_t d;                /* scale, IEEE half */
+    uint16_t m;                /* minimum, IEEE half */
+    uint8_t qh[4];             /* fifth bits, little-endian uint32 */
+    uint8_t qs[CTN_QK5_1 / 2]; /* (16) low nibbles */
+} ctn_block_q5_1;
 
 /*
  * Q4_K: a super-block of 256 weights in 8 sub-blocks of 32, w = d * sc[j] * q - dmin * m[j]
@@ -99,6 +134,9 @@ typedef struct {
 
 _Static_assert(sizeof(ctn_block_q8_0) == 34, "q8_0 block must be 34 bytes");
 _Static_assert(sizeof(ctn_block_q4_0) == 18, "q4_0 block must be 18 bytes");
+_Static_assert(sizeof(ctn_block_q4_1) == 20, "q4_1 block must be 20 bytes");
+_Static_assert(sizeof(ctn_block_q5_0) == 22, "q5_0 block must be 22 bytes");
+_Static_assert(sizeof(ctn_block_q5_1) == 24, "q5_1 block must be 24 bytes");
 _Static_assert(sizeof(ctn_block_q4_K) == 144, "q4_K block must be 144 bytes");
 _Static_assert(sizeof(ctn_block_q5_K) == 176, "q5_K block must be 176 bytes");
 _Static_assert(sizeof(ctn_block_q6_K) == 210, "q6_K block must be 210 bytes");

@@ -7,9 +7,8 @@
  * token-type embedding or an SSM convolution; everything else (norms, biases) is copied
  * unchanged. token_embd and output are quantized to TYPE like every other matrix, which
  * is what --pure does. A row length that TYPE's block does not divide falls back as in
- * llama.cpp: Q6_K to Q8_0, and a 32-block type that still does not fit to F16. llama.cpp
- * sends Q4_K to Q5_0 and Q5_K to Q5_1, which catena does not implement yet; they go to
- * Q8_0 here (the nearest supported type with at least as many bits), and say so.
+ * llama.cpp: Q4_K to Q5_0, Q5_K to Q5_1, Q6_K to Q8_0, and a 32-block type that still does
+ * not fit to F16.
  *
  * Input tensors of any supported type are dequantized to F32 first; a tensor already of
  * the target type is copied byte for byte, as llama.cpp does. The whole output is held in
@@ -35,7 +34,10 @@ static const struct {
     {CTN_TYPE_F32, 0},   /* LLAMA_FTYPE_ALL_F32 */
     {CTN_TYPE_F16, 1},   /* MOSTLY_F16 */
     {CTN_TYPE_Q4_0, 2},  /* MOSTLY_Q4_0 */
+    {CTN_TYPE_Q4_1, 3},  /* MOSTLY_Q4_1 */
     {CTN_TYPE_Q8_0, 7},  /* MOSTLY_Q8_0 */
+    {CTN_TYPE_Q5_0, 8},  /* MOSTLY_Q5_0 */
+    {CTN_TYPE_Q5_1, 9},  /* MOSTLY_Q5_1 */
     {CTN_TYPE_Q4_K, 15}, /* MOSTLY_Q4_K_M: what llama.cpp reports for an all-Q4_K file */
     {CTN_TYPE_Q5_K, 17}, /* MOSTLY_Q5_K_M: likewise for Q5_K */
     {CTN_TYPE_Q6_K, 18}, /* MOSTLY_Q6_K */
@@ -45,9 +47,10 @@ static const struct {
 
 static int usage(FILE *f) {
     fprintf(f, "usage: catena quantize IN.gguf OUT.gguf TYPE\n"
-               "  Writes IN with its weight matrices in TYPE, one of Q8_0, Q4_0, Q4_K, Q5_K,\n"
-               "  Q6_K, F16, BF16, F32. Norms and biases are kept; matrices whose rows the\n"
-               "  type's block does not divide fall back to Q8_0 or F16.\n");
+               "  Writes IN with its weight matrices in TYPE, one of Q8_0, Q5_0, Q5_1, Q4_0,\n"
+               "  Q4_1, Q4_K, Q5_K, Q6_K, F16, BF16, F32. Norms and biases are kept; matrices\n"
+               "  whose rows the type's block does not divide fall back to Q5_0, Q5_1, Q8_0\n"
+               "  or F16.\n");
     return f == stderr ? 2 : 0;
 }
 
@@ -90,7 +93,11 @@ static int fallback_type(int target, int64_t ncols, bool *fell_back) {
     if (ncols % ctn_type_block_size(target) == 0) return target;
     *fell_back = true;
     int t = target;
-    if (target == CTN_TYPE_Q4_K || target == CTN_TYPE_Q5_K || target == CTN_TYPE_Q6_K)
+    if (target == CTN_TYPE_Q4_K)
+        t = CTN_TYPE_Q5_0;
+    else if (target == CTN_TYPE_Q5_K)
+        t = CTN_TYPE_Q5_1;
+    else if (target == CTN_TYPE_Q6_K)
         t = CTN_TYPE_Q8_0;
     return ncols % ctn_type_block_size(t) == 0 ? t : CTN_TYPE_F16;
 }

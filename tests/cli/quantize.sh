@@ -1,5 +1,5 @@
 #!/bin/sh
-# `catena quantize`: stories260K to Q8_0, Q4_0, F16 and Q4_K; tensor types, file_type and
+# `catena quantize`: stories260K to Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, F16 and the K-quants; tensor types, file_type and
 # fallbacks as llama-quantize --pure would choose them; the tokenizer still works.
 set -u
 CATENA="${CATENA:-build/catena}"
@@ -30,7 +30,8 @@ tok_ref=$(printf 'Once upon a time, Lily saw a ball.' | "$CATENA" tokenize -m "$
 
 # TYPE FTYPE MATRIX_TYPE FFN_DOWN_TYPE: rows of 64 fit 32-blocks; ffn_down's rows of 172
 # fit none, so 32-block types fall back to F16 (as llama.cpp does).
-for spec in "Q8_0 7 Q8_0 F16" "Q4_0 2 Q4_0 F16" "F16 1 F16 F16" "Q4_K 15 Q8_0 F16" \
+for spec in "Q8_0 7 Q8_0 F16" "Q4_0 2 Q4_0 F16" "Q4_1 3 Q4_1 F16" "Q5_0 8 Q5_0 F16" \
+    "Q5_1 9 Q5_1 F16" "F16 1 F16 F16" "Q4_K 15 Q5_0 F16" "Q5_K 17 Q5_1 F16" \
     "Q6_K 18 Q8_0 F16" "BF16 32 BF16 BF16"; do
     set -- $spec
     f="$tmp/s_$1.gguf"
@@ -54,14 +55,18 @@ done
 
 # Fallbacks are reported; sizes shrink with the bits.
 out=$("$CATENA" quantize "$M/stories260K.gguf" "$tmp/k.gguf" Q4_K 2>&1)
-printf '%s' "$out" | grep -q 'blk.0.attn_q.weight *F32 *-> Q8_0 *(rows of 64 do not fit Q4_K' &&
+printf '%s' "$out" | grep -q 'blk.0.attn_q.weight *F32 *-> Q5_0 *(rows of 64 do not fit Q4_K' &&
     ok || bad "Q4_K fallback not reported: $out"
 s32=$(wc -c <"$M/stories260K.gguf")
 s16=$(wc -c <"$tmp/s_F16.gguf")
 s8=$(wc -c <"$tmp/s_Q8_0.gguf")
+s51=$(wc -c <"$tmp/s_Q5_1.gguf")
+s50=$(wc -c <"$tmp/s_Q5_0.gguf")
+s41=$(wc -c <"$tmp/s_Q4_1.gguf")
 s4=$(wc -c <"$tmp/s_Q4_0.gguf")
-[ "$s4" -lt "$s8" ] && [ "$s8" -lt "$s16" ] && [ "$s16" -lt "$s32" ] && ok ||
-    bad "sizes not decreasing: F32 $s32 F16 $s16 Q8_0 $s8 Q4_0 $s4"
+[ "$s4" -lt "$s41" ] && [ "$s41" -lt "$s50" ] && [ "$s50" -lt "$s51" ] && [ "$s51" -lt "$s8" ] &&
+    [ "$s8" -lt "$s16" ] && [ "$s16" -lt "$s32" ] && ok ||
+    bad "sizes not decreasing: F32 $s32 F16 $s16 Q8_0 $s8 Q5_1 $s51 Q5_0 $s50 Q4_1 $s41 Q4_0 $s4"
 
 # A quantized input is dequantized first; a tensor already of the target type is copied.
 "$CATENA" quantize "$tmp/s_Q8_0.gguf" "$tmp/re.gguf" Q4_0 >/dev/null 2>&1 && ok ||

@@ -43,6 +43,8 @@ static const struct {
 } TYPES_INIT[] = {
     {CTN_TYPE_F16, "ggml_fp16_to_fp32_row"}, {CTN_TYPE_BF16, "ggml_bf16_to_fp32_row"},
     {CTN_TYPE_Q8_0, "dequantize_row_q8_0"},  {CTN_TYPE_Q4_0, "dequantize_row_q4_0"},
+    {CTN_TYPE_Q4_1, "dequantize_row_q4_1"},  {CTN_TYPE_Q5_0, "dequantize_row_q5_0"},
+    {CTN_TYPE_Q5_1, "dequantize_row_q5_1"},
     {CTN_TYPE_Q4_K, "dequantize_row_q4_K"},  {CTN_TYPE_Q5_K, "dequantize_row_q5_K"},
     {CTN_TYPE_Q6_K, "dequantize_row_q6_K"},
 };

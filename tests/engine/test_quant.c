@@ -16,7 +16,8 @@
 #include "test.h"
 
 static const int TYPES[] = {CTN_TYPE_F32,  CTN_TYPE_F16,  CTN_TYPE_BF16, CTN_TYPE_Q8_0,
-                            CTN_TYPE_Q4_0, CTN_TYPE_Q4_K, CTN_TYPE_Q5_K, CTN_TYPE_Q6_K};
+                            CTN_TYPE_Q4_0, CTN_TYPE_Q4_1, CTN_TYPE_Q5_0, CTN_TYPE_Q5_1,
+                            CTN_TYPE_Q4_K, CTN_TYPE_Q5_K, CTN_TYPE_Q6_K};
 #define N_TYPES ((int)(sizeof TYPES / sizeof TYPES[0]))
 enum { MAXN = 4096 };
 
@@ -54,7 +55,8 @@ static double roundtrip(int type, const float *x, float *y, int64_t n) {
 /*
  * Normalised RMS error bounds on Gaussian rows. Measured worst values over 4096-element
  * rows are scale-independent (1e-3 to 1e5): F16 2.1e-4, BF16 1.7e-3, Q8_0 5.5e-3,
- * Q6_K 2.1e-2, Q5_K 3.7e-2, Q4_K 7.3e-2, Q4_0 8.9e-2; the bounds leave about 1.4x headroom.
+ * Q6_K 2.1e-2, Q5_K 3.7e-2, Q5_1 3.8e-2, Q5_0 4.4e-2, Q4_K 7.3e-2, Q4_1 8.0e-2, Q4_0 8.9e-2;
+ * the bounds leave about 1.4x headroom.
  */
 static double tolerance(int type) {
     switch (type) {
@@ -64,6 +66,9 @@ static double tolerance(int type) {
     case CTN_TYPE_Q8_0: return 0.008;
     case CTN_TYPE_Q6_K: return 0.03;
     case CTN_TYPE_Q5_K: return 0.055;
+    case CTN_TYPE_Q5_1: return 0.054;
+    case CTN_TYPE_Q5_0: return 0.062;
+    case CTN_TYPE_Q4_1: return 0.11;
     case CTN_TYPE_Q4_K: return 0.10;
     default: return 0.13; /* Q4_0 */
     }
@@ -98,6 +103,9 @@ TEST(error_orders_by_bits) {
     double q5 = roundtrip(CTN_TYPE_Q5_K, x, y, MAXN), q4 = roundtrip(CTN_TYPE_Q4_K, x, y, MAXN);
     double q40 = roundtrip(CTN_TYPE_Q4_0, x, y, MAXN), f16 = roundtrip(CTN_TYPE_F16, x, y, MAXN);
     CHECK(f16 < q8 && q8 < q6 && q6 < q5 && q5 < q4 && q4 < q40);
+    double q51 = roundtrip(CTN_TYPE_Q5_1, x, y, MAXN), q50 = roundtrip(CTN_TYPE_Q5_0, x, y, MAXN);
+    double q41 = roundtrip(CTN_TYPE_Q4_1, x, y, MAXN);
+    CHECK(q6 < q51 && q51 < q50 && q50 < q41 && q41 < q40);
     CHECK(roundtrip(CTN_TYPE_F32, x, y, MAXN) == 0.0);
 }
 
@@ -116,7 +124,8 @@ TEST(all_zeros_stay_zero) {
         CHECK_EQ_INT(nonzero, 0);
         /*
          * The bytes are pinned too, as ggml writes them: all zero, except Q4_0 whose scale
-         * is 0 / -8 = -0 (0x8000) and whose codes are 8 (0x88 per byte).
+         * is 0 / -8 = -0 (0x8000) and whose codes are 8 (0x88 per byte), and Q5_0 whose
+         * scale is 0 / -16 = -0 and whose codes are 16 (low nibbles 0, every fifth bit set).
          */
         size_t nb = row_bytes(TYPES[t], 512), nz = 0;
         for (size_t i = 0; i < nb; i++)
@@ -124,6 +133,9 @@ TEST(all_zeros_stay_zero) {
         if (TYPES[t] == CTN_TYPE_Q4_0) {
             CHECK_EQ_INT(nz, nb / 18 * 17);
             CHECK(q[0] == 0x00 && q[1] == 0x80 && q[2] == 0x88 && q[17] == 0x88);
+        } else if (TYPES[t] == CTN_TYPE_Q5_0) {
+            CHECK_EQ_INT(nz, nb / 22 * 5);
+            CHECK(q[0] == 0x00 && q[1] == 0x80 && q[2] == 0xFF && q[5] == 0xFF && q[6] == 0x00);
         } else {
             CHECK_EQ_INT(nz, 0);
         }
@@ -157,7 +169,8 @@ TEST(single_spike) {
         x[100] = -5.25f;
         CHECK(roundtrip(TYPES[t], x, y, 256) >= 0);
         CHECK(fabsf(y[100] - x[100]) <= 5.25f * 2e-3f);
-        if (TYPES[t] != CTN_TYPE_Q4_K && TYPES[t] != CTN_TYPE_Q5_K) {
+        if (TYPES[t] != CTN_TYPE_Q4_K && TYPES[t] != CTN_TYPE_Q5_K && TYPES[t] != CTN_TYPE_Q4_1 &&
+            TYPES[t] != CTN_TYPE_Q5_1) {
             int nonzero = 0;
             for (int i = 0; i < 256; i++)
                 nonzero += i != 100 && y[i] != 0.0f;
@@ -173,8 +186,14 @@ TEST(magnitude_extremes) {
         x[i] = gauss() * 1e5f;
     for (int t = 0; t < N_TYPES; t++) {
         if (TYPES[t] == CTN_TYPE_F16) continue; /* 1e5 is beyond the half range */
+        /* Q4_1 and Q5_1 store the block minimum as a half: it overflows here, as in ggml. */
+        if (TYPES[t] == CTN_TYPE_Q4_1 || TYPES[t] == CTN_TYPE_Q5_1) continue;
         CHECK(roundtrip(TYPES[t], x, y, 256) <= tolerance(TYPES[t]));
     }
+    for (int i = 0; i < 256; i++)
+        x[i] *= 0.1f; /* 1e4: the minima fit */
+    CHECK(roundtrip(CTN_TYPE_Q4_1, x, y, 256) <= tolerance(CTN_TYPE_Q4_1));
+    CHECK(roundtrip(CTN_TYPE_Q5_1, x, y, 256) <= tolerance(CTN_TYPE_Q5_1));
     /* Q8_0's scale amax/127 overflows the half range: infinite scale, inf/NaN output. */
     for (int i = 0; i < 32; i++)
         x[i] = 1e7f;
@@ -295,7 +314,7 @@ TEST(argument_errors) {
     CHECK_EQ_INT(ctn_quantize_row(CTN_TYPE_F16, x, q, -1), CTN_EINVAL);
     CHECK_EQ_INT(ctn_quantize_row(CTN_TYPE_Q8_0, NULL, q, 32), CTN_EINVAL);
     CHECK_EQ_INT(ctn_dequantize_row(CTN_TYPE_Q8_0, q, NULL, 32), CTN_EINVAL);
-    CHECK_EQ_INT(ctn_quantize_row(CTN_TYPE_Q5_0, x, q, 32), CTN_ENOTSUP);
+    CHECK_EQ_INT(ctn_quantize_row(CTN_TYPE_Q8_1, x, q, 32), CTN_ENOTSUP);
     CHECK_EQ_INT(ctn_dequantize_row(CTN_TYPE_Q2_K, q, y, 256), CTN_ENOTSUP);
     CHECK_EQ_INT(ctn_quantize_row(-1, x, q, 32), CTN_ENOTSUP);
     CHECK_EQ_INT(ctn_quantize_row(999, x, q, 32), CTN_ENOTSUP);

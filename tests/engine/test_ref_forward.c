@@ -436,8 +436,8 @@ TEST(hostile_models) {
     expect_load_error(&(tiny_spec){.skip = "blk.0.ffn_up.weight"}, CTN_EFORMAT,
                       "tensor blk.0.ffn_up.weight is missing", NULL);
     expect_load_error(&(tiny_spec){.arch = "gpt2"}, CTN_ENOTSUP, "architecture \"gpt2\"", NULL);
-    expect_load_error(&(tiny_spec){.retype = "blk.0.attn_q.weight", .type = CTN_TYPE_Q4_1},
-                      CTN_ENOTSUP, "tensor blk.0.attn_q.weight has type Q4_1", NULL);
+    expect_load_error(&(tiny_spec){.retype = "blk.0.attn_q.weight", .type = CTN_TYPE_Q8_1},
+                      CTN_ENOTSUP, "tensor blk.0.attn_q.weight has type Q8_1", NULL);
     expect_load_error(&(tiny_spec){.retype = "output_norm.weight", .type = CTN_TYPE_I32},
                       CTN_ENOTSUP, "tensor output_norm.weight has type I32", "expected F32");
     expect_load_error(&(tiny_spec){.extra = "blk.0.attn_q.bias"}, CTN_ENOTSUP,
