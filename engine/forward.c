@@ -1,0 +1,694 @@
+/*
+ * The forward pass over the paged KV cache (see forward.h). Every thread of the pool runs
+ * fwd_work over the whole graph; each step splits its work by thread (matrix rows, tokens,
+ * or attention heads) and a barrier separates steps whose inputs another thread wrote.
+ */
+#include "forward.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "kern.h"
+#include "pool.h"
+#include "quant.h"
+
+/* Tokens per gemm call in a prefill: the activation rows stay in L2 while the weights pass. */
+#define COL_BLOCK 64
+
+/* The F32 copies of the small per-layer vectors (norm weights, biases). */
+typedef struct {
+    float *attn_norm, *ffn_norm; /* (n_embd) */
+    float *bq, *bk, *bv;         /* (q_dim), (kv_dim), (kv_dim) or NULL */
+    float *q_norm, *k_norm;      /* (head_dim) or NULL */
+} layer_vecs;
+
+typedef struct {
+    const ctn_kern *k;
+    const ctn_gguf_tensor *t;
+    size_t row_bytes;
+} matrix;
+
+typedef struct {
+    matrix wq, wk, wv, wo, gate, up, down;
+} layer_mats;
+
+/* One token of the current batch. */
+typedef struct {
+    int32_t id;
+    int32_t seg;
+    int64_t pos;
+} tok_info;
+
+struct ctn_fwd {
+    const ctn_model *m;
+    ctn_fwd_params p;
+    ctn_pool *pool;
+    ctn_kv_pool *kv;
+    const ctn_kern *kv_kern; /* dot products of queries with keys (F16 or F32 rows) */
+    const ctn_vec *vec;
+
+    layer_vecs *lv;  /* (n_layer) */
+    layer_mats *lm;  /* (n_layer) */
+    matrix output;   /* the logits matrix */
+    float *out_norm; /* (n_embd) */
+    float *inv_freq; /* (n_rot / 2) RoPE frequencies, rope_freqs applied */
+    float *rope_div; /* (n_rot / 2) rope_freqs divisors, or NULL */
+    float *small;    /* the storage of the vectors above */
+
+    /* Activations of up to n_batch tokens (rows of the given widths). */
+    float *x;        /* (n_batch, n_embd) residual stream */
+    float *xn;       /* (n_batch, n_embd) normalised */
+    float *q;        /* (n_batch, q_dim) */
+    float *kx, *vx;  /* (n_batch, kv_dim) this step's keys and values */
+    float *att;      /* (n_batch, q_dim) attention output */
+    float *proj;     /* (n_batch, n_embd) */
+    float *gate;     /* (n_batch, n_ff) */
+    float *up;       /* (n_batch, n_ff) */
+    void *act;       /* (n_batch, widest activation row) converted activations */
+    size_t act_cap;  /* bytes of one activation row slot */
+    float *rope_cs;  /* (n_batch, n_rot / 2, 2) cos and sin per token */
+    float *scores;   /* (n_threads, group, n_ctx) attention scores */
+    void *qconv;     /* (n_threads, group, head_dim) queries in the KV kernel's format */
+    float *out_rows; /* (n_batch, n_embd) normalised rows that want logits */
+
+    /* The batch of the current run. */
+    tok_info *toks;          /* (n_batch) */
+    const ctn_fwd_seg *segs; /* borrowed for the run */
+    int n_segs;
+    int64_t n_tok;
+    int64_t *out_tok; /* (n_batch) token index of each logits row */
+    int64_t n_out;
+    float *logits;
+
+    char errmsg[256];
+};
+
+/* ---- set-up -------------------------------------------------------------------------- */
+
+static size_t tensor_row_bytes(const ctn_gguf_tensor *t) {
+    return (size_t)(t->ne[0] / ctn_type_block_size(t->type) * ctn_type_block_bytes(t->type));
+}
+
+static int64_t max64(int64_t a, int64_t b) {
+    return a > b ? a : b;
+}
+
+static int bind_matrix(matrix *mx, const ctn_gguf_tensor *t, char *err, size_t errlen) {
+    mx->t = t;
+    mx->k = ctn_kern_get(t->type);
+    mx->row_bytes = tensor_row_bytes(t);
+    if (mx->k == NULL) {
+        ctn__errf(err, errlen, "tensor '%.*s' has type %s, which the engine has no kernel for",
+                  (int)t->name.len, t->name.ptr, ctn_type_name(t->type));
+        return CTN_ENOTSUP;
+    }
+    if (t->ne[0] % mx->k->block != 0) {
+        ctn__errf(err, errlen,
+                  "tensor '%.*s' (%s) has rows of %" PRId64 " values, not a multiple of %" PRId64,
+                  (int)t->name.len, t->name.ptr, ctn_type_name(t->type), t->ne[0], mx->k->block);
+        return CTN_ENOTSUP;
+    }
+    return 0;
+}
+
+/* Copies a small tensor (a vector) to F32 at *cursor, advancing it. */
+static float *take_vec(const ctn_gguf_tensor *t, float **cursor) {
+    if (t == NULL) return NULL;
+    float *v = *cursor;
+    ctn_dequantize_row(t->type, t->data, v, t->ne[0]);
+    *cursor += t->ne[0];
+    return v;
+}
+
+static size_t vec_floats(const ctn_gguf_tensor *t) {
+    return t == NULL ? 0 : (size_t)t->ne[0];
+}
+
+/* Bytes of one activation row for input width n of matrix mx. */
+static size_t act_bytes(const matrix *mx) {
+    return ctn_kern_act_bytes(mx->k->atype, mx->t->ne[0]);
+}
+
+int ctn_fwd_new(ctn_fwd **out, const ctn_model *m, const ctn_fwd_params *pin, char *err,
+                size_t errlen) {
+    *out = NULL;
+    const ctn_model_hparams *hp = &m->hp;
+    ctn_fwd_params p = pin != NULL ? *pin : (ctn_fwd_params){0};
+    if (p.n_threads < 0 || p.n_threads > 512) {
+        ctn__errf(err, errlen, "threads %d is outside 1..512", p.n_threads);
+        return CTN_EINVAL;
+    }
+    if (p.n_threads == 0) p.n_threads = ctn_pool_default_threads();
+    if (p.n_ctx < 0 || p.n_ctx > ((int64_t)1 << 24)) {
+        ctn__errf(err, errlen, "context length %" PRId64 " is outside 1..16777216", p.n_ctx);
+        return CTN_EINVAL;
+    }
+    if (p.n_ctx == 0) p.n_ctx = hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
+    if (p.n_batch < 0 || p.n_batch > 65536) {
+        ctn__errf(err, errlen, "batch size %" PRId64 " is outside 1..65536", p.n_batch);
+        return CTN_EINVAL;
+    }
+    if (p.n_batch == 0) p.n_batch = 512;
+    const int kv_type = p.kv_f32 ? CTN_TYPE_F32 : CTN_TYPE_F16;
+    if (p.kv_block == 0) p.kv_block = CTN_KV_BLOCK_DEFAULT;
+    if (p.kv_block < 1 || p.kv_block > 4096) {
+        ctn__errf(err, errlen, "KV block size %" PRId32 " is outside 1..4096", p.kv_block);
+        return CTN_EINVAL;
+    }
+    const int64_t D = hp->head_dim, q_dim = hp->n_head * D, kv_dim = hp->n_head_kv * D;
+    const int64_t group = hp->n_head / hp->n_head_kv;
+    if (p.kv_memory == 0) {
+        const int64_t blocks = (p.n_ctx + p.kv_block - 1) / p.kv_block;
+        p.kv_memory =
+            (size_t)blocks * ctn_kv_bytes_per_block(hp->n_layer, kv_dim, kv_type, p.kv_block);
+    }
+
+    ctn_fwd *f = ctn__calloc(1, sizeof *f);
+    if (f == NULL) goto nomem;
+    f->m = m;
+    f->p = p;
+    f->vec = ctn_vec_get();
+    f->kv_kern = ctn_kern_get(kv_type);
+    if (f->kv_kern == NULL || f->vec == NULL) {
+        ctn__errf(err, errlen, "no attention kernel for a %s KV cache", ctn_type_name(kv_type));
+        ctn_fwd_free(f);
+        return CTN_ENOTSUP;
+    }
+    if (D % f->kv_kern->block != 0) {
+        ctn__errf(err, errlen, "head width %" PRId64 " is not a multiple of %" PRId64, D,
+                  f->kv_kern->block);
+        ctn_fwd_free(f);
+        return CTN_ENOTSUP;
+    }
+
+    /* Matrices: a kernel for every weight type, or a named error. */
+    f->lm = ctn__calloc((size_t)hp->n_layer, sizeof *f->lm);
+    f->lv = ctn__calloc((size_t)hp->n_layer, sizeof *f->lv);
+    if (f->lm == NULL || f->lv == NULL) goto nomem;
+    size_t act_cap = 0, n_small = (size_t)hp->n_embd + (size_t)hp->n_rot;
+    int rc;
+    for (int64_t l = 0; l < hp->n_layer; l++) {
+        const ctn_model_layer *ly = &m->layers[l];
+        layer_mats *lm = &f->lm[l];
+        if ((rc = bind_matrix(&lm->wq, ly->wq, err, errlen)) < 0 ||
+            (rc = bind_matrix(&lm->wk, ly->wk, err, errlen)) < 0 ||
+            (rc = bind_matrix(&lm->wv, ly->wv, err, errlen)) < 0 ||
+            (rc = bind_matrix(&lm->wo, ly->wo, err, errlen)) < 0 ||
+            (rc = bind_matrix(&lm->gate, ly->ffn_gate, err, errlen)) < 0 ||
+            (rc = bind_matrix(&lm->up, ly->ffn_up, err, errlen)) < 0 ||
+            (rc = bind_matrix(&lm->down, ly->ffn_down, err, errlen)) < 0) {
+            ctn_fwd_free(f);
+            return rc;
+        }
+        const matrix *all[] = {&lm->wq, &lm->wk, &lm->wv, &lm->wo, &lm->gate, &lm->up, &lm->down};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+            if (act_bytes(all[i]) > act_cap) act_cap = act_bytes(all[i]);
+        n_small += vec_floats(ly->attn_norm) + vec_floats(ly->ffn_norm) + vec_floats(ly->bq) +
+                   vec_floats(ly->bk) + vec_floats(ly->bv) + vec_floats(ly->q_norm) +
+                   vec_floats(ly->k_norm);
+    }
+    if ((rc = bind_matrix(&f->output, m->output, err, errlen)) < 0) {
+        ctn_fwd_free(f);
+        return rc;
+    }
+    if (act_bytes(&f->output) > act_cap) act_cap = act_bytes(&f->output);
+    act_cap = (act_cap + 63) & ~(size_t)63;
+    f->act_cap = act_cap;
+
+    /* The small vectors, in F32. */
+    f->small = ctn__malloc(n_small * sizeof(float));
+    if (f->small == NULL) goto nomem;
+    float *cur = f->small;
+    for (int64_t l = 0; l < hp->n_layer; l++) {
+        const ctn_model_layer *ly = &m->layers[l];
+        layer_vecs *lv = &f->lv[l];
+        lv->attn_norm = take_vec(ly->attn_norm, &cur);
+        lv->ffn_norm = take_vec(ly->ffn_norm, &cur);
+        lv->bq = take_vec(ly->bq, &cur);
+        lv->bk = take_vec(ly->bk, &cur);
+        lv->bv = take_vec(ly->bv, &cur);
+        lv->q_norm = take_vec(ly->q_norm, &cur);
+        lv->k_norm = take_vec(ly->k_norm, &cur);
+    }
+    f->out_norm = take_vec(m->output_norm, &cur);
+    const int64_t half = hp->n_rot / 2;
+    f->inv_freq = cur;
+    cur += half;
+    if (m->rope_freqs != NULL) {
+        f->rope_div = cur;
+        ctn_dequantize_row(m->rope_freqs->type, m->rope_freqs->data, f->rope_div, half);
+    }
+    /* The same float expression as the reference (ref_forward.c) so RoPE agrees bit for bit. */
+    for (int64_t k = 0; k < half; k++)
+        f->inv_freq[k] = powf(hp->rope_base, -(float)(2 * k) / (float)hp->n_rot);
+
+    /* Activations. */
+    const size_t B = (size_t)p.n_batch;
+    f->x = ctn__malloc(B * (size_t)hp->n_embd * sizeof(float));
+    f->xn = ctn__malloc(B * (size_t)hp->n_embd * sizeof(float));
+    f->q = ctn__malloc(B * (size_t)q_dim * sizeof(float));
+    f->kx = ctn__malloc(B * (size_t)kv_dim * sizeof(float));
+    f->vx = ctn__malloc(B * (size_t)kv_dim * sizeof(float));
+    f->att = ctn__malloc(B * (size_t)q_dim * sizeof(float));
+    f->proj = ctn__malloc(B * (size_t)hp->n_embd * sizeof(float));
+    f->gate = ctn__malloc(B * (size_t)hp->n_ff * sizeof(float));
+    f->up = ctn__malloc(B * (size_t)hp->n_ff * sizeof(float));
+    f->act = ctn__malloc(B * act_cap);
+    f->rope_cs = ctn__malloc(B * (size_t)max64(half, 1) * 2 * sizeof(float));
+    f->scores = ctn__malloc((size_t)p.n_threads * (size_t)group * (size_t)p.n_ctx * sizeof(float));
+    f->qconv =
+        ctn__malloc((size_t)p.n_threads * (size_t)group * ctn_kern_act_bytes(f->kv_kern->atype, D));
+    f->out_rows = ctn__malloc(B * (size_t)hp->n_embd * sizeof(float));
+    f->toks = ctn__malloc(B * sizeof *f->toks);
+    f->out_tok = ctn__malloc(B * sizeof *f->out_tok);
+    if (f->x == NULL || f->xn == NULL || f->q == NULL || f->kx == NULL || f->vx == NULL ||
+        f->att == NULL || f->proj == NULL || f->gate == NULL || f->up == NULL || f->act == NULL ||
+        f->rope_cs == NULL || f->scores == NULL || f->qconv == NULL || f->out_rows == NULL ||
+        f->toks == NULL || f->out_tok == NULL)
+        goto nomem;
+
+    if ((rc = ctn_kv_pool_new(&f->kv, hp->n_layer, kv_dim, kv_type, p.kv_block, p.kv_memory, err,
+                              errlen)) < 0) {
+        ctn_fwd_free(f);
+        return rc;
+    }
+    if (ctn_pool_new(&f->pool, p.n_threads) < 0) goto nomem;
+    *out = f;
+    return 0;
+nomem:
+    ctn_fwd_free(f);
+    ctn__errf(err, errlen, "out of memory for the forward pass (batch of %" PRId64 " tokens)",
+              p.n_batch);
+    return CTN_ENOMEM;
+}
+
+void ctn_fwd_free(ctn_fwd *f) {
+    if (f == NULL) return;
+    ctn_pool_free(f->pool);
+    ctn_kv_pool_free(f->kv);
+    free(f->lv), free(f->lm), free(f->small);
+    free(f->x), free(f->xn), free(f->q), free(f->kx), free(f->vx), free(f->att);
+    free(f->proj), free(f->gate), free(f->up), free(f->act), free(f->rope_cs);
+    free(f->scores), free(f->qconv), free(f->out_rows), free(f->toks), free(f->out_tok);
+    free(f);
+}
+
+const char *ctn_fwd_errmsg(const ctn_fwd *f) {
+    return f->errmsg;
+}
+const ctn_model *ctn_fwd_model(const ctn_fwd *f) {
+    return f->m;
+}
+ctn_kv_pool *ctn_fwd_kv(ctn_fwd *f) {
+    return f->kv;
+}
+int64_t ctn_fwd_n_ctx(const ctn_fwd *f) {
+    return f->p.n_ctx;
+}
+int64_t ctn_fwd_n_batch(const ctn_fwd *f) {
+    return f->p.n_batch;
+}
+int ctn_fwd_threads(const ctn_fwd *f) {
+    return f->p.n_threads;
+}
+
+int ctn_fwd_seq_init(ctn_fwd *f, ctn_kv_seq *s) {
+    return ctn_kv_seq_init(s, f->kv, f->p.n_ctx);
+}
+void ctn_fwd_seq_close(ctn_fwd *f, ctn_kv_seq *s) {
+    ctn_kv_seq_close(f->kv, s);
+}
+
+/* ---- the steps ----------------------------------------------------------------------- */
+
+/* Per-thread view of which rows the activation buffer holds (each thread tracks its own
+ * copy; all threads make the same decisions, so they agree). */
+typedef struct {
+    const float *src;
+    int atype;
+    int64_t width;
+    int64_t rows;
+} act_state;
+
+static void span(int64_t n, int ith, int nth, int64_t align, int64_t *lo, int64_t *hi) {
+    int64_t chunk = (n + nth - 1) / nth;
+    chunk = (chunk + align - 1) / align * align;
+    *lo = chunk * ith < n ? chunk * ith : n;
+    *hi = *lo + chunk < n ? *lo + chunk : n;
+}
+
+/*
+ * Makes the activation buffer hold rows src[0..rows) (width floats each, row stride width)
+ * in mx's activation format. Threads split the rows; barriers on both sides keep readers
+ * of the old contents and of the new apart.
+ */
+static void convert(ctn_fwd *f, act_state *as, const matrix *mx, const float *src, int64_t rows,
+                    int ith, int nth) {
+    const int64_t width = mx->t->ne[0];
+    if (as->src == src && as->atype == mx->k->atype && as->width == width && as->rows == rows)
+        return;
+    ctn_pool_barrier(f->pool);
+    int64_t lo, hi;
+    span(rows, ith, nth, 1, &lo, &hi);
+    for (int64_t r = lo; r < hi; r++)
+        mx->k->from_float(src + r * width, (uint8_t *)f->act + (size_t)r * f->act_cap, width);
+    ctn_pool_barrier(f->pool);
+    as->src = src, as->atype = mx->k->atype, as->width = width, as->rows = rows;
+}
+
+/* This thread's share of y = W x for `rows` activation rows (y rows of ldy floats). */
+static void gemm_rows(ctn_fwd *f, const matrix *mx, int64_t rows, float *y, int64_t ldy, int ith,
+                      int nth, int64_t *r0, int64_t *r1) {
+    const int64_t nr = mx->t->ne[1], n = mx->t->ne[0];
+    span(nr, ith, nth, 16, r0, r1);
+    if (*r0 >= *r1) return;
+    const uint8_t *w = (const uint8_t *)mx->t->data + (size_t)*r0 * mx->row_bytes;
+    for (int64_t c0 = 0; c0 < rows; c0 += COL_BLOCK) {
+        const int64_t nc = rows - c0 < COL_BLOCK ? rows - c0 : COL_BLOCK;
+        mx->k->gemm(n, w, mx->row_bytes, *r1 - *r0,
+                    (const uint8_t *)f->act + (size_t)c0 * f->act_cap, f->act_cap, nc,
+                    y + c0 * ldy + *r0, (size_t)ldy);
+    }
+}
+
+static void matmul(ctn_fwd *f, act_state *as, const matrix *mx, const float *src, int64_t rows,
+                   float *y, int ith, int nth) {
+    int64_t r0, r1;
+    convert(f, as, mx, src, rows, ith, nth);
+    gemm_rows(f, mx, rows, y, mx->t->ne[1], ith, nth, &r0, &r1);
+}
+
+/* y = x / sqrt(mean(x^2) + eps) * w, as the reference (sum of squares in double). */
+static void rmsnorm(const float *x, const float *w, int64_t n, float eps, float *y) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)(x[i] * x[i]);
+    const float mean = (float)(sum / (double)n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (x[i] * scale) * w[i];
+}
+
+static void rope_apply(const ctn_fwd *f, float *v, int64_t n_heads, const float *cs) {
+    const ctn_model_hparams *hp = &f->m->hp;
+    const bool neox = f->m->arch->rope == CTN_ROPE_NEOX;
+    const int64_t half = hp->n_rot / 2;
+    for (int64_t h = 0; h < n_heads; h++) {
+        float *p = v + h * hp->head_dim;
+        for (int64_t k = 0; k < half; k++) {
+            const float c = cs[2 * k], sn = cs[2 * k + 1];
+            const int64_t i0 = neox ? k : 2 * k, i1 = neox ? k + half : 2 * k + 1;
+            const float x0 = p[i0], x1 = p[i1];
+            p[i0] = x0 * c - x1 * sn;
+            p[i1] = x0 * sn + x1 * c;
+        }
+    }
+}
+
+/*
+ * Attention of token t for the query heads of KV head kvh: scores over positions 0..pos
+ * through the block table, a softmax with the maximum subtracted and the sum in double,
+ * then the weighted sum of values.
+ */
+static void attend(ctn_fwd *f, int64_t l, int64_t t, int64_t kvh, int ith) {
+    const ctn_model_hparams *hp = &f->m->hp;
+    const int64_t D = hp->head_dim, q_dim = hp->n_head * D;
+    const int64_t group = hp->n_head / hp->n_head_kv;
+    const tok_info *ti = &f->toks[t];
+    const ctn_kv_seq *seq = f->segs[ti->seg].seq;
+    const ctn_kv_pool *kv = f->kv;
+    const int64_t n_pos = ti->pos + 1, bs = kv->block_size;
+    const float kq_scale = 1.0f / sqrtf((float)D);
+    float *sc = f->scores + (size_t)ith * (size_t)group * (size_t)f->p.n_ctx;
+    const size_t qrow = ctn_kern_act_bytes(f->kv_kern->atype, D);
+    uint8_t *qc = (uint8_t *)f->qconv + (size_t)ith * (size_t)group * qrow;
+    const float *qh = f->q + t * q_dim + kvh * group * D;
+    for (int64_t g = 0; g < group; g++)
+        f->kv_kern->from_float(qh + g * D, qc + (size_t)g * qrow, D);
+
+    /* Scores, one block of positions at a time: its keys are rows kv_dim apart. */
+    const size_t krow = (size_t)kv->kv_dim * kv->elem, koff = (size_t)(kvh * D) * kv->elem;
+    for (int64_t p0 = 0; p0 < n_pos; p0 += bs) {
+        const int64_t np = n_pos - p0 < bs ? n_pos - p0 : bs;
+        const uint8_t *kb = (const uint8_t *)ctn_kv_k(kv, l, seq, p0) + koff;
+        f->kv_kern->gemm(D, kb, krow, np, qc, qrow, group, sc + p0, (size_t)f->p.n_ctx);
+    }
+    for (int64_t g = 0; g < group; g++) {
+        float *s = sc + g * f->p.n_ctx;
+        float mx = -INFINITY;
+        for (int64_t i = 0; i < n_pos; i++) {
+            s[i] *= kq_scale;
+            if (s[i] > mx) mx = s[i];
+        }
+        double sum = 0.0;
+        for (int64_t i = 0; i < n_pos; i++) {
+            s[i] = expf(s[i] - mx);
+            sum += (double)s[i];
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int64_t i = 0; i < n_pos; i++)
+            s[i] *= inv;
+        float *out = f->att + t * q_dim + (kvh * group + g) * D;
+        memset(out, 0, (size_t)D * sizeof *out);
+        for (int64_t i = 0; i < n_pos; i++) {
+            const void *v = (const uint8_t *)ctn_kv_v(kv, l, seq, i) + koff;
+            if (kv->type == CTN_TYPE_F16)
+                f->vec->mad_f16(D, out, v, s[i]);
+            else
+                f->vec->mad_f32(D, out, v, s[i]);
+        }
+    }
+}
+
+static void fwd_work(void *ctx, int ith, int nth) {
+    ctn_fwd *f = ctx;
+    const ctn_model *m = f->m;
+    const ctn_model_hparams *hp = &m->hp;
+    const int64_t T = f->n_tok, E = hp->n_embd, D = hp->head_dim;
+    const int64_t q_dim = hp->n_head * D, kv_dim = hp->n_head_kv * D, F = hp->n_ff;
+    const int64_t half = hp->n_rot / 2;
+    act_state as = {0};
+    int64_t t0, t1, r0, r1;
+    span(T, ith, nth, 1, &t0, &t1);
+
+    /* Embeddings and this batch's RoPE angles (theta as the reference computes it). */
+    for (int64_t t = t0; t < t1; t++) {
+        const ctn_gguf_tensor *te = m->tok_embd;
+        ctn_dequantize_row(te->type,
+                           (const uint8_t *)te->data + (size_t)f->toks[t].id * tensor_row_bytes(te),
+                           f->x + t * E, E);
+        float *cs = f->rope_cs + t * half * 2;
+        for (int64_t k = 0; k < half; k++) {
+            float theta = (float)f->toks[t].pos * f->inv_freq[k];
+            if (f->rope_div != NULL) theta /= f->rope_div[k];
+            cs[2 * k] = cosf(theta);
+            cs[2 * k + 1] = sinf(theta);
+        }
+        rmsnorm(f->x + t * E, f->lv[0].attn_norm, E, hp->norm_eps, f->xn + t * E);
+    }
+    ctn_pool_barrier(f->pool);
+
+    for (int64_t l = 0; l < hp->n_layer; l++) {
+        const layer_mats *lm = &f->lm[l];
+        const layer_vecs *lv = &f->lv[l];
+
+        /* Q, K, V: the normalised input is converted once when the three share a format. */
+        matmul(f, &as, &lm->wq, f->xn, T, f->q, ith, nth);
+        matmul(f, &as, &lm->wk, f->xn, T, f->kx, ith, nth);
+        matmul(f, &as, &lm->wv, f->xn, T, f->vx, ith, nth);
+        ctn_pool_barrier(f->pool);
+
+        /* Biases, Q/K norms, RoPE, and the keys and values into the cache. */
+        for (int64_t t = t0; t < t1; t++) {
+            float *q = f->q + t * q_dim, *k = f->kx + t * kv_dim, *v = f->vx + t * kv_dim;
+            if (lv->bq != NULL)
+                for (int64_t i = 0; i < q_dim; i++)
+                    q[i] += lv->bq[i];
+            if (lv->bk != NULL)
+                for (int64_t i = 0; i < kv_dim; i++)
+                    k[i] += lv->bk[i], v[i] += lv->bv[i];
+            if (lv->q_norm != NULL) {
+                for (int64_t h = 0; h < hp->n_head; h++)
+                    rmsnorm(q + h * D, lv->q_norm, D, hp->norm_eps, q + h * D);
+                for (int64_t h = 0; h < hp->n_head_kv; h++)
+                    rmsnorm(k + h * D, lv->k_norm, D, hp->norm_eps, k + h * D);
+            }
+            const float *cs = f->rope_cs + t * half * 2;
+            rope_apply(f, q, hp->n_head, cs);
+            rope_apply(f, k, hp->n_head_kv, cs);
+            const ctn_kv_seq *seq = f->segs[f->toks[t].seg].seq;
+            void *kd = ctn_kv_k(f->kv, l, seq, f->toks[t].pos);
+            void *vd = ctn_kv_v(f->kv, l, seq, f->toks[t].pos);
+            if (f->kv->type == CTN_TYPE_F16) {
+                f->vec->to_f16(kv_dim, kd, k);
+                f->vec->to_f16(kv_dim, vd, v);
+            } else {
+                memcpy(kd, k, (size_t)kv_dim * sizeof(float));
+                memcpy(vd, v, (size_t)kv_dim * sizeof(float));
+            }
+        }
+        ctn_pool_barrier(f->pool);
+
+        /* Attention: work items (token, KV head), dealt round-robin for balance. */
+        const int64_t n_items = T * hp->n_head_kv;
+        for (int64_t it = ith; it < n_items; it += nth)
+            attend(f, l, it / hp->n_head_kv, it % hp->n_head_kv, ith);
+        ctn_pool_barrier(f->pool);
+
+        /* Output projection; each thread adds its own rows into the residual. */
+        matmul(f, &as, &lm->wo, f->att, T, f->proj, ith, nth);
+        span(E, ith, nth, 16, &r0, &r1);
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t i = r0; i < r1; i++)
+                f->x[t * E + i] += f->proj[t * E + i];
+        ctn_pool_barrier(f->pool);
+        for (int64_t t = t0; t < t1; t++)
+            rmsnorm(f->x + t * E, lv->ffn_norm, E, hp->norm_eps, f->xn + t * E);
+
+        /* Feed-forward: gate and up share the input; SiLU(gate) * up on this thread's rows. */
+        matmul(f, &as, &lm->gate, f->xn, T, f->gate, ith, nth);
+        convert(f, &as, &lm->up, f->xn, T, ith, nth);
+        gemm_rows(f, &lm->up, T, f->up, F, ith, nth, &r0, &r1);
+        /* gate and up rows split alike (same row count), so these rows are this thread's. */
+        for (int64_t t = 0; t < T; t++) {
+            float *g = f->gate + t * F;
+            const float *u = f->up + t * F;
+            for (int64_t i = r0; i < r1; i++)
+                g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        }
+        ctn_pool_barrier(f->pool);
+        matmul(f, &as, &lm->down, f->gate, T, f->proj, ith, nth);
+        span(E, ith, nth, 16, &r0, &r1);
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t i = r0; i < r1; i++)
+                f->x[t * E + i] += f->proj[t * E + i];
+        ctn_pool_barrier(f->pool);
+        const float *next_norm = l + 1 < hp->n_layer ? f->lv[l + 1].attn_norm : NULL;
+        if (next_norm != NULL)
+            for (int64_t t = t0; t < t1; t++)
+                rmsnorm(f->x + t * E, next_norm, E, hp->norm_eps, f->xn + t * E);
+        /* The next matmul's convert starts with a barrier. */
+        as.src = NULL;
+    }
+
+    /* Logits of the rows that ask for them. */
+    if (f->n_out == 0) return;
+    int64_t o0, o1;
+    span(f->n_out, ith, nth, 1, &o0, &o1);
+    for (int64_t o = o0; o < o1; o++)
+        rmsnorm(f->x + f->out_tok[o] * E, f->out_norm, E, hp->norm_eps, f->out_rows + o * E);
+    as.src = NULL;
+    matmul(f, &as, &f->output, f->out_rows, f->n_out, f->logits, ith, nth);
+}
+
+/* ---- running a batch ----------------------------------------------------------------- */
+
+int ctn_fwd_run(ctn_fwd *f, const ctn_fwd_seg *segs, int n_segs, float *logits) {
+    const ctn_model_hparams *hp = &f->m->hp;
+    f->errmsg[0] = '\0';
+    if (n_segs < 1 || segs == NULL) {
+        ctn__errf(f->errmsg, sizeof f->errmsg, "the batch has no segments");
+        return CTN_EINVAL;
+    }
+    int64_t n_tok = 0, n_out = 0;
+    for (int i = 0; i < n_segs; i++) {
+        const ctn_fwd_seg *s = &segs[i];
+        if (s->seq == NULL || s->seq->table == NULL || s->n_tokens < 1 || s->tokens == NULL) {
+            ctn__errf(f->errmsg, sizeof f->errmsg,
+                      "segment %d has no tokens or no sequence (an empty prompt?)", i);
+            return CTN_EINVAL;
+        }
+        for (int j = 0; j < i; j++)
+            if (segs[j].seq == s->seq) {
+                ctn__errf(f->errmsg, sizeof f->errmsg,
+                          "segments %d and %d append to the same sequence", j, i);
+                return CTN_EINVAL;
+            }
+        for (int64_t j = 0; j < s->n_tokens; j++)
+            if (s->tokens[j] < 0 || s->tokens[j] >= hp->n_vocab) {
+                ctn__errf(f->errmsg, sizeof f->errmsg,
+                          "segment %d, token %" PRId64 ": id %" PRId32
+                          " is outside the vocabulary (0..%" PRId64 ")",
+                          i, j, s->tokens[j], hp->n_vocab - 1);
+                return CTN_EINVAL;
+            }
+        if (s->seq->n_pos + s->n_tokens > s->seq->max_pos) {
+            ctn__errf(f->errmsg, sizeof f->errmsg,
+                      "segment %d: %" PRId64 " + %" PRId64
+                      " tokens exceed the context length of %" PRId64,
+                      i, s->seq->n_pos, s->n_tokens, s->seq->max_pos);
+            return CTN_ERANGE;
+        }
+        n_tok += s->n_tokens;
+        if (s->logits) n_out++;
+    }
+    if (n_tok > f->p.n_batch) {
+        ctn__errf(f->errmsg, sizeof f->errmsg,
+                  "the batch has %" PRId64 " tokens, more than its size of %" PRId64, n_tok,
+                  f->p.n_batch);
+        return CTN_EINVAL;
+    }
+    if (n_out > 0 && logits == NULL) {
+        ctn__errf(f->errmsg, sizeof f->errmsg, "logits are asked for but the buffer is NULL");
+        return CTN_EINVAL;
+    }
+
+    /* Blocks for every segment, or none at all. */
+    int32_t need = 0;
+    for (int i = 0; i < n_segs; i++)
+        need += ctn_kv_seq_blocks_needed(f->kv, segs[i].seq, segs[i].seq->n_pos + segs[i].n_tokens);
+    if (need > f->kv->n_free) {
+        ctn__errf(f->errmsg, sizeof f->errmsg,
+                  "the KV cache is full: the batch needs %" PRId32 " more blocks, %" PRId32
+                  " of %" PRId32 " are free",
+                  need, f->kv->n_free, f->kv->n_blocks);
+        return CTN_ENOMEM;
+    }
+    for (int i = 0; i < n_segs; i++) {
+        char err[160];
+        int rc = ctn_kv_seq_reserve(f->kv, segs[i].seq, segs[i].seq->n_pos + segs[i].n_tokens, err,
+                                    sizeof err);
+        if (rc < 0) { /* cannot happen after the count above; kept as a guard */
+            ctn__errf(f->errmsg, sizeof f->errmsg, "segment %d: %s", i, err);
+            return rc;
+        }
+    }
+
+    int64_t t = 0;
+    n_out = 0;
+    for (int i = 0; i < n_segs; i++) {
+        const ctn_fwd_seg *s = &segs[i];
+        for (int64_t j = 0; j < s->n_tokens; j++, t++) {
+            f->toks[t].id = s->tokens[j];
+            f->toks[t].seg = i;
+            f->toks[t].pos = s->seq->n_pos + j;
+        }
+        if (s->logits) f->out_tok[n_out++] = t - 1;
+    }
+    f->segs = segs;
+    f->n_segs = n_segs;
+    f->n_tok = n_tok;
+    f->n_out = n_out;
+    f->logits = logits;
+    ctn_pool_run(f->pool, fwd_work, f);
+    for (int i = 0; i < n_segs; i++)
+        segs[i].seq->n_pos += segs[i].n_tokens;
+    f->segs = NULL;
+
+    for (int64_t o = 0; o < n_out; o++) {
+        const float *lg = logits + o * hp->n_vocab;
+        for (int64_t v = 0; v < hp->n_vocab; v++)
+            if (!isfinite(lg[v])) {
+                ctn__errf(f->errmsg, sizeof f->errmsg,
+                          "the forward pass produced %s in logit %" PRId64 " of output row %" PRId64
+                          " (the weights or activations overflowed or hold NaN)",
+                          isnan(lg[v]) ? "NaN" : "infinity", v, o);
+                return CTN_ERANGE;
+            }
+    }
+    return 0;
+}

@@ -1,0 +1,92 @@
+/*
+ * The engine's forward pass: a `llama`, `qwen2` or `qwen3` model over the paged KV cache,
+ * on a pool of threads, for a batch of token runs from one or more sequences.
+ *
+ *     ctn_fwd_params p = {0};                          // defaults: see the fields
+ *     ctn_fwd *f;
+ *     if (ctn_fwd_new(&f, model, &p, err, sizeof err) < 0) ...
+ *     ctn_kv_seq seq;
+ *     ctn_fwd_seq_init(f, &seq);
+ *     ctn_fwd_seg seg = { &seq, prompt, n_prompt, true };
+ *     ctn_fwd_run(f, &seg, 1, logits);                 // prefill: logits of the last token
+ *     seg = (ctn_fwd_seg){ &seq, &next, 1, true };
+ *     ctn_fwd_run(f, &seg, 1, logits);                 // one decode step
+ *     ctn_fwd_seq_close(f, &seq);
+ *     ctn_fwd_free(f);
+ *
+ * One call is one pass over the weights: every token of every segment goes through each
+ * matrix together (matrix-matrix for a prompt or a batch, matrix-vector for one token), and
+ * attention runs per segment through its sequence's block table. The math is the reference
+ * forward pass's (ref_forward.h) with the kernels of kern.h: activations are converted to the
+ * weight type's dot-product format first, as llama.cpp does, and with an F16 KV cache the
+ * query is rounded to F16 for the scores as llama.cpp does. The result for a token does not
+ * depend on the other segments in the batch (see kern.h on batch invariance).
+ *
+ * Memory: the KV pool, activations for n_batch tokens and the threads are made by
+ * ctn_fwd_new; ctn_fwd_run allocates nothing.
+ */
+#ifndef CTN_FORWARD_H
+#define CTN_FORWARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvcache.h"
+#include "model.h"
+
+typedef struct {
+    int n_threads;    /* 0: the CPUs this process may use */
+    int64_t n_ctx;    /* positions per sequence; 0: the model's, at most 4096 */
+    int64_t n_batch;  /* tokens per ctn_fwd_run; 0: 512 */
+    bool kv_f32;      /* keep the KV cache in F32 instead of F16 */
+    size_t kv_memory; /* bytes for the KV pool; 0: one sequence of n_ctx positions */
+    int32_t kv_block; /* positions per KV block; 0: 16 */
+} ctn_fwd_params;
+
+typedef struct ctn_fwd ctn_fwd;
+
+/* A run of tokens appended to a sequence at its next positions. */
+typedef struct {
+    ctn_kv_seq *seq;
+    const int32_t *tokens; /* (n_tokens) borrowed for the call */
+    int64_t n_tokens;
+    bool logits; /* write the logits of the segment's last token */
+} ctn_fwd_seg;
+
+/*
+ * Prepares a forward pass of model m (borrowed; must outlive it). 0, or CTN_EINVAL (bad
+ * parameters), CTN_ENOTSUP (a weight type without a kernel, named with its tensor) or
+ * CTN_ENOMEM, with the reason in err.
+ */
+int ctn_fwd_new(ctn_fwd **out, const ctn_model *m, const ctn_fwd_params *p, char *err,
+                size_t errlen);
+void ctn_fwd_free(ctn_fwd *f);
+/* Why the last ctn_fwd_run failed. */
+const char *ctn_fwd_errmsg(const ctn_fwd *f);
+
+const ctn_model *ctn_fwd_model(const ctn_fwd *f);
+ctn_kv_pool *ctn_fwd_kv(ctn_fwd *f);
+int64_t ctn_fwd_n_ctx(const ctn_fwd *f);
+int64_t ctn_fwd_n_batch(const ctn_fwd *f);
+int ctn_fwd_threads(const ctn_fwd *f);
+
+/* A sequence of n_ctx positions in f's KV pool (init/close). 0, CTN_ENOMEM. */
+int ctn_fwd_seq_init(ctn_fwd *f, ctn_kv_seq *s);
+void ctn_fwd_seq_close(ctn_fwd *f, ctn_kv_seq *s);
+
+/*
+ * Runs the segments (each sequence at most once), appending their tokens to their
+ * sequences, and writes n_vocab logits for each segment that asks, in segment order, to
+ * `logits` (caller memory; NULL when none asks). Returns 0 or:
+ *   CTN_EINVAL  no tokens, more than n_batch tokens, a token outside the vocabulary, or a
+ *               sequence twice;
+ *   CTN_ERANGE  a sequence would pass its context length; or the logits hold NaN or
+ *               infinity (the weights or inputs overflowed);
+ *   CTN_ENOMEM  the KV pool has too few free blocks.
+ * On an error other than the last kind nothing has changed; ctn_fwd_errmsg says which
+ * segment and token. After a NaN error the segments' positions are consumed.
+ */
+int ctn_fwd_run(ctn_fwd *f, const ctn_fwd_seg *segs, int n_segs, float *logits);
+
+#endif
