@@ -25,7 +25,7 @@ build: configure
 # The demo needs only the command, not the test and fuzz builds.
 demo: configure
 	@cmake --build $(BUILD) -j $(JOBS) --target catena
-	@sh examples/inspect_and_tokenize.sh "$(MODEL)" "$(BUILD)/catena"
+	@sh examples/generate.sh "$(MODEL)" "$(BUILD)/catena"
 
 # The llama.cpp peer (npm package node-llama-cpp) for the differential tokenizer test and
 # the benchmarks; best effort: without it those tests skip and say why.

@@ -10,5 +10,7 @@ int ctn_cmd_tokenize(int argc, char **argv);
 int ctn_cmd_detokenize(int argc, char **argv);
 int ctn_cmd_convert(int argc, char **argv);
 int ctn_cmd_quantize(int argc, char **argv);
+int ctn_cmd_generate(int argc, char **argv);
+int ctn_cmd_bench(int argc, char **argv);
 
 #endif

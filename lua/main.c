@@ -7,6 +7,7 @@
 
 #include "backend.h"
 #include "commands.h"
+#include "kern.h"
 
 #ifndef CTN_VERSION
 #define CTN_VERSION "dev"
@@ -23,6 +24,8 @@ static const struct {
     {"convert", ctn_cmd_convert, "convert llama2.c files to GGUF (llama2c M.bin T.bin -o O.gguf)"},
     {"quantize", ctn_cmd_quantize,
      "rewrite a GGUF model with its weights in one type (IN OUT TYPE)"},
+    {"generate", ctn_cmd_generate, "continue a prompt (-m MODEL.gguf -p PROMPT [-n N] ...)"},
+    {"bench", ctn_cmd_bench, "measure prefill and decode speed (-m MODEL.gguf), one JSON line"},
 };
 
 static int usage(FILE *f) {
@@ -41,7 +44,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         char info[256];
         ctn_backend_describe(info, sizeof info);
-        printf("catena %s\n%s\n", CTN_VERSION, info);
+        printf("catena %s\n%s\nCPU kernels: %s (set CATENA_ISA=scalar|avx2|avx512 to choose)\n",
+               CTN_VERSION, info, ctn_isa_name(ctn_kern_isa()));
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

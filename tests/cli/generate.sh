@@ -1,0 +1,95 @@
+#!/bin/sh
+# `catena generate` and `catena bench` on stories260K: the greedy continuation is the one
+# llama2.c and llama.cpp print (../shared/models/README.md), also from the GGUF that
+# `catena convert llama2c` makes; sampling is reproducible by seed; stop strings cut the
+# text; bad input is a clear error.
+set -u
+CATENA="${CATENA:-build/catena}"
+M="${CTN_SHARED:-../shared}/models"
+[ -f "$M/stories260K.gguf" ] && [ -f "$M/stories260K.bin" ] && [ -f "$M/tok512.bin" ] || {
+    echo "shared models missing; skipping"
+    exit 77
+}
+tmp=$(mktemp -d) || exit 1
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() {
+    fail=$((fail + 1))
+    echo "FAIL: $*"
+}
+S="$M/stories260K.gguf"
+want=', there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high.
+Lily'
+
+for t in 1 2 3; do
+    out=$("$CATENA" generate -m "$S" -p "Once upon a time" -n 60 --temp 0 --threads $t 2>&1)
+    [ "$out" = "$want" ] && ok || bad "greedy, $t threads: '$out'"
+done
+out=$("$CATENA" generate -m "$S" -p "Once upon a time" -n 60 --temp 0 --kv-f32 2>&1)
+[ "$out" = "$want" ] && ok || bad "greedy, F32 KV: '$out'"
+"$CATENA" convert llama2c "$M/stories260K.bin" "$M/tok512.bin" -o "$tmp/c.gguf" >/dev/null 2>&1
+out=$("$CATENA" generate -m "$tmp/c.gguf" -p "Once upon a time" -n 60 --temp 0 2>&1)
+[ "$out" = "$want" ] && ok || bad "greedy on the converted model: '$out'"
+
+# --ids: the generated ids on one line; their text is the continuation.
+ids=$("$CATENA" generate -m "$S" -p "Once upon a time" -n 60 --temp 0 --ids 2>&1)
+[ "$(printf '%s' "$ids" | wc -w)" = 60 ] && ok || bad "--ids: '$ids'"
+printf '%s' "$ids" | grep -qE '^[0-9]+( [0-9]+)*$' && ok || bad "--ids format: '$ids'"
+
+# Sampling: the same seed gives the same text, another seed another text.
+a=$("$CATENA" generate -m "$S" -p "Once upon a time" -n 40 --temp 1 --top-p 0.9 --seed 7 2>&1)
+b=$("$CATENA" generate -m "$S" -p "Once upon a time" -n 40 --temp 1 --top-p 0.9 --seed 7 -t 1 2>&1)
+c=$("$CATENA" generate -m "$S" -p "Once upon a time" -n 40 --temp 1 --top-p 0.9 --seed 8 2>&1)
+[ -n "$a" ] && [ "$a" = "$b" ] && ok || bad "seed 7 twice: '$a' vs '$b'"
+[ "$a" != "$c" ] && ok || bad "seeds 7 and 8 agree: '$a'"
+
+# Stop strings: the text before the first occurrence, without the stop string.
+out=$("$CATENA" generate -m "$S" -p "Once upon a time" -n 60 --temp 0 --stop "Lily" 2>&1)
+[ "$out" = ", there was a little girl named " ] && ok || bad "--stop Lily: '$out'"
+out=$("$CATENA" generate -m "$S" -p "Once upon a time" -n 60 --temp 0 -s "zzz" -s "red ball" 2>&1)
+[ "$out" = ", there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, " ] &&
+    ok || bad "--stop 'red ball': '$out'"
+
+# -n 0 prints nothing but the newline; EOS ends the text unless --ignore-eos.
+out=$("$CATENA" generate -m "$S" -p "Once upon a time" -n 0 --temp 0 2>&1)
+[ -z "$out" ] && ok || bad "-n 0: '$out'"
+# Without -n, generation stops when the context is full (5 prompt tokens + 59 fed back
+# + the last one sampled), saying so on stderr.
+out=$("$CATENA" generate -m "$S" -p "Once upon a time" --temp 0 -c 64 --ids 2>"$tmp/err")
+n=$(printf '%s' "$out" | wc -w)
+[ "$n" = 60 ] && grep -q "context of 64 tokens is full" "$tmp/err" && ok ||
+    bad "until the context is full: $n tokens, $(cat "$tmp/err")"
+
+# Errors: exit 1 with a message naming the problem; usage errors exit 2.
+expect() { # status pattern args...
+    st=$1 pat=$2
+    shift 2
+    out=$("$CATENA" "$@" 2>&1)
+    [ $? = "$st" ] && printf '%s' "$out" | grep -q -- "$pat" && ok || bad "$*: $out"
+}
+expect 1 "the prompt is empty" generate -m "$S" -p ""
+expect 1 "context holds 8" generate -m "$S" -p "Once upon a time there was a girl named Lily" -c 8
+expect 1 "no-such.gguf" generate -m "$tmp/no-such.gguf" -p "x"
+expect 2 "no prompt given" generate -m "$S"
+expect 2 "no model given" generate -p "x"
+expect 2 "bad value 'abc' for --temp" generate -m "$S" -p x --temp abc
+expect 2 "bad value '-3' for -n" generate -m "$S" -p x -n -3
+expect 2 "unknown argument '--bogus'" generate -m "$S" -p x --bogus 1
+expect 1 "top_p" generate -m "$S" -p x --top-p -1
+head -c 5000 "$S" >"$tmp/trunc.gguf"
+expect 1 "trunc.gguf" generate -m "$tmp/trunc.gguf" -p x
+
+# bench: one JSON line with both rates.
+out=$("$CATENA" bench -m "$S" --prompt-tokens 64 --gen-tokens 16 --threads 2 --reps 2 2>&1)
+printf '%s' "$out" | python3 -c '
+import json, sys
+d = json.loads(sys.stdin.read())
+assert d["prefill_tok_s"] > 0 and d["decode_tok_s"] > 0, d
+assert d["prompt_tokens"] == 64 and d["gen_tokens"] == 16 and d["threads"] == 2, d
+' && ok || bad "bench: $out"
+expect 2 "whole number" bench -m "$S" --threads 0
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
