@@ -8,12 +8,16 @@
  * 1. stories260K ($CTN_SHARED/models, else ../shared/models): the prompt "Once upon a time"
  *    (with BOS) is fed token by token to both and the logits compared at each position,
  *    then both decode 40 tokens greedily and the ids must be equal.
- * 2. Random-weight llama models written with the GGUF writer from a fixed seed, in many
- *    shapes (width, MHA / GQA / MQA, head widths 8 to 128, odd feed-forward widths, 1 to 3
- *    layers, tied and untied output, vocabularies of 64 to 300 tokens, several RoPE bases
- *    and RMSNorm epsilons) and weight types (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, made
- *    with ctn_quantize_row). A fixed random sequence of 16 tokens is fed to both and the
+ * 2. Random-weight llama, qwen2 and qwen3 models (tests/randmodel.h) written with the GGUF
+ *    writer from a fixed seed, in many shapes (width, MHA / GQA / MQA, head widths 8 to 128, odd
+ * feed-forward widths, 1 to 3 layers, tied and untied output, vocabularies of 64 to 300 tokens,
+ * several RoPE bases and RMSNorm epsilons) and weight types (F32, F16, BF16, Q8_0, Q4_0, Q4_K,
+ * Q6_K, made with ctn_quantize_row). A fixed random sequence of 16 tokens is fed to both and the
  *    logits compared at each position; then both decode 16 tokens greedily.
+ *
+ * Each model is run twice on catena's side: by the scalar reference forward pass, and by the
+ * engine (engine/forward.c: SIMD kernels, paged F32 KV cache, 2 threads; rows "TYPE e"),
+ * whose greedy ids must match llama.cpp's for every type.
  *
  * The error measure is ggml's normalised error: max |catena - llama.cpp| over the logits
  * divided by max |llama.cpp|, the worst over all positions. The tolerances (TOL_* below)
@@ -35,10 +39,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "forward.h"
 #include "gguf.h"
 #include "llamacpp_dl.h"
 #include "model.h"
 #include "quant.h"
+#include "randmodel.h"
 #include "ref_forward.h"
 #include "vocab.h"
 
@@ -70,6 +76,20 @@ static double tolerance(int type) {
     case CTN_TYPE_Q8_0: return TOL_Q8_0;
     case CTN_TYPE_Q4_0: return TOL_Q4_0;
     default: return TOL_QK;
+    }
+}
+
+/*
+ * The engine (engine/forward.c, "TYPE e" rows) rounds activations as llama.cpp does (F16,
+ * BF16, Q8_0, Q8_K before the dot products), so only summation order separates the two.
+ * Measured when set: see the comments.
+ */
+static double engine_tolerance(int type) {
+    switch (type) {
+    case CTN_TYPE_F32: return 1e-5;
+    case CTN_TYPE_F16: return 1e-3;
+    case CTN_TYPE_BF16: return 5e-3;
+    default: return 2e-2;
     }
 }
 
@@ -112,7 +132,7 @@ typedef struct {
  * o. The catena model m and the llama.cpp model lm are borrowed.
  */
 static void compare(const ctn_model *m, lcpp_model *lm, const int32_t *seq, int n_seq, int n_gen,
-                    int32_t *gen_c, int32_t *gen_l, outcome *o) {
+                    bool engine, int32_t *gen_c, int32_t *gen_l, outcome *o) {
     memset(o, 0, sizeof *o);
     o->greedy_diff = -1;
     int64_t nv = m->hp.n_vocab;
@@ -123,11 +143,19 @@ static void compare(const ctn_model *m, lcpp_model *lm, const int32_t *seq, int 
         return;
     }
     ctn_ref_state s;
+    ctn_fwd *f = NULL;
+    ctn_kv_seq kseq = {0};
+    char ferr[512] = "";
     float *lc = malloc((size_t)nv * sizeof *lc);
-    if (!lc || ctn_ref_state_init(&s, m, N_CTX) < 0) {
-        snprintf(o->msg, sizeof o->msg, "out of memory");
+    if (!lc || ctn_ref_state_init(&s, m, N_CTX) < 0 ||
+        (engine &&
+         (ctn_fwd_new(&f, m, &(ctn_fwd_params){.n_threads = 2, .n_ctx = N_CTX, .kv_f32 = true},
+                      ferr, sizeof ferr) < 0 ||
+          ctn_fwd_seq_init(f, &kseq) < 0))) {
+        snprintf(o->msg, sizeof o->msg, "setting up: %s", ferr[0] ? ferr : "out of memory");
         o->failed = true;
         free(lc);
+        ctn_fwd_free(f);
         return;
     }
     lcpp_model_clear(lm);
@@ -137,7 +165,14 @@ static void compare(const ctn_model *m, lcpp_model *lm, const int32_t *seq, int 
         bool fed = pos < n_seq;
         int32_t in_c = fed ? seq[pos] : tc, in_l = fed ? seq[pos] : tl;
         const float *ll;
-        if (ctn_ref_forward(m, &s, in_c, pos, lc) < 0) {
+        if (engine) {
+            ctn_fwd_seg seg = {&kseq, &in_c, 1, true};
+            if (ctn_fwd_run(f, &seg, 1, lc) < 0) {
+                snprintf(o->msg, sizeof o->msg, "catena engine: %s", ctn_fwd_errmsg(f));
+                o->failed = true;
+                break;
+            }
+        } else if (ctn_ref_forward(m, &s, in_c, pos, lc) < 0) {
             snprintf(o->msg, sizeof o->msg, "catena: %s", ctn_ref_state_errmsg(&s));
             o->failed = true;
             break;
@@ -166,6 +201,8 @@ static void compare(const ctn_model *m, lcpp_model *lm, const int32_t *seq, int 
         }
     }
     o->greedy_ok = !o->failed && o->greedy_diff < 0;
+    if (f != NULL) ctn_fwd_seq_close(f, &kseq);
+    ctn_fwd_free(f);
     ctn_ref_state_close(&s);
     free(lc);
 }
@@ -221,9 +258,14 @@ static void test_stories(void) {
         o.failed = true;
         snprintf(o.msg, sizeof o.msg, "tokenize failed");
     } else {
-        compare(m, lm, ids, (int)n_ids, N_GEN, gen_c, gen_l, &o);
+        compare(m, lm, ids, (int)n_ids, N_GEN, false, gen_c, gen_l, &o);
     }
     report("stories260K \"Once upon a time\"", "F32", &o, TOL_F32, true, gen_c, gen_l, N_GEN);
+    if (!o.failed) {
+        compare(m, lm, ids, (int)n_ids, N_GEN, true, gen_c, gen_l, &o);
+        report("stories260K \"Once upon a time\"", "F32 e", &o, engine_tolerance(CTN_TYPE_F32),
+               true, gen_c, gen_l, N_GEN);
+    }
     free(ids);
     lcpp_model_free(lm);
     ctn_vocab_free(v);
@@ -233,200 +275,40 @@ static void test_stories(void) {
 
 /* ---- random models ---------------------------------------------------------------------- */
 
-typedef struct {
-    int type;
-    int dim, n_head, n_kv, ff, n_layer;
-    bool tied;
-    int n_vocab;
-    float rope_base, eps;
-    uint64_t seed;
-} shape;
-
-static const shape SHAPES[] = {
+static const randmodel_shape SHAPES[] = {
     /* F32: head widths 8..64, MHA, GQA 2:1 and 4:1, MQA, odd ff, 1-3 layers. */
-    {CTN_TYPE_F32, 32, 4, 4, 50, 1, true, 64, 10000, 1e-5f, 1},
-    {CTN_TYPE_F32, 48, 3, 1, 97, 2, false, 100, 500000, 1e-6f, 2},
-    {CTN_TYPE_F32, 64, 4, 2, 171, 2, true, 300, 10000, 1e-5f, 3},
-    {CTN_TYPE_F32, 64, 8, 2, 128, 3, false, 200, 1000000, 1e-5f, 4},
-    {CTN_TYPE_F32, 96, 3, 3, 257, 1, false, 150, 100, 1e-6f, 5},
-    {CTN_TYPE_F32, 128, 2, 1, 200, 2, true, 256, 10000, 1e-5f, 6},
-    {CTN_TYPE_F32, 128, 8, 2, 384, 2, false, 300, 10000, 1e-5f, 7},
+    {CTN_TYPE_F32, 32, 4, 4, 50, 1, true, 64, 10000, 1e-5f, 1, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_F32, 48, 3, 1, 97, 2, false, 100, 500000, 1e-6f, 2, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_F32, 64, 4, 2, 171, 2, true, 300, 10000, 1e-5f, 3, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_F32, 64, 8, 2, 128, 3, false, 200, 1000000, 1e-5f, 4, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_F32, 96, 3, 3, 257, 1, false, 150, 100, 1e-6f, 5, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_F32, 128, 2, 1, 200, 2, true, 256, 10000, 1e-5f, 6, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_F32, 128, 8, 2, 384, 2, false, 300, 10000, 1e-5f, 7, RANDMODEL_LLAMA, 0},
     /* F16 / BF16: any row length. */
-    {CTN_TYPE_F16, 48, 3, 1, 97, 2, false, 100, 500000, 1e-6f, 8},
-    {CTN_TYPE_F16, 64, 4, 2, 171, 2, true, 300, 10000, 1e-5f, 9},
-    {CTN_TYPE_F16, 128, 2, 1, 200, 2, false, 256, 10000, 1e-5f, 10},
-    {CTN_TYPE_BF16, 64, 4, 2, 171, 2, true, 300, 10000, 1e-5f, 11},
-    {CTN_TYPE_BF16, 96, 3, 3, 257, 1, false, 150, 100, 1e-6f, 12},
+    {CTN_TYPE_F16, 48, 3, 1, 97, 2, false, 100, 500000, 1e-6f, 8, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_F16, 64, 4, 2, 171, 2, true, 300, 10000, 1e-5f, 9, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_F16, 128, 2, 1, 200, 2, false, 256, 10000, 1e-5f, 10, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_BF16, 64, 4, 2, 171, 2, true, 300, 10000, 1e-5f, 11, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_BF16, 96, 3, 3, 257, 1, false, 150, 100, 1e-6f, 12, RANDMODEL_LLAMA, 0},
     /* Q8_0 / Q4_0: rows a multiple of 32. */
-    {CTN_TYPE_Q8_0, 64, 4, 2, 192, 2, false, 200, 10000, 1e-5f, 13},
-    {CTN_TYPE_Q8_0, 96, 3, 1, 160, 1, true, 150, 1000000, 1e-5f, 14},
-    {CTN_TYPE_Q8_0, 128, 2, 2, 256, 2, true, 256, 10000, 1e-6f, 15},
-    {CTN_TYPE_Q4_0, 64, 8, 2, 128, 3, false, 200, 10000, 1e-5f, 16},
-    {CTN_TYPE_Q4_0, 128, 4, 1, 320, 1, true, 300, 500000, 1e-5f, 17},
+    {CTN_TYPE_Q8_0, 64, 4, 2, 192, 2, false, 200, 10000, 1e-5f, 13, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_Q8_0, 96, 3, 1, 160, 1, true, 150, 1000000, 1e-5f, 14, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_Q8_0, 128, 2, 2, 256, 2, true, 256, 10000, 1e-6f, 15, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_Q4_0, 64, 8, 2, 128, 3, false, 200, 10000, 1e-5f, 16, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_Q4_0, 128, 4, 1, 320, 1, true, 300, 500000, 1e-5f, 17, RANDMODEL_LLAMA, 0},
     /* K-quants: rows a multiple of 256. */
-    {CTN_TYPE_Q4_K, 256, 4, 2, 512, 2, false, 300, 10000, 1e-5f, 18},
-    {CTN_TYPE_Q4_K, 256, 8, 1, 256, 1, true, 128, 1000000, 1e-5f, 19},
-    {CTN_TYPE_Q6_K, 256, 4, 4, 512, 1, false, 300, 10000, 1e-5f, 20},
-    {CTN_TYPE_Q6_K, 256, 2, 1, 768, 2, true, 200, 500000, 1e-6f, 21},
+    {CTN_TYPE_Q4_K, 256, 4, 2, 512, 2, false, 300, 10000, 1e-5f, 18, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_Q4_K, 256, 8, 1, 256, 1, true, 128, 1000000, 1e-5f, 19, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_Q6_K, 256, 4, 4, 512, 1, false, 300, 10000, 1e-5f, 20, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_Q6_K, 256, 2, 1, 768, 2, true, 200, 500000, 1e-6f, 21, RANDMODEL_LLAMA, 0},
+    /* qwen2 (Q/K/V biases, NeoX RoPE) and qwen3 (Q/K norms, heads wider than dim / n_head). */
+    {CTN_TYPE_F32, 64, 4, 2, 128, 2, false, 200, 1000000, 1e-6f, 31, RANDMODEL_QWEN2, 0},
+    {CTN_TYPE_F16, 96, 3, 1, 160, 1, true, 150, 10000, 1e-6f, 32, RANDMODEL_QWEN2, 0},
+    {CTN_TYPE_Q8_0, 128, 4, 2, 256, 2, true, 150, 1000000, 1e-6f, 33, RANDMODEL_QWEN2, 0},
+    {CTN_TYPE_F32, 64, 4, 2, 96, 2, false, 200, 1000000, 1e-6f, 34, RANDMODEL_QWEN3, 24},
+    {CTN_TYPE_BF16, 64, 2, 1, 128, 2, true, 120, 10000, 1e-6f, 35, RANDMODEL_QWEN3, 48},
+    {CTN_TYPE_Q4_K, 256, 4, 2, 512, 1, false, 200, 1000000, 1e-6f, 36, RANDMODEL_QWEN3, 128},
 };
-
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double rng_unit(uint64_t *s) {
-    return ((double)(rng_next(s) >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static float rng_normal(uint64_t *s) {
-    double u = rng_unit(s), v = rng_unit(s);
-    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
-}
-
-/* The buffers a writer borrows until it has written the file. */
-typedef struct {
-    void **p;
-    size_t n, cap;
-} keep_list;
-
-static void *keep(keep_list *k, size_t bytes) {
-    if (k->n == k->cap) {
-        size_t c = k->cap ? k->cap * 2 : 64;
-        void **p = realloc(k->p, c * sizeof *p);
-        if (!p) return NULL;
-        k->p = p;
-        k->cap = c;
-    }
-    void *b = malloc(bytes ? bytes : 1);
-    if (b) k->p[k->n++] = b;
-    return b;
-}
-
-static void keep_free(keep_list *k) {
-    for (size_t i = 0; i < k->n; i++)
-        free(k->p[i]);
-    free(k->p);
-}
-
-/*
- * Adds a tensor of ne[1] rows of ne[0] values drawn from N(mean, sd) (1-D when ne[1] is 0),
- * stored as `type` (norms are always F32). With twin, the rows are quantized to `type` and
- * dequantized back, and stored as F32: the same weight values in a type that llama.cpp
- * multiplies without rounding the activations.
- */
-static int add_random(ctn_gguf_writer *w, keep_list *k, uint64_t *rng, const char *name, int type,
-                      bool twin, int64_t n_in, int64_t n_out, float mean, float sd) {
-    int64_t rows = n_out ? n_out : 1;
-    float *x = keep(k, (size_t)(n_in * rows) * sizeof *x);
-    if (!x) return -1;
-    for (int64_t i = 0; i < n_in * rows; i++)
-        x[i] = mean + sd * rng_normal(rng);
-    int64_t ne[2] = {n_in, n_out};
-    if (type == CTN_TYPE_F32 || n_out == 0)
-        return ctn_gguf_writer_add_tensor(w, name, CTN_TYPE_F32, n_out ? 2 : 1, ne, x);
-    size_t row_bytes = (size_t)(n_in / ctn_type_block_size(type) * ctn_type_block_bytes(type));
-    uint8_t *q = keep(k, row_bytes * (size_t)rows);
-    if (!q) return -1;
-    for (int64_t r = 0; r < rows; r++) {
-        uint8_t *qr = q + (size_t)r * row_bytes;
-        if (ctn_quantize_row(type, x + r * n_in, qr, n_in) < 0) return -1;
-        if (twin && ctn_dequantize_row(type, qr, x + r * n_in, n_in) < 0) return -1;
-    }
-    if (twin) return ctn_gguf_writer_add_tensor(w, name, CTN_TYPE_F32, 2, ne, x);
-    return ctn_gguf_writer_add_tensor(w, name, type, 2, ne, q);
-}
-
-/*
- * Writes the model of shape sh to path. Weights are N(0, 1/sqrt(n_in)) so that every
- * activation, attention score and logit is of order 1 (attention is far from uniform, so
- * RoPE and the causal mask matter); norm weights are 1 + N(0, 0.1); embeddings N(0, 1).
- * The vocabulary is a minimal SPM one: <unk>, <s>, </s>, the byte token <0x0A> (llama.cpp
- * looks for the newline), then arbitrary pieces with descending scores.
- */
-static int write_model(const shape *sh, bool twin, const char *path, char *err, size_t errlen) {
-    ctn_gguf_writer *w = ctn_gguf_writer_new();
-    if (!w) return -1;
-    keep_list k = {0};
-    uint64_t rng = sh->seed * 7919;
-    int hd = sh->dim / sh->n_head, rc = 0;
-    const char **toks = keep(&k, (size_t)sh->n_vocab * sizeof *toks);
-    float *scores = keep(&k, (size_t)sh->n_vocab * sizeof *scores);
-    int32_t *ttype = keep(&k, (size_t)sh->n_vocab * sizeof *ttype);
-    if (!toks || !scores || !ttype) rc = -1;
-    for (int i = 0; rc == 0 && i < sh->n_vocab; i++) {
-        char *t = keep(&k, 16);
-        if (!t) {
-            rc = -1;
-            break;
-        }
-        static const char *const fixed[] = {"<unk>", "<s>", "</s>", "<0x0A>"};
-        static const int fixed_type[] = {2, 3, 3, 6};
-        if (i < 4) {
-            snprintf(t, 16, "%s", fixed[i]);
-            ttype[i] = fixed_type[i];
-        } else {
-            snprintf(t, 16, "\xe2\x96\x81w%d", i);
-            ttype[i] = 1;
-        }
-        toks[i] = t;
-        scores[i] = i < 4 ? 0.0f : -(float)i;
-    }
-    if (rc == 0) {
-        ctn_gguf_writer_set_str(w, "general.architecture", "llama");
-        ctn_gguf_writer_set_str(w, "general.name", "fwddiff");
-        ctn_gguf_writer_set_u32(w, "llama.context_length", 256);
-        ctn_gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)sh->dim);
-        ctn_gguf_writer_set_u32(w, "llama.block_count", (uint32_t)sh->n_layer);
-        ctn_gguf_writer_set_u32(w, "llama.feed_forward_length", (uint32_t)sh->ff);
-        ctn_gguf_writer_set_u32(w, "llama.attention.head_count", (uint32_t)sh->n_head);
-        ctn_gguf_writer_set_u32(w, "llama.attention.head_count_kv", (uint32_t)sh->n_kv);
-        ctn_gguf_writer_set_u32(w, "llama.rope.dimension_count", (uint32_t)hd);
-        ctn_gguf_writer_set_f32(w, "llama.rope.freq_base", sh->rope_base);
-        ctn_gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", sh->eps);
-        ctn_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama");
-        ctn_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, (uint64_t)sh->n_vocab);
-        ctn_gguf_writer_set_arr(w, "tokenizer.ggml.scores", CTN_GGUF_FLOAT32, scores,
-                                (uint64_t)sh->n_vocab);
-        ctn_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", CTN_GGUF_INT32, ttype,
-                                (uint64_t)sh->n_vocab);
-        ctn_gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", 0);
-        ctn_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 1);
-        ctn_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2);
-    }
-    int64_t E = sh->dim, F = sh->ff, V = sh->n_vocab, KV = (int64_t)sh->n_kv * hd;
-    float sE = 1.0f / sqrtf((float)E), sF = 1.0f / sqrtf((float)F);
-    int t = sh->type;
-    if (rc == 0) rc = add_random(w, &k, &rng, "token_embd.weight", t, twin, E, V, 0, 1);
-    if (rc == 0) rc = add_random(w, &k, &rng, "output_norm.weight", t, twin, E, 0, 1, 0.1f);
-    if (rc == 0 && !sh->tied) rc = add_random(w, &k, &rng, "output.weight", t, twin, E, V, 0, sE);
-    for (int l = 0; rc == 0 && l < sh->n_layer; l++) {
-        struct {
-            const char *name;
-            int64_t n_in, n_out;
-            float mean, sd;
-        } ts[] = {
-            {"attn_norm", E, 0, 1, 0.1f}, {"attn_q", E, E, 0, sE},      {"attn_k", E, KV, 0, sE},
-            {"attn_v", E, KV, 0, sE},     {"attn_output", E, E, 0, sE}, {"ffn_norm", E, 0, 1, 0.1f},
-            {"ffn_gate", E, F, 0, sE},    {"ffn_up", E, F, 0, sE},      {"ffn_down", F, E, 0, sF},
-        };
-        for (size_t i = 0; rc == 0 && i < sizeof ts / sizeof ts[0]; i++) {
-            char name[64];
-            snprintf(name, sizeof name, "blk.%d.%s.weight", l, ts[i].name);
-            rc = add_random(w, &k, &rng, name, t, twin, ts[i].n_in, ts[i].n_out, ts[i].mean,
-                            ts[i].sd);
-        }
-    }
-    if (rc == 0)
-        rc = ctn_gguf_writer_write(w, path, err, errlen);
-    else
-        snprintf(err, errlen, "building the model: %s", ctn_gguf_writer_errmsg(w));
-    ctn_gguf_writer_free(w);
-    keep_free(&k);
-    return rc < 0 ? -1 : 0;
-}
 
 /*
  * Compares catena on the model of shape sh with llama.cpp on the same file, or with twin on
@@ -434,17 +316,20 @@ static int write_model(const shape *sh, bool twin, const char *path, char *err, 
  * activation rounding out of the comparison and holds catena's handling of the quantized
  * type to the F32 tolerance.
  */
-static void test_random(const shape *sh, const char *dir, bool twin) {
+static void test_random(const randmodel_shape *sh, const char *dir, bool twin, bool engine) {
     char name[96], path[4096], tpath[4096], type[16], err[512] = "";
     int hd = sh->dim / sh->n_head;
-    snprintf(name, sizeof name, "d%d h%d/%d hd%d ff%d L%d V%d %s b%g", sh->dim, sh->n_head,
-             sh->n_kv, hd, sh->ff, sh->n_layer, sh->n_vocab, sh->tied ? "tied" : "untied",
-             (double)sh->rope_base);
+    static const char *const arch[] = {"", "qwen2 ", "qwen3 "};
+    if (sh->head_dim > 0) hd = sh->head_dim;
+    snprintf(name, sizeof name, "%sd%d h%d/%d hd%d ff%d L%d V%d %s b%g", arch[sh->arch], sh->dim,
+             sh->n_head, sh->n_kv, hd, sh->ff, sh->n_layer, sh->n_vocab,
+             sh->tied ? "tied" : "untied", (double)sh->rope_base);
     snprintf(path, sizeof path, "%s/fwddiff-%d-%llu.gguf", dir, (int)getpid(),
              (unsigned long long)sh->seed);
     snprintf(tpath, sizeof tpath, "%s/fwddiff-%d-%llu-f32.gguf", dir, (int)getpid(),
              (unsigned long long)sh->seed);
-    snprintf(type, sizeof type, "%s%s", ctn_type_name(sh->type), twin ? "/f32" : "");
+    snprintf(type, sizeof type, "%s%s%s", ctn_type_name(sh->type), twin ? "/f32" : "",
+             engine ? " e" : "");
     outcome o = {0};
     int32_t gen_c[N_GREEDY], gen_l[N_GREEDY], seq[N_SEQ];
     ctn_gguf *g = NULL;
@@ -454,18 +339,18 @@ static void test_random(const shape *sh, const char *dir, bool twin) {
     seq[0] = 1; /* BOS */
     for (int i = 1; i < N_SEQ; i++)
         seq[i] = 4 + (int32_t)(rng_next(&rng) % (uint64_t)(sh->n_vocab - 4));
-    if (write_model(sh, false, path, err, sizeof err) < 0 ||
-        (twin && write_model(sh, true, tpath, err, sizeof err) < 0) ||
+    if (randmodel_write(sh, false, path, err, sizeof err) < 0 ||
+        (twin && randmodel_write(sh, true, tpath, err, sizeof err) < 0) ||
         ctn_gguf_open(&g, path, err, sizeof err) < 0 ||
         ctn_model_load(&m, g, err, sizeof err) < 0 ||
         lcpp_model_open(&lm, twin ? tpath : path, N_CTX, err, sizeof err) < 0) {
         o.failed = true;
         snprintf(o.msg, sizeof o.msg, "%s", err);
     } else {
-        compare(m, lm, seq, N_SEQ, N_GREEDY, gen_c, gen_l, &o);
+        compare(m, lm, seq, N_SEQ, N_GREEDY, engine, gen_c, gen_l, &o);
     }
-    report(name, type, &o, twin ? TOL_F32 : tolerance(sh->type), twin || exact_greedy(sh->type),
-           gen_c, gen_l, N_GREEDY);
+    double tol = engine ? engine_tolerance(sh->type) : twin ? TOL_F32 : tolerance(sh->type);
+    report(name, type, &o, tol, twin || exact_greedy(sh->type) || engine, gen_c, gen_l, N_GREEDY);
     lcpp_model_free(lm);
     ctn_model_free(m);
     ctn_gguf_free(g);
@@ -492,8 +377,9 @@ int main(int argc, char **argv) {
     printf("%-46s %-6s %10s %9s  %-6s %s\n", "model", "type", "max err", "tol", "greedy", "result");
     test_stories();
     for (size_t i = 0; i < sizeof SHAPES / sizeof SHAPES[0]; i++) {
-        test_random(&SHAPES[i], tmp, false);
-        if (SHAPES[i].type != CTN_TYPE_F32) test_random(&SHAPES[i], tmp, true);
+        test_random(&SHAPES[i], tmp, false, false);
+        if (SHAPES[i].type != CTN_TYPE_F32) test_random(&SHAPES[i], tmp, true, false);
+        test_random(&SHAPES[i], tmp, false, true);
     }
     printf("(TYPE/f32: llama.cpp runs the F32 twin of the same weights; * greedy ids not "
            "required)\n");
