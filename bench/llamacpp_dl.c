@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <link.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -343,6 +344,12 @@ struct lcpp_model {
     void *model;
     void *ctx;
     const void *vocab;
+    /* Batch buffers of lcpp_model_open_bench, each of cap entries (NULL otherwise). */
+    int32_t cap;
+    int32_t *token, *pos, *n_seq_id; /* (cap) */
+    int32_t **seq_id;                /* (cap) each pointing at seq0 */
+    int8_t *want;                    /* (cap) */
+    int32_t seq0;
 };
 
 /* Resolves the inference entry points and loads the CPU backends, once. */
@@ -367,8 +374,10 @@ static int infer_open(char *err, size_t errlen)
     return 0;
 }
 
-int lcpp_model_open(lcpp_model **out, const char *path, uint32_t n_ctx, char *err,
-                    size_t errlen)
+/* Loads path on the CPU into a new *out and fills *cp with llama.cpp's default context
+ * parameters, for the caller to adjust before context_make. 0 or -1 (err). */
+static int model_open(lcpp_model **out, const char *path, struct lcpp_context_params *cp,
+                      char *err, size_t errlen)
 {
     *out = NULL;
     if (!L.open) {
@@ -389,7 +398,31 @@ int lcpp_model_open(lcpp_model **out, const char *path, uint32_t n_ctx, char *er
         free(m);
         return -1;
     }
-    struct lcpp_context_params cp = L.context_default_params();
+    *cp = L.context_default_params();
+    *out = m;
+    return 0;
+}
+
+/* Makes m's context from cp, or frees m. 0 or -1 (err). */
+static int context_make(lcpp_model *m, const char *path, struct lcpp_context_params cp,
+                        char *err, size_t errlen)
+{
+    m->ctx = L.init_from_model(m->model, cp);
+    if (!m->ctx) {
+        seterr(err, errlen, "llama.cpp could not make a context for %s", path);
+        lcpp_model_free(m);
+        return -1;
+    }
+    m->vocab = L.model_get_vocab(m->model);
+    return 0;
+}
+
+int lcpp_model_open(lcpp_model **out, const char *path, uint32_t n_ctx, char *err,
+                    size_t errlen)
+{
+    struct lcpp_context_params cp;
+    lcpp_model *m;
+    if (model_open(&m, path, &cp, err, errlen) < 0) return -1;
     cp.n_ctx = n_ctx;
     cp.n_batch = n_ctx;
     cp.n_ubatch = n_ctx;
@@ -400,14 +433,47 @@ int lcpp_model_open(lcpp_model **out, const char *path, uint32_t n_ctx, char *er
     cp.type_k = 0;
     cp.type_v = 0;
     cp.no_perf = true;
-    m->ctx = L.init_from_model(m->model, cp);
-    if (!m->ctx) {
-        seterr(err, errlen, "llama.cpp could not make a context for %s", path);
-        L.model_free(m->model);
-        free(m);
+    if (context_make(m, path, cp, err, errlen) < 0) return -1;
+    *out = m;
+    return 0;
+}
+
+int lcpp_model_open_bench(lcpp_model **out, const char *path, uint32_t n_ctx, uint32_t n_batch,
+                          int32_t n_threads, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (n_batch == 0 || n_batch > INT32_MAX || n_threads < 1) {
+        seterr(err, errlen, "bad n_batch %u or n_threads %d", n_batch, (int)n_threads);
         return -1;
     }
-    m->vocab = L.model_get_vocab(m->model);
+    struct lcpp_context_params cp;
+    lcpp_model *m;
+    if (model_open(&m, path, &cp, err, errlen) < 0) return -1;
+    size_t n = n_batch;
+    m->cap = (int32_t)n_batch;
+    m->token = malloc(n * sizeof *m->token);
+    m->pos = malloc(n * sizeof *m->pos);
+    m->n_seq_id = malloc(n * sizeof *m->n_seq_id);
+    m->seq_id = malloc(n * sizeof *m->seq_id);
+    m->want = malloc(n * sizeof *m->want);
+    if (!m->token || !m->pos || !m->n_seq_id || !m->seq_id || !m->want) {
+        seterr(err, errlen, "out of memory");
+        lcpp_model_free(m);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        m->n_seq_id[i] = 1;
+        m->seq_id[i] = &m->seq0;
+    }
+    /* Defaults kept on purpose: type_k/type_v F16, flash_attn_type AUTO (see the header). */
+    cp.n_ctx = n_ctx;
+    cp.n_batch = n_batch;
+    cp.n_ubatch = n_batch;
+    cp.n_seq_max = 1;
+    cp.n_threads = n_threads;
+    cp.n_threads_batch = n_threads;
+    cp.no_perf = true;
+    if (context_make(m, path, cp, err, errlen) < 0) return -1;
     *out = m;
     return 0;
 }
@@ -415,8 +481,13 @@ int lcpp_model_open(lcpp_model **out, const char *path, uint32_t n_ctx, char *er
 void lcpp_model_free(lcpp_model *m)
 {
     if (!m) return;
-    L.free_ctx(m->ctx);
+    if (m->ctx) L.free_ctx(m->ctx);
     L.model_free(m->model);
+    free(m->token);
+    free(m->pos);
+    free(m->n_seq_id);
+    free(m->seq_id);
+    free(m->want);
     free(m);
 }
 
@@ -434,3 +505,46 @@ int lcpp_model_decode(lcpp_model *m, int32_t token, int32_t pos, const float **l
 }
 
 void lcpp_model_clear(lcpp_model *m) { L.memory_clear(L.get_memory(m->ctx), true); }
+
+int lcpp_model_decode_batch(lcpp_model *m, const int32_t *tokens, int32_t n, int32_t pos0,
+                            const float **logits)
+{
+    if (n < 1 || n > m->cap) return -1;
+    for (int32_t i = 0; i < n; i++) {
+        m->token[i] = tokens[i];
+        m->pos[i] = pos0 + i;
+        m->want[i] = i == n - 1;
+    }
+    struct lcpp_batch b = {n, m->token, NULL, m->pos, m->n_seq_id, m->seq_id, m->want};
+    if (L.decode(m->ctx, b) != 0) return -1;
+    *logits = L.get_logits_ith(m->ctx, -1);
+    return *logits ? 0 : -1;
+}
+
+/* Where find_cpu_variant writes. */
+struct variant_out {
+    char *buf;
+    size_t cap;
+};
+
+/* dl_iterate_phdr callback: copies the variant of the first libggml-cpu-*.so it meets. */
+static int find_cpu_variant(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    struct variant_out *out = data;
+    const char *slash = info->dlpi_name ? strrchr(info->dlpi_name, '/') : NULL;
+    const char *name = slash ? slash + 1 : info->dlpi_name;
+    static const char prefix[] = "libggml-cpu-";
+    if (!name || strncmp(name, prefix, sizeof prefix - 1) != 0) return 0;
+    const char *v = name + sizeof prefix - 1;
+    snprintf(out->buf, out->cap, "%.*s", (int)strcspn(v, "."), v);
+    return 1;
+}
+
+void lcpp_cpu_variant(char *buf, size_t cap)
+{
+    if (!buf || cap == 0) return;
+    buf[0] = '\0';
+    struct variant_out out = {buf, cap};
+    dl_iterate_phdr(find_cpu_variant, &out);
+}

@@ -1,6 +1,7 @@
 /*
  * llama.cpp's tokenizer, loaded at run time with dlopen() so that catena builds and tests
- * without it. Used by bench/llamacpp_tok.c and tests/compat/tokdiff.c as the reference.
+ * without it. Used by bench/llamacpp_tok.c and tests/compat/tokdiff.c as the reference, and
+ * (whole models) by tests/compat/fwddiff.c and the speed harness bench/llamacpp_gen.c.
  *
  *     char err[512];
  *     if (lcpp_lib_open(NULL, err, sizeof err) < 0) { puts(err); return 77; }
@@ -92,5 +93,36 @@ int lcpp_model_decode(lcpp_model *m, int32_t token, int32_t pos, const float **l
 
 /* Empties the KV cache. */
 void lcpp_model_clear(lcpp_model *m);
+
+/*
+ * The same, set up for timing (bench/llamacpp_gen.c): a context of n_ctx positions whose
+ * batches take up to n_batch tokens in one graph (n_batch and n_ubatch are both set to it,
+ * so a prompt of up to n_batch tokens is one llama_decode and one ubatch), computed with
+ * n_threads threads (llama_context_params n_threads and n_threads_batch). Everything else
+ * is llama.cpp's default, as a user of llama.cpp gets it: in this version (node-llama-cpp
+ * 3.22.1, llama_context_default_params) the KV cache is F16 (type_k = type_v = GGML_TYPE_F16)
+ * and flash_attn_type is LLAMA_FLASH_ATTN_TYPE_AUTO, which llama.cpp resolves when it makes
+ * the context: enabled when the backend runs the flash-attention op on the layer's device,
+ * which the CPU backend does, so flash attention is on. The token buffers of a batch are
+ * allocated here, once, so decoding allocates nothing of ours.
+ */
+int lcpp_model_open_bench(lcpp_model **out, const char *path, uint32_t n_ctx, uint32_t n_batch,
+                          int32_t n_threads, char *err, size_t errlen);
+
+/*
+ * Decodes n tokens (1 <= n <= the n_batch the model was opened with) of sequence 0 at
+ * positions pos0 .. pos0 + n - 1 as one llama_decode, asking for the logits of the last
+ * token only, and points *logits at them (n_vocab floats owned by llama.cpp, valid until
+ * the next call). Only for a model opened with lcpp_model_open_bench. Returns 0 or -1.
+ */
+int lcpp_model_decode_batch(lcpp_model *m, const int32_t *tokens, int32_t n, int32_t pos0,
+                            const float **logits);
+
+/*
+ * The name of the ggml CPU backend variant that ggml loaded, e.g. "icelake" for
+ * libggml-cpu-icelake.so (ggml scores every libggml-cpu-*.so against the host's CPU
+ * features and loads the best). Written into buf; "" when none is loaded yet.
+ */
+void lcpp_cpu_variant(char *buf, size_t cap);
 
 #endif
