@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "attn.h"
 #include "error.h"
 #include "kern.h"
 #include "pool.h"
@@ -50,6 +51,7 @@ struct ctn_fwd {
     ctn_kv_pool *kv;
     const ctn_kern *kv_kern; /* dot products of queries with keys (F16 or F32 rows) */
     const ctn_vec *vec;
+    const ctn_attn *attn;
 
     layer_vecs *lv;  /* (n_layer) */
     layer_mats *lm;  /* (n_layer) */
@@ -172,6 +174,7 @@ int ctn_fwd_new(ctn_fwd **out, const ctn_model *m, const ctn_fwd_params *pin, ch
     f->m = m;
     f->p = p;
     f->vec = ctn_vec_get();
+    f->attn = ctn_attn_get();
     f->kv_kern = ctn_kern_get(kv_type);
     if (f->kv_kern == NULL || f->vec == NULL) {
         ctn__errf(err, errlen, "no attention kernel for a %s KV cache", ctn_type_name(kv_type));
@@ -452,15 +455,16 @@ static void attend(ctn_fwd *f, int64_t l, int64_t t, int64_t kvh, int ith) {
         const float inv = (float)(1.0 / sum);
         for (int64_t i = 0; i < n_pos; i++)
             s[i] *= inv;
-        float *out = f->att + t * q_dim + (kvh * group + g) * D;
-        memset(out, 0, (size_t)D * sizeof *out);
-        for (int64_t i = 0; i < n_pos; i++) {
-            const void *v = (const uint8_t *)ctn_kv_v(kv, l, seq, i) + koff;
-            if (kv->type == CTN_TYPE_F16)
-                f->vec->mad_f16(D, out, v, s[i]);
-            else
-                f->vec->mad_f32(D, out, v, s[i]);
-        }
+    }
+
+    /* Values: each block's rows for this KV head, weighted for every head of the group. */
+    float *out = f->att + t * q_dim + kvh * group * D;
+    memset(out, 0, (size_t)(group * D) * sizeof *out);
+    const ctn_attn_acc_fn acc = kv->type == CTN_TYPE_F16 ? f->attn->acc_f16 : f->attn->acc_f32;
+    for (int64_t p0 = 0; p0 < n_pos; p0 += bs) {
+        const int64_t np = n_pos - p0 < bs ? n_pos - p0 : bs;
+        const uint8_t *vb = (const uint8_t *)ctn_kv_v(kv, l, seq, p0) + koff;
+        acc(D, np, group, vb, (size_t)kv->kv_dim, sc + p0, (size_t)f->p.n_ctx, out, (size_t)D);
     }
 }
 
