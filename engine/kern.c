@@ -70,10 +70,9 @@ static void from_f32(const float *x, void *a, int64_t n) {
     memcpy(a, x, (size_t)n * sizeof(float));
 }
 
+/* The ISA's to_f16 (F16C where present, as llama.cpp): NaNs may keep their payload. */
 static void from_f16(const float *x, void *a, int64_t n) {
-    uint16_t *y = a;
-    for (int64_t i = 0; i < n; i++)
-        y[i] = ctn_fp32_to_fp16(x[i]);
+    ctn_vec_get()->to_f16(n, a, x);
 }
 
 static void from_bf16(const float *x, void *a, int64_t n) {

@@ -1,14 +1,20 @@
 /*
  * AVX-512 kernels (F, BW, VL, DQ; VNNI where the CPU has it, chosen at run time). Compiled
- * with its own target flags; kern.c calls in only after checking the CPU.
+ * with its own target flags (see opaque() about VNNI); kern.c calls in only after checking
+ * the CPU.
  *
  * Every gemm is a driver that walks the output in tiles of RM weight rows by CM activation
  * columns and calls one always-inlined tile function with the tile's shape as constants.
  * The tile function gives each (row, column) pair its own accumulator and performs the same
  * instructions on it, in the same order, whatever the shape; the edge tiles are the same
- * function with R or C = 1. That is what makes the results batch invariant. The integer
- * parts of the quantized dot products are exact, so the VNNI and non-VNNI variants give
- * identical bits too.
+ * function with R or C = 1 (C = 1 tiles take RV rows: decode). That is what makes the
+ * results batch invariant. The integer parts of the quantized dot products are exact, so
+ * the VNNI and non-VNNI variants give identical bits too. Q8_0 and Q4_0 (the int8 paths the
+ * benchmarks hit most) work on pairs of blocks per 512-bit vector and prepare each column
+ * tile's activation vectors once per block of rows (Q8_DRIVER).
+ *
+ * Tile shapes, measured on the 2-core Xeon (AVX-512 + VNNI) this was written on: 4 x 4 for
+ * Q8_0 / Q4_0 / float, 2 x 4 for the K-quants; 8 rows (4 for K-quants) for decode.
  *
  * Q4_1, Q5_0 and Q5_1 have no kernel here (they fall back to the scalar one): no model we
  * run uses them for large matrices.
@@ -62,18 +68,30 @@ void ctn__from_q8_K_avx512(const float *x, void *a, int64_t n);
         }                                                                                          \
     }
 
+/*
+ * The file is compiled with -mavx512vnni, and clang fuses a madd followed by an add into
+ * vpdpwssd on its own, which would fault on AVX-512 CPUs without VNNI. The non-VNNI paths
+ * therefore pass each madd result through an empty asm (an optimisation barrier) before
+ * adding it; the *_vnni gemms use the instructions directly. tests/engine/test_kern.c runs
+ * both paths; `objdump -d kern_avx512.c.o` must show vpdp* only in *_vnni functions.
+ */
+INL __m512i opaque(__m512i v) {
+    __asm__("" : "+v"(v));
+    return v;
+}
+
 /* u8 x s8 dot products of 4-byte groups added to the int32 lanes of src; without VNNI the
  * pair sums go through int16 (callers keep u * s small enough not to saturate). */
 INL __m512i dp_u8s8(const int vnni, __m512i src, __m512i u, __m512i s) {
     if (vnni) return _mm512_dpbusd_epi32(src, u, s);
-    return _mm512_add_epi32(src,
-                            _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
+    return _mm512_add_epi32(
+        src, opaque(_mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1))));
 }
 
 /* int16 x int16 pair products added to int32 lanes. */
 INL __m512i dp_s16(const int vnni, __m512i src, __m512i a, __m512i b) {
     if (vnni) return _mm512_dpwssd_epi32(src, a, b);
-    return _mm512_add_epi32(src, _mm512_madd_epi16(a, b));
+    return _mm512_add_epi32(src, opaque(_mm512_madd_epi16(a, b)));
 }
 
 /* Two half scales as 8 lanes each: [d0 x 8, d1 x 8]. */
@@ -144,6 +162,9 @@ INL __m512i q4_pair(const ctn_block_q4_0 *b, int64_t i, int two) {
  * which cannot saturate for |w|, |a| <= 127 (or w = -128). Q4_0: (q - 8) . a = q . a -
  * 8 * sum(a), with q unsigned.
  */
+/* Pairs of blocks whose activation data the drivers precompute (n <= 2048: 24 KiB of stack). */
+#define PREP_MAX 32
+
 INL void step_q8(const int R, const int C, const int kind, const int vnni, const int two,
                  const char *w, size_t ws, const q8_prep *pc[4], int64_t i, __m512 acc[8][4]) {
     const __m512i zero = _mm512_setzero_si512(), bias = _mm512_set1_epi8((char)0x80);
@@ -175,9 +196,6 @@ INL void step_q8(const int R, const int C, const int kind, const int vnni, const
         }
     }
 }
-
-/* Pairs of blocks whose activation data the drivers precompute (n <= 2048: 24 KiB). */
-#define PREP_MAX 32
 
 /* pre: the C columns' prepared pairs (PREP_MAX apart), or NULL to prepare them here. */
 INL void tile_q8(const int R, const int C, const int kind, const int vnni, int64_t n, const char *w,
@@ -332,12 +350,12 @@ INL __m512i q6_K_chunk(const ctn_block_q6_K *b, int k) {
 
 /*
  * Q4_K and Q5_K: per super-block, isum = sum over chunks of sc * (q . a) (int32 lanes),
- * then acc += isum * (d * da) as a vector and summ += (dmin * da) * (m . bsum pairs) as a
- * scalar. Note: clang 14 -O2 miscompiled an earlier version of this tile in its 1 x 4
- * instance (the min term went missing) when the scales were expanded with permutexvar from
- * a zero-extended 128-bit vector and the min term was a vector fnmadd; gcc was right.
- * Broadcasting the scales and a scalar min term compile correctly; the batch-invariance
- * test (every tile shape against every other) is what caught it.
+ * then acc += isum * (d * da) as a vector and summ += (dmin * da) * (m . bsum pairs) in
+ * float, per column or four columns at once with the same per-lane operations. Note: clang 14 -O2
+ * miscompiled an earlier version of this tile in its 1 x 4 instance (the min term went missing)
+ * when the scales were expanded with permutexvar from a zero-extended 128-bit vector and the min
+ * term was a vector fnmadd; gcc was right. Broadcasting the scales and a scalar min term compile
+ * correctly; the batch-invariance test (every tile shape against every other) is what caught it.
  */
 #define TILE_K4(NAME, BT, CHUNK)                                                                   \
     INL void NAME(const int R, const int C, const int vnni, int64_t n, const char *w, size_t ws,   \
@@ -345,10 +363,12 @@ INL __m512i q6_K_chunk(const ctn_block_q6_K *b, int k) {
         const int64_t nb = n / 256;                                                                \
         __m512 acc[8][4];                                                                          \
         float summ[8][4];                                                                          \
+        __m128 summv[8];                                                                           \
         UNROLL for (int r = 0; r < R; r++) {                                                       \
             UNROLL for (int c = 0; c < C; c++) {                                                   \
                 acc[r][c] = _mm512_setzero_ps(), summ[r][c] = 0;                                   \
             }                                                                                      \
+            summv[r] = _mm_setzero_ps();                                                           \
         }                                                                                          \
         for (int64_t i = 0; i < nb; i++) {                                                         \
             __m512i sc[8];                                                                         \
@@ -385,16 +405,35 @@ INL __m512i q6_K_chunk(const ctn_block_q6_K *b, int k) {
             }                                                                                      \
             UNROLL for (int r = 0; r < R; r++) {                                                   \
                 UNROLL for (int c = 0; c < C; c++) {                                               \
-                    const __m256i m8 = _mm256_madd_epi16(mn[r], bp[c]);                            \
-                    __m128i mm = _mm_add_epi32(_mm256_castsi256_si128(m8),                         \
-                                               _mm256_extracti128_si256(m8, 1));                   \
-                    mm = _mm_add_epi32(mm, _mm_shuffle_epi32(mm, 0x4E));                           \
-                    mm = _mm_add_epi32(mm, _mm_shuffle_epi32(mm, 0xB1));                           \
                     acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r][c]),                    \
                                                 _mm512_set1_ps(wd[r] * da[c]), acc[r][c]);         \
-                    summ[r][c] += (wm[r] * da[c]) * (float)_mm_cvtsi128_si32(mm);                  \
+                }                                                                                  \
+                if (C == 4) {                                                                      \
+                    /* The four columns' min terms at once, lane c doing exactly what the          \
+                     * scalar branch does for column c. */                                         \
+                    const __m256i h =                                                              \
+                        _mm256_hadd_epi32(_mm256_hadd_epi32(_mm256_madd_epi16(mn[r], bp[0]),       \
+                                                            _mm256_madd_epi16(mn[r], bp[1])),      \
+                                          _mm256_hadd_epi32(_mm256_madd_epi16(mn[r], bp[2]),       \
+                                                            _mm256_madd_epi16(mn[r], bp[3])));     \
+                    const __m128i t =                                                              \
+                        _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));  \
+                    const __m128 p = _mm_mul_ps(_mm_set1_ps(wm[r]), _mm_loadu_ps(da));             \
+                    summv[r] = _mm_add_ps(summv[r], _mm_mul_ps(p, _mm_cvtepi32_ps(t)));            \
+                } else {                                                                           \
+                    UNROLL for (int c = 0; c < C; c++) {                                           \
+                        const __m256i m8 = _mm256_madd_epi16(mn[r], bp[c]);                        \
+                        __m128i mm = _mm_add_epi32(_mm256_castsi256_si128(m8),                     \
+                                                   _mm256_extracti128_si256(m8, 1));               \
+                        mm = _mm_add_epi32(mm, _mm_shuffle_epi32(mm, 0x4E));                       \
+                        mm = _mm_add_epi32(mm, _mm_shuffle_epi32(mm, 0xB1));                       \
+                        summ[r][c] += (wm[r] * da[c]) * (float)_mm_cvtsi128_si32(mm);              \
+                    }                                                                              \
                 }                                                                                  \
             }                                                                                      \
+        }                                                                                          \
+        UNROLL for (int r = 0; r < R; r++) {                                                       \
+            if (C == 4) _mm_storeu_ps(summ[r], summv[r]);                                          \
         }                                                                                          \
         UNROLL for (int r = 0; r < R; r++) {                                                       \
             UNROLL for (int c = 0; c < C; c++) {                                                   \

@@ -303,6 +303,43 @@ TEST(gemm_is_batch_invariant) {
     ctn_kern_set_isa(isas[m - 1]);
 }
 
+/* Strides larger than a row and ldy larger than nr are honoured (same bits, nothing else
+ * written). */
+TEST(gemm_honours_strides) {
+    ctn_isa isas[3];
+    const int m = isa_list(isas);
+    for (int i = 0; i < m; i++) {
+        ctn_kern_set_isa(isas[i]);
+        for (int t = 0; t < N_WTYPES; t++) {
+            const ctn_kern *k = ctn_kern_get(wtypes[t]);
+            const int64_t n = k->block == 1 ? 19 : k->block == 32 ? 96 : 256;
+            problem p;
+            problem_init(&p, wtypes[t], n, 6, 5);
+            float y0[30], y1[5 * 9];
+            run_gemm(k, &p, y0);
+            const size_t ws = p.ws + 36, as = p.as + 12, ldy = 9; /* keep 4-byte alignment */
+            unsigned char *w = calloc(ws, 6), *a = calloc(as, 5);
+            for (int r = 0; r < 6; r++)
+                memcpy(w + r * ws, p.w + r * p.ws, p.ws);
+            for (int c = 0; c < 5; c++)
+                memcpy(a + c * as, p.a + c * p.as, p.as);
+            for (int j = 0; j < 45; j++)
+                y1[j] = -7.0f;
+            k->gemm(n, w, ws, 6, a, as, 5, y1, ldy);
+            int bad = 0;
+            for (int c = 0; c < 5; c++)
+                for (int r = 0; r < 9; r++)
+                    bad += r < 6 ? memcmp(&y1[c * 9 + r], &y0[c * 6 + r], 4) != 0
+                                 : y1[c * 9 + r] != -7.0f;
+            CHECK_EQ_INT(bad, 0);
+            free(w);
+            free(a);
+            problem_free(&p);
+        }
+    }
+    ctn_kern_set_isa(isas[m - 1]);
+}
+
 /* ---- activation quantizers ---------------------------------------------------------- */
 
 /* llama.cpp's quantize_row_q8_1_ref, written out from its rules. */
@@ -538,6 +575,7 @@ int main(void) {
     RUN(gemm_matches_reference);
     RUN(isa_matches_scalar);
     RUN(gemm_is_batch_invariant);
+    RUN(gemm_honours_strides);
     RUN(vec_ops);
     return test_summary();
 }
