@@ -45,6 +45,20 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+/* Writes s as a JSON string (quotes, backslashes and control characters escaped). */
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
 static int32_t argmax(const float *v, int64_t n) {
     int32_t best = 0;
     for (int64_t i = 1; i < n; i++)
@@ -170,10 +184,12 @@ int ctn_cmd_bench(int argc, char **argv) {
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"model\": \"%s\", \"threads\": %d, \"prompt_tokens\": %ld, \"gen_tokens\": %ld, "
+    printf("{\"model\": ");
+    json_str(stdout, path);
+    printf(", \"threads\": %d, \"prompt_tokens\": %ld, \"gen_tokens\": %ld, "
            "\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"peak_rss_mb\": %.1f, "
            "\"kv_type\": \"%s\", \"isa\": \"%s\"}\n",
-           path, ctn_fwd_threads(f), n_prompt, n_gen, median(tp, (int)reps), median(td, (int)reps),
+           ctn_fwd_threads(f), n_prompt, n_gen, median(tp, (int)reps), median(td, (int)reps),
            (double)ru.ru_maxrss / 1024.0, kv_f32 ? "f32" : "f16", ctn_isa_name(ctn_kern_isa()));
     free(tp), free(td);
     status = 0;
