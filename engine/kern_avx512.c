@@ -46,6 +46,16 @@ void ctn__from_q8_K_avx512(const float *x, void *a, int64_t n);
  * stay in L1/L2 while every column tile passes over them. */
 #define RBLK 32 /* a multiple of every RM and RV */
 
+/*
+ * Matrix-vector products stream the weights once: the rows of the next tile are fetched
+ * while this one is computed (each row is a stream too short for the hardware prefetcher).
+ */
+static inline void prefetch_rows(const char *p, size_t bytes, const char *end) {
+    if (p + bytes > end) bytes = p < end ? (size_t)(end - p) : 0;
+    for (size_t o = 0; o < bytes; o += 64)
+        _mm_prefetch(p + o, _MM_HINT_T0);
+}
+
 #define GEMM_DRIVER(name, tile, RM, CM, RV, VNNI)                                                  \
     static void name(int64_t n, const void *w, size_t ws, int64_t nr, const void *a, size_t as,    \
                      int64_t nc, float *y, size_t ldy) {                                           \
@@ -60,8 +70,10 @@ void ctn__from_q8_K_avx512(const float *x, void *a, int64_t n);
                     tile(1, CM, VNNI, n, W + r * ws, ws, A + c * as, as, y + c * ldy + r, ldy);    \
             }                                                                                      \
             for (; c < nc; c++) {                                                                  \
-                for (r = r0; r + RV <= r1; r += RV)                                                \
+                for (r = r0; r + RV <= r1; r += RV) {                                              \
+                    if (nc == 1) prefetch_rows(W + (r + RV) * ws, RV * ws, W + nr * ws);           \
                     tile(RV, 1, VNNI, n, W + r * ws, ws, A + c * as, as, y + c * ldy + r, ldy);    \
+                }                                                                                  \
                 for (; r < r1; r++)                                                                \
                     tile(1, 1, VNNI, n, W + r * ws, ws, A + c * as, as, y + c * ldy + r, ldy);     \
             }                                                                                      \
@@ -174,10 +186,14 @@ INL void step_q8(const int R, const int C, const int kind, const int vnni, const
         __mmask64 neg = 0;
         if (kind == K_Q4_0) {
             const ctn_block_q4_0 *b = (const ctn_block_q4_0 *)(w + r * ws);
+            if (C == 1) _mm_prefetch((const char *)(b + i) + (size_t)(2 * R) * ws, _MM_HINT_T0);
             wu = q4_pair(b, i, two);
             wd = scale_pair(b[i].d, two ? b[i + 1].d : 0);
         } else {
             const ctn_block_q8_0 *b = (const ctn_block_q8_0 *)(w + r * ws);
+            /* Matrix-vector: fetch the same place in the next tile's rows, which the hardware
+             * prefetcher misses (each row is a short stream of its own). */
+            if (C == 1) _mm_prefetch((const char *)(b + i) + (size_t)(2 * R) * ws, _MM_HINT_T0);
             const __m512i wv = q8_pair(b, i, two);
             wd = scale_pair(b[i].d, two ? b[i + 1].d : 0);
             wu = vnni ? _mm512_xor_si512(wv, bias) : _mm512_abs_epi8(wv);
