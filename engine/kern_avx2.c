@@ -34,6 +34,16 @@ void ctn__from_q8_K_avx2(const float *x, void *a, int64_t n);
 
 #define RBLK 32 /* a multiple of every RM and RV */
 
+/*
+ * Matrix-vector products stream the weights once: the rows of the next tile are fetched
+ * while this one is computed (each row is a stream too short for the hardware prefetcher).
+ */
+static inline void prefetch_rows(const char *p, size_t bytes, const char *end) {
+    if (p + bytes > end) bytes = p < end ? (size_t)(end - p) : 0;
+    for (size_t o = 0; o < bytes; o += 64)
+        _mm_prefetch(p + o, _MM_HINT_T0);
+}
+
 #define GEMM_DRIVER(name, tile, RM, CM, RV)                                                        \
     static void name(int64_t n, const void *w, size_t ws, int64_t nr, const void *a, size_t as,    \
                      int64_t nc, float *y, size_t ldy) {                                           \
@@ -48,8 +58,10 @@ void ctn__from_q8_K_avx2(const float *x, void *a, int64_t n);
                     tile(1, CM, n, W + r * ws, ws, A + c * as, as, y + c * ldy + r, ldy);          \
             }                                                                                      \
             for (; c < nc; c++) {                                                                  \
-                for (r = r0; r + RV <= r1; r += RV)                                                \
+                for (r = r0; r + RV <= r1; r += RV) {                                              \
+                    if (nc == 1) prefetch_rows(W + (r + RV) * ws, RV * ws, W + nr * ws);           \
                     tile(RV, 1, n, W + r * ws, ws, A + c * as, as, y + c * ldy + r, ldy);          \
+                }                                                                                  \
                 for (; r < r1; r++)                                                                \
                     tile(1, 1, n, W + r * ws, ws, A + c * as, as, y + c * ldy + r, ldy);           \
             }                                                                                      \
