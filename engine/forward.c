@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "attn.h"
@@ -62,20 +63,23 @@ struct ctn_fwd {
     float *small;    /* the storage of the vectors above */
 
     /* Activations of up to n_batch tokens (rows of the given widths). */
-    float *x;        /* (n_batch, n_embd) residual stream */
-    float *xn;       /* (n_batch, n_embd) normalised */
-    float *q;        /* (n_batch, q_dim) */
-    float *kx, *vx;  /* (n_batch, kv_dim) this step's keys and values */
-    float *att;      /* (n_batch, q_dim) attention output */
-    float *proj;     /* (n_batch, n_embd) */
-    float *gate;     /* (n_batch, n_ff) */
-    float *up;       /* (n_batch, n_ff) */
-    void *act;       /* (n_batch, widest activation row) converted activations */
-    size_t act_cap;  /* bytes of one activation row slot */
-    float *rope_cs;  /* (n_batch, n_rot / 2, 2) cos and sin per token */
-    float *scores;   /* (n_threads, group, n_ctx) attention scores */
-    void *qconv;     /* (n_threads, group, head_dim) queries in the KV kernel's format */
-    float *out_rows; /* (n_batch, n_embd) normalised rows that want logits */
+    float *x;          /* (n_batch, n_embd) residual stream */
+    float *xn;         /* (n_batch, n_embd) normalised */
+    float *q;          /* (n_batch, q_dim) */
+    float *kx, *vx;    /* (n_batch, kv_dim) this step's keys and values */
+    float *att;        /* (n_batch, q_dim) attention output */
+    float *proj;       /* (n_batch, n_embd) */
+    float *gate;       /* (n_batch, n_ff) */
+    float *up;         /* (n_batch, n_ff) */
+    void *act;         /* (n_batch, widest activation row) converted activations */
+    size_t act_cap;    /* bytes of one activation row slot */
+    float *rope_cs;    /* (n_batch, n_rot / 2, 2) cos and sin per token */
+    float *scores;     /* (n_threads, group, n_ctx) attention scores */
+    void *qconv;       /* (n_threads, group, head_dim) queries in the KV kernel's format */
+    float *out_rows;   /* (n_batch, n_embd) normalised rows that want logits */
+    int embd_fd;       /* the model file, for pread of embedding rows, or -1 */
+    uint64_t embd_off; /* file offset of tok_embd's data */
+    uint8_t *embd_row; /* (n_threads, row bytes of tok_embd) */
 
     /* The batch of the current run. */
     tok_info *toks;          /* (n_batch) */
@@ -173,6 +177,7 @@ int ctn_fwd_new(ctn_fwd **out, const ctn_model *m, const ctn_fwd_params *pin, ch
     if (f == NULL) goto nomem;
     f->m = m;
     f->p = p;
+    f->embd_fd = -1;
     f->vec = ctn_vec_get();
     f->attn = ctn_attn_get();
     f->kv_kern = ctn_kern_get(kv_type);
@@ -280,6 +285,17 @@ int ctn_fwd_new(ctn_fwd **out, const ctn_model *m, const ctn_fwd_params *pin, ch
         return rc;
     }
     if (ctn_pool_new(&f->pool, p.n_threads) < 0) goto nomem;
+    /*
+     * An untied embedding table is read a few rows at a time: with pread, not through the
+     * mapping, whose page faults map whole page-cache folios (tens of KiB) per row and
+     * would grow the resident set by megabytes per prompt for no gain.
+     */
+    if (m->output != m->tok_embd && ctn_gguf_fd(m->gguf) >= 0) {
+        f->embd_fd = ctn_gguf_fd(m->gguf);
+        f->embd_off = ctn_gguf_data_offset(m->gguf) + m->tok_embd->offset;
+        f->embd_row = ctn__malloc((size_t)p.n_threads * tensor_row_bytes(m->tok_embd));
+        if (f->embd_row == NULL) goto nomem;
+    }
     *out = f;
     return 0;
 nomem:
@@ -297,6 +313,7 @@ void ctn_fwd_free(ctn_fwd *f) {
     free(f->x), free(f->xn), free(f->q), free(f->kx), free(f->vx), free(f->att);
     free(f->proj), free(f->gate), free(f->up), free(f->act), free(f->rope_cs);
     free(f->scores), free(f->qconv), free(f->out_rows), free(f->toks), free(f->out_tok);
+    free(f->embd_row);
     free(f);
 }
 
@@ -482,9 +499,14 @@ static void fwd_work(void *ctx, int ith, int nth) {
     /* Embeddings and this batch's RoPE angles (theta as the reference computes it). */
     for (int64_t t = t0; t < t1; t++) {
         const ctn_gguf_tensor *te = m->tok_embd;
-        ctn_dequantize_row(te->type,
-                           (const uint8_t *)te->data + (size_t)f->toks[t].id * tensor_row_bytes(te),
-                           f->x + t * E, E);
+        const size_t rb = tensor_row_bytes(te);
+        const uint8_t *row = (const uint8_t *)te->data + (size_t)f->toks[t].id * rb;
+        if (f->embd_fd >= 0) {
+            uint8_t *buf = f->embd_row + (size_t)ith * rb;
+            const off_t at = (off_t)(f->embd_off + (uint64_t)f->toks[t].id * rb);
+            if (pread(f->embd_fd, buf, rb, at) == (ssize_t)rb) row = buf;
+        }
+        ctn_dequantize_row(te->type, row, f->x + t * E, E);
         float *cs = f->rope_cs + t * half * 2;
         for (int64_t k = 0; k < half; k++) {
             float theta = (float)f->toks[t].pos * f->inv_freq[k];

@@ -289,6 +289,7 @@ struct ctn_gguf {
     uint64_t size;       /* bytes at base */
     void *map;           /* mmap'd region to unmap, or NULL for open_memory */
     size_t map_len;
+    int fd; /* the open file (ctn_gguf_open), or -1 */
     uint32_t version;
     uint64_t alignment;
     uint64_t data_offset; /* file offset of the data section */
@@ -815,6 +816,7 @@ static ctn_gguf *gguf_new(const char *name) {
     ctn_gguf *g = ctn__malloc(sizeof *g);
     if (g == NULL) return NULL;
     memset(g, 0, sizeof *g);
+    g->fd = -1;
     const char *n = name ? name : "<memory>";
     g->path = xstrndup(n, strlen(n));
     if (g->path == NULL) {
@@ -824,9 +826,14 @@ static ctn_gguf *gguf_new(const char *name) {
     return g;
 }
 
+int ctn_gguf_fd(const ctn_gguf *g) {
+    return g->fd;
+}
+
 void ctn_gguf_free(ctn_gguf *g) {
     if (g == NULL) return;
     if (g->map != NULL) munmap(g->map, g->map_len);
+    if (g->fd >= 0) close(g->fd);
     arena_free(g->arena);
     free(g->path);
     free(g);
@@ -893,13 +900,15 @@ int ctn_gguf_open(ctn_gguf **out, const char *path, char *err, size_t errlen) {
             return e == ENOMEM ? CTN_ENOMEM : CTN_EIO;
         }
     }
-    close(fd); /* the mapping keeps the file alive */
     ctn_gguf *g = gguf_new(path);
     if (g == NULL) {
         if (map != NULL) munmap(map, len);
+        close(fd);
         ctn__errf(err, errlen, "%s: out of memory", path);
         return CTN_ENOMEM;
     }
+    /* Kept open for ctn_gguf_fd (reads that should not map pages); closed by ctn_gguf_free. */
+    g->fd = fd;
     g->map = map;
     g->map_len = len;
     static const uint8_t empty[1] = {0};

@@ -5,9 +5,8 @@
  *     ctn_gguf *g;
  *     if (ctn_gguf_open(&g, "model.gguf", err, sizeof err) < 0) { puts(err); return; }
  *     const char *arch; size_t n;
- *     if (ctn_gguf_get_str(g, "general.architecture", &arch, &n) == 0) printf("%.*s\n", (int)n, arch);
- *     const ctn_gguf_tensor *t = ctn_gguf_find_tensor(g, "token_embd.weight");
- *     ctn_gguf_free(g);
+ *     if (ctn_gguf_get_str(g, "general.architecture", &arch, &n) == 0) printf("%.*s\n", (int)n,
+ * arch); const ctn_gguf_tensor *t = ctn_gguf_find_tensor(g, "token_embd.weight"); ctn_gguf_free(g);
  *
  * The file is mmapped read-only. Strings and tensor data point into the mapping and stay
  * valid until ctn_gguf_free(); nothing is copied that need not be. Strings in the file are
@@ -25,9 +24,9 @@
 
 #include "error.h"
 
-#define CTN_GGUF_MAGIC "GGUF"
+#define CTN_GGUF_MAGIC             "GGUF"
 #define CTN_GGUF_DEFAULT_ALIGNMENT 32
-#define CTN_GGUF_MAX_DIMS 4
+#define CTN_GGUF_MAX_DIMS          4
 /*
  * Deepest nesting of arrays the reader accepts (an array of arrays is depth 2). Real files
  * use depth 1; the cap keeps the recursive parser's stack bounded on hostile input.
@@ -157,11 +156,17 @@ int ctn_gguf_open(ctn_gguf **out, const char *path, char *err, size_t errlen);
  * Parses a GGUF image already in memory (borrowed: it must outlive the object).
  * `name` is used in error messages in place of a file name. Used by the fuzzer.
  */
-int ctn_gguf_open_memory(ctn_gguf **out, const void *data, size_t size, const char *name,
-                         char *err, size_t errlen);
+int ctn_gguf_open_memory(ctn_gguf **out, const void *data, size_t size, const char *name, char *err,
+                         size_t errlen);
 void ctn_gguf_free(ctn_gguf *g);
 
 const char *ctn_gguf_path(const ctn_gguf *g);
+/*
+ * The file descriptor of a ctn_gguf_open'd file (owned by g, open until ctn_gguf_free), or
+ * -1 for ctn_gguf_open_memory. For pread of data that should not be mapped into the
+ * process, such as scattered rows of a large embedding table.
+ */
+int ctn_gguf_fd(const ctn_gguf *g);
 uint32_t ctn_gguf_version(const ctn_gguf *g);
 uint64_t ctn_gguf_alignment(const ctn_gguf *g);
 uint64_t ctn_gguf_data_offset(const ctn_gguf *g); /* file offset of the data section */
@@ -245,8 +250,8 @@ int ctn_gguf_writer_set_arr_str(ctn_gguf_writer *w, const char *key, const char 
 /* Copies any value (including nested arrays) read from another file. */
 int ctn_gguf_writer_set_value(ctn_gguf_writer *w, const char *key, const ctn_gguf_value *v);
 
-int ctn_gguf_writer_add_tensor(ctn_gguf_writer *w, const char *name, ctn_type type,
-                               uint32_t n_dims, const int64_t *ne, const void *data);
+int ctn_gguf_writer_add_tensor(ctn_gguf_writer *w, const char *name, ctn_type type, uint32_t n_dims,
+                               const int64_t *ne, const void *data);
 
 /* Serialises the whole file to memory (*out malloc'd, caller frees) or to a path. */
 int ctn_gguf_writer_write_memory(ctn_gguf_writer *w, void **out, size_t *size);
