@@ -186,14 +186,14 @@ INL void step_q8(const int R, const int C, const int kind, const int vnni, const
         __mmask64 neg = 0;
         if (kind == K_Q4_0) {
             const ctn_block_q4_0 *b = (const ctn_block_q4_0 *)(w + r * ws);
-            if (C == 1) _mm_prefetch((const char *)(b + i) + (size_t)(2 * R) * ws, _MM_HINT_T0);
+            if (C == 1) _mm_prefetch((const char *)(b + i) + (size_t)(4 * R) * ws, _MM_HINT_T0);
             wu = q4_pair(b, i, two);
             wd = scale_pair(b[i].d, two ? b[i + 1].d : 0);
         } else {
             const ctn_block_q8_0 *b = (const ctn_block_q8_0 *)(w + r * ws);
-            /* Matrix-vector: fetch the same place in the next tile's rows, which the hardware
-             * prefetcher misses (each row is a short stream of its own). */
-            if (C == 1) _mm_prefetch((const char *)(b + i) + (size_t)(2 * R) * ws, _MM_HINT_T0);
+            /* Matrix-vector: fetch the same place four tiles ahead (measured best of 1, 2, 4, 8),
+             * which the hardware prefetcher misses (each row is a short stream of its own). */
+            if (C == 1) _mm_prefetch((const char *)(b + i) + (size_t)(4 * R) * ws, _MM_HINT_T0);
             const __m512i wv = q8_pair(b, i, two);
             wd = scale_pair(b[i].d, two ? b[i + 1].d : 0);
             wu = vnni ? _mm512_xor_si512(wv, bias) : _mm512_abs_epi8(wv);
