@@ -81,15 +81,33 @@ expect 1 "top_p" generate -m "$S" -p x --top-p -1
 head -c 5000 "$S" >"$tmp/trunc.gguf"
 expect 1 "trunc.gguf" generate -m "$tmp/trunc.gguf" -p x
 
-# bench: one JSON line with both rates.
+# bench: one JSON line with both rates (positive numbers) and the sizes asked for.
 out=$("$CATENA" bench -m "$S" --prompt-tokens 64 --gen-tokens 16 --threads 2 --reps 2 2>&1)
-printf '%s' "$out" | python3 -c '
-import json, sys
-d = json.loads(sys.stdin.read())
-assert d["prefill_tok_s"] > 0 and d["decode_tok_s"] > 0, d
-assert d["prompt_tokens"] == 64 and d["gen_tokens"] == 16 and d["threads"] == 2, d
-' && ok || bad "bench: $out"
+num() { printf '%s' "$out" | sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p"; }
+[ "$(printf '%s' "$out" | wc -l)" -le 1 ] && [ "$(num prompt_tokens)" = 64 ] &&
+    [ "$(num gen_tokens)" = 16 ] && [ "$(num threads)" = 2 ] &&
+    awk -v p="$(num prefill_tok_s)" -v d="$(num decode_tok_s)" 'BEGIN { exit !(p > 0 && d > 0) }' &&
+    ok || bad "bench: $out"
 expect 2 "whole number" bench -m "$S" --threads 0
+
+# End of generation: a model whose greedy choice is always EOS (or EOT) stops at once;
+# --ignore-eos goes on.
+if [ -n "${EOSMODEL:-}" ] && [ -x "$EOSMODEL" ]; then
+    "$EOSMODEL" "$tmp/eos.gguf" 2 && "$EOSMODEL" "$tmp/eot.gguf" 3 && "$EOSMODEL" "$tmp/w.gguf" 7 ||
+        bad "eosmodel failed"
+    out=$("$CATENA" generate -m "$tmp/eos.gguf" -p "w5" -n 5 --temp 0 --ids 2>&1)
+    [ -z "$out" ] && ok || bad "EOS first: '$out'"
+    out=$("$CATENA" generate -m "$tmp/eot.gguf" -p "w5" -n 5 --temp 0 --ids 2>&1)
+    [ -z "$out" ] && ok || bad "EOT first: '$out'"
+    out=$("$CATENA" generate -m "$tmp/eos.gguf" -p "w5" -n 4 --temp 0 --ids --ignore-eos 2>&1)
+    [ "$out" = "2 2 2 2" ] && ok || bad "--ignore-eos: '$out'"
+    out=$("$CATENA" generate -m "$tmp/w.gguf" -p "w5" -n 3 --temp 0 --ids 2>&1)
+    [ "$out" = "7 7 7" ] && ok || bad "control model: '$out'"
+    out=$("$CATENA" generate -m "$tmp/w.gguf" -p "w5" -n 3 --temp 0 2>&1)
+    [ "$out" = " w7 w7 w7" ] && ok || bad "control model text: '$out'"
+else
+    echo "EOSMODEL not set: end-of-generation cases skipped"
+fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
