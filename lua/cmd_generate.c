@@ -25,8 +25,9 @@
 
 static int usage(FILE *f) {
     fprintf(f,
-            "usage: catena generate -m MODEL.gguf -p PROMPT [options]\n"
+            "usage: catena generate -m MODEL.gguf (-p PROMPT | -f FILE) [options]\n"
             "  Prints the continuation of PROMPT (tokenized with BOS as the model says).\n"
+            "  -f, --file FILE        read the prompt from FILE (- for stdin)\n"
             "  -n, --n-predict N      tokens to generate (default -1: until end of text or\n"
             "                         the context is full)\n"
             "  --temp T               temperature (default 0.8; 0 = greedy)\n"
@@ -81,7 +82,7 @@ static int parse_u64(const char *s, uint64_t *out) {
 }
 
 typedef struct {
-    const char *model, *prompt;
+    const char *model, *prompt, *prompt_file;
     long n_predict, n_ctx, threads;
     ctn_sampler_params sp;
     bool seed_set, ids, ignore_eos, kv_f32, verbose;
@@ -116,6 +117,8 @@ static int parse_args(int argc, char **argv, options *o) {
             o->model = val;
         } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
             o->prompt = val;
+        } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
+            o->prompt_file = val;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
             bad = parse_long(val, -1, 1 << 24, &o->n_predict) < 0;
         } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) {
@@ -165,8 +168,12 @@ static int parse_args(int argc, char **argv, options *o) {
         usage(stderr);
         return -1;
     }
-    if (o->prompt == NULL) {
-        fprintf(stderr, "catena generate: no prompt given (-p PROMPT)\n");
+    if (o->prompt != NULL && o->prompt_file != NULL) {
+        fprintf(stderr, "catena generate: give the prompt with -p or -f, not both\n");
+        return -1;
+    }
+    if (o->prompt == NULL && o->prompt_file == NULL) {
+        fprintf(stderr, "catena generate: no prompt given (-p PROMPT or -f FILE)\n");
         usage(stderr);
         return -1;
     }
@@ -174,11 +181,39 @@ static int parse_args(int argc, char **argv, options *o) {
     return 0;
 }
 
+static int generate(options *op);
+
 int ctn_cmd_generate(int argc, char **argv) {
     options o = {0};
     int pr = parse_args(argc, argv, &o);
     if (pr == 1) return usage(stdout);
     if (pr < 0) return 2;
+    char *file_text = NULL;
+    if (o.prompt_file != NULL) {
+        FILE *pf = strcmp(o.prompt_file, "-") ? fopen(o.prompt_file, "rb") : stdin;
+        size_t flen = 0;
+        int frc = pf == NULL ? CTN_EIO : ctn__cli_read_all(pf, &file_text, &flen);
+        if (pf != NULL && pf != stdin) fclose(pf);
+        if (frc < 0) {
+            fprintf(stderr, "catena generate: reading the prompt from %s: %s\n", o.prompt_file,
+                    pf == NULL ? strerror(errno) : ctn_strerror(frc));
+            return 1;
+        }
+        if (strlen(file_text) != flen) {
+            fprintf(stderr, "catena generate: %s holds a NUL byte at offset %zu\n", o.prompt_file,
+                    strlen(file_text));
+            free(file_text);
+            return 1;
+        }
+        o.prompt = file_text;
+    }
+    int status = generate(&o);
+    free(file_text);
+    return status;
+}
+
+static int generate(options *op) {
+    options o = *op;
     if (o.prompt[0] == '\0') {
         fprintf(stderr, "catena generate: the prompt is empty (-p \"...\")\n");
         return 1;

@@ -33,6 +33,13 @@ out=$("$CATENA" generate -m "$S" -p "Once upon a time" -n 60 --temp 0 --kv-f32 2
 out=$("$CATENA" generate -m "$tmp/c.gguf" -p "Once upon a time" -n 60 --temp 0 2>&1)
 [ "$out" = "$want" ] && ok || bad "greedy on the converted model: '$out'"
 
+# -f FILE and -f - (stdin) read the prompt.
+printf 'Once upon a time' >"$tmp/prompt.txt"
+out=$("$CATENA" generate -m "$S" -f "$tmp/prompt.txt" -n 60 --temp 0 2>&1)
+[ "$out" = "$want" ] && ok || bad "-f FILE: '$out'"
+out=$(printf 'Once upon a time' | "$CATENA" generate -m "$S" -f - -n 60 --temp 0 2>&1)
+[ "$out" = "$want" ] && ok || bad "-f -: '$out'"
+
 # --ids: the generated ids on one line; their text is the continuation.
 ids=$("$CATENA" generate -m "$S" -p "Once upon a time" -n 60 --temp 0 --ids 2>&1)
 [ "$(printf '%s' "$ids" | wc -w)" = 60 ] && ok || bad "--ids: '$ids'"
@@ -73,6 +80,8 @@ expect 1 "the prompt is empty" generate -m "$S" -p ""
 expect 1 "context holds 8" generate -m "$S" -p "Once upon a time there was a girl named Lily" -c 8
 expect 1 "no-such.gguf" generate -m "$tmp/no-such.gguf" -p "x"
 expect 2 "no prompt given" generate -m "$S"
+expect 2 "not both" generate -m "$S" -p x -f "$tmp/prompt.txt"
+expect 1 "no-such.txt" generate -m "$S" -f "$tmp/no-such.txt"
 expect 2 "no model given" generate -p "x"
 expect 2 "bad value 'abc' for --temp" generate -m "$S" -p x --temp abc
 expect 2 "bad value '-3' for -n" generate -m "$S" -p x -n -3
