@@ -113,6 +113,16 @@ INL __m512 scale_pair(uint16_t d0, uint16_t d1) {
     return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(f));
 }
 
+/* The same from the two half scales in memory (d1 NULL: 0): word loads straight into the
+ * vector (pinsrw from memory) instead of through general registers; the same bits. */
+INL __m512 scale_pair_mem(const uint16_t *d0, const uint16_t *d1) {
+    __m128i v = _mm_loadu_si16(d0);
+    if (d1 != NULL) v = _mm_insert_epi16(v, *d1, 1);
+    const __m128 f = _mm_cvtph_ps(v);
+    const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(f));
+}
+
 INL float half(uint16_t h) {
     return _cvtsh_ss(h);
 }
@@ -188,14 +198,14 @@ INL void step_q8(const int R, const int C, const int kind, const int vnni, const
             const ctn_block_q4_0 *b = (const ctn_block_q4_0 *)(w + r * ws);
             if (C == 1) _mm_prefetch((const char *)(b + i) + (size_t)(4 * R) * ws, _MM_HINT_T0);
             wu = q4_pair(b, i, two);
-            wd = scale_pair(b[i].d, two ? b[i + 1].d : 0);
+            wd = scale_pair_mem(&b[i].d, two ? &b[i + 1].d : NULL);
         } else {
             const ctn_block_q8_0 *b = (const ctn_block_q8_0 *)(w + r * ws);
             /* Matrix-vector: fetch the same place four tiles ahead (measured best of 1, 2, 4, 8),
              * which the hardware prefetcher misses (each row is a short stream of its own). */
             if (C == 1) _mm_prefetch((const char *)(b + i) + (size_t)(4 * R) * ws, _MM_HINT_T0);
             const __m512i wv = q8_pair(b, i, two);
-            wd = scale_pair(b[i].d, two ? b[i + 1].d : 0);
+            wd = scale_pair_mem(&b[i].d, two ? &b[i + 1].d : NULL);
             wu = vnni ? _mm512_xor_si512(wv, bias) : _mm512_abs_epi8(wv);
             if (!vnni) neg = _mm512_movepi8_mask(wv);
         }
