@@ -319,15 +319,24 @@ TEST(batch_invariance) {
 
 /* ---- errors -------------------------------------------------------------------------- */
 
+/* Loads a random model of shape *shp into L, or fails the test and returns from it. */
+#define LOAD_RANDOM(L, shp)                                                                        \
+    do {                                                                                           \
+        if (load_random(&(L), (shp)) < 0) {                                                        \
+            CHECK(0);                                                                              \
+            unload(&(L));                                                                          \
+            return;                                                                                \
+        }                                                                                          \
+    } while (0)
+
+/* One layer, width 32, 4 heads of 8, vocabulary 64, F32. */
+static const randmodel_shape TINY = {CTN_TYPE_F32,    32, 4, 4, 50, 1, true, 64, 10000, 1e-5f, 1,
+                                     RANDMODEL_LLAMA, 0};
+
 TEST(errors) {
-    const randmodel_shape sh = {CTN_TYPE_F32,    32, 4, 4, 50, 1, true, 64, 10000, 1e-5f, 1,
-                                RANDMODEL_LLAMA, 0};
+    const randmodel_shape sh = TINY;
     loaded L;
-    if (load_random(&L, &sh) < 0) {
-        CHECK(0);
-        unload(&L);
-        return;
-    }
+    LOAD_RANDOM(L, &sh);
     char err[512];
     ctn_fwd *f;
     CHECK(ctn_fwd_new(&f, L.m, &(ctn_fwd_params){.n_threads = -1}, err, sizeof err) == CTN_EINVAL);
@@ -387,14 +396,9 @@ TEST(errors) {
 }
 
 TEST(context_limit) {
-    const randmodel_shape sh = {CTN_TYPE_F32,    32, 4, 4, 50, 1, true, 64, 10000, 1e-5f, 1,
-                                RANDMODEL_LLAMA, 0};
+    const randmodel_shape sh = TINY;
     loaded L;
-    if (load_random(&L, &sh) < 0) {
-        CHECK(0);
-        unload(&L);
-        return;
-    }
+    LOAD_RANDOM(L, &sh);
     char err[512];
     ctn_fwd *f;
     CHECK(ctn_fwd_new(&f, L.m, &(ctn_fwd_params){.n_threads = 1, .n_ctx = 20}, err, sizeof err) ==
@@ -416,14 +420,9 @@ TEST(context_limit) {
 }
 
 TEST(nan_weights_are_an_error) {
-    const randmodel_shape sh = {CTN_TYPE_F32,    32, 4, 4, 50, 1, true, 64, 10000, 1e-5f, 1,
-                                RANDMODEL_LLAMA, 0};
+    const randmodel_shape sh = TINY;
     loaded L;
-    if (load_random(&L, &sh) < 0) {
-        CHECK(0);
-        unload(&L);
-        return;
-    }
+    LOAD_RANDOM(L, &sh);
     /* The output norm replaced by one holding a NaN. */
     ctn_gguf_tensor bad = *L.m->output_norm;
     float w[32];
@@ -452,11 +451,7 @@ TEST(alloc_failures) {
     const randmodel_shape sh = {CTN_TYPE_Q8_0,   64, 4, 2, 192, 2, false, 200, 10000, 1e-5f, 13,
                                 RANDMODEL_LLAMA, 0};
     loaded L;
-    if (load_random(&L, &sh) < 0) {
-        CHECK(0);
-        unload(&L);
-        return;
-    }
+    LOAD_RANDOM(L, &sh);
     char err[512];
     int n_ok = 0;
     for (int n = 0; n < 200 && n_ok == 0; n++) {
@@ -481,11 +476,7 @@ TEST(no_allocation_per_token) {
     const randmodel_shape sh = {CTN_TYPE_Q4_K,   256, 8, 1, 256, 1, true, 128, 1000000, 1e-5f, 19,
                                 RANDMODEL_LLAMA, 0};
     loaded L;
-    if (load_random(&L, &sh) < 0) {
-        CHECK(0);
-        unload(&L);
-        return;
-    }
+    LOAD_RANDOM(L, &sh);
     char err[512];
     ctn_fwd *f;
     CHECK(ctn_fwd_new(&f, L.m, &(ctn_fwd_params){.n_threads = 2, .n_ctx = 64}, err, sizeof err) ==
