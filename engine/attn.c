@@ -39,7 +39,8 @@ static const ctn_attn attn_scalar = {acc_f16, acc_f32};
 const ctn_attn *ctn_attn_get(void) {
 #if defined(__x86_64__)
     switch (ctn_kern_isa()) {
-    case CTN_ISA_AVX512: return ctn__attn_avx512();
+    case CTN_ISA_AVX512:
+    case CTN_ISA_AMX: return ctn__attn_avx512();
     case CTN_ISA_AVX2: return ctn__attn_avx2();
     default: break;
     }

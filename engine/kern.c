@@ -35,6 +35,8 @@ void ctn__from_q8_0_avx512(const float *x, void *a, int64_t n);
 void ctn__from_q8_K_avx512(const float *x, void *a, int64_t n);
 void ctn__from_q8_0_avx2(const float *x, void *a, int64_t n);
 void ctn__from_q8_K_avx2(const float *x, void *a, int64_t n);
+ctn__gemm_fn ctn__gemm_amx(int wtype);
+int ctn__amx_request(void);
 #endif
 
 /* ==== activation quantizers ============================================================== */
@@ -433,7 +435,7 @@ static const kern_desc descs[] = {
 #define N_DESCS (int)(sizeof descs / sizeof descs[0])
 
 static struct {
-    int have_avx2, have_avx512, have_vnni;
+    int have_avx2, have_avx512, have_vnni, have_amx;
     ctn_isa isa;
     ctn_kern kerns[N_DESCS];
     const ctn_vec *vec;
@@ -464,6 +466,10 @@ static void detect(void) {
     const int f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1;
     st.have_avx512 = st.have_avx2 && f && dq && bw && vl && (xcr0 & 0xE6) == 0xE6;
     st.have_vnni = st.have_avx512 && ((c >> 11) & 1);
+    /* AMX: TILE and INT8 (CPUID.7.0:EDX bits 24, 25), the OS saving tile state (XCR0 bits
+     * 17, 18) and the kernel granting it to this process. */
+    const int amx = ((d >> 24) & 1) && ((d >> 25) & 1) && (xcr0 & 0x60000) == 0x60000;
+    st.have_amx = st.have_vnni && amx && ctn__amx_request() == 0;
 #endif
 }
 
@@ -471,20 +477,22 @@ static void build(void) {
     st.vec = &vec_scalar;
 #ifdef CTN_X86
     if (st.isa == CTN_ISA_AVX2) st.vec = ctn__vec_avx2();
-    if (st.isa == CTN_ISA_AVX512) st.vec = ctn__vec_avx512();
+    if (st.isa >= CTN_ISA_AVX512) st.vec = ctn__vec_avx512();
 #endif
     for (int i = 0; i < N_DESCS; i++) {
         ctn__gemm_fn g = NULL;
 #ifdef CTN_X86
         if (st.isa == CTN_ISA_AVX2) g = ctn__gemm_avx2(descs[i].wtype);
-        if (st.isa == CTN_ISA_AVX512) g = ctn__gemm_avx512(descs[i].wtype, st.have_vnni);
+        if (st.isa == CTN_ISA_AMX) g = ctn__gemm_amx(descs[i].wtype);
+        if (st.isa >= CTN_ISA_AVX512 && g == NULL)
+            g = ctn__gemm_avx512(descs[i].wtype, st.have_vnni);
 #endif
         void (*ff)(const float *, void *, int64_t) = descs[i].from_float;
 #ifdef CTN_X86
         if (st.isa == CTN_ISA_AVX2 && descs[i].atype == CTN_TYPE_Q8_0) ff = ctn__from_q8_0_avx2;
         if (st.isa == CTN_ISA_AVX2 && descs[i].atype == CTN_TYPE_Q8_K) ff = ctn__from_q8_K_avx2;
-        if (st.isa == CTN_ISA_AVX512 && descs[i].atype == CTN_TYPE_Q8_0) ff = ctn__from_q8_0_avx512;
-        if (st.isa == CTN_ISA_AVX512 && descs[i].atype == CTN_TYPE_Q8_K) ff = ctn__from_q8_K_avx512;
+        if (st.isa >= CTN_ISA_AVX512 && descs[i].atype == CTN_TYPE_Q8_0) ff = ctn__from_q8_0_avx512;
+        if (st.isa >= CTN_ISA_AVX512 && descs[i].atype == CTN_TYPE_Q8_K) ff = ctn__from_q8_K_avx512;
 #endif
         st.kerns[i] =
             (ctn_kern){descs[i].wtype, descs[i].atype, descs[i].block, ff, g ? g : descs[i].scalar};
@@ -498,16 +506,20 @@ static int supported(ctn_isa isa) {
     case CTN_ISA_SCALAR: return 1;
     case CTN_ISA_AVX2: return st.have_avx2;
     case CTN_ISA_AVX512: return st.have_avx512;
+    case CTN_ISA_AMX: return st.have_amx;
     }
     return 0;
 }
 
 static void init_run(void) {
     detect();
-    st.isa = st.have_avx512 ? CTN_ISA_AVX512 : st.have_avx2 ? CTN_ISA_AVX2 : CTN_ISA_SCALAR;
+    st.isa = st.have_amx      ? CTN_ISA_AMX
+             : st.have_avx512 ? CTN_ISA_AVX512
+             : st.have_avx2   ? CTN_ISA_AVX2
+                              : CTN_ISA_SCALAR;
     const char *env = getenv("CATENA_ISA");
     if (env) {
-        for (int i = CTN_ISA_SCALAR; i <= CTN_ISA_AVX512; i++)
+        for (int i = CTN_ISA_SCALAR; i <= CTN_ISA_AMX; i++)
             if (strcmp(env, ctn_isa_name((ctn_isa)i)) == 0 && supported((ctn_isa)i))
                 st.isa = (ctn_isa)i;
     }
@@ -529,6 +541,7 @@ const char *ctn_isa_name(ctn_isa isa) {
     case CTN_ISA_SCALAR: return "scalar";
     case CTN_ISA_AVX2: return "avx2";
     case CTN_ISA_AVX512: return "avx512";
+    case CTN_ISA_AMX: return "amx";
     }
     return "unknown";
 }
@@ -540,7 +553,7 @@ ctn_isa ctn_kern_isa(void) {
 
 int ctn_kern_set_isa(ctn_isa isa) {
     init();
-    if ((int)isa < CTN_ISA_SCALAR || (int)isa > CTN_ISA_AVX512 || !ctn_isa_supported(isa))
+    if ((int)isa < CTN_ISA_SCALAR || (int)isa > CTN_ISA_AMX || !ctn_isa_supported(isa))
         return CTN_ENOTSUP;
     st.isa = isa;
     build();

@@ -73,8 +73,8 @@ typedef struct {
 
 const ctn_vec *ctn_vec_get(void);
 
-/* The instruction sets, best last. */
-typedef enum { CTN_ISA_SCALAR, CTN_ISA_AVX2, CTN_ISA_AVX512 } ctn_isa;
+/* The instruction sets, best last. AMX is AVX-512 with Q8_0 matrix products on AMX tiles. */
+typedef enum { CTN_ISA_SCALAR, CTN_ISA_AVX2, CTN_ISA_AVX512, CTN_ISA_AMX } ctn_isa;
 
 /* The ISA in use: the best the CPU has, unless ctn_kern_set_isa chose another. */
 ctn_isa ctn_kern_isa(void);
@@ -83,7 +83,7 @@ const char *ctn_isa_name(ctn_isa isa);
 int ctn_isa_supported(ctn_isa isa);
 /*
  * Selects the ISA for later ctn_kern_get / ctn_vec_get calls (tests run every path; the
- * CATENA_ISA environment variable, "scalar", "avx2" or "avx512", does the same at start-up).
+ * CATENA_ISA environment variable, "scalar", "avx2", "avx512" or "amx", does the same at start-up).
  * Returns 0, or CTN_ENOTSUP when the CPU lacks it. Not thread-safe: call before any work.
  */
 int ctn_kern_set_isa(ctn_isa isa);

@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         char info[256];
         ctn_backend_describe(info, sizeof info);
-        printf("catena %s\n%s\nCPU kernels: %s (set CATENA_ISA=scalar|avx2|avx512 to choose)\n",
+        printf("catena %s\n%s\nCPU kernels: %s (set CATENA_ISA=scalar|avx2|avx512|amx to choose)\n",
                CTN_VERSION, info, ctn_isa_name(ctn_kern_isa()));
         return 0;
     }

@@ -159,7 +159,7 @@ static int check_reference(int wtype, int64_t n) {
 
 static int isa_list(ctn_isa *out) {
     int m = 0;
-    for (int i = CTN_ISA_SCALAR; i <= CTN_ISA_AVX512; i++)
+    for (int i = CTN_ISA_SCALAR; i <= CTN_ISA_AMX; i++)
         if (ctn_isa_supported((ctn_isa)i)) out[m++] = (ctn_isa)i;
     return m;
 }
@@ -539,12 +539,14 @@ TEST(isa_selection) {
     CHECK_STR(ctn_isa_name(CTN_ISA_SCALAR), "scalar");
     CHECK_STR(ctn_isa_name(CTN_ISA_AVX2), "avx2");
     CHECK_STR(ctn_isa_name(CTN_ISA_AVX512), "avx512");
-    const ctn_isa best = ctn_isa_supported(CTN_ISA_AVX512) ? CTN_ISA_AVX512
-                         : ctn_isa_supported(CTN_ISA_AVX2) ? CTN_ISA_AVX2
-                                                           : CTN_ISA_SCALAR;
+    CHECK_STR(ctn_isa_name(CTN_ISA_AMX), "amx");
+    const ctn_isa best = ctn_isa_supported(CTN_ISA_AMX)      ? CTN_ISA_AMX
+                         : ctn_isa_supported(CTN_ISA_AVX512) ? CTN_ISA_AVX512
+                         : ctn_isa_supported(CTN_ISA_AVX2)   ? CTN_ISA_AVX2
+                                                             : CTN_ISA_SCALAR;
     CHECK_EQ_INT(ctn_kern_set_isa((ctn_isa)7), CTN_ENOTSUP);
     CHECK_EQ_INT(ctn_kern_set_isa((ctn_isa)-1), CTN_ENOTSUP);
-    for (int i = CTN_ISA_SCALAR; i <= CTN_ISA_AVX512; i++) {
+    for (int i = CTN_ISA_SCALAR; i <= CTN_ISA_AMX; i++) {
         const int rc = ctn_kern_set_isa((ctn_isa)i);
         CHECK_EQ_INT(rc, ctn_isa_supported((ctn_isa)i) ? 0 : CTN_ENOTSUP);
         if (rc == 0) CHECK_EQ_INT(ctn_kern_isa(), i);
