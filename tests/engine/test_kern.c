@@ -157,6 +157,9 @@ static int check_reference(int wtype, int64_t n) {
     return bad;
 }
 
+/* Every ISA the enum names (isa_list fills at most this many). */
+#define N_ISAS (CTN_ISA_AMX + 1)
+
 static int isa_list(ctn_isa *out) {
     int m = 0;
     for (int i = CTN_ISA_SCALAR; i <= CTN_ISA_AMX; i++)
@@ -181,7 +184,7 @@ static void sizes_for(int wtype, int64_t s[N_SIZES]) {
 }
 
 TEST(gemm_matches_reference) {
-    ctn_isa isas[3];
+    ctn_isa isas[N_ISAS];
     const int m = isa_list(isas);
     for (int i = 0; i < m; i++) {
         CHECK_EQ_INT(ctn_kern_set_isa(isas[i]), 0);
@@ -197,7 +200,7 @@ TEST(gemm_matches_reference) {
 
 /* Each ISA against the scalar kernel, by normalised error. */
 TEST(isa_matches_scalar) {
-    ctn_isa isas[3];
+    ctn_isa isas[N_ISAS];
     const int m = isa_list(isas);
     for (int t = 0; t < N_WTYPES; t++) {
         int64_t s[N_SIZES];
@@ -263,7 +266,7 @@ static int check_tilings(gemm_fn g, const problem *p, const float *full) {
 }
 
 TEST(gemm_is_batch_invariant) {
-    ctn_isa isas[3];
+    ctn_isa isas[N_ISAS];
     const int m = isa_list(isas);
     for (int i = 0; i < m; i++) {
         ctn_kern_set_isa(isas[i]);
@@ -306,7 +309,7 @@ TEST(gemm_is_batch_invariant) {
 /* Strides larger than a row and ldy larger than nr are honoured (same bits, nothing else
  * written). */
 TEST(gemm_honours_strides) {
-    ctn_isa isas[3];
+    ctn_isa isas[N_ISAS];
     const int m = isa_list(isas);
     for (int i = 0; i < m; i++) {
         ctn_kern_set_isa(isas[i]);
@@ -412,7 +415,7 @@ TEST(from_float_q8_0_q8_1_q8_K) {
         const int64_t n = ns[s];
         float *x = malloc((size_t)n * sizeof *x);
         fill_edges(x, n);
-        ctn_isa isas[3];
+        ctn_isa isas[N_ISAS];
         const int m = isa_list(isas);
         for (int i = 0; i < m; i++) {
             ctn_kern_set_isa(isas[i]);
@@ -482,7 +485,7 @@ TEST(from_float_f16_bf16_f32) {
 
 TEST(vec_ops) {
     static const int64_t ns[] = {1, 7, 8, 16, 33, 100, 1000};
-    ctn_isa isas[3];
+    ctn_isa isas[N_ISAS];
     const int m = isa_list(isas);
     float x[1000], y[1000], y1[1000];
     uint16_t h[1000], h1[1000];
