@@ -132,9 +132,35 @@ static inline void build_b(const char *wb, size_t ws, int rn, int32_t *bt) {
     }
 }
 
+/* Byte offsets of up to 16 weight rows (lanes past rn are 0 and masked off). */
+static inline __m512i row_offsets(int rn, size_t ws) {
+    return _mm512_mask_mullo_epi32(
+        _mm512_setzero_si512(), (__mmask16)((1u << rn) - 1),
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32((int)ws));
+}
+
+/* The half scales of one block of up to 16 rows (the low half of each gathered dword). */
+static inline __m512 row_scales(const char *wb, __mmask16 rmask, __m512i rowoff) {
+    const __m512i d = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rmask, rowoff, wb, 1);
+    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d));
+}
+
+/*
+ * The one place a block's integer sums join the accumulators, for both shapes of product:
+ * acc = fma(float(sum), d_w * d_a, acc), with d_a the activation block's half scale at ab.
+ * Every element of every product goes through this, block after block (batch invariance).
+ */
+static inline __m512 add_block(__m512 acc, __m512i sums, __m512 dw, const char *ab) {
+    uint16_t dah;
+    memcpy(&dah, ab, 2);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums),
+                           _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(dah))), acc);
+}
+
 /*
  * One slice of up to 16 weight rows against up to MAX_COLS activation rows. For each block:
- * B gathered into the VNNI layout once, then one tile product per 16 activation rows.
+ * B built in the VNNI layout once, then one tile product per 16 activation rows.
  */
 static void slice(int64_t nb, const char *wr, size_t ws, int rn, const char *ar, size_t as, int cn,
                   float *y, size_t ldy) {
@@ -143,18 +169,11 @@ static void slice(int64_t nb, const char *wr, size_t ws, int rn, const char *ar,
     _Alignas(64) float acc[MAX_COLS][16];
     memset(acc, 0, sizeof acc);
     const __mmask16 rmask = (__mmask16)((1u << rn) - 1);
-    /* Byte offsets of the rows' blocks (rows past rn read row 0 and are masked to 0). */
-    const __m512i rowoff = _mm512_mask_mullo_epi32(
-        _mm512_setzero_si512(), rmask,
-        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-        _mm512_set1_epi32((int)ws));
+    const __m512i rowoff = row_offsets(rn, ws);
     for (int64_t b = 0; b < nb; b++) {
         const char *wb = wr + (size_t)b * sizeof(ctn_block_q8_0);
         build_b(wb, ws, rn, bt);
-        /* The rows' scales: the low half of each gathered dword. */
-        const __m512i dwd =
-            _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rmask, rowoff, wb, 1);
-        const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dwd));
+        const __m512 dw = row_scales(wb, rmask, rowoff);
         configure(cn < 16 ? cn : 16);
         _tile_loadd(2, bt, 64);
         for (int c0 = 0; c0 < cn; c0 += 16) {
@@ -165,13 +184,10 @@ static void slice(int64_t nb, const char *wr, size_t ws, int rn, const char *ar,
             _tile_zero(0);
             _tile_dpbssd(0, 1, 2);
             _tile_stored(0, cs, 64);
-            for (int m = 0; m < m_n; m++) {
-                uint16_t dah;
-                memcpy(&dah, ab + (size_t)m * as, 2);
-                const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(dah)));
-                const __m512 sum = _mm512_cvtepi32_ps(_mm512_load_si512(cs + m * 16));
-                _mm512_store_ps(acc[c0 + m], _mm512_fmadd_ps(sum, sc, _mm512_load_ps(acc[c0 + m])));
-            }
+            for (int m = 0; m < m_n; m++)
+                _mm512_store_ps(acc[c0 + m],
+                                add_block(_mm512_load_ps(acc[c0 + m]),
+                                          _mm512_load_si512(cs + m * 16), dw, ab + (size_t)m * as));
         }
     }
     for (int m = 0; m < cn; m++)
@@ -188,10 +204,7 @@ static void gemv(int64_t nb, const char *w, size_t ws, int64_t nr, const char *a
     for (int64_t r0 = 0; r0 < nr; r0 += 16) {
         const int rn = nr - r0 < 16 ? (int)(nr - r0) : 16;
         const __mmask16 rmask = (__mmask16)((1u << rn) - 1);
-        const __m512i rowoff = _mm512_mask_mullo_epi32(
-            _mm512_setzero_si512(), rmask,
-            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-            _mm512_set1_epi32((int)ws));
+        const __m512i rowoff = row_offsets(rn, ws);
         const char *wr = w + (size_t)r0 * ws;
         configure_mv(rn);
         __m512 acc = _mm512_setzero_ps();
@@ -219,14 +232,9 @@ static void gemv(int64_t nb, const char *w, size_t ws, int64_t nr, const char *a
             _tile_stored(0, cs, 4);
             _tile_stored(3, cs2, 4);
             for (int k = 0; k < 2; k++) {
-                const char *wk = wb + (size_t)k * sizeof(ctn_block_q8_0);
-                const __m512i dwd =
-                    _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rmask, rowoff, wk, 1);
-                const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dwd));
-                uint16_t dah;
-                memcpy(&dah, ab + (size_t)k * sizeof(ctn_block_q8_0), 2);
-                const __m512 sum = _mm512_cvtepi32_ps(_mm512_maskz_load_epi32(rmask, k ? cs2 : cs));
-                acc = _mm512_fmadd_ps(sum, _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(dah))), acc);
+                const size_t off = (size_t)k * sizeof(ctn_block_q8_0);
+                acc = add_block(acc, _mm512_maskz_load_epi32(rmask, k ? cs2 : cs),
+                                row_scales(wb + off, rmask, rowoff), ab + off);
             }
         }
         for (; b < nb; b++) {
@@ -237,13 +245,8 @@ static void gemv(int64_t nb, const char *w, size_t ws, int64_t nr, const char *a
             _tile_zero(0);
             _tile_dpbssd(0, 1, 2);
             _tile_stored(0, cs, 4);
-            const __m512i dwd =
-                _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rmask, rowoff, wb, 1);
-            const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dwd));
-            uint16_t dah;
-            memcpy(&dah, ab, 2);
-            const __m512 sum = _mm512_cvtepi32_ps(_mm512_maskz_load_epi32(rmask, cs));
-            acc = _mm512_fmadd_ps(sum, _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(dah))), acc);
+            acc = add_block(acc, _mm512_maskz_load_epi32(rmask, cs), row_scales(wb, rmask, rowoff),
+                            ab);
         }
         _mm512_mask_storeu_ps(y + r0, rmask, acc);
     }
