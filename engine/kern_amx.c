@@ -16,6 +16,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "amx.h"
 #include "gguf.h"
 #include "kern.h"
 #include "quant.h"
@@ -29,48 +30,9 @@ int ctn__amx_request(void) {
     return (int)syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 ? 0 : -1;
 }
 
-/* The tile configuration: tile 0 the int32 sums (16 x 64 bytes), tile 1 A (16 x 32 bytes),
- * tile 2 B (8 x 64 bytes). Loaded once per thread. */
-typedef struct {
-    uint8_t palette;
-    uint8_t start_row;
-    uint8_t reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
-
 /* Columns (activation rows) per call that the accumulators are kept for (forward.c sends
  * at most 64; more are done in slices of this many). */
 #define MAX_COLS 64
-
-/* The current configuration of this thread's tiles: 0 none; 1..16 the product of up to 16
- * activation rows (A, C rows); 17..32 the matrix-vector form for 1..16 weight rows. */
-static _Thread_local int configured;
-
-static inline int load_config(int key, int ra, int ca, int rb, int cb, int rc, int cc) {
-    if (configured == key) return 0;
-    tile_config c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
-    /* Tiles 3, 4, 5 repeat 0, 1, 2 for a second block in flight. */
-    for (int t = 0; t < 6; t += 3) {
-        c.rows[t + 0] = (uint8_t)rc, c.colsb[t + 0] = (uint16_t)cc;
-        c.rows[t + 1] = (uint8_t)ra, c.colsb[t + 1] = (uint16_t)ca;
-        c.rows[t + 2] = (uint8_t)rb, c.colsb[t + 2] = (uint16_t)cb;
-    }
-    _tile_loadconfig(&c);
-    configured = key;
-    return 1; /* loading a configuration clears the tiles */
-}
-
-/* Puts back a configuration saved by _tile_storeconfig (palette 0: tiles were not in use). */
-static inline void restore(const tile_config *saved) {
-    if (saved->palette != 0)
-        _tile_loadconfig(saved);
-    else
-        _tile_release();
-    configured = 0;
-}
 
 /* Tiles for m activation rows (1..16) against 16 weight rows: a product of fewer rows reads
  * and writes only those rows, with no padding. */
