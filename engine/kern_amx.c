@@ -1,13 +1,16 @@
 /*
- * Q8_0 x Q8_0 matrix products on AMX tiles (Intel Sapphire Rapids and later), compiled
- * with AMX-TILE / AMX-INT8 / AVX-512 flags (CMakeLists.txt); kern.c uses them only when
- * the CPU has AMX, the OS grants the tile state (arch_prctl), and CATENA_ISA allows.
+ * Q8_0 x Q8_0 and Q4_0 x Q8_0 matrix products on AMX tiles (Intel Sapphire Rapids and
+ * later), compiled with AMX-TILE / AMX-INT8 / AVX-512 (VNNI) flags (CMakeLists.txt); kern.c
+ * uses them only when the CPU has AMX, the OS grants the tile state (arch_prctl), and
+ * CATENA_ISA allows.
  *
  * One TDPBSSD per 32-value block multiplies up to 16 activation rows (A: 16 x 32 int8)
  * by 16 weight rows (B: the same 32 values of each row, in the VNNI layout of 4-byte
- * groups: B[k / 4][row * 4 + k % 4]) into a 16 x 16 int32 tile of block sums. Each element
- * then takes one fused multiply-add in float, acc = fma(sum, d_w * d_a, acc), block after
- * block: the same arithmetic in the same order for every element, whatever the tile shape
+ * groups: B[k / 4][row * 4 + k % 4]; Q4_0 nibbles are widened to int8 q - 8 first) into a
+ * 16 x 16 int32 tile of block sums. Each element then takes one fused multiply-add in
+ * float, acc = fma(sum, d_w * d_a, acc), block after block. A single activation row
+ * (decode) computes the same exact block sums with AVX-512 VNNI (gemv) and adds them the
+ * same way: the same arithmetic in the same order for every element, whatever the shape
  * or the number of rows and columns (batch invariance, kern.h).
  */
 #include <immintrin.h>
@@ -40,25 +43,22 @@ static inline int configure(int m) {
     return load_config(m, m, 32, 8, 64, m, 64);
 }
 
-/* Tiles for one activation row against m weight rows: A = the weight rows (m x 32 bytes,
- * straight from the matrix), B = the row's 32 codes as 8 x 4 bytes, C = m x 1 sums. */
-static inline void configure_mv(int m) {
-    load_config(16 + m, m, 32, 8, 4, m, 4);
-}
-
 /*
- * B for one block of up to 16 weight rows (rows past rn are zero): the 16 x 8 dwords of
+ * B for one block of up to 16 weight rows (rows past rn are zero; row r's 32 codes at codes +
+ * r * cstride): the 16 x 8 dwords of
  * their codes transposed to 8 x 16, bt[k4 * 16 + row] = dword k4 of the row. Two rows per
  * register, then 4 x 4 sub-blocks (permutex2var), then 128-bit chunks (shuffle_i32x4).
  */
-static inline void build_b(const char *wb, size_t ws, int rn, int32_t *bt) {
+static inline void build_b(const char *codes, size_t cstride, int rn, int32_t *bt) {
     __m512i rows[8];
     for (int k = 0; k < 8; k++) {
         const int r0 = 2 * k, r1 = r0 + 1;
-        const __m256i lo = r0 < rn ? _mm256_loadu_si256((const __m256i *)(wb + (size_t)r0 * ws + 2))
-                                   : _mm256_setzero_si256();
-        const __m256i hi = r1 < rn ? _mm256_loadu_si256((const __m256i *)(wb + (size_t)r1 * ws + 2))
-                                   : _mm256_setzero_si256();
+        const __m256i lo = r0 < rn
+                               ? _mm256_loadu_si256((const __m256i *)(codes + (size_t)r0 * cstride))
+                               : _mm256_setzero_si256();
+        const __m256i hi = r1 < rn
+                               ? _mm256_loadu_si256((const __m256i *)(codes + (size_t)r1 * cstride))
+                               : _mm256_setzero_si256();
         rows[k] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
     }
     /* u[j][h]: rows 4j..4j+3, dwords 4h..4h+3, lane (k4 - 4h) * 4 + (row - 4j). rows[2j]
@@ -120,21 +120,63 @@ static inline __m512 add_block(__m512 acc, __m512i sums, __m512 dw, const char *
                            _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(dah))), acc);
 }
 
+/* The weight formats: Q8_0 (codes used as they are) and Q4_0 (nibbles widened to int8). */
+enum { K_Q8_0, K_Q4_0 };
+
+#define INL static inline __attribute__((always_inline))
+
+INL size_t block_bytes(const int kind) {
+    return kind == K_Q4_0 ? sizeof(ctn_block_q4_0) : sizeof(ctn_block_q8_0);
+}
+
+/*
+ * The int8 codes of one Q4_0 block of up to 16 rows (rows past rn untouched) as 32 bytes
+ * per row at out (stride 32), in element order: q[i] & 15 for elements 0..15, q[i] >> 4
+ * for 16..31, minus 8. Four rows per vector.
+ */
+INL void widen_q4_0(const char *wb, size_t ws, int rn, int8_t *out) {
+    const __m512i mask = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
+    const __m512i i0 = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+    const __m512i i1 = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+    for (int r = 0; r < rn; r += 4) {
+        const char *q = wb + 2 + (size_t)r * ws;
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)q));
+        if (r + 1 < rn) v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(q + ws)), 1);
+        if (r + 2 < rn)
+            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(q + 2 * ws)), 2);
+        if (r + 3 < rn)
+            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(q + 3 * ws)), 3);
+        const __m512i lo = _mm512_and_si512(v, mask);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+        const __m512i o0 = _mm512_sub_epi8(_mm512_permutex2var_epi64(lo, i0, hi), eight);
+        const __m512i o1 = _mm512_sub_epi8(_mm512_permutex2var_epi64(lo, i1, hi), eight);
+        _mm512_store_si512(out + (size_t)r * 32, o0);
+        if (r + 2 < rn) _mm512_store_si512(out + (size_t)r * 32 + 64, o1);
+    }
+}
+
 /*
  * One slice of up to 16 weight rows against up to MAX_COLS activation rows. For each block:
  * B built in the VNNI layout once, then one tile product per 16 activation rows.
  */
-static void slice(int64_t nb, const char *wr, size_t ws, int rn, const char *ar, size_t as, int cn,
-                  float *y, size_t ldy) {
+INL void slice(const int kind, int64_t nb, const char *wr, size_t ws, int rn, const char *ar,
+               size_t as, int cn, float *y, size_t ldy) {
     _Alignas(64) int32_t bt[8 * 16];
     _Alignas(64) int32_t cs[16 * 16];
+    _Alignas(64) int8_t wide[16 * 32];
     _Alignas(64) float acc[MAX_COLS][16];
     memset(acc, 0, sizeof acc);
+    const size_t bb = block_bytes(kind);
     const __mmask16 rmask = (__mmask16)((1u << rn) - 1);
     const __m512i rowoff = row_offsets(rn, ws);
     for (int64_t b = 0; b < nb; b++) {
-        const char *wb = wr + (size_t)b * sizeof(ctn_block_q8_0);
-        build_b(wb, ws, rn, bt);
+        const char *wb = wr + (size_t)b * bb;
+        if (kind == K_Q4_0) {
+            widen_q4_0(wb, ws, rn, wide);
+            build_b((const char *)wide, 32, rn, bt);
+        } else {
+            build_b(wb + 2, ws, rn, bt);
+        }
         const __m512 dw = row_scales(wb, rmask, rowoff);
         configure(cn < 16 ? cn : 16);
         _tile_loadd(2, bt, 64);
@@ -157,65 +199,136 @@ static void slice(int64_t nb, const char *wr, size_t ws, int rn, const char *ar,
 }
 
 /*
- * One activation row: the weights are the A tile (no transposition), the activation's codes
- * the B tile, and each block's m x 1 sums one vector. The arithmetic per element is the
- * slice's: fma(float(sum), d_w * d_a, acc), block after block, so the bits are the same.
+ * The matrix-vector product (one activation row: decode) does not use tiles: loading the
+ * weights as A tiles (16 rows of 32 bytes from 16 lines) measured 100+ cycles per tile, far
+ * from what a stream of vector loads reaches. It uses AVX-512 VNNI instead and produces the
+ * same numbers as the slice: each (row, block) sum is computed exactly in int32, then added
+ * with add_block, block after block.
+ *
+ * Sixteen rows at a time, two rows per vector: vector j holds rows (j, j + 4) for j < 4 and
+ * (j + 4, j + 8) for j >= 4, each row's block in one 256-bit half (Q8_0: the 32 codes;
+ * Q4_0: the 16 low nibbles of both rows, then the 16 high nibbles). dpbusd against the
+ * activation block leaves 8 partial sums per row, and reduce16 folds the 8 vectors into one
+ * vector of 16 row sums, lane r = row r.
  */
-static void gemv(int64_t nb, const char *w, size_t ws, int64_t nr, const char *a, float *y) {
-    _Alignas(64) int32_t cs[16], cs2[16];
-    for (int64_t r0 = 0; r0 < nr; r0 += 16) {
-        const int rn = nr - r0 < 16 ? (int)(nr - r0) : 16;
-        const __mmask16 rmask = (__mmask16)((1u << rn) - 1);
-        const __m512i rowoff = row_offsets(rn, ws);
-        const char *wr = w + (size_t)r0 * ws;
-        configure_mv(rn);
-        __m512 acc = _mm512_setzero_ps();
-        /* Two blocks at a time in separate tiles (C 0 / 3, A 1 / 4, B 2 / 5), so that one
-         * block's product overlaps the other's loads; the sums are still added in block
-         * order. The rows four tiles ahead are prefetched (one line per row per two
-         * blocks, 68 bytes). */
-        const char *pf = r0 + 64 < nr ? wr + (size_t)64 * ws : NULL;
-        int64_t b = 0;
-        for (; b + 2 <= nb; b += 2) {
-            const char *wb = wr + (size_t)b * sizeof(ctn_block_q8_0);
-            const char *ab = a + (size_t)b * sizeof(ctn_block_q8_0);
-            if (pf != NULL)
-                for (int r = 0; r < rn && r0 + 64 + r < nr; r++)
-                    _mm_prefetch(pf + (size_t)r * ws + (size_t)b * sizeof(ctn_block_q8_0),
-                                 _MM_HINT_T0);
-            _tile_loadd(1, wb + 2, (long)ws);
-            _tile_loadd(2, ab + 2, 4);
-            _tile_loadd(4, wb + sizeof(ctn_block_q8_0) + 2, (long)ws);
-            _tile_loadd(5, ab + sizeof(ctn_block_q8_0) + 2, 4);
-            _tile_zero(0);
-            _tile_zero(3);
-            _tile_dpbssd(0, 1, 2);
-            _tile_dpbssd(3, 4, 5);
-            _tile_stored(0, cs, 4);
-            _tile_stored(3, cs2, 4);
-            for (int k = 0; k < 2; k++) {
-                const size_t off = (size_t)k * sizeof(ctn_block_q8_0);
-                acc = add_block(acc, _mm512_maskz_load_epi32(rmask, k ? cs2 : cs),
-                                row_scales(wb + off, rmask, rowoff), ab + off);
+
+/* Blocks whose integer corrections gemv computes at once (its stack: 4 KiB). */
+#define MV_CHUNK 1024
+/* Rows ahead that gemv prefetches (the same blocks, one line per row per two blocks). */
+#ifndef MV_PF
+#define MV_PF 32
+#endif
+#ifndef MV_HINT
+#define MV_HINT _MM_HINT_T0
+#endif
+
+/*
+ * s[0..7] -> lane r = the sum of row r's 8 dwords. Q8_0: row p of vector j in 128-bit lanes
+ * 0, 1 and row q in 2, 3; Q4_0: p in lanes 0, 2 and q in 1, 3.
+ */
+INL __m512i reduce16(const int kind, const __m512i s[8]) {
+    __m512i t[4], u[2];
+    for (int k = 0; k < 4; k++)
+        t[k] = _mm512_add_epi32(_mm512_unpacklo_epi32(s[2 * k], s[2 * k + 1]),
+                                _mm512_unpackhi_epi32(s[2 * k], s[2 * k + 1]));
+    /* u[m], 128-bit lane L: [s(4m), s(4m + 1), s(4m + 2), s(4m + 3)] summed over lane L. */
+    for (int m = 0; m < 2; m++)
+        u[m] = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2 * m], t[2 * m + 1]),
+                                _mm512_unpackhi_epi64(t[2 * m], t[2 * m + 1]));
+    if (kind == K_Q4_0)
+        return _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], 0x44),
+                                _mm512_shuffle_i32x4(u[0], u[1], 0xEE));
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], 0x88),
+                            _mm512_shuffle_i32x4(u[0], u[1], 0xDD));
+}
+
+/* The row pair of vector j (see above). */
+INL int pair_row(int j, int hi) {
+    return j < 4 ? j + 4 * hi : j + 4 + 4 * hi;
+}
+
+/* Loads 32 bytes at p when its row is below rn, else zeros. */
+INL __m256i load_row256(const char *p, int row, int rn) {
+    return row < rn ? _mm256_loadu_si256((const __m256i *)p) : _mm256_setzero_si256();
+}
+
+INL __m128i load_row128(const char *p, int row, int rn) {
+    return row < rn ? _mm_loadu_si128((const __m128i *)p) : _mm_setzero_si128();
+}
+
+/*
+ * The exact sums of 16 rows (rows past rn count as zero) with activation block ab, lane r =
+ * row r: Q8_0 as sum((w + 128) * a) - 128 * sum(a) (dpbusd multiplies unsigned by signed),
+ * Q4_0 as sum(q * a) - 8 * sum(a); corr is the 128 * sum(a) or 8 * sum(a) of the block.
+ */
+INL __m512i block_sums(const int kind, const char *wb, size_t ws, int rn, const char *ab,
+                       int32_t corr) {
+    const __m512i zero = _mm512_setzero_si512();
+    __m512i s[8], av;
+    if (kind == K_Q4_0) /* [a0..15, a0..15, a16..31, a16..31] */
+        av = _mm512_permutexvar_epi64(
+            _mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0),
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(ab + 2))));
+    else
+        av = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(ab + 2)));
+    for (int j = 0; j < 8; j++) {
+        const int p = pair_row(j, 0), q = pair_row(j, 1);
+        __m512i wv;
+        if (kind == K_Q4_0) {
+            const __m256i x = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(load_row128(wb + (size_t)p * ws + 2, p, rn)),
+                load_row128(wb + (size_t)q * ws + 2, q, rn), 1);
+            wv = _mm512_and_si512(
+                _mm512_inserti64x4(_mm512_castsi256_si512(x), _mm256_srli_epi16(x, 4), 1),
+                _mm512_set1_epi8(0x0F));
+        } else {
+            wv = _mm512_inserti64x4(
+                _mm512_castsi256_si512(load_row256(wb + (size_t)p * ws + 2, p, rn)),
+                load_row256(wb + (size_t)q * ws + 2, q, rn), 1);
+            wv = _mm512_xor_si512(wv, _mm512_set1_epi8((char)0x80));
+        }
+        s[j] = _mm512_dpbusd_epi32(zero, wv, av);
+    }
+    return _mm512_sub_epi32(reduce16(kind, s), _mm512_set1_epi32(corr));
+}
+
+INL void gemv(const int kind, int64_t nb, const char *w, size_t ws, int64_t nr, const char *a,
+              float *y) {
+    int32_t corr[MV_CHUNK];
+    const size_t bb = block_bytes(kind);
+    for (int64_t c0 = 0; c0 < nb; c0 += MV_CHUNK) {
+        const int nbk = nb - c0 < MV_CHUNK ? (int)(nb - c0) : MV_CHUNK;
+        for (int i = 0; i < nbk; i++) {
+            const int8_t *q = (const int8_t *)(a + (size_t)(c0 + i) * sizeof(ctn_block_q8_0) + 2);
+            int32_t sum = 0;
+            for (int k = 0; k < 32; k++)
+                sum += q[k];
+            corr[i] = (kind == K_Q4_0 ? 8 : 128) * sum;
+        }
+        for (int64_t r0 = 0; r0 < nr; r0 += 16) {
+            const int rn = nr - r0 < 16 ? (int)(nr - r0) : 16;
+            const __mmask16 rmask = (__mmask16)((1u << rn) - 1);
+            const __m512i rowoff = row_offsets(rn, ws);
+            const char *wr = w + (size_t)r0 * ws + (size_t)c0 * bb;
+            const char *pf = r0 + MV_PF + 16 <= nr ? wr + (size_t)MV_PF * ws : NULL;
+            /* A chunk after the first resumes the sums kept in y. */
+            __m512 acc = c0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rmask, y + r0);
+            for (int i = 0; i < nbk; i++) {
+                const char *wb = wr + (size_t)i * bb;
+                const char *ab = a + (size_t)(c0 + i) * sizeof(ctn_block_q8_0);
+                if (pf != NULL && (i & 1) == 0)
+                    for (int r = 0; r < 16; r++)
+                        _mm_prefetch(pf + (size_t)r * ws + (size_t)i * bb, MV_HINT);
+                acc = add_block(acc, block_sums(kind, wb, ws, rn, ab, corr[i]),
+                                row_scales(wb, rmask, rowoff), ab);
             }
+            _mm512_mask_storeu_ps(y + r0, rmask, acc);
         }
-        for (; b < nb; b++) {
-            const char *wb = wr + (size_t)b * sizeof(ctn_block_q8_0);
-            const char *ab = a + (size_t)b * sizeof(ctn_block_q8_0);
-            _tile_loadd(1, wb + 2, (long)ws);
-            _tile_loadd(2, ab + 2, 4);
-            _tile_zero(0);
-            _tile_dpbssd(0, 1, 2);
-            _tile_stored(0, cs, 4);
-            acc = add_block(acc, _mm512_maskz_load_epi32(rmask, cs), row_scales(wb, rmask, rowoff),
-                            ab);
-        }
-        _mm512_mask_storeu_ps(y + r0, rmask, acc);
     }
 }
 
-static void gemm_q8_0_amx(int64_t n, const void *w, size_t ws, int64_t nr, const void *a, size_t as,
-                          int64_t nc, float *y, size_t ldy) {
+INL void gemm_amx(const int kind, int64_t n, const void *w, size_t ws, int64_t nr, const void *a,
+                  size_t as, int64_t nc, float *y, size_t ldy) {
     const char *W = w, *A = a;
     /* Other code on this thread (another library using AMX, such as ggml) may have its own
      * tile configuration and expect to find it again: ours is loaded on first use in each
@@ -224,7 +337,7 @@ static void gemm_q8_0_amx(int64_t n, const void *w, size_t ws, int64_t nr, const
     _tile_storeconfig(&saved);
     configured = 0;
     if (nc == 1) {
-        gemv(n / 32, W, ws, nr, A, y);
+        gemv(kind, n / 32, W, ws, nr, A, y);
         restore(&saved);
         return;
     }
@@ -232,11 +345,21 @@ static void gemm_q8_0_amx(int64_t n, const void *w, size_t ws, int64_t nr, const
         const int cn = nc - c0 < MAX_COLS ? (int)(nc - c0) : MAX_COLS;
         for (int64_t r0 = 0; r0 < nr; r0 += 16) {
             const int rn = nr - r0 < 16 ? (int)(nr - r0) : 16;
-            slice(n / 32, W + (size_t)r0 * ws, ws, rn, A + (size_t)c0 * as, as, cn,
+            slice(kind, n / 32, W + (size_t)r0 * ws, ws, rn, A + (size_t)c0 * as, as, cn,
                   y + (size_t)c0 * ldy + r0, ldy);
         }
     }
     restore(&saved);
+}
+
+static void gemm_q8_0_amx(int64_t n, const void *w, size_t ws, int64_t nr, const void *a, size_t as,
+                          int64_t nc, float *y, size_t ldy) {
+    gemm_amx(K_Q8_0, n, w, ws, nr, a, as, nc, y, ldy);
+}
+
+static void gemm_q4_0_amx(int64_t n, const void *w, size_t ws, int64_t nr, const void *a, size_t as,
+                          int64_t nc, float *y, size_t ldy) {
+    gemm_amx(K_Q4_0, n, w, ws, nr, a, as, nc, y, ldy);
 }
 
 typedef void (*gemm_fn)(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t,
@@ -244,5 +367,9 @@ typedef void (*gemm_fn)(int64_t, const void *, size_t, int64_t, const void *, si
 
 gemm_fn ctn__gemm_amx(int wtype);
 gemm_fn ctn__gemm_amx(int wtype) {
-    return wtype == CTN_TYPE_Q8_0 ? gemm_q8_0_amx : NULL;
+    switch (wtype) {
+    case CTN_TYPE_Q8_0: return gemm_q8_0_amx;
+    case CTN_TYPE_Q4_0: return gemm_q4_0_amx;
+    default: return NULL;
+    }
 }

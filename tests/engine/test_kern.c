@@ -284,6 +284,13 @@ TEST(gemm_is_batch_invariant) {
                 CHECK_EQ_INT(check_tilings(k->gemm, &q, fq), 0);
                 free(fq);
                 problem_free(&q);
+                /* Rows longer than the matrix-vector chunk of the AMX kernels (1024 blocks). */
+                problem_init(&q, wtypes[t], 32 * 1030, 3, 2);
+                fq = malloc(3 * 2 * sizeof *fq);
+                run_gemm(k, &q, fq);
+                CHECK_EQ_INT(check_tilings(k->gemm, &q, fq), 0);
+                free(fq);
+                problem_free(&q);
             }
             float *full = malloc((size_t)(p.nr * p.nc) * sizeof *full);
             run_gemm(k, &p, full);
@@ -300,6 +307,52 @@ TEST(gemm_is_batch_invariant) {
             }
 #endif
             free(full);
+            problem_free(&p);
+        }
+    }
+    ctn_kern_set_isa(isas[m - 1]);
+}
+
+/*
+ * A prefill-sized batch at a long row: more activation rows than one call's slice of
+ * columns (64 in the AMX kernels), row and column counts that are not multiples of 16,
+ * against each column alone (decode, nc == 1) and against odd blocks of rows and columns.
+ */
+TEST(gemm_wide_batch_is_invariant) {
+    ctn_isa isas[N_ISAS];
+    const int m = isa_list(isas);
+    for (int i = 0; i < m; i++) {
+        ctn_kern_set_isa(isas[i]);
+        for (int t = 0; t < N_WTYPES; t++) {
+            const ctn_kern *k = ctn_kern_get(wtypes[t]);
+            int64_t s[N_SIZES];
+            sizes_for(wtypes[t], s);
+            problem p;
+            problem_init(&p, wtypes[t], s[3], 37, 70);
+            const size_t ny = (size_t)(p.nr * p.nc);
+            float *full = malloc(ny * sizeof *full), *y = malloc(ny * sizeof *y);
+            run_gemm(k, &p, full);
+            memset(y, 0xFF, ny * sizeof *y);
+            for (int64_t c = 0; c < p.nc; c++)
+                k->gemm(p.n, p.w, p.ws, p.nr, p.a + c * p.as, p.as, 1, y + c * p.nr,
+                        (size_t)p.nr);
+            int bad = memcmp(y, full, ny * sizeof *y) != 0;
+            memset(y, 0xFF, ny * sizeof *y);
+            for (int64_t c0 = 0; c0 < p.nc; c0 += 67) {
+                const int64_t cn = p.nc - c0 < 67 ? p.nc - c0 : 67;
+                for (int64_t r0 = 0; r0 < p.nr; r0 += 21) {
+                    const int64_t rn = p.nr - r0 < 21 ? p.nr - r0 : 21;
+                    k->gemm(p.n, p.w + r0 * p.ws, p.ws, rn, p.a + c0 * p.as, p.as, cn,
+                            y + c0 * p.nr + r0, (size_t)p.nr);
+                }
+            }
+            bad += memcmp(y, full, ny * sizeof *y) != 0;
+            if (bad)
+                printf("  type %d isa %s: wide batch differs\n", wtypes[t],
+                       ctn_isa_name(isas[i]));
+            CHECK_EQ_INT(bad, 0);
+            free(full);
+            free(y);
             problem_free(&p);
         }
     }
@@ -580,6 +633,7 @@ int main(void) {
     RUN(gemm_matches_reference);
     RUN(isa_matches_scalar);
     RUN(gemm_is_batch_invariant);
+    RUN(gemm_wide_batch_is_invariant);
     RUN(gemm_honours_strides);
     RUN(vec_ops);
     return test_summary();
