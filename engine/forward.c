@@ -457,22 +457,8 @@ static void attend(ctn_fwd *f, int64_t l, int64_t t, int64_t kvh, int ith) {
         const uint8_t *kb = (const uint8_t *)ctn_kv_k(kv, l, seq, p0) + koff;
         f->kv_kern->gemm(D, kb, krow, np, qc, qrow, group, sc + p0, (size_t)f->p.n_ctx);
     }
-    for (int64_t g = 0; g < group; g++) {
-        float *s = sc + g * f->p.n_ctx;
-        float mx = -INFINITY;
-        for (int64_t i = 0; i < n_pos; i++) {
-            s[i] *= kq_scale;
-            if (s[i] > mx) mx = s[i];
-        }
-        double sum = 0.0;
-        for (int64_t i = 0; i < n_pos; i++) {
-            s[i] = expf(s[i] - mx);
-            sum += (double)s[i];
-        }
-        const float inv = (float)(1.0 / sum);
-        for (int64_t i = 0; i < n_pos; i++)
-            s[i] *= inv;
-    }
+    for (int64_t g = 0; g < group; g++)
+        f->vec->softmax(n_pos, sc + g * f->p.n_ctx, kq_scale);
 
     /* Values: each block's rows for this KV head, weighted for every head of the group. */
     float *out = f->att + t * q_dim + kvh * group * D;
@@ -580,12 +566,8 @@ static void fwd_work(void *ctx, int ith, int nth) {
         convert(f, &as, &lm->up, f->xn, T, ith, nth);
         gemm_rows(f, &lm->up, T, f->up, F, ith, nth, &r0, &r1);
         /* gate and up rows split alike (same row count), so these rows are this thread's. */
-        for (int64_t t = 0; t < T; t++) {
-            float *g = f->gate + t * F;
-            const float *u = f->up + t * F;
-            for (int64_t i = r0; i < r1; i++)
-                g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-        }
+        for (int64_t t = 0; t < T; t++)
+            f->vec->silu_mul(r1 - r0, f->gate + t * F + r0, f->up + t * F + r0);
         ctn_pool_barrier(f->pool);
         matmul(f, &as, &lm->down, f->gate, T, f->proj, ith, nth);
         span(E, ith, nth, 16, &r0, &r1);

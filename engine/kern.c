@@ -408,7 +408,31 @@ static void vto_f16(int64_t n, uint16_t *y, const float *x) {
         y[i] = ctn_fp32_to_fp16(x[i]);
 }
 
-static const ctn_vec vec_scalar = {vdot_f32, vdot_f16, vmad_f32, vmad_f16, vto_f16};
+static void vsoftmax(int64_t n, float *x, float scale) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] *= scale;
+        if (x[i] > mx) mx = x[i];
+    }
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += (double)x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+static void vsilu_mul(int64_t n, float *g, const float *u) {
+    for (int64_t i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static const ctn_vec vec_scalar = {vdot_f32, vdot_f16, vmad_f32, vmad_f16,
+                                   vto_f16,  vsoftmax, vsilu_mul};
+/* The chosen ISA's operations, the scalar ones where it has none. */
+static ctn_vec vec_chosen;
 
 /* ==== dispatch =========================================================================== */
 
@@ -474,11 +498,15 @@ static void detect(void) {
 }
 
 static void build(void) {
-    st.vec = &vec_scalar;
+    const ctn_vec *v = &vec_scalar;
 #ifdef CTN_X86
-    if (st.isa == CTN_ISA_AVX2) st.vec = ctn__vec_avx2();
-    if (st.isa >= CTN_ISA_AVX512) st.vec = ctn__vec_avx512();
+    if (st.isa == CTN_ISA_AVX2) v = ctn__vec_avx2();
+    if (st.isa >= CTN_ISA_AVX512) v = ctn__vec_avx512();
 #endif
+    vec_chosen = *v;
+    if (vec_chosen.softmax == NULL) vec_chosen.softmax = vsoftmax;
+    if (vec_chosen.silu_mul == NULL) vec_chosen.silu_mul = vsilu_mul;
+    st.vec = &vec_chosen;
     for (int i = 0; i < N_DESCS; i++) {
         ctn__gemm_fn g = NULL;
 #ifdef CTN_X86

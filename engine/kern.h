@@ -69,6 +69,11 @@ typedef struct {
     void (*mad_f32)(int64_t n, float *y, const float *x, float s);  /* y += s * x */
     void (*mad_f16)(int64_t n, float *y, const uint16_t *x, float s);
     void (*to_f16)(int64_t n, uint16_t *y, const float *x); /* round to nearest even */
+    /* x[i] = softmax(scale * x)[i]: max subtracted, exponentials summed in double. NaN in,
+     * NaN out. */
+    void (*softmax)(int64_t n, float *x, float scale);
+    /* g[i] = silu(g[i]) * u[i] = g[i] / (1 + e^-g[i]) * u[i]. */
+    void (*silu_mul)(int64_t n, float *g, const float *u);
 } ctn_vec;
 
 const ctn_vec *ctn_vec_get(void);

@@ -565,7 +565,8 @@ static void vto_f16(int64_t n, uint16_t *y, const float *x) {
         y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
 }
 
-static const ctn_vec vec_avx2 = {vdot_f32, vdot_f16, vmad_f32, vmad_f16, vto_f16};
+/* softmax and silu_mul: the scalar ones (kern.c fills them in). */
+static const ctn_vec vec_avx2 = {vdot_f32, vdot_f16, vmad_f32, vmad_f16, vto_f16, NULL, NULL};
 
 const ctn_vec *ctn__vec_avx2(void) {
     return &vec_avx2;

@@ -334,8 +334,7 @@ TEST(gemm_wide_batch_is_invariant) {
             run_gemm(k, &p, full);
             memset(y, 0xFF, ny * sizeof *y);
             for (int64_t c = 0; c < p.nc; c++)
-                k->gemm(p.n, p.w, p.ws, p.nr, p.a + c * p.as, p.as, 1, y + c * p.nr,
-                        (size_t)p.nr);
+                k->gemm(p.n, p.w, p.ws, p.nr, p.a + c * p.as, p.as, 1, y + c * p.nr, (size_t)p.nr);
             int bad = memcmp(y, full, ny * sizeof *y) != 0;
             memset(y, 0xFF, ny * sizeof *y);
             for (int64_t c0 = 0; c0 < p.nc; c0 += 67) {
@@ -348,8 +347,7 @@ TEST(gemm_wide_batch_is_invariant) {
             }
             bad += memcmp(y, full, ny * sizeof *y) != 0;
             if (bad)
-                printf("  type %d isa %s: wide batch differs\n", wtypes[t],
-                       ctn_isa_name(isas[i]));
+                printf("  type %d isa %s: wide batch differs\n", wtypes[t], ctn_isa_name(isas[i]));
             CHECK_EQ_INT(bad, 0);
             free(full);
             free(y);
@@ -583,6 +581,73 @@ TEST(vec_ops) {
     ctn_kern_set_isa(isas[m - 1]);
 }
 
+/* softmax and silu_mul against double-precision references: every ISA within 4e-7
+ * relative of each value (expf's own error is ~1 ulp), exp across the whole float range
+ * (underflow to 0, large arguments), and NaN propagated. */
+TEST(vec_softmax_silu) {
+    static const int64_t ns[] = {1, 7, 16, 17, 100, 1000};
+    ctn_isa isas[N_ISAS];
+    const int m = isa_list(isas);
+    float x[1000], u[1000], g[1000];
+    for (int i = 0; i < m; i++) {
+        ctn_kern_set_isa(isas[i]);
+        const ctn_vec *v = ctn_vec_get();
+        for (int s = 0; s < 6; s++) {
+            const int64_t n = ns[s];
+            fill(x, n);
+            for (int64_t j = 0; j < n; j++)
+                x[j] *= 40.0f; /* scores from -40 to 40: exponentials down to e^-80 */
+            /* The reference takes the kernels' float arguments (scale * x - max, rounded as
+             * they round it), then exact exponentials. */
+            float mx = -INFINITY;
+            for (int64_t j = 0; j < n; j++)
+                mx = fmaxf(mx, 0.5f * x[j]);
+            double sum = 0;
+            for (int64_t j = 0; j < n; j++)
+                sum += exp((double)(0.5f * x[j] - mx));
+            float y[1000];
+            memcpy(y, x, (size_t)n * sizeof *x);
+            v->softmax(n, y, 0.5f);
+            int bad = 0;
+            for (int64_t j = 0; j < n; j++) {
+                const double e = exp((double)(0.5f * x[j] - mx)) / sum;
+                bad += fabs(y[j] - e) > 4e-7 * e + 1e-37;
+            }
+            if (bad)
+                printf("  softmax isa %s n %lld: %d bad\n", ctn_isa_name(isas[i]), (long long)n,
+                       bad);
+            CHECK_EQ_INT(bad, 0);
+            /* silu over -100 .. 100 (e^-g from e^-100 to e^100). */
+            fill(u, n);
+            for (int64_t j = 0; j < n; j++)
+                g[j] = x[j] * 2.5f;
+            memcpy(y, g, (size_t)n * sizeof *g);
+            v->silu_mul(n, y, u);
+            for (int64_t j = 0; j < n; j++) {
+                const double e = (double)g[j] / (1.0 + exp(-(double)g[j])) * u[j];
+                /* Past g = -88.7, e^-g overflows a float and the product is 0 (as it is
+                 * with expf): the true value is below 1e-35. */
+                bad += fabs(y[j] - e) > 4e-7 * fabs(e) + 1e-35;
+            }
+            if (bad)
+                printf("  silu isa %s n %lld: %d bad\n", ctn_isa_name(isas[i]), (long long)n, bad);
+            CHECK_EQ_INT(bad, 0);
+            /* A NaN anywhere makes the whole softmax NaN. */
+            memcpy(y, x, (size_t)n * sizeof *x);
+            y[n / 2] = NAN;
+            v->softmax(n, y, 1.0f);
+            for (int64_t j = 0; j < n; j++)
+                bad += !isnan(y[j]);
+            CHECK_EQ_INT(bad, 0);
+        }
+        /* A single very negative score next to 0: its weight underflows to exactly 0. */
+        float z[2] = {0.0f, -1000.0f};
+        v->softmax(2, z, 1.0f);
+        CHECK(z[0] == 1.0f && z[1] == 0.0f);
+    }
+    ctn_kern_set_isa(isas[m - 1]);
+}
+
 /* ---- selection ------------------------------------------------------------------------ */
 
 /* main sets CATENA_ISA=scalar before the first kernel call: start-up honours it. */
@@ -636,5 +701,6 @@ int main(void) {
     RUN(gemm_wide_batch_is_invariant);
     RUN(gemm_honours_strides);
     RUN(vec_ops);
+    RUN(vec_softmax_silu);
     return test_summary();
 }
