@@ -1,0 +1,776 @@
+/*
+ * The shared generation engine (gen.h): requests, the FCFS scheduler with chunked prefill
+ * and preemption by recomputation, and the engine thread.
+ *
+ * Ownership: a request becomes a `gseq` at submission. Submitted sequences sit in `incoming`
+ * (under the lock) until the engine thread moves them into its own `waiting` list; from then
+ * on only the engine thread touches them. Cancellations travel the same way (`cancels`,
+ * under the lock). A sequence is in exactly one of incoming, waiting and running until it
+ * finishes, and it is freed right after its on_done.
+ */
+#include "gen.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+#include "stop.h"
+
+#define PIECE_CAP 4096
+
+typedef struct gseq gseq;
+struct gseq {
+    int64_t id; /* arrival order */
+    gseq *next; /* in incoming / waiting */
+    int32_t *toks;
+    int64_t n_toks, cap_toks; /* prompt, then generated tokens */
+    int64_t n_prompt, n_gen, max_tokens;
+    bool ignore_eos;
+    ctn_kv_seq kv; /* allocated while running */
+    bool has_kv;
+    int64_t admitted; /* admission stamp (preemption picks the highest) */
+    int64_t preemptions;
+    ctn_sampler *smp;
+    ctn_stop *stop;
+    ctn_detok_stream ds;
+    bool has_ds;
+    double t_submit, t_first, t_last;
+    void (*on_token)(void *, int64_t, int32_t, const char *, size_t);
+    void (*on_done)(void *, int64_t, const ctn_gen_result *);
+    void *ud;
+};
+
+struct ctn_gen {
+    const ctn_model *m;
+    const ctn_vocab *v;
+    ctn_fwd *f;
+    ctn_kv_pool *kv;
+    ctn_gen_params p;
+    int64_t n_ctx, n_vocab;
+    int32_t watermark_blocks;
+
+    /* Shared with submitters (lock). */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    gseq *incoming, **incoming_tail;
+    int n_incoming;
+    int64_t *cancels;
+    int n_cancels, cap_cancels;
+    int64_t next_id;
+    bool stopping;
+    ctn_gen_stats stats; /* copied out under the lock */
+    double ttft_sum, itl_sum;
+    int64_t ttft_n, itl_n;
+
+    /* Engine thread only. */
+    gseq *waiting; /* sorted by id */
+    int n_waiting;
+    gseq **running; /* in admission order */
+    gseq **order;   /* (max_running) scratch copy of running */
+    int n_running;
+    int64_t admit_clock;
+    ctn_fwd_seg *segs;
+    gseq **seg_seq;
+    int64_t *info_ids, *info_tokens;
+    float *logits; /* (max_running, n_vocab) */
+    char *piece;
+    pthread_t thread;
+    bool has_thread;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+const char *ctn_finish_name(ctn_finish f) {
+    switch (f) {
+    case CTN_FINISH_EOS:
+    case CTN_FINISH_STOP: return "stop";
+    case CTN_FINISH_LENGTH: return "length";
+    case CTN_FINISH_CANCELLED: return "cancelled";
+    case CTN_FINISH_ERROR: return "error";
+    }
+    return "unknown";
+}
+
+ctn_gen_request ctn_gen_request_default(void) {
+    ctn_gen_request r;
+    memset(&r, 0, sizeof r);
+    r.sampling = ctn_sampler_params_default();
+    r.sampling.temp = 0.0f;
+    r.max_tokens = -1;
+    return r;
+}
+
+/* ---- sequences ------------------------------------------------------------------------- */
+
+static void seq_free(ctn_gen *e, gseq *s) {
+    if (s == NULL) return;
+    if (s->has_kv) ctn_kv_seq_close(e->kv, &s->kv);
+    if (s->has_ds) ctn_detok_stream_close(&s->ds);
+    ctn_stop_free(s->stop);
+    ctn_sampler_free(s->smp);
+    free(s->toks);
+    free(s);
+}
+
+/* Calls on_done and frees the sequence (already out of every list). */
+static void seq_finish(ctn_gen *e, gseq *s, ctn_finish why, const char *error) {
+    ctn_gen_result res;
+    memset(&res, 0, sizeof res);
+    res.finish = why;
+    res.prompt_tokens = s->n_prompt;
+    res.completion_tokens = s->n_gen;
+    res.preemptions = s->preemptions;
+    res.error = error != NULL ? error : "";
+    res.text = "";
+    const double t = now_s();
+    res.ttft_s = s->t_first > 0 ? s->t_first - s->t_submit : 0;
+    res.total_s = t - s->t_submit;
+    /* What the stop matcher and the UTF-8 decoder still hold, when no stop string hit. */
+    if ((why == CTN_FINISH_LENGTH || why == CTN_FINISH_EOS) && s->has_ds) {
+        int n = ctn_detok_stream_flush(&s->ds, e->piece, PIECE_CAP / 2);
+        const char *out = NULL;
+        size_t n_out = 0, used = 0;
+        if (n > 0 && ctn_stop_feed(s->stop, e->piece, (size_t)n, &out, &n_out) == 0) {
+            memmove(e->piece + PIECE_CAP / 2, out, n_out < PIECE_CAP / 4 ? n_out : PIECE_CAP / 4);
+            used = n_out < PIECE_CAP / 4 ? n_out : PIECE_CAP / 4;
+        }
+        if (ctn_stop_flush(s->stop, &out, &n_out) == 0) {
+            size_t k = n_out < PIECE_CAP / 4 ? n_out : PIECE_CAP / 4;
+            memmove(e->piece + PIECE_CAP / 2 + used, out, k);
+            used += k;
+        }
+        res.text = e->piece + PIECE_CAP / 2;
+        res.text_len = used;
+    }
+    if (s->has_kv) {
+        ctn_kv_seq_close(e->kv, &s->kv);
+        s->has_kv = false;
+    }
+    pthread_mutex_lock(&e->lock);
+    /* The counts as of this request's end (it is out of every list), so that a caller
+     * woken by on_done sees them. */
+    e->stats.running = e->n_running;
+    e->stats.waiting = e->n_waiting;
+    e->stats.kv_free = e->kv->n_free;
+    if (why == CTN_FINISH_CANCELLED)
+        e->stats.cancelled++;
+    else
+        e->stats.finished++;
+    if (s->t_first > 0) {
+        e->ttft_sum += res.ttft_s;
+        e->ttft_n++;
+    }
+    if (s->n_gen > 1) {
+        e->itl_sum += (s->t_last - s->t_first);
+        e->itl_n += s->n_gen - 1;
+    }
+    pthread_mutex_unlock(&e->lock);
+    if (s->on_done) s->on_done(s->ud, s->id, &res);
+    seq_free(e, s);
+}
+
+static int push_tok(gseq *s, int32_t t) {
+    if (s->n_toks == s->cap_toks) {
+        int64_t cap = s->cap_toks * 2;
+        int32_t *p = realloc(s->toks, (size_t)cap * sizeof *p);
+        if (p == NULL) return CTN_ENOMEM;
+        s->toks = p;
+        s->cap_toks = cap;
+    }
+    s->toks[s->n_toks++] = t;
+    return 0;
+}
+
+/* ---- submission -------------------------------------------------------------------------- */
+
+int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t errlen) {
+    if (e == NULL || r == NULL) {
+        ctn__errf(err, errlen, "no engine or request");
+        return CTN_EINVAL;
+    }
+    if (r->n_stop > 0 && e->v == NULL) {
+        ctn__errf(err, errlen, "stop strings need a vocabulary (the engine has none)");
+        return CTN_EINVAL;
+    }
+    gseq *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        ctn__errf(err, errlen, "out of memory");
+        return CTN_ENOMEM;
+    }
+    int rc = 0;
+    if (r->prompt != NULL) {
+        if (e->v == NULL) {
+            ctn__errf(err, errlen, "a text prompt needs a vocabulary (the engine has none)");
+            rc = CTN_EINVAL;
+            goto fail;
+        }
+        size_t n = 0;
+        rc = ctn_tokenize(e->v, r->prompt, strlen(r->prompt), true, true, &s->toks, &n);
+        if (rc < 0) {
+            ctn__errf(err, errlen, "tokenizing the prompt: %s", ctn_strerror(rc));
+            goto fail;
+        }
+        s->n_toks = (int64_t)n;
+        s->cap_toks = (int64_t)n;
+    } else if (r->prompt_ids != NULL && r->n_prompt_ids > 0) {
+        for (int64_t i = 0; i < r->n_prompt_ids; i++)
+            if (r->prompt_ids[i] < 0 || r->prompt_ids[i] >= e->n_vocab) {
+                ctn__errf(err, errlen,
+                          "prompt token %" PRId64 " is id %d, outside the vocabulary of %" PRId64,
+                          i, (int)r->prompt_ids[i], e->n_vocab);
+                rc = CTN_EINVAL;
+                goto fail;
+            }
+        s->toks = malloc((size_t)r->n_prompt_ids * sizeof *s->toks);
+        if (s->toks == NULL) {
+            rc = CTN_ENOMEM;
+            ctn__errf(err, errlen, "out of memory");
+            goto fail;
+        }
+        memcpy(s->toks, r->prompt_ids, (size_t)r->n_prompt_ids * sizeof *s->toks);
+        s->n_toks = s->cap_toks = r->n_prompt_ids;
+    }
+    if (s->n_toks == 0) {
+        ctn__errf(err, errlen, r->prompt != NULL ? "the prompt has no tokens" : "no prompt");
+        rc = CTN_EINVAL;
+        goto fail;
+    }
+    if (s->n_toks >= e->n_ctx) {
+        ctn__errf(err, errlen, "the prompt has %" PRId64 " tokens; the context holds %" PRId64,
+                  s->n_toks, e->n_ctx);
+        rc = CTN_EINVAL;
+        goto fail;
+    }
+    /* The prompt and the first generated token must fit the pool beside the watermark. */
+    const int64_t bs = e->kv->block_size;
+    const int64_t need = (s->n_toks + 1 + bs - 1) / bs;
+    if (need > e->kv->n_blocks) {
+        ctn__errf(err, errlen,
+                  "the prompt needs %" PRId64 " KV blocks; the pool has %d (raise the KV memory)",
+                  need, (int)e->kv->n_blocks);
+        rc = CTN_ENOMEM;
+        goto fail;
+    }
+    if ((rc = ctn_sampler_new(&s->smp, &r->sampling, (int32_t)e->n_vocab, err, errlen)) < 0)
+        goto fail;
+    if ((rc = ctn_stop_new(&s->stop, r->stop, NULL, r->n_stop, err, errlen)) < 0) goto fail;
+    if (e->v != NULL) {
+        ctn_detok_stream_init(&s->ds, e->v, false);
+        s->ds.first = false; /* the text continues the prompt */
+        s->has_ds = true;
+    }
+    /* Room for the generated tokens grows on demand; the prompt is in the penalty window as
+     * llama.cpp's server puts it. */
+    if (s->cap_toks < s->n_toks + 16) {
+        int32_t *p = realloc(s->toks, (size_t)(s->n_toks + 16) * sizeof *p);
+        if (p == NULL) {
+            rc = CTN_ENOMEM;
+            ctn__errf(err, errlen, "out of memory");
+            goto fail;
+        }
+        s->toks = p;
+        s->cap_toks = s->n_toks + 16;
+    }
+    for (int64_t i = 0; i < s->n_toks; i++)
+        ctn_sampler_accept(s->smp, s->toks[i]);
+    s->n_prompt = s->n_toks;
+    s->max_tokens = r->max_tokens;
+    s->ignore_eos = r->ignore_eos;
+    s->on_token = r->on_token;
+    s->on_done = r->on_done;
+    s->ud = r->ud;
+    s->t_submit = now_s();
+
+    pthread_mutex_lock(&e->lock);
+    if (e->stopping) {
+        pthread_mutex_unlock(&e->lock);
+        ctn__errf(err, errlen, "the engine is shutting down");
+        rc = CTN_EINVAL;
+        goto fail;
+    }
+    s->id = e->next_id++;
+    *e->incoming_tail = s;
+    e->incoming_tail = &s->next;
+    e->n_incoming++;
+    pthread_cond_signal(&e->wake);
+    const int64_t id = s->id;
+    pthread_mutex_unlock(&e->lock);
+    return id;
+fail:
+    seq_free(e, s);
+    return rc;
+}
+
+int ctn_gen_cancel(ctn_gen *e, int64_t id) {
+    if (e == NULL || id <= 0) return CTN_ENOENT;
+    pthread_mutex_lock(&e->lock);
+    int rc = 0;
+    if (id >= e->next_id) {
+        rc = CTN_ENOENT;
+    } else if (e->n_cancels == e->cap_cancels) {
+        int cap = e->cap_cancels ? e->cap_cancels * 2 : 64;
+        int64_t *p = realloc(e->cancels, (size_t)cap * sizeof *p);
+        if (p == NULL) {
+            rc = CTN_ENOMEM;
+        } else {
+            e->cancels = p;
+            e->cap_cancels = cap;
+        }
+    }
+    if (rc == 0) {
+        e->cancels[e->n_cancels++] = id;
+        pthread_cond_signal(&e->wake);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return rc;
+}
+
+/* ---- the scheduler ----------------------------------------------------------------------- */
+
+/* Puts s into waiting at its arrival place (preempted sequences go back before later ones). */
+static void waiting_insert(ctn_gen *e, gseq *s) {
+    gseq **pp = &e->waiting;
+    while (*pp != NULL && (*pp)->id < s->id)
+        pp = &(*pp)->next;
+    s->next = *pp;
+    *pp = s;
+    e->n_waiting++;
+}
+
+/* Moves submissions into waiting and applies cancellations. Engine thread. */
+static void take_incoming(ctn_gen *e) {
+    pthread_mutex_lock(&e->lock);
+    gseq *in = e->incoming;
+    e->incoming = NULL;
+    e->incoming_tail = &e->incoming;
+    e->n_incoming = 0;
+    int n_c = e->n_cancels;
+    int64_t cbuf[64];
+    int64_t *c = n_c <= 64 ? cbuf : malloc((size_t)n_c * sizeof *c);
+    if (c == NULL) { /* keep them for the next step */
+        n_c = 0;
+    } else if (n_c > 0) {
+        memcpy(c, e->cancels, (size_t)n_c * sizeof *c);
+        e->n_cancels = 0;
+    }
+    pthread_mutex_unlock(&e->lock);
+    while (in != NULL) {
+        gseq *nx = in->next;
+        waiting_insert(e, in);
+        in = nx;
+    }
+    for (int i = 0; i < n_c; i++) {
+        gseq **pp = &e->waiting;
+        while (*pp != NULL && (*pp)->id != c[i])
+            pp = &(*pp)->next;
+        if (*pp != NULL) {
+            gseq *s = *pp;
+            *pp = s->next;
+            e->n_waiting--;
+            seq_finish(e, s, CTN_FINISH_CANCELLED, NULL);
+            continue;
+        }
+        for (int j = 0; j < e->n_running; j++)
+            if (e->running[j]->id == c[i]) {
+                gseq *s = e->running[j];
+                memmove(e->running + j, e->running + j + 1,
+                        (size_t)(e->n_running - j - 1) * sizeof *e->running);
+                e->n_running--;
+                seq_finish(e, s, CTN_FINISH_CANCELLED, NULL);
+                break;
+            }
+    }
+    if (c != cbuf) free(c);
+}
+
+static void running_remove(ctn_gen *e, gseq *s) {
+    for (int j = 0; j < e->n_running; j++)
+        if (e->running[j] == s) {
+            memmove(e->running + j, e->running + j + 1,
+                    (size_t)(e->n_running - j - 1) * sizeof *e->running);
+            e->n_running--;
+            return;
+        }
+}
+
+/* Gives the sequence's blocks back and returns it to waiting, to recompute later. */
+static void preempt(ctn_gen *e, gseq *s) {
+    running_remove(e, s);
+    ctn_kv_seq_close(e->kv, &s->kv);
+    s->has_kv = false;
+    s->preemptions++;
+    waiting_insert(e, s);
+}
+
+static bool in_step(const ctn_gen *e, const gseq *s, int n_segs) {
+    for (int i = 0; i < n_segs; i++)
+        if (e->seg_seq[i] == s) return true;
+    return false;
+}
+
+/* The running sequence admitted last that is not in the step so far, or NULL. */
+static gseq *latest_not_in_step(const ctn_gen *e, int n_segs) {
+    gseq *v = NULL;
+    for (int i = 0; i < e->n_running; i++) {
+        gseq *s = e->running[i];
+        if (!in_step(e, s, n_segs) && (v == NULL || s->admitted > v->admitted)) v = s;
+    }
+    return v;
+}
+
+/* Blocks a sequence needs for n more tokens, beyond those it holds. */
+static int32_t blocks_for(const ctn_gen *e, const gseq *s, int64_t n) {
+    return ctn_kv_seq_blocks_needed(e->kv, &s->kv, s->kv.n_pos + n);
+}
+
+/*
+ * Samples the next token from the sequence's logits, streams it, and says whether the
+ * sequence goes on (0) or how it finishes (*error for CTN_FINISH_ERROR).
+ */
+static ctn_finish next_token(ctn_gen *e, gseq *s, float *logits, const char **error) {
+    int32_t tok;
+    if (ctn_sampler_sample(s->smp, logits, &tok) < 0) {
+        *error = ctn_sampler_errmsg(s->smp);
+        return CTN_FINISH_ERROR;
+    }
+    ctn_sampler_accept(s->smp, tok);
+    if (e->v != NULL && !s->ignore_eos && ctn_vocab_is_eog(e->v, tok)) return CTN_FINISH_EOS;
+    if (push_tok(s, tok) < 0) {
+        *error = "out of memory";
+        return CTN_FINISH_ERROR;
+    }
+    const double t = now_s();
+    s->n_gen++;
+    if (s->t_first == 0) s->t_first = t;
+    s->t_last = t;
+    const char *out = NULL;
+    size_t n_out = 0;
+    bool hit = false;
+    if (s->has_ds) {
+        int n = ctn_detok_stream_push(&s->ds, tok, e->piece, PIECE_CAP);
+        if (n < 0) {
+            *error = "a token's text is too long";
+            return CTN_FINISH_ERROR;
+        }
+        int rc = ctn_stop_feed(s->stop, e->piece, (size_t)n, &out, &n_out);
+        if (rc < 0) {
+            *error = "out of memory";
+            return CTN_FINISH_ERROR;
+        }
+        hit = rc == CTN_STOP_HIT;
+    }
+    if (s->on_token) s->on_token(s->ud, s->id, tok, out, n_out);
+    if (hit) return CTN_FINISH_STOP;
+    if (s->max_tokens >= 0 && s->n_gen >= s->max_tokens) return CTN_FINISH_LENGTH;
+    if (s->n_toks >= e->n_ctx) return CTN_FINISH_LENGTH;
+    return (ctn_finish)0;
+}
+
+/* Plans the step's segments: decodes, then prefill chunks of running sequences, preempting
+ * the latest admitted when blocks run out. Returns the number of segments. */
+static int plan_running(ctn_gen *e, int64_t *budget, int32_t *planned, int *n_decode,
+                        int *n_preempted, gseq **order) {
+    int n_segs = 0;
+    const int64_t bs = e->kv->block_size;
+    for (int pass = 0; pass < 2; pass++) {
+        const int n_order = e->n_running;
+        memcpy(order, e->running, (size_t)n_order * sizeof *order);
+        for (int j = 0; j<n_order && * budget> 0; j++) {
+            gseq *s = order[j];
+            const int64_t left = s->n_toks - s->kv.n_pos;
+            if (!s->has_kv || (pass == 0) != (left == 1)) continue;
+            int64_t n = left < *budget ? left : *budget;
+            int32_t need = blocks_for(e, s, n);
+            while (*planned + need > e->kv->n_free) {
+                const int64_t room =
+                    (int64_t)(s->kv.n_blocks + e->kv->n_free - *planned) * bs - s->kv.n_pos;
+                if (pass == 1 && room > 0) { /* a shorter chunk fits */
+                    n = room;
+                    need = blocks_for(e, s, n);
+                    continue;
+                }
+                gseq *victim = latest_not_in_step(e, n_segs);
+                if (victim == NULL) break;
+                preempt(e, victim);
+                (*n_preempted)++;
+                if (victim == s) break;
+            }
+            if (!s->has_kv || *planned + need > e->kv->n_free) continue;
+            *planned += need;
+            e->segs[n_segs] =
+                (ctn_fwd_seg){&s->kv, s->toks + s->kv.n_pos, n, s->kv.n_pos + n == s->n_toks};
+            e->seg_seq[n_segs++] = s;
+            *budget -= n;
+            if (left == 1) (*n_decode)++;
+        }
+    }
+    return n_segs;
+}
+
+/* Publishes the queue lengths for ctn_gen_get_stats. */
+static void publish(ctn_gen *e) {
+    pthread_mutex_lock(&e->lock);
+    e->stats.running = e->n_running;
+    e->stats.waiting = e->n_waiting;
+    e->stats.kv_free = e->kv->n_free;
+    pthread_mutex_unlock(&e->lock);
+}
+
+static int64_t step(ctn_gen *e, ctn_gen_step_info *info);
+
+int64_t ctn_gen_step(ctn_gen *e, ctn_gen_step_info *info) {
+    const int64_t n = step(e, info);
+    publish(e);
+    return n;
+}
+
+static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
+    take_incoming(e);
+    const int64_t budget0 = e->p.step_tokens;
+    int64_t budget = budget0;
+    int n_decode = 0, n_admitted = 0, n_preempted = 0;
+    int32_t planned = 0; /* blocks the planned segments will take */
+    if (info != NULL) {
+        memset(info, 0, sizeof *info);
+        info->ids = e->info_ids;
+        info->tokens = e->info_tokens;
+    }
+
+    /* 1 and 2: the running sequences, in admission order. */
+    int n_segs = plan_running(e, &budget, &planned, &n_decode, &n_preempted, e->order);
+    /* 3: admission, in arrival order, never skipping the head. */
+    while (e->waiting != NULL && budget > 0 && e->n_running < e->p.max_running) {
+        gseq *s = e->waiting;
+        const int64_t bs = e->kv->block_size;
+        const int64_t n = s->n_toks < budget ? s->n_toks : budget;
+        const int32_t need = (int32_t)((n + bs - 1) / bs);
+        if (planned + need + e->watermark_blocks > e->kv->n_free) {
+            /* Into an idle engine the head goes in whatever the watermark. */
+            if (e->n_running > 0 || n_segs > 0 || planned + need > e->kv->n_free) break;
+        }
+        if (ctn_kv_seq_init(&s->kv, e->kv, e->n_ctx) < 0) break; /* retried next step */
+        s->has_kv = true;
+        e->waiting = s->next;
+        e->n_waiting--;
+        s->next = NULL;
+        s->admitted = ++e->admit_clock;
+        e->running[e->n_running++] = s;
+        planned += need;
+        e->segs[n_segs] = (ctn_fwd_seg){&s->kv, s->toks, n, n == s->n_toks};
+        e->seg_seq[n_segs++] = s;
+        budget -= n;
+        n_admitted++;
+    }
+    if (n_segs == 0) return 0;
+
+    const int rc = ctn_fwd_run(e->f, e->segs, n_segs, e->logits);
+    const int64_t n_tok = budget0 - budget;
+    if (info != NULL) {
+        info->n_seqs = n_segs;
+        info->n_tokens = n_tok;
+        info->n_decode = n_decode;
+        info->n_admitted = n_admitted;
+        info->n_preempted = n_preempted;
+        for (int i = 0; i < n_segs; i++) {
+            e->info_ids[i] = e->seg_seq[i]->id;
+            e->info_tokens[i] = e->segs[i].n_tokens;
+        }
+    }
+    if (rc < 0) {
+        /* Every sequence of the step fails with the forward pass's reason. */
+        char why[512];
+        snprintf(why, sizeof why, "%s", ctn_fwd_errmsg(e->f));
+        for (int i = 0; i < n_segs; i++) {
+            running_remove(e, e->seg_seq[i]);
+            seq_finish(e, e->seg_seq[i], CTN_FINISH_ERROR, why);
+        }
+        return rc;
+    }
+    /* KV use after the pass, before finished sequences give their blocks back. */
+    int64_t used = 0, alloc = 0;
+    for (int j = 0; j < e->n_running; j++) {
+        used += e->running[j]->kv.n_pos;
+        alloc += (int64_t)e->running[j]->kv.n_blocks * e->kv->block_size;
+    }
+    pthread_mutex_lock(&e->lock);
+    e->stats.steps++;
+    e->stats.tokens += n_tok;
+    e->stats.decode_tokens += n_decode;
+    e->stats.prefill_tokens += n_tok - n_decode;
+    e->stats.preemptions += n_preempted;
+    e->stats.kv_slots_used += used;
+    e->stats.kv_slots_alloc += alloc;
+    pthread_mutex_unlock(&e->lock);
+
+    int row = 0;
+    for (int i = 0; i < n_segs; i++) {
+        if (!e->segs[i].logits) continue;
+        gseq *s = e->seg_seq[i];
+        const char *error = NULL;
+        const ctn_finish fin =
+            next_token(e, s, e->logits + (size_t)row++ * (size_t)e->n_vocab, &error);
+        if (fin != 0) {
+            running_remove(e, s);
+            seq_finish(e, s, fin, error);
+        }
+    }
+    return n_tok;
+}
+
+void ctn_gen_get_stats(ctn_gen *e, ctn_gen_stats *out) {
+    pthread_mutex_lock(&e->lock);
+    *out = e->stats;
+    out->waiting += e->n_incoming;
+    out->kv_blocks = e->kv->n_blocks;
+    out->ttft_mean_s = e->ttft_n > 0 ? e->ttft_sum / (double)e->ttft_n : 0;
+    out->itl_mean_s = e->itl_n > 0 ? e->itl_sum / (double)e->itl_n : 0;
+    pthread_mutex_unlock(&e->lock);
+}
+
+/* ---- the engine thread ------------------------------------------------------------------- */
+
+static void *engine_main(void *arg) {
+    ctn_gen *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->lock);
+        while (!e->stopping && e->incoming == NULL && e->n_cancels == 0 && e->waiting == NULL &&
+               e->n_running == 0)
+            pthread_cond_wait(&e->wake, &e->lock);
+        const bool stop = e->stopping;
+        pthread_mutex_unlock(&e->lock);
+        if (stop) break;
+        if (ctn_gen_step(e, NULL) == 0 && e->waiting != NULL) {
+            /* Nothing could run (a sequence's block table could not be allocated): try
+             * again shortly rather than spin. */
+            const struct timespec ms = {0, 1000000};
+            nanosleep(&ms, NULL);
+        }
+    }
+    return NULL;
+}
+
+int ctn_gen_new(ctn_gen **out, const ctn_model *m, const ctn_vocab *v, const ctn_gen_params *pp,
+                char *err, size_t errlen) {
+    *out = NULL;
+    ctn_gen_params p = pp != NULL ? *pp : (ctn_gen_params){0};
+    if (p.step_tokens < 0 || p.max_running < 0 || p.step_tokens > 65536 || p.max_running > 4096 ||
+        isnan(p.watermark) || p.watermark >= 1) {
+        ctn__errf(err, errlen,
+                  "bad engine parameters: step_tokens %" PRId64
+                  " (0..65536), max_running %d (0..4096), watermark %g (below 1)",
+                  p.step_tokens, p.max_running, p.watermark);
+        return CTN_EINVAL;
+    }
+    if (p.step_tokens == 0) p.step_tokens = 512;
+    if (p.max_running == 0) p.max_running = 64;
+    if (p.watermark == 0) p.watermark = 0.01;
+    if (p.watermark < 0) p.watermark = 0;
+    ctn_gen *e = calloc(1, sizeof *e);
+    if (e == NULL) {
+        ctn__errf(err, errlen, "out of memory");
+        return CTN_ENOMEM;
+    }
+    e->m = m;
+    e->v = v;
+    e->next_id = 1;
+    e->incoming_tail = &e->incoming;
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_cond_init(&e->wake, NULL);
+    p.fwd.n_batch = p.step_tokens > p.max_running ? p.step_tokens : p.max_running;
+    if (p.fwd.kv_memory == 0) {
+        /* Room for every running sequence at full context, capped at 1 GiB. */
+        const int64_t n_ctx = p.fwd.n_ctx > 0 ? p.fwd.n_ctx
+                              : m->hp.n_ctx_train > 0 && m->hp.n_ctx_train < 4096
+                                  ? m->hp.n_ctx_train
+                                  : 4096;
+        const size_t per_pos = 2 * (size_t)m->hp.n_layer *
+                               (size_t)(m->hp.n_head_kv * m->hp.head_dim) * (p.fwd.kv_f32 ? 4 : 2);
+        double want = (double)per_pos * (double)n_ctx * (double)p.max_running;
+        p.fwd.kv_memory = want > (double)(1u << 30) ? (size_t)1 << 30 : (size_t)want;
+    }
+    int rc = ctn_fwd_new(&e->f, m, &p.fwd, err, errlen);
+    if (rc < 0) goto fail;
+    e->p = p;
+    e->kv = ctn_fwd_kv(e->f);
+    e->n_ctx = ctn_fwd_n_ctx(e->f);
+    e->n_vocab = m->hp.n_vocab;
+    e->watermark_blocks = (int32_t)(p.watermark * (double)e->kv->n_blocks);
+    e->stats.kv_free = e->kv->n_free;
+    const size_t mr = (size_t)p.max_running;
+    e->running = calloc(mr + 1, sizeof *e->running);
+    e->order = calloc(mr + 1, sizeof *e->order);
+    e->segs = calloc(mr, sizeof *e->segs);
+    e->seg_seq = calloc(mr, sizeof *e->seg_seq);
+    e->info_ids = calloc(mr, sizeof *e->info_ids);
+    e->info_tokens = calloc(mr, sizeof *e->info_tokens);
+    e->logits = malloc(mr * (size_t)e->n_vocab * sizeof *e->logits);
+    e->piece = malloc(PIECE_CAP);
+    if (!e->running || !e->order || !e->segs || !e->seg_seq || !e->info_ids || !e->info_tokens ||
+        !e->logits || !e->piece) {
+        ctn__errf(err, errlen, "out of memory");
+        rc = CTN_ENOMEM;
+        goto fail;
+    }
+    if (!p.manual) {
+        if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
+            ctn__errf(err, errlen, "cannot start the engine thread");
+            rc = CTN_ENOMEM;
+            goto fail;
+        }
+        e->has_thread = true;
+    }
+    *out = e;
+    return 0;
+fail:
+    ctn_gen_free(e);
+    return rc;
+}
+
+void ctn_gen_free(ctn_gen *e) {
+    if (e == NULL) return;
+    pthread_mutex_lock(&e->lock);
+    e->stopping = true;
+    pthread_cond_signal(&e->wake);
+    pthread_mutex_unlock(&e->lock);
+    if (e->has_thread) pthread_join(e->thread, NULL);
+    /* Everything left is cancelled, in arrival order. */
+    if (e->logits != NULL) {
+        take_incoming(e);
+        while (e->n_running > 0 || e->waiting != NULL) {
+            gseq *s;
+            if (e->waiting == NULL || (e->n_running > 0 && e->running[0]->id < e->waiting->id)) {
+                s = e->running[0];
+                memmove(e->running, e->running + 1,
+                        (size_t)(e->n_running - 1) * sizeof *e->running);
+                e->n_running--;
+            } else {
+                s = e->waiting;
+                e->waiting = s->next;
+                e->n_waiting--;
+            }
+            seq_finish(e, s, CTN_FINISH_CANCELLED, NULL);
+        }
+    }
+    ctn_fwd_free(e->f);
+    free(e->running);
+    free(e->order);
+    free(e->segs);
+    free(e->seg_seq);
+    free(e->info_ids);
+    free(e->info_tokens);
+    free(e->logits);
+    free(e->piece);
+    free(e->cancels);
+    pthread_mutex_destroy(&e->lock);
+    pthread_cond_destroy(&e->wake);
+    free(e);
+}

@@ -1,0 +1,168 @@
+/*
+ * The shared generation engine: one per loaded base model. Requests from any thread (a
+ * prompt as text or token ids, sampling parameters, stop strings, a token limit) are
+ * turned into one forward pass per step over every scheduled token of every running
+ * sequence (continuous batching over the paged KV cache, as vLLM does), and their tokens
+ * stream back through callbacks.
+ *
+ *     ctn_gen_params p = {0};                       // defaults: see the fields
+ *     ctn_gen *e;
+ *     if (ctn_gen_new(&e, model, vocab, &p, err, sizeof err) < 0) ...
+ *     ctn_gen_request r = ctn_gen_request_default();
+ *     r.prompt = "Once upon a time";
+ *     r.max_tokens = 60;
+ *     r.on_token = print_piece;                     // engine thread: id, token, text
+ *     r.on_done = finished;                         // engine thread, last call
+ *     int64_t id = ctn_gen_submit(e, &r, err, sizeof err);   // > 0, or a CTN_E* code
+ *     ...
+ *     ctn_gen_cancel(e, id);                        // any time; its blocks go back at once
+ *     ctn_gen_free(e);                              // cancels what is left, joins the thread
+ *
+ * Scheduling (each step, on the engine thread; FCFS):
+ *   1. every running sequence that has its prompt computed decodes one token;
+ *   2. running sequences still in their prompt get chunks of it (chunked prefill), in
+ *      admission order, while the step's token budget (step_tokens, 512) lasts;
+ *   3. waiting requests are admitted in arrival order while the budget lasts, fewer than
+ *      max_running run, and the KV pool keeps its free-block watermark after their first
+ *      chunk; the head of the queue is never skipped, so nothing starves.
+ * When a sequence needs a KV block and the pool has none, the most recently admitted
+ * running sequence is preempted: its blocks go back, and it returns to the waiting queue
+ * (in its arrival place) to recompute its prompt and generated tokens later. Its sampler
+ * keeps its state, so what it generates does not change.
+ *
+ * Batch invariance: the kernels compute each (weight row, token) product with the same
+ * arithmetic whatever the batch (kern.h), and attention runs per token over its own
+ * sequence, so a request's logits, and with the same seed its tokens, are the same alone,
+ * in any batch, after preemption, or in chunks of any size.
+ *
+ * Threads: with params.manual false (the default) the engine runs its own thread, which
+ * also drives the forward pass's thread pool. Callbacks run on that thread and must not
+ * call ctn_gen_free; they may submit and cancel. With manual true there is no thread: the
+ * caller runs ctn_gen_step (tests of the scheduler, and single-threaded programs).
+ */
+#ifndef CTN_GEN_H
+#define CTN_GEN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "forward.h"
+#include "model.h"
+#include "sampler.h"
+#include "vocab.h"
+
+typedef struct ctn_gen ctn_gen;
+
+typedef struct {
+    ctn_fwd_params fwd;  /* threads, context, KV memory (0: room for max_running full
+                            contexts, at most 1 GiB), KV type and block size; n_batch is
+                            set from step_tokens */
+    int64_t step_tokens; /* tokens per step (decodes and prefill chunks); 0: 512 */
+    int max_running;     /* sequences running at once; 0: 64 */
+    /* Fraction of the KV blocks an admission must leave free; < 0: none; 0: 0.01. */
+    double watermark;
+    bool manual; /* no engine thread: the caller runs ctn_gen_step */
+} ctn_gen_params;
+
+typedef enum {
+    CTN_FINISH_EOS = 1,   /* an end-of-generation token (not part of the output) */
+    CTN_FINISH_STOP,      /* a stop string (not part of the output) */
+    CTN_FINISH_LENGTH,    /* max_tokens, or the context is full */
+    CTN_FINISH_CANCELLED, /* ctn_gen_cancel, or the engine was freed */
+    CTN_FINISH_ERROR,     /* see error */
+} ctn_finish;
+
+/* Text of a finish reason, as OpenAI names them: "stop" (EOS or a stop string), "length",
+ * "cancelled", "error". */
+const char *ctn_finish_name(ctn_finish f);
+
+typedef struct {
+    ctn_finish finish;
+    int64_t prompt_tokens;
+    int64_t completion_tokens; /* tokens passed to on_token */
+    int64_t preemptions;       /* times the sequence was preempted and recomputed */
+    double ttft_s;             /* submission to first token (0 without one) */
+    double total_s;            /* submission to the end */
+    const char *error;         /* CTN_FINISH_ERROR: why (valid during on_done) */
+    const char *text;          /* held-back text released at the end (may be empty) */
+    size_t text_len;
+} ctn_gen_result;
+
+typedef struct {
+    const char *prompt;        /* text, tokenized with BOS as the model says; or NULL */
+    const int32_t *prompt_ids; /* ... the prompt as token ids instead (copied) */
+    int64_t n_prompt_ids;
+    ctn_sampler_params sampling; /* ctn_sampler_params_default() is llama.cpp's CLI's */
+    int64_t max_tokens;          /* < 0: until EOS, a stop string or the context */
+    const char *const *stop;     /* stop strings (copied); need a vocabulary */
+    size_t n_stop;
+    bool ignore_eos;
+    /* A generated token and the text it completes (stop strings held back; may be empty;
+     * NULL when the engine has no vocabulary). Engine thread. */
+    void (*on_token)(void *ud, int64_t id, int32_t token, const char *text, size_t len);
+    /* The end of the request: always called once, last. Engine thread (or the caller of
+     * ctn_gen_cancel / ctn_gen_free for a request that never started). */
+    void (*on_done)(void *ud, int64_t id, const ctn_gen_result *res);
+    void *ud;
+} ctn_gen_request;
+
+/* Greedy sampling, no limit, no stop strings, no callbacks. */
+ctn_gen_request ctn_gen_request_default(void);
+
+/*
+ * An engine for model m and vocabulary v (both borrowed, must outlive it; v may be NULL:
+ * then prompts are ids only and there is no text, no stop strings and no EOS). 0, or
+ * CTN_EINVAL / CTN_ENOTSUP / CTN_ENOMEM with the reason in err.
+ */
+int ctn_gen_new(ctn_gen **out, const ctn_model *m, const ctn_vocab *v, const ctn_gen_params *p,
+                char *err, size_t errlen);
+/* Cancels every request (each gets on_done with CTN_FINISH_CANCELLED), stops the thread. */
+void ctn_gen_free(ctn_gen *e);
+
+/*
+ * Queues a request. Returns its id (> 0), or CTN_EINVAL (no prompt, an empty one, a prompt
+ * that fills the context, bad sampling parameters or stop strings, stop strings without a
+ * vocabulary), CTN_ENOMEM (including a prompt that needs more KV blocks than the whole pool)
+ * with the reason in err; then no callback is made.
+ */
+int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t errlen);
+/* Cancels a request: it finishes with CTN_FINISH_CANCELLED at the next step boundary and
+ * its KV blocks return to the pool. 0, or CTN_ENOENT when it is unknown or finished. */
+int ctn_gen_cancel(ctn_gen *e, int64_t id);
+
+/* What one step scheduled (manual mode: for tests of the scheduler). */
+typedef struct {
+    int n_seqs;            /* sequences in the step */
+    int64_t n_tokens;      /* tokens computed */
+    int n_decode;          /* of which single-token decodes */
+    int n_admitted;        /* requests admitted this step */
+    int n_preempted;       /* sequences preempted this step */
+    const int64_t *ids;    /* (n_seqs) request ids, in batch order (valid until the next step) */
+    const int64_t *tokens; /* (n_seqs) tokens each computed */
+} ctn_gen_step_info;
+
+/*
+ * Manual mode: runs one step (cancellations, admission, one forward pass, sampling and the
+ * callbacks). Returns the number of tokens computed (0: nothing to do), or a CTN_E* code
+ * when the forward pass failed (every sequence in the step then finished with an error).
+ * info may be NULL.
+ */
+int64_t ctn_gen_step(ctn_gen *e, ctn_gen_step_info *info);
+
+typedef struct {
+    int running, waiting;
+    int32_t kv_blocks, kv_free; /* blocks in the pool, free ones */
+    int64_t steps, tokens;      /* steps run, tokens computed in them */
+    int64_t prefill_tokens, decode_tokens;
+    int64_t finished, cancelled, preemptions;
+    double ttft_mean_s; /* mean time to first token of finished requests */
+    double itl_mean_s;  /* mean time between a request's tokens */
+    /* KV positions filled / held by allocated blocks, summed over the steps (after each
+     * step's forward pass): 1 - used / alloc is the fraction of KV memory wasted. */
+    int64_t kv_slots_used, kv_slots_alloc;
+} ctn_gen_stats;
+
+void ctn_gen_get_stats(ctn_gen *e, ctn_gen_stats *out);
+
+#endif

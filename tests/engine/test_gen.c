@@ -1,0 +1,490 @@
+/*
+ * The shared generation engine (engine/gen.c): a request's tokens are the same alone, in a
+ * batch, in chunks, after preemption and recomputation, on the engine thread or stepped by
+ * hand; the scheduler admits in arrival order under the token budget, decodes before
+ * prefill chunks, preempts the latest admitted; a stress run of 1,000 requests with
+ * cancellations through a small pool returns every block; bad requests are refused with a
+ * reason.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "gen.h"
+#include "model.h"
+#include "randmodel.h"
+#include "test.h"
+
+typedef struct {
+    ctn_gguf *g;
+    ctn_model *m;
+    char path[256];
+} loaded;
+
+static int load_random(loaded *L, const randmodel_shape *sh) {
+    char err[512];
+    const char *tmp = getenv("TMPDIR");
+    memset(L, 0, sizeof *L);
+    snprintf(L->path, sizeof L->path, "%s/test_gen-%d-%llu.gguf", tmp && *tmp ? tmp : "/tmp",
+             (int)getpid(), (unsigned long long)sh->seed);
+    if (randmodel_write(sh, false, L->path, err, sizeof err) < 0 ||
+        ctn_gguf_open(&L->g, L->path, err, sizeof err) < 0 ||
+        ctn_model_load(&L->m, L->g, err, sizeof err) < 0) {
+        printf("  %s: %s\n", L->path, err);
+        return -1;
+    }
+    return 0;
+}
+
+static void unload(loaded *L) {
+    ctn_model_free(L->m);
+    ctn_gguf_free(L->g);
+    unlink(L->path);
+}
+
+/* ---- collecting outputs ------------------------------------------------------------------ */
+
+#define MAX_REQ 1100
+#define MAX_OUT 64
+
+typedef struct {
+    int32_t toks[MAX_OUT];
+    int n;
+    int done; /* on_done calls */
+    ctn_finish finish;
+    int64_t preemptions;
+} out_t;
+
+typedef struct {
+    out_t out[MAX_REQ];
+    int64_t id_of[MAX_REQ]; /* request index -> engine id */
+    int n_done;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} collector;
+
+static void collector_init(collector *c) {
+    memset(c, 0, sizeof *c);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+}
+
+static void collector_close(collector *c) {
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+}
+
+typedef struct {
+    collector *c;
+    int idx;
+} slot_ud;
+
+static slot_ud UDS[MAX_REQ];
+
+static void on_token(void *ud, int64_t id, int32_t tok, const char *text, size_t len) {
+    (void)id, (void)text, (void)len;
+    slot_ud *u = ud;
+    out_t *o = &u->c->out[u->idx];
+    if (o->n < MAX_OUT) o->toks[o->n] = tok;
+    o->n++;
+}
+
+static void on_done(void *ud, int64_t id, const ctn_gen_result *r) {
+    (void)id;
+    slot_ud *u = ud;
+    pthread_mutex_lock(&u->c->mu);
+    out_t *o = &u->c->out[u->idx];
+    o->done++;
+    o->finish = r->finish;
+    o->preemptions = r->preemptions;
+    u->c->n_done++;
+    pthread_cond_broadcast(&u->c->cv);
+    pthread_mutex_unlock(&u->c->mu);
+}
+
+/* A request: prompt ids from the seed, max_tokens, temperature. */
+typedef struct {
+    int32_t prompt[300];
+    int n_prompt;
+    int max_tokens;
+    float temp;
+    uint64_t seed;
+} req_t;
+
+static void make_reqs(req_t *r, int n, int n_vocab, int max_prompt, int max_gen, uint64_t seed) {
+    uint64_t s = seed;
+    for (int i = 0; i < n; i++) {
+        r[i].n_prompt = 1 + (int)(rng_next(&s) % (uint64_t)max_prompt);
+        for (int j = 0; j < r[i].n_prompt; j++)
+            r[i].prompt[j] = (int32_t)(rng_next(&s) % (uint64_t)n_vocab);
+        r[i].max_tokens = 1 + (int)(rng_next(&s) % (uint64_t)max_gen);
+        r[i].temp = (i % 3 == 2) ? 0.8f : 0.0f; /* every third one samples, seeded */
+        r[i].seed = rng_next(&s);
+    }
+}
+
+static int64_t submit(ctn_gen *e, collector *c, const req_t *r, int idx) {
+    ctn_gen_request q = ctn_gen_request_default();
+    q.prompt_ids = r->prompt;
+    q.n_prompt_ids = r->n_prompt;
+    q.max_tokens = r->max_tokens;
+    q.sampling.temp = r->temp;
+    q.sampling.seed = r->seed;
+    q.on_token = on_token;
+    q.on_done = on_done;
+    UDS[idx] = (slot_ud){c, idx};
+    q.ud = &UDS[idx];
+    char err[256];
+    int64_t id = ctn_gen_submit(e, &q, err, sizeof err);
+    if (id < 0) printf("  submit %d: %s\n", idx, err);
+    c->id_of[idx] = id;
+    return id;
+}
+
+static void run_manual(ctn_gen *e) {
+    for (int guard = 0; guard < 1000000; guard++) {
+        ctn_gen_stats st;
+        ctn_gen_get_stats(e, &st);
+        if (ctn_gen_step(e, NULL) == 0) {
+            ctn_gen_get_stats(e, &st);
+            /* Nothing ran: done when nothing is left. */
+            return;
+        }
+    }
+}
+
+static ctn_gen *engine(const loaded *L, int step_tokens, int max_running, size_t kv_memory,
+                       int n_ctx, bool manual, int threads) {
+    ctn_gen_params p = {0};
+    p.fwd.n_threads = threads;
+    p.fwd.n_ctx = n_ctx;
+    p.fwd.kv_memory = kv_memory;
+    p.step_tokens = step_tokens;
+    p.max_running = max_running;
+    p.manual = manual;
+    ctn_gen *e = NULL;
+    char err[512];
+    if (ctn_gen_new(&e, L->m, NULL, &p, err, sizeof err) < 0) printf("  engine: %s\n", err);
+    return e;
+}
+
+static size_t block_bytes(const loaded *L) {
+    return ctn_kv_bytes_per_block(L->m->hp.n_layer, L->m->hp.n_head_kv * L->m->hp.head_dim,
+                                  CTN_TYPE_F16, 16);
+}
+
+static int same_outputs(const collector *a, const collector *b, int n) {
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        const out_t *x = &a->out[i], *y = &b->out[i];
+        if (x->n != y->n ||
+            memcmp(x->toks, y->toks, sizeof(int32_t) * (size_t)(x->n < MAX_OUT ? x->n : MAX_OUT)) !=
+                0 ||
+            x->done != 1 || y->done != 1) {
+            if (bad < 3) printf("  request %d differs: %d vs %d tokens\n", i, x->n, y->n);
+            bad++;
+        }
+    }
+    return bad;
+}
+
+/* ---- invariance ---------------------------------------------------------------------------- */
+
+static const randmodel_shape SHAPES[] = {
+    {CTN_TYPE_F32, 64, 4, 2, 128, 2, false, 200, 10000, 1e-5f, 41, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_Q8_0, 64, 4, 2, 192, 2, true, 150, 10000, 1e-5f, 42, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_Q4_0, 128, 4, 1, 256, 1, false, 180, 500000, 1e-5f, 43, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_Q4_K, 256, 4, 2, 512, 1, false, 120, 10000, 1e-5f, 44, RANDMODEL_QWEN2, 0},
+    {CTN_TYPE_F16, 64, 4, 2, 96, 2, true, 160, 1000000, 1e-6f, 45, RANDMODEL_QWEN3, 32},
+};
+
+/*
+ * 24 requests (greedy and seeded sampling, prompts of 1 to 70 tokens): each alone; then all
+ * at once with a 512-token budget; with a 24-token budget (chunked prefill); and through a
+ * pool so small that sequences are preempted and recomputed. Same tokens every time.
+ */
+TEST(alone_equals_batch_chunked_preempted) {
+    enum { N = 24 };
+    static req_t reqs[N];
+    static collector alone, batch, chunked, tight;
+    for (size_t si = 0; si < sizeof SHAPES / sizeof *SHAPES; si++) {
+        loaded L;
+        if (load_random(&L, &SHAPES[si]) < 0) {
+            CHECK(0);
+            continue;
+        }
+        make_reqs(reqs, N, (int)L.m->hp.n_vocab, 70, 24, 100 + si);
+        collector_init(&alone);
+        collector_init(&batch);
+        collector_init(&chunked);
+        collector_init(&tight);
+        for (int i = 0; i < N; i++) {
+            ctn_gen *e = engine(&L, 512, 8, 0, 128, true, 1);
+            CHECK(e != NULL);
+            if (e == NULL) break;
+            submit(e, &alone, &reqs[i], i);
+            run_manual(e);
+            ctn_gen_free(e);
+        }
+        ctn_gen *e = engine(&L, 512, 32, 0, 128, true, 2);
+        for (int i = 0; i < N; i++)
+            submit(e, &batch, &reqs[i], i);
+        run_manual(e);
+        ctn_gen_free(e);
+        CHECK_EQ_INT(same_outputs(&alone, &batch, N), 0);
+
+        e = engine(&L, 24, 32, 0, 128, true, 3);
+        for (int i = 0; i < N; i++)
+            submit(e, &chunked, &reqs[i], i);
+        run_manual(e);
+        ctn_gen_free(e);
+        CHECK_EQ_INT(same_outputs(&alone, &chunked, N), 0);
+
+        /* 8 blocks of 16: a 70-token prompt and its output fill most of it. */
+        e = engine(&L, 64, 32, 8 * block_bytes(&L), 128, true, 2);
+        for (int i = 0; i < N; i++)
+            submit(e, &tight, &reqs[i], i);
+        run_manual(e);
+        ctn_gen_stats st;
+        ctn_gen_get_stats(e, &st);
+        CHECK(st.preemptions > 0);
+        CHECK_EQ_INT(st.kv_free, st.kv_blocks);
+        ctn_gen_free(e);
+        CHECK_EQ_INT(same_outputs(&alone, &tight, N), 0);
+        int64_t pre = 0;
+        for (int i = 0; i < N; i++)
+            pre += tight.out[i].preemptions;
+        CHECK(pre == st.preemptions);
+        collector_close(&alone);
+        collector_close(&batch);
+        collector_close(&chunked);
+        collector_close(&tight);
+        unload(&L);
+    }
+}
+
+/* ---- the scheduler --------------------------------------------------------------------------- */
+
+static const randmodel_shape SMALL = {
+    CTN_TYPE_F32, 32, 4, 2, 64, 1, false, 100, 10000, 1e-5f, 51, RANDMODEL_LLAMA, 0};
+
+static req_t R(int n_prompt, int max_tokens) {
+    req_t r;
+    memset(&r, 0, sizeof r);
+    r.n_prompt = n_prompt;
+    for (int i = 0; i < n_prompt; i++)
+        r.prompt[i] = (int32_t)(1 + i % 90);
+    r.max_tokens = max_tokens;
+    return r;
+}
+
+/* Admission in arrival order under the budget; decodes before prefill chunks. */
+TEST(scheduler_admission_and_chunks) {
+    loaded L;
+    CHECK(load_random(&L, &SMALL) == 0);
+    collector c;
+    collector_init(&c);
+    ctn_gen *e = engine(&L, 16, 8, 0, 256, true, 1);
+    req_t a = R(40, 3), b = R(5, 2), d = R(30, 1);
+    const int64_t ia = submit(e, &c, &a, 0), ib = submit(e, &c, &b, 1);
+    ctn_gen_step_info in;
+    /* A: 16, 16, then 8 + B's 5 (B admitted once the budget allows, after A). */
+    CHECK_EQ_INT(ctn_gen_step(e, &in), 16);
+    CHECK(in.n_seqs == 1 && in.ids[0] == ia && in.tokens[0] == 16 && in.n_admitted == 1);
+    CHECK_EQ_INT(ctn_gen_step(e, &in), 16);
+    CHECK(in.n_seqs == 1 && in.ids[0] == ia);
+    CHECK_EQ_INT(ctn_gen_step(e, &in), 13);
+    CHECK(in.n_seqs == 2 && in.ids[0] == ia && in.tokens[0] == 8 && in.ids[1] == ib &&
+          in.tokens[1] == 5 && in.n_admitted == 1);
+    CHECK_EQ_INT(c.out[0].n, 1); /* A's first token came from its last chunk */
+    /* D arrives: A and B decode first (1 each), D gets the remaining 14. */
+    const int64_t id_d = submit(e, &c, &d, 2);
+    CHECK_EQ_INT(ctn_gen_step(e, &in), 16);
+    CHECK(in.n_seqs == 3 && in.n_decode == 2 && in.ids[0] == ia && in.ids[1] == ib &&
+          in.ids[2] == id_d && in.tokens[2] == 14);
+    run_manual(e);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(c.out[i].done, 1);
+    CHECK_EQ_INT(c.out[0].n, 3);
+    CHECK_EQ_INT(c.out[1].n, 2);
+    CHECK_EQ_INT(c.out[2].n, 1);
+    CHECK(c.out[0].finish == CTN_FINISH_LENGTH);
+    ctn_gen_stats st;
+    ctn_gen_get_stats(e, &st);
+    CHECK_EQ_INT(st.running, 0);
+    CHECK_EQ_INT(st.kv_free, st.kv_blocks);
+    CHECK_EQ_INT(st.finished, 3);
+    ctn_gen_free(e);
+    collector_close(&c);
+    unload(&L);
+}
+
+/* With max_running 2, the third request waits for a slot; when blocks run out, the latest
+ * admitted sequence is the one preempted, and it comes back before later arrivals. */
+TEST(scheduler_preemption_order) {
+    loaded L;
+    CHECK(load_random(&L, &SMALL) == 0);
+    collector c;
+    collector_init(&c);
+    /* 4 blocks of 16 positions: two sequences of 20 + generated tokens cannot both grow
+     * past 32 positions. */
+    ctn_gen_params p = {0};
+    p.fwd.n_threads = 1;
+    p.fwd.n_ctx = 64;
+    p.fwd.kv_memory = 4 * block_bytes(&L);
+    p.step_tokens = 64;
+    p.max_running = 2;
+    p.watermark = -1;
+    p.manual = true;
+    ctn_gen *e;
+    char err[256];
+    CHECK(ctn_gen_new(&e, L.m, NULL, &p, err, sizeof err) == 0);
+    req_t a = R(20, 30), b = R(20, 30), d = R(3, 2);
+    const int64_t ia = submit(e, &c, &a, 0), ib = submit(e, &c, &b, 1), id_d = submit(e, &c, &d, 2);
+    ctn_gen_step_info in;
+    CHECK_EQ_INT(ctn_gen_step(e, &in), 40); /* A and B admitted; D waits (max_running 2) */
+    CHECK(in.n_seqs == 2 && in.n_admitted == 2);
+    bool saw_preempt = false;
+    for (int step = 0; step < 200 && !saw_preempt; step++) {
+        ctn_gen_step(e, &in);
+        if (in.n_preempted > 0) {
+            saw_preempt = true;
+            /* B (admitted after A) went back; A decodes alone. */
+            CHECK(in.n_seqs >= 1 && in.ids[0] == ia);
+            for (int i = 0; i < in.n_seqs; i++)
+                CHECK(in.ids[i] != ib);
+        }
+    }
+    CHECK(saw_preempt);
+    run_manual(e);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(c.out[i].done, 1);
+    CHECK(c.out[1].preemptions >= 1);
+    CHECK_EQ_INT(c.out[0].n, 30);
+    CHECK_EQ_INT(c.out[1].n, 30);
+    (void)id_d;
+    ctn_gen_stats st;
+    ctn_gen_get_stats(e, &st);
+    CHECK_EQ_INT(st.kv_free, st.kv_blocks);
+    ctn_gen_free(e);
+
+    /* B's tokens are what it makes alone. */
+    collector alone;
+    collector_init(&alone);
+    e = engine(&L, 64, 2, 0, 64, true, 1);
+    submit(e, &alone, &b, 1);
+    run_manual(e);
+    ctn_gen_free(e);
+    CHECK(alone.out[1].n == 30 &&
+          memcmp(alone.out[1].toks, c.out[1].toks, 30 * sizeof(int32_t)) == 0);
+    collector_close(&alone);
+    collector_close(&c);
+    unload(&L);
+}
+
+/* Bad requests are refused with a reason; unknown ids cannot be cancelled. */
+TEST(bad_requests) {
+    loaded L;
+    CHECK(load_random(&L, &SMALL) == 0);
+    ctn_gen *e = engine(&L, 16, 4, 2 * block_bytes(&L), 64, true, 1);
+    char err[256];
+    ctn_gen_request q = ctn_gen_request_default();
+    CHECK_EQ_INT(ctn_gen_submit(e, &q, err, sizeof err), CTN_EINVAL); /* no prompt */
+    CHECK(strstr(err, "no prompt") != NULL);
+    int32_t ids[80];
+    for (int i = 0; i < 80; i++)
+        ids[i] = 1;
+    q.prompt_ids = ids;
+    q.n_prompt_ids = 64; /* fills the context */
+    CHECK_EQ_INT(ctn_gen_submit(e, &q, err, sizeof err), CTN_EINVAL);
+    CHECK(strstr(err, "context") != NULL);
+    q.n_prompt_ids = 40; /* 3 blocks: the pool has 2 */
+    CHECK_EQ_INT(ctn_gen_submit(e, &q, err, sizeof err), CTN_ENOMEM);
+    CHECK(strstr(err, "KV blocks") != NULL);
+    q.n_prompt_ids = 3;
+    ids[1] = 100; /* vocabulary of 100 */
+    CHECK_EQ_INT(ctn_gen_submit(e, &q, err, sizeof err), CTN_EINVAL);
+    CHECK(strstr(err, "token 1") != NULL);
+    ids[1] = 1;
+    const char *stops[] = {"x"};
+    q.stop = stops;
+    q.n_stop = 1;
+    CHECK_EQ_INT(ctn_gen_submit(e, &q, err, sizeof err), CTN_EINVAL); /* no vocabulary */
+    q.n_stop = 0;
+    q.sampling.top_p = -1;
+    CHECK_EQ_INT(ctn_gen_submit(e, &q, err, sizeof err), CTN_EINVAL);
+    CHECK_EQ_INT(ctn_gen_cancel(e, 12345), CTN_ENOENT);
+    ctn_gen_free(e);
+    unload(&L);
+}
+
+/* ---- stress --------------------------------------------------------------------------------- */
+
+/*
+ * 1,000 requests of random lengths through a 12-block pool, with random cancellations
+ * (before admission, while running, after the end): every request gets exactly one on_done,
+ * completed ones have their tokens, and every block is back at the end. Once stepped by
+ * hand, once on the engine thread with submissions and cancellations from this thread.
+ */
+TEST(stress_thousand_requests) {
+    enum { N = 1000 };
+    static req_t reqs[N];
+    static collector c;
+    loaded L;
+    CHECK(load_random(&L, &SMALL) == 0);
+    make_reqs(reqs, N, (int)L.m->hp.n_vocab, 60, 20, 7);
+    for (int threaded = 0; threaded < 2; threaded++) {
+        collector_init(&c);
+        ctn_gen *e = engine(&L, 48, 16, 12 * block_bytes(&L), 96, !threaded, 2);
+        CHECK(e != NULL);
+        uint64_t rs = 99 + (uint64_t)threaded;
+        int next = 0, n_cancel = 0;
+        while (next < N || c.n_done < N) {
+            /* Submit a few, cancel some at random, step (or let the thread run). */
+            for (int k = 0; k < 5 && next < N; k++, next++)
+                CHECK(submit(e, &c, &reqs[next], next) > 0);
+            if (next > 0 && rng_next(&rs) % 4 == 0) {
+                const int victim = (int)(rng_next(&rs) % (uint64_t)next);
+                if (ctn_gen_cancel(e, c.id_of[victim]) == 0) n_cancel++;
+            }
+            if (!threaded) {
+                ctn_gen_step(e, NULL);
+            } else if (next == N) {
+                pthread_mutex_lock(&c.mu);
+                while (c.n_done < N)
+                    pthread_cond_wait(&c.cv, &c.mu);
+                pthread_mutex_unlock(&c.mu);
+            }
+        }
+        ctn_gen_stats st;
+        ctn_gen_get_stats(e, &st);
+        CHECK_EQ_INT(st.kv_free, st.kv_blocks);
+        CHECK_EQ_INT(st.running + st.waiting, 0);
+        CHECK_EQ_INT((int)(st.finished + st.cancelled), N);
+        CHECK(st.cancelled > 0 && st.cancelled <= n_cancel);
+        int bad = 0;
+        for (int i = 0; i < N; i++) {
+            const out_t *o = &c.out[i];
+            bad += o->done != 1;
+            if (o->finish == CTN_FINISH_LENGTH)
+                bad += o->n != reqs[i].max_tokens;
+            else if (o->finish != CTN_FINISH_CANCELLED)
+                bad++;
+        }
+        CHECK_EQ_INT(bad, 0);
+        ctn_gen_free(e);
+        collector_close(&c);
+    }
+    unload(&L);
+}
+
+int main(void) {
+    RUN(alone_equals_batch_chunked_preempted);
+    RUN(scheduler_admission_and_chunks);
+    RUN(scheduler_preemption_order);
+    RUN(bad_requests);
+    RUN(stress_thousand_requests);
+    return test_summary();
+}
