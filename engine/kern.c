@@ -36,6 +36,7 @@ void ctn__from_q8_K_avx512(const float *x, void *a, int64_t n);
 void ctn__from_q8_0_avx2(const float *x, void *a, int64_t n);
 void ctn__from_q8_K_avx2(const float *x, void *a, int64_t n);
 ctn__gemm_fn ctn__gemm_amx(int wtype);
+ctn__gemm_fn ctn__gemm_amx_k(int wtype);
 int ctn__amx_request(void);
 #endif
 
@@ -512,6 +513,7 @@ static void build(void) {
 #ifdef CTN_X86
         if (st.isa == CTN_ISA_AVX2) g = ctn__gemm_avx2(descs[i].wtype);
         if (st.isa == CTN_ISA_AMX) g = ctn__gemm_amx(descs[i].wtype);
+        if (st.isa == CTN_ISA_AMX && g == NULL) g = ctn__gemm_amx_k(descs[i].wtype);
         if (st.isa >= CTN_ISA_AVX512 && g == NULL)
             g = ctn__gemm_avx512(descs[i].wtype, st.have_vnni);
 #endif

@@ -78,7 +78,8 @@ typedef struct {
 
 const ctn_vec *ctn_vec_get(void);
 
-/* The instruction sets, best last. AMX is AVX-512 with Q8_0 matrix products on AMX tiles. */
+/* The instruction sets, best last. AMX is AVX-512 with Q8_0, Q4_0, Q4_K and Q5_K matrix
+ * products on AMX tiles (kern_amx.c, kern_amx_k.c). */
 typedef enum { CTN_ISA_SCALAR, CTN_ISA_AVX2, CTN_ISA_AVX512, CTN_ISA_AMX } ctn_isa;
 
 /* The ISA in use: the best the CPU has, unless ctn_kern_set_isa chose another. */
