@@ -475,6 +475,31 @@ static ctn_finish next_token(ctn_gen *e, gseq *s, float *logits, const char **er
     return (ctn_finish)0;
 }
 
+/* Gives back what a failed admission took (adopted blocks, counted hits and misses). */
+static void undo_admission(ctn_gen *e, gseq *s, int64_t hits, int64_t misses) {
+    ctn_kv_seq_close(e->kv, &s->kv);
+    e->kv->hits = hits;
+    e->kv->misses = misses;
+}
+
+/*
+ * True when the next full block of s's prompt that the cache lacks is being computed now by
+ * a running sequence in its prompt with the same tokens up to it: s then waits, and adopts
+ * it once registered, instead of computing it a second time.
+ */
+static bool prefix_in_flight(const ctn_gen *e, const gseq *s) {
+    const int64_t bs = e->kv->block_size;
+    const int64_t end = s->kv.n_pos + bs; /* the block after what s adopted */
+    if (end > s->n_toks - 1) return false;
+    for (int j = 0; j < e->n_running; j++) {
+        const gseq *r = e->running[j];
+        if (r->kv.n_pos < end && r->n_toks >= end && r->kv.n_pos < r->n_prompt &&
+            memcmp(r->toks, s->toks, (size_t)end * sizeof *s->toks) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Plans the step's segments: decodes, then prefill chunks of running sequences, preempting
  * the latest admitted when blocks run out. Returns the number of segments. */
 static int plan_running(ctn_gen *e, int64_t *budget, int32_t *planned, int *n_decode,
@@ -522,6 +547,10 @@ static void publish(ctn_gen *e) {
     e->stats.running = e->n_running;
     e->stats.waiting = e->n_waiting;
     e->stats.kv_free = e->kv->n_free;
+    e->stats.kv_cached = e->kv->n_cached;
+    e->stats.prefix_hits = e->kv->hits;
+    e->stats.prefix_misses = e->kv->misses;
+    e->stats.prefix_evictions = e->kv->evictions;
     pthread_mutex_unlock(&e->lock);
 }
 
@@ -550,14 +579,25 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
     /* 3: admission, in arrival order, never skipping the head. */
     while (e->waiting != NULL && budget > 0 && e->n_running < e->p.max_running) {
         gseq *s = e->waiting;
-        const int64_t bs = e->kv->block_size;
-        const int64_t n = s->n_toks < budget ? s->n_toks : budget;
-        const int32_t need = (int32_t)((n + bs - 1) / bs);
+        if (ctn_kv_seq_init(&s->kv, e->kv, e->n_ctx) < 0) break; /* retried next step */
+        const int64_t hits = e->kv->hits, misses = e->kv->misses;
+        if (!e->p.no_prefix_cache) {
+            ctn_kv_prefix_adopt(e->kv, &s->kv, s->toks, s->n_toks - 1, 0);
+            if (prefix_in_flight(e, s)) {
+                undo_admission(e, s, hits, misses);
+                break;
+            }
+        }
+        const int64_t left = s->n_toks - s->kv.n_pos;
+        const int64_t n = left < budget ? left : budget;
+        const int32_t need = ctn_kv_seq_blocks_needed(e->kv, &s->kv, s->kv.n_pos + n);
         if (planned + need + e->watermark_blocks > e->kv->n_free) {
             /* Into an idle engine the head goes in whatever the watermark. */
-            if (e->n_running > 0 || n_segs > 0 || planned + need > e->kv->n_free) break;
+            if (e->n_running > 0 || n_segs > 0 || planned + need > e->kv->n_free) {
+                undo_admission(e, s, hits, misses);
+                break;
+            }
         }
-        if (ctn_kv_seq_init(&s->kv, e->kv, e->n_ctx) < 0) break; /* retried next step */
         s->has_kv = true;
         e->waiting = s->next;
         e->n_waiting--;
@@ -565,7 +605,8 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
         s->admitted = ++e->admit_clock;
         e->running[e->n_running++] = s;
         planned += need;
-        e->segs[n_segs] = (ctn_fwd_seg){&s->kv, s->toks, n, n == s->n_toks};
+        e->segs[n_segs] = (ctn_fwd_seg){&s->kv, s->toks + s->kv.n_pos, n,
+                                        s->kv.n_pos + n == s->n_toks};
         e->seg_seq[n_segs++] = s;
         budget -= n;
         n_admitted++;
@@ -595,6 +636,9 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
         }
         return rc;
     }
+    if (!e->p.no_prefix_cache)
+        for (int i = 0; i < n_segs; i++)
+            ctn_kv_prefix_commit(e->kv, &e->seg_seq[i]->kv, e->seg_seq[i]->toks, 0);
     /* KV use after the pass, before finished sequences give their blocks back. */
     int64_t used = 0, alloc = 0;
     for (int j = 0; j < e->n_running; j++) {

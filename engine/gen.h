@@ -30,6 +30,13 @@
  * (in its arrival place) to recompute its prompt and generated tokens later. Its sampler
  * keeps its state, so what it generates does not change.
  *
+ * Prefix caching: full KV blocks are registered under a hash of the previous block's hash and
+ * their tokens (kvcache.h); an admitted request takes every cached block of its prompt's
+ * prefix instead of computing it (all but the last prompt token, whose logits it needs).
+ * A request whose next uncached block is being computed right now by a running sequence's
+ * prefill waits for it (the shared prefix is computed once), and a preempted sequence finds
+ * its own blocks again unless they were evicted.
+ *
  * Batch invariance: the kernels compute each (weight row, token) product with the same
  * arithmetic whatever the batch (kern.h), and attention runs per token over its own
  * sequence, so a request's logits, and with the same seed its tokens, are the same alone,
@@ -62,7 +69,8 @@ typedef struct {
     int max_running;     /* sequences running at once; 0: 64 */
     /* Fraction of the KV blocks an admission must leave free; < 0: none; 0: 0.01. */
     double watermark;
-    bool manual; /* no engine thread: the caller runs ctn_gen_step */
+    bool manual;          /* no engine thread: the caller runs ctn_gen_step */
+    bool no_prefix_cache; /* compute every prompt in full (the cache is on by default) */
 } ctn_gen_params;
 
 typedef enum {
@@ -161,6 +169,10 @@ typedef struct {
     /* KV positions filled / held by allocated blocks, summed over the steps (after each
      * step's forward pass): 1 - used / alloc is the fraction of KV memory wasted. */
     int64_t kv_slots_used, kv_slots_alloc;
+    /* Prefix cache, in blocks: registered blocks (held or evictable), blocks of prompts
+     * found in the cache / not found at admission, cached blocks reused for others. */
+    int32_t kv_cached;
+    int64_t prefix_hits, prefix_misses, prefix_evictions;
 } ctn_gen_stats;
 
 void ctn_gen_get_stats(ctn_gen *e, ctn_gen_stats *out);

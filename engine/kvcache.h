@@ -20,8 +20,9 @@
  * llama.cpp) or F32.
  *
  * Blocks carry a reference count so that a block may appear in several tables
- * (copy-on-write forks of the shared engine); a block returns to the free list when its
- * count drops to zero. A pool and its sequences are used by one thread at a time.
+ * (copy-on-write forks, prefix-cache hits); a block returns to the pool when its count
+ * drops to zero (to the evictable list when the prefix cache knows it). A pool and its
+ * sequences are used by one thread at a time.
  */
 #ifndef CTN_KVCACHE_H
 #define CTN_KVCACHE_H
@@ -30,6 +31,17 @@
 #include <stdint.h>
 
 #define CTN_KV_BLOCK_DEFAULT 16
+
+/* What the pool knows of each block for prefix caching. */
+typedef struct {
+    uint64_t hash;    /* chain hash: the parent's hash, the block's tokens, the tag */
+    int32_t parent;   /* the block before it in its chain, -1 for a first block */
+    int32_t hnext;    /* next block in the hash bucket, -1 */
+    int32_t lru_prev; /* evictable list neighbours (cached, no references), -1 */
+    int32_t lru_next;
+    uint32_t tag; /* adapter id the K/V were computed with (0: the base model) */
+    int cached;   /* 1: in the hash table (full, immutable) */
+} ctn_kv_meta;
 
 typedef struct {
     int64_t n_layer;
@@ -41,8 +53,19 @@ typedef struct {
     size_t block_bytes; /* bytes of K (or V) of one block of one layer */
     uint8_t *data;      /* (n_layer, n_blocks, 2, block_size, kv_dim) */
     int32_t *refs;      /* (n_blocks) references from block tables */
-    int32_t *free_ids;  /* (n_blocks) stack of free block ids */
+    int32_t *free_ids;  /* (n_blocks) stack of empty block ids */
+    int32_t n_empty;    /* entries of free_ids */
+    /* Blocks a reservation can take: the empty ones plus the evictable ones (cached
+     * blocks no sequence holds, reused least-recently-released first). */
     int32_t n_free;
+    /* Prefix cache. */
+    ctn_kv_meta *meta;  /* (n_blocks) */
+    int32_t *btoks;     /* (n_blocks, block_size) tokens of cached blocks */
+    int32_t *buckets;   /* (n_buckets) first block of each hash chain, -1 */
+    int32_t n_buckets;  /* a power of two */
+    int32_t lru_head, lru_tail;
+    int32_t n_evictable, n_cached;
+    int64_t hits, misses, evictions; /* in blocks */
 } ctn_kv_pool;
 
 /* One sequence's view of the pool: lives in caller memory (init/close). */
@@ -52,6 +75,8 @@ typedef struct {
     int32_t max_blocks;
     int64_t n_pos;   /* positions whose K/V are filled (the forward pass advances it) */
     int64_t max_pos; /* the sequence's context limit */
+    int32_t n_hashed; /* leading blocks whose chain hash is known (committed or adopted) */
+    uint64_t hash;    /* chain hash of block n_hashed - 1 */
 } ctn_kv_seq;
 
 /*
@@ -84,7 +109,39 @@ int ctn_kv_seq_reserve(ctn_kv_pool *kv, ctn_kv_seq *s, int64_t n_pos, char *err,
  */
 void ctn_kv_seq_trim(ctn_kv_pool *kv, ctn_kv_seq *s, int32_t n_blocks);
 
-/* Blocks a reserve of n_pos positions would still need (0 when they exist). */
+/*
+ * Prefix caching (vLLM's automatic prefix caching). A full block is identified by its chain
+ * hash (the previous block's hash, its tokens and a tag such as the adapter id); blocks are
+ * also compared token for token and by their parent block, so a hash collision cannot hand
+ * out wrong K/V. Once registered (commit), a block outlives its sequences: when the last
+ * reference goes it becomes evictable, and a reservation reuses evictable blocks least
+ * recently released first (counted in n_free).
+ *
+ * ctn_kv_prefix_adopt: for a sequence holding no blocks, takes the cached blocks that hold
+ * the first full blocks of toks[0..n) (n: the positions that may be adopted; leave the last
+ * prompt token out so that it is computed) and sets n_pos past them. Returns the positions
+ * adopted; counts hits (blocks adopted) and misses (full blocks of toks[0..n) not found).
+ *
+ * ctn_kv_prefix_commit: registers the sequence's full blocks below n_pos that are not yet
+ * known (toks: the sequence's tokens from position 0). A block whose identical twin is
+ * already cached stays private (it is released as any other).
+ */
+int64_t ctn_kv_prefix_adopt(ctn_kv_pool *kv, ctn_kv_seq *s, const int32_t *toks, int64_t n,
+                            uint32_t tag);
+void ctn_kv_prefix_commit(ctn_kv_pool *kv, ctn_kv_seq *s, const int32_t *toks, uint32_t tag);
+/* The chain hash of block i of toks given the hash of block i - 1 (0 for i = 0). */
+uint64_t ctn_kv_block_hash(uint64_t parent, const int32_t *block_toks, int32_t block_size,
+                           uint32_t tag);
+
+/*
+ * Makes a sequence that shares every block of src (copy-on-write: the shared partial last
+ * block is copied when either writes to it). dst must be initialised and empty. 0, or
+ * CTN_EINVAL when dst holds blocks or is shorter than src.
+ */
+int ctn_kv_seq_fork(ctn_kv_pool *kv, ctn_kv_seq *dst, const ctn_kv_seq *src);
+
+/* Blocks a reserve of n_pos positions would still need (0 when they exist), counting the copy
+ * of a shared partial last block that would be written. */
 int32_t ctn_kv_seq_blocks_needed(const ctn_kv_pool *kv, const ctn_kv_seq *s, int64_t n_pos);
 
 /* Where the K (or V) vector (kv_dim elements) of a reserved position lives. */

@@ -119,6 +119,12 @@ static void make_reqs(req_t *r, int n, int n_vocab, int max_prompt, int max_gen,
         r[i].n_prompt = 1 + (int)(rng_next(&s) % (uint64_t)max_prompt);
         for (int j = 0; j < r[i].n_prompt; j++)
             r[i].prompt[j] = (int32_t)(rng_next(&s) % (uint64_t)n_vocab);
+        /* Half share a prefix of random length with request 0 (prefix caching). */
+        if (i > 0 && rng_next(&s) % 2 == 0) {
+            const int k = (int)(rng_next(&s) % (uint64_t)(r[i].n_prompt + 1));
+            for (int j = 0; j < k && j < r[0].n_prompt; j++)
+                r[i].prompt[j] = r[0].prompt[j];
+        }
         r[i].max_tokens = 1 + (int)(rng_next(&s) % (uint64_t)max_gen);
         r[i].temp = (i % 3 == 2) ? 0.8f : 0.0f; /* every third one samples, seeded */
         r[i].seed = rng_next(&s);
@@ -155,9 +161,12 @@ static void run_manual(ctn_gen *e) {
     }
 }
 
+static bool NO_CACHE; /* engines made by engine() run without the prefix cache */
+
 static ctn_gen *engine(const loaded *L, int step_tokens, int max_running, size_t kv_memory,
                        int n_ctx, bool manual, int threads) {
     ctn_gen_params p = {0};
+    p.no_prefix_cache = NO_CACHE;
     p.fwd.n_threads = threads;
     p.fwd.n_ctx = n_ctx;
     p.fwd.kv_memory = kv_memory;
@@ -190,6 +199,10 @@ static int same_outputs(const collector *a, const collector *b, int n) {
     return bad;
 }
 
+/* A small Q8_0 model for the prefix-cache test. */
+static const randmodel_shape SMALL_Q8 = {
+    CTN_TYPE_Q8_0, 64, 4, 2, 128, 2, false, 100, 10000, 1e-5f, 52, RANDMODEL_LLAMA, 0};
+
 /* ---- invariance ---------------------------------------------------------------------------- */
 
 static const randmodel_shape SHAPES[] = {
@@ -201,68 +214,124 @@ static const randmodel_shape SHAPES[] = {
 };
 
 /*
- * 24 requests (greedy and seeded sampling, prompts of 1 to 70 tokens): each alone; then all
- * at once with a 512-token budget; with a 24-token budget (chunked prefill); and through a
- * pool so small that sequences are preempted and recomputed. Same tokens every time.
+ * 24 requests (greedy and seeded sampling, prompts of 1 to 70 tokens, half sharing prefixes
+ * of random length): each alone without the prefix cache; then all at once with a 512-token
+ * budget; with a 24-token budget (chunked prefill); and through a pool so small that
+ * sequences are preempted and recomputed; each with the prefix cache on and off. Same
+ * tokens every time.
  */
 TEST(alone_equals_batch_chunked_preempted) {
     enum { N = 24 };
     static req_t reqs[N];
     static collector alone, batch, chunked, tight;
-    for (size_t si = 0; si < sizeof SHAPES / sizeof *SHAPES; si++) {
-        loaded L;
-        if (load_random(&L, &SHAPES[si]) < 0) {
-            CHECK(0);
-            continue;
-        }
-        make_reqs(reqs, N, (int)L.m->hp.n_vocab, 70, 24, 100 + si);
-        collector_init(&alone);
-        collector_init(&batch);
-        collector_init(&chunked);
-        collector_init(&tight);
-        for (int i = 0; i < N; i++) {
-            ctn_gen *e = engine(&L, 512, 8, 0, 128, true, 1);
-            CHECK(e != NULL);
-            if (e == NULL) break;
-            submit(e, &alone, &reqs[i], i);
+    for (int cache = 0; cache < 2; cache++) {
+        NO_CACHE = true;
+        for (size_t si = 0; si < sizeof SHAPES / sizeof *SHAPES; si++) {
+            loaded L;
+            if (load_random(&L, &SHAPES[si]) < 0) {
+                CHECK(0);
+                continue;
+            }
+            make_reqs(reqs, N, (int)L.m->hp.n_vocab, 70, 24, 100 + si);
+            collector_init(&alone);
+            collector_init(&batch);
+            collector_init(&chunked);
+            collector_init(&tight);
+            NO_CACHE = true;
+            for (int i = 0; i < N; i++) {
+                ctn_gen *e = engine(&L, 512, 8, 0, 128, true, 1);
+                CHECK(e != NULL);
+                if (e == NULL) break;
+                submit(e, &alone, &reqs[i], i);
+                run_manual(e);
+                ctn_gen_free(e);
+            }
+            NO_CACHE = cache == 0;
+            ctn_gen *e = engine(&L, 512, 32, 0, 128, true, 2);
+            for (int i = 0; i < N; i++)
+                submit(e, &batch, &reqs[i], i);
             run_manual(e);
             ctn_gen_free(e);
+            CHECK_EQ_INT(same_outputs(&alone, &batch, N), 0);
+
+            e = engine(&L, 24, 32, 0, 128, true, 3);
+            for (int i = 0; i < N; i++)
+                submit(e, &chunked, &reqs[i], i);
+            run_manual(e);
+            ctn_gen_free(e);
+            CHECK_EQ_INT(same_outputs(&alone, &chunked, N), 0);
+
+            /* 8 blocks of 16: a 70-token prompt and its output fill most of it. */
+            e = engine(&L, 64, 32, 8 * block_bytes(&L), 128, true, 2);
+            for (int i = 0; i < N; i++)
+                submit(e, &tight, &reqs[i], i);
+            run_manual(e);
+            ctn_gen_stats st;
+            ctn_gen_get_stats(e, &st);
+            CHECK(st.preemptions > 0);
+            CHECK_EQ_INT(st.kv_free, st.kv_blocks);
+            ctn_gen_free(e);
+            CHECK_EQ_INT(same_outputs(&alone, &tight, N), 0);
+            int64_t pre = 0;
+            for (int i = 0; i < N; i++)
+                pre += tight.out[i].preemptions;
+            CHECK(pre == st.preemptions);
+            collector_close(&alone);
+            collector_close(&batch);
+            collector_close(&chunked);
+            collector_close(&tight);
+            unload(&L);
         }
-        ctn_gen *e = engine(&L, 512, 32, 0, 128, true, 2);
-        for (int i = 0; i < N; i++)
-            submit(e, &batch, &reqs[i], i);
-        run_manual(e);
-        ctn_gen_free(e);
-        CHECK_EQ_INT(same_outputs(&alone, &batch, N), 0);
-
-        e = engine(&L, 24, 32, 0, 128, true, 3);
-        for (int i = 0; i < N; i++)
-            submit(e, &chunked, &reqs[i], i);
-        run_manual(e);
-        ctn_gen_free(e);
-        CHECK_EQ_INT(same_outputs(&alone, &chunked, N), 0);
-
-        /* 8 blocks of 16: a 70-token prompt and its output fill most of it. */
-        e = engine(&L, 64, 32, 8 * block_bytes(&L), 128, true, 2);
-        for (int i = 0; i < N; i++)
-            submit(e, &tight, &reqs[i], i);
-        run_manual(e);
-        ctn_gen_stats st;
-        ctn_gen_get_stats(e, &st);
-        CHECK(st.preemptions > 0);
-        CHECK_EQ_INT(st.kv_free, st.kv_blocks);
-        ctn_gen_free(e);
-        CHECK_EQ_INT(same_outputs(&alone, &tight, N), 0);
-        int64_t pre = 0;
-        for (int i = 0; i < N; i++)
-            pre += tight.out[i].preemptions;
-        CHECK(pre == st.preemptions);
-        collector_close(&alone);
-        collector_close(&batch);
-        collector_close(&chunked);
-        collector_close(&tight);
-        unload(&L);
     }
+    NO_CACHE = false;
+}
+
+/*
+ * 16 requests sharing a 64-token prefix (4 blocks) with their own 5-token tails, submitted
+ * at once: the first computes the prefix, the others wait for it and take its blocks; the
+ * outputs are those of the requests alone.
+ */
+TEST(shared_prefix_computed_once) {
+    enum { N = 16 };
+    static req_t reqs[N];
+    loaded L;
+    CHECK(load_random(&L, &SMALL_Q8) == 0);
+    uint64_t rs = 5;
+    for (int i = 0; i < N; i++) {
+        reqs[i].n_prompt = 69;
+        for (int j = 0; j < 69; j++)
+            reqs[i].prompt[j] = (int32_t)(j < 64 ? 3 + j % 50 : rng_next(&rs) % 100);
+        reqs[i].max_tokens = 8;
+        reqs[i].temp = 0;
+    }
+    collector alone, shared;
+    collector_init(&alone);
+    collector_init(&shared);
+    NO_CACHE = true;
+    for (int i = 0; i < N; i++) {
+        ctn_gen *e = engine(&L, 512, 4, 0, 128, true, 1);
+        submit(e, &alone, &reqs[i], i);
+        run_manual(e);
+        ctn_gen_free(e);
+    }
+    NO_CACHE = false;
+    ctn_gen *e = engine(&L, 512, 32, 0, 128, true, 2);
+    for (int i = 0; i < N; i++)
+        submit(e, &shared, &reqs[i], i);
+    ctn_gen_step_info in;
+    CHECK_EQ_INT(ctn_gen_step(e, &in), 69); /* only the first: the others wait for its prefix */
+    CHECK_EQ_INT(in.n_admitted, 1);
+    CHECK_EQ_INT(ctn_gen_step(e, &in), 1 + 15 * 5); /* its decode, then the 15 tails */
+    run_manual(e);
+    ctn_gen_stats st;
+    ctn_gen_get_stats(e, &st);
+    CHECK_EQ_INT((int)st.prefix_hits, 15 * 4);
+    CHECK_EQ_INT((int)st.prefix_misses, 4);
+    CHECK_EQ_INT(same_outputs(&alone, &shared, N), 0);
+    ctn_gen_free(e);
+    collector_close(&alone);
+    collector_close(&shared);
+    unload(&L);
 }
 
 /* ---- the scheduler --------------------------------------------------------------------------- */
@@ -342,6 +411,7 @@ TEST(scheduler_preemption_order) {
     char err[256];
     CHECK(ctn_gen_new(&e, L.m, NULL, &p, err, sizeof err) == 0);
     req_t a = R(20, 30), b = R(20, 30), d = R(3, 2);
+    b.prompt[0] = 99; /* not a prefix of A's (that would wait for A's blocks) */
     const int64_t ia = submit(e, &c, &a, 0), ib = submit(e, &c, &b, 1), id_d = submit(e, &c, &d, 2);
     ctn_gen_step_info in;
     CHECK_EQ_INT(ctn_gen_step(e, &in), 40); /* A and B admitted; D waits (max_running 2) */
@@ -482,6 +552,7 @@ TEST(stress_thousand_requests) {
 
 int main(void) {
     RUN(alone_equals_batch_chunked_preempted);
+    RUN(shared_prefix_computed_once);
     RUN(scheduler_admission_and_chunks);
     RUN(scheduler_preemption_order);
     RUN(bad_requests);

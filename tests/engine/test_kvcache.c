@@ -147,10 +147,125 @@ TEST(thread_pool) {
     ctn_pool_free(NULL);
 }
 
+/* Fills positions [from, to) of every layer's K and V with a value derived from (layer,
+ * position, salt), so copies and sharing can be checked. */
+static void fill_pos(ctn_kv_pool *kv, ctn_kv_seq *s, int64_t from, int64_t to, int salt) {
+    for (int64_t l = 0; l < kv->n_layer; l++)
+        for (int64_t p = from; p < to; p++) {
+            float *k = ctn_kv_k(kv, l, s, p), *v = ctn_kv_v(kv, l, s, p);
+            for (int64_t i = 0; i < kv->kv_dim; i++)
+                k[i] = (float)(l * 1000 + p * 10 + salt), v[i] = -k[i];
+        }
+    s->n_pos = to;
+}
+
+static int check_pos(ctn_kv_pool *kv, const ctn_kv_seq *s, int64_t from, int64_t to, int salt) {
+    int bad = 0;
+    for (int64_t l = 0; l < kv->n_layer; l++)
+        for (int64_t p = from; p < to; p++) {
+            const float *k = ctn_kv_k(kv, l, s, p), *v = ctn_kv_v(kv, l, s, p);
+            for (int64_t i = 0; i < kv->kv_dim; i++)
+                bad += k[i] != (float)(l * 1000 + p * 10 + salt) || v[i] != -k[i];
+        }
+    return bad;
+}
+
+/* Full blocks registered by one sequence are adopted by the next with the same tokens (up to
+ * the first difference), survive as evictable blocks, and are evicted least recently
+ * released first when the pool runs out. */
+TEST(prefix_cache) {
+    char err[256];
+    ctn_kv_pool *kv;
+    CHECK(ctn_kv_pool_new(&kv, 2, 4, CTN_TYPE_F32, 4, 6 * ctn_kv_bytes_per_block(2, 4, CTN_TYPE_F32, 4),
+                          err, sizeof err) == 0);
+    int32_t toks[24];
+    for (int i = 0; i < 24; i++)
+        toks[i] = 100 + i;
+    ctn_kv_seq a, b, c;
+    CHECK(ctn_kv_seq_init(&a, kv, 24) == 0 && ctn_kv_seq_init(&b, kv, 24) == 0 &&
+          ctn_kv_seq_init(&c, kv, 24) == 0);
+    CHECK(ctn_kv_prefix_adopt(kv, &a, toks, 13, 0) == 0); /* empty cache: 3 misses */
+    CHECK(kv->misses == 3 && kv->hits == 0);
+    CHECK(ctn_kv_seq_reserve(kv, &a, 14, err, sizeof err) == 0);
+    fill_pos(kv, &a, 0, 14, 1);
+    ctn_kv_prefix_commit(kv, &a, toks, 0);
+    CHECK_EQ_INT(kv->n_cached, 3); /* blocks of positions 0-3, 4-7, 8-11 */
+    ctn_kv_seq_close(kv, &a);
+    CHECK_EQ_INT(kv->n_free, 6);
+    CHECK_EQ_INT(kv->n_evictable, 3);
+    /* Same tokens: the three full blocks come back with their K/V. */
+    CHECK(ctn_kv_seq_init(&a, kv, 24) == 0);
+    CHECK(ctn_kv_prefix_adopt(kv, &a, toks, 13, 0) == 12);
+    CHECK(kv->hits == 3 && a.n_pos == 12 && kv->n_free == 3 && kv->n_evictable == 0);
+    CHECK_EQ_INT(check_pos(kv, &a, 0, 12, 1), 0);
+    /* A different token in block 1, or another tag: only what precedes it. */
+    int32_t t2[24];
+    memcpy(t2, toks, sizeof t2);
+    t2[5] = 7;
+    CHECK(ctn_kv_prefix_adopt(kv, &b, t2, 13, 0) == 4);
+    CHECK(ctn_kv_prefix_adopt(kv, &c, toks, 13, 9) == 0);
+    ctn_kv_seq_clear(kv, &b);
+    /* n stops short: at most the blocks below n. */
+    CHECK(ctn_kv_prefix_adopt(kv, &b, toks, 11, 0) == 8);
+    CHECK_EQ_INT(kv->refs[b.table[0]], 2);
+    ctn_kv_seq_close(kv, &a);
+    ctn_kv_seq_close(kv, &b);
+    CHECK(kv->n_free == 6 && kv->n_evictable == 3);
+    /* A sequence that needs every block evicts the cached ones. */
+    CHECK(ctn_kv_seq_reserve(kv, &c, 24, err, sizeof err) == 0);
+    CHECK(kv->evictions == 3 && kv->n_cached == 0 && kv->n_free == 0);
+    CHECK(ctn_kv_seq_reserve(kv, &c, 25, err, sizeof err) == CTN_ERANGE);
+    ctn_kv_seq_close(kv, &c);
+    CHECK(ctn_kv_seq_init(&a, kv, 24) == 0);
+    CHECK(ctn_kv_prefix_adopt(kv, &a, toks, 13, 0) == 0);
+    ctn_kv_seq_close(kv, &a);
+    CHECK_EQ_INT(kv->n_free, 6);
+    ctn_kv_pool_free(kv);
+}
+
+/* A fork shares every block; the first write into the shared partial block copies it. */
+TEST(fork_copy_on_write) {
+    char err[256];
+    ctn_kv_pool *kv;
+    CHECK(ctn_kv_pool_new(&kv, 3, 4, CTN_TYPE_F32, 4, 8 * ctn_kv_bytes_per_block(3, 4, CTN_TYPE_F32, 4),
+                          err, sizeof err) == 0);
+    ctn_kv_seq a, b;
+    CHECK(ctn_kv_seq_init(&a, kv, 32) == 0 && ctn_kv_seq_init(&b, kv, 32) == 0);
+    CHECK(ctn_kv_seq_reserve(kv, &a, 6, err, sizeof err) == 0);
+    fill_pos(kv, &a, 0, 6, 1);
+    CHECK(ctn_kv_seq_fork(kv, &b, &a) == 0);
+    CHECK(b.n_pos == 6 && b.n_blocks == 2 && kv->refs[a.table[1]] == 2 && kv->n_free == 6);
+    CHECK_EQ_INT(ctn_kv_seq_blocks_needed(kv, &b, 7), 1); /* the copy */
+    CHECK_EQ_INT(ctn_kv_seq_blocks_needed(kv, &b, 9), 2);
+    CHECK(ctn_kv_seq_reserve(kv, &b, 7, err, sizeof err) == 0);
+    CHECK(b.table[0] == a.table[0] && b.table[1] != a.table[1] && kv->n_free == 5);
+    CHECK_EQ_INT(check_pos(kv, &b, 0, 6, 1), 0); /* copied */
+    fill_pos(kv, &b, 6, 7, 2);
+    CHECK_EQ_INT(check_pos(kv, &a, 0, 6, 1), 0); /* a untouched */
+    /* a writes too: its block is no longer shared, so no copy. */
+    CHECK_EQ_INT(ctn_kv_seq_blocks_needed(kv, &a, 7), 0);
+    ctn_kv_seq_close(kv, &a);
+    ctn_kv_seq_close(kv, &b);
+    CHECK_EQ_INT(kv->n_free, 8);
+    CHECK(ctn_kv_seq_init(&a, kv, 32) == 0);
+    CHECK(ctn_kv_seq_reserve(kv, &a, 4, err, sizeof err) == 0);
+    CHECK(ctn_kv_seq_init(&b, kv, 2) == 0);
+    CHECK_EQ_INT(ctn_kv_seq_fork(kv, &b, &a), 0); /* one block fits b's table of one */
+    ctn_kv_seq_close(kv, &b);
+    CHECK(ctn_kv_seq_reserve(kv, &a, 8, err, sizeof err) == 0);
+    CHECK(ctn_kv_seq_init(&b, kv, 2) == 0);
+    CHECK_EQ_INT(ctn_kv_seq_fork(kv, &b, &a), CTN_EINVAL); /* two blocks do not */
+    ctn_kv_seq_close(kv, &a);
+    ctn_kv_seq_close(kv, &b);
+    ctn_kv_pool_free(kv);
+}
+
 int main(void) {
     RUN(pool_sizes_and_errors);
     RUN(blocks_follow_the_sequences);
     RUN(alloc_failures);
+    RUN(prefix_cache);
+    RUN(fork_copy_on_write);
     RUN(thread_pool);
     return test_summary();
 }
