@@ -24,6 +24,35 @@
 #define PIECE_CAP 4096
 
 typedef struct gseq gseq;
+typedef struct gsess gsess;
+
+/* A session: the lock guards id, next, used, closed and n_reqs; the rest is the engine
+ * thread's. */
+struct gsess {
+    int64_t id;
+    gsess *next;
+    bool used;   /* a request was submitted (the next one has no BOS) */
+    bool closed; /* ctn_gen_session_close was called */
+    int n_reqs;  /* requests referring to it, not yet freed */
+    int32_t *toks;
+    int64_t n_toks;
+    ctn_kv_seq kv;
+    bool has_kv;
+    gseq *active;       /* the request using its history (running or preempted) */
+    bool awaiting_fork; /* a child whose fork has not run yet */
+    bool broken;        /* its fork failed for want of memory: requests on it fail */
+};
+
+/* A queued session operation: fork (children) or close. */
+typedef struct gcmd gcmd;
+struct gcmd {
+    int64_t stamp; /* from the request ids: orders it with the requests */
+    gsess *sess;
+    int n; /* fork: children; 0: close */
+    gsess **children;
+    gcmd *next;
+};
+
 struct gseq {
     int64_t id; /* arrival order */
     gseq *next; /* in incoming / waiting */
@@ -31,6 +60,8 @@ struct gseq {
     int64_t n_toks, cap_toks; /* prompt, then generated tokens */
     int64_t n_prompt, n_gen, max_tokens;
     bool ignore_eos;
+    gsess *sess;   /* the session it continues, or NULL */
+    bool joined;   /* the session's history is in toks (done at first admission) */
     ctn_kv_seq kv; /* allocated while running */
     bool has_kv;
     int64_t admitted; /* admission stamp (preemption picks the highest) */
@@ -63,11 +94,15 @@ struct ctn_gen {
     int n_cancels, cap_cancels;
     int64_t next_id;
     bool stopping;
-    ctn_gen_stats stats; /* copied out under the lock */
+    gsess *sessions;
+    int n_sessions;
+    gcmd *cmds_in, **cmds_in_tail; /* queued operations, in stamp order */
+    ctn_gen_stats stats;           /* copied out under the lock */
     double ttft_sum, itl_sum;
     int64_t ttft_n, itl_n;
 
     /* Engine thread only. */
+    gcmd *cmds;    /* operations not yet done, in stamp order */
     gseq *waiting; /* sorted by id */
     int n_waiting;
     gseq **running; /* in admission order */
@@ -151,11 +186,30 @@ static void seq_finish(ctn_gen *e, gseq *s, ctn_finish why, const char *error) {
         res.text = e->piece + PIECE_CAP / 2;
         res.text_len = used;
     }
+    gsess *ss = s->sess;
+    if (ss != NULL && s->joined) {
+        /* The session keeps the request's tokens and blocks (an error empties it). */
+        free(ss->toks);
+        ss->toks = NULL;
+        ss->n_toks = 0;
+        if (why != CTN_FINISH_ERROR) {
+            ss->toks = s->toks;
+            ss->n_toks = s->n_toks;
+            s->toks = NULL;
+            if (s->has_kv) {
+                ss->kv = s->kv;
+                ss->has_kv = true;
+                s->has_kv = false;
+            }
+        }
+        ss->active = NULL;
+    }
     if (s->has_kv) {
         ctn_kv_seq_close(e->kv, &s->kv);
         s->has_kv = false;
     }
     pthread_mutex_lock(&e->lock);
+    if (ss != NULL) ss->n_reqs--;
     /* The counts as of this request's end (it is out of every list), so that a caller
      * woken by on_done sees them. */
     e->stats.running = e->n_running;
@@ -207,14 +261,33 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
         return CTN_ENOMEM;
     }
     int rc = 0;
-    if (r->prompt != NULL) {
+    bool bos = true;
+    if (r->session != 0) {
+        pthread_mutex_lock(&e->lock);
+        gsess *ss = e->sessions;
+        while (ss != NULL && ss->id != r->session)
+            ss = ss->next;
+        if (ss == NULL || ss->closed) {
+            pthread_mutex_unlock(&e->lock);
+            ctn__errf(err, errlen, "session %" PRId64 " is %s", r->session,
+                      ss == NULL ? "unknown" : "closed");
+            rc = CTN_EINVAL;
+            goto fail;
+        }
+        bos = !ss->used;
+        ss->used = true;
+        ss->n_reqs++;
+        s->sess = ss;
+        pthread_mutex_unlock(&e->lock);
+    }
+    if (r->prompt != NULL && (r->prompt[0] != '\0' || s->sess == NULL)) {
         if (e->v == NULL) {
             ctn__errf(err, errlen, "a text prompt needs a vocabulary (the engine has none)");
             rc = CTN_EINVAL;
             goto fail;
         }
         size_t n = 0;
-        rc = ctn_tokenize(e->v, r->prompt, strlen(r->prompt), true, true, &s->toks, &n);
+        rc = ctn_tokenize(e->v, r->prompt, strlen(r->prompt), bos, true, &s->toks, &n);
         if (rc < 0) {
             ctn__errf(err, errlen, "tokenizing the prompt: %s", ctn_strerror(rc));
             goto fail;
@@ -239,7 +312,7 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
         memcpy(s->toks, r->prompt_ids, (size_t)r->n_prompt_ids * sizeof *s->toks);
         s->n_toks = s->cap_toks = r->n_prompt_ids;
     }
-    if (s->n_toks == 0) {
+    if (s->n_toks == 0 && s->sess == NULL) { /* a session may have the whole prompt */
         ctn__errf(err, errlen, r->prompt != NULL ? "the prompt has no tokens" : "no prompt");
         rc = CTN_EINVAL;
         goto fail;
@@ -270,7 +343,7 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
     }
     /* Room for the generated tokens grows on demand; the prompt is in the penalty window as
      * llama.cpp's server puts it. */
-    if (s->cap_toks < s->n_toks + 16) {
+    if (s->toks == NULL || s->cap_toks < s->n_toks + 16) {
         int32_t *p = realloc(s->toks, (size_t)(s->n_toks + 16) * sizeof *p);
         if (p == NULL) {
             rc = CTN_ENOMEM;
@@ -306,8 +379,225 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
     pthread_mutex_unlock(&e->lock);
     return id;
 fail:
+    if (s->sess != NULL) {
+        pthread_mutex_lock(&e->lock);
+        s->sess->n_reqs--;
+        pthread_mutex_unlock(&e->lock);
+    }
     seq_free(e, s);
     return rc;
+}
+
+/* ---- sessions ------------------------------------------------------------------------------ */
+
+static gsess *session_find(ctn_gen *e, int64_t id) { /* lock held */
+    gsess *ss = e->sessions;
+    while (ss != NULL && ss->id != id)
+        ss = ss->next;
+    return ss;
+}
+
+static gsess *session_alloc(ctn_gen *e) { /* lock held */
+    gsess *ss = calloc(1, sizeof *ss);
+    if (ss == NULL) return NULL;
+    ss->id = e->next_id++;
+    ss->next = e->sessions;
+    e->sessions = ss;
+    e->n_sessions++;
+    return ss;
+}
+
+int64_t ctn_gen_session_new(ctn_gen *e) {
+    pthread_mutex_lock(&e->lock);
+    gsess *ss = e->stopping ? NULL : session_alloc(e);
+    const int64_t id = ss != NULL ? ss->id : CTN_ENOMEM;
+    pthread_mutex_unlock(&e->lock);
+    return id;
+}
+
+static int queue_cmd(ctn_gen *e, int64_t session, int n, int64_t *children) {
+    if (n < 0) return CTN_EINVAL;
+    gcmd *c = calloc(1, sizeof *c);
+    gsess **kids = n > 0 ? calloc((size_t)n, sizeof *kids) : NULL;
+    if (c == NULL || (n > 0 && kids == NULL)) {
+        free(c);
+        free(kids);
+        return CTN_ENOMEM;
+    }
+    pthread_mutex_lock(&e->lock);
+    gsess *ss = session_find(e, session);
+    if (ss == NULL || ss->closed || e->stopping) {
+        pthread_mutex_unlock(&e->lock);
+        free(c);
+        free(kids);
+        return CTN_ENOENT;
+    }
+    for (int i = 0; i < n; i++) {
+        kids[i] = session_alloc(e);
+        if (kids[i] == NULL) { /* the ones made stay, empty and usable */
+            pthread_mutex_unlock(&e->lock);
+            free(c);
+            free(kids);
+            return CTN_ENOMEM;
+        }
+        kids[i]->awaiting_fork = true;
+        kids[i]->used = ss->used;
+        children[i] = kids[i]->id;
+    }
+    if (n == 0) ss->closed = true;
+    c->stamp = e->next_id++;
+    c->sess = ss;
+    c->n = n;
+    c->children = kids;
+    ss->n_reqs++; /* the operation refers to it too */
+    *e->cmds_in_tail = c;
+    e->cmds_in_tail = &c->next;
+    pthread_cond_signal(&e->wake);
+    pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
+int ctn_gen_session_fork(ctn_gen *e, int64_t session, int n, int64_t *children) {
+    if (n < 1 || children == NULL) return CTN_EINVAL;
+    return queue_cmd(e, session, n, children);
+}
+
+int ctn_gen_session_close(ctn_gen *e, int64_t session) {
+    return queue_cmd(e, session, 0, NULL);
+}
+
+/* True when a queued operation on ss older than stamp is not done yet. */
+static bool cmd_pending_before(const ctn_gen *e, const gsess *ss, int64_t stamp) {
+    for (const gcmd *c = e->cmds; c != NULL && c->stamp < stamp; c = c->next)
+        if (c->sess == ss) return true;
+    return false;
+}
+
+/* True when a request on ss submitted before stamp has not finished. */
+static bool request_pending_before(const ctn_gen *e, const gsess *ss, int64_t stamp) {
+    if (ss->active != NULL) return true;
+    for (const gseq *w = e->waiting; w != NULL && w->id < stamp; w = w->next)
+        if (w->sess == ss) return true;
+    return false;
+}
+
+static void session_release(ctn_gen *e, gsess *ss) {
+    if (ss->has_kv) ctn_kv_seq_close(e->kv, &ss->kv);
+    ss->has_kv = false;
+    free(ss->toks);
+    ss->toks = NULL;
+    ss->n_toks = 0;
+}
+
+/* Does the queued operations whose turn has come. Engine thread. */
+static void run_cmds(ctn_gen *e) {
+    for (gcmd **pp = &e->cmds; *pp != NULL;) {
+        gcmd *c = *pp;
+        if (cmd_pending_before(e, c->sess, c->stamp) ||
+            request_pending_before(e, c->sess, c->stamp)) {
+            pp = &c->next;
+            continue;
+        }
+        gsess *ss = c->sess;
+        for (int i = 0; i < c->n; i++) {
+            gsess *k = c->children[i];
+            k->awaiting_fork = false;
+            if (ss->broken) {
+                k->broken = true;
+                continue;
+            }
+            if (ss->n_toks > 0) {
+                k->toks = malloc((size_t)ss->n_toks * sizeof *k->toks);
+                if (k->toks == NULL) {
+                    k->broken = true;
+                    continue;
+                }
+                memcpy(k->toks, ss->toks, (size_t)ss->n_toks * sizeof *k->toks);
+                k->n_toks = ss->n_toks;
+            }
+            if (ss->has_kv) {
+                if (ctn_kv_seq_init(&k->kv, e->kv, e->n_ctx) < 0) { /* recomputed instead */
+                    continue;
+                }
+                ctn_kv_seq_fork(e->kv, &k->kv, &ss->kv);
+                k->has_kv = true;
+            }
+        }
+        *pp = c->next;
+        pthread_mutex_lock(&e->lock);
+        ss->n_reqs--;
+        const bool gone = c->n == 0;
+        if (gone) { /* close: out of the list */
+            gsess **sp = &e->sessions;
+            while (*sp != ss)
+                sp = &(*sp)->next;
+            *sp = ss->next;
+            e->n_sessions--;
+        }
+        pthread_mutex_unlock(&e->lock);
+        if (gone) {
+            session_release(e, ss);
+            free(ss);
+        }
+        free(c->children);
+        free(c);
+    }
+}
+
+/*
+ * At a session request's first admission: the session's history goes in front of its
+ * prompt, the sampler's penalty window is rebuilt over both, and the session's KV blocks
+ * become the sequence's. Returns 0, or a finish reason with *error when the request cannot
+ * run.
+ */
+static ctn_finish join_session(ctn_gen *e, gseq *s, const char **error) {
+    gsess *ss = s->sess;
+    if (ss->broken) {
+        *error = "the session's fork ran out of memory";
+        return CTN_FINISH_ERROR;
+    }
+    const int64_t n = ss->n_toks + s->n_toks;
+    if (n == 0) {
+        *error = "no prompt (and the session is empty)";
+        return CTN_FINISH_ERROR;
+    }
+    if (n >= e->n_ctx) {
+        *error = "the session's history and the prompt fill the context";
+        return CTN_FINISH_ERROR;
+    }
+    const int32_t need = (int32_t)((n + 1 + e->kv->block_size - 1) / e->kv->block_size);
+    if (need > e->kv->n_blocks) {
+        *error = "the session's history and the prompt need more KV blocks than the pool has";
+        return CTN_FINISH_ERROR;
+    }
+    int32_t *t = malloc((size_t)(n + 16) * sizeof *t);
+    if (t == NULL) {
+        *error = "out of memory";
+        return CTN_FINISH_ERROR;
+    }
+    if (ss->n_toks > 0) memcpy(t, ss->toks, (size_t)ss->n_toks * sizeof *t);
+    if (s->n_toks > 0) memcpy(t + ss->n_toks, s->toks, (size_t)s->n_toks * sizeof *t);
+    free(s->toks);
+    s->toks = t;
+    s->n_toks = n;
+    s->cap_toks = n + 16;
+    s->n_prompt = n;
+    ctn_sampler_reset(s->smp);
+    for (int64_t i = 0; i < n; i++)
+        ctn_sampler_accept(s->smp, t[i]);
+    if (ss->has_kv) {
+        s->kv = ss->kv;
+        s->has_kv = true;
+        ss->has_kv = false;
+        /* Nothing new to compute: the last position is computed again for its logits. */
+        if (s->kv.n_pos >= s->n_toks && s->max_tokens != 0) s->kv.n_pos = s->n_toks - 1;
+    }
+    free(ss->toks);
+    ss->toks = NULL;
+    ss->n_toks = 0;
+    ss->active = s;
+    s->joined = true;
+    return (ctn_finish)0;
 }
 
 int ctn_gen_cancel(ctn_gen *e, int64_t id) {
@@ -353,6 +643,9 @@ static void take_incoming(ctn_gen *e) {
     e->incoming = NULL;
     e->incoming_tail = &e->incoming;
     e->n_incoming = 0;
+    gcmd *cmds = e->cmds_in;
+    e->cmds_in = NULL;
+    e->cmds_in_tail = &e->cmds_in;
     int n_c = e->n_cancels;
     int64_t cbuf[64];
     int64_t *c = n_c <= 64 ? cbuf : malloc((size_t)n_c * sizeof *c);
@@ -368,6 +661,10 @@ static void take_incoming(ctn_gen *e) {
         waiting_insert(e, in);
         in = nx;
     }
+    gcmd **ct = &e->cmds;
+    while (*ct != NULL)
+        ct = &(*ct)->next;
+    *ct = cmds;
     for (int i = 0; i < n_c; i++) {
         gseq **pp = &e->waiting;
         while (*pp != NULL && (*pp)->id != c[i])
@@ -427,6 +724,12 @@ static gseq *latest_not_in_step(const ctn_gen *e, int n_segs) {
     return v;
 }
 
+/* Positions the sequence wants computed: all its tokens, or all but the last for a
+ * prompt-only request (the next request on its session computes that one). */
+static int64_t target(const gseq *s) {
+    return s->max_tokens == 0 ? s->n_toks - 1 : s->n_toks;
+}
+
 /* Blocks a sequence needs for n more tokens, beyond those it holds. */
 static int32_t blocks_for(const ctn_gen *e, const gseq *s, int64_t n) {
     return ctn_kv_seq_blocks_needed(e->kv, &s->kv, s->kv.n_pos + n);
@@ -478,6 +781,7 @@ static ctn_finish next_token(ctn_gen *e, gseq *s, float *logits, const char **er
 /* Gives back what a failed admission took (adopted blocks, counted hits and misses). */
 static void undo_admission(ctn_gen *e, gseq *s, int64_t hits, int64_t misses) {
     ctn_kv_seq_close(e->kv, &s->kv);
+    s->has_kv = false;
     e->kv->hits = hits;
     e->kv->misses = misses;
 }
@@ -511,8 +815,8 @@ static int plan_running(ctn_gen *e, int64_t *budget, int32_t *planned, int *n_de
         memcpy(order, e->running, (size_t)n_order * sizeof *order);
         for (int j = 0; j<n_order && * budget> 0; j++) {
             gseq *s = order[j];
-            const int64_t left = s->n_toks - s->kv.n_pos;
-            if (!s->has_kv || (pass == 0) != (left == 1)) continue;
+            const int64_t left = target(s) - s->kv.n_pos;
+            if (!s->has_kv || left <= 0 || (pass == 0) != (left == 1)) continue;
             int64_t n = left < *budget ? left : *budget;
             int32_t need = blocks_for(e, s, n);
             while (*planned + need > e->kv->n_free) {
@@ -548,6 +852,11 @@ static void publish(ctn_gen *e) {
     e->stats.waiting = e->n_waiting;
     e->stats.kv_free = e->kv->n_free;
     e->stats.kv_cached = e->kv->n_cached;
+    e->stats.sessions = e->n_sessions;
+    int32_t held = 0;
+    for (const gsess *ss = e->sessions; ss != NULL; ss = ss->next)
+        if (ss->has_kv) held += ss->kv.n_blocks;
+    e->stats.kv_session_blocks = held;
     e->stats.prefix_hits = e->kv->hits;
     e->stats.prefix_misses = e->kv->misses;
     e->stats.prefix_evictions = e->kv->evictions;
@@ -562,8 +871,22 @@ int64_t ctn_gen_step(ctn_gen *e, ctn_gen_step_info *info) {
     return n;
 }
 
+/* Finishes the running prompt-only requests whose prompt is computed. */
+static void finish_prompt_only(ctn_gen *e) {
+    for (int j = 0; j < e->n_running;) {
+        gseq *s = e->running[j];
+        if (s->max_tokens == 0 && s->kv.n_pos >= target(s)) {
+            running_remove(e, s);
+            seq_finish(e, s, CTN_FINISH_LENGTH, NULL);
+        } else {
+            j++;
+        }
+    }
+}
+
 static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
     take_incoming(e);
+    run_cmds(e);
     const int64_t budget0 = e->p.step_tokens;
     int64_t budget = budget0;
     int n_decode = 0, n_admitted = 0, n_preempted = 0;
@@ -576,37 +899,60 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
 
     /* 1 and 2: the running sequences, in admission order. */
     int n_segs = plan_running(e, &budget, &planned, &n_decode, &n_preempted, e->order);
-    /* 3: admission, in arrival order, never skipping the head. */
-    while (e->waiting != NULL && budget > 0 && e->n_running < e->p.max_running) {
-        gseq *s = e->waiting;
-        if (ctn_kv_seq_init(&s->kv, e->kv, e->n_ctx) < 0) break; /* retried next step */
+    /* 3: admission, in arrival order. A request is passed over only while its session is
+     * busy (an earlier request or operation on it); any other that does not fit ends the
+     * admissions of this step, so that nothing starves. */
+    gseq **wp = &e->waiting;
+    while (*wp != NULL && budget > 0 && e->n_running < e->p.max_running) {
+        gseq *s = *wp;
+        gsess *ss = s->sess;
+        if (ss != NULL && ((ss->active != NULL && ss->active != s) || ss->awaiting_fork ||
+                           cmd_pending_before(e, ss, s->id))) {
+            wp = &s->next;
+            continue;
+        }
+        const char *error = NULL;
+        ctn_finish fin = (ctn_finish)0;
+        if (ss != NULL && !s->joined) fin = join_session(e, s, &error);
+        if (fin == 0 && s->max_tokens == 0 && s->has_kv && s->kv.n_pos >= s->n_toks - 1)
+            fin = CTN_FINISH_LENGTH; /* prompt only, and it is all there already */
+        if (fin != 0) {
+            *wp = s->next;
+            e->n_waiting--;
+            seq_finish(e, s, fin, error);
+            continue;
+        }
+        const bool fresh = !s->has_kv; /* a session's blocks come with it */
         const int64_t hits = e->kv->hits, misses = e->kv->misses;
-        if (!e->p.no_prefix_cache) {
-            ctn_kv_prefix_adopt(e->kv, &s->kv, s->toks, s->n_toks - 1, 0);
-            if (prefix_in_flight(e, s)) {
-                undo_admission(e, s, hits, misses);
-                break;
+        if (fresh) {
+            if (ctn_kv_seq_init(&s->kv, e->kv, e->n_ctx) < 0) break; /* retried next step */
+            s->has_kv = true;
+            if (!e->p.no_prefix_cache) {
+                ctn_kv_prefix_adopt(e->kv, &s->kv, s->toks, s->n_toks - 1, 0);
+                if (prefix_in_flight(e, s)) {
+                    undo_admission(e, s, hits, misses);
+                    break;
+                }
             }
         }
-        const int64_t left = s->n_toks - s->kv.n_pos;
+        const int64_t left = target(s) - s->kv.n_pos;
         const int64_t n = left < budget ? left : budget;
         const int32_t need = ctn_kv_seq_blocks_needed(e->kv, &s->kv, s->kv.n_pos + n);
         if (planned + need + e->watermark_blocks > e->kv->n_free) {
             /* Into an idle engine the head goes in whatever the watermark. */
             if (e->n_running > 0 || n_segs > 0 || planned + need > e->kv->n_free) {
-                undo_admission(e, s, hits, misses);
+                if (fresh) undo_admission(e, s, hits, misses);
                 break;
             }
         }
-        s->has_kv = true;
-        e->waiting = s->next;
+        *wp = s->next;
         e->n_waiting--;
         s->next = NULL;
         s->admitted = ++e->admit_clock;
         e->running[e->n_running++] = s;
         planned += need;
-        e->segs[n_segs] = (ctn_fwd_seg){&s->kv, s->toks + s->kv.n_pos, n,
-                                        s->kv.n_pos + n == s->n_toks};
+        e->segs[n_segs] =
+            (ctn_fwd_seg){&s->kv, s->toks + s->kv.n_pos, n, s->kv.n_pos + n == s->n_toks};
         e->seg_seq[n_segs++] = s;
         budget -= n;
         n_admitted++;
@@ -655,6 +1001,7 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
     e->stats.kv_slots_alloc += alloc;
     pthread_mutex_unlock(&e->lock);
 
+    finish_prompt_only(e);
     int row = 0;
     for (int i = 0; i < n_segs; i++) {
         if (!e->segs[i].logits) continue;
@@ -667,6 +1014,7 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
             seq_finish(e, s, fin, error);
         }
     }
+    run_cmds(e); /* operations waiting for the requests that just ended */
     return n_tok;
 }
 
@@ -687,12 +1035,12 @@ static void *engine_main(void *arg) {
     for (;;) {
         pthread_mutex_lock(&e->lock);
         while (!e->stopping && e->incoming == NULL && e->n_cancels == 0 && e->waiting == NULL &&
-               e->n_running == 0)
+               e->n_running == 0 && e->cmds_in == NULL)
             pthread_cond_wait(&e->wake, &e->lock);
         const bool stop = e->stopping;
         pthread_mutex_unlock(&e->lock);
         if (stop) break;
-        if (ctn_gen_step(e, NULL) == 0 && e->waiting != NULL) {
+        if (ctn_gen_step(e, NULL) == 0 && (e->waiting != NULL || e->cmds != NULL)) {
             /* Nothing could run (a sequence's block table could not be allocated): try
              * again shortly rather than spin. */
             const struct timespec ms = {0, 1000000};
@@ -727,6 +1075,7 @@ int ctn_gen_new(ctn_gen **out, const ctn_model *m, const ctn_vocab *v, const ctn
     e->v = v;
     e->next_id = 1;
     e->incoming_tail = &e->incoming;
+    e->cmds_in_tail = &e->cmds_in;
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->wake, NULL);
     p.fwd.n_batch = p.step_tokens > p.max_running ? p.step_tokens : p.max_running;
@@ -802,6 +1151,18 @@ void ctn_gen_free(ctn_gen *e) {
                 e->n_waiting--;
             }
             seq_finish(e, s, CTN_FINISH_CANCELLED, NULL);
+        }
+        for (gcmd *c = e->cmds; c != NULL;) {
+            gcmd *nx = c->next;
+            free(c->children);
+            free(c);
+            c = nx;
+        }
+        while (e->sessions != NULL) {
+            gsess *ss = e->sessions;
+            e->sessions = ss->next;
+            session_release(e, ss);
+            free(ss);
         }
     }
     ctn_fwd_free(e->f);

@@ -102,10 +102,17 @@ typedef struct {
     const int32_t *prompt_ids; /* ... the prompt as token ids instead (copied) */
     int64_t n_prompt_ids;
     ctn_sampler_params sampling; /* ctn_sampler_params_default() is llama.cpp's CLI's */
-    int64_t max_tokens;          /* < 0: until EOS, a stop string or the context */
+    int64_t max_tokens;          /* < 0: until EOS, a stop string or the context; 0: prompt
+                                    only (fills a session) */
     const char *const *stop;     /* stop strings (copied); need a vocabulary */
     size_t n_stop;
     bool ignore_eos;
+    /* A session (ctn_gen_session_new) whose history the request continues: the model sees
+     * the session's tokens, then this prompt (which may then be empty; BOS only on a
+     * session's first request), and the session keeps everything, with its KV blocks, when
+     * the request ends (not after an error, which empties it). Requests on one session run
+     * one after the other in submission order. 0: none. */
+    int64_t session;
     /* A generated token and the text it completes (stop strings held back; may be empty;
      * NULL when the engine has no vocabulary). Engine thread. */
     void (*on_token)(void *ud, int64_t id, int32_t token, const char *text, size_t len);
@@ -138,6 +145,24 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
 /* Cancels a request: it finishes with CTN_FINISH_CANCELLED at the next step boundary and
  * its KV blocks return to the pool. 0, or CTN_ENOENT when it is unknown or finished. */
 int ctn_gen_cancel(ctn_gen *e, int64_t id);
+
+/*
+ * Sessions. A session keeps a token history and its KV blocks between requests, so a chat
+ * does not recompute its past. Operations are queued and take effect in submission order
+ * with the session's requests: a fork or close waits for the requests submitted before it.
+ *
+ * ctn_gen_session_new: a new, empty session; its id (> 0) or CTN_ENOMEM.
+ * ctn_gen_session_fork: n new sessions (ids into children) that start as copies of the
+ *   session's history, sharing its KV blocks copy-on-write (n > 1 sampling, variants of one
+ *   prompt, beams). 0, CTN_ENOENT (unknown or closed session), CTN_EINVAL (n < 1), CTN_ENOMEM.
+ * ctn_gen_session_close: forgets the session once its requests are done; its blocks return.
+ *   Later requests on it are refused. 0 or CTN_ENOENT.
+ * A prompt-only request (max_tokens 0) fills a session without generating: then forks of it
+ * each generate from the same computed prompt.
+ */
+int64_t ctn_gen_session_new(ctn_gen *e);
+int ctn_gen_session_fork(ctn_gen *e, int64_t session, int n, int64_t *children);
+int ctn_gen_session_close(ctn_gen *e, int64_t session);
 
 /* What one step scheduled (manual mode: for tests of the scheduler). */
 typedef struct {
@@ -172,6 +197,8 @@ typedef struct {
     /* Prefix cache, in blocks: registered blocks (held or evictable), blocks of prompts
      * found in the cache / not found at admission, cached blocks reused for others. */
     int32_t kv_cached;
+    int sessions;              /* open sessions */
+    int32_t kv_session_blocks; /* blocks held by idle sessions */
     int64_t prefix_hits, prefix_misses, prefix_evictions;
 } ctn_gen_stats;
 

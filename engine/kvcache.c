@@ -205,10 +205,12 @@ void ctn_kv_seq_close(ctn_kv_pool *kv, ctn_kv_seq *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* True when writing position s->n_pos would write into a block another table shares. */
+/* True when the next write (position s->n_pos) would go into a block that the sequence holds
+ * but must not change: another table shares it, or the prefix cache has registered it (a
+ * sequence moved back into a full block, as a session does to recompute its last token). */
 static bool shared_tail(const ctn_kv_pool *kv, const ctn_kv_seq *s) {
-    const int64_t bs = kv->block_size;
-    return s->n_pos % bs != 0 && s->n_pos / bs < s->n_blocks && kv->refs[s->table[s->n_pos / bs]] > 1;
+    const int64_t i = s->n_pos / kv->block_size;
+    return i < s->n_blocks && (kv->refs[s->table[i]] > 1 || kv->meta[s->table[i]].cached);
 }
 
 int32_t ctn_kv_seq_blocks_needed(const ctn_kv_pool *kv, const ctn_kv_seq *s, int64_t n_pos) {
@@ -234,6 +236,7 @@ int ctn_kv_seq_reserve(ctn_kv_pool *kv, ctn_kv_seq *s, int64_t n_pos, char *err,
     if (n_pos > s->n_pos && shared_tail(kv, s)) {
         /* Copy-on-write: the partial last block gets a private copy (every layer's K and V)
          * before this sequence writes its next position into it. */
+        /* (the copy of a registered block is private: it is not in the cache) */
         const int32_t i = (int32_t)(s->n_pos / kv->block_size), old = s->table[i];
         const int32_t b = take_block(kv);
         for (int64_t l = 0; l < kv->n_layer; l++) {

@@ -59,10 +59,10 @@ typedef struct {
      * blocks no sequence holds, reused least-recently-released first). */
     int32_t n_free;
     /* Prefix cache. */
-    ctn_kv_meta *meta;  /* (n_blocks) */
-    int32_t *btoks;     /* (n_blocks, block_size) tokens of cached blocks */
-    int32_t *buckets;   /* (n_buckets) first block of each hash chain, -1 */
-    int32_t n_buckets;  /* a power of two */
+    ctn_kv_meta *meta; /* (n_blocks) */
+    int32_t *btoks;    /* (n_blocks, block_size) tokens of cached blocks */
+    int32_t *buckets;  /* (n_buckets) first block of each hash chain, -1 */
+    int32_t n_buckets; /* a power of two */
     int32_t lru_head, lru_tail;
     int32_t n_evictable, n_cached;
     int64_t hits, misses, evictions; /* in blocks */
@@ -73,8 +73,8 @@ typedef struct {
     int32_t *table;   /* (max_blocks) block id of positions [i * bs, (i + 1) * bs) */
     int32_t n_blocks; /* entries of table in use */
     int32_t max_blocks;
-    int64_t n_pos;   /* positions whose K/V are filled (the forward pass advances it) */
-    int64_t max_pos; /* the sequence's context limit */
+    int64_t n_pos;    /* positions whose K/V are filled (the forward pass advances it) */
+    int64_t max_pos;  /* the sequence's context limit */
     int32_t n_hashed; /* leading blocks whose chain hash is known (committed or adopted) */
     uint64_t hash;    /* chain hash of block n_hashed - 1 */
 } ctn_kv_seq;

@@ -550,11 +550,163 @@ TEST(stress_thousand_requests) {
     unload(&L);
 }
 
+/* ---- sessions -------------------------------------------------------------------------------- */
+
+static int64_t submit_session(ctn_gen *e, collector *c, const req_t *r, int idx, int64_t session) {
+    ctn_gen_request q = ctn_gen_request_default();
+    q.prompt_ids = r->n_prompt > 0 ? r->prompt : NULL;
+    q.n_prompt_ids = r->n_prompt;
+    q.max_tokens = r->max_tokens;
+    q.sampling.temp = r->temp;
+    q.sampling.seed = r->seed;
+    q.session = session;
+    q.on_token = on_token;
+    q.on_done = on_done;
+    UDS[idx] = (slot_ud){c, idx};
+    q.ud = &UDS[idx];
+    char err[256];
+    int64_t id = ctn_gen_submit(e, &q, err, sizeof err);
+    if (id < 0) printf("  submit %d: %s\n", idx, err);
+    c->id_of[idx] = id;
+    return id;
+}
+
+/*
+ * A session keeps its history: the second request computes only its own prompt (and the
+ * last generated token) and generates what a plain request with the whole history as its
+ * prompt generates. With the prefix cache on and off.
+ */
+TEST(session_continues) {
+    loaded L;
+    CHECK(load_random(&L, &SMALL_Q8) == 0);
+    for (int cache = 0; cache < 2; cache++) {
+        NO_CACHE = cache == 0;
+        collector c, ref;
+        collector_init(&c);
+        collector_init(&ref);
+        ctn_gen *e = engine(&L, 512, 8, 0, 128, true, 2);
+        const int64_t ss = ctn_gen_session_new(e);
+        CHECK(ss > 0);
+        req_t r1 = R(21, 5), r2 = R(7, 6);
+        for (int i = 0; i < 7; i++)
+            r2.prompt[i] = (int32_t)(50 + i);
+        submit_session(e, &c, &r1, 0, ss);
+        run_manual(e);
+        CHECK(c.out[0].done == 1 && c.out[0].n == 5);
+        ctn_gen_stats st;
+        ctn_gen_get_stats(e, &st);
+        CHECK(st.sessions == 1 && st.kv_session_blocks == 2); /* 25 positions computed */
+        submit_session(e, &c, &r2, 1, ss);
+        ctn_gen_step_info in;
+        CHECK_EQ_INT(ctn_gen_step(e, &in), 8); /* the last generated token + 7 */
+        run_manual(e);
+        CHECK(c.out[1].done == 1 && c.out[1].n == 6);
+        /* The same as one request with the whole history. */
+        req_t whole = R(0, 6);
+        memcpy(whole.prompt, r1.prompt, 21 * sizeof(int32_t));
+        memcpy(whole.prompt + 21, c.out[0].toks, 5 * sizeof(int32_t));
+        memcpy(whole.prompt + 26, r2.prompt, 7 * sizeof(int32_t));
+        whole.n_prompt = 33;
+        submit(e, &ref, &whole, 0);
+        run_manual(e);
+        CHECK(ref.out[0].n == 6 &&
+              memcmp(ref.out[0].toks, c.out[1].toks, 6 * sizeof(int32_t)) == 0);
+        /* A request with an empty prompt goes on from the history. */
+        req_t more = R(0, 3);
+        submit_session(e, &c, &more, 2, ss);
+        run_manual(e);
+        CHECK(c.out[2].done == 1 && c.out[2].n == 3);
+        CHECK_EQ_INT(ctn_gen_session_close(e, ss), 0);
+        CHECK_EQ_INT(ctn_gen_session_close(e, ss), CTN_ENOENT);
+        char err[256];
+        ctn_gen_request q = ctn_gen_request_default();
+        q.prompt_ids = r1.prompt;
+        q.n_prompt_ids = 3;
+        q.session = ss;
+        CHECK_EQ_INT(ctn_gen_submit(e, &q, err, sizeof err), CTN_EINVAL);
+        CHECK(strstr(err, "closed") != NULL);
+        q.session = 424242;
+        CHECK_EQ_INT(ctn_gen_submit(e, &q, err, sizeof err), CTN_EINVAL);
+        CHECK(strstr(err, "unknown") != NULL);
+        run_manual(e);
+        ctn_gen_get_stats(e, &st);
+        CHECK(st.sessions == 0 && st.kv_free == st.kv_blocks);
+        ctn_gen_free(e);
+        collector_close(&c);
+        collector_close(&ref);
+    }
+    NO_CACHE = false;
+    unload(&L);
+}
+
+/*
+ * n > 1 sampling by forking: a prompt-only request fills a session, four forks each sample
+ * from it with their own seed; each gives what a plain request with that prompt and seed
+ * gives, and the prompt is computed once (the forks share its blocks).
+ */
+TEST(session_fork) {
+    loaded L;
+    CHECK(load_random(&L, &SMALL_Q8) == 0);
+    collector c, ref;
+    collector_init(&c);
+    collector_init(&ref);
+    NO_CACHE = true; /* the sharing must come from the fork, not the prefix cache */
+    ctn_gen *e = engine(&L, 512, 8, 0, 128, true, 2);
+    const int64_t ss = ctn_gen_session_new(e);
+    req_t p = R(37, 0);
+    submit_session(e, &c, &p, 0, ss);
+    int64_t kids[4];
+    CHECK_EQ_INT(ctn_gen_session_fork(e, ss, 4, kids), 0);
+    CHECK_EQ_INT(ctn_gen_session_fork(e, ss, 0, kids), CTN_EINVAL);
+    req_t g[4];
+    for (int i = 0; i < 4; i++) {
+        g[i] = R(0, 9);
+        g[i].temp = 0.9f;
+        g[i].seed = 1000 + (uint64_t)i;
+        submit_session(e, &c, &g[i], 1 + i, kids[i]);
+    }
+    ctn_gen_step_info in;
+    CHECK_EQ_INT(ctn_gen_step(e, &in), 36); /* the prompt but its last token */
+    CHECK_EQ_INT(c.out[0].done, 1);
+    CHECK_EQ_INT(c.out[0].n, 0);
+    CHECK_EQ_INT(ctn_gen_step(e, &in), 4); /* each fork: the last prompt token */
+    CHECK_EQ_INT(in.n_seqs, 4);
+    ctn_gen_stats st;
+    ctn_gen_get_stats(e, &st);
+    /* 3 blocks of the prompt shared (the partial third copied on write by each fork). */
+    CHECK(st.kv_blocks - st.kv_free <= 3 + 4);
+    run_manual(e);
+    ctn_gen_free(e);
+    e = engine(&L, 512, 8, 0, 128, true, 2);
+    for (int i = 0; i < 4; i++) {
+        req_t r = g[i];
+        memcpy(r.prompt, p.prompt, 37 * sizeof(int32_t));
+        r.n_prompt = 37;
+        submit(e, &ref, &r, 1 + i);
+    }
+    run_manual(e);
+    ctn_gen_free(e);
+    for (int i = 1; i <= 4; i++)
+        CHECK(c.out[i].n == 9 && ref.out[i].n == 9 &&
+              memcmp(c.out[i].toks, ref.out[i].toks, 9 * sizeof(int32_t)) == 0);
+    /* The four samples are not all the same (different seeds). */
+    int differ = 0;
+    for (int i = 2; i <= 4; i++)
+        differ += memcmp(c.out[1].toks, c.out[i].toks, 9 * sizeof(int32_t)) != 0;
+    CHECK(differ > 0);
+    NO_CACHE = false;
+    collector_close(&c);
+    collector_close(&ref);
+    unload(&L);
+}
+
 int main(void) {
     RUN(alone_equals_batch_chunked_preempted);
     RUN(shared_prefix_computed_once);
     RUN(scheduler_admission_and_chunks);
     RUN(scheduler_preemption_order);
+    RUN(session_continues);
+    RUN(session_fork);
     RUN(bad_requests);
     RUN(stress_thousand_requests);
     return test_summary();
