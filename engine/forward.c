@@ -85,6 +85,8 @@ struct ctn_fwd {
     tok_info *toks;          /* (n_batch) */
     const ctn_fwd_seg *segs; /* borrowed for the run */
     int n_segs;
+    bool any_embd;   /* some segment wants hidden states */
+    float *embd_tmp; /* (n_threads, n_embd) a normalised row per thread */
     int64_t n_tok;
     int64_t *out_tok; /* (n_batch) token index of each logits row */
     int64_t n_out;
@@ -273,10 +275,11 @@ int ctn_fwd_new(ctn_fwd **out, const ctn_model *m, const ctn_fwd_params *pin, ch
     f->out_rows = ctn__malloc(B * (size_t)hp->n_embd * sizeof(float));
     f->toks = ctn__malloc(B * sizeof *f->toks);
     f->out_tok = ctn__malloc(B * sizeof *f->out_tok);
+    f->embd_tmp = ctn__malloc((size_t)p.n_threads * (size_t)hp->n_embd * sizeof(float));
     if (f->x == NULL || f->xn == NULL || f->q == NULL || f->kx == NULL || f->vx == NULL ||
         f->att == NULL || f->proj == NULL || f->gate == NULL || f->up == NULL || f->act == NULL ||
         f->rope_cs == NULL || f->scores == NULL || f->qconv == NULL || f->out_rows == NULL ||
-        f->toks == NULL || f->out_tok == NULL)
+        f->toks == NULL || f->out_tok == NULL || f->embd_tmp == NULL)
         goto nomem;
 
     if ((rc = ctn_kv_pool_new(&f->kv, hp->n_layer, kv_dim, kv_type, p.kv_block, p.kv_memory, err,
@@ -313,6 +316,7 @@ void ctn_fwd_free(ctn_fwd *f) {
     free(f->x), free(f->xn), free(f->q), free(f->kx), free(f->vx), free(f->att);
     free(f->proj), free(f->gate), free(f->up), free(f->act), free(f->rope_cs);
     free(f->scores), free(f->qconv), free(f->out_rows), free(f->toks), free(f->out_tok);
+    free(f->embd_tmp);
     free(f->embd_row);
     free(f);
 }
@@ -583,6 +587,27 @@ static void fwd_work(void *ctx, int ith, int nth) {
         as.src = NULL;
     }
 
+    /* Hidden states for embeddings: each segment's on one thread, token by token in order
+     * (a sum over chunks of a prompt is the same whatever the chunks). */
+    if (f->any_embd) {
+        float *tmp = f->embd_tmp + (size_t)ith * (size_t)E;
+        for (int64_t t = 0; t < T; t++) {
+            const int32_t sg = f->toks[t].seg;
+            const ctn_fwd_seg *s = &f->segs[sg];
+            if (s->embd == NULL || s->embd_mode == CTN_EMBD_NONE || sg % nth != ith) continue;
+            const bool first = t == 0 || f->toks[t - 1].seg != sg;
+            const bool last = t + 1 == T || f->toks[t + 1].seg != sg;
+            if (s->embd_mode == CTN_EMBD_SUM) {
+                rmsnorm(f->x + t * E, f->out_norm, E, hp->norm_eps, tmp);
+                for (int64_t i = 0; i < E; i++)
+                    s->embd[i] += tmp[i];
+            } else if ((s->embd_mode == CTN_EMBD_FIRST && first) ||
+                       (s->embd_mode == CTN_EMBD_LAST && last)) {
+                rmsnorm(f->x + t * E, f->out_norm, E, hp->norm_eps, s->embd);
+            }
+        }
+    }
+
     /* Logits of the rows that ask for them. */
     if (f->n_out == 0) return;
     int64_t o0, o1;
@@ -630,6 +655,12 @@ int ctn_fwd_run(ctn_fwd *f, const ctn_fwd_seg *segs, int n_segs, float *logits) 
                       " tokens exceed the context length of %" PRId64,
                       i, s->seq->n_pos, s->n_tokens, s->seq->max_pos);
             return CTN_ERANGE;
+        }
+        if (s->embd_mode < CTN_EMBD_NONE || s->embd_mode > CTN_EMBD_LAST ||
+            (s->embd_mode != CTN_EMBD_NONE && s->embd == NULL)) {
+            ctn__errf(f->errmsg, sizeof f->errmsg,
+                      "segment %d: embedding mode %d without a buffer or unknown", i, s->embd_mode);
+            return CTN_EINVAL;
         }
         n_tok += s->n_tokens;
         if (s->logits) n_out++;
@@ -679,6 +710,9 @@ int ctn_fwd_run(ctn_fwd *f, const ctn_fwd_seg *segs, int n_segs, float *logits) 
     }
     f->segs = segs;
     f->n_segs = n_segs;
+    f->any_embd = false;
+    for (int i = 0; i < n_segs; i++)
+        f->any_embd |= segs[i].embd_mode != CTN_EMBD_NONE;
     f->n_tok = n_tok;
     f->n_out = n_out;
     f->logits = logits;

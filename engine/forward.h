@@ -46,12 +46,22 @@ typedef struct {
 
 typedef struct ctn_fwd ctn_fwd;
 
+/* What a segment's final hidden states (after the output norm) go into, for embeddings. */
+typedef enum {
+    CTN_EMBD_NONE,  /* nothing */
+    CTN_EMBD_SUM,   /* embd += every token's state, in token order (mean pooling) */
+    CTN_EMBD_FIRST, /* embd = the first token's state (CLS pooling) */
+    CTN_EMBD_LAST,  /* embd = the last token's state (last-token pooling) */
+} ctn_embd_mode;
+
 /* A run of tokens appended to a sequence at its next positions. */
 typedef struct {
     ctn_kv_seq *seq;
     const int32_t *tokens; /* (n_tokens) borrowed for the call */
     int64_t n_tokens;
     bool logits; /* write the logits of the segment's last token */
+    int embd_mode; /* ctn_embd_mode */
+    float *embd;   /* (n_embd) caller memory, for embd_mode other than NONE */
 } ctn_fwd_seg;
 
 /*

@@ -60,6 +60,10 @@ struct gseq {
     int64_t n_toks, cap_toks; /* prompt, then generated tokens */
     int64_t n_prompt, n_gen, max_tokens;
     bool ignore_eos;
+    int pooling; /* embeddings: ctn_pooling */
+    bool embd_raw;
+    float *embd; /* (n_embd) the pooled state being built */
+    void (*on_embedding)(void *, int64_t, const float *, int64_t);
     gsess *sess;   /* the session it continues, or NULL */
     bool joined;   /* the session's history is in toks (done at first admission) */
     ctn_kv_seq kv; /* allocated while running */
@@ -152,6 +156,7 @@ static void seq_free(ctn_gen *e, gseq *s) {
     if (s->has_ds) ctn_detok_stream_close(&s->ds);
     ctn_stop_free(s->stop);
     ctn_sampler_free(s->smp);
+    free(s->embd);
     free(s->toks);
     free(s);
 }
@@ -249,6 +254,13 @@ static int push_tok(gseq *s, int32_t t) {
 int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t errlen) {
     if (e == NULL || r == NULL) {
         ctn__errf(err, errlen, "no engine or request");
+        return CTN_EINVAL;
+    }
+    if (r->pooling < CTN_POOL_NONE || r->pooling > CTN_POOL_CLS ||
+        (r->pooling != CTN_POOL_NONE && r->session != 0)) {
+        ctn__errf(err, errlen,
+                  r->session != 0 ? "embeddings cannot continue a session" : "unknown pooling %d",
+                  r->pooling);
         return CTN_EINVAL;
     }
     if (r->n_stop > 0 && e->v == NULL) {
@@ -356,6 +368,17 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
     for (int64_t i = 0; i < s->n_toks; i++)
         ctn_sampler_accept(s->smp, s->toks[i]);
     s->n_prompt = s->n_toks;
+    s->pooling = r->pooling;
+    s->embd_raw = r->embd_raw;
+    s->on_embedding = r->on_embedding;
+    if (s->pooling != CTN_POOL_NONE) {
+        s->embd = calloc((size_t)e->m->hp.n_embd, sizeof *s->embd);
+        if (s->embd == NULL) {
+            rc = CTN_ENOMEM;
+            ctn__errf(err, errlen, "out of memory");
+            goto fail;
+        }
+    }
     s->max_tokens = r->max_tokens;
     s->ignore_eos = r->ignore_eos;
     s->on_token = r->on_token;
@@ -705,6 +728,8 @@ static void preempt(ctn_gen *e, gseq *s) {
     ctn_kv_seq_close(e->kv, &s->kv);
     s->has_kv = false;
     s->preemptions++;
+    if (s->embd != NULL) /* recomputed from the first token */
+        memset(s->embd, 0, (size_t)e->m->hp.n_embd * sizeof *s->embd);
     waiting_insert(e, s);
 }
 
@@ -727,7 +752,24 @@ static gseq *latest_not_in_step(const ctn_gen *e, int n_segs) {
 /* Positions the sequence wants computed: all its tokens, or all but the last for a
  * prompt-only request (the next request on its session computes that one). */
 static int64_t target(const gseq *s) {
-    return s->max_tokens == 0 ? s->n_toks - 1 : s->n_toks;
+    return s->max_tokens == 0 && s->pooling == CTN_POOL_NONE ? s->n_toks - 1 : s->n_toks;
+}
+
+/* The segment of s for its next n tokens: logits when they end a generating request's
+ * tokens; for embeddings the hidden states its pooling needs from them. */
+static ctn_fwd_seg make_seg(gseq *s, int64_t n) {
+    ctn_fwd_seg g = {.seq = &s->kv, .tokens = s->toks + s->kv.n_pos, .n_tokens = n};
+    const bool ends = s->kv.n_pos + n == s->n_toks;
+    if (s->pooling == CTN_POOL_NONE) {
+        g.logits = ends;
+    } else {
+        g.embd = s->embd;
+        g.embd_mode = s->pooling == CTN_POOL_MEAN                      ? CTN_EMBD_SUM
+                      : s->pooling == CTN_POOL_CLS && s->kv.n_pos == 0 ? CTN_EMBD_FIRST
+                      : s->pooling == CTN_POOL_LAST && ends            ? CTN_EMBD_LAST
+                                                                       : CTN_EMBD_NONE;
+    }
+    return g;
 }
 
 /* Blocks a sequence needs for n more tokens, beyond those it holds. */
@@ -835,8 +877,7 @@ static int plan_running(ctn_gen *e, int64_t *budget, int32_t *planned, int *n_de
             }
             if (!s->has_kv || *planned + need > e->kv->n_free) continue;
             *planned += need;
-            e->segs[n_segs] =
-                (ctn_fwd_seg){&s->kv, s->toks + s->kv.n_pos, n, s->kv.n_pos + n == s->n_toks};
+            e->segs[n_segs] = make_seg(s, n);
             e->seg_seq[n_segs++] = s;
             *budget -= n;
             if (left == 1) (*n_decode)++;
@@ -871,15 +912,34 @@ int64_t ctn_gen_step(ctn_gen *e, ctn_gen_step_info *info) {
     return n;
 }
 
-/* Finishes the running prompt-only requests whose prompt is computed. */
+/* Finishes the running prompt-only and embedding requests whose prompt is computed (an
+ * embedding is pooled, normalised and handed over first). */
 static void finish_prompt_only(ctn_gen *e) {
+    const int64_t E = e->m->hp.n_embd;
     for (int j = 0; j < e->n_running;) {
         gseq *s = e->running[j];
-        if (s->max_tokens == 0 && s->kv.n_pos >= target(s)) {
-            running_remove(e, s);
-            seq_finish(e, s, CTN_FINISH_LENGTH, NULL);
-        } else {
+        if ((s->max_tokens != 0 && s->pooling == CTN_POOL_NONE) || s->kv.n_pos < target(s)) {
             j++;
+            continue;
+        }
+        running_remove(e, s);
+        if (s->pooling != CTN_POOL_NONE) {
+            float *v = s->embd;
+            if (s->pooling == CTN_POOL_MEAN)
+                for (int64_t i = 0; i < E; i++)
+                    v[i] /= (float)s->n_toks;
+            if (!s->embd_raw) {
+                double ss = 0;
+                for (int64_t i = 0; i < E; i++)
+                    ss += (double)v[i] * v[i];
+                const float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+                for (int64_t i = 0; i < E; i++)
+                    v[i] *= inv;
+            }
+            if (s->on_embedding) s->on_embedding(s->ud, s->id, v, E);
+            seq_finish(e, s, CTN_FINISH_STOP, NULL);
+        } else {
+            seq_finish(e, s, CTN_FINISH_LENGTH, NULL);
         }
     }
 }
@@ -914,7 +974,8 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
         const char *error = NULL;
         ctn_finish fin = (ctn_finish)0;
         if (ss != NULL && !s->joined) fin = join_session(e, s, &error);
-        if (fin == 0 && s->max_tokens == 0 && s->has_kv && s->kv.n_pos >= s->n_toks - 1)
+        if (fin == 0 && s->max_tokens == 0 && s->pooling == CTN_POOL_NONE && s->has_kv &&
+            s->kv.n_pos >= s->n_toks - 1)
             fin = CTN_FINISH_LENGTH; /* prompt only, and it is all there already */
         if (fin != 0) {
             *wp = s->next;
@@ -927,7 +988,7 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
         if (fresh) {
             if (ctn_kv_seq_init(&s->kv, e->kv, e->n_ctx) < 0) break; /* retried next step */
             s->has_kv = true;
-            if (!e->p.no_prefix_cache) {
+            if (!e->p.no_prefix_cache && s->pooling == CTN_POOL_NONE) {
                 ctn_kv_prefix_adopt(e->kv, &s->kv, s->toks, s->n_toks - 1, 0);
                 if (prefix_in_flight(e, s)) {
                     undo_admission(e, s, hits, misses);
@@ -951,8 +1012,7 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
         s->admitted = ++e->admit_clock;
         e->running[e->n_running++] = s;
         planned += need;
-        e->segs[n_segs] =
-            (ctn_fwd_seg){&s->kv, s->toks + s->kv.n_pos, n, s->kv.n_pos + n == s->n_toks};
+        e->segs[n_segs] = make_seg(s, n);
         e->seg_seq[n_segs++] = s;
         budget -= n;
         n_admitted++;

@@ -97,6 +97,8 @@ typedef struct {
     size_t text_len;
 } ctn_gen_result;
 
+typedef enum { CTN_POOL_NONE, CTN_POOL_MEAN, CTN_POOL_LAST, CTN_POOL_CLS } ctn_pooling;
+
 typedef struct {
     const char *prompt;        /* text, tokenized with BOS as the model says; or NULL */
     const int32_t *prompt_ids; /* ... the prompt as token ids instead (copied) */
@@ -113,6 +115,14 @@ typedef struct {
      * the request ends (not after an error, which empties it). Requests on one session run
      * one after the other in submission order. 0: none. */
     int64_t session;
+    /* Embeddings instead of tokens: the prompt's final hidden states (after the output
+     * norm) pooled over its tokens (CTN_POOL_MEAN), the last token's (LAST) or the first's
+     * (CLS), L2-normalised unless embd_raw (llama.cpp's default normalisation), passed to
+     * on_embedding before on_done (finish "stop", no tokens). Batched with the rest; no
+     * session. */
+    int pooling; /* ctn_pooling; CTN_POOL_NONE: generate */
+    bool embd_raw;
+    void (*on_embedding)(void *ud, int64_t id, const float *v, int64_t n);
     /* A generated token and the text it completes (stop strings held back; may be empty;
      * NULL when the engine has no vocabulary). Engine thread. */
     void (*on_token)(void *ud, int64_t id, int32_t token, const char *text, size_t len);

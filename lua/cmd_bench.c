@@ -80,12 +80,12 @@ static int run_once(ctn_fwd *f, ctn_kv_seq *seq, const int32_t *prompt, int64_t 
     const int64_t n_vocab = ctn_fwd_model(f)->hp.n_vocab;
     ctn_kv_seq_clear(ctn_fwd_kv(f), seq);
     double t0 = now_s();
-    ctn_fwd_seg seg = {seq, prompt, n_prompt, true};
+    ctn_fwd_seg seg = {.seq = seq, .tokens = prompt, .n_tokens = n_prompt, .logits = true};
     if (ctn_fwd_run(f, &seg, 1, logits) < 0) return -1;
     double t1 = now_s();
     for (int64_t i = 0; i < n_gen; i++) {
         int32_t next = argmax(logits, n_vocab);
-        seg = (ctn_fwd_seg){seq, &next, 1, true};
+        seg = (ctn_fwd_seg){.seq = seq, .tokens = &next, .n_tokens = 1, .logits = true};
         if (ctn_fwd_run(f, &seg, 1, logits) < 0) return -1;
     }
     double t2 = now_s();

@@ -288,7 +288,8 @@ static int generate(options *op) {
     double t0 = now_s();
     for (size_t i = 0; i < n_prompt; i += (size_t)n_batch) {
         size_t k = n_prompt - i < (size_t)n_batch ? n_prompt - i : (size_t)n_batch;
-        ctn_fwd_seg seg = {&seq, prompt + i, (int64_t)k, i + k == n_prompt};
+        ctn_fwd_seg seg = {
+            .seq = &seq, .tokens = prompt + i, .n_tokens = (int64_t)k, .logits = i + k == n_prompt};
         if (ctn_fwd_run(f, &seg, 1, logits) < 0) {
             fprintf(stderr, "catena generate: %s\n", ctn_fwd_errmsg(f));
             goto done;
@@ -344,7 +345,7 @@ static int generate(options *op) {
             fprintf(stderr, "catena generate: the context of %" PRId64 " tokens is full\n", n_ctx);
             break;
         }
-        ctn_fwd_seg seg = {&seq, &tok, 1, true};
+        ctn_fwd_seg seg = {.seq = &seq, .tokens = &tok, .n_tokens = 1, .logits = true};
         if (ctn_fwd_run(f, &seg, 1, logits) < 0) {
             fprintf(stderr, "catena generate: %s\n", ctn_fwd_errmsg(f));
             goto done;

@@ -175,7 +175,7 @@ static void compare(const ctn_model *m, lcpp_model *lm, const int32_t *seq, int 
         int32_t in_c = fed ? seq[pos] : tc, in_l = fed ? seq[pos] : tl;
         const float *ll;
         if (engine) {
-            ctn_fwd_seg seg = {&kseq, &in_c, 1, true};
+            ctn_fwd_seg seg = {.seq = &kseq, .tokens = &in_c, .n_tokens = 1, .logits = true};
             if (ctn_fwd_run(f, &seg, 1, lc) < 0) {
                 snprintf(o->msg, sizeof o->msg, "catena engine: %s", ctn_fwd_errmsg(f));
                 o->failed = true;
@@ -241,7 +241,7 @@ static void compare_defaults(const ctn_model *m, const char *path, const int32_t
         o->failed = true;
         goto done;
     }
-    ctn_fwd_seg seg = {&kseq, seq, n_seq, true};
+    ctn_fwd_seg seg = {.seq = &kseq, .tokens = seq, .n_tokens = n_seq, .logits = true};
     const float *ll;
     if (ctn_fwd_run(f, &seg, 1, lc) < 0 || lcpp_model_decode_batch(lm, seq, n_seq, 0, &ll) < 0) {
         snprintf(o->msg, sizeof o->msg, "prefill failed: %s", ctn_fwd_errmsg(f));
@@ -256,7 +256,7 @@ static void compare_defaults(const ctn_model *m, const char *path, const int32_t
         gen_l[k] = tl;
         if (tc != tl && o->greedy_diff < 0) o->greedy_diff = k;
         if (k + 1 == n_gen) break;
-        seg = (ctn_fwd_seg){&kseq, &tc, 1, true};
+        seg = (ctn_fwd_seg){.seq = &kseq, .tokens = &tc, .n_tokens = 1, .logits = true};
         if (ctn_fwd_run(f, &seg, 1, lc) < 0 ||
             lcpp_model_decode_batch(lm, &tl, 1, n_seq + k, &ll) < 0) {
             snprintf(o->msg, sizeof o->msg, "decode failed at step %d", k);

@@ -105,7 +105,7 @@ static double vs_reference(const ctn_model *m, const ctn_fwd_params *fp, const i
     int32_t te = 0, tr = 0;
     for (int pos = 0; pos < n_seq + n_gen; pos++) {
         int32_t ie = pos < n_seq ? seq[pos] : te, ir = pos < n_seq ? seq[pos] : tr;
-        ctn_fwd_seg seg = {&kseq, &ie, 1, true};
+        ctn_fwd_seg seg = {.seq = &kseq, .tokens = &ie, .n_tokens = 1, .logits = true};
         int rc = ctn_fwd_run(f, &seg, 1, le);
         if (rc < 0) printf("  ctn_fwd_run: %s\n", ctn_fwd_errmsg(f));
         CHECK(rc == 0);
@@ -230,7 +230,7 @@ static int run_logits(const ctn_model *m, const ctn_fwd_params *fp, const int32_
     int rc = ctn_fwd_seq_init(f, &s);
     for (int i = 0; rc == 0 && i < n; i += chunk) {
         int k = n - i < chunk ? n - i : chunk;
-        ctn_fwd_seg seg = {&s, seq + i, k, i + k == n};
+        ctn_fwd_seg seg = {.seq = &s, .tokens = seq + i, .n_tokens = k, .logits = i + k == n};
         rc = ctn_fwd_run(f, &seg, 1, out);
         if (rc < 0) printf("  %s\n", ctn_fwd_errmsg(f));
     }
@@ -301,10 +301,12 @@ TEST(batch_invariance) {
             int32_t other[20];
             for (int j = 0; j < 20; j++)
                 other[j] = (int32_t)((j * 7 + 3) % nv);
-            ctn_fwd_seg segs[2] = {{&b, other, 20, true}, {&a, seq, 30, false}};
+            ctn_fwd_seg segs[2] = {{.seq = &b, .tokens = other, .n_tokens = 20, .logits = true},
+                                   {.seq = &a, .tokens = seq, .n_tokens = 30, .logits = false}};
             CHECK(ctn_fwd_run(f, segs, 2, got) == 0);
-            segs[0] = (ctn_fwd_seg){&a, seq + 30, N - 30, true};
-            segs[1] = (ctn_fwd_seg){&b, other, 3, true};
+            segs[0] =
+                (ctn_fwd_seg){.seq = &a, .tokens = seq + 30, .n_tokens = N - 30, .logits = true};
+            segs[1] = (ctn_fwd_seg){.seq = &b, .tokens = other, .n_tokens = 3, .logits = true};
             CHECK(ctn_fwd_run(f, segs, 2, got) == 0);
             CHECK(memcmp(base, got, (size_t)nv * sizeof *got) == 0);
             ctn_fwd_seq_close(f, &a);
@@ -355,7 +357,7 @@ TEST(errors) {
     ctn_kv_seq a, b;
     CHECK(ctn_fwd_seq_init(f, &a) == 0);
     CHECK(ctn_fwd_seq_init(f, &b) == 0);
-    ctn_fwd_seg seg = {&a, toks, 0, true};
+    ctn_fwd_seg seg = {.seq = &a, .tokens = toks, .n_tokens = 0, .logits = true};
     CHECK(ctn_fwd_run(f, &seg, 1, logits) == CTN_EINVAL); /* empty */
     CHECK(strstr(ctn_fwd_errmsg(f), "no tokens") != NULL);
     seg.n_tokens = 9;
@@ -369,24 +371,25 @@ TEST(errors) {
     CHECK(ctn_fwd_run(f, &seg, 1, logits) == CTN_EINVAL);
     toks[3] = 5;
     CHECK(ctn_fwd_run(f, &seg, 1, NULL) == CTN_EINVAL); /* logits asked, no buffer */
-    ctn_fwd_seg two[2] = {{&a, toks, 2, false}, {&a, toks, 2, true}};
+    ctn_fwd_seg two[2] = {{.seq = &a, .tokens = toks, .n_tokens = 2, .logits = false},
+                          {.seq = &a, .tokens = toks, .n_tokens = 2, .logits = true}};
     CHECK(ctn_fwd_run(f, two, 2, logits) == CTN_EINVAL); /* same sequence twice */
     CHECK(a.n_pos == 0 && ctn_fwd_kv(f)->n_free == 2);
 
     /* Fill a: 8 + 8 + 8 + 8 = 32 positions = both blocks. */
     for (int i = 0; i < 4; i++) {
-        seg = (ctn_fwd_seg){&a, toks, 8, true};
+        seg = (ctn_fwd_seg){.seq = &a, .tokens = toks, .n_tokens = 8, .logits = true};
         CHECK(ctn_fwd_run(f, &seg, 1, logits) == 0);
     }
     CHECK(a.n_pos == 32 && ctn_fwd_kv(f)->n_free == 0);
-    seg = (ctn_fwd_seg){&b, toks, 1, true};
+    seg = (ctn_fwd_seg){.seq = &b, .tokens = toks, .n_tokens = 1, .logits = true};
     CHECK(ctn_fwd_run(f, &seg, 1, logits) == CTN_ENOMEM); /* the pool is full */
     CHECK(strstr(ctn_fwd_errmsg(f), "KV cache is full") != NULL);
     CHECK(b.n_pos == 0 && b.n_blocks == 0);
     ctn_kv_seq_clear(ctn_fwd_kv(f), &a);
     CHECK(ctn_fwd_kv(f)->n_free == 2);
     for (int i = 0; i < 5; i++) {
-        seg = (ctn_fwd_seg){&b, toks, 8, false};
+        seg = (ctn_fwd_seg){.seq = &b, .tokens = toks, .n_tokens = 8, .logits = false};
         CHECK(ctn_fwd_run(f, &seg, 1, logits) == (i < 4 ? 0 : CTN_ENOMEM));
     }
     ctn_fwd_seq_close(f, &a);
@@ -407,7 +410,7 @@ TEST(context_limit) {
     int32_t toks[32] = {0};
     ctn_kv_seq a;
     CHECK(ctn_fwd_seq_init(f, &a) == 0);
-    ctn_fwd_seg seg = {&a, toks, 21, true};
+    ctn_fwd_seg seg = {.seq = &a, .tokens = toks, .n_tokens = 21, .logits = true};
     CHECK(ctn_fwd_run(f, &seg, 1, logits) == CTN_ERANGE);
     CHECK(strstr(ctn_fwd_errmsg(f), "exceed the context length of 20") != NULL);
     seg.n_tokens = 20;
@@ -439,7 +442,7 @@ TEST(nan_weights_are_an_error) {
     int32_t toks[2] = {1, 5};
     ctn_kv_seq a;
     CHECK(ctn_fwd_seq_init(f, &a) == 0);
-    ctn_fwd_seg seg = {&a, toks, 2, true};
+    ctn_fwd_seg seg = {.seq = &a, .tokens = toks, .n_tokens = 2, .logits = true};
     CHECK(ctn_fwd_run(f, &seg, 1, logits) == CTN_ERANGE);
     CHECK(strstr(ctn_fwd_errmsg(f), "NaN") != NULL);
     ctn_fwd_seq_close(f, &a);
@@ -488,11 +491,11 @@ TEST(no_allocation_per_token) {
     for (int i = 0; i < 20; i++)
         toks[i] = i * 5 % 128;
     ctn__alloc_fail_after = 0;
-    ctn_fwd_seg seg = {&a, toks, 20, true};
+    ctn_fwd_seg seg = {.seq = &a, .tokens = toks, .n_tokens = 20, .logits = true};
     CHECK(ctn_fwd_run(f, &seg, 1, logits) == 0);
     for (int i = 0; i < 10; i++) {
         int32_t t = argmax(logits, 128);
-        seg = (ctn_fwd_seg){&a, &t, 1, true};
+        seg = (ctn_fwd_seg){.seq = &a, .tokens = &t, .n_tokens = 1, .logits = true};
         CHECK(ctn_fwd_run(f, &seg, 1, logits) == 0);
     }
     ctn__alloc_fail_after = -1;

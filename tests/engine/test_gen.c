@@ -6,6 +6,7 @@
  * cancellations through a small pool returns every block; bad requests are refused with a
  * reason.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,8 @@ typedef struct {
     int done; /* on_done calls */
     ctn_finish finish;
     int64_t preemptions;
+    float emb[256]; /* embedding requests */
+    int64_t n_emb;
 } out_t;
 
 typedef struct {
@@ -89,6 +92,14 @@ static void on_token(void *ud, int64_t id, int32_t tok, const char *text, size_t
     out_t *o = &u->c->out[u->idx];
     if (o->n < MAX_OUT) o->toks[o->n] = tok;
     o->n++;
+}
+
+static void on_embedding(void *ud, int64_t id, const float *v, int64_t n) {
+    (void)id;
+    slot_ud *u = ud;
+    out_t *o = &u->c->out[u->idx];
+    o->n_emb = n;
+    memcpy(o->emb, v, (size_t)(n < 256 ? n : 256) * sizeof *v);
 }
 
 static void on_done(void *ud, int64_t id, const ctn_gen_result *r) {
@@ -700,6 +711,120 @@ TEST(session_fork) {
     unload(&L);
 }
 
+/* ---- embeddings ------------------------------------------------------------------------------ */
+
+static int64_t submit_embd(ctn_gen *e, collector *c, const int32_t *toks, int n, int pooling,
+                           bool raw, int idx) {
+    ctn_gen_request q = ctn_gen_request_default();
+    q.prompt_ids = toks;
+    q.n_prompt_ids = n;
+    q.pooling = pooling;
+    q.embd_raw = raw;
+    q.on_embedding = on_embedding;
+    q.on_done = on_done;
+    UDS[idx] = (slot_ud){c, idx};
+    q.ud = &UDS[idx];
+    char err[256];
+    int64_t id = ctn_gen_submit(e, &q, err, sizeof err);
+    if (id < 0) printf("  submit %d: %s\n", idx, err);
+    return id;
+}
+
+/*
+ * Pooled hidden states: the same bits alone and in a chunked batch beside generating
+ * requests; CLS of a prompt is the last-token state of its first token alone; the mean is
+ * the mean of the last-token states of every prefix; normalised vectors are the raw ones
+ * over their length.
+ */
+TEST(embeddings) {
+    loaded L;
+    CHECK(load_random(&L, &SMALL_Q8) == 0);
+    const int64_t E = L.m->hp.n_embd;
+    enum { NP = 6 };
+    static int32_t prompts[NP][40];
+    int lens[NP];
+    uint64_t rs = 77;
+    for (int i = 0; i < NP; i++) {
+        lens[i] = 1 + (int)(rng_next(&rs) % 40);
+        for (int j = 0; j < lens[i]; j++)
+            prompts[i][j] = (int32_t)(rng_next(&rs) % 100);
+    }
+    static collector alone, batch, pre;
+    for (int pool = CTN_POOL_MEAN; pool <= CTN_POOL_CLS; pool++) {
+        collector_init(&alone);
+        collector_init(&batch);
+        collector_init(&pre);
+        for (int i = 0; i < NP; i++) {
+            ctn_gen *e = engine(&L, 512, 4, 0, 64, true, 1);
+            submit_embd(e, &alone, prompts[i], lens[i], pool, true, i);
+            run_manual(e);
+            ctn_gen_free(e);
+        }
+        /* Chunks of 16 tokens, generating requests in between, the prefix cache on. */
+        ctn_gen *e = engine(&L, 16, 16, 0, 64, true, 2);
+        req_t g = R(30, 5);
+        for (int i = 0; i < NP; i++) {
+            submit(e, &batch, &g, NP + i);
+            submit_embd(e, &batch, prompts[i], lens[i], pool, true, i);
+        }
+        run_manual(e);
+        ctn_gen_free(e);
+        int bad = 0;
+        for (int i = 0; i < NP; i++)
+            bad += alone.out[i].n_emb != E || batch.out[i].n_emb != E || batch.out[i].n != 0 ||
+                   batch.out[i].finish != CTN_FINISH_STOP ||
+                   memcmp(alone.out[i].emb, batch.out[i].emb, (size_t)E * sizeof(float)) != 0;
+        CHECK_EQ_INT(bad, 0);
+        /* Prefixes, one token at a time, as last-token requests. */
+        const int k = NP - 1;
+        e = engine(&L, 512, 64, 0, 64, true, 2);
+        for (int t = 0; t < lens[k]; t++)
+            submit_embd(e, &pre, prompts[k], t + 1, CTN_POOL_LAST, true, t);
+        run_manual(e);
+        ctn_gen_free(e);
+        if (pool == CTN_POOL_CLS) {
+            CHECK(memcmp(alone.out[k].emb, pre.out[0].emb, (size_t)E * sizeof(float)) == 0);
+        } else if (pool == CTN_POOL_LAST) {
+            CHECK(memcmp(alone.out[k].emb, pre.out[lens[k] - 1].emb, (size_t)E * sizeof(float)) ==
+                  0);
+        } else {
+            float mean[256] = {0};
+            for (int t = 0; t < lens[k]; t++)
+                for (int64_t i = 0; i < E; i++)
+                    mean[i] += pre.out[t].emb[i];
+            for (int64_t i = 0; i < E; i++)
+                mean[i] /= (float)lens[k];
+            CHECK(memcmp(alone.out[k].emb, mean, (size_t)E * sizeof(float)) == 0);
+        }
+        /* Normalised. */
+        e = engine(&L, 512, 4, 0, 64, true, 1);
+        submit_embd(e, &pre, prompts[k], lens[k], pool, false, 100);
+        run_manual(e);
+        ctn_gen_free(e);
+        double n2 = 0, err = 0;
+        for (int64_t i = 0; i < E; i++)
+            n2 += (double)alone.out[k].emb[i] * alone.out[k].emb[i];
+        for (int64_t i = 0; i < E; i++)
+            err = fmax(err, fabs(pre.out[100].emb[i] - alone.out[k].emb[i] / sqrt(n2)));
+        CHECK(err < 1e-6);
+        collector_close(&alone);
+        collector_close(&batch);
+        collector_close(&pre);
+    }
+    ctn_gen *e = engine(&L, 512, 4, 0, 64, true, 1);
+    char err[128];
+    ctn_gen_request q = ctn_gen_request_default();
+    q.prompt_ids = prompts[0];
+    q.n_prompt_ids = 3;
+    q.pooling = 7;
+    CHECK_EQ_INT(ctn_gen_submit(e, &q, err, sizeof err), CTN_EINVAL);
+    q.pooling = CTN_POOL_MEAN;
+    q.session = ctn_gen_session_new(e);
+    CHECK_EQ_INT(ctn_gen_submit(e, &q, err, sizeof err), CTN_EINVAL);
+    ctn_gen_free(e);
+    unload(&L);
+}
+
 int main(void) {
     RUN(alone_equals_batch_chunked_preempted);
     RUN(shared_prefix_computed_once);
@@ -707,6 +832,7 @@ int main(void) {
     RUN(scheduler_preemption_order);
     RUN(session_continues);
     RUN(session_fork);
+    RUN(embeddings);
     RUN(bad_requests);
     RUN(stress_thousand_requests);
     return test_summary();

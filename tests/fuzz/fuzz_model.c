@@ -66,12 +66,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int32_t toks[3];
     for (int i = 0; i < 3; i++)
         toks[i] = (int32_t)((pick >> (8 * i)) % (uint32_t)hp->n_vocab);
-    ctn_fwd_seg seg = {&seq, toks, 3, true};
+    ctn_fwd_seg seg = {.seq = &seq, .tokens = toks, .n_tokens = 3, .logits = true};
     rc = ctn_fwd_run(f, &seg, 1, logits);
     if (rc == 0) {
         int32_t next;
         if (ctn_sampler_sample(s, logits, &next) == 0) {
-            seg = (ctn_fwd_seg){&seq, &next, 1, true};
+            seg = (ctn_fwd_seg){.seq = &seq, .tokens = &next, .n_tokens = 1, .logits = true};
             rc = ctn_fwd_run(f, &seg, 1, logits);
         }
     }
