@@ -60,7 +60,8 @@ struct gseq {
     int64_t n_toks, cap_toks; /* prompt, then generated tokens */
     int64_t n_prompt, n_gen, max_tokens;
     bool ignore_eos;
-    int pooling; /* embeddings: ctn_pooling */
+    uint32_t adapter; /* prefix-cache tag */
+    int pooling;      /* embeddings: ctn_pooling */
     bool embd_raw;
     float *embd; /* (n_embd) the pooled state being built */
     void (*on_embedding)(void *, int64_t, const float *, int64_t);
@@ -263,6 +264,11 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
                   r->pooling);
         return CTN_EINVAL;
     }
+    if (r->adapter != 0) {
+        ctn__errf(err, errlen, "adapter %d: this engine has no LoRA adapters loaded",
+                  (int)r->adapter);
+        return CTN_EINVAL;
+    }
     if (r->n_stop > 0 && e->v == NULL) {
         ctn__errf(err, errlen, "stop strings need a vocabulary (the engine has none)");
         return CTN_EINVAL;
@@ -368,6 +374,7 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
     for (int64_t i = 0; i < s->n_toks; i++)
         ctn_sampler_accept(s->smp, s->toks[i]);
     s->n_prompt = s->n_toks;
+    s->adapter = (uint32_t)r->adapter;
     s->pooling = r->pooling;
     s->embd_raw = r->embd_raw;
     s->on_embedding = r->on_embedding;
@@ -840,6 +847,7 @@ static bool prefix_in_flight(const ctn_gen *e, const gseq *s) {
     for (int j = 0; j < e->n_running; j++) {
         const gseq *r = e->running[j];
         if (r->kv.n_pos < end && r->n_toks >= end && r->kv.n_pos < r->n_prompt &&
+            r->adapter == s->adapter && r->pooling == CTN_POOL_NONE &&
             memcmp(r->toks, s->toks, (size_t)end * sizeof *s->toks) == 0)
             return true;
     }
@@ -989,7 +997,7 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
             if (ctn_kv_seq_init(&s->kv, e->kv, e->n_ctx) < 0) break; /* retried next step */
             s->has_kv = true;
             if (!e->p.no_prefix_cache && s->pooling == CTN_POOL_NONE) {
-                ctn_kv_prefix_adopt(e->kv, &s->kv, s->toks, s->n_toks - 1, 0);
+                ctn_kv_prefix_adopt(e->kv, &s->kv, s->toks, s->n_toks - 1, s->adapter);
                 if (prefix_in_flight(e, s)) {
                     undo_admission(e, s, hits, misses);
                     break;
@@ -1044,7 +1052,8 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
     }
     if (!e->p.no_prefix_cache)
         for (int i = 0; i < n_segs; i++)
-            ctn_kv_prefix_commit(e->kv, &e->seg_seq[i]->kv, e->seg_seq[i]->toks, 0);
+            ctn_kv_prefix_commit(e->kv, &e->seg_seq[i]->kv, e->seg_seq[i]->toks,
+                                 e->seg_seq[i]->adapter);
     /* KV use after the pass, before finished sequences give their blocks back. */
     int64_t used = 0, alloc = 0;
     for (int j = 0; j < e->n_running; j++) {

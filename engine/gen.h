@@ -115,6 +115,10 @@ typedef struct {
      * the request ends (not after an error, which empties it). Requests on one session run
      * one after the other in submission order. 0: none. */
     int64_t session;
+    /* The LoRA adapter the request runs with (the adapter registry is the LoRA issue's);
+     * it is part of the prefix-cache block hashes. 0: the base model; any other value is
+     * refused until adapters can be loaded. */
+    int32_t adapter;
     /* Embeddings instead of tokens: the prompt's final hidden states (after the output
      * norm) pooled over its tokens (CTN_POOL_MEAN), the last token's (LAST) or the first's
      * (CLS), L2-normalised unless embd_raw (llama.cpp's default normalisation), passed to

@@ -218,6 +218,12 @@ static const randmodel_shape SMALL_Q8 = {
 
 static const randmodel_shape SHAPES[] = {
     {CTN_TYPE_F32, 64, 4, 2, 128, 2, false, 200, 10000, 1e-5f, 41, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_BF16, 64, 2, 1, 96, 1, true, 120, 10000, 1e-5f, 46, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_Q4_1, 64, 4, 4, 64, 1, false, 100, 10000, 1e-5f, 47, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_Q5_0, 64, 4, 2, 96, 1, true, 100, 10000, 1e-5f, 48, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_Q5_1, 64, 4, 2, 64, 1, false, 100, 10000, 1e-5f, 49, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_Q5_K, 256, 4, 1, 256, 1, true, 100, 10000, 1e-5f, 50, RANDMODEL_LLAMA, 0},
+    {CTN_TYPE_Q6_K, 256, 2, 1, 256, 1, false, 100, 500000, 1e-6f, 53, RANDMODEL_LLAMA, 0},
     {CTN_TYPE_Q8_0, 64, 4, 2, 192, 2, true, 150, 10000, 1e-5f, 42, RANDMODEL_LLAMA, 0},
     {CTN_TYPE_Q4_0, 128, 4, 1, 256, 1, false, 180, 500000, 1e-5f, 43, RANDMODEL_LLAMA, 0},
     {CTN_TYPE_Q4_K, 256, 4, 2, 512, 1, false, 120, 10000, 1e-5f, 44, RANDMODEL_QWEN2, 0},
@@ -225,47 +231,46 @@ static const randmodel_shape SHAPES[] = {
 };
 
 /*
- * 24 requests (greedy and seeded sampling, prompts of 1 to 70 tokens, half sharing prefixes
+ * 64 requests (greedy and seeded sampling, prompts of 1 to 70 tokens, half sharing prefixes
  * of random length): each alone without the prefix cache; then all at once with a 512-token
  * budget; with a 24-token budget (chunked prefill); and through a pool so small that
  * sequences are preempted and recomputed; each with the prefix cache on and off. Same
  * tokens every time.
  */
 TEST(alone_equals_batch_chunked_preempted) {
-    enum { N = 24 };
+    enum { N = 64 };
     static req_t reqs[N];
     static collector alone, batch, chunked, tight;
-    for (int cache = 0; cache < 2; cache++) {
+    for (size_t si = 0; si < sizeof SHAPES / sizeof *SHAPES; si++) {
+        loaded L;
+        if (load_random(&L, &SHAPES[si]) < 0) {
+            CHECK(0);
+            continue;
+        }
+        make_reqs(reqs, N, (int)L.m->hp.n_vocab, 70, 24, 100 + si);
+        collector_init(&alone);
         NO_CACHE = true;
-        for (size_t si = 0; si < sizeof SHAPES / sizeof *SHAPES; si++) {
-            loaded L;
-            if (load_random(&L, &SHAPES[si]) < 0) {
-                CHECK(0);
-                continue;
-            }
-            make_reqs(reqs, N, (int)L.m->hp.n_vocab, 70, 24, 100 + si);
-            collector_init(&alone);
+        for (int i = 0; i < N; i++) {
+            ctn_gen *e = engine(&L, 512, 8, 0, 128, true, 1);
+            CHECK(e != NULL);
+            if (e == NULL) break;
+            submit(e, &alone, &reqs[i], i);
+            run_manual(e);
+            ctn_gen_free(e);
+        }
+        for (int cache = 0; cache < 2; cache++) {
             collector_init(&batch);
             collector_init(&chunked);
             collector_init(&tight);
-            NO_CACHE = true;
-            for (int i = 0; i < N; i++) {
-                ctn_gen *e = engine(&L, 512, 8, 0, 128, true, 1);
-                CHECK(e != NULL);
-                if (e == NULL) break;
-                submit(e, &alone, &reqs[i], i);
-                run_manual(e);
-                ctn_gen_free(e);
-            }
             NO_CACHE = cache == 0;
-            ctn_gen *e = engine(&L, 512, 32, 0, 128, true, 2);
+            ctn_gen *e = engine(&L, 512, 64, 0, 128, true, 2); /* all 64 at once */
             for (int i = 0; i < N; i++)
                 submit(e, &batch, &reqs[i], i);
             run_manual(e);
             ctn_gen_free(e);
             CHECK_EQ_INT(same_outputs(&alone, &batch, N), 0);
 
-            e = engine(&L, 24, 32, 0, 128, true, 3);
+            e = engine(&L, 24, 64, 0, 128, true, 3);
             for (int i = 0; i < N; i++)
                 submit(e, &chunked, &reqs[i], i);
             run_manual(e);
@@ -273,7 +278,7 @@ TEST(alone_equals_batch_chunked_preempted) {
             CHECK_EQ_INT(same_outputs(&alone, &chunked, N), 0);
 
             /* 8 blocks of 16: a 70-token prompt and its output fill most of it. */
-            e = engine(&L, 64, 32, 8 * block_bytes(&L), 128, true, 2);
+            e = engine(&L, 64, 64, 8 * block_bytes(&L), 128, true, 2);
             for (int i = 0; i < N; i++)
                 submit(e, &tight, &reqs[i], i);
             run_manual(e);
@@ -287,12 +292,12 @@ TEST(alone_equals_batch_chunked_preempted) {
             for (int i = 0; i < N; i++)
                 pre += tight.out[i].preemptions;
             CHECK(pre == st.preemptions);
-            collector_close(&alone);
             collector_close(&batch);
             collector_close(&chunked);
             collector_close(&tight);
-            unload(&L);
         }
+        collector_close(&alone);
+        unload(&L);
     }
     NO_CACHE = false;
 }
@@ -315,7 +320,7 @@ TEST(shared_prefix_computed_once) {
         reqs[i].max_tokens = 8;
         reqs[i].temp = 0;
     }
-    collector alone, shared;
+    static collector alone, shared;
     collector_init(&alone);
     collector_init(&shared);
     NO_CACHE = true;
@@ -364,7 +369,7 @@ static req_t R(int n_prompt, int max_tokens) {
 TEST(scheduler_admission_and_chunks) {
     loaded L;
     CHECK(load_random(&L, &SMALL) == 0);
-    collector c;
+    static collector c;
     collector_init(&c);
     ctn_gen *e = engine(&L, 16, 8, 0, 256, true, 1);
     req_t a = R(40, 3), b = R(5, 2), d = R(30, 1);
@@ -406,7 +411,7 @@ TEST(scheduler_admission_and_chunks) {
 TEST(scheduler_preemption_order) {
     loaded L;
     CHECK(load_random(&L, &SMALL) == 0);
-    collector c;
+    static collector c;
     collector_init(&c);
     /* 4 blocks of 16 positions: two sequences of 20 + generated tokens cannot both grow
      * past 32 positions. */
@@ -452,7 +457,7 @@ TEST(scheduler_preemption_order) {
     ctn_gen_free(e);
 
     /* B's tokens are what it makes alone. */
-    collector alone;
+    static collector alone;
     collector_init(&alone);
     e = engine(&L, 64, 2, 0, 64, true, 1);
     submit(e, &alone, &b, 1);
@@ -592,7 +597,7 @@ TEST(session_continues) {
     CHECK(load_random(&L, &SMALL_Q8) == 0);
     for (int cache = 0; cache < 2; cache++) {
         NO_CACHE = cache == 0;
-        collector c, ref;
+        static collector c, ref;
         collector_init(&c);
         collector_init(&ref);
         ctn_gen *e = engine(&L, 512, 8, 0, 128, true, 2);
@@ -658,7 +663,7 @@ TEST(session_continues) {
 TEST(session_fork) {
     loaded L;
     CHECK(load_random(&L, &SMALL_Q8) == 0);
-    collector c, ref;
+    static collector c, ref;
     collector_init(&c);
     collector_init(&ref);
     NO_CACHE = true; /* the sharing must come from the fork, not the prefix cache */
