@@ -347,9 +347,9 @@ struct lcpp_model {
     /* Batch buffers of lcpp_model_open_bench, each of cap entries (NULL otherwise). */
     int32_t cap;
     int32_t *token, *pos, *n_seq_id; /* (cap) */
-    int32_t **seq_id;                /* (cap) each pointing at seq0 */
+    int32_t *seq;                    /* (cap) the one sequence id of each token */
+    int32_t **seq_id;                /* (cap) seq_id[i] = &seq[i] */
     int8_t *want;                    /* (cap) */
-    int32_t seq0;
 };
 
 /* Resolves the inference entry points and loads the CPU backends, once. */
@@ -438,12 +438,18 @@ int lcpp_model_open(lcpp_model **out, const char *path, uint32_t n_ctx, char *er
     return 0;
 }
 
-int lcpp_model_open_bench(lcpp_model **out, const char *path, uint32_t n_ctx, uint32_t n_batch,
-                          int32_t n_threads, char *err, size_t errlen)
+/*
+ * The common part of lcpp_model_open_bench and lcpp_model_open_par. kv_unified is only
+ * written when set_unified, so that the single-sequence context keeps llama.cpp's default.
+ */
+static int open_timed(lcpp_model **out, const char *path, uint32_t n_ctx, uint32_t n_batch,
+                      uint32_t n_seq_max, bool set_unified, bool kv_unified, int32_t n_threads,
+                      char *err, size_t errlen)
 {
     *out = NULL;
-    if (n_batch == 0 || n_batch > INT32_MAX || n_threads < 1) {
-        seterr(err, errlen, "bad n_batch %u or n_threads %d", n_batch, (int)n_threads);
+    if (n_batch == 0 || n_batch > INT32_MAX || n_threads < 1 || n_seq_max == 0) {
+        seterr(err, errlen, "bad n_batch %u, n_seq_max %u or n_threads %d", n_batch, n_seq_max,
+               (int)n_threads);
         return -1;
     }
     struct lcpp_context_params cp;
@@ -454,28 +460,44 @@ int lcpp_model_open_bench(lcpp_model **out, const char *path, uint32_t n_ctx, ui
     m->token = malloc(n * sizeof *m->token);
     m->pos = malloc(n * sizeof *m->pos);
     m->n_seq_id = malloc(n * sizeof *m->n_seq_id);
+    m->seq = calloc(n, sizeof *m->seq);
     m->seq_id = malloc(n * sizeof *m->seq_id);
     m->want = malloc(n * sizeof *m->want);
-    if (!m->token || !m->pos || !m->n_seq_id || !m->seq_id || !m->want) {
+    if (!m->token || !m->pos || !m->n_seq_id || !m->seq || !m->seq_id || !m->want) {
         seterr(err, errlen, "out of memory");
         lcpp_model_free(m);
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
         m->n_seq_id[i] = 1;
-        m->seq_id[i] = &m->seq0;
+        m->seq_id[i] = &m->seq[i];
     }
     /* Defaults kept on purpose: type_k/type_v F16, flash_attn_type AUTO (see the header). */
     cp.n_ctx = n_ctx;
     cp.n_batch = n_batch;
     cp.n_ubatch = n_batch;
-    cp.n_seq_max = 1;
+    cp.n_seq_max = n_seq_max;
+    if (set_unified) cp.kv_unified = kv_unified;
     cp.n_threads = n_threads;
     cp.n_threads_batch = n_threads;
     cp.no_perf = true;
     if (context_make(m, path, cp, err, errlen) < 0) return -1;
     *out = m;
     return 0;
+}
+
+int lcpp_model_open_bench(lcpp_model **out, const char *path, uint32_t n_ctx, uint32_t n_batch,
+                          int32_t n_threads, char *err, size_t errlen)
+{
+    return open_timed(out, path, n_ctx, n_batch, 1, false, false, n_threads, err, errlen);
+}
+
+int lcpp_model_open_par(lcpp_model **out, const char *path, uint32_t n_ctx, uint32_t n_batch,
+                        uint32_t n_seq_max, bool kv_unified, int32_t n_threads, char *err,
+                        size_t errlen)
+{
+    return open_timed(out, path, n_ctx, n_batch, n_seq_max, true, kv_unified, n_threads, err,
+                      errlen);
 }
 
 void lcpp_model_free(lcpp_model *m)
@@ -486,6 +508,7 @@ void lcpp_model_free(lcpp_model *m)
     free(m->token);
     free(m->pos);
     free(m->n_seq_id);
+    free(m->seq);
     free(m->seq_id);
     free(m->want);
     free(m);
@@ -513,6 +536,7 @@ int lcpp_model_decode_batch(lcpp_model *m, const int32_t *tokens, int32_t n, int
     for (int32_t i = 0; i < n; i++) {
         m->token[i] = tokens[i];
         m->pos[i] = pos0 + i;
+        m->seq[i] = 0;
         m->want[i] = i == n - 1;
     }
     struct lcpp_batch b = {n, m->token, NULL, m->pos, m->n_seq_id, m->seq_id, m->want};
@@ -520,6 +544,22 @@ int lcpp_model_decode_batch(lcpp_model *m, const int32_t *tokens, int32_t n, int
     *logits = L.get_logits_ith(m->ctx, -1);
     return *logits ? 0 : -1;
 }
+
+int lcpp_model_decode_multi(lcpp_model *m, const int32_t *tokens, const int32_t *pos,
+                            const int32_t *seq_ids, int32_t n, bool all_logits)
+{
+    if (n < 1 || n > m->cap) return -1;
+    for (int32_t i = 0; i < n; i++) {
+        m->token[i] = tokens[i];
+        m->pos[i] = pos[i];
+        m->seq[i] = seq_ids[i];
+        m->want[i] = all_logits || i == n - 1;
+    }
+    struct lcpp_batch b = {n, m->token, NULL, m->pos, m->n_seq_id, m->seq_id, m->want};
+    return L.decode(m->ctx, b) == 0 ? 0 : -1;
+}
+
+const float *lcpp_model_logits(lcpp_model *m, int32_t i) { return L.get_logits_ith(m->ctx, i); }
 
 /* Where find_cpu_variant writes. */
 struct variant_out {

@@ -91,7 +91,7 @@ int32_t lcpp_model_n_vocab(const lcpp_model *m);
  */
 int lcpp_model_decode(lcpp_model *m, int32_t token, int32_t pos, const float **logits);
 
-/* Empties the KV cache. */
+/* Empties the KV cache: every sequence's cells. */
 void lcpp_model_clear(lcpp_model *m);
 
 /*
@@ -117,6 +117,37 @@ int lcpp_model_open_bench(lcpp_model **out, const char *path, uint32_t n_ctx, ui
  */
 int lcpp_model_decode_batch(lcpp_model *m, const int32_t *tokens, int32_t n, int32_t pos0,
                             const float **logits);
+
+/*
+ * The same as lcpp_model_open_bench for several sequences decoded together
+ * (llamacpp_gen --parallel): the context holds n_seq_max sequences (llama_context_params
+ * n_seq_max) in n_ctx positions in all. kv_unified is llama_context_params.kv_unified: true
+ * makes one KV buffer that every sequence's tokens index (each sequence may use any of the
+ * n_ctx cells, and attention runs over the cells of all sequences, masked); false, llama.cpp's
+ * default, gives each sequence its own stream of n_ctx / n_seq_max cells (rounded up to a
+ * multiple of 256 by llama.cpp), so attention reads only that sequence's cells. A batch may
+ * hold up to n_batch tokens (n_batch >= the number of sequences decoded in one step).
+ */
+int lcpp_model_open_par(lcpp_model **out, const char *path, uint32_t n_ctx, uint32_t n_batch,
+                        uint32_t n_seq_max, bool kv_unified, int32_t n_threads, char *err,
+                        size_t errlen);
+
+/*
+ * Decodes n tokens (1 <= n <= n_batch) as one llama_decode: token i belongs to sequence
+ * seq_ids[i] (< the model's n_seq_max) at position pos[i]. Logits are computed for every token
+ * when all_logits, else for the last one only; read them with lcpp_model_logits. The arrays
+ * are copied (borrowed for the call only). Only for a model opened with lcpp_model_open_bench
+ * or lcpp_model_open_par. Returns 0 or -1.
+ */
+int lcpp_model_decode_multi(lcpp_model *m, const int32_t *tokens, const int32_t *pos,
+                            const int32_t *seq_ids, int32_t n, bool all_logits);
+
+/*
+ * The n_vocab logits of token i of the last batch decoded (llama_get_logits_ith: i < 0 counts
+ * from the end), owned by llama.cpp and valid until the next decode; NULL when that token's
+ * logits were not asked for.
+ */
+const float *lcpp_model_logits(lcpp_model *m, int32_t i);
 
 /*
  * The name of the ggml CPU backend variant that ggml loaded, e.g. "icelake" for
