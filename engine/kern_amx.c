@@ -205,11 +205,11 @@ INL void slice(const int kind, int64_t nb, const char *wr, size_t ws, int rn, co
  * same numbers as the slice: each (row, block) sum is computed exactly in int32, then added
  * with add_block, block after block.
  *
- * Sixteen rows at a time, two rows per vector: vector j holds rows (j, j + 4) for j < 4 and
- * (j + 4, j + 8) for j >= 4, each row's block in one 256-bit half (Q8_0: the 32 codes;
- * Q4_0: the 16 low nibbles of both rows, then the 16 high nibbles). dpbusd against the
- * activation block leaves 8 partial sums per row, and reduce16 folds the 8 vectors into one
- * vector of 16 row sums, lane r = row r.
+ * Sixteen rows at a time. Q8_0: two rows per vector: vector j holds rows (j, j + 4) for
+ * j < 4 and (j + 4, j + 8) for j >= 4, each row's 32 codes in one 256-bit half; dpbusd
+ * against the activation block leaves 8 partial sums per row, and reduce16 folds the 8
+ * vectors into one vector of 16 row sums, lane r = row r. Q4_0: four rows per vector, one
+ * per 128-bit lane (block_sums), which needs half the shuffles.
  */
 
 /* Blocks whose integer corrections gemv computes at once (its stack: 4 KiB). */
@@ -219,11 +219,9 @@ INL void slice(const int kind, int64_t nb, const char *wr, size_t ws, int rn, co
  * fetching the next rows' contiguous range line by line in order. */
 #define MV_PF 32
 
-/*
- * s[0..7] -> lane r = the sum of row r's 8 dwords. Q8_0: row p of vector j in 128-bit lanes
- * 0, 1 and row q in 2, 3; Q4_0: p in lanes 0, 2 and q in 1, 3.
- */
-INL __m512i reduce16(const int kind, const __m512i s[8]) {
+/* s[0..7] -> lane r = the sum of row r's 8 dwords (row p of vector j in 128-bit lanes 0, 1
+ * and row q in 2, 3). */
+INL __m512i reduce16(const __m512i s[8]) {
     __m512i t[4], u[2];
     for (int k = 0; k < 4; k++)
         t[k] = _mm512_add_epi32(_mm512_unpacklo_epi32(s[2 * k], s[2 * k + 1]),
@@ -232,9 +230,6 @@ INL __m512i reduce16(const int kind, const __m512i s[8]) {
     for (int m = 0; m < 2; m++)
         u[m] = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2 * m], t[2 * m + 1]),
                                 _mm512_unpackhi_epi64(t[2 * m], t[2 * m + 1]));
-    if (kind == K_Q4_0)
-        return _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], 0x44),
-                                _mm512_shuffle_i32x4(u[0], u[1], 0xEE));
     return _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], 0x88),
                             _mm512_shuffle_i32x4(u[0], u[1], 0xDD));
 }
@@ -261,32 +256,66 @@ INL __m128i load_row128(const char *p, int row, int rn) {
 INL __m512i block_sums(const int kind, const char *wb, size_t ws, int rn, const char *ab,
                        int32_t corr) {
     const __m512i zero = _mm512_setzero_si512();
-    __m512i s[8], av;
-    if (kind == K_Q4_0) /* [a0..15, a0..15, a16..31, a16..31] */
-        av = _mm512_permutexvar_epi64(
-            _mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0),
-            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(ab + 2))));
-    else
-        av = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(ab + 2)));
+    if (kind == K_Q4_0) {
+        /* Four rows per vector, one per 128-bit lane (vector k: rows k, 4 + k, 8 + k,
+         * 12 + k): their low nibbles against a0..15 and high nibbles against a16..31, so
+         * each lane ends with 4 partial sums of one row and two levels of adds finish. */
+        const __m512i alo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(ab + 2)));
+        const __m512i ahi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(ab + 18)));
+        const __m512i m4 = _mm512_set1_epi8(0x0F);
+        __m512i s4[4];
+        for (int k = 0; k < 4; k++) {
+            __m512i v = _mm512_castsi128_si512(load_row128(wb + (size_t)k * ws + 2, k, rn));
+            for (int l = 1; l < 4; l++) {
+                const int r = 4 * l + k;
+                const __m128i x = load_row128(wb + (size_t)r * ws + 2, r, rn);
+                v = l == 1   ? _mm512_inserti32x4(v, x, 1)
+                    : l == 2 ? _mm512_inserti32x4(v, x, 2)
+                             : _mm512_inserti32x4(v, x, 3);
+            }
+            const __m512i lo = _mm512_and_si512(v, m4);
+            const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            s4[k] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo, alo), hi, ahi);
+        }
+        const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(s4[0], s4[1]),
+                                            _mm512_unpackhi_epi32(s4[0], s4[1]));
+        const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(s4[2], s4[3]),
+                                            _mm512_unpackhi_epi32(s4[2], s4[3]));
+        const __m512i u =
+            _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+        return _mm512_sub_epi32(u, _mm512_set1_epi32(corr));
+    }
+    __m512i s[8];
+    const __m512i av = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(ab + 2)));
     for (int j = 0; j < 8; j++) {
         const int p = pair_row(j, 0), q = pair_row(j, 1);
-        __m512i wv;
-        if (kind == K_Q4_0) {
-            const __m256i x = _mm256_inserti128_si256(
-                _mm256_castsi128_si256(load_row128(wb + (size_t)p * ws + 2, p, rn)),
-                load_row128(wb + (size_t)q * ws + 2, q, rn), 1);
-            wv = _mm512_and_si512(
-                _mm512_inserti64x4(_mm512_castsi256_si512(x), _mm256_srli_epi16(x, 4), 1),
-                _mm512_set1_epi8(0x0F));
-        } else {
-            wv = _mm512_inserti64x4(
-                _mm512_castsi256_si512(load_row256(wb + (size_t)p * ws + 2, p, rn)),
-                load_row256(wb + (size_t)q * ws + 2, q, rn), 1);
-            wv = _mm512_xor_si512(wv, _mm512_set1_epi8((char)0x80));
-        }
+        __m512i wv =
+            _mm512_inserti64x4(_mm512_castsi256_si512(load_row256(wb + (size_t)p * ws + 2, p, rn)),
+                               load_row256(wb + (size_t)q * ws + 2, q, rn), 1);
+        wv = _mm512_xor_si512(wv, _mm512_set1_epi8((char)0x80));
         s[j] = _mm512_dpbusd_epi32(zero, wv, av);
     }
-    return _mm512_sub_epi32(reduce16(kind, s), _mm512_set1_epi32(corr));
+    return _mm512_sub_epi32(reduce16(s), _mm512_set1_epi32(corr));
+}
+
+/* The blocks of one group of rn rows (wr) against the chunk's activation blocks (ac),
+ * prefetching the rows MV_PF ahead (pf, or NULL) one line per row per two blocks. */
+INL __m512 mv_rows(const int kind, const int rn, int nbk, const char *wr, size_t ws, const char *ac,
+                   const int32_t *corr, const char *pf, __mmask16 rmask, __m512i rowoff,
+                   __m512 acc) {
+    const size_t bb = block_bytes(kind);
+    for (int i = 0; i < nbk; i++) {
+        const char *wb = wr + (size_t)i * bb;
+        const char *ab = ac + (size_t)i * sizeof(ctn_block_q8_0);
+        if (pf != NULL && (i & 1) == 0) {
+            const char *q = pf + (size_t)i * bb;
+            for (int r = 0; r < 16; r++, q += ws)
+                _mm_prefetch(q, _MM_HINT_T0);
+        }
+        acc = add_block(acc, block_sums(kind, wb, ws, rn, ab, corr[i]),
+                        row_scales(wb, rmask, rowoff), ab);
+    }
+    return acc;
 }
 
 INL void gemv(const int kind, int64_t nb, const char *w, size_t ws, int64_t nr, const char *a,
@@ -310,15 +339,11 @@ INL void gemv(const int kind, int64_t nb, const char *w, size_t ws, int64_t nr, 
             const char *pf = r0 + MV_PF + 16 <= nr ? wr + (size_t)MV_PF * ws : NULL;
             /* A chunk after the first resumes the sums kept in y. */
             __m512 acc = c0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rmask, y + r0);
-            for (int i = 0; i < nbk; i++) {
-                const char *wb = wr + (size_t)i * bb;
-                const char *ab = a + (size_t)(c0 + i) * sizeof(ctn_block_q8_0);
-                if (pf != NULL && (i & 1) == 0)
-                    for (int r = 0; r < 16; r++)
-                        _mm_prefetch(pf + (size_t)r * ws + (size_t)i * bb, _MM_HINT_T0);
-                acc = add_block(acc, block_sums(kind, wb, ws, rn, ab, corr[i]),
-                                row_scales(wb, rmask, rowoff), ab);
-            }
+            const char *ac = a + (size_t)c0 * sizeof(ctn_block_q8_0);
+            if (rn == 16) /* the row count a constant: no per-row checks */
+                acc = mv_rows(kind, 16, nbk, wr, ws, ac, corr, pf, rmask, rowoff, acc);
+            else
+                acc = mv_rows(kind, rn, nbk, wr, ws, ac, corr, pf, rmask, rowoff, acc);
             _mm512_mask_storeu_ps(y + r0, rmask, acc);
         }
     }
