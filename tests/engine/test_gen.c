@@ -470,6 +470,62 @@ TEST(scheduler_preemption_order) {
     unload(&L);
 }
 
+/*
+ * Fairness: a large request behind small ones, with new small requests arriving every step
+ * through a pool that cannot hold everything, is admitted before any request that arrived
+ * after it, and finishes.
+ */
+TEST(scheduler_fairness) {
+    loaded L;
+    CHECK(load_random(&L, &SMALL) == 0);
+    static collector c;
+    collector_init(&c);
+    ctn_gen_params p = {0};
+    p.fwd.n_threads = 1;
+    p.fwd.n_ctx = 128;
+    p.fwd.kv_memory = 10 * block_bytes(&L);
+    p.step_tokens = 128; /* the big prompt comes in one chunk of 7 blocks */
+    p.max_running = 8;
+    p.manual = true;
+    ctn_gen *e;
+    char err[256];
+    CHECK(ctn_gen_new(&e, L.m, NULL, &p, err, sizeof err) == 0);
+    req_t small = R(10, 6), big = R(100, 10);
+    big.prompt[0] = 77;
+    int next = 0;
+    for (; next < 6; next++)
+        submit(e, &c, &small, next);
+    const int big_idx = next++;
+    const int64_t big_id = submit(e, &c, &big, big_idx);
+    int64_t first_after = 0; /* the first request after big that got into a step */
+    bool big_started = false;
+    ctn_gen_step_info in;
+    for (int step = 0; step < 400 && c.out[big_idx].done == 0; step++) {
+        if (next < 200) {
+            small.prompt[1] = (int32_t)(next % 90); /* distinct prompts */
+            submit(e, &c, &small, next++);
+        }
+        ctn_gen_step(e, &in);
+        for (int i = 0; i < in.n_seqs; i++) {
+            if (in.ids[i] == big_id) big_started = true;
+            if (in.ids[i] > big_id && first_after == 0) {
+                first_after = in.ids[i];
+                CHECK(big_started); /* nothing later ran before the big one started */
+            }
+        }
+    }
+    CHECK_EQ_INT(c.out[big_idx].done, 1);
+    CHECK_EQ_INT(c.out[big_idx].n, 10);
+    run_manual(e);
+    ctn_gen_stats st;
+    ctn_gen_get_stats(e, &st);
+    CHECK_EQ_INT((int)st.finished, next);
+    CHECK_EQ_INT(st.kv_free, st.kv_blocks);
+    ctn_gen_free(e);
+    collector_close(&c);
+    unload(&L);
+}
+
 /* Bad requests are refused with a reason; unknown ids cannot be cancelled. */
 TEST(bad_requests) {
     loaded L;
@@ -835,6 +891,7 @@ int main(void) {
     RUN(shared_prefix_computed_once);
     RUN(scheduler_admission_and_chunks);
     RUN(scheduler_preemption_order);
+    RUN(scheduler_fairness);
     RUN(session_continues);
     RUN(session_fork);
     RUN(embeddings);
