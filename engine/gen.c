@@ -117,7 +117,8 @@ struct ctn_gen {
     ctn_fwd_seg *segs;
     gseq **seg_seq;
     int64_t *info_ids, *info_tokens;
-    float *logits; /* (max_running, n_vocab) */
+    float *logits; /* (logits_rows, n_vocab) */
+    size_t logits_rows;
     char *piece;
     pthread_t thread;
     bool has_thread;
@@ -221,6 +222,9 @@ static void seq_finish(ctn_gen *e, gseq *s, ctn_finish why, const char *error) {
     e->stats.running = e->n_running;
     e->stats.waiting = e->n_waiting;
     e->stats.kv_free = e->kv->n_free;
+    e->stats.n_ctx = e->n_ctx;
+    e->stats.kv_block_size = e->kv->block_size;
+    e->stats.threads = ctn_fwd_threads(e->f);
     if (why == CTN_FINISH_CANCELLED)
         e->stats.cancelled++;
     else
@@ -879,11 +883,19 @@ static int plan_running(ctn_gen *e, int64_t *budget, int32_t *planned, int *n_de
                 }
                 gseq *victim = latest_not_in_step(e, n_segs);
                 if (victim == NULL) break;
+                if (victim == s && e->n_running == 1) {
+                    /* Alone and still short of blocks: the whole pool holds less than it
+                     * needs, so it ends here as if its context were full. */
+                    running_remove(e, s);
+                    seq_finish(e, s, CTN_FINISH_LENGTH, NULL);
+                    s = NULL;
+                    break;
+                }
                 preempt(e, victim);
                 (*n_preempted)++;
                 if (victim == s) break;
             }
-            if (!s->has_kv || *planned + need > e->kv->n_free) continue;
+            if (s == NULL || !s->has_kv || *planned + need > e->kv->n_free) continue;
             *planned += need;
             e->segs[n_segs] = make_seg(s, n);
             e->seg_seq[n_segs++] = s;
@@ -1005,8 +1017,23 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
             }
         }
         const int64_t left = target(s) - s->kv.n_pos;
-        const int64_t n = left < budget ? left : budget;
-        const int32_t need = ctn_kv_seq_blocks_needed(e->kv, &s->kv, s->kv.n_pos + n);
+        int64_t n = left < budget ? left : budget;
+        int32_t need = ctn_kv_seq_blocks_needed(e->kv, &s->kv, s->kv.n_pos + n);
+        const bool idle = e->n_running == 0 && n_segs == 0;
+        if (idle && need > e->kv->n_free) {
+            /* The whole pool cannot hold this chunk (a preempted sequence that grew): a
+             * shorter one, and at the pool's end it finishes as at a full context. */
+            const int64_t room =
+                (int64_t)(s->kv.n_blocks + e->kv->n_free) * e->kv->block_size - s->kv.n_pos;
+            if (room <= 0) {
+                *wp = s->next;
+                e->n_waiting--;
+                seq_finish(e, s, CTN_FINISH_LENGTH, NULL);
+                continue;
+            }
+            n = room < n ? room : n;
+            need = ctn_kv_seq_blocks_needed(e->kv, &s->kv, s->kv.n_pos + n);
+        }
         if (planned + need + e->watermark_blocks > e->kv->n_free) {
             /* Into an idle engine the head goes in whatever the watermark. */
             if (e->n_running > 0 || n_segs > 0 || planned + need > e->kv->n_free) {
@@ -1167,6 +1194,9 @@ int ctn_gen_new(ctn_gen **out, const ctn_model *m, const ctn_vocab *v, const ctn
     e->n_vocab = m->hp.n_vocab;
     e->watermark_blocks = (int32_t)(p.watermark * (double)e->kv->n_blocks);
     e->stats.kv_free = e->kv->n_free;
+    e->stats.n_ctx = e->n_ctx;
+    e->stats.kv_block_size = e->kv->block_size;
+    e->stats.threads = ctn_fwd_threads(e->f);
     const size_t mr = (size_t)p.max_running;
     e->running = calloc(mr + 1, sizeof *e->running);
     e->order = calloc(mr + 1, sizeof *e->order);
@@ -1174,7 +1204,9 @@ int ctn_gen_new(ctn_gen **out, const ctn_model *m, const ctn_vocab *v, const ctn
     e->seg_seq = calloc(mr, sizeof *e->seg_seq);
     e->info_ids = calloc(mr, sizeof *e->info_ids);
     e->info_tokens = calloc(mr, sizeof *e->info_tokens);
-    e->logits = malloc(mr * (size_t)e->n_vocab * sizeof *e->logits);
+    /* A step has at most one logits row per sequence and one sequence per token. */
+    e->logits_rows = mr < (size_t)p.step_tokens ? mr : (size_t)p.step_tokens;
+    e->logits = malloc(e->logits_rows * (size_t)e->n_vocab * sizeof *e->logits);
     e->piece = malloc(PIECE_CAP);
     if (!e->running || !e->order || !e->segs || !e->seg_seq || !e->info_ids || !e->info_tokens ||
         !e->logits || !e->piece) {

@@ -198,6 +198,9 @@ typedef struct {
 int64_t ctn_gen_step(ctn_gen *e, ctn_gen_step_info *info);
 
 typedef struct {
+    int64_t n_ctx;         /* positions per sequence */
+    int32_t kv_block_size; /* positions per KV block */
+    int threads;           /* of the forward pass */
     int running, waiting;
     int32_t kv_blocks, kv_free; /* blocks in the pool, free ones */
     int64_t steps, tokens;      /* steps run, tokens computed in them */

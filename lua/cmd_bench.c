@@ -7,8 +7,20 @@
  * tokens one at a time, each fed the argmax of the previous logits. After a warm-up run that
  * is not counted, each of --reps runs starts from an empty KV cache, and the medians are
  * printed.
+ *
+ * --parallel P (P > 1) runs P sequences through the shared generation engine (engine/gen.h)
+ * instead: sequence s gets the prompt id_i = 1 + ((i + 131 * s) * 7919) % (n_vocab - 1)
+ * (s = 0 is the prompt above; bench/llamacpp_gen.c --parallel uses the same), greedy, EOS
+ * ignored, gen-tokens tokens each, all P submitted at once into an engine with room for all
+ * of them (max_running P, every prompt in one step, KV for P * (prompt + gen) positions, no
+ * prefix cache, so each rep computes every prompt). Prefill is timed from the submission to
+ * the moment every sequence has its first token; decode from then until every sequence has
+ * its gen-tokens tokens. The first token of each sequence comes from prefill, so
+ * decode_tok_s is the aggregate P * (gen-tokens - 1) / decode time, and prefill_tok_s is
+ * P * prompt-tokens / prefill time.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -17,15 +29,20 @@
 #include "cli.h"
 #include "commands.h"
 #include "forward.h"
+#include "gen.h"
 #include "kern.h"
 #include "model.h"
+#include "pool.h"
 
 static int usage(FILE *f) {
     fprintf(f, "usage: catena bench -m MODEL.gguf [--prompt-tokens N] [--gen-tokens N]\n"
-               "                    [--threads N] [--reps R] [--kv-f32]\n"
+               "                    [--threads N] [--reps R] [--parallel P] [--kv-f32]\n"
                "  Measures prefill (N prompt tokens in one batch, default 256) and decode\n"
                "  (default 64 tokens, greedy) and prints one JSON line with prefill_tok_s and\n"
-               "  decode_tok_s (medians of R runs, default 3, after a warm-up run).\n");
+               "  decode_tok_s (medians of R runs, default 3, after a warm-up run).\n"
+               "  --parallel P (default 1) runs P sequences, each its own prompt, through the\n"
+               "  batching engine; the rates are then aggregates over the P sequences (decode:\n"
+               "  P * (gen - 1) tokens after every sequence has its first token).\n");
     return f == stderr ? 2 : 0;
 }
 
@@ -94,9 +111,198 @@ static int run_once(ctn_fwd *f, ctn_kv_seq *seq, const int32_t *prompt, int64_t 
     return 0;
 }
 
+/* ---- --parallel P: P sequences through the shared engine ----------------------------- */
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int n_par;
+    int64_t n_gen;
+    int64_t *count;              /* (n_par) tokens each sequence has made */
+    int n_first, n_full, n_done; /* sequences with a first token, all tokens, finished */
+    double t_first, t_full, t_done;
+    char error[256]; /* the first failure */
+} par_run;
+
+typedef struct {
+    par_run *pr;
+    int s;
+} par_seq;
+
+static void par_token(void *ud, int64_t id, int32_t token, const char *text, size_t len) {
+    (void)id, (void)token, (void)text, (void)len;
+    const par_seq *q = ud;
+    par_run *pr = q->pr;
+    const double t = now_s();
+    pthread_mutex_lock(&pr->lock);
+    const int64_t c = ++pr->count[q->s];
+    if (c == 1 && ++pr->n_first == pr->n_par) pr->t_first = t;
+    if (c == pr->n_gen && ++pr->n_full == pr->n_par) pr->t_full = t;
+    pthread_mutex_unlock(&pr->lock);
+}
+
+static void par_done(void *ud, int64_t id, const ctn_gen_result *res) {
+    (void)id;
+    const par_seq *q = ud;
+    par_run *pr = q->pr;
+    const double t = now_s();
+    pthread_mutex_lock(&pr->lock);
+    if ((res->finish == CTN_FINISH_ERROR || res->finish == CTN_FINISH_CANCELLED ||
+         pr->count[q->s] != pr->n_gen) &&
+        pr->error[0] == '\0')
+        snprintf(pr->error, sizeof pr->error, "sequence %d ended (%s) after %" PRId64 " tokens%s%s",
+                 q->s, ctn_finish_name(res->finish), pr->count[q->s], res->error ? ": " : "",
+                 res->error ? res->error : "");
+    if (++pr->n_done == pr->n_par) pr->t_done = t;
+    pthread_cond_signal(&pr->cond);
+    pthread_mutex_unlock(&pr->lock);
+}
+
+/*
+ * One run of P sequences (prompts: P rows of n_prompt ids): submits all, waits for all, and
+ * gives the prefill time (until every sequence has its first token) and the decode time
+ * (from then until every sequence has all n_gen). 0, or -1 with the reason in pr->error.
+ */
+static int run_par(ctn_gen *e, const int32_t *prompts, int64_t n_prompt, par_run *pr, par_seq *seqs,
+                   double *t_prefill, double *t_decode) {
+    char err[256];
+    pthread_mutex_lock(&pr->lock);
+    memset(pr->count, 0, (size_t)pr->n_par * sizeof *pr->count);
+    pr->n_first = pr->n_full = pr->n_done = 0;
+    pr->error[0] = '\0';
+    pthread_mutex_unlock(&pr->lock);
+    int submitted = 0;
+    const double t0 = now_s();
+    for (int s = 0; s < pr->n_par; s++) {
+        ctn_gen_request r = ctn_gen_request_default(); /* greedy */
+        r.prompt_ids = prompts + (size_t)s * (size_t)n_prompt;
+        r.n_prompt_ids = n_prompt;
+        r.max_tokens = pr->n_gen;
+        r.ignore_eos = true;
+        r.on_token = par_token;
+        r.on_done = par_done;
+        r.ud = &seqs[s];
+        if (ctn_gen_submit(e, &r, err, sizeof err) < 0) {
+            pthread_mutex_lock(&pr->lock);
+            snprintf(pr->error, sizeof pr->error, "sequence %d: %s", s, err);
+            pthread_mutex_unlock(&pr->lock);
+            break;
+        }
+        submitted++;
+    }
+    pthread_mutex_lock(&pr->lock);
+    while (pr->n_done < submitted)
+        pthread_cond_wait(&pr->cond, &pr->lock);
+    const bool ok = submitted == pr->n_par && pr->error[0] == '\0';
+    if (pr->n_gen == 0) {
+        *t_prefill = pr->t_done - t0;
+        *t_decode = 0;
+    } else {
+        *t_prefill = pr->t_first - t0;
+        *t_decode = pr->t_full - pr->t_first;
+    }
+    pthread_mutex_unlock(&pr->lock);
+    return ok ? 0 : -1;
+}
+
+/* bench --parallel P (P > 1): prints the JSON line; the exit status. */
+static int bench_parallel(const char *path, long n_prompt, long n_gen, long threads, long reps,
+                          long n_par, bool kv_f32) {
+    char err[512];
+    ctn_gguf *g = NULL;
+    ctn_model *m = NULL;
+    ctn_gen *e = NULL;
+    int32_t *prompts = NULL;
+    par_seq *seqs = NULL;
+    double *tp = NULL, *td = NULL;
+    par_run pr = {.n_par = (int)n_par, .n_gen = n_gen};
+    pthread_mutex_init(&pr.lock, NULL);
+    pthread_cond_init(&pr.cond, NULL);
+    int status = 1;
+    if (ctn_gguf_open(&g, path, err, sizeof err) < 0 ||
+        ctn_model_load(&m, g, err, sizeof err) < 0) {
+        fprintf(stderr, "catena bench: %s\n", err);
+        goto done;
+    }
+    const int64_t n_vocab = m->hp.n_vocab;
+    prompts = malloc((size_t)n_par * (size_t)n_prompt * sizeof *prompts);
+    seqs = calloc((size_t)n_par, sizeof *seqs);
+    pr.count = calloc((size_t)n_par, sizeof *pr.count);
+    tp = calloc((size_t)reps, sizeof *tp);
+    td = calloc((size_t)reps, sizeof *td);
+    if (prompts == NULL || seqs == NULL || pr.count == NULL || tp == NULL || td == NULL) {
+        fprintf(stderr, "catena bench: out of memory\n");
+        goto done;
+    }
+    for (long s = 0; s < n_par; s++) {
+        seqs[s] = (par_seq){.pr = &pr, .s = (int)s};
+        for (long i = 0; i < n_prompt; i++)
+            prompts[s * n_prompt + i] =
+                n_vocab > 1 ? (int32_t)(1 + ((int64_t)(i + 131 * s) * 7919) % (n_vocab - 1)) : 0;
+    }
+    /* Room for everything at once: every prompt in one step (up to the engine's limit),
+     * every sequence running, KV blocks for P full sequences, no watermark, and no prefix
+     * cache (a later rep would find its prompts cached). */
+    const int64_t n_ctx = n_prompt + (n_gen > 0 ? n_gen : 1);
+    const int32_t kv_block = 16;
+    const size_t per_pos =
+        2 * (size_t)m->hp.n_layer * (size_t)(m->hp.n_head_kv * m->hp.head_dim) * (kv_f32 ? 4 : 2);
+    const int64_t seq_pos = (n_ctx + kv_block - 1) / kv_block * kv_block;
+    const int64_t step = n_par * n_prompt < 65536 ? n_par * n_prompt : 65536;
+    ctn_gen_params p = {0};
+    p.fwd.n_threads = (int)threads;
+    p.fwd.n_ctx = n_ctx;
+    p.fwd.kv_f32 = kv_f32;
+    p.fwd.kv_block = kv_block;
+    p.fwd.kv_memory = per_pos * (size_t)seq_pos * (size_t)n_par;
+    p.step_tokens = step > n_par ? step : n_par;
+    p.max_running = (int)n_par;
+    p.watermark = -1;
+    p.no_prefix_cache = true;
+    if (ctn_gen_new(&e, m, NULL, &p, err, sizeof err) < 0) {
+        fprintf(stderr, "catena bench: %s\n", err);
+        goto done;
+    }
+    double a, b;
+    bool ok = run_par(e, prompts, n_prompt, &pr, seqs, &a, &b) == 0;
+    for (long r = 0; ok && r < reps; r++) {
+        ok = run_par(e, prompts, n_prompt, &pr, seqs, &a, &b) == 0;
+        tp[r] = (double)n_par * (double)n_prompt / a;
+        td[r] = n_gen > 1 && b > 0 ? (double)n_par * (double)(n_gen - 1) / b : 0.0;
+    }
+    if (!ok) {
+        fprintf(stderr, "catena bench: %s\n", pr.error);
+        goto done;
+    }
+    ctn_gen_stats st;
+    ctn_gen_get_stats(e, &st);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("{\"model\": ");
+    json_str(stdout, path);
+    printf(", \"threads\": %d, \"prompt_tokens\": %ld, \"gen_tokens\": %ld, \"parallel\": %ld, "
+           "\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"preemptions\": %" PRId64
+           ", \"peak_rss_mb\": %.1f, \"kv_type\": \"%s\", \"isa\": \"%s\"}\n",
+           st.threads, n_prompt, n_gen, n_par, median(tp, (int)reps), median(td, (int)reps),
+           st.preemptions, (double)ru.ru_maxrss / 1024.0, kv_f32 ? "f32" : "f16",
+           ctn_isa_name(ctn_kern_isa()));
+    status = 0;
+done:
+    ctn_gen_free(e);
+    pthread_mutex_destroy(&pr.lock);
+    pthread_cond_destroy(&pr.cond);
+    free(pr.count);
+    free(tp), free(td);
+    free(seqs);
+    free(prompts);
+    ctn_model_free(m);
+    ctn_gguf_free(g);
+    return status;
+}
+
 int ctn_cmd_bench(int argc, char **argv) {
     const char *path = NULL;
-    long n_prompt = 256, n_gen = 64, threads = 0, reps = 3;
+    long n_prompt = 256, n_gen = 64, threads = 0, reps = 3, n_par = 1;
     bool kv_f32 = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -117,6 +323,8 @@ int ctn_cmd_bench(int argc, char **argv) {
             dst = &threads, hi = 512;
         } else if (!strcmp(a, "--reps") || !strcmp(a, "-r")) {
             dst = &reps, hi = 1000;
+        } else if (!strcmp(a, "--parallel") || !strcmp(a, "-P")) {
+            dst = &n_par, hi = 4096; /* the engine's max_running limit */
         }
         if (dst == NULL || i + 1 >= argc) {
             fprintf(stderr, "catena bench: unknown or incomplete argument '%s'\n", a);
@@ -132,6 +340,7 @@ int ctn_cmd_bench(int argc, char **argv) {
         fprintf(stderr, "catena bench: no model given (-m MODEL.gguf)\n");
         return usage(stderr);
     }
+    if (n_par > 1) return bench_parallel(path, n_prompt, n_gen, threads, reps, n_par, kv_f32);
 
     char err[512];
     ctn_gguf *g = NULL;
@@ -186,7 +395,7 @@ int ctn_cmd_bench(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"model\": ");
     json_str(stdout, path);
-    printf(", \"threads\": %d, \"prompt_tokens\": %ld, \"gen_tokens\": %ld, "
+    printf(", \"threads\": %d, \"prompt_tokens\": %ld, \"gen_tokens\": %ld, \"parallel\": 1, "
            "\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"peak_rss_mb\": %.1f, "
            "\"kv_type\": \"%s\", \"isa\": \"%s\"}\n",
            ctn_fwd_threads(f), n_prompt, n_gen, median(tp, (int)reps), median(td, (int)reps),

@@ -25,6 +25,8 @@ static const struct {
     {"quantize", ctn_cmd_quantize,
      "rewrite a GGUF model with its weights in one type (IN OUT TYPE)"},
     {"generate", ctn_cmd_generate, "continue a prompt (-m MODEL.gguf -p PROMPT [-n N] ...)"},
+    {"batch", ctn_cmd_batch,
+     "run a JSONL file of prompts through one batching engine (-m M --prompts F.jsonl)"},
     {"bench", ctn_cmd_bench, "measure prefill and decode speed (-m MODEL.gguf), one JSON line"},
 };
 

@@ -526,6 +526,37 @@ TEST(scheduler_fairness) {
     unload(&L);
 }
 
+/* A request that outgrows the whole KV pool ends with "length" at the pool's end, on the
+ * engine thread too (it used to wait for blocks forever). */
+TEST(request_larger_than_pool) {
+    loaded L;
+    CHECK(load_random(&L, &SMALL) == 0);
+    for (int threaded = 0; threaded < 2; threaded++) {
+        static collector c;
+        collector_init(&c);
+        ctn_gen *e = engine(&L, 16, 4, 4 * block_bytes(&L), 128, !threaded, 1);
+        req_t r = R(10, 100);
+        submit(e, &c, &r, 0);
+        if (threaded) {
+            pthread_mutex_lock(&c.mu);
+            while (c.n_done < 1)
+                pthread_cond_wait(&c.cv, &c.mu);
+            pthread_mutex_unlock(&c.mu);
+        } else {
+            run_manual(e);
+        }
+        CHECK_EQ_INT(c.out[0].done, 1);
+        CHECK(c.out[0].finish == CTN_FINISH_LENGTH);
+        CHECK_EQ_INT(c.out[0].n, 55); /* 64 positions: 10 + 54 computed, the 55th sampled */
+        ctn_gen_stats st;
+        ctn_gen_get_stats(e, &st);
+        CHECK(st.n_ctx == 128 && st.kv_block_size == 16 && st.threads == 1);
+        ctn_gen_free(e);
+        collector_close(&c);
+    }
+    unload(&L);
+}
+
 /* Bad requests are refused with a reason; unknown ids cannot be cancelled. */
 TEST(bad_requests) {
     loaded L;
@@ -892,6 +923,7 @@ int main(void) {
     RUN(scheduler_admission_and_chunks);
     RUN(scheduler_preemption_order);
     RUN(scheduler_fairness);
+    RUN(request_larger_than_pool);
     RUN(session_continues);
     RUN(session_fork);
     RUN(embeddings);
