@@ -142,13 +142,14 @@ static void make_reqs(req_t *r, int n, int n_vocab, int max_prompt, int max_gen,
     }
 }
 
-static int64_t submit(ctn_gen *e, collector *c, const req_t *r, int idx) {
+static int64_t submit_session(ctn_gen *e, collector *c, const req_t *r, int idx, int64_t session) {
     ctn_gen_request q = ctn_gen_request_default();
-    q.prompt_ids = r->prompt;
+    q.prompt_ids = r->n_prompt > 0 ? r->prompt : NULL;
     q.n_prompt_ids = r->n_prompt;
     q.max_tokens = r->max_tokens;
     q.sampling.temp = r->temp;
     q.sampling.seed = r->seed;
+    q.session = session;
     q.on_token = on_token;
     q.on_done = on_done;
     UDS[idx] = (slot_ud){c, idx};
@@ -160,15 +161,13 @@ static int64_t submit(ctn_gen *e, collector *c, const req_t *r, int idx) {
     return id;
 }
 
+static int64_t submit(ctn_gen *e, collector *c, const req_t *r, int idx) {
+    return submit_session(e, c, r, idx, 0);
+}
+
 static void run_manual(ctn_gen *e) {
-    for (int guard = 0; guard < 1000000; guard++) {
-        ctn_gen_stats st;
-        ctn_gen_get_stats(e, &st);
-        if (ctn_gen_step(e, NULL) == 0) {
-            ctn_gen_get_stats(e, &st);
-            /* Nothing ran: done when nothing is left. */
-            return;
-        }
+    /* Steps until nothing is left to run. */
+    for (int guard = 0; guard < 1000000 && ctn_gen_step(e, NULL) != 0; guard++) {
     }
 }
 
@@ -654,25 +653,6 @@ TEST(stress_thousand_requests) {
 }
 
 /* ---- sessions -------------------------------------------------------------------------------- */
-
-static int64_t submit_session(ctn_gen *e, collector *c, const req_t *r, int idx, int64_t session) {
-    ctn_gen_request q = ctn_gen_request_default();
-    q.prompt_ids = r->n_prompt > 0 ? r->prompt : NULL;
-    q.n_prompt_ids = r->n_prompt;
-    q.max_tokens = r->max_tokens;
-    q.sampling.temp = r->temp;
-    q.sampling.seed = r->seed;
-    q.session = session;
-    q.on_token = on_token;
-    q.on_done = on_done;
-    UDS[idx] = (slot_ud){c, idx};
-    q.ud = &UDS[idx];
-    char err[256];
-    int64_t id = ctn_gen_submit(e, &q, err, sizeof err);
-    if (id < 0) printf("  submit %d: %s\n", idx, err);
-    c->id_of[idx] = id;
-    return id;
-}
 
 /*
  * A session keeps its history: the second request computes only its own prompt (and the
