@@ -53,4 +53,52 @@ static inline void restore(const tile_config *saved) {
     configured = 0;
 }
 
+/*
+ * The 16 x 8 dwords at codes (row stride cstride; rows past rn read as zeros) transposed:
+ * out[k][row] = dword k of the row. Two rows per register, 4 x 4
+ * sub-blocks (permutex2var), then 128-bit chunks (shuffle_i32x4).
+ */
+static inline __attribute__((always_inline)) void transpose_16x8(const char *codes, size_t cstride,
+                                                                 int rn, __m512i out[8]) {
+    __m512i rows[8];
+    for (int k = 0; k < 8; k++) {
+        const int r0 = 2 * k, r1 = r0 + 1;
+        const __m256i lo = r0 < rn
+                               ? _mm256_loadu_si256((const __m256i *)(codes + (size_t)r0 * cstride))
+                               : _mm256_setzero_si256();
+        const __m256i hi = r1 < rn
+                               ? _mm256_loadu_si256((const __m256i *)(codes + (size_t)r1 * cstride))
+                               : _mm256_setzero_si256();
+        rows[k] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    }
+    __m512i u[4][2];
+    for (int h = 0; h < 2; h++) {
+        int idx[16];
+        for (int q = 0; q < 4; q++)
+            for (int r = 0; r < 4; r++)
+                idx[q * 4 + r] = (r / 2) * 16 + (r % 2) * 8 + 4 * h + q;
+        const __m512i vi = _mm512_loadu_si512(idx);
+        for (int j = 0; j < 4; j++)
+            u[j][h] = _mm512_permutex2var_epi32(rows[2 * j], vi, rows[2 * j + 1]);
+    }
+    for (int k4 = 0; k4 < 8; k4++) {
+        const int h = k4 / 4, q = k4 % 4;
+        __m512i x, y;
+        switch (q) { /* shuffle_i32x4 needs an immediate */
+#define SHUF(Q, I)                                                                                 \
+    case Q:                                                                                        \
+        x = _mm512_shuffle_i32x4(u[0][h], u[1][h], I);                                             \
+        y = _mm512_shuffle_i32x4(u[2][h], u[3][h], I);                                             \
+        break;
+            SHUF(0, 0x00)
+            SHUF(1, 0x55)
+            SHUF(2, 0xAA)
+            SHUF(3, 0xFF)
+#undef SHUF
+        default: x = y = _mm512_setzero_si512();
+        }
+        out[k4] = _mm512_shuffle_i32x4(x, y, 0x88);
+    }
+}
+
 #endif

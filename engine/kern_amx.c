@@ -50,48 +50,10 @@ static inline int configure(int m) {
  * register, then 4 x 4 sub-blocks (permutex2var), then 128-bit chunks (shuffle_i32x4).
  */
 static inline void build_b(const char *codes, size_t cstride, int rn, int32_t *bt) {
-    __m512i rows[8];
-    for (int k = 0; k < 8; k++) {
-        const int r0 = 2 * k, r1 = r0 + 1;
-        const __m256i lo = r0 < rn
-                               ? _mm256_loadu_si256((const __m256i *)(codes + (size_t)r0 * cstride))
-                               : _mm256_setzero_si256();
-        const __m256i hi = r1 < rn
-                               ? _mm256_loadu_si256((const __m256i *)(codes + (size_t)r1 * cstride))
-                               : _mm256_setzero_si256();
-        rows[k] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-    }
-    /* u[j][h]: rows 4j..4j+3, dwords 4h..4h+3, lane (k4 - 4h) * 4 + (row - 4j). rows[2j]
-     * holds rows 4j, 4j+1 (dword k at lane k, 8 + k); rows[2j + 1] rows 4j+2, 4j+3 (16 +). */
-    __m512i u[4][2];
-    for (int h = 0; h < 2; h++) {
-        int idx[16];
-        for (int q = 0; q < 4; q++)
-            for (int r = 0; r < 4; r++)
-                idx[q * 4 + r] = (r / 2) * 16 + (r % 2) * 8 + 4 * h + q;
-        const __m512i vi = _mm512_loadu_si512(idx);
-        for (int j = 0; j < 4; j++)
-            u[j][h] = _mm512_permutex2var_epi32(rows[2 * j], vi, rows[2 * j + 1]);
-    }
-    for (int k4 = 0; k4 < 8; k4++) {
-        const int h = k4 / 4, q = k4 % 4;
-        const int imm = q | q << 2 | q << 4 | q << 6;
-        __m512i x, y;
-        switch (imm) { /* shuffle_i32x4 needs an immediate */
-#define SHUF(I)                                                                                    \
-    case I:                                                                                        \
-        x = _mm512_shuffle_i32x4(u[0][h], u[1][h], I);                                             \
-        y = _mm512_shuffle_i32x4(u[2][h], u[3][h], I);                                             \
-        break;
-            SHUF(0x00)
-            SHUF(0x55)
-            SHUF(0xAA)
-            SHUF(0xFF)
-#undef SHUF
-        default: x = y = _mm512_setzero_si512();
-        }
-        _mm512_store_si512(bt + k4 * 16, _mm512_shuffle_i32x4(x, y, 0x88));
-    }
+    __m512i t[8];
+    transpose_16x8(codes, cstride, rn, t);
+    for (int k4 = 0; k4 < 8; k4++)
+        _mm512_store_si512(bt + k4 * 16, t[k4]);
 }
 
 /* Byte offsets of up to 16 weight rows (lanes past rn are 0 and masked off). */
