@@ -2,9 +2,10 @@
  * Micro-benchmark of the CPU kernels (engine/kern.h) at the shapes of a 110M-parameter
  * model (dim 768, hidden 2048, vocab 32000), single thread:
  *   gemv: nc = 1 (decode), GB/s of weight bytes read;
- *   gemm: nc = 256 (prefill), GOPS (2 * n * rows * cols per call).
+ *   gemm: nc = 256 (prefill) or --cols N (a batch of N decoding sequences), GOPS
+ *         (2 * n * rows * cols per call) and microseconds per call.
  *
- *     bench_kern [type ...] [--isa scalar|avx2|avx512] [--secs S]
+ *     bench_kern [type ...] [--isa scalar|avx2|avx512|amx] [--secs S] [--cols N]
  *
  * Types: q8_0 q4_0 q4_k q6_k f16 (default: all), also q5_k f32 bf16 q4_1 q5_0 q5_1.
  * The scalar ISA's gemm runs on at most 128 rows (it is slow; the rate is what counts).
@@ -69,11 +70,11 @@ static double time_gemm(const ctn_kern *k, int64_t n, const void *w, size_t ws, 
     return t / reps;
 }
 
-static void bench_type(int ti, ctn_isa isa, double secs) {
+static void bench_type(int ti, ctn_isa isa, double secs, int64_t nc) {
     ctn_kern_set_isa(isa);
     const ctn_kern *k = ctn_kern_get(types[ti].type);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        const int64_t n = shapes[s].n, nr = shapes[s].rows, nc = 256;
+        const int64_t n = shapes[s].n, nr = shapes[s].rows;
         const size_t ws =
             (size_t)(n / ctn_type_block_size(k->wtype) * ctn_type_block_bytes(k->wtype));
         const size_t as = ctn_kern_act_bytes(k->atype, n);
@@ -97,10 +98,11 @@ static void bench_type(int ti, ctn_isa isa, double secs) {
         const double tv = time_gemm(k, n, w, ws, nr, a, as, 1, y, secs);
         const int64_t gr = isa == CTN_ISA_SCALAR && nr > 128 ? 128 : nr;
         const double tm = time_gemm(k, n, w, ws, gr, a, as, nc, y, secs);
-        printf("%-5s %-7s %5lld x %-5lld %-13s gemv %7.2f GB/s %8.1f us   gemm(256) %7.1f GOPS\n",
+        printf("%-5s %-7s %5lld x %-5lld %-13s gemv %7.2f GB/s %8.1f us   gemm(%lld) %7.1f GOPS "
+               "%8.1f us\n",
                types[ti].name, ctn_isa_name(isa), (long long)nr, (long long)n, shapes[s].what,
-               (double)(ws * (size_t)nr) / tv * 1e-9, tv * 1e6,
-               2.0 * (double)n * (double)gr * (double)nc / tm * 1e-9);
+               (double)(ws * (size_t)nr) / tv * 1e-9, tv * 1e6, (long long)nc,
+               2.0 * (double)n * (double)gr * (double)nc / tm * 1e-9, tm * 1e6);
         fflush(stdout);
         free(w), free(a), free(x), free(y);
     }
@@ -109,10 +111,11 @@ static void bench_type(int ti, ctn_isa isa, double secs) {
 int main(int argc, char **argv) {
     int sel[N_TYPES] = {0}, any = 0, isa = -1;
     double secs = 0.3;
+    int64_t nc = 256;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--isa") == 0 && i + 1 < argc) {
             const char *v = argv[++i];
-            for (int j = CTN_ISA_SCALAR; j <= CTN_ISA_AVX512; j++)
+            for (int j = CTN_ISA_SCALAR; j <= CTN_ISA_AMX; j++)
                 if (strcmp(v, ctn_isa_name((ctn_isa)j)) == 0) isa = j;
             if (isa < 0 || !ctn_isa_supported((ctn_isa)isa)) {
                 fprintf(stderr, "bench_kern: ISA %s not available\n", v);
@@ -120,13 +123,19 @@ int main(int argc, char **argv) {
             }
         } else if (strcmp(argv[i], "--secs") == 0 && i + 1 < argc) {
             secs = atof(argv[++i]);
+        } else if (strcmp(argv[i], "--cols") == 0 && i + 1 < argc) {
+            nc = atoll(argv[++i]);
+            if (nc < 1 || nc > 4096) {
+                fprintf(stderr, "bench_kern: --cols must be 1..4096\n");
+                return 2;
+            }
         } else {
             int found = 0;
             for (int j = 0; j < N_TYPES; j++)
                 if (strcmp(argv[i], types[j].name) == 0) sel[j] = found = any = 1;
             if (!found) {
-                fprintf(stderr, "usage: bench_kern [type ...] [--isa scalar|avx2|avx512] "
-                                "[--secs S]\n");
+                fprintf(stderr, "usage: bench_kern [type ...] [--isa scalar|avx2|avx512|amx] "
+                                "[--secs S] [--cols N]\n");
                 return 2;
             }
         }
@@ -136,9 +145,9 @@ int main(int argc, char **argv) {
             sel[j] = 1;
     for (int j = 0; j < N_TYPES; j++) {
         if (!sel[j]) continue;
-        for (int i = CTN_ISA_AVX512; i >= CTN_ISA_SCALAR; i--) {
+        for (int i = CTN_ISA_AMX; i >= CTN_ISA_SCALAR; i--) {
             if (isa >= 0 ? i != isa : !ctn_isa_supported((ctn_isa)i)) continue;
-            bench_type(j, (ctn_isa)i, secs);
+            bench_type(j, (ctn_isa)i, secs, nc);
         }
     }
     return 0;

@@ -71,15 +71,31 @@ static inline __m512 row_scales(const char *wb, __mmask16 rmask, __m512i rowoff)
 }
 
 /*
- * The one place a block's integer sums join the accumulators, for both shapes of product:
- * acc = fma(float(sum), d_w * d_a, acc), with d_a the activation block's half scale at ab.
- * Every element of every product goes through this, block after block (batch invariance).
+ * The one place a block's integer sums join the accumulators, for every shape of product:
+ * acc = fma(float(sum), d_w * d_a, acc), with d_a the activation block's scale (its half,
+ * converted exactly to float beforehand: act_scales). Every element of every product goes
+ * through this, block after block (batch invariance).
  */
-static inline __m512 add_block(__m512 acc, __m512i sums, __m512 dw, const char *ab) {
-    uint16_t dah;
-    memcpy(&dah, ab, 2);
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums),
-                           _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(dah))), acc);
+static inline __m512 add_block(__m512 acc, __m512i sums, __m512 dw, float da) {
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_mul_ps(dw, _mm512_set1_ps(da)), acc);
+}
+
+/* The scales (exactly, as float) and the sums of the codes of nbk blocks of one activation
+ * row from block b0 (sums NULL: not wanted). */
+static inline void act_blocks(const char *arow, int64_t b0, int nbk, float *da, int32_t *sums) {
+    for (int i = 0; i < nbk; i++) {
+        const char *ab = arow + (size_t)(b0 + i) * sizeof(ctn_block_q8_0);
+        uint16_t h;
+        memcpy(&h, ab, 2);
+        da[i] = _cvtsh_ss(h);
+        if (sums != NULL) {
+            const int8_t *q = (const int8_t *)(ab + 2);
+            int32_t t = 0;
+            for (int k = 0; k < 32; k++)
+                t += q[k];
+            sums[i] = t;
+        }
+    }
 }
 
 /* The weight formats: Q8_0 (codes used as they are) and Q4_0 (nibbles widened to int8). */
@@ -117,47 +133,108 @@ INL void widen_q4_0(const char *wb, size_t ws, int rn, int8_t *out) {
     }
 }
 
+/* Blocks per pass of the tile product (the activation scales of MAX_COLS rows for them are
+ * converted once per pass: 16 KiB of stack; a slice builds their B: 32 KiB). */
+#define DA_CHUNK 64
+
+/* Blocks whose tile products go to the store and then through the epilogue together. */
+#define SLICE_G 4
+
+/* The tile products of block g of a group of SLICE_G into cs[g] (tiles 0, 1, 2 for even g, 3,
+ * 4, 5 for odd, so that consecutive products do not wait on each other's tiles). */
+#define SLICE_PRODUCT(TC, TA, TB)                                                                  \
+    do {                                                                                           \
+        _tile_loadd(TB, bt[b + g], 64);                                                            \
+        _tile_loadd(TA, ab + 2, (long)as);                                                         \
+        _tile_zero(TC);                                                                            \
+        _tile_dpbssd(TC, TA, TB);                                                                  \
+        _tile_stored(TC, cs[par][g], 64);                                                          \
+    } while (0)
+
+/* The columns of one group of m_n <= 16 activation rows (at ar) of a slice over nbk blocks,
+ * with their sums in registers. */
+INL void slice_cols(const int m_n, int nbk, const int32_t (*bt)[8 * 16], const __m512 *dw,
+                    const char *ar, size_t as, const float *da, int resume, __mmask16 rmask,
+                    float *y, size_t ldy) {
+    /* Two sets of buffers, used in turn: the stores of one group's products need not wait
+     * for the loads of the previous group's epilogue. */
+    _Alignas(64) int32_t cs[2][SLICE_G][16 * 16];
+    __m512 acc[16];
+    /* Loops over 16 with m < m_n inside unroll fully, so the sums stay in registers. */
+#pragma clang loop unroll(full)
+    for (int m = 0; m < 16; m++)
+        if (m < m_n)
+            acc[m] =
+                resume ? _mm512_maskz_loadu_ps(rmask, y + (size_t)m * ldy) : _mm512_setzero_ps();
+    configure(m_n);
+    for (int b = 0, par = 0; b < nbk; b += SLICE_G, par ^= 1) {
+        const int gn = nbk - b < SLICE_G ? nbk - b : SLICE_G;
+        for (int g = 0; g < gn; g++) {
+            const char *ab = ar + (size_t)(b + g) * sizeof(ctn_block_q8_0);
+            if ((g & 1) == 0)
+                SLICE_PRODUCT(0, 1, 2);
+            else
+                SLICE_PRODUCT(3, 4, 5);
+        }
+        for (int g = 0; g < gn; g++)
+#pragma clang loop unroll(full)
+            for (int m = 0; m < 16; m++)
+                if (m < m_n)
+                    acc[m] = add_block(acc[m], _mm512_load_si512(cs[par][g] + m * 16), dw[b + g],
+                                       da[(size_t)m * DA_CHUNK + b + g]);
+    }
+#pragma clang loop unroll(full)
+    for (int m = 0; m < 16; m++)
+        if (m < m_n) _mm512_mask_storeu_ps(y + (size_t)m * ldy, rmask, acc[m]);
+}
+#undef SLICE_PRODUCT
+
 /*
- * One slice of up to 16 weight rows against up to MAX_COLS activation rows. For each block:
- * B built in the VNNI layout once, then one tile product per 16 activation rows.
+ * One slice of up to 16 weight rows against up to MAX_COLS activation rows over nbk <=
+ * DA_CHUNK blocks (da: the activation scales, row m's at da + m * DA_CHUNK; resume: start
+ * from the sums in y, as a later pass does). B of every block is built in the VNNI layout
+ * first, then each group of 16 activation rows goes through all blocks with its sums in
+ * registers: SLICE_G blocks' tile products, stored, then their epilogue, every element
+ * added with add_block block after block. (One block at a time, product then epilogue,
+ * went no faster for 16 rows than for 2: each step waited on the one before, stores into a
+ * tile load and a tile store into vector loads.)
  */
-INL void slice(const int kind, int64_t nb, const char *wr, size_t ws, int rn, const char *ar,
-               size_t as, int cn, float *y, size_t ldy) {
-    _Alignas(64) int32_t bt[8 * 16];
-    _Alignas(64) int32_t cs[16 * 16];
+/* B of nbk blocks of rn weight rows in the VNNI layout, and their scales. */
+INL void slice_b(const int kind, const int rn, int nbk, const char *wr, size_t ws,
+                 int32_t (*bt)[8 * 16], __m512 *dw, __mmask16 rmask, __m512i rowoff) {
     _Alignas(64) int8_t wide[16 * 32];
-    _Alignas(64) float acc[MAX_COLS][16];
-    memset(acc, 0, sizeof acc);
     const size_t bb = block_bytes(kind);
-    const __mmask16 rmask = (__mmask16)((1u << rn) - 1);
-    const __m512i rowoff = row_offsets(rn, ws);
-    for (int64_t b = 0; b < nb; b++) {
+    for (int b = 0; b < nbk; b++) {
         const char *wb = wr + (size_t)b * bb;
         if (kind == K_Q4_0) {
             widen_q4_0(wb, ws, rn, wide);
-            build_b((const char *)wide, 32, rn, bt);
+            build_b((const char *)wide, 32, rn, bt[b]);
         } else {
-            build_b(wb + 2, ws, rn, bt);
+            build_b(wb + 2, ws, rn, bt[b]);
         }
-        const __m512 dw = row_scales(wb, rmask, rowoff);
-        configure(cn < 16 ? cn : 16);
-        _tile_loadd(2, bt, 64);
-        for (int c0 = 0; c0 < cn; c0 += 16) {
-            const int m_n = cn - c0 < 16 ? cn - c0 : 16;
-            const char *ab = ar + (size_t)c0 * as + (size_t)b * sizeof(ctn_block_q8_0);
-            if (configure(m_n)) _tile_loadd(2, bt, 64);
-            _tile_loadd(1, ab + 2, (long)as);
-            _tile_zero(0);
-            _tile_dpbssd(0, 1, 2);
-            _tile_stored(0, cs, 64);
-            for (int m = 0; m < m_n; m++)
-                _mm512_store_ps(acc[c0 + m],
-                                add_block(_mm512_load_ps(acc[c0 + m]),
-                                          _mm512_load_si512(cs + m * 16), dw, ab + (size_t)m * as));
-        }
+        dw[b] = row_scales(wb, rmask, rowoff);
     }
-    for (int m = 0; m < cn; m++)
-        _mm512_mask_storeu_ps(y + (size_t)m * ldy, rmask, _mm512_load_ps(acc[m]));
+}
+
+INL void slice(const int kind, int nbk, const char *wr, size_t ws, int rn, const char *ar,
+               size_t as, int cn, const float *da, int resume, float *y, size_t ldy) {
+    _Alignas(64) int32_t bt[DA_CHUNK][8 * 16];
+    __m512 dw[DA_CHUNK];
+    const __mmask16 rmask = (__mmask16)((1u << rn) - 1);
+    const __m512i rowoff = row_offsets(rn, ws);
+    if (rn == 16) /* the row count a constant: no per-row checks */
+        slice_b(kind, 16, nbk, wr, ws, bt, dw, rmask, rowoff);
+    else
+        slice_b(kind, rn, nbk, wr, ws, bt, dw, rmask, rowoff);
+    for (int c0 = 0; c0 < cn; c0 += 16) {
+        const char *a0 = ar + (size_t)c0 * as;
+        const float *d0 = da + (size_t)c0 * DA_CHUNK;
+        float *y0 = y + (size_t)c0 * ldy;
+        if (cn - c0 >= 16) /* the row count a constant: the sums stay in registers */
+            slice_cols(16, nbk, bt, dw, a0, as, d0, resume, rmask, y0, ldy);
+        else
+            slice_cols(cn - c0, nbk, bt, dw, a0, as, d0, resume, rmask, y0, ldy);
+    }
 }
 
 /*
@@ -174,7 +251,7 @@ INL void slice(const int kind, int64_t nb, const char *wr, size_t ws, int rn, co
  * per 128-bit lane (block_sums), which needs half the shuffles.
  */
 
-/* Blocks whose integer corrections gemv computes at once (its stack: 4 KiB). */
+/* Blocks whose integer corrections and scales gemv computes at once (its stack: 8 KiB). */
 #define MV_CHUNK 1024
 /* Rows ahead that gemv prefetches (the same blocks, one line per row per two blocks).
  * Measured (1 thread, ~110M model, decode): 32 rows ahead beat 16, 48 and 64, and beat
@@ -263,8 +340,8 @@ INL __m512i block_sums(const int kind, const char *wb, size_t ws, int rn, const 
 /* The blocks of one group of rn rows (wr) against the chunk's activation blocks (ac),
  * prefetching the rows MV_PF ahead (pf, or NULL) one line per row per two blocks. */
 INL __m512 mv_rows(const int kind, const int rn, int nbk, const char *wr, size_t ws, const char *ac,
-                   const int32_t *corr, const char *pf, __mmask16 rmask, __m512i rowoff,
-                   __m512 acc) {
+                   const int32_t *corr, const float *da, const char *pf, __mmask16 rmask,
+                   __m512i rowoff, __m512 acc) {
     const size_t bb = block_bytes(kind);
     for (int i = 0; i < nbk; i++) {
         const char *wb = wr + (size_t)i * bb;
@@ -275,7 +352,7 @@ INL __m512 mv_rows(const int kind, const int rn, int nbk, const char *wr, size_t
                 _mm_prefetch(q, _MM_HINT_T0);
         }
         acc = add_block(acc, block_sums(kind, wb, ws, rn, ab, corr[i]),
-                        row_scales(wb, rmask, rowoff), ab);
+                        row_scales(wb, rmask, rowoff), da[i]);
     }
     return acc;
 }
@@ -283,16 +360,13 @@ INL __m512 mv_rows(const int kind, const int rn, int nbk, const char *wr, size_t
 INL void gemv(const int kind, int64_t nb, const char *w, size_t ws, int64_t nr, const char *a,
               float *y) {
     int32_t corr[MV_CHUNK];
+    float da[MV_CHUNK];
     const size_t bb = block_bytes(kind);
     for (int64_t c0 = 0; c0 < nb; c0 += MV_CHUNK) {
         const int nbk = nb - c0 < MV_CHUNK ? (int)(nb - c0) : MV_CHUNK;
-        for (int i = 0; i < nbk; i++) {
-            const int8_t *q = (const int8_t *)(a + (size_t)(c0 + i) * sizeof(ctn_block_q8_0) + 2);
-            int32_t sum = 0;
-            for (int k = 0; k < 32; k++)
-                sum += q[k];
-            corr[i] = (kind == K_Q4_0 ? 8 : 128) * sum;
-        }
+        act_blocks(a, c0, nbk, da, corr);
+        for (int i = 0; i < nbk; i++)
+            corr[i] *= kind == K_Q4_0 ? 8 : 128;
         for (int64_t r0 = 0; r0 < nr; r0 += 16) {
             const int rn = nr - r0 < 16 ? (int)(nr - r0) : 16;
             const __mmask16 rmask = (__mmask16)((1u << rn) - 1);
@@ -303,11 +377,134 @@ INL void gemv(const int kind, int64_t nb, const char *w, size_t ws, int64_t nr, 
             __m512 acc = c0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rmask, y + r0);
             const char *ac = a + (size_t)c0 * sizeof(ctn_block_q8_0);
             if (rn == 16) /* the row count a constant: no per-row checks */
-                acc = mv_rows(kind, 16, nbk, wr, ws, ac, corr, pf, rmask, rowoff, acc);
+                acc = mv_rows(kind, 16, nbk, wr, ws, ac, corr, da, pf, rmask, rowoff, acc);
             else
-                acc = mv_rows(kind, rn, nbk, wr, ws, ac, corr, pf, rmask, rowoff, acc);
+                acc = mv_rows(kind, rn, nbk, wr, ws, ac, corr, da, pf, rmask, rowoff, acc);
             _mm512_mask_storeu_ps(y + r0, rmask, acc);
         }
+    }
+}
+
+/*
+ * A few activation rows (2..FEW_MAX: the decode step of a few sequences) go neither through
+ * the tiles, whose store / load round trips make a product of up to 16 rows cost about as
+ * much as 16 rows, nor through gemv once per row, which would read and reduce the weights
+ * once per row. Each block of 16 weight rows is transposed once into the VNNI layout the
+ * tiles use (vector k4, lane r = dword k4 of row r), made unsigned (Q8_0: w + 128, Q4_0:
+ * the nibbles as they are), and then every activation row takes 8 dpbusd against its
+ * broadcast dwords (Q4_0: 4 for the low nibbles, 4 for the high), which leaves lane r with
+ * the row's exact block sum, with no reduction; the correction (128 or 8 times the sum of
+ * the activation block) starts the sum. Then add_block, as everywhere.
+ */
+#define FEW_MAX 8
+/* Blocks whose corrections and scales few computes at once (its stack: 2 x FEW_MAX x
+ * FEW_CHUNK dwords). */
+#define FEW_CHUNK 256
+
+/* Q4_0: the 16 bytes of nibbles of 16 rows transposed, out[k] lane r = dword k of row r
+ * (rows past rn zero): four rows per vector, one per 128-bit lane, then a 4 x 4 transpose
+ * within each lane. */
+INL void transpose_16x4(const char *q, size_t ws, int rn, __m512i out[4]) {
+    __m512i v[4];
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm512_castsi128_si512(load_row128(q + (size_t)(4 * 0 + k) * ws, k, rn));
+        v[k] = _mm512_inserti32x4(v[k], load_row128(q + (size_t)(4 + k) * ws, 4 + k, rn), 1);
+        v[k] = _mm512_inserti32x4(v[k], load_row128(q + (size_t)(8 + k) * ws, 8 + k, rn), 2);
+        v[k] = _mm512_inserti32x4(v[k], load_row128(q + (size_t)(12 + k) * ws, 12 + k, rn), 3);
+    }
+    /* v[k], lane L: row 4L + k's dwords 0..3. */
+    const __m512i t0 = _mm512_unpacklo_epi32(v[0], v[1]), t1 = _mm512_unpackhi_epi32(v[0], v[1]);
+    const __m512i t2 = _mm512_unpacklo_epi32(v[2], v[3]), t3 = _mm512_unpackhi_epi32(v[2], v[3]);
+    out[0] = _mm512_unpacklo_epi64(t0, t2);
+    out[1] = _mm512_unpackhi_epi64(t0, t2);
+    out[2] = _mm512_unpacklo_epi64(t1, t3);
+    out[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+INL void few_rows(const int kind, const int cn, const int rn, int nbk, const char *wr, size_t ws,
+                  const char *ac, size_t as, const int32_t (*corr)[FEW_CHUNK],
+                  const float (*da)[FEW_CHUNK], const char *pf, __mmask16 rmask, __m512i rowoff,
+                  __m512 acc[FEW_MAX]) {
+    const size_t bb = block_bytes(kind);
+    for (int i = 0; i < nbk; i++) {
+        const char *wb = wr + (size_t)i * bb;
+        if (pf != NULL && (i & 1) == 0) {
+            const char *q = pf + (size_t)i * bb;
+            for (int r = 0; r < 16; r++, q += ws)
+                _mm_prefetch(q, _MM_HINT_T0);
+        }
+        __m512i t[8];
+        if (kind == K_Q4_0) {
+            __m512i u[4];
+            transpose_16x4(wb + 2, ws, rn, u);
+            const __m512i m4 = _mm512_set1_epi8(0x0F);
+            for (int k = 0; k < 4; k++) {
+                t[k] = _mm512_and_si512(u[k], m4);
+                t[4 + k] = _mm512_and_si512(_mm512_srli_epi16(u[k], 4), m4);
+            }
+        } else {
+            transpose_16x8(wb + 2, ws, rn, t);
+            for (int k = 0; k < 8; k++)
+                t[k] = _mm512_xor_si512(t[k], _mm512_set1_epi8((char)0x80));
+        }
+        const __m512 dw = row_scales(wb, rmask, rowoff);
+        for (int m = 0; m < cn; m++) {
+            const char *ab = ac + (size_t)m * as + (size_t)i * sizeof(ctn_block_q8_0);
+            __m512i sum = _mm512_set1_epi32(-corr[m][i]);
+            for (int k = 0; k < 8; k++) {
+                int32_t d;
+                memcpy(&d, ab + 2 + 4 * k, 4);
+                sum = _mm512_dpbusd_epi32(sum, t[k], _mm512_set1_epi32(d));
+            }
+            acc[m] = add_block(acc[m], sum, dw, da[m][i]);
+        }
+    }
+}
+
+INL void few_cols(const int kind, const int cn, int64_t nb, const char *w, size_t ws, int64_t nr,
+                  const char *a, size_t as, float *y, size_t ldy) {
+    int32_t corr[FEW_MAX][FEW_CHUNK];
+    float da[FEW_MAX][FEW_CHUNK];
+    const size_t bb = block_bytes(kind);
+    for (int64_t c0 = 0; c0 < nb; c0 += FEW_CHUNK) {
+        const int nbk = nb - c0 < FEW_CHUNK ? (int)(nb - c0) : FEW_CHUNK;
+        for (int m = 0; m < cn; m++) {
+            act_blocks(a + (size_t)m * as, c0, nbk, da[m], corr[m]);
+            for (int i = 0; i < nbk; i++)
+                corr[m][i] *= kind == K_Q4_0 ? 8 : 128;
+        }
+        for (int64_t r0 = 0; r0 < nr; r0 += 16) {
+            const int rn = nr - r0 < 16 ? (int)(nr - r0) : 16;
+            const __mmask16 rmask = (__mmask16)((1u << rn) - 1);
+            const __m512i rowoff = row_offsets(rn, ws);
+            const char *wr = w + (size_t)r0 * ws + (size_t)c0 * bb;
+            const char *pf = r0 + MV_PF + 16 <= nr ? wr + (size_t)MV_PF * ws : NULL;
+            __m512 acc[FEW_MAX];
+            /* A chunk after the first resumes the sums kept in y. */
+            for (int m = 0; m < cn; m++)
+                acc[m] = c0 == 0 ? _mm512_setzero_ps()
+                                 : _mm512_maskz_loadu_ps(rmask, y + (size_t)m * ldy + r0);
+            const char *ac = a + (size_t)c0 * sizeof(ctn_block_q8_0);
+            if (rn == 16)
+                few_rows(kind, cn, 16, nbk, wr, ws, ac, as, corr, da, pf, rmask, rowoff, acc);
+            else
+                few_rows(kind, cn, rn, nbk, wr, ws, ac, as, corr, da, pf, rmask, rowoff, acc);
+            for (int m = 0; m < cn; m++)
+                _mm512_mask_storeu_ps(y + (size_t)m * ldy + r0, rmask, acc[m]);
+        }
+    }
+}
+
+/* few_cols with the column count a constant. */
+INL void few(const int kind, int cn, int64_t nb, const char *w, size_t ws, int64_t nr,
+             const char *a, size_t as, float *y, size_t ldy) {
+    switch (cn) {
+#define FEW(C)                                                                                     \
+    case C: few_cols(kind, C, nb, w, ws, nr, a, as, y, ldy); break;
+        FEW(2)
+        FEW(3) FEW(4) FEW(5) FEW(6) FEW(7) FEW(8)
+#undef FEW
+            default : break;
     }
 }
 
@@ -325,12 +522,26 @@ INL void gemm_amx(const int kind, int64_t n, const void *w, size_t ws, int64_t n
         restore(&saved);
         return;
     }
+    if (nc <= FEW_MAX) {
+        few(kind, (int)nc, n / 32, W, ws, nr, A, as, y, ldy);
+        restore(&saved);
+        return;
+    }
+    float da[MAX_COLS * DA_CHUNK];
+    const int64_t nb = n / 32;
+    const size_t bb = block_bytes(kind);
     for (int64_t c0 = 0; c0 < nc; c0 += MAX_COLS) {
         const int cn = nc - c0 < MAX_COLS ? (int)(nc - c0) : MAX_COLS;
-        for (int64_t r0 = 0; r0 < nr; r0 += 16) {
-            const int rn = nr - r0 < 16 ? (int)(nr - r0) : 16;
-            slice(kind, n / 32, W + (size_t)r0 * ws, ws, rn, A + (size_t)c0 * as, as, cn,
-                  y + (size_t)c0 * ldy + r0, ldy);
+        for (int64_t b0 = 0; b0 < nb; b0 += DA_CHUNK) {
+            const int nbk = nb - b0 < DA_CHUNK ? (int)(nb - b0) : DA_CHUNK;
+            for (int m = 0; m < cn; m++)
+                act_blocks(A + (size_t)(c0 + m) * as, b0, nbk, da + (size_t)m * DA_CHUNK, NULL);
+            for (int64_t r0 = 0; r0 < nr; r0 += 16) {
+                const int rn = nr - r0 < 16 ? (int)(nr - r0) : 16;
+                slice(kind, nbk, W + (size_t)r0 * ws + (size_t)b0 * bb, ws, rn,
+                      A + (size_t)c0 * as + (size_t)b0 * sizeof(ctn_block_q8_0), as, cn, da, b0 > 0,
+                      y + (size_t)c0 * ldy + r0, ldy);
+            }
         }
     }
     restore(&saved);
