@@ -153,9 +153,9 @@ INL void widen_q4_0(const char *wb, size_t ws, int rn, int8_t *out) {
 
 /* The columns of one group of m_n <= 16 activation rows (at ar) of a slice over nbk blocks,
  * with their sums in registers. */
-INL void slice_cols(const int m_n, int nbk, const int32_t (*bt)[8 * 16], const __m512 *dw,
-                    const char *ar, size_t as, const float *da, int resume, __mmask16 rmask,
-                    float *y, size_t ldy) {
+INL void slice_cols(const int kind, const int m_n, int nbk, const int32_t (*bt)[8 * 16],
+                    const __m512 *dw, const char *ar, size_t as, const float *da, int resume,
+                    const char *pf, size_t ws, __mmask16 rmask, float *y, size_t ldy) {
     /* Two sets of buffers, used in turn: the stores of one group's products need not wait
      * for the loads of the previous group's epilogue. */
     _Alignas(64) int32_t cs[2][SLICE_G][16 * 16];
@@ -169,6 +169,12 @@ INL void slice_cols(const int m_n, int nbk, const int32_t (*bt)[8 * 16], const _
     configure(m_n);
     for (int b = 0, par = 0; b < nbk; b += SLICE_G, par ^= 1) {
         const int gn = nbk - b < SLICE_G ? nbk - b : SLICE_G;
+        if (pf != NULL)
+            for (int g = 0; g < gn; g += 2) {
+                const char *q = pf + (size_t)(b + g) * block_bytes(kind);
+                for (int r = 0; r < 16; r++, q += ws)
+                    _mm_prefetch(q, _MM_HINT_T0);
+            }
         for (int g = 0; g < gn; g++) {
             const char *ab = ar + (size_t)(b + g) * sizeof(ctn_block_q8_0);
             if ((g & 1) == 0)
@@ -189,16 +195,6 @@ INL void slice_cols(const int m_n, int nbk, const int32_t (*bt)[8 * 16], const _
 }
 #undef SLICE_PRODUCT
 
-/*
- * One slice of up to 16 weight rows against up to MAX_COLS activation rows over nbk <=
- * DA_CHUNK blocks (da: the activation scales, row m's at da + m * DA_CHUNK; resume: start
- * from the sums in y, as a later pass does). B of every block is built in the VNNI layout
- * first, then each group of 16 activation rows goes through all blocks with its sums in
- * registers: SLICE_G blocks' tile products, stored, then their epilogue, every element
- * added with add_block block after block. (One block at a time, product then epilogue,
- * went no faster for 16 rows than for 2: each step waited on the one before, stores into a
- * tile load and a tile store into vector loads.)
- */
 /* B of nbk blocks of rn weight rows in the VNNI layout, and their scales. */
 INL void slice_b(const int kind, const int rn, int nbk, const char *wr, size_t ws,
                  int32_t (*bt)[8 * 16], __m512 *dw, __mmask16 rmask, __m512i rowoff) {
@@ -216,8 +212,22 @@ INL void slice_b(const int kind, const int rn, int nbk, const char *wr, size_t w
     }
 }
 
+/*
+ * One slice of up to 16 weight rows against up to MAX_COLS activation rows over nbk <=
+ * DA_CHUNK blocks (da: the activation scales, row m's at da + m * DA_CHUNK; resume: start
+ * from the sums in y, as a later pass does). B of every block is built in the VNNI layout
+ * first, then each group of 16 activation rows goes through all blocks with its sums in
+ * registers: SLICE_G blocks' tile products, stored, then their epilogue, every element
+ * added with add_block block after block. (One block at a time, product then epilogue,
+ * went no faster for 16 rows than for 2: each step waited on the one before, stores into a
+ * tile load and a tile store into vector loads.) pf, when not NULL, is the next slice's
+ * weights: the first group of columns prefetches them, a line per row per two blocks, as it
+ * goes (without it the tile products waited on the weights whenever they were not in the
+ * cache).
+ */
 INL void slice(const int kind, int nbk, const char *wr, size_t ws, int rn, const char *ar,
-               size_t as, int cn, const float *da, int resume, float *y, size_t ldy) {
+               size_t as, int cn, const float *da, int resume, const char *pf, float *y,
+               size_t ldy) {
     _Alignas(64) int32_t bt[DA_CHUNK][8 * 16];
     __m512 dw[DA_CHUNK];
     const __mmask16 rmask = (__mmask16)((1u << rn) - 1);
@@ -230,10 +240,11 @@ INL void slice(const int kind, int nbk, const char *wr, size_t ws, int rn, const
         const char *a0 = ar + (size_t)c0 * as;
         const float *d0 = da + (size_t)c0 * DA_CHUNK;
         float *y0 = y + (size_t)c0 * ldy;
+        const char *p0 = c0 == 0 ? pf : NULL;
         if (cn - c0 >= 16) /* the row count a constant: the sums stay in registers */
-            slice_cols(16, nbk, bt, dw, a0, as, d0, resume, rmask, y0, ldy);
+            slice_cols(kind, 16, nbk, bt, dw, a0, as, d0, resume, p0, ws, rmask, y0, ldy);
         else
-            slice_cols(cn - c0, nbk, bt, dw, a0, as, d0, resume, rmask, y0, ldy);
+            slice_cols(kind, cn - c0, nbk, bt, dw, a0, as, d0, resume, p0, ws, rmask, y0, ldy);
     }
 }
 
@@ -502,7 +513,8 @@ INL void few(const int kind, int cn, int64_t nb, const char *w, size_t ws, int64
 #define FEW(C)                                                                                     \
     case C: few_cols(kind, C, nb, w, ws, nr, a, as, y, ldy); break;
         FEW(2)
-        FEW(3) FEW(4) FEW(5) FEW(6) FEW(7) FEW(8)
+        FEW(3)
+        FEW(4) FEW(5) FEW(6) FEW(7) FEW(8)
 #undef FEW
             default : break;
     }
@@ -538,9 +550,10 @@ INL void gemm_amx(const int kind, int64_t n, const void *w, size_t ws, int64_t n
                 act_blocks(A + (size_t)(c0 + m) * as, b0, nbk, da + (size_t)m * DA_CHUNK, NULL);
             for (int64_t r0 = 0; r0 < nr; r0 += 16) {
                 const int rn = nr - r0 < 16 ? (int)(nr - r0) : 16;
-                slice(kind, nbk, W + (size_t)r0 * ws + (size_t)b0 * bb, ws, rn,
+                const char *wr = W + (size_t)r0 * ws + (size_t)b0 * bb;
+                slice(kind, nbk, wr, ws, rn,
                       A + (size_t)c0 * as + (size_t)b0 * sizeof(ctn_block_q8_0), as, cn, da, b0 > 0,
-                      y + (size_t)c0 * ldy + r0, ldy);
+                      r0 + 32 <= nr ? wr + 16 * ws : NULL, y + (size_t)c0 * ldy + r0, ldy);
             }
         }
     }
