@@ -14,6 +14,9 @@ const char *ctn_strerror(int code) {
     case CTN_ETYPE: return "wrong type";
     case CTN_ENOTSUP: return "not supported";
     case CTN_ERANGE: return "out of range";
+    case CTN_ETIMEDOUT: return "timed out";
+    case CTN_ECANCELED: return "cancelled";
+    case CTN_ECHAIN: return "chain node failed";
     default: return "unknown error";
     }
 }

@@ -1,0 +1,1124 @@
+/*
+ * The chain executor (chain.h): runs a node graph on a libuv loop as a tree of tasks.
+ *
+ * Every task ends exactly once, through task_end, which tells the parent (child_end) or,
+ * for the root, the run's on_done. A parent that fails or is cancelled cancels its live
+ * children (cancel_task), recursively, without telling anyone.
+ *
+ * Memory: a task that has ended may still be on the stack (a node that ends inside its own
+ * start, a producer whose emitted chunk made the consumer fail and cancel it). Ended tasks
+ * therefore go to the run's graveyard and are freed only when the outermost call into the
+ * executor returns (enter / leave count the depth); the run itself is freed the same way
+ * when ctn_run_free is called from a callback.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chain_impl.h"
+#include "error.h"
+
+typedef struct timer_box {
+    uv_timer_t h;
+    ctn_task *t; /* NULL once the task no longer waits for it */
+} timer_box;
+
+struct ctn_task {
+    ctn_run *run;
+    ctn_task *parent;
+    const ctn_node *node;
+    const ctn_val *config; /* the parent's, or own_config */
+    ctn_val *own_config;
+    ctn_val *input;  /* a reference, or NULL (streamed input) */
+    const char *key; /* the parallel / assign key it runs under */
+    size_t slot;     /* its place in the parent (step, child index, element) */
+    int64_t span;    /* index of its span, or -1 */
+    int ended, emitted, streamed;
+    void *data;
+    ctn_task **kids; /* live children */
+    size_t nkids, capkids;
+    /* per kind */
+    size_t step, pending, running, next;
+    int launching;
+    ctn_val *acc;             /* PARALLEL, ASSIGN: the object; MAP: the array being filled */
+    ctn_val **slots;          /* MAP: outputs by index */
+    ctn_task *consumer;       /* SEQUENCE: the next step, fed as the current one streams */
+    ctn_chain_err *first_err; /* FALLBACKS */
+    timer_box *timer;
+};
+
+struct ctn_run {
+    uv_loop_t *loop;
+    ctn_node *root;
+    ctn_val *input, *config;
+    ctn_run_callbacks cb;
+    int flags;
+    ctn_task *root_task;
+    int ended, depth, free_requested;
+    ctn_task **grave;
+    size_t ngrave, capgrave;
+    ctn_span *spans;
+    size_t nspans, capspans;
+};
+
+static void task_start(ctn_task *t);
+static void task_end(ctn_task *t, ctn_val *out, ctn_chain_err *err);
+static void child_end(ctn_task *t, ctn_task *c, ctn_val *out, ctn_chain_err *err);
+static void child_chunk(ctn_task *t, ctn_task *c, const ctn_val *chunk);
+static void cancel_task(ctn_task *t, int detach);
+static void run_free_now(ctn_run *r);
+
+/* ==== errors ============================================================================ */
+
+static char *dupstr(const char *s) {
+    const size_t n = strlen(s) + 1;
+    char *p = malloc(n);
+    if (p != NULL) memcpy(p, s, n);
+    return p;
+}
+
+static void err_free(ctn_chain_err *e) {
+    if (e == NULL) return;
+    free(e->message);
+    free(e->path);
+    free(e);
+}
+
+/* The error every allocation failure degrades to: static, never freed. */
+static ctn_chain_err oom_err = {CTN_ENOMEM, "out of memory", ""};
+
+static ctn_chain_err *err_new(const ctn_task *t, int code, const char *msg) {
+    ctn_chain_err *e = calloc(1, sizeof *e);
+    if (e == NULL) return &oom_err;
+    e->code = code;
+    e->message = dupstr(msg != NULL ? msg : ctn_strerror(code));
+    e->path = t != NULL ? ctn_task_path(t) : dupstr("");
+    if (e->message == NULL || e->path == NULL) {
+        free(e->message);
+        free(e->path);
+        free(e);
+        return &oom_err;
+    }
+    return e;
+}
+
+static void err_release(ctn_chain_err *e) {
+    if (e != &oom_err) err_free(e);
+}
+
+/* ==== run depth and the graveyard ======================================================== */
+
+static void enter(ctn_run *r) {
+    r->depth++;
+}
+
+static void task_free(ctn_task *t) {
+    ctn_val_unref(t->own_config);
+    ctn_val_unref(t->input);
+    ctn_val_unref(t->acc);
+    if (t->slots != NULL) {
+        const size_t n = ctn_val_len(t->input);
+        for (size_t i = 0; i < n; i++)
+            ctn_val_unref(t->slots[i]);
+        free(t->slots);
+    }
+    err_release(t->first_err);
+    free(t->kids);
+    free(t);
+}
+
+static void leave(ctn_run *r) {
+    if (--r->depth > 0) return;
+    /* Freeing a task never calls back into the executor, so the graveyard cannot grow
+     * while it is emptied. */
+    for (size_t i = 0; i < r->ngrave; i++)
+        task_free(r->grave[i]);
+    r->ngrave = 0;
+    if (r->free_requested) run_free_now(r);
+}
+
+static void bury(ctn_task *t) {
+    ctn_run *r = t->run;
+    if (r->ngrave == r->capgrave) {
+        const size_t cap = r->capgrave ? 2 * r->capgrave : 16;
+        ctn_task **g = realloc(r->grave, cap * sizeof *g);
+        if (g == NULL) {
+            /* Nowhere to keep it: the task is leaked rather than freed under a caller. */
+            return;
+        }
+        r->grave = g;
+        r->capgrave = cap;
+    }
+    r->grave[r->ngrave++] = t;
+}
+
+/* ==== tracing ============================================================================= */
+
+#define SUMMARY_MAX 200
+
+static char *summary(const ctn_val *v) {
+    if (v == NULL) return NULL;
+    char *j = ctn_val_to_json(v, 0);
+    if (j != NULL && strlen(j) > SUMMARY_MAX) {
+        /* Cut at a character boundary and mark the cut. */
+        size_t n = SUMMARY_MAX;
+        while (n > 0 && ((unsigned char)j[n] & 0xC0) == 0x80)
+            n--;
+        memcpy(j + n, "...", 4);
+    }
+    return j;
+}
+
+static int traced(const ctn_run *r) {
+    return (r->flags & (CTN_RUN_TRACE | CTN_RUN_EVENTS)) != 0;
+}
+
+static void span_begin(ctn_task *t) {
+    ctn_run *r = t->run;
+    t->span = -1;
+    if (!traced(r)) return;
+    if (r->nspans == r->capspans) {
+        const size_t cap = r->capspans ? 2 * r->capspans : 16;
+        ctn_span *s = realloc(r->spans, cap * sizeof *s);
+        if (s == NULL) return; /* the trace misses this span; the run goes on */
+        r->spans = s;
+        r->capspans = cap;
+    }
+    ctn_span *s = &r->spans[r->nspans];
+    memset(s, 0, sizeof *s);
+    s->id = (int64_t)r->nspans;
+    s->parent_id = t->parent != NULL ? t->parent->span : -1;
+    s->label = ctn_node_label(t->node);
+    s->kind = ctn__node_kind_name(t->node);
+    s->key = t->key;
+    s->start_ns = uv_hrtime();
+    s->input = summary(t->input);
+    t->span = (int64_t)r->nspans++;
+    if ((r->flags & CTN_RUN_EVENTS) && r->cb.on_event != NULL) {
+        const ctn_event ev = {CTN_EV_START, s, NULL};
+        r->cb.on_event(r->cb.ud, &ev);
+    }
+}
+
+static void span_end(ctn_task *t, const ctn_val *out, const ctn_chain_err *err) {
+    ctn_run *r = t->run;
+    if (t->span < 0) return;
+    ctn_span *s = &r->spans[t->span];
+    s->end_ns = uv_hrtime();
+    if (s->end_ns == s->start_ns) s->end_ns++; /* 0 means running */
+    s->output = summary(out);
+    if (err != NULL) {
+        s->err_code = err->code;
+        s->err_message = dupstr(err->message);
+    }
+    if ((r->flags & CTN_RUN_EVENTS) && r->cb.on_event != NULL) {
+        const ctn_event ev = {CTN_EV_END, s, NULL};
+        r->cb.on_event(r->cb.ud, &ev);
+    }
+}
+
+/* ==== timer handles ======================================================================= */
+
+static void box_closed(uv_handle_t *h) {
+    free(h); /* the handle is the box's first member */
+}
+
+/* Stops t's timer; its memory goes when libuv has closed the handle. */
+static void timer_release(ctn_task *t) {
+    if (t->timer == NULL) return;
+    t->timer->t = NULL;
+    uv_timer_stop(&t->timer->h);
+    uv_close((uv_handle_t *)&t->timer->h, box_closed);
+    t->timer = NULL;
+}
+
+/* ==== tasks =============================================================================== */
+
+static int kids_add(ctn_task *t, ctn_task *c) {
+    if (t->nkids == t->capkids) {
+        const size_t cap = t->capkids ? 2 * t->capkids : 4;
+        ctn_task **k = realloc(t->kids, cap * sizeof *k);
+        if (k == NULL) return CTN_ENOMEM;
+        t->kids = k;
+        t->capkids = cap;
+    }
+    t->kids[t->nkids++] = c;
+    return 0;
+}
+
+static void kids_remove(ctn_task *t, ctn_task *c) {
+    for (size_t i = 0; i < t->nkids; i++)
+        if (t->kids[i] == c) {
+            t->kids[i] = t->kids[--t->nkids];
+            return;
+        }
+}
+
+/* A new task for node under parent (NULL: the root), with input (a new reference is
+ * taken; NULL: streamed). NULL when memory runs out. */
+static ctn_task *task_new(ctn_run *r, ctn_task *parent, const ctn_node *node, ctn_val *input,
+                          const char *key, size_t slot) {
+    ctn_task *t = calloc(1, sizeof *t);
+    if (t == NULL) return NULL;
+    t->run = r;
+    t->parent = parent;
+    t->node = node;
+    t->config = parent != NULL ? parent->config : r->config;
+    t->input = ctn_val_ref(input);
+    t->key = key;
+    t->slot = slot;
+    t->span = -1;
+    if (parent != NULL && kids_add(parent, t) < 0) {
+        ctn_val_unref(t->input);
+        free(t);
+        return NULL;
+    }
+    span_begin(t);
+    return t;
+}
+
+/* Starts a child of t; on failure ends t with the error. Returns the child or NULL. */
+static ctn_task *spawn(ctn_task *t, const ctn_node *node, ctn_val *input, const char *key,
+                       size_t slot, int streamed) {
+    ctn_task *c = task_new(t->run, t, node, input, key, slot);
+    if (c == NULL) {
+        task_end(t, NULL, &oom_err);
+        return NULL;
+    }
+    c->streamed = streamed;
+    task_start(c);
+    return c;
+}
+
+static void fail_task(ctn_task *t, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static void fail_task(ctn_task *t, int code, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    task_end(t, NULL, err_new(t, code, msg));
+}
+
+static void run_finish(ctn_run *r, ctn_val *out, ctn_chain_err *err) {
+    r->ended = 1;
+    r->root_task = NULL;
+    if (r->cb.on_done != NULL) r->cb.on_done(r->cb.ud, err == NULL ? out : NULL, err);
+    ctn_val_unref(out);
+    err_release(err);
+}
+
+static void deliver_chunk(ctn_task *t, const ctn_val *chunk) {
+    ctn_run *r = t->run;
+    if (t->span >= 0 && (r->flags & CTN_RUN_EVENTS) && r->cb.on_event != NULL) {
+        const ctn_event ev = {CTN_EV_STREAM, &r->spans[t->span], chunk};
+        r->cb.on_event(r->cb.ud, &ev);
+    }
+    if (t->parent != NULL)
+        child_chunk(t->parent, t, chunk);
+    else if (r->cb.on_chunk != NULL)
+        r->cb.on_chunk(r->cb.ud, chunk);
+}
+
+/* Ends t with out or err (both taken). */
+static void task_end(ctn_task *t, ctn_val *out, ctn_chain_err *err) {
+    if (t->ended) {
+        ctn_val_unref(out);
+        err_release(err);
+        return;
+    }
+    ctn_run *r = t->run;
+    /* A task that streamed nothing streams its output as one chunk. */
+    if (err == NULL && out != NULL && !t->emitted && (r->flags & CTN_RUN_STREAM)) {
+        t->emitted = 1;
+        deliver_chunk(t, out);
+        if (t->ended) { /* the chunk made someone cancel t */
+            ctn_val_unref(out);
+            return;
+        }
+    }
+    t->ended = 1;
+    timer_release(t);
+    for (size_t i = 0; i < t->nkids; i++) /* a node may end before its children */
+        cancel_task(t->kids[i], 0);
+    t->nkids = 0;
+    span_end(t, out, err);
+    bury(t);
+    if (t->parent != NULL) {
+        kids_remove(t->parent, t);
+        child_end(t->parent, t, out, err);
+    } else {
+        run_finish(r, out, err);
+    }
+}
+
+/* Stops t and its children without telling anyone; detach: also drop it from its parent's
+ * live children. */
+static void cancel_task(ctn_task *t, int detach) {
+    if (t->ended) return;
+    t->ended = 1;
+    for (size_t i = 0; i < t->nkids; i++)
+        cancel_task(t->kids[i], 0);
+    t->nkids = 0;
+    timer_release(t);
+    if (t->node->kind == CTN_NODE_CUSTOM && t->node->ops->cancel != NULL) t->node->ops->cancel(t);
+    if (t->span >= 0) {
+        ctn_chain_err e = {CTN_ECANCELED, (char *)"cancelled", (char *)""};
+        span_end(t, NULL, &e);
+    }
+    if (detach && t->parent != NULL) kids_remove(t->parent, t);
+    bury(t);
+}
+
+static void cancel_kids(ctn_task *t) {
+    for (size_t i = 0; i < t->nkids; i++)
+        cancel_task(t->kids[i], 0);
+    t->nkids = 0;
+}
+
+/* ==== timers ============================================================================== */
+
+static void on_timer(uv_timer_t *h);
+
+static int timer_start(ctn_task *t, double ms) {
+    timer_box *b = malloc(sizeof *b);
+    if (b == NULL) return CTN_ENOMEM;
+    uv_timer_init(t->run->loop, &b->h);
+    /* The loop's clock is read once per iteration: update it, or the wait would count from
+     * the start of this iteration (it could be over early). */
+    uv_update_time(t->run->loop);
+    b->t = t;
+    t->timer = b;
+    const uint64_t wait = ms < 1 ? (ms > 0 ? 1 : 0) : (uint64_t)(ms + 0.5);
+    uv_timer_start(&b->h, on_timer, wait, 0);
+    return 0;
+}
+
+static void on_timer(uv_timer_t *h) {
+    timer_box *b = (timer_box *)h;
+    ctn_task *t = b->t;
+    if (t == NULL) return;
+    ctn_run *r = t->run;
+    enter(r);
+    timer_release(t);
+    if (!t->ended) {
+        if (t->node->kind == CTN_NODE_TIMEOUT) {
+            cancel_kids(t);
+            char ms[32];
+            snprintf(ms, sizeof ms, "%g", t->node->ms);
+            fail_task(t, CTN_ETIMEDOUT, "timed out after %s ms", ms);
+        } else { /* RETRY: the backoff is over */
+            spawn(t, t->node->kids[0], t->input, NULL, 0, 0);
+        }
+    }
+    leave(r);
+}
+
+/* ==== node kinds ========================================================================== */
+
+static int truthy(const ctn_val *v) {
+    return v != NULL && v->kind != CTN_VNULL && !(v->kind == CTN_VBOOL && !v->u.b);
+}
+
+/* Whether a node takes its input as a stream in a streaming sequence. */
+static int takes_stream(const ctn_node *n) {
+    if (n->kind == CTN_NODE_PASSTHROUGH) return 1;
+    return n->kind == CTN_NODE_CUSTOM && n->ops->feed != NULL && n->ops->feed_end != NULL;
+}
+
+static void feed(ctn_task *t, const ctn_val *chunk) {
+    if (t->ended) return;
+    if (t->node->kind == CTN_NODE_PASSTHROUGH) {
+        ctn_task_emit(t, ctn_val_ref((ctn_val *)chunk));
+    } else {
+        t->node->ops->feed(t, chunk);
+    }
+}
+
+static void feed_end(ctn_task *t, const ctn_val *whole) {
+    if (t->ended) return;
+    if (t->node->kind == CTN_NODE_PASSTHROUGH) {
+        task_end(t, ctn_val_ref((ctn_val *)whole), NULL);
+    } else {
+        t->node->ops->feed_end(t, whole);
+    }
+}
+
+/* Sets object o's keys from the config of t plus add: tags append, metadata merges. */
+static ctn_val *merge_config(const ctn_val *base, const ctn_val *add) {
+    ctn_val *c = ctn_val_obj();
+    if (c == NULL) return NULL;
+    for (size_t i = 0; base != NULL && i < base->u.obj.n; i++) {
+        const ctn_val *k = base->u.obj.keys[i];
+        if (ctn_val_setk(c, k->u.str.p, k->u.str.len, ctn_val_ref(base->u.obj.vals[i])) < 0)
+            goto oom;
+    }
+    for (size_t i = 0; i < add->u.obj.n; i++) {
+        const ctn_val *k = add->u.obj.keys[i];
+        ctn_val *v = add->u.obj.vals[i];
+        ctn_val *old = ctn_val_getk(c, k->u.str.p, k->u.str.len);
+        ctn_val *nv;
+        if (old != NULL && old->kind == CTN_VARR && v->kind == CTN_VARR &&
+            strcmp(k->u.str.p, "tags") == 0) {
+            nv = ctn_val_arr();
+            for (size_t j = 0; nv != NULL && j < old->u.arr.n + v->u.arr.n; j++) {
+                ctn_val *e =
+                    j < old->u.arr.n ? old->u.arr.items[j] : v->u.arr.items[j - old->u.arr.n];
+                if (ctn_val_push(nv, ctn_val_ref(e)) < 0) {
+                    ctn_val_unref(nv);
+                    nv = NULL;
+                }
+            }
+        } else if (old != NULL && old->kind == CTN_VOBJ && v->kind == CTN_VOBJ &&
+                   strcmp(k->u.str.p, "metadata") == 0) {
+            nv = merge_config(old, v);
+        } else {
+            nv = ctn_val_ref(v);
+        }
+        if (ctn_val_setk(c, k->u.str.p, k->u.str.len, nv) < 0) goto oom;
+    }
+    return c;
+oom:
+    ctn_val_unref(c);
+    return NULL;
+}
+
+static size_t config_concurrency(const ctn_task *t, size_t dflt) {
+    const ctn_val *m = ctn_task_setting(t, "max_concurrency");
+    if (m != NULL && m->kind == CTN_VINT && m->u.i > 0) return (size_t)m->u.i;
+    return dflt;
+}
+
+/* PARALLEL / ASSIGN: every child on the input at once. */
+static void start_fanout(ctn_task *t) {
+    const ctn_node *n = t->node;
+    if (n->kind == CTN_NODE_ASSIGN && (t->input == NULL || t->input->kind != CTN_VOBJ)) {
+        fail_task(t, CTN_ETYPE, "assign needs an object as input, got %s",
+                  t->input ? ctn_vkind_name(t->input->kind) : "nothing");
+        return;
+    }
+    t->acc = ctn_val_obj();
+    for (size_t i = 0; t->acc != NULL && i < n->nkids; i++)
+        if (ctn_val_set(t->acc, n->keys[i], ctn_val_null()) < 0) {
+            ctn_val_unref(t->acc);
+            t->acc = NULL;
+        }
+    if (t->acc == NULL) {
+        task_end(t, NULL, &oom_err);
+        return;
+    }
+    t->pending = n->nkids;
+    t->launching = 1;
+    for (size_t i = 0; i < n->nkids && !t->ended; i++)
+        spawn(t, n->kids[i], t->input, n->keys[i], i, 0);
+    t->launching = 0;
+    if (!t->ended && t->pending == 0) child_end(t, NULL, NULL, NULL);
+}
+
+static void finish_fanout(ctn_task *t) {
+    ctn_val *out = t->acc;
+    t->acc = NULL;
+    if (t->node->kind == CTN_NODE_ASSIGN) {
+        ctn_val *o = ctn_val_obj();
+        const ctn_val *in = t->input;
+        for (size_t i = 0; o != NULL && i < in->u.obj.n; i++) {
+            const ctn_val *k = in->u.obj.keys[i];
+            if (ctn_val_setk(o, k->u.str.p, k->u.str.len, ctn_val_ref(in->u.obj.vals[i])) < 0) {
+                ctn_val_unref(o);
+                o = NULL;
+            }
+        }
+        for (size_t i = 0; o != NULL && i < out->u.obj.n; i++) {
+            const ctn_val *k = out->u.obj.keys[i];
+            if (ctn_val_setk(o, k->u.str.p, k->u.str.len, ctn_val_ref(out->u.obj.vals[i])) < 0) {
+                ctn_val_unref(o);
+                o = NULL;
+            }
+        }
+        ctn_val_unref(out);
+        if (o == NULL) {
+            task_end(t, NULL, &oom_err);
+            return;
+        }
+        out = o;
+    }
+    task_end(t, out, NULL);
+}
+
+/* Starts elements while the concurrency allows. Children that end at once are counted
+ * here, not launched again from child_end (launching is set): no recursion however long
+ * the array. */
+static void map_launch(ctn_task *t) {
+    const size_t n = ctn_val_len(t->input);
+    const size_t maxc = t->node->maxc > 0 ? (size_t)t->node->maxc : config_concurrency(t, n);
+    t->launching = 1;
+    while (!t->ended && t->next < n && t->running < maxc) {
+        const size_t i = t->next++;
+        t->running++;
+        spawn(t, t->node->kids[0], ctn_val_at(t->input, i), NULL, i, 0);
+    }
+    t->launching = 0;
+}
+
+static void start_map(ctn_task *t) {
+    if (t->input == NULL || t->input->kind != CTN_VARR) {
+        fail_task(t, CTN_ETYPE, "map needs an array as input, got %s",
+                  t->input ? ctn_vkind_name(t->input->kind) : "nothing");
+        return;
+    }
+    const size_t n = ctn_val_len(t->input);
+    if (n == 0) {
+        ctn_val *a = ctn_val_arr();
+        task_end(t, a, a == NULL ? &oom_err : NULL);
+        return;
+    }
+    t->slots = calloc(n, sizeof *t->slots);
+    if (t->slots == NULL) {
+        task_end(t, NULL, &oom_err);
+        return;
+    }
+    t->pending = n;
+    map_launch(t);
+}
+
+static void start_router(ctn_task *t) {
+    const ctn_node *n = t->node;
+    const ctn_val *v = ctn_val_get(t->input, n->rkey);
+    if (t->input == NULL || (t->input->kind != CTN_VOBJ && t->input->kind != CTN_VDOC)) {
+        fail_task(t, CTN_ETYPE, "router needs an object as input, got %s",
+                  t->input ? ctn_vkind_name(t->input->kind) : "nothing");
+        return;
+    }
+    const ctn_node *route = NULL;
+    if (v != NULL && v->kind == CTN_VSTR)
+        for (size_t i = 0; i < n->nkids && route == NULL; i++)
+            if (strlen(n->keys[i]) == v->u.str.len &&
+                memcmp(n->keys[i], v->u.str.p, v->u.str.len) == 0)
+                route = n->kids[i];
+    if (route == NULL) route = n->dflt;
+    if (route == NULL) {
+        char names[256] = "";
+        for (size_t i = 0; i < n->nkids; i++) {
+            if (i > 0) strncat(names, ", ", sizeof names - strlen(names) - 1);
+            strncat(names, n->keys[i], sizeof names - strlen(names) - 1);
+        }
+        if (v == NULL || v->kind != CTN_VSTR) {
+            fail_task(t, CTN_ETYPE, "router: input key '%s' must be a string, got %s (routes: %s)",
+                      n->rkey, v ? ctn_vkind_name(v->kind) : "nothing", names);
+        } else {
+            fail_task(t, CTN_ENOENT, "router: no route '%.*s' for key '%s' (routes: %s)",
+                      (int)(v->u.str.len > 100 ? 100 : v->u.str.len), v->u.str.p, n->rkey, names);
+        }
+        return;
+    }
+    spawn(t, route, t->input, NULL, 0, 0);
+}
+
+static void start_pick(ctn_task *t) {
+    const ctn_node *n = t->node;
+    if (t->input == NULL || (t->input->kind != CTN_VOBJ && t->input->kind != CTN_VDOC)) {
+        fail_task(t, CTN_ETYPE, "pick needs an object as input, got %s",
+                  t->input ? ctn_vkind_name(t->input->kind) : "nothing");
+        return;
+    }
+    if (n->single) {
+        ctn_val *v = ctn_val_get(t->input, n->keys[0]);
+        v = v != NULL ? ctn_val_ref(v) : ctn_val_null();
+        task_end(t, v, v == NULL ? &oom_err : NULL);
+        return;
+    }
+    ctn_val *o = ctn_val_obj();
+    for (size_t i = 0; o != NULL && i < n->nkeys; i++) {
+        ctn_val *v = ctn_val_get(t->input, n->keys[i]);
+        if (v != NULL && ctn_val_set(o, n->keys[i], ctn_val_ref(v)) < 0) {
+            ctn_val_unref(o);
+            o = NULL;
+        }
+    }
+    task_end(t, o, o == NULL ? &oom_err : NULL);
+}
+
+static void task_start(ctn_task *t) {
+    const ctn_node *n = t->node;
+    switch (n->kind) {
+    case CTN_NODE_SEQUENCE: spawn(t, n->kids[0], t->input, NULL, 0, 0); break;
+    case CTN_NODE_PARALLEL:
+    case CTN_NODE_ASSIGN: start_fanout(t); break;
+    case CTN_NODE_PASSTHROUGH:
+        if (!t->streamed) task_end(t, ctn_val_ref(t->input), NULL);
+        break;
+    case CTN_NODE_PICK: start_pick(t); break;
+    case CTN_NODE_BRANCH:
+        t->step = 0;
+        if (n->nkids == 0)
+            spawn(t, n->dflt, t->input, NULL, SIZE_MAX, 0);
+        else
+            spawn(t, n->kids[0], t->input, NULL, 0, 0);
+        break;
+    case CTN_NODE_ROUTER: start_router(t); break;
+    case CTN_NODE_FALLBACKS:
+    case CTN_NODE_RETRY: spawn(t, n->kids[0], t->input, NULL, 0, 0); break;
+    case CTN_NODE_TIMEOUT:
+        if (timer_start(t, n->ms) < 0) {
+            task_end(t, NULL, &oom_err);
+            break;
+        }
+        spawn(t, n->kids[0], t->input, NULL, 0, 0);
+        break;
+    case CTN_NODE_BIND:
+        if (n->config != NULL) {
+            t->own_config = merge_config(t->config, n->config);
+            if (t->own_config == NULL) {
+                task_end(t, NULL, &oom_err);
+                break;
+            }
+            t->config = t->own_config;
+        }
+        spawn(t, n->kids[0], t->input, NULL, 0, 0);
+        break;
+    case CTN_NODE_MAP: start_map(t); break;
+    case CTN_NODE_CUSTOM: n->ops->start(t, t->streamed ? NULL : t->input); break;
+    }
+}
+
+/* A child of t ended with out or err (both taken). */
+static void child_end(ctn_task *t, ctn_task *c, ctn_val *out, ctn_chain_err *err) {
+    const ctn_node *n = t->node;
+    if (t->ended) { /* t was ended by one of its children already */
+        ctn_val_unref(out);
+        err_release(err);
+        return;
+    }
+    switch (n->kind) {
+    case CTN_NODE_SEQUENCE:
+        if (err != NULL) {
+            cancel_kids(t);
+            task_end(t, NULL, err);
+            return;
+        }
+        if (c == t->consumer) { /* the streamed next step ended before its producer */
+            cancel_kids(t);
+            t->consumer = NULL;
+            t->step = c->slot;
+        } else if (t->consumer != NULL) { /* the producer ended: the consumer goes on */
+            ctn_task *k = t->consumer;
+            t->consumer = NULL;
+            t->step = k->slot;
+            feed_end(k, out);
+            ctn_val_unref(out);
+            return;
+        }
+        if (t->step + 1 < n->nkids) {
+            t->step++;
+            spawn(t, n->kids[t->step], out, NULL, t->step, 0);
+            ctn_val_unref(out);
+        } else {
+            task_end(t, out, NULL);
+        }
+        return;
+    case CTN_NODE_PARALLEL:
+    case CTN_NODE_ASSIGN:
+        if (err != NULL) {
+            cancel_kids(t);
+            task_end(t, NULL, err);
+            return;
+        }
+        if (c != NULL) {
+            ctn_val_unref(t->acc->u.obj.vals[c->slot]);
+            t->acc->u.obj.vals[c->slot] = out;
+            t->pending--;
+        }
+        if (t->pending == 0 && !t->launching) finish_fanout(t);
+        return;
+    case CTN_NODE_BRANCH:
+        if (err != NULL || c->slot == SIZE_MAX || (c->slot & 1)) {
+            task_end(t, out, err); /* a branch's end is the node's */
+            return;
+        }
+        /* A condition ended. */
+        if (truthy(out)) {
+            ctn_val_unref(out);
+            spawn(t, n->kids[c->slot + 1], t->input, NULL, c->slot + 1, 0);
+        } else {
+            ctn_val_unref(out);
+            if (c->slot + 2 < n->nkids)
+                spawn(t, n->kids[c->slot + 2], t->input, NULL, c->slot + 2, 0);
+            else
+                spawn(t, n->dflt, t->input, NULL, SIZE_MAX, 0);
+        }
+        return;
+    case CTN_NODE_FALLBACKS:
+        if (err == NULL) {
+            task_end(t, out, NULL);
+            return;
+        }
+        if (t->first_err == NULL)
+            t->first_err = err;
+        else
+            err_release(err);
+        if (c->slot + 1 < n->nkids) {
+            spawn(t, n->kids[c->slot + 1], t->input, NULL, c->slot + 1, 0);
+        } else {
+            ctn_chain_err *e = t->first_err;
+            t->first_err = NULL;
+            task_end(t, NULL, e);
+        }
+        return;
+    case CTN_NODE_RETRY:
+        if (err == NULL || t->step + 1 >= (size_t)n->attempts) {
+            task_end(t, out, err);
+            return;
+        }
+        err_release(err);
+        {
+            const double wait = n->ms * (double)(1ull << (t->step < 30 ? t->step : 30));
+            t->step++;
+            if (wait > 0) {
+                if (timer_start(t, wait) < 0) task_end(t, NULL, &oom_err);
+            } else {
+                spawn(t, n->kids[0], t->input, NULL, 0, 0);
+            }
+        }
+        return;
+    case CTN_NODE_MAP:
+        if (err != NULL) {
+            cancel_kids(t);
+            task_end(t, NULL, err);
+            return;
+        }
+        t->slots[c->slot] = out;
+        t->running--;
+        if (--t->pending == 0) {
+            ctn_val *a = ctn_val_arr();
+            const size_t len = ctn_val_len(t->input);
+            for (size_t i = 0; i < len; i++) {
+                ctn_val *v = t->slots[i];
+                t->slots[i] = NULL;
+                if (a != NULL && ctn_val_push(a, v) < 0) {
+                    ctn_val_unref(a);
+                    a = NULL;
+                } else if (a == NULL) {
+                    ctn_val_unref(v);
+                }
+            }
+            task_end(t, a, a == NULL ? &oom_err : NULL);
+        } else if (!t->launching) {
+            map_launch(t);
+        }
+        return;
+    default: /* ROUTER, TIMEOUT, BIND: the one child's end is the node's */
+        task_end(t, out, err);
+        return;
+    }
+}
+
+/* A child of t emitted a chunk (borrowed). */
+static void child_chunk(ctn_task *t, ctn_task *c, const ctn_val *chunk) {
+    const ctn_node *n = t->node;
+    if (t->ended) return;
+    switch (n->kind) {
+    case CTN_NODE_SEQUENCE:
+        if (c->slot + 1 == n->nkids) {
+            ctn_task_emit(t, ctn_val_ref((ctn_val *)chunk));
+        } else if (c != t->consumer && c->slot == t->step && takes_stream(n->kids[c->slot + 1])) {
+            if (t->consumer == NULL) {
+                ctn_task *k = task_new(t->run, t, n->kids[c->slot + 1], NULL, NULL, c->slot + 1);
+                if (k == NULL) {
+                    cancel_kids(t);
+                    task_end(t, NULL, &oom_err);
+                    return;
+                }
+                k->streamed = 1;
+                t->consumer = k;
+                task_start(k);
+            }
+            if (t->consumer != NULL && !t->consumer->ended) feed(t->consumer, chunk);
+        }
+        return;
+    case CTN_NODE_PARALLEL: {
+        ctn_val *o = ctn_val_obj();
+        if (o != NULL && ctn_val_set(o, c->key, ctn_val_ref((ctn_val *)chunk)) == 0)
+            ctn_task_emit(t, o);
+        else
+            ctn_val_unref(o);
+        return;
+    }
+    case CTN_NODE_BIND:
+    case CTN_NODE_FALLBACKS:
+    case CTN_NODE_RETRY:
+    case CTN_NODE_TIMEOUT:
+    case CTN_NODE_ROUTER: ctn_task_emit(t, ctn_val_ref((ctn_val *)chunk)); return;
+    case CTN_NODE_BRANCH:
+        if (c->slot == SIZE_MAX || (c->slot & 1)) ctn_task_emit(t, ctn_val_ref((ctn_val *)chunk));
+        return;
+    default: /* ASSIGN, MAP: their output is emitted whole when they end */ return;
+    }
+}
+
+/* ==== the task API ======================================================================== */
+
+void ctn_task_done(ctn_task *t, ctn_val *out) {
+    ctn_run *r = t->run;
+    enter(r);
+    if (out == NULL)
+        task_end(t, NULL, &oom_err);
+    else
+        task_end(t, out, NULL);
+    leave(r);
+}
+
+void ctn_task_fail(ctn_task *t, int code, const char *fmt, ...) {
+    ctn_run *r = t->run;
+    enter(r);
+    if (!t->ended) {
+        char msg[1024];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        task_end(t, NULL, err_new(t, code < 0 ? code : CTN_ECHAIN, msg));
+    }
+    leave(r);
+}
+
+void ctn_task_emit(ctn_task *t, ctn_val *chunk) {
+    ctn_run *r = t->run;
+    if (chunk == NULL) return;
+    if (t->ended || !(r->flags & CTN_RUN_STREAM)) {
+        ctn_val_unref(chunk);
+        return;
+    }
+    enter(r);
+    t->emitted = 1;
+    deliver_chunk(t, chunk);
+    ctn_val_unref(chunk);
+    leave(r);
+}
+
+const ctn_val *ctn_task_config(const ctn_task *t) {
+    return t->config;
+}
+
+const ctn_val *ctn_task_setting(const ctn_task *t, const char *key) {
+    return ctn_val_get(t->config, key);
+}
+
+const ctn_node *ctn_task_node(const ctn_task *t) {
+    return t->node;
+}
+
+ctn_run *ctn_task_run(const ctn_task *t) {
+    return t->run;
+}
+
+uv_loop_t *ctn_task_loop(const ctn_task *t) {
+    return t->run->loop;
+}
+
+void *ctn_task_data(const ctn_task *t) {
+    return t->data;
+}
+
+void ctn_task_set_data(ctn_task *t, void *data) {
+    t->data = data;
+}
+
+void ctn_task_add_tokens(ctn_task *t, int64_t prompt_tokens, int64_t completion_tokens) {
+    if (t->span < 0) return;
+    ctn_span *s = &t->run->spans[t->span];
+    s->prompt_tokens += prompt_tokens;
+    s->completion_tokens += completion_tokens;
+}
+
+/* The path element of task x, reached from its child c (NULL: x is the task itself), or
+ * NULL when x is left out of the path. */
+static char *path_element(const ctn_task *x, const ctn_task *c) {
+    const ctn_node *n = x->node;
+    if (n->name == NULL && (n->kind == CTN_NODE_SEQUENCE || n->kind == CTN_NODE_BIND) && c != NULL)
+        return NULL;
+    /* A named node shows under its name only: the node it names is left out. */
+    if (x->parent != NULL && x->parent->node->kind == CTN_NODE_BIND && x->parent->node->name)
+        return NULL;
+    const char *label = ctn_node_label(n);
+    if (c != NULL && c->key != NULL &&
+        (n->kind == CTN_NODE_PARALLEL || n->kind == CTN_NODE_ASSIGN)) {
+        const size_t len = strlen(label) + strlen(c->key) + 2;
+        char *e = malloc(len);
+        if (e != NULL) snprintf(e, len, "%s.%s", label, c->key);
+        return e;
+    }
+    return dupstr(label);
+}
+
+char *ctn_task_path(const ctn_task *t) {
+    char *path = dupstr("");
+    const ctn_task *c = NULL;
+    for (const ctn_task *x = t; x != NULL && path != NULL; c = x, x = x->parent) {
+        char *e = path_element(x, c);
+        if (e == NULL) continue;
+        const size_t len = strlen(e) + strlen(path) + 4;
+        char *p = malloc(len);
+        if (p != NULL) snprintf(p, len, "%s%s%s", e, *path ? " > " : "", path);
+        free(e);
+        free(path);
+        path = p;
+    }
+    return path;
+}
+
+/* ==== runs ================================================================================ */
+
+int ctn_run_start(uv_loop_t *loop, ctn_node *root, ctn_val *input, const ctn_val *config,
+                  const ctn_run_callbacks *cb, int flags, ctn_run **out) {
+    if (loop == NULL || root == NULL || input == NULL || out == NULL ||
+        (config != NULL && config->kind != CTN_VOBJ))
+        return CTN_EINVAL;
+    ctn_run *r = calloc(1, sizeof *r);
+    if (r == NULL) return CTN_ENOMEM;
+    r->loop = loop;
+    r->root = ctn_node_ref(root);
+    r->input = ctn_val_ref(input);
+    r->config = config != NULL ? ctn_val_ref((ctn_val *)config) : ctn_val_obj();
+    if (cb != NULL) r->cb = *cb;
+    r->flags = flags & CTN_RUN_EVENTS ? flags | CTN_RUN_TRACE : flags;
+    if (r->config == NULL) {
+        run_free_now(r);
+        return CTN_ENOMEM;
+    }
+    ctn_task *t = task_new(r, NULL, root, input, NULL, 0);
+    if (t == NULL) {
+        run_free_now(r);
+        return CTN_ENOMEM;
+    }
+    r->root_task = t;
+    *out = r;
+    enter(r);
+    task_start(t);
+    leave(r);
+    return 0;
+}
+
+void ctn_run_cancel(ctn_run *r) {
+    if (r == NULL || r->ended || r->root_task == NULL) return;
+    enter(r);
+    ctn_task *t = r->root_task;
+    cancel_task(t, 0);
+    ctn_chain_err *e = err_new(NULL, CTN_ECANCELED, "cancelled");
+    if (e != &oom_err) {
+        free(e->path);
+        e->path = ctn_task_path(t);
+        if (e->path == NULL) {
+            err_release(e);
+            e = &oom_err;
+        }
+    }
+    run_finish(r, NULL, e);
+    leave(r);
+}
+
+int ctn_run_ended(const ctn_run *r) {
+    return r->ended;
+}
+
+static void run_free_now(ctn_run *r) {
+    for (size_t i = 0; i < r->ngrave; i++)
+        task_free(r->grave[i]);
+    free(r->grave);
+    for (size_t i = 0; i < r->nspans; i++) {
+        free(r->spans[i].input);
+        free(r->spans[i].output);
+        free(r->spans[i].err_message);
+    }
+    free(r->spans);
+    ctn_node_unref(r->root);
+    ctn_val_unref(r->input);
+    ctn_val_unref(r->config);
+    free(r);
+}
+
+void ctn_run_free(ctn_run *r) {
+    if (r == NULL || r->free_requested) return;
+    /* Freed by leave, now or (from a callback) when the outermost executor call returns;
+     * a second call from on_done finds free_requested set. */
+    enter(r);
+    r->free_requested = 1;
+    if (!r->ended) {
+        r->cb.on_chunk = NULL;
+        ctn_run_cancel(r);
+    }
+    leave(r);
+}
+
+const ctn_span *ctn_run_spans(const ctn_run *r, size_t *n) {
+    if (n != NULL) *n = r->nspans;
+    return r->spans;
+}
+
+/* Appends to a growing string; on failure frees it and returns NULL. */
+static char *appendf(char *buf, size_t *len, size_t *cap, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+static char *appendf(char *buf, size_t *len, size_t *cap, const char *fmt, ...) {
+    if (buf == NULL) return NULL;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        const int n = vsnprintf(buf + *len, *cap - *len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            free(buf);
+            return NULL;
+        }
+        if ((size_t)n < *cap - *len) {
+            *len += (size_t)n;
+            return buf;
+        }
+        const size_t cap2 = 2 * *cap + (size_t)n;
+        char *p = realloc(buf, cap2);
+        if (p == NULL) {
+            free(buf);
+            return NULL;
+        }
+        buf = p;
+        *cap = cap2;
+    }
+}
+
+char *ctn_run_trace_text(const ctn_run *r) {
+    size_t len = 0, cap = 256;
+    char *out = malloc(cap);
+    if (out == NULL) return NULL;
+    out[0] = 0;
+    for (size_t i = 0; i < r->nspans; i++) {
+        const ctn_span *s = &r->spans[i];
+        int depth = 0;
+        for (int64_t p = s->parent_id; p >= 0 && depth < 1000; p = r->spans[p].parent_id)
+            depth++;
+        out = appendf(out, &len, &cap, "%*s%s%s%s", 2 * depth, "", s->key ? s->key : "",
+                      s->key ? ": " : "", s->label);
+        if (strcmp(s->label, s->kind) != 0) out = appendf(out, &len, &cap, " (%s)", s->kind);
+        if (s->end_ns != 0)
+            out = appendf(out, &len, &cap, "  %.3f ms", (double)(s->end_ns - s->start_ns) / 1e6);
+        else
+            out = appendf(out, &len, &cap, "  running");
+        if (s->prompt_tokens || s->completion_tokens)
+            out = appendf(out, &len, &cap, "  tokens %lld+%lld", (long long)s->prompt_tokens,
+                          (long long)s->completion_tokens);
+        if (s->err_code != 0)
+            out = appendf(out, &len, &cap, "  error: %s", s->err_message ? s->err_message : "");
+        else if (s->output != NULL)
+            out = appendf(out, &len, &cap, "  -> %s", s->output);
+        out = appendf(out, &len, &cap, "\n");
+        if (out == NULL) return NULL;
+    }
+    return out;
+}
