@@ -134,6 +134,11 @@ ctn_node *ctn_node_ref(ctn_node *n);
 void ctn_node_unref(ctn_node *n);
 
 ctn_node_kind ctn_node_get_kind(const ctn_node *n);
+/* The name given with ctn_node_named (on the named node), or NULL. */
+const char *ctn_node_name(const ctn_node *n);
+/* A node's children in construction order (a sequence's steps, ...): count and borrow. */
+size_t ctn_node_nkids(const ctn_node *n);
+ctn_node *ctn_node_kid(const ctn_node *n, size_t i);
 /* The label: the name if any, else the kind ("sequence", "lambda", ...). */
 const char *ctn_node_label(const ctn_node *n);
 void *ctn_node_ud(const ctn_node *n); /* a custom node's ud */

@@ -270,3 +270,15 @@ const char *ctn_node_label(const ctn_node *n) {
 void *ctn_node_ud(const ctn_node *n) {
     return n->kind == CTN_NODE_CUSTOM ? n->ud : NULL;
 }
+
+const char *ctn_node_name(const ctn_node *n) {
+    return n->name;
+}
+
+size_t ctn_node_nkids(const ctn_node *n) {
+    return n->nkids;
+}
+
+ctn_node *ctn_node_kid(const ctn_node *n, size_t i) {
+    return i < n->nkids ? n->kids[i] : NULL;
+}

@@ -27,6 +27,7 @@ static const struct {
     {"generate", ctn_cmd_generate, "continue a prompt (-m MODEL.gguf -p PROMPT [-n N] ...)"},
     {"batch", ctn_cmd_batch,
      "run a JSONL file of prompts through one batching engine (-m M --prompts F.jsonl)"},
+    {"run", ctn_cmd_run, "run a Lua chain script (SCRIPT.lua [ARGS...])"},
     {"bench", ctn_cmd_bench, "measure prefill and decode speed (-m MODEL.gguf), one JSON line"},
 };
 

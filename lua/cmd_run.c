@@ -1,0 +1,69 @@
+/*
+ * catena run SCRIPT.lua [ARGS...]: runs a Lua 5.4 chain script with the catena module
+ * preloaded (require "catena") and the script's arguments in arg (arg[0] the script, as
+ * lua5.4 does). --trace prints the trace tree of every top-level run to stderr.
+ */
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "l_catena.h"
+
+/* The error of a failed chunk with a traceback (a catena error object via its
+ * __tostring). */
+static int traceback(lua_State *L) {
+    const char *msg = luaL_tolstring(L, 1, NULL);
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static int usage(FILE *f) {
+    fprintf(f, "usage: catena run SCRIPT.lua [ARGS...]\n"
+               "  Runs a Lua chain script; require \"catena\" gives the chain library.\n"
+               "  SCRIPT - reads the script from stdin.\n");
+    return f == stderr ? 2 : 0;
+}
+
+int ctn_cmd_run(int argc, char **argv) {
+    if (argc < 2) return usage(stderr);
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) return usage(stdout);
+    const char *script = argv[1];
+    lua_State *L = luaL_newstate();
+    if (L == NULL) {
+        fprintf(stderr, "catena run: out of memory\n");
+        return 1;
+    }
+    luaL_openlibs(L);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_catena);
+    lua_setfield(L, -2, "catena");
+    lua_pop(L, 1);
+    /* arg: the script at 0, its arguments from 1, the command before it at -1. */
+    lua_createtable(L, argc - 2, 2);
+    lua_pushstring(L, "catena run");
+    lua_rawseti(L, -2, -1);
+    for (int i = 1; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - 1);
+    }
+    lua_setglobal(L, "arg");
+    lua_pushcfunction(L, traceback);
+    const int st = luaL_loadfile(L, strcmp(script, "-") == 0 ? NULL : script);
+    int rc = 0;
+    if (st != LUA_OK) {
+        fprintf(stderr, "catena run: %s\n", lua_tostring(L, -1));
+        rc = 1;
+    } else {
+        for (int i = 2; i < argc; i++)
+            lua_pushstring(L, argv[i]);
+        if (lua_pcall(L, argc - 2, 0, -(argc - 2) - 2) != LUA_OK) {
+            fprintf(stderr, "catena run: %s\n", lua_tostring(L, -1));
+            rc = 1;
+        }
+    }
+    lua_close(L);
+    return rc;
+}

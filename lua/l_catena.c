@@ -1,0 +1,1504 @@
+/*
+ * The catena Lua module: runnables built from Lua and run by the chain executor
+ * (chains/chain.h) on a libuv loop owned by the Lua state.
+ *
+ * Lua functions in a chain (lambdas) run in coroutines on the loop thread. Waiting inside
+ * one (r:invoke, catena.sleep, catena.await, a stream) starts the work, yields, and the
+ * completion callback resumes the coroutine (the OpenResty / luv pattern: STYLE.md). The
+ * same calls made from plain code (the main chunk of a script, the REPL) run the loop
+ * until the work is done instead.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "error.h"
+#include "l_catena.h"
+
+#ifndef CTN_VERSION
+#define CTN_VERSION "unknown"
+#endif
+
+/* ==== the per-state context ================================================================ */
+
+typedef struct lco lco;
+
+typedef struct {
+    uv_loop_t loop;
+    lua_State *main;
+    int running; /* uv_run calls in progress (the loop cannot be run again inside one) */
+    lco *idle;   /* finished coroutines kept for reuse */
+    int closed;
+} lctx;
+
+#define CTX_KEY "catena.ctx"
+#define COS_KEY "catena.coroutines" /* thread -> light userdata lco, for the ones we run */
+
+/* A coroutine the module runs: a lambda's, or catena.spawn's. */
+struct lco {
+    lctx *ctx;
+    lua_State *co;
+    int ref;               /* registry reference anchoring co while it runs */
+    ctn_task *task;        /* a lambda's task, NULL once it ended or was cancelled */
+    struct handle *spawn;  /* catena.spawn's handle */
+    int waiting;           /* yielded by one of our waits (not by coroutine.yield) */
+    int dead;              /* its task was cancelled: never resume it */
+    int holds;             /* waits in flight that point at it */
+    ctn_run *sub;          /* a run it waits for (cancelled with it) */
+    struct bstate *bstate; /* a batch it waits for (cancelled with it) */
+    lco *next_idle;
+};
+
+static lctx *get_ctx(lua_State *L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY);
+    lctx *c = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return c;
+}
+
+/* The coroutine record of L when L is one of ours, else NULL. */
+static lco *current_co(lua_State *L) {
+    if (!lua_isyieldable(L)) return NULL;
+    lua_getfield(L, LUA_REGISTRYINDEX, COS_KEY);
+    lua_pushthread(L);
+    lua_rawget(L, -2);
+    lco *c = lua_touserdata(L, -1);
+    lua_pop(L, 2);
+    return c;
+}
+
+/* ==== errors ================================================================================= */
+
+/* Raises a catena error object {code, message, path}; tostring gives "path: message". */
+static int raise_err(lua_State *L, int code, const char *message, const char *path) {
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, code);
+    lua_setfield(L, -2, "code");
+    lua_pushstring(L, ctn_strerror(code));
+    lua_setfield(L, -2, "kind");
+    lua_pushstring(L, message);
+    lua_setfield(L, -2, "message");
+    lua_pushstring(L, path != NULL ? path : "");
+    lua_setfield(L, -2, "path");
+    luaL_setmetatable(L, CTN_L_ERROR);
+    return lua_error(L);
+}
+
+static int err_tostring(lua_State *L) {
+    lua_getfield(L, 1, "path");
+    lua_getfield(L, 1, "message");
+    const char *path = lua_tostring(L, -2), *msg = lua_tostring(L, -1);
+    if (path != NULL && *path)
+        lua_pushfstring(L, "%s: %s", path, msg ? msg : "?");
+    else
+        lua_pushstring(L, msg ? msg : "?");
+    return 1;
+}
+
+/* ==== coroutines ============================================================================== */
+
+static void co_release(lco *c);
+
+/* Resumes c with nargs values on its stack and handles how it stops. */
+static void co_resume(lco *c, int nargs);
+
+static lco *co_new(lctx *ctx, lua_State *L) {
+    lco *c = ctx->idle;
+    if (c != NULL) {
+        ctx->idle = c->next_idle;
+    } else {
+        c = calloc(1, sizeof *c);
+        if (c == NULL) luaL_error(L, "catena: out of memory");
+        c->co = lua_newthread(L);
+        c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_getfield(L, LUA_REGISTRYINDEX, COS_KEY);
+        lua_pushthread(c->co);
+        lua_xmove(c->co, L, 1);
+        lua_pushlightuserdata(L, c);
+        lua_rawset(L, -3);
+        lua_pop(L, 1);
+    }
+    c->ctx = ctx;
+    c->task = NULL;
+    c->spawn = NULL;
+    c->waiting = 0;
+    c->dead = 0;
+    c->holds = 0;
+    c->sub = NULL;
+    return c;
+}
+
+/* Forgets a coroutine that will not run again: back to the pool when it finished cleanly,
+ * else dropped (its thread is collected). Waits still holding it keep the record. */
+static void co_release(lco *c) {
+    if (c->holds > 0) {
+        c->dead = 1;
+        return;
+    }
+    lua_State *L = c->ctx->main;
+    if (!c->ctx->closed && lua_status(c->co) == LUA_OK && lua_gettop(c->co) == 0 &&
+        c->spawn == NULL) {
+        c->next_idle = c->ctx->idle;
+        c->ctx->idle = c;
+        return;
+    }
+    if (!c->ctx->closed) {
+        lua_getfield(L, LUA_REGISTRYINDEX, COS_KEY);
+        lua_pushthread(c->co);
+        lua_xmove(c->co, L, 1);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+        lua_pop(L, 1);
+        luaL_unref(L, LUA_REGISTRYINDEX, c->ref);
+    }
+    free(c);
+}
+
+static void co_drop_hold(lco *c) {
+    if (--c->holds == 0 && c->dead && c->task == NULL) co_release(c);
+}
+
+/* ==== lambdas ================================================================================ */
+
+typedef struct {
+    lua_State *L; /* the main state */
+    int fn;       /* registry reference to the function */
+} lambda_ud;
+
+static void spawn_finished(lco *c, int ok, int nres);
+static void cancel_batch(lco *c);
+
+static void co_resume(lco *c, int nargs) {
+    lua_State *co = c->co;
+    int nres = 0;
+    c->waiting = 0;
+    const int st = lua_resume(co, c->ctx->main, nargs, &nres);
+    if (st == LUA_YIELD) {
+        if (c->waiting) return; /* one of our waits: its callback resumes */
+        lua_pop(co, nres);
+        lua_pushstring(co, "a chain lambda yielded by itself (coroutine.yield); only catena's "
+                           "waits (invoke, sleep, await, stream) may suspend it");
+        if (c->task != NULL) {
+            ctn_task *t = c->task;
+            c->task = NULL;
+            ctn_task_fail(t, CTN_ECHAIN, "%s", lua_tostring(co, -1));
+        } else if (c->spawn != NULL) {
+            spawn_finished(c, 0, 1);
+        }
+        lua_settop(co, 0);
+        lua_resetthread(co);
+        co_release(c);
+        return;
+    }
+    if (c->spawn != NULL) {
+        spawn_finished(c, st == LUA_OK, st == LUA_OK ? nres : 1);
+        lua_settop(co, 0);
+        if (st != LUA_OK) lua_resetthread(co);
+        co_release(c);
+        return;
+    }
+    ctn_task *t = c->task;
+    c->task = NULL;
+    if (st == LUA_OK) {
+        char err[256];
+        ctn_val *out = nres > 0 ? ctn_l_to_val(co, -nres, "the lambda's result", err, sizeof err)
+                                : ctn_val_null();
+        lua_settop(co, 0);
+        co_release(c);
+        if (t == NULL) {
+            ctn_val_unref(out);
+        } else if (out == NULL) {
+            ctn_task_fail(t, CTN_ETYPE, "%s", err);
+        } else {
+            ctn_task_done(t, out);
+        }
+        return;
+    }
+    /* An error: a catena error object keeps its code, anything else becomes its string. */
+    int code = CTN_ECHAIN;
+    const char *msg = NULL;
+    if (lua_type(co, -1) == LUA_TTABLE) {
+        lua_getfield(co, -1, "code");
+        if (lua_isinteger(co, -1)) code = (int)lua_tointeger(co, -1);
+        lua_pop(co, 1);
+        lua_getfield(co, -1, "message");
+        lua_getfield(co, -2, "path");
+        const char *p = lua_tostring(co, -1);
+        if (p != NULL && *p)
+            lua_pushfstring(co, "%s: %s", p, lua_tostring(co, -2));
+        else
+            lua_pushvalue(co, -2);
+        msg = lua_tostring(co, -1);
+    } else {
+        msg = lua_tostring(co, -1);
+    }
+    if (t != NULL)
+        ctn_task_fail(t, code, "%s", msg != NULL ? msg : "(error object is not a string)");
+    lua_settop(co, 0);
+    lua_resetthread(co);
+    co_release(c);
+}
+
+static void lambda_start(ctn_task *t, ctn_val *input) {
+    lambda_ud *u = ctn_node_ud(ctn_task_node(t));
+    lua_State *L = u->L;
+    lctx *ctx = get_ctx(L);
+    lco *c = co_new(ctx, L);
+    c->task = t;
+    ctn_task_set_data(t, c);
+    lua_rawgeti(c->co, LUA_REGISTRYINDEX, u->fn);
+    ctn_l_push_val(c->co, input, 1);
+    /* The config as a second argument when there is one (LangChain passes it the same way). */
+    const ctn_val *cfg = ctn_task_config(t);
+    if (cfg != NULL && ctn_val_len(cfg) > 0) {
+        ctn_l_push_val(c->co, cfg, 1);
+        co_resume(c, 2);
+    } else {
+        co_resume(c, 1);
+    }
+}
+
+static void lambda_cancel(ctn_task *t) {
+    lco *c = ctn_task_data(t);
+    if (c == NULL || c->task != t) return;
+    c->task = NULL;
+    c->dead = 1;
+    c->holds++; /* the cancelled wait drops its hold: keep c until this function is done */
+    if (c->sub != NULL) {
+        ctn_run *s = c->sub;
+        c->sub = NULL;
+        ctn_run_cancel(s);
+    }
+    if (c->bstate != NULL) cancel_batch(c);
+    c->holds--;
+    co_release(c);
+}
+
+static void lambda_free(void *p) {
+    lambda_ud *u = p;
+    lctx *ctx = get_ctx(u->L);
+    if (ctx != NULL && !ctx->closed) luaL_unref(u->L, LUA_REGISTRYINDEX, u->fn);
+    free(u);
+}
+
+static const ctn_node_ops lambda_ops = {
+    .kind = "lambda", .start = lambda_start, .cancel = lambda_cancel, .free_ud = lambda_free};
+
+/* ==== runnables ============================================================================== */
+
+static ctn_node **check_runnable(lua_State *L, int idx) {
+    return luaL_checkudata(L, idx, CTN_L_RUNNABLE);
+}
+
+/* Pushes a runnable for node (taken; NULL: raises out of memory). */
+static void push_runnable(lua_State *L, ctn_node *node) {
+    if (node == NULL) luaL_error(L, "catena: out of memory (or a bad argument) building a node");
+    ctn_node **p = lua_newuserdatauv(L, sizeof *p, 0);
+    *p = node;
+    luaL_setmetatable(L, CTN_L_RUNNABLE);
+}
+
+static ctn_node *coerce(lua_State *L, int idx, const char *what);
+
+/* A parallel node from a table of key = runnable-like. */
+static ctn_node *table_parallel(lua_State *L, int idx, int assign, const char *what) {
+    idx = lua_absindex(L, idx);
+    size_t n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            lua_pop(L, 2);
+            luaL_error(L, "catena: %s: the keys of a parallel table must be strings", what);
+        }
+        n++;
+        lua_pop(L, 1);
+    }
+    const char **keys = calloc(n + 1, sizeof *keys);
+    ctn_node **kids = calloc(n + 1, sizeof *kids);
+    if (keys == NULL || kids == NULL) {
+        free(keys), free(kids);
+        luaL_error(L, "catena: out of memory");
+    }
+    /* Keys in sorted order, so the output's key order does not depend on the table's hash. */
+    size_t i = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        keys[i++] = lua_tostring(L, -2);
+        lua_pop(L, 1);
+    }
+    for (size_t a = 1; a < n; a++)
+        for (size_t b = a; b > 0 && strcmp(keys[b - 1], keys[b]) > 0; b--) {
+            const char *x = keys[b];
+            keys[b] = keys[b - 1], keys[b - 1] = x;
+        }
+    for (i = 0; i < n; i++) {
+        lua_getfield(L, idx, keys[i]);
+        char w[128];
+        snprintf(w, sizeof w, "%s.%s", what, keys[i]);
+        /* coerce raises on bad values: release what was built first. */
+        if (!lua_isfunction(L, -1) && !lua_istable(L, -1) &&
+            !luaL_testudata(L, -1, CTN_L_RUNNABLE)) {
+            for (size_t j = 0; j < i; j++)
+                ctn_node_unref(kids[j]);
+            free(kids), free(keys);
+            luaL_error(L,
+                       "catena: %s: a %s is not a runnable (use a function, a table or a runnable)",
+                       w, luaL_typename(L, -1));
+        }
+        kids[i] = coerce(L, -1, w);
+        lua_pop(L, 1);
+    }
+    ctn_node *p = assign ? ctn_node_assign(keys, kids, n) : ctn_node_parallel(keys, kids, n);
+    free(keys), free(kids);
+    return p;
+}
+
+/* A node for the runnable-like value at idx (a runnable, a function, a table of them); a
+ * new reference. Raises on anything else. */
+static ctn_node *coerce(lua_State *L, int idx, const char *what) {
+    ctn_node **r = luaL_testudata(L, idx, CTN_L_RUNNABLE);
+    if (r != NULL) return ctn_node_ref(*r);
+    if (lua_isfunction(L, idx)) {
+        lambda_ud *u = malloc(sizeof *u);
+        if (u == NULL) luaL_error(L, "catena: out of memory");
+        lua_pushvalue(L, idx);
+        u->fn = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+        u->L = lua_tothread(L, -1);
+        lua_pop(L, 1);
+        ctn_node *n = ctn_node_custom(&lambda_ops, u, NULL);
+        if (n == NULL) {
+            luaL_unref(L, LUA_REGISTRYINDEX, u->fn);
+            free(u);
+            luaL_error(L, "catena: out of memory");
+        }
+        return n;
+    }
+    if (lua_istable(L, idx)) {
+        ctn_node *p = table_parallel(L, idx, 0, what);
+        if (p == NULL) luaL_error(L, "catena: out of memory");
+        return p;
+    }
+    return (ctn_node *)(intptr_t)luaL_error(
+        L, "catena: %s: a %s is not a runnable (use a function, a table or a runnable)", what,
+        luaL_typename(L, idx));
+}
+
+/* Appends the steps of n (flattening unnamed sequences) to v. */
+static int add_steps(ctn_node ***v, size_t *n, size_t *cap, ctn_node *node) {
+    if (ctn_node_get_kind(node) == CTN_NODE_SEQUENCE && ctn_node_name(node) == NULL) {
+        for (size_t i = 0; i < ctn_node_nkids(node); i++)
+            if (add_steps(v, n, cap, ctn_node_ref(ctn_node_kid(node, i))) < 0) {
+                ctn_node_unref(node);
+                return -1;
+            }
+        ctn_node_unref(node);
+        return 0;
+    }
+    if (*n == *cap) {
+        const size_t c = *cap ? 2 * *cap : 8;
+        ctn_node **p = realloc(*v, c * sizeof *p);
+        if (p == NULL) {
+            ctn_node_unref(node);
+            return -1;
+        }
+        *v = p, *cap = c;
+    }
+    (*v)[(*n)++] = node;
+    return 0;
+}
+
+static int r_bor(lua_State *L) {
+    ctn_node *a = coerce(L, 1, "left of |");
+    ctn_node *b = NULL;
+    /* coerce raises; keep a alive on the Lua stack meanwhile. */
+    push_runnable(L, a);
+    b = coerce(L, 2, "right of |");
+    ctn_node **v = NULL;
+    size_t n = 0, cap = 0;
+    int bad = add_steps(&v, &n, &cap, ctn_node_ref(a)) < 0;
+    bad = bad || add_steps(&v, &n, &cap, b) < 0;
+    if (bad) {
+        for (size_t i = 0; i < n; i++)
+            ctn_node_unref(v[i]);
+        free(v);
+        luaL_error(L, "catena: out of memory");
+    }
+    ctn_node *s = ctn_node_sequence(v, n);
+    free(v);
+    push_runnable(L, s);
+    return 1;
+}
+
+static int r_gc(lua_State *L) {
+    ctn_node **p = check_runnable(L, 1);
+    ctn_node_unref(*p);
+    *p = NULL;
+    return 0;
+}
+
+static int r_tostring(lua_State *L) {
+    ctn_node **p = check_runnable(L, 1);
+    lua_pushfstring(L, "catena.runnable(%s)", ctn_node_label(*p));
+    return 1;
+}
+
+/* ==== waiting for runs ======================================================================== */
+
+/* One run a Lua caller waits for. */
+typedef struct run_wait {
+    lctx *ctx;
+    ctn_run *run;
+    lco *co; /* the coroutine to resume at the end, or NULL (the loop is pumped) */
+    int done;
+    ctn_val *out;
+    int code;
+    char *message, *path;
+    /* streaming */
+    ctn_val **chunks;
+    size_t nchunks, capchunks, head;
+    int events;
+    int own; /* who frees it: OWN_CALL (the waiting call), OWN_BOX (a stream), OWN_BATCH */
+    struct bstate *batch; /* the batch it belongs to, or NULL */
+} run_wait;
+
+enum { OWN_CALL, OWN_BOX, OWN_BATCH };
+
+/* A batch in progress: its waits, and how many of the current window are running. */
+typedef struct bstate {
+    run_wait **w;
+    int n, next, maxc, rex, pending;
+    ctn_node *root;
+    int inputs, cfg; /* registry references */
+    lco *co;
+} bstate;
+
+static void wait_free(run_wait *w);
+
+static char *dupstr(const char *s) {
+    const size_t n = strlen(s) + 1;
+    char *p = malloc(n);
+    if (p != NULL) memcpy(p, s, n);
+    return p;
+}
+
+static void queue_chunk(run_wait *w, ctn_val *v) {
+    if (w->nchunks == w->capchunks) {
+        const size_t cap = w->capchunks ? 2 * w->capchunks : 16;
+        ctn_val **p = realloc(w->chunks, cap * sizeof *p);
+        if (p == NULL) { /* a lost chunk is reported as an error at the end */
+            ctn_val_unref(v);
+            if (w->code == 0) w->code = CTN_ENOMEM;
+            return;
+        }
+        w->chunks = p, w->capchunks = cap;
+    }
+    w->chunks[w->nchunks++] = v;
+}
+
+/* Resumes the coroutine waiting for w, if any (for a batch: when its window is done). A
+ * dead coroutine is not resumed; an invoke's wait is then freed here (nobody else will). */
+static void wake(run_wait *w) {
+    lco *c = w->co;
+    if (c == NULL) return;
+    w->co = NULL;
+    if (w->batch != NULL && --w->batch->pending > 0) return;
+    c->sub = NULL;
+    if (c->dead) {
+        if (w->own == OWN_CALL) wait_free(w);
+        co_drop_hold(c);
+        return;
+    }
+    c->holds--;
+    co_resume(c, 0);
+}
+
+static void w_done(void *ud, const ctn_val *out, const ctn_chain_err *err) {
+    run_wait *w = ud;
+    w->done = 1;
+    if (err != NULL) {
+        w->code = err->code;
+        w->message = dupstr(err->message);
+        w->path = dupstr(err->path);
+    } else {
+        w->out = ctn_val_ref((ctn_val *)out);
+    }
+    wake(w);
+}
+
+static void w_chunk(void *ud, const ctn_val *chunk) {
+    run_wait *w = ud;
+    queue_chunk(w, ctn_val_ref((ctn_val *)chunk));
+    if (w->co != NULL && w->batch == NULL) wake(w);
+}
+
+/* A stream event as a chain value {event, name, kind, run_id, parent_id, key?, data}. */
+static void w_event(void *ud, const ctn_event *ev) {
+    run_wait *w = ud;
+    ctn_val *o = ctn_val_obj();
+    if (o == NULL) return;
+    static const char *names[3] = {"start", "stream", "end"};
+    const ctn_span *s = ev->span;
+    ctn_val_set(o, "event", ctn_val_cstr(names[ev->kind]));
+    ctn_val_set(o, "name", ctn_val_cstr(s->label));
+    ctn_val_set(o, "kind", ctn_val_cstr(s->kind));
+    ctn_val_set(o, "run_id", ctn_val_int(s->id));
+    ctn_val_set(o, "parent_id", ctn_val_int(s->parent_id));
+    if (s->key != NULL) ctn_val_set(o, "key", ctn_val_cstr(s->key));
+    if (ev->kind == CTN_EV_STREAM && ev->chunk != NULL)
+        ctn_val_set(o, "chunk", ctn_val_copy(ev->chunk));
+    if (ev->kind == CTN_EV_START && s->input != NULL)
+        ctn_val_set(o, "input", ctn_val_cstr(s->input));
+    if (ev->kind == CTN_EV_END) {
+        ctn_val_set(o, "duration_ms", ctn_val_num((double)(s->end_ns - s->start_ns) / 1e6));
+        if (s->output != NULL) ctn_val_set(o, "output", ctn_val_cstr(s->output));
+        if (s->err_code != 0)
+            ctn_val_set(o, "error", ctn_val_cstr(s->err_message ? s->err_message : ""));
+        if (s->prompt_tokens || s->completion_tokens) {
+            ctn_val_set(o, "prompt_tokens", ctn_val_int(s->prompt_tokens));
+            ctn_val_set(o, "completion_tokens", ctn_val_int(s->completion_tokens));
+        }
+    }
+    queue_chunk(w, o);
+    if (w->co != NULL && w->batch == NULL) wake(w);
+}
+
+static void wait_free(run_wait *w) {
+    if (w == NULL) return;
+    w->co = NULL; /* its run's cancellation below must not wake anyone */
+    if (w->run != NULL) ctn_run_free(w->run);
+    ctn_val_unref(w->out);
+    for (size_t i = w->head; i < w->nchunks; i++)
+        ctn_val_unref(w->chunks[i]);
+    free(w->chunks);
+    free(w->message);
+    free(w->path);
+    free(w);
+}
+
+/* Runs the loop once; raises when nothing is left that could finish the wait. */
+static void pump(lua_State *L, lctx *ctx) {
+    if (ctx->running > 0)
+        luaL_error(L, "catena: cannot wait here: this code runs inside the event loop but not "
+                      "in a chain lambda or catena.spawn (wait there, or spawn)");
+    if (!uv_loop_alive(&ctx->loop))
+        luaL_error(L, "catena: nothing is left that could finish this wait (a task that waits "
+                      "for itself, or for a task that never ends)");
+    ctx->running++;
+    uv_run(&ctx->loop, UV_RUN_ONCE);
+    ctx->running--;
+}
+
+/* Starts root on the value at input_idx with the config table at cfg_idx (0: none). */
+static run_wait *start_wait(lua_State *L, ctn_node *root, int input_idx, int cfg_idx, int flags) {
+    lctx *ctx = get_ctx(L);
+    char err[512];
+    ctn_val *in = ctn_l_to_val(L, input_idx, "input", err, sizeof err);
+    if (in == NULL) luaL_error(L, "catena: %s", err);
+    ctn_val *cfg = NULL;
+    if (cfg_idx != 0 && !lua_isnil(L, cfg_idx)) {
+        cfg = ctn_l_to_val(L, cfg_idx, "config", err, sizeof err);
+        if (cfg == NULL || cfg->kind != CTN_VOBJ) {
+            ctn_val_unref(in);
+            ctn_val_unref(cfg);
+            luaL_error(L, "catena: %s", cfg == NULL ? err : "config: must be a table of keys");
+        }
+    }
+    run_wait *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        ctn_val_unref(in);
+        ctn_val_unref(cfg);
+        luaL_error(L, "catena: out of memory");
+    }
+    w->ctx = ctx;
+    w->events = (flags & CTN_RUN_EVENTS) != 0;
+    ctn_run_callbacks cb = {.on_done = w_done,
+                            .on_chunk = (flags & CTN_RUN_STREAM) && !w->events ? w_chunk : NULL,
+                            .on_event = w->events ? w_event : NULL,
+                            .ud = w};
+    const int rc = ctn_run_start(&ctx->loop, root, in, cfg, &cb, flags, &w->run);
+    ctn_val_unref(in);
+    ctn_val_unref(cfg);
+    if (rc < 0) {
+        free(w);
+        luaL_error(L, "catena: cannot start the run: %s", ctn_strerror(rc));
+    }
+    return w;
+}
+
+/* Pushes a finished wait's result, or raises its error (freeing w either way). */
+static int finish_wait(lua_State *L, run_wait *w) {
+    if (w->code != 0) {
+        char msg[1024], path[512];
+        snprintf(msg, sizeof msg, "%s", w->message ? w->message : ctn_strerror(w->code));
+        snprintf(path, sizeof path, "%s", w->path ? w->path : "");
+        const int code = w->code;
+        wait_free(w);
+        return raise_err(L, code, msg, path);
+    }
+    if (w->out != NULL)
+        ctn_l_push_val(L, w->out, 1);
+    else
+        lua_pushnil(L);
+    wait_free(w);
+    return 1;
+}
+
+static int invoke_k(lua_State *L, int status, lua_KContext k) {
+    (void)status;
+    return finish_wait(L, (run_wait *)k);
+}
+
+/* Suspends the current coroutine c until w wakes it, then continues in k. */
+static int yield_for(lua_State *L, lco *c, run_wait *w, lua_KFunction k) {
+    w->co = c;
+    c->holds++;
+    c->sub = w->run;
+    c->waiting = 1;
+    return lua_yieldk(L, 0, (lua_KContext)w, k);
+}
+
+static int r_invoke(lua_State *L) {
+    ctn_node **r = check_runnable(L, 1);
+    lua_settop(L, 3);
+    run_wait *w = start_wait(L, *r, 2, 3, 0);
+    if (!w->done) {
+        lco *c = current_co(L);
+        if (c != NULL) return yield_for(L, c, w, invoke_k);
+        while (!w->done)
+            pump(L, w->ctx);
+    }
+    return finish_wait(L, w);
+}
+
+/* ---- batch ---- */
+
+/* Pushes the results table (raising the first error unless return_exceptions); frees the
+ * waits. */
+static int batch_results(lua_State *L, run_wait **w, int n, int return_exceptions) {
+    int first_err = -1;
+    for (int i = 0; i < n; i++)
+        if (w[i]->code != 0 && first_err < 0) first_err = i;
+    if (first_err >= 0 && !return_exceptions) {
+        run_wait *e = w[first_err];
+        for (int i = 0; i < n; i++)
+            if (i != first_err) wait_free(w[i]);
+        return finish_wait(L, e);
+    }
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        if (w[i]->code != 0) {
+            lua_createtable(L, 0, 3);
+            lua_pushinteger(L, w[i]->code);
+            lua_setfield(L, -2, "code");
+            lua_pushstring(L, w[i]->message ? w[i]->message : "");
+            lua_setfield(L, -2, "message");
+            lua_pushstring(L, w[i]->path ? w[i]->path : "");
+            lua_setfield(L, -2, "path");
+            luaL_setmetatable(L, CTN_L_ERROR);
+        } else if (w[i]->out != NULL) {
+            ctn_l_push_val(L, w[i]->out, 0);
+        } else {
+            ctn_l_push_null(L);
+        }
+        lua_rawseti(L, -2, i + 1);
+        wait_free(w[i]);
+        w[i] = NULL;
+    }
+    return 1;
+}
+
+static void bstate_free(lua_State *L, bstate *b) {
+    for (int i = 0; i < b->n; i++)
+        if (b->w[i] != NULL) wait_free(b->w[i]);
+    free(b->w);
+    ctn_node_unref(b->root);
+    if (!get_ctx(L)->closed) {
+        luaL_unref(L, LUA_REGISTRYINDEX, b->inputs);
+        luaL_unref(L, LUA_REGISTRYINDEX, b->cfg);
+    }
+    free(b);
+}
+
+/* A cancelled lambda's batch: its runs stop and its memory goes. */
+static void cancel_batch(lco *c) {
+    bstate *b = c->bstate;
+    c->bstate = NULL;
+    if (b->co == c && b->pending > 0) c->holds--; /* the batch's hold */
+    b->co = NULL;
+    bstate_free(c->ctx->main, b);
+}
+
+static int batch_k(lua_State *L, int status, lua_KContext k);
+
+/* Runs the batch from window b->next on; returns through lua_yieldk inside a coroutine. */
+static int batch_go(lua_State *L, bstate *b) {
+    lco *c = current_co(L);
+    lctx *ctx = get_ctx(L);
+    while (b->next < b->n) {
+        const int from = b->next, upto = from + b->maxc < b->n ? from + b->maxc : b->n;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, b->inputs);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, b->cfg);
+        for (int i = from; i < upto; i++) {
+            lua_rawgeti(L, -2, i + 1);
+            b->w[i] =
+                start_wait(L, b->root, lua_gettop(L), lua_isnil(L, -2) ? 0 : lua_gettop(L) - 1, 0);
+            b->w[i]->own = OWN_BATCH;
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 2);
+        b->next = upto;
+        if (c == NULL) {
+            for (int i = from; i < upto; i++)
+                while (!b->w[i]->done)
+                    pump(L, ctx);
+            continue;
+        }
+        b->pending = 0;
+        for (int i = from; i < upto; i++)
+            if (!b->w[i]->done) {
+                b->w[i]->batch = b;
+                b->w[i]->co = c;
+                b->pending++;
+            }
+        if (b->pending > 0) {
+            b->co = c;
+            c->bstate = b;
+            c->holds++;
+            c->waiting = 1;
+            return lua_yieldk(L, 0, (lua_KContext)b, batch_k);
+        }
+    }
+    if (c != NULL) c->bstate = NULL;
+    run_wait **w = b->w;
+    b->w = NULL;
+    const int n = b->n, rex = b->rex;
+    b->n = 0;
+    bstate_free(L, b);
+    const int r = batch_results(L, w, n, rex); /* frees the waits, may raise */
+    free(w);
+    return r;
+}
+
+static int batch_k(lua_State *L, int status, lua_KContext k) {
+    (void)status;
+    return batch_go(L, (bstate *)k);
+}
+
+static int r_batch(lua_State *L) {
+    ctn_node **r = check_runnable(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 4);
+    int maxc = 0, rex = 0;
+    if (lua_istable(L, 3)) {
+        lua_getfield(L, 3, "max_concurrency");
+        if (!lua_isnil(L, -1)) {
+            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1)
+                luaL_error(L, "catena: batch: max_concurrency must be a positive integer");
+            maxc = (int)lua_tointeger(L, -1);
+        }
+        lua_getfield(L, 3, "return_exceptions");
+        rex = lua_toboolean(L, -1);
+        lua_pop(L, 2);
+    } else if (!lua_isnil(L, 3)) {
+        luaL_argerror(L, 2, "options must be a table {max_concurrency =, return_exceptions =}");
+    }
+    bstate *b = calloc(1, sizeof *b);
+    const int n = (int)lua_rawlen(L, 2);
+    if (b == NULL || (b->w = calloc((size_t)n + 1, sizeof *b->w)) == NULL) {
+        free(b);
+        luaL_error(L, "catena: out of memory");
+    }
+    b->n = n;
+    b->maxc = maxc > 0 ? maxc : (n > 0 ? n : 1);
+    b->rex = rex;
+    b->root = ctn_node_ref(*r);
+    lua_pushvalue(L, 2);
+    b->inputs = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, 4);
+    b->cfg = luaL_ref(L, LUA_REGISTRYINDEX);
+    return batch_go(L, b);
+}
+
+/* ---- stream ---- */
+
+static int stream_next_k(lua_State *L, int status, lua_KContext k);
+
+/* The iterator of r:stream / r:stream_events: the wait in upvalue 1 (a userdata box). */
+static int stream_iter(lua_State *L) {
+    run_wait **box = lua_touserdata(L, lua_upvalueindex(1));
+    run_wait *w = *box;
+    if (w == NULL) return 0;
+    for (;;) {
+        if (w->head < w->nchunks) {
+            ctn_val *v = w->chunks[w->head];
+            w->chunks[w->head++] = NULL;
+            ctn_l_push_val(L, v, 1);
+            ctn_val_unref(v);
+            return 1;
+        }
+        if (w->done) {
+            *box = NULL;
+            if (w->code != 0) return finish_wait(L, w);
+            wait_free(w);
+            return 0;
+        }
+        lco *c = current_co(L);
+        if (c != NULL) {
+            w->co = c;
+            c->holds++;
+            c->sub = w->run;
+            c->waiting = 1;
+            return lua_yieldk(L, 0, (lua_KContext)box, stream_next_k);
+        }
+        pump(L, w->ctx);
+    }
+}
+
+static int stream_next_k(lua_State *L, int status, lua_KContext k) {
+    (void)status;
+    (void)k;
+    return stream_iter(L);
+}
+
+static int stream_box_gc(lua_State *L) {
+    run_wait **box = lua_touserdata(L, 1);
+    if (*box != NULL) {
+        run_wait *w = *box;
+        *box = NULL;
+        if (w->co != NULL) { /* a coroutine waits on it: it will not be resumed */
+            w->co->holds--;
+            w->co = NULL;
+        }
+        wait_free(w); /* cancels the run if it still goes */
+    }
+    return 0;
+}
+
+static int start_stream(lua_State *L, int flags) {
+    ctn_node **r = check_runnable(L, 1);
+    lua_settop(L, 3);
+    run_wait *w = start_wait(L, *r, 2, 3, flags);
+    w->own = OWN_BOX;
+    run_wait **box = lua_newuserdatauv(L, sizeof *box, 0);
+    *box = w;
+    lua_newtable(L);
+    lua_pushcfunction(L, stream_box_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, stream_box_gc);
+    lua_setfield(L, -2, "__close");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, stream_iter, 1);
+    /* for x in r:stream(v) do ... end: iterator, state, control, closing value (a break out
+     * of the loop cancels the run). */
+    lua_pushnil(L);
+    lua_pushnil(L);
+    lua_pushvalue(L, -4);
+    return 4;
+}
+
+static int r_stream(lua_State *L) {
+    return start_stream(L, CTN_RUN_STREAM);
+}
+
+static int r_stream_events(lua_State *L) {
+    return start_stream(L, CTN_RUN_STREAM | CTN_RUN_EVENTS);
+}
+
+/* ==== combinators ============================================================================ */
+
+static int r_with(lua_State *L) {
+    ctn_node **r = check_runnable(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    char err[256];
+    ctn_val *cfg = ctn_l_to_val(L, 2, "with{...}", err, sizeof err);
+    if (cfg == NULL) luaL_error(L, "catena: %s", err);
+    if (cfg->kind != CTN_VOBJ) {
+        ctn_val_unref(cfg);
+        luaL_error(L, "catena: with{...}: expected a table of settings");
+    }
+    push_runnable(L, ctn_node_bind(ctn_node_ref(*r), cfg));
+    return 1;
+}
+
+static int r_named(lua_State *L) {
+    ctn_node **r = check_runnable(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    push_runnable(L, ctn_node_named(ctn_node_ref(*r), name));
+    return 1;
+}
+
+static int r_with_fallbacks(lua_State *L) {
+    ctn_node **r = check_runnable(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    const size_t n = lua_rawlen(L, 2);
+    if (n == 0) luaL_error(L, "catena: with_fallbacks{...}: give at least one fallback");
+    ctn_node **f = calloc(n, sizeof *f);
+    if (f == NULL) luaL_error(L, "catena: out of memory");
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, (lua_Integer)i + 1);
+        ctn_node **x = luaL_testudata(L, -1, CTN_L_RUNNABLE);
+        if (x == NULL && !lua_isfunction(L, -1) && !lua_istable(L, -1)) {
+            for (size_t j = 0; j < i; j++)
+                ctn_node_unref(f[j]);
+            free(f);
+            luaL_error(L, "catena: with_fallbacks: fallback %d is a %s, not a runnable", (int)i + 1,
+                       luaL_typename(L, -1));
+        }
+        f[i] = coerce(L, -1, "fallback");
+        lua_pop(L, 1);
+    }
+    ctn_node *fb = ctn_node_fallbacks(ctn_node_ref(*r), f, n);
+    free(f);
+    push_runnable(L, fb);
+    return 1;
+}
+
+static int r_with_retry(lua_State *L) {
+    ctn_node **r = check_runnable(L, 1);
+    int attempts = 3;
+    double backoff = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_getfield(L, 2, "attempts");
+        if (!lua_isnil(L, -1)) {
+            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > 1000)
+                luaL_error(L, "catena: with_retry: attempts must be an integer from 1 to 1000");
+            attempts = (int)lua_tointeger(L, -1);
+        }
+        lua_getfield(L, 2, "backoff_ms");
+        if (!lua_isnil(L, -1)) {
+            if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) < 0)
+                luaL_error(L, "catena: with_retry: backoff_ms must be a number >= 0");
+            backoff = lua_tonumber(L, -1);
+        }
+        lua_pop(L, 2);
+    }
+    push_runnable(L, ctn_node_retry(ctn_node_ref(*r), attempts, backoff));
+    return 1;
+}
+
+static int r_with_timeout(lua_State *L) {
+    ctn_node **r = check_runnable(L, 1);
+    const double ms = luaL_checknumber(L, 2);
+    if (!(ms > 0)) luaL_argerror(L, 2, "the timeout must be a number of milliseconds > 0");
+    push_runnable(L, ctn_node_timeout(ctn_node_ref(*r), ms));
+    return 1;
+}
+
+static int r_map(lua_State *L) {
+    ctn_node **r = check_runnable(L, 1);
+    const lua_Integer maxc = luaL_optinteger(L, 2, 0);
+    if (maxc < 0 || maxc > 1 << 20) luaL_argerror(L, 2, "max concurrency must be 0..2^20");
+    push_runnable(L, ctn_node_map(ctn_node_ref(*r), (int)maxc));
+    return 1;
+}
+
+static int r_describe(lua_State *L) {
+    ctn_node **r = check_runnable(L, 1);
+    char *s = ctn_node_describe(*r);
+    if (s == NULL) luaL_error(L, "catena: out of memory");
+    lua_pushstring(L, s);
+    free(s);
+    return 1;
+}
+
+static int r_graph(lua_State *L) {
+    ctn_node **r = check_runnable(L, 1);
+    ctn_val *g = ctn_node_graph(*r);
+    if (g == NULL) luaL_error(L, "catena: out of memory");
+    ctn_l_push_val(L, g, 1);
+    ctn_val_unref(g);
+    return 1;
+}
+
+static int r_mermaid(lua_State *L) {
+    ctn_node **r = check_runnable(L, 1);
+    char *s = ctn_node_mermaid(*r);
+    if (s == NULL) luaL_error(L, "catena: out of memory");
+    lua_pushstring(L, s);
+    free(s);
+    return 1;
+}
+
+/* ---- module functions ---- */
+
+static int m_lambda(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    ctn_node *n = coerce(L, 1, "lambda");
+    if (!lua_isnoneornil(L, 2)) n = ctn_node_named(n, luaL_checkstring(L, 2));
+    push_runnable(L, n);
+    return 1;
+}
+
+static int m_runnable(lua_State *L) {
+    push_runnable(L, coerce(L, 1, "runnable"));
+    return 1;
+}
+
+static int m_passthrough(lua_State *L) {
+    push_runnable(L, ctn_node_passthrough());
+    return 1;
+}
+
+static int m_parallel(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    push_runnable(L, table_parallel(L, 1, 0, "parallel"));
+    return 1;
+}
+
+static int m_assign(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    push_runnable(L, table_parallel(L, 1, 1, "assign"));
+    return 1;
+}
+
+static int m_pick(lua_State *L) {
+    if (lua_type(L, 1) == LUA_TSTRING) {
+        const char *k = lua_tostring(L, 1);
+        push_runnable(L, ctn_node_pick(&k, 1, 1));
+        return 1;
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    const size_t n = lua_rawlen(L, 1);
+    if (n == 0) luaL_argerror(L, 1, "give a key or a list of keys");
+    const char **keys = calloc(n, sizeof *keys);
+    if (keys == NULL) luaL_error(L, "catena: out of memory");
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, 1, (lua_Integer)i + 1);
+        keys[i] = lua_tostring(L, -1);
+        lua_pop(L, 1); /* the string stays in the table */
+        if (keys[i] == NULL) {
+            free(keys);
+            luaL_error(L, "catena: pick: key %d is not a string", (int)i + 1);
+        }
+    }
+    ctn_node *p = ctn_node_pick(keys, n, 0);
+    free(keys);
+    push_runnable(L, p);
+    return 1;
+}
+
+/* catena.branch{{cond, r}, ..., default} */
+static int m_branch(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    const size_t n = lua_rawlen(L, 1);
+    if (n < 1) luaL_error(L, "catena: branch{...}: give {condition, runnable} pairs and a default");
+    lua_rawgeti(L, 1, (lua_Integer)n);
+    if (lua_istable(L, -1) && !luaL_testudata(L, -1, CTN_L_RUNNABLE) && lua_rawlen(L, -1) == 2)
+        luaL_error(L, "catena: branch{...}: the last entry must be the default runnable");
+    lua_pop(L, 1);
+    ctn_node **conds = calloc(n, sizeof *conds), **brs = calloc(n, sizeof *brs);
+    if (conds == NULL || brs == NULL) {
+        free(conds), free(brs);
+        luaL_error(L, "catena: out of memory");
+    }
+    for (size_t i = 0; i + 1 < n; i++) {
+        lua_rawgeti(L, 1, (lua_Integer)i + 1);
+        if (!lua_istable(L, -1) || lua_rawlen(L, -1) != 2) {
+            for (size_t j = 0; j < i; j++)
+                ctn_node_unref(conds[j]), ctn_node_unref(brs[j]);
+            free(conds), free(brs);
+            luaL_error(L, "catena: branch{...}: entry %d must be {condition, runnable}",
+                       (int)i + 1);
+        }
+        lua_rawgeti(L, -1, 1);
+        conds[i] = coerce(L, -1, "branch condition");
+        lua_rawgeti(L, -2, 2);
+        brs[i] = coerce(L, -1, "branch");
+        lua_pop(L, 3);
+    }
+    lua_rawgeti(L, 1, (lua_Integer)n);
+    ctn_node *d = coerce(L, -1, "branch default");
+    lua_pop(L, 1);
+    ctn_node *b = ctn_node_branch(conds, brs, n - 1, d);
+    free(conds), free(brs);
+    push_runnable(L, b);
+    return 1;
+}
+
+/* catena.router{key = "topic", routes = {name = r, ...}, default = r} */
+static int m_router(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "key");
+    const char *key = lua_tostring(L, -1);
+    if (key == NULL) luaL_error(L, "catena: router{...}: key must be the input key that chooses");
+    lua_getfield(L, 1, "routes");
+    if (!lua_istable(L, -1))
+        luaL_error(L, "catena: router{...}: routes must be a table name = runnable");
+    const int rt = lua_gettop(L);
+    size_t n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, rt) != 0) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "catena: router: route names must be strings");
+        n++;
+        lua_pop(L, 1);
+    }
+    const char **names = calloc(n + 1, sizeof *names);
+    ctn_node **routes = calloc(n + 1, sizeof *routes);
+    if (names == NULL || routes == NULL) {
+        free(names), free(routes);
+        luaL_error(L, "catena: out of memory");
+    }
+    size_t i = 0;
+    lua_pushnil(L);
+    while (lua_next(L, rt) != 0) {
+        names[i] = lua_tostring(L, -2);
+        routes[i] = coerce(L, -1, names[i]);
+        i++;
+        lua_pop(L, 1);
+    }
+    /* Sorted, so messages list the routes in a stable order. */
+    for (size_t a = 1; a < n; a++)
+        for (size_t b = a; b > 0 && strcmp(names[b - 1], names[b]) > 0; b--) {
+            const char *x = names[b];
+            names[b] = names[b - 1], names[b - 1] = x;
+            ctn_node *y = routes[b];
+            routes[b] = routes[b - 1], routes[b - 1] = y;
+        }
+    lua_getfield(L, 1, "default");
+    ctn_node *d = lua_isnil(L, -1) ? NULL : coerce(L, -1, "router default");
+    ctn_node *r = ctn_node_router(key, names, routes, n, d);
+    free(names), free(routes);
+    push_runnable(L, r);
+    return 1;
+}
+
+/* ---- spawn / await / gather / sleep ---- */
+
+typedef struct handle {
+    lctx *ctx;
+    int done, ok;
+    int results; /* registry reference to a table of the results (or {error}) */
+    int nres;
+    lco *waiter; /* a coroutine waiting in await */
+    lco *runner; /* the coroutine running it, NULL once finished */
+} handle;
+
+#define HANDLE_MT "catena.task"
+
+static void spawn_finished(lco *c, int ok, int nres) {
+    handle *h = c->spawn;
+    lua_State *L = c->ctx->main;
+    c->spawn = NULL;
+    if (h == NULL) return;
+    h->runner = NULL;
+    lua_createtable(L, nres, 0);
+    for (int i = 0; i < nres; i++) {
+        lua_pushvalue(c->co, -nres + i);
+        lua_xmove(c->co, L, 1);
+        lua_rawseti(L, -2, i + 1);
+    }
+    h->results = luaL_ref(L, LUA_REGISTRYINDEX);
+    h->nres = nres;
+    h->ok = ok;
+    h->done = 1;
+    lco *w = h->waiter;
+    h->waiter = NULL;
+    if (w != NULL) {
+        if (w->dead) {
+            co_drop_hold(w);
+        } else {
+            w->holds--;
+            co_resume(w, 0);
+        }
+    }
+}
+
+static int m_spawn(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    const int nargs = lua_gettop(L) - 1;
+    lctx *ctx = get_ctx(L);
+    handle *h = lua_newuserdatauv(L, sizeof *h, 0);
+    memset(h, 0, sizeof *h);
+    h->ctx = ctx;
+    h->results = LUA_NOREF;
+    luaL_setmetatable(L, HANDLE_MT);
+    lco *c = co_new(ctx, L);
+    c->spawn = h;
+    h->runner = c;
+    lua_pushvalue(L, 1);
+    lua_xmove(L, c->co, 1);
+    for (int i = 0; i < nargs; i++) {
+        lua_pushvalue(L, 2 + i);
+        lua_xmove(L, c->co, 1);
+    }
+    /* The handle must outlive the coroutine's run: anchor it in the coroutine's registry
+     * slot table? The handle userdata is referenced from the Lua side by the caller; if it
+     * is dropped the results are simply never read. Keep it alive while running. */
+    lua_pushvalue(L, -1);
+    const int href = luaL_ref(L, LUA_REGISTRYINDEX);
+    co_resume(c, nargs);
+    luaL_unref(L, LUA_REGISTRYINDEX, href);
+    return 1;
+}
+
+static int await_k(lua_State *L, int status, lua_KContext k);
+static int gather_k(lua_State *L, int status, lua_KContext k);
+
+static int push_handle_results(lua_State *L, handle *h) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->results);
+    if (!h->ok) {
+        lua_rawgeti(L, -1, 1);
+        return lua_error(L);
+    }
+    for (int i = 1; i <= h->nres; i++)
+        lua_rawgeti(L, -i, i);
+    return h->nres;
+}
+
+static int m_await(lua_State *L) {
+    handle *h = luaL_checkudata(L, 1, HANDLE_MT);
+    if (!h->done) {
+        lco *c = current_co(L);
+        if (c != NULL) {
+            if (h->waiter != NULL)
+                luaL_error(L, "catena: await: another coroutine awaits this task");
+            h->waiter = c;
+            c->holds++;
+            c->waiting = 1;
+            return lua_yieldk(L, 0, (lua_KContext)h, await_k);
+        }
+        while (!h->done)
+            pump(L, h->ctx);
+    }
+    return push_handle_results(L, h);
+}
+
+static int await_k(lua_State *L, int status, lua_KContext k) {
+    (void)status;
+    return push_handle_results(L, (handle *)k);
+}
+
+static int handle_gc(lua_State *L) {
+    handle *h = luaL_checkudata(L, 1, HANDLE_MT);
+    if (h->results != LUA_NOREF && !h->ctx->closed) luaL_unref(L, LUA_REGISTRYINDEX, h->results);
+    h->results = LUA_NOREF;
+    if (h->runner != NULL) h->runner->spawn = NULL;
+    return 0;
+}
+
+/* catena.gather(h1, h2, ...) or catena.gather{h1, h2, ...}: a table of the first result of
+ * each, awaited in order. The stack is [handles, results] so the loop can go on after an
+ * await yields (gather_k). */
+static int gather_from(lua_State *L, lua_Integer i) {
+    const lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+    for (; i <= n; i++) {
+        lua_pushcfunction(L, m_await);
+        lua_rawgeti(L, 1, i);
+        lua_callk(L, 1, 1, (lua_KContext)i, gather_k);
+        lua_rawseti(L, 2, i);
+    }
+    lua_settop(L, 2);
+    return 1;
+}
+
+static int gather_k(lua_State *L, int status, lua_KContext k) {
+    (void)status;
+    lua_rawseti(L, 2, (lua_Integer)k); /* the await that yielded has returned its value */
+    return gather_from(L, (lua_Integer)k + 1);
+}
+
+static int m_gather(lua_State *L) {
+    const int list = lua_gettop(L) == 1 && lua_istable(L, 1) && !luaL_testudata(L, 1, HANDLE_MT);
+    if (!list) {
+        const int n = lua_gettop(L);
+        lua_createtable(L, n, 0);
+        for (int i = 1; i <= n; i++) {
+            lua_pushvalue(L, i);
+            lua_rawseti(L, -2, i);
+        }
+        lua_replace(L, 1);
+    }
+    lua_settop(L, 1);
+    lua_createtable(L, (int)lua_rawlen(L, 1), 0);
+    return gather_from(L, 1);
+}
+
+typedef struct {
+    uv_timer_t h;
+    lco *co;
+    int *fired; /* plain code's flag, or NULL */
+} sleeper;
+
+static void sleeper_closed(uv_handle_t *h) {
+    free(h);
+}
+
+static void sleeper_fire(uv_timer_t *t) {
+    sleeper *s = (sleeper *)t;
+    if (s->fired != NULL) *s->fired = 1;
+    lco *c = s->co;
+    s->co = NULL;
+    uv_close((uv_handle_t *)t, sleeper_closed);
+    if (c != NULL) {
+        if (c->dead) {
+            co_drop_hold(c);
+        } else {
+            c->holds--;
+            co_resume(c, 0);
+        }
+    }
+}
+
+static int sleep_k(lua_State *L, int status, lua_KContext k) {
+    (void)L, (void)status, (void)k;
+    return 0;
+}
+
+static int m_sleep(lua_State *L) {
+    const double ms = luaL_checknumber(L, 1);
+    if (!(ms >= 0)) luaL_argerror(L, 1, "milliseconds must be >= 0");
+    lctx *ctx = get_ctx(L);
+    sleeper *s = calloc(1, sizeof *s);
+    if (s == NULL) luaL_error(L, "catena: out of memory");
+    uv_timer_init(&ctx->loop, &s->h);
+    uv_update_time(&ctx->loop);
+    uv_timer_start(&s->h, sleeper_fire, (uint64_t)(ms + 0.5), 0);
+    lco *c = current_co(L);
+    if (c != NULL) {
+        s->co = c;
+        c->holds++;
+        c->waiting = 1;
+        return lua_yieldk(L, 0, 0, sleep_k);
+    }
+    /* Plain code: run the loop (other chains go on) until the timer fires; s is freed by
+     * its close callback. */
+    int fired = 0;
+    s->fired = &fired;
+    while (!fired)
+        pump(L, ctx);
+    return 0;
+}
+
+static int m_array(lua_State *L) {
+    if (lua_isnoneornil(L, 1)) lua_newtable(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    luaL_setmetatable(L, CTN_L_ARRAY);
+    return 1;
+}
+
+static int m_document(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_getfield(L, 1, "page_content");
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "catena.document{...}: page_content must be a string");
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "metadata");
+    if (lua_isnil(L, -1)) {
+        lua_newtable(L);
+        lua_setfield(L, 1, "metadata");
+    }
+    lua_pop(L, 1);
+    luaL_setmetatable(L, CTN_L_DOCUMENT);
+    return 1;
+}
+
+/* ==== the module ============================================================================ */
+
+static void close_handle(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static int ctx_gc(lua_State *L) {
+    lctx *ctx = lua_touserdata(L, 1);
+    if (ctx->closed) return 0;
+    ctx->closed = 1;
+    /* Close what is left (timers of abandoned waits) and let libuv finish the closes. */
+    uv_walk(&ctx->loop, close_handle, NULL);
+    uv_run(&ctx->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&ctx->loop);
+    for (lco *c = ctx->idle; c != NULL;) {
+        lco *n = c->next_idle;
+        free(c);
+        c = n;
+    }
+    ctx->idle = NULL;
+    return 0;
+}
+
+static const luaL_Reg runnable_methods[] = {
+    {"invoke", r_invoke},
+    {"batch", r_batch},
+    {"stream", r_stream},
+    {"stream_events", r_stream_events},
+    {"with", r_with},
+    {"named", r_named},
+    {"with_fallbacks", r_with_fallbacks},
+    {"with_retry", r_with_retry},
+    {"with_timeout", r_with_timeout},
+    {"map", r_map},
+    {"describe", r_describe},
+    {"graph", r_graph},
+    {"mermaid", r_mermaid},
+    {"pipe", r_bor},
+    {NULL, NULL},
+};
+
+static const luaL_Reg module_functions[] = {
+    {"lambda", m_lambda},     {"runnable", m_runnable}, {"passthrough", m_passthrough},
+    {"parallel", m_parallel}, {"assign", m_assign},     {"pick", m_pick},
+    {"branch", m_branch},     {"router", m_router},     {"spawn", m_spawn},
+    {"await", m_await},       {"gather", m_gather},     {"sleep", m_sleep},
+    {"array", m_array},       {"document", m_document}, {NULL, NULL},
+};
+
+int luaopen_catena(lua_State *L) {
+    /* The context: one loop per Lua state, created once. */
+    lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lctx *ctx = lua_newuserdatauv(L, sizeof *ctx, 0);
+        memset(ctx, 0, sizeof *ctx);
+        if (uv_loop_init(&ctx->loop) != 0) luaL_error(L, "catena: cannot create the event loop");
+        lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+        ctx->main = lua_tothread(L, -1);
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushcfunction(L, ctx_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY);
+        lua_newtable(L);
+        lua_setfield(L, LUA_REGISTRYINDEX, COS_KEY);
+    } else {
+        lua_pop(L, 1);
+    }
+    if (luaL_newmetatable(L, CTN_L_RUNNABLE)) {
+        luaL_newlib(L, runnable_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, r_bor);
+        lua_setfield(L, -2, "__bor");
+        lua_pushcfunction(L, r_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, r_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, CTN_L_ERROR)) {
+        lua_pushcfunction(L, err_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    luaL_newmetatable(L, CTN_L_DOCUMENT);
+    lua_pop(L, 1);
+    luaL_newmetatable(L, CTN_L_ARRAY);
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, HANDLE_MT)) {
+        lua_pushcfunction(L, handle_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    luaL_newlib(L, module_functions);
+    ctn_l_push_null(L);
+    lua_setfield(L, -2, "null");
+    lua_pushstring(L, CTN_VERSION);
+    lua_setfield(L, -2, "version");
+    return 1;
+}

@@ -1,0 +1,38 @@
+/*
+ * The catena Lua module (lua/l_*.c): what its files share. The module is linked into the
+ * catena command (catena run, repl) and built as catena.so for a stock lua5.4
+ * (require "catena").
+ *
+ * Values: Lua values convert to chain values (chains/value.h) and back exactly:
+ *   nil / catena.null <-> null (inside tables catena.null stands for null, so arrays keep
+ *   their length), booleans, integers <-> integers, floats <-> doubles, strings <-> byte
+ *   strings, sequences 1..n <-> arrays (an empty table is an object unless made with
+ *   catena.array{}), tables with string keys <-> objects, catena.document{...} <->
+ *   documents.
+ */
+#ifndef CTN_L_CATENA_H
+#define CTN_L_CATENA_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "chain.h"
+#include "value.h"
+
+/* Registry / metatable names. */
+#define CTN_L_RUNNABLE "catena.runnable"
+#define CTN_L_DOCUMENT "catena.document"
+#define CTN_L_ARRAY    "catena.array"
+#define CTN_L_ERROR    "catena.error"
+
+/* Pushes v as a Lua value (top: nil for null when top is set, catena.null inside). */
+void ctn_l_push_val(lua_State *L, const ctn_val *v, int top);
+/* The value at idx as a chain value; NULL with a message naming the place in err (e.g.
+ * "input.items[3]: a function cannot be a chain value"). where names the value. */
+ctn_val *ctn_l_to_val(lua_State *L, int idx, const char *where, char *err, size_t errcap);
+/* Pushes catena.null (a light userdata). */
+void ctn_l_push_null(lua_State *L);
+
+int luaopen_catena(lua_State *L);
+
+#endif
