@@ -354,27 +354,30 @@ static ctn_node *table_parallel(lua_State *L, int idx, int assign, const char *w
     return p;
 }
 
+/* A lambda node for the function at idx (a new reference; raises when memory runs out). */
+static ctn_node *lambda_node(lua_State *L, int idx, const char *name) {
+    lambda_ud *u = malloc(sizeof *u);
+    if (u == NULL) luaL_error(L, "catena: out of memory");
+    lua_pushvalue(L, idx);
+    u->fn = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    u->L = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    ctn_node *n = ctn_node_custom(&lambda_ops, u, name);
+    if (n == NULL) {
+        luaL_unref(L, LUA_REGISTRYINDEX, u->fn);
+        free(u);
+        luaL_error(L, "catena: out of memory");
+    }
+    return n;
+}
+
 /* A node for the runnable-like value at idx (a runnable, a function, a table of them); a
  * new reference. Raises on anything else. */
 static ctn_node *coerce(lua_State *L, int idx, const char *what) {
     ctn_node **r = luaL_testudata(L, idx, CTN_L_RUNNABLE);
     if (r != NULL) return ctn_node_ref(*r);
-    if (lua_isfunction(L, idx)) {
-        lambda_ud *u = malloc(sizeof *u);
-        if (u == NULL) luaL_error(L, "catena: out of memory");
-        lua_pushvalue(L, idx);
-        u->fn = luaL_ref(L, LUA_REGISTRYINDEX);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-        u->L = lua_tothread(L, -1);
-        lua_pop(L, 1);
-        ctn_node *n = ctn_node_custom(&lambda_ops, u, NULL);
-        if (n == NULL) {
-            luaL_unref(L, LUA_REGISTRYINDEX, u->fn);
-            free(u);
-            luaL_error(L, "catena: out of memory");
-        }
-        return n;
-    }
+    if (lua_isfunction(L, idx)) return lambda_node(L, idx, NULL);
     if (lua_istable(L, idx)) {
         ctn_node *p = table_parallel(L, idx, 0, what);
         if (p == NULL) luaL_error(L, "catena: out of memory");
@@ -1025,11 +1028,11 @@ static int r_mermaid(lua_State *L) {
 
 /* ---- module functions ---- */
 
+/* catena.lambda(fn [, name]) */
 static int m_lambda(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
-    ctn_node *n = coerce(L, 1, "lambda");
-    if (!lua_isnoneornil(L, 2)) n = ctn_node_named(n, luaL_checkstring(L, 2));
-    push_runnable(L, n);
+    const char *name = luaL_optstring(L, 2, NULL);
+    push_runnable(L, lambda_node(L, 1, name));
     return 1;
 }
 

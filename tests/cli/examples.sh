@@ -5,8 +5,14 @@ CATENA="${CATENA:-build/catena}"
 MODEL="${CTN_SHARED:-../shared}/models/stories260K.gguf"
 pass=0
 fail=0
-for ex in examples/*.sh; do
-    if sh "$ex" "$MODEL" "$CATENA" >/tmp/catena-example.$$ 2>&1; then
+# Shell examples take the model and the command; Lua examples run with `catena run` and
+# find the model in CATENA_MODEL.
+for ex in examples/*.sh examples/*.lua; do
+    case "$ex" in
+    *.lua) set -- env CATENA_MODEL="$MODEL" "$CATENA" run "$ex" ;;
+    *) set -- sh "$ex" "$MODEL" "$CATENA" ;;
+    esac
+    if "$@" >/tmp/catena-example.$$ 2>&1; then
         pass=$((pass + 1))
         echo "ok   $ex"
     else
