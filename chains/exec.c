@@ -959,9 +959,28 @@ static char *path_element(const ctn_task *x, const ctn_task *c) {
 char *ctn_task_path(const ctn_task *t) {
     char *path = dupstr("");
     const ctn_task *c = NULL;
+    const char *carry = NULL; /* the key of a named parallel's branch, for the name */
     for (const ctn_task *x = t; x != NULL && path != NULL; c = x, x = x->parent) {
+        const ctn_node *n = x->node;
         char *e = path_element(x, c);
-        if (e == NULL) continue;
+        if (e == NULL) {
+            if (c != NULL && c->key != NULL &&
+                (n->kind == CTN_NODE_PARALLEL || n->kind == CTN_NODE_ASSIGN))
+                carry = c->key;
+            continue;
+        }
+        if (carry != NULL && n->kind == CTN_NODE_BIND && n->name != NULL) {
+            const size_t len = strlen(e) + strlen(carry) + 2;
+            char *k = malloc(len);
+            if (k != NULL) snprintf(k, len, "%s.%s", e, carry);
+            free(e);
+            e = k;
+            if (e == NULL) {
+                free(path);
+                return NULL;
+            }
+        }
+        carry = NULL;
         const size_t len = strlen(e) + strlen(path) + 4;
         char *p = malloc(len);
         if (p != NULL) snprintf(p, len, "%s%s%s", e, *path ? " > " : "", path);

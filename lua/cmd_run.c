@@ -21,15 +21,23 @@ static int traceback(lua_State *L) {
 }
 
 static int usage(FILE *f) {
-    fprintf(f, "usage: catena run SCRIPT.lua [ARGS...]\n"
+    fprintf(f, "usage: catena run [--trace] SCRIPT.lua [ARGS...]\n"
                "  Runs a Lua chain script; require \"catena\" gives the chain library.\n"
-               "  SCRIPT - reads the script from stdin.\n");
+               "  SCRIPT - reads the script from stdin.\n"
+               "  --trace  print each run's trace tree (node, time, output, tokens, error) to "
+               "stderr\n");
     return f == stderr ? 2 : 0;
 }
 
 int ctn_cmd_run(int argc, char **argv) {
     if (argc < 2) return usage(stderr);
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) return usage(stdout);
+    int trace = 0;
+    if (!strcmp(argv[1], "--trace")) {
+        trace = 1;
+        argc--, argv++;
+        if (argc < 2) return usage(stderr);
+    }
     const char *script = argv[1];
     lua_State *L = luaL_newstate();
     if (L == NULL) {
@@ -41,6 +49,11 @@ int ctn_cmd_run(int argc, char **argv) {
     lua_pushcfunction(L, luaopen_catena);
     lua_setfield(L, -2, "catena");
     lua_pop(L, 1);
+    if (trace) {
+        luaL_requiref(L, "catena", luaopen_catena, 0);
+        lua_pop(L, 1);
+        ctn_l_set_print_trace(L, 1);
+    }
     /* arg: the script at 0, its arguments from 1, the command before it at -1. */
     lua_createtable(L, argc - 2, 2);
     lua_pushstring(L, "catena run");

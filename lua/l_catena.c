@@ -30,6 +30,7 @@ typedef struct {
     int running; /* uv_run calls in progress (the loop cannot be run again inside one) */
     lco *idle;   /* finished coroutines kept for reuse */
     int closed;
+    int print_trace; /* catena run --trace: each top-level run's trace tree to stderr */
 } lctx;
 
 #define CTX_KEY "catena.ctx"
@@ -462,7 +463,8 @@ typedef struct run_wait {
     ctn_val **chunks;
     size_t nchunks, capchunks, head;
     int events;
-    int own; /* who frees it: OWN_CALL (the waiting call), OWN_BOX (a stream), OWN_BATCH */
+    int print_trace; /* print the trace tree when it ends */
+    int own;         /* who frees it: OWN_CALL (the waiting call), OWN_BOX (a stream), OWN_BATCH */
     struct bstate *batch; /* the batch it belongs to, or NULL */
 } run_wait;
 
@@ -616,6 +618,10 @@ static run_wait *start_wait(lua_State *L, ctn_node *root, int input_idx, int cfg
     }
     w->ctx = ctx;
     w->events = (flags & CTN_RUN_EVENTS) != 0;
+    if (ctx->print_trace && current_co(L) == NULL) {
+        w->print_trace = 1;
+        flags |= CTN_RUN_TRACE;
+    }
     ctn_run_callbacks cb = {.on_done = w_done,
                             .on_chunk = (flags & CTN_RUN_STREAM) && !w->events ? w_chunk : NULL,
                             .on_event = w->events ? w_event : NULL,
@@ -632,6 +638,11 @@ static run_wait *start_wait(lua_State *L, ctn_node *root, int input_idx, int cfg
 
 /* Pushes a finished wait's result, or raises its error (freeing w either way). */
 static int finish_wait(lua_State *L, run_wait *w) {
+    if (w->print_trace && w->run != NULL) {
+        char *t = ctn_run_trace_text(w->run);
+        if (t != NULL) fprintf(stderr, "-- trace\n%s", t);
+        free(t);
+    }
     if (w->code != 0) {
         char msg[1024], path[512];
         snprintf(msg, sizeof msg, "%s", w->message ? w->message : ctn_strerror(w->code));
@@ -1451,6 +1462,11 @@ static const luaL_Reg module_functions[] = {
     {"await", m_await},       {"gather", m_gather},     {"sleep", m_sleep},
     {"array", m_array},       {"document", m_document}, {NULL, NULL},
 };
+
+void ctn_l_set_print_trace(lua_State *L, int on) {
+    lctx *ctx = get_ctx(L);
+    if (ctx != NULL) ctx->print_trace = on;
+}
 
 int luaopen_catena(lua_State *L) {
     /* The context: one loop per Lua state, created once. */

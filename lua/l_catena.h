@@ -34,5 +34,8 @@ ctn_val *ctn_l_to_val(lua_State *L, int idx, const char *where, char *err, size_
 void ctn_l_push_null(lua_State *L);
 
 int luaopen_catena(lua_State *L);
+/* Prints the trace tree of every top-level run of L to stderr when on (catena run --trace);
+ * the module must be loaded. */
+void ctn_l_set_print_trace(lua_State *L, int on);
 
 #endif

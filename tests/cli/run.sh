@@ -1,0 +1,42 @@
+#!/bin/sh
+# catena run: a script's arguments reach arg, a failing script exits 1 with the error (and a
+# catena error's node path), --trace prints the trace tree of each run to stderr, and bad
+# usage exits 2.
+set -u
+CATENA="${CATENA:-build/catena}"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+check() { # description, condition
+    if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi
+}
+
+cat > "$tmp/args.lua" <<'LUA'
+local catena = require("catena")
+print(arg[0]:match("args.lua$") ~= nil, arg[1], arg[2], select("#", ...))
+print((catena.lambda(function(x) return x * 2 end)):invoke(tonumber(arg[1])))
+LUA
+out=$("$CATENA" run "$tmp/args.lua" 21 b 2>&1)
+check "arguments reach arg and ..." '[ "$out" = "$(printf "true\t21\tb\t2\n42")" ]'
+
+cat > "$tmp/fail.lua" <<'LUA'
+local catena = require("catena")
+local bad = catena.lambda(function() error("no index", 0) end, "retriever")
+catena.parallel{ context = bad }:named("rag"):invoke(1)
+LUA
+"$CATENA" run "$tmp/fail.lua" > "$tmp/out" 2> "$tmp/err"
+rc=$?
+check "a failing script exits 1" '[ $rc = 1 ]'
+check "the error names the node path" 'grep -q "rag.context > retriever: no index" "$tmp/err"'
+
+"$CATENA" run --trace "$tmp/args.lua" 5 x > "$tmp/out" 2> "$tmp/err"
+check "--trace prints a trace tree to stderr" 'grep -q "^lambda  [0-9.]* ms  -> 10$" "$tmp/err"'
+check "--trace leaves stdout alone" '[ "$(tail -n 1 "$tmp/out")" = 10 ]'
+
+"$CATENA" run > /dev/null 2>&1
+check "no script is a usage error (2)" '[ $? = 2 ]'
+"$CATENA" run "$tmp/missing.lua" > /dev/null 2> "$tmp/err"
+check "a missing script exits 1 naming it" '[ $? = 1 ] && grep -q "missing.lua" "$tmp/err"'
+printf 'print("from stdin")' | "$CATENA" run - > "$tmp/out" 2>&1
+check "- reads the script from stdin" 'grep -q "from stdin" "$tmp/out"'
+exit $fail
