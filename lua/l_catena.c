@@ -15,6 +15,7 @@
 
 #include "error.h"
 #include "l_catena.h"
+#include "trace_db.h"
 
 #ifndef CTN_VERSION
 #define CTN_VERSION "unknown"
@@ -30,7 +31,8 @@ typedef struct {
     int running; /* uv_run calls in progress (the loop cannot be run again inside one) */
     lco *idle;   /* finished coroutines kept for reuse */
     int closed;
-    int print_trace; /* catena run --trace: each top-level run's trace tree to stderr */
+    int print_trace;   /* catena run --trace: each top-level run's trace tree to stderr */
+    ctn_trace_db *tdb; /* catena.trace.sqlite: where top-level runs are recorded, or NULL */
 } lctx;
 
 #define CTX_KEY "catena.ctx"
@@ -464,6 +466,7 @@ typedef struct run_wait {
     size_t nchunks, capchunks, head;
     int events;
     int print_trace; /* print the trace tree when it ends */
+    int record;      /* record it in the context's trace database */
     int own;         /* who frees it: OWN_CALL (the waiting call), OWN_BOX (a stream), OWN_BATCH */
     struct bstate *batch; /* the batch it belongs to, or NULL */
 } run_wait;
@@ -572,6 +575,10 @@ static void w_event(void *ud, const ctn_event *ev) {
 static void wait_free(run_wait *w) {
     if (w == NULL) return;
     w->co = NULL; /* its run's cancellation below must not wake anyone */
+    if (w->record && w->run != NULL && ctn_run_ended(w->run) && w->ctx->tdb != NULL) {
+        ctn_chain_err e = {w->code, w->message, w->path};
+        ctn_trace_db_record(w->ctx->tdb, w->run, NULL, w->code != 0 ? &e : NULL);
+    }
     if (w->run != NULL) ctn_run_free(w->run);
     ctn_val_unref(w->out);
     for (size_t i = w->head; i < w->nchunks; i++)
@@ -618,9 +625,10 @@ static run_wait *start_wait(lua_State *L, ctn_node *root, int input_idx, int cfg
     }
     w->ctx = ctx;
     w->events = (flags & CTN_RUN_EVENTS) != 0;
-    if (ctx->print_trace && current_co(L) == NULL) {
-        w->print_trace = 1;
-        flags |= CTN_RUN_TRACE;
+    if (current_co(L) == NULL) {
+        if (ctx->print_trace) w->print_trace = 1;
+        if (ctx->tdb != NULL) w->record = 1;
+        if (w->print_trace || w->record) flags |= CTN_RUN_TRACE;
     }
     ctn_run_callbacks cb = {.on_done = w_done,
                             .on_chunk = (flags & CTN_RUN_STREAM) && !w->events ? w_chunk : NULL,
@@ -1413,6 +1421,65 @@ static int m_document(lua_State *L) {
     return 1;
 }
 
+/* ---- catena.trace ---- */
+
+#define TRACEDB_MT "catena.tracedb"
+
+/* catena.trace.sqlite(path): records every top-level run of this state into path; returns
+ * a handle (:runs(), :error(), :close()). A second call replaces the first database. */
+static int m_trace_sqlite(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    lctx *ctx = get_ctx(L);
+    char err[512];
+    ctn_trace_db *db = NULL;
+    if (ctn_trace_db_open(&ctx->loop, path, &db, err, sizeof err) < 0)
+        return raise_err(L, CTN_EIO, err, "");
+    if (ctx->tdb != NULL) ctn_trace_db_close(ctx->tdb);
+    ctx->tdb = db;
+    ctn_trace_db **h = lua_newuserdatauv(L, sizeof *h, 0);
+    *h = db;
+    luaL_setmetatable(L, TRACEDB_MT);
+    return 1;
+}
+
+static ctn_trace_db *check_tdb(lua_State *L) {
+    ctn_trace_db **h = luaL_checkudata(L, 1, TRACEDB_MT);
+    lctx *ctx = get_ctx(L);
+    if (*h == NULL || ctx->tdb != *h) luaL_error(L, "catena: this trace database is closed");
+    return *h;
+}
+
+static int tdb_runs(lua_State *L) {
+    ctn_trace_db *db = check_tdb(L);
+    /* Writes go through the thread pool: let pending ones finish first. */
+    lctx *ctx = get_ctx(L);
+    if (ctx->running == 0) uv_run(&ctx->loop, UV_RUN_NOWAIT);
+    lua_pushinteger(L, ctn_trace_db_runs(db));
+    return 1;
+}
+
+static int tdb_error(lua_State *L) {
+    const char *e = ctn_trace_db_error(check_tdb(L));
+    if (e == NULL) return 0;
+    lua_pushstring(L, e);
+    return 1;
+}
+
+static int tdb_close(lua_State *L) {
+    ctn_trace_db **h = luaL_checkudata(L, 1, TRACEDB_MT);
+    lctx *ctx = get_ctx(L);
+    if (*h != NULL && ctx->tdb == *h) {
+        ctn_trace_db_close(*h);
+        ctx->tdb = NULL;
+        /* Let the queued writes finish, so the file is complete when close returns. */
+        if (ctx->running == 0 && !ctx->closed)
+            while (uv_run(&ctx->loop, UV_RUN_ONCE) != 0 && uv_loop_alive(&ctx->loop))
+                ;
+    }
+    *h = NULL;
+    return 0;
+}
+
 /* ==== the module ============================================================================ */
 
 static void close_handle(uv_handle_t *h, void *arg) {
@@ -1423,6 +1490,8 @@ static void close_handle(uv_handle_t *h, void *arg) {
 static int ctx_gc(lua_State *L) {
     lctx *ctx = lua_touserdata(L, 1);
     if (ctx->closed) return 0;
+    if (ctx->tdb != NULL) ctn_trace_db_close(ctx->tdb); /* freed when its writes are done */
+    ctx->tdb = NULL;
     ctx->closed = 1;
     /* Close what is left (timers of abandoned waits) and let libuv finish the closes. */
     uv_walk(&ctx->loop, close_handle, NULL);
@@ -1514,7 +1583,20 @@ int luaopen_catena(lua_State *L) {
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
+    if (luaL_newmetatable(L, TRACEDB_MT)) {
+        static const luaL_Reg m[] = {
+            {"runs", tdb_runs}, {"error", tdb_error}, {"close", tdb_close}, {NULL, NULL}};
+        luaL_newlib(L, m);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, tdb_close);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
     luaL_newlib(L, module_functions);
+    lua_newtable(L);
+    lua_pushcfunction(L, m_trace_sqlite);
+    lua_setfield(L, -2, "sqlite");
+    lua_setfield(L, -2, "trace");
     ctn_l_push_null(L);
     lua_setfield(L, -2, "null");
     lua_pushstring(L, CTN_VERSION);
