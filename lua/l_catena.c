@@ -8,6 +8,7 @@
  * same calls made from plain code (the main chunk of a script, the REPL) run the loop
  * until the work is done instead.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,8 +32,10 @@ typedef struct {
     int running; /* uv_run calls in progress (the loop cannot be run again inside one) */
     lco *idle;   /* finished coroutines kept for reuse */
     int closed;
-    int print_trace;   /* catena run --trace: each top-level run's trace tree to stderr */
-    ctn_trace_db *tdb; /* catena.trace.sqlite: where top-level runs are recorded, or NULL */
+    int print_trace;    /* catena run --trace: each top-level run's trace tree to stderr */
+    ctn_trace_db *tdb;  /* catena.trace.sqlite: where top-level runs are recorded, or NULL */
+    uv_signal_t sigint; /* the REPL's Ctrl-C watch (ctn_l_watch_interrupt) */
+    int watching, interrupted;
 } lctx;
 
 #define CTX_KEY "catena.ctx"
@@ -590,7 +593,9 @@ static void wait_free(run_wait *w) {
 }
 
 /* Runs the loop once; raises when nothing is left that could finish the wait. */
-static void pump(lua_State *L, lctx *ctx) {
+/* Runs the loop once for a wait in plain code; returns 1 when Ctrl-C was pressed (the
+ * REPL's interrupt watch): the caller cancels what it waits for. */
+static int pump(lua_State *L, lctx *ctx) {
     if (ctx->running > 0)
         luaL_error(L, "catena: cannot wait here: this code runs inside the event loop but not "
                       "in a chain lambda or catena.spawn (wait there, or spawn)");
@@ -600,6 +605,11 @@ static void pump(lua_State *L, lctx *ctx) {
     ctx->running++;
     uv_run(&ctx->loop, UV_RUN_ONCE);
     ctx->running--;
+    if (ctx->interrupted) {
+        ctx->interrupted = 0;
+        return 1;
+    }
+    return 0;
 }
 
 /* Starts root on the value at input_idx with the config table at cfg_idx (0: none). */
@@ -689,7 +699,7 @@ static int r_invoke(lua_State *L) {
         lco *c = current_co(L);
         if (c != NULL) return yield_for(L, c, w, invoke_k);
         while (!w->done)
-            pump(L, w->ctx);
+            if (pump(L, w->ctx)) ctn_run_cancel(w->run);
     }
     return finish_wait(L, w);
 }
@@ -774,7 +784,9 @@ static int batch_go(lua_State *L, bstate *b) {
         if (c == NULL) {
             for (int i = from; i < upto; i++)
                 while (!b->w[i]->done)
-                    pump(L, ctx);
+                    if (pump(L, ctx))
+                        for (int j = from; j < upto; j++)
+                            ctn_run_cancel(b->w[j]->run);
             continue;
         }
         b->pending = 0;
@@ -874,7 +886,7 @@ static int stream_iter(lua_State *L) {
             c->waiting = 1;
             return lua_yieldk(L, 0, (lua_KContext)box, stream_next_k);
         }
-        pump(L, w->ctx);
+        if (pump(L, w->ctx)) ctn_run_cancel(w->run);
     }
 }
 
@@ -1285,7 +1297,7 @@ static int m_await(lua_State *L) {
             return lua_yieldk(L, 0, (lua_KContext)h, await_k);
         }
         while (!h->done)
-            pump(L, h->ctx);
+            if (pump(L, h->ctx)) luaL_error(L, "catena: interrupted (the task goes on)");
     }
     return push_handle_results(L, h);
 }
@@ -1392,7 +1404,10 @@ static int m_sleep(lua_State *L) {
     int fired = 0;
     s->fired = &fired;
     while (!fired)
-        pump(L, ctx);
+        if (pump(L, ctx)) {
+            s->fired = NULL; /* the timer outlives this frame */
+            luaL_error(L, "catena: interrupted");
+        }
     return 0;
 }
 
@@ -1531,6 +1546,30 @@ static const luaL_Reg module_functions[] = {
     {"await", m_await},       {"gather", m_gather},     {"sleep", m_sleep},
     {"array", m_array},       {"document", m_document}, {NULL, NULL},
 };
+
+static void on_sigint(uv_signal_t *h, int signum) {
+    (void)signum;
+    lctx *ctx = h->data;
+    ctx->interrupted = 1;
+}
+
+int ctn_l_watch_interrupt(lua_State *L) {
+    lctx *ctx = get_ctx(L);
+    if (ctx == NULL || ctx->watching) return ctx == NULL ? -1 : 0;
+    if (uv_signal_init(&ctx->loop, &ctx->sigint) != 0) return -1;
+    ctx->sigint.data = ctx;
+    if (uv_signal_start(&ctx->sigint, on_sigint, SIGINT) != 0) return -1;
+    uv_unref((uv_handle_t *)&ctx->sigint); /* it does not keep the loop alive */
+    ctx->watching = 1;
+    return 0;
+}
+
+int ctn_l_take_interrupt(lua_State *L) {
+    lctx *ctx = get_ctx(L);
+    if (ctx == NULL || !ctx->interrupted) return 0;
+    ctx->interrupted = 0;
+    return 1;
+}
 
 void ctn_l_set_print_trace(lua_State *L, int on) {
     lctx *ctx = get_ctx(L);

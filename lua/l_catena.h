@@ -37,5 +37,10 @@ int luaopen_catena(lua_State *L);
 /* Prints the trace tree of every top-level run of L to stderr when on (catena run --trace);
  * the module must be loaded. */
 void ctn_l_set_print_trace(lua_State *L, int on);
+/* Ctrl-C (SIGINT) while plain code waits for a chain cancels the chain (it ends with
+ * "cancelled") instead of killing the process; for the REPL. 0 or -1. */
+int ctn_l_watch_interrupt(lua_State *L);
+/* Whether Ctrl-C came since the last call (and forgets it). */
+int ctn_l_take_interrupt(lua_State *L);
 
 #endif

@@ -4,6 +4,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "commands.h"
@@ -27,7 +28,8 @@ static const struct {
     {"generate", ctn_cmd_generate, "continue a prompt (-m MODEL.gguf -p PROMPT [-n N] ...)"},
     {"batch", ctn_cmd_batch,
      "run a JSONL file of prompts through one batching engine (-m M --prompts F.jsonl)"},
-    {"run", ctn_cmd_run, "run a Lua chain script (SCRIPT.lua [ARGS...])"},
+    {"run", ctn_cmd_run, "run a Lua chain script ([--trace] SCRIPT.lua [ARGS...])"},
+    {"repl", ctn_cmd_repl, "an interactive Lua session with the chain library (also: bare catena)"},
     {"bench", ctn_cmd_bench, "measure prefill and decode speed (-m MODEL.gguf), one JSON line"},
 };
 
@@ -41,7 +43,8 @@ static int usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) return usage(stderr);
+    /* Bare `catena` on a terminal is the REPL; elsewhere (a pipe, a script) the usage. */
+    if (argc < 2) return isatty(0) && isatty(1) ? ctn_cmd_repl(argc, argv) : usage(stderr);
     const char *cmd = argv[1];
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) return usage(stdout);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

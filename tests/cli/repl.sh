@@ -1,0 +1,41 @@
+#!/bin/sh
+# catena repl from a pipe: expressions print their values (JSON for tables, graphs for
+# runnables), statements run, a chunk continues over lines until complete, errors do not end
+# the session, :graph and :trace work, and Ctrl-C (SIGINT) cancels a running chain while
+# the session goes on.
+set -u
+CATENA="${CATENA:-build/catena}"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
+
+printf '%s\n' 'x = catena.lambda(function(v) return v * 2 end, "double")' '=x:invoke(21)' \
+    '{a = {1, 2}}' 'for i = 1,' '  2 do print("line", i) end' 'error("oops", 0)' \
+    ':graph x | x' '"after error"' ':trace' 'x:invoke(1)' ':nope' |
+    "$CATENA" repl > "$tmp/out" 2> "$tmp/err"
+rc=$?
+check "exits 0 at the end of input" '[ $rc = 0 ]'
+check "=expr prints the value" 'grep -qx 42 "$tmp/out"'
+check "tables print as JSON" 'grep -q "\"a\": \[" "$tmp/out"'
+check "a chunk continues over lines" 'grep -q "line	2" "$tmp/out"'
+check "errors are printed and the session goes on" 'grep -q oops "$tmp/err" && grep -q "\"after error\"" "$tmp/out"'
+check ":graph draws the runnable" 'grep -q "^|-- double (lambda)" "$tmp/out"'
+check ":trace prints trace trees" 'grep -q "^double (lambda)  [0-9.]* ms  -> 2" "$tmp/err"'
+check "unknown commands are named" 'grep -q "unknown command :nope" "$tmp/err"'
+
+# Ctrl-C during a long chain: the chain is cancelled, the session continues.
+{
+    printf '%s\n' 'slow = catena.lambda(function(v) catena.sleep(20000); return v end)'
+    printf '%s\n' 'slow:invoke(1)'
+    sleep 2
+    printf '%s\n' 'print("still here")'
+} | "$CATENA" repl > "$tmp/out2" 2> "$tmp/err2" &
+pid=$!
+sleep 1
+kill -INT "$pid" 2>/dev/null
+wait "$pid"
+rc=$?
+check "Ctrl-C cancels the chain" 'grep -q "cancelled" "$tmp/err2"'
+check "and the session goes on" 'grep -q "still here" "$tmp/out2" && [ $rc = 0 ]'
+exit $fail
