@@ -707,7 +707,7 @@ static int r_invoke(lua_State *L) {
 /* ---- batch ---- */
 
 /* Pushes the results table (raising the first error unless return_exceptions); frees the
- * waits. */
+ * waits and the array w. */
 static int batch_results(lua_State *L, run_wait **w, int n, int return_exceptions) {
     int first_err = -1;
     for (int i = 0; i < n; i++)
@@ -716,7 +716,8 @@ static int batch_results(lua_State *L, run_wait **w, int n, int return_exception
         run_wait *e = w[first_err];
         for (int i = 0; i < n; i++)
             if (i != first_err) wait_free(w[i]);
-        return finish_wait(L, e);
+        free(w);
+        return finish_wait(L, e); /* raises */
     }
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
@@ -738,6 +739,7 @@ static int batch_results(lua_State *L, run_wait **w, int n, int return_exception
         wait_free(w[i]);
         w[i] = NULL;
     }
+    free(w);
     return 1;
 }
 
@@ -810,9 +812,7 @@ static int batch_go(lua_State *L, bstate *b) {
     const int n = b->n, rex = b->rex;
     b->n = 0;
     bstate_free(L, b);
-    const int r = batch_results(L, w, n, rex); /* frees the waits, may raise */
-    free(w);
-    return r;
+    return batch_results(L, w, n, rex); /* frees w and the waits; may raise */
 }
 
 static int batch_k(lua_State *L, int status, lua_KContext k) {
@@ -1358,7 +1358,12 @@ typedef struct {
     int *fired; /* plain code's flag, or NULL */
 } sleeper;
 
+/* Marks the handles of sleepers (their data), so that closing the state frees them. */
+static const char sleeper_tag = 0;
+
 static void sleeper_closed(uv_handle_t *h) {
+    sleeper *s = (sleeper *)h;
+    if (s->co != NULL) co_drop_hold(s->co); /* closed before it fired: the state is closing */
     free(h);
 }
 
@@ -1390,6 +1395,7 @@ static int m_sleep(lua_State *L) {
     sleeper *s = calloc(1, sizeof *s);
     if (s == NULL) luaL_error(L, "catena: out of memory");
     uv_timer_init(&ctx->loop, &s->h);
+    s->h.data = (void *)&sleeper_tag;
     uv_update_time(&ctx->loop);
     uv_timer_start(&s->h, sleeper_fire, (uint64_t)(ms + 0.5), 0);
     lco *c = current_co(L);
@@ -1499,7 +1505,8 @@ static int tdb_close(lua_State *L) {
 
 static void close_handle(uv_handle_t *h, void *arg) {
     (void)arg;
-    if (!uv_is_closing(h)) uv_close(h, NULL);
+    if (uv_is_closing(h)) return;
+    uv_close(h, h->data == &sleeper_tag ? sleeper_closed : NULL);
 }
 
 static int ctx_gc(lua_State *L) {
