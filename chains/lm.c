@@ -1,0 +1,930 @@
+/*
+ * The model bridge (lm.h): one ctn_gen engine per (loop, model file), whose engine-thread
+ * callbacks are turned into loop-thread callbacks through a locked queue and a uv_async.
+ *
+ * Each request owns a byte buffer that the engine thread appends token text to, under the
+ * object's lock, queueing the request on a ready list the first time; the loop's async
+ * callback takes each ready request's bytes (swapping buffers, so the engine thread never
+ * waits on the caller), cuts them at UTF-8 character boundaries and delivers them. A
+ * request's end is a flag plus a copy of the engine's result on the same request, so the
+ * order of its text and its end is the order the engine produced them in.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "lm.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "gguf.h"
+#include "model.h"
+#include "vocab.h"
+
+/* ---- types ------------------------------------------------------------------------------- */
+
+typedef struct lm_req lm_req;
+
+struct lm_req {
+    ctn_lm *lm;
+    uint64_t handle; /* the engine's request id */
+    bool embed;
+    ctn_lm_callbacks cb;
+    void (*on_embd)(void *ud, const float *vec, int dim, int err, const char *msg);
+    void *ud;
+    lm_req *prev, *next; /* lm->reqs, in submission order (loop thread) */
+
+    /* Shared with the engine thread, under lm->lock. */
+    char *pend; /* token text not yet taken by the loop */
+    size_t n_pend, cap_pend;
+    bool queued; /* on lm->ready */
+    lm_req *qnext;
+    bool done; /* the engine's on_done came; the fields below are set */
+    bool oom;  /* the engine thread could not keep text or the embedding */
+    ctn_finish finish;
+    int64_t prompt_tokens, completion_tokens;
+    char errmsg[256];
+    float *vec; /* (dim) the embedding */
+    int dim;
+
+    /* Loop thread only. */
+    char *work; /* the buffer swapped out of pend, being delivered */
+    size_t cap_work;
+    char *text; /* everything delivered, NUL-terminated */
+    size_t n_text, cap_text;
+    unsigned char hold[4]; /* the start of a UTF-8 character whose rest has not come yet */
+    size_t n_hold;
+    bool text_oom;  /* the loop could not keep the text: the request fails */
+    bool cancelled; /* ctn_lm_cancel: no more on_text */
+    bool delivered; /* on_done has been called */
+};
+
+struct ctn_lm {
+    uv_loop_t *loop;
+    char *path; /* canonical */
+    ctn_lm_params params;
+    int refs;
+    ctn_lm *reg_next; /* the (loop, path) registry */
+
+    ctn_gguf *g; /* owns the mmapped weights the model points into */
+    ctn_vocab *v;
+    ctn_model *m;
+    ctn_gen *e;
+    char *chat_template, *bos_text, *eos_text;
+
+    uv_async_t async;
+    int outstanding; /* requests without on_done; the async is referenced while > 0 */
+    lm_req *reqs, *reqs_tail;
+
+    /* Reentrancy: callbacks in progress, a last close asked for inside one of them, the
+     * last close under way (no new requests, no further closes). */
+    int in_cb;
+    bool close_deferred;
+    bool closing;
+
+    pthread_mutex_t lock;
+    lm_req *ready, **ready_tail; /* requests with something to deliver */
+    /* Decode batch histogram: the step the engine thread last saw a token in, the tokens
+     * of that step so far, and the finished steps' buckets. */
+    int64_t cur_step;
+    int cur_count;
+    int64_t hist[CTN_LM_BATCH_BUCKETS];
+    int max_batch;
+};
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static ctn_lm *registry;
+
+/* ---- small helpers ----------------------------------------------------------------------- */
+
+static char *dup_n(const char *s, size_t n) {
+    char *d = malloc(n + 1);
+    if (d == NULL) return NULL;
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+/* Grows *buf to hold at least need bytes (doubling). 0 or CTN_ENOMEM. */
+static int reserve(char **buf, size_t *cap, size_t need) {
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 64;
+    while (c < need) {
+        if (c > SIZE_MAX / 2) return CTN_ENOMEM;
+        c *= 2;
+    }
+    char *p = realloc(*buf, c);
+    if (p == NULL) return CTN_ENOMEM;
+    *buf = p;
+    *cap = c;
+    return 0;
+}
+
+static int bucket_of(int n) {
+    int b = 0;
+    while (n > 1 && b < CTN_LM_BATCH_BUCKETS - 1) {
+        n >>= 1;
+        b++;
+    }
+    return b;
+}
+
+/* ---- the engine thread's side ------------------------------------------------------------ */
+
+/*
+ * Counts a sequence that got a token (or ended on EOS) in the engine's current step. The
+ * engine does not report its steps to a threaded caller (ctn_gen_step_info is for manual
+ * mode), but it bumps stats.steps before it samples a step's tokens, so the token callbacks
+ * that see one value of it belong to one step. Lock held.
+ */
+static void count_in_step(ctn_lm *lm, int64_t step) {
+    if (step != lm->cur_step) {
+        if (lm->cur_count > 0) lm->hist[bucket_of(lm->cur_count)]++;
+        lm->cur_step = step;
+        lm->cur_count = 0;
+    }
+    lm->cur_count++;
+    if (lm->cur_count > lm->max_batch) lm->max_batch = lm->cur_count;
+}
+
+/* Queues r for the loop (lock held). */
+static void make_ready(ctn_lm *lm, lm_req *r) {
+    if (r->queued) return;
+    r->queued = true;
+    r->qnext = NULL;
+    *lm->ready_tail = r;
+    lm->ready_tail = &r->qnext;
+}
+
+/* Takes r off the ready list (lock held). */
+static void unqueue(ctn_lm *lm, lm_req *r) {
+    lm_req **pp = &lm->ready;
+    while (*pp != NULL && *pp != r)
+        pp = &(*pp)->qnext;
+    if (*pp == NULL) return;
+    *pp = r->qnext;
+    if (lm->ready_tail == &r->qnext) lm->ready_tail = pp;
+    r->queued = false;
+    r->qnext = NULL;
+}
+
+static void append_pend(lm_req *r, const char *s, size_t n) {
+    if (n == 0 || r->oom) return;
+    if (reserve(&r->pend, &r->cap_pend, r->n_pend + n) < 0) {
+        r->oom = true;
+        return;
+    }
+    memcpy(r->pend + r->n_pend, s, n);
+    r->n_pend += n;
+}
+
+static void engine_on_token(void *ud, int64_t id, int32_t token, const char *text, size_t len) {
+    (void)id;
+    (void)token;
+    lm_req *r = ud;
+    ctn_lm *lm = r->lm;
+    ctn_gen_stats st;
+    ctn_gen_get_stats(lm->e, &st);
+    pthread_mutex_lock(&lm->lock);
+    count_in_step(lm, st.steps);
+    if (text != NULL) append_pend(r, text, len);
+    make_ready(lm, r);
+    pthread_mutex_unlock(&lm->lock);
+    uv_async_send(&lm->async);
+}
+
+static void engine_on_embedding(void *ud, int64_t id, const float *v, int64_t n) {
+    (void)id;
+    lm_req *r = ud;
+    float *copy = n > 0 && n <= INT_MAX ? malloc((size_t)n * sizeof *copy) : NULL;
+    if (copy != NULL) memcpy(copy, v, (size_t)n * sizeof *copy);
+    pthread_mutex_lock(&r->lm->lock);
+    free(r->vec);
+    r->vec = copy;
+    r->dim = copy != NULL ? (int)n : 0;
+    if (copy == NULL) r->oom = true;
+    pthread_mutex_unlock(&r->lm->lock);
+}
+
+static void engine_on_done(void *ud, int64_t id, const ctn_gen_result *res) {
+    (void)id;
+    lm_req *r = ud;
+    ctn_lm *lm = r->lm;
+    /* A sequence that ends on EOS was in the step's batch but passes no token. */
+    ctn_gen_stats st;
+    if (res->finish == CTN_FINISH_EOS && !r->embed) ctn_gen_get_stats(lm->e, &st);
+    pthread_mutex_lock(&lm->lock);
+    if (res->finish == CTN_FINISH_EOS && !r->embed) count_in_step(lm, st.steps);
+    if (res->text != NULL) append_pend(r, res->text, res->text_len);
+    r->finish = res->finish;
+    r->prompt_tokens = res->prompt_tokens;
+    r->completion_tokens = res->completion_tokens;
+    snprintf(r->errmsg, sizeof r->errmsg, "%s", res->error != NULL ? res->error : "");
+    r->done = true;
+    make_ready(lm, r);
+    pthread_mutex_unlock(&lm->lock);
+    uv_async_send(&lm->async);
+}
+
+/* ---- the loop thread's side -------------------------------------------------------------- */
+
+/*
+ * Length of the valid UTF-8 character at s (n bytes available): 1..4; 0 when it may be valid
+ * but is cut short; -1 when the first byte cannot start a valid character here (a stray
+ * continuation byte, an overlong form, a surrogate, past U+10FFFF).
+ */
+static int utf8_char(const unsigned char *s, size_t n) {
+    const unsigned char c = s[0];
+    if (c < 0x80) return 1;
+    int len;
+    unsigned char lo = 0x80, hi = 0xBF; /* the allowed range of the second byte */
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else {
+        return -1;
+    }
+    for (int i = 1; i < len; i++) {
+        if ((size_t)i >= n) return 0;
+        const unsigned char lo_i = i == 1 ? lo : 0x80, hi_i = i == 1 ? hi : 0xBF;
+        if (s[i] < lo_i || s[i] > hi_i) return -1;
+    }
+    return len;
+}
+
+static void add_text(lm_req *r, const void *s, size_t n) {
+    if (r->text_oom) return;
+    if (reserve(&r->text, &r->cap_text, r->n_text + n + 1) < 0) {
+        r->text_oom = true;
+        return;
+    }
+    memcpy(r->text + r->n_text, s, n);
+    r->n_text += n;
+    r->text[r->n_text] = '\0';
+}
+
+/*
+ * Appends the held bytes and then data to r->text as valid UTF-8: bytes that cannot be part
+ * of a character become U+FFFD, and the start of a character cut short at the end is held
+ * for the next call (or, at the end of the stream, becomes U+FFFD).
+ */
+static void take_utf8(lm_req *r, const char *data, size_t n, bool final) {
+    static const char replacement[] = "\xEF\xBF\xBD";
+    size_t i = 0;
+    if (data == NULL) data = ""; /* a buffer never grown: nothing came yet */
+    if (r->n_hold > 0) {
+        /* First complete the held character from the start of data. The held bytes are a
+         * lead byte and valid continuation bytes, so the outcome is what reading them
+         * together with data would give: the whole character, or (when it turns out
+         * invalid, or the stream ends) one U+FFFD per held byte, each a byte that starts no
+         * character, and data read from its start. */
+        unsigned char buf[8];
+        size_t k = r->n_hold;
+        memcpy(buf, r->hold, k);
+        while (k < 4 && i < n)
+            buf[k++] = (unsigned char)data[i++];
+        const int len = utf8_char(buf, k);
+        if (len > 0) {
+            add_text(r, buf, (size_t)len);
+            i = (size_t)len - r->n_hold;
+        } else if (len == 0 && !final) {
+            memcpy(r->hold, buf, k);
+            r->n_hold = k;
+            return;
+        } else {
+            const size_t bad = len == 0 ? k : r->n_hold;
+            for (size_t j = 0; j < bad; j++)
+                add_text(r, replacement, 3);
+            i = len == 0 ? n : 0;
+        }
+        r->n_hold = 0;
+    }
+    size_t start = i; /* a run of valid bytes is copied at once */
+    while (i < n) {
+        const int len = utf8_char((const unsigned char *)data + i, n - i);
+        if (len > 0) {
+            i += (size_t)len;
+            continue;
+        }
+        add_text(r, data + start, i - start);
+        if (len == 0 && !final) {
+            memcpy(r->hold, data + i, n - i);
+            r->n_hold = n - i;
+            return;
+        }
+        add_text(r, replacement, 3);
+        i++;
+        start = i;
+    }
+    add_text(r, data + start, n - start);
+}
+
+/* The engine's failure, as a CTN_E* code. The engine reports failures as text only. */
+static int error_code(const lm_req *r) {
+    if (r->oom || r->text_oom || strstr(r->errmsg, "out of memory") != NULL) return CTN_ENOMEM;
+    return CTN_ECHAIN;
+}
+
+static void unlink_req(ctn_lm *lm, lm_req *r) {
+    if (r->prev != NULL)
+        r->prev->next = r->next;
+    else
+        lm->reqs = r->next;
+    if (r->next != NULL)
+        r->next->prev = r->prev;
+    else
+        lm->reqs_tail = r->prev;
+    r->prev = r->next = NULL;
+}
+
+static void free_req(lm_req *r) {
+    free(r->pend);
+    free(r->work);
+    free(r->text);
+    free(r->vec);
+    free(r);
+}
+
+/* Calls r's on_done (loop thread). The request is freed afterwards, except while the last
+ * close is under way: then the close callback frees every request at once, so that nothing
+ * a caller's callback can do leaves a dangling request behind. */
+static void finish_req(ctn_lm *lm, lm_req *r) {
+    r->delivered = true;
+    if (--lm->outstanding == 0 && !lm->closing) uv_unref((uv_handle_t *)&lm->async);
+    const bool failed = r->finish == CTN_FINISH_ERROR || r->oom || r->text_oom;
+    lm->in_cb++;
+    if (r->embed) {
+        if (r->on_embd != NULL) {
+            if (failed)
+                r->on_embd(r->ud, NULL, 0, error_code(r),
+                           r->errmsg[0] ? r->errmsg : "out of memory keeping the embedding");
+            else if (r->finish == CTN_FINISH_CANCELLED)
+                r->on_embd(r->ud, NULL, 0, CTN_ECANCELED, "the embedding was cancelled");
+            else if (r->vec == NULL)
+                r->on_embd(r->ud, NULL, 0, CTN_ECHAIN, "the engine returned no embedding");
+            else
+                r->on_embd(r->ud, r->vec, r->dim, 0, "");
+        }
+    } else if (r->cb.on_done != NULL) {
+        ctn_lm_result res;
+        memset(&res, 0, sizeof res);
+        res.finish = failed ? CTN_FINISH_ERROR : r->finish;
+        res.finish_name = ctn_finish_name(res.finish);
+        res.prompt_tokens = r->prompt_tokens;
+        res.completion_tokens = r->completion_tokens;
+        res.text = r->text != NULL && !r->text_oom ? r->text : "";
+        res.text_len = r->text != NULL && !r->text_oom ? r->n_text : 0;
+        res.error = failed ? error_code(r) : 0;
+        res.message = failed ? (r->errmsg[0] ? r->errmsg : "out of memory keeping the output") : "";
+        r->cb.on_done(r->ud, &res);
+    }
+    lm->in_cb--;
+    if (!lm->closing) {
+        unlink_req(lm, r);
+        free_req(r);
+    }
+}
+
+/*
+ * Delivers what the engine has produced for r: its new text (whole characters) and, when it
+ * has ended, the rest of its text and its on_done. Stops early when a callback asked for the
+ * last close (the close finishes r).
+ */
+static void deliver(ctn_lm *lm, lm_req *r) {
+    if (r->delivered) return;
+    pthread_mutex_lock(&lm->lock);
+    char *t = r->work;
+    size_t tc = r->cap_work;
+    r->work = r->pend;
+    r->cap_work = r->cap_pend;
+    const size_t n = r->n_pend;
+    r->pend = t;
+    r->cap_pend = tc;
+    r->n_pend = 0;
+    const bool done = r->done;
+    /* The end may have come, and queued r again, since on_async took r off the ready list:
+     * r is finished and freed below, so it must not stay there. */
+    if (done && r->queued) unqueue(lm, r);
+    pthread_mutex_unlock(&lm->lock);
+
+    if (!r->embed && !r->cancelled) {
+        const size_t before = r->n_text;
+        take_utf8(r, r->work, n, done);
+        if (r->n_text > before && !r->text_oom && r->cb.on_text != NULL) {
+            lm->in_cb++;
+            r->cb.on_text(r->ud, r->text + before, r->n_text - before);
+            lm->in_cb--;
+        }
+        if (r->text_oom && !done && lm->e != NULL) ctn_gen_cancel(lm->e, (int64_t)r->handle);
+    }
+    if (lm->close_deferred && !lm->closing) return;
+    if (done) finish_req(lm, r);
+}
+
+static void last_close(ctn_lm *lm);
+
+static void on_async(uv_async_t *h) {
+    ctn_lm *lm = h->data;
+    while (!lm->closing && !lm->close_deferred) {
+        pthread_mutex_lock(&lm->lock);
+        lm_req *r = lm->ready;
+        if (r != NULL) {
+            lm->ready = r->qnext;
+            if (lm->ready == NULL) lm->ready_tail = &lm->ready;
+            r->queued = false;
+        }
+        pthread_mutex_unlock(&lm->lock);
+        if (r == NULL) break;
+        deliver(lm, r);
+    }
+    if (lm->close_deferred && !lm->closing) last_close(lm);
+}
+
+/* ---- loading and closing ----------------------------------------------------------------- */
+
+static void free_parts(ctn_lm *lm) {
+    ctn_gen_free(lm->e);
+    ctn_model_free(lm->m);
+    ctn_vocab_free(lm->v);
+    ctn_gguf_free(lm->g);
+    free(lm->chat_template);
+    free(lm->bos_text);
+    free(lm->eos_text);
+    free(lm->path);
+    pthread_mutex_destroy(&lm->lock);
+    free(lm);
+}
+
+static void on_closed(uv_handle_t *h) {
+    ctn_lm *lm = h->data;
+    while (lm->reqs != NULL) {
+        lm_req *r = lm->reqs;
+        unlink_req(lm, r);
+        free_req(r);
+    }
+    free_parts(lm);
+}
+
+static void unregister(ctn_lm *lm) {
+    pthread_mutex_lock(&registry_lock);
+    for (ctn_lm **pp = &registry; *pp != NULL; pp = &(*pp)->reg_next)
+        if (*pp == lm) {
+            *pp = lm->reg_next;
+            break;
+        }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/*
+ * Stops the engine (its free cancels what is left and joins the thread; the cancelled
+ * requests' ends come through engine_on_done on this thread), delivers every request's
+ * remaining text and on_done in submission order, and closes the async handle; on_closed
+ * frees the memory.
+ */
+static void last_close(ctn_lm *lm) {
+    lm->closing = true;
+    ctn_gen_free(lm->e);
+    lm->e = NULL;
+    for (lm_req *r = lm->reqs; r != NULL; r = r->next) {
+        if (r->delivered) continue;
+        if (!r->done) {
+            /* The engine ends every request it accepted; this is only a safety net. */
+            r->done = true;
+            r->finish = CTN_FINISH_CANCELLED;
+        }
+        deliver(lm, r);
+    }
+    lm->ready = NULL;
+    lm->ready_tail = &lm->ready;
+    uv_close((uv_handle_t *)&lm->async, on_closed);
+}
+
+void ctn_lm_close(ctn_lm *lm) {
+    if (lm == NULL || lm->closing || lm->close_deferred || lm->refs <= 0) return;
+    pthread_mutex_lock(&registry_lock);
+    const int refs = --lm->refs;
+    pthread_mutex_unlock(&registry_lock);
+    if (refs > 0) return;
+    unregister(lm);
+    if (lm->in_cb > 0)
+        lm->close_deferred = true; /* on_async finishes it when the callback returns */
+    else
+        last_close(lm);
+}
+
+static int check_params(const ctn_lm_params *p, const char *path, char *err, size_t errcap) {
+    if (p->threads < 0 || p->threads > 512) {
+        ctn__errf(err, errcap, "%s: threads %d is out of range (0..512)", path, p->threads);
+        return CTN_EINVAL;
+    }
+    if (p->kv_memory_bytes < 0) {
+        ctn__errf(err, errcap, "%s: kv_memory_bytes %lld is negative", path,
+                  (long long)p->kv_memory_bytes);
+        return CTN_EINVAL;
+    }
+    if (p->n_ctx < 0 || p->n_ctx > (1 << 24)) {
+        ctn__errf(err, errcap, "%s: n_ctx %d is out of range (0..16777216)", path, p->n_ctx);
+        return CTN_EINVAL;
+    }
+    return 0;
+}
+
+/* Names the first parameter of b that differs from the loaded model's a, or returns 0. */
+static int check_same(const ctn_lm_params *a, const ctn_lm_params *b, const char *path, char *err,
+                      size_t errcap) {
+    if (a->threads != b->threads)
+        ctn__errf(err, errcap, "%s is already loaded on this loop with threads %d, not %d", path,
+                  a->threads, b->threads);
+    else if (a->kv_memory_bytes != b->kv_memory_bytes)
+        ctn__errf(err, errcap,
+                  "%s is already loaded on this loop with kv_memory_bytes %lld, not %lld", path,
+                  (long long)a->kv_memory_bytes, (long long)b->kv_memory_bytes);
+    else if (a->n_ctx != b->n_ctx)
+        ctn__errf(err, errcap, "%s is already loaded on this loop with n_ctx %d, not %d", path,
+                  a->n_ctx, b->n_ctx);
+    else
+        return 0;
+    return CTN_EINVAL;
+}
+
+/* An engine error message, prefixed with the path unless it already names it. */
+static void name_path(char *err, size_t errcap, const char *path, const char *what,
+                      const char *msg) {
+    if (strstr(msg, path) != NULL)
+        ctn__errf(err, errcap, "%s%s", what, msg);
+    else
+        ctn__errf(err, errcap, "%s: %s%s", path, what, msg);
+}
+
+static char *token_text(const ctn_vocab *v, int32_t id) {
+    if (id == CTN_TOKEN_NULL) return NULL;
+    size_t n = 0;
+    const char *s = ctn_vocab_text(v, id, &n);
+    return s != NULL ? dup_n(s, n) : NULL;
+}
+
+/* Loads the model files and starts the engine; lm->path is set. */
+static int load(ctn_lm *lm, const char *path, char *err, size_t errcap) {
+    char msg[1024];
+    int rc = ctn_gguf_open(&lm->g, lm->path, msg, sizeof msg);
+    if (rc < 0) {
+        name_path(err, errcap, path, "", msg);
+        return rc;
+    }
+    rc = ctn_vocab_load(&lm->v, lm->g, msg, sizeof msg);
+    if (rc < 0) {
+        name_path(err, errcap, path, "the vocabulary: ", msg);
+        return rc;
+    }
+    rc = ctn_model_load(&lm->m, lm->g, msg, sizeof msg);
+    if (rc < 0) {
+        name_path(err, errcap, path, "the model: ", msg);
+        return rc;
+    }
+    /* As `catena batch` makes its engine: 16-position KV blocks, 64 running sequences. */
+    ctn_gen_params gp;
+    memset(&gp, 0, sizeof gp);
+    gp.fwd.n_threads = lm->params.threads;
+    gp.fwd.n_ctx = lm->params.n_ctx;
+    gp.fwd.kv_memory = (size_t)lm->params.kv_memory_bytes;
+    gp.fwd.kv_block = 16;
+    rc = ctn_gen_new(&lm->e, lm->m, lm->v, &gp, msg, sizeof msg);
+    if (rc < 0) {
+        name_path(err, errcap, path, "the engine: ", msg);
+        return rc;
+    }
+    const char *tpl = NULL;
+    size_t n_tpl = 0;
+    if (ctn_gguf_get_str(lm->g, "tokenizer.chat_template", &tpl, &n_tpl) == 0 &&
+        (lm->chat_template = dup_n(tpl, n_tpl)) == NULL)
+        goto oom;
+    const int32_t bos = ctn_vocab_bos(lm->v), eos = ctn_vocab_eos(lm->v);
+    if (bos != CTN_TOKEN_NULL && (lm->bos_text = token_text(lm->v, bos)) == NULL) goto oom;
+    if (eos != CTN_TOKEN_NULL && (lm->eos_text = token_text(lm->v, eos)) == NULL) goto oom;
+    return 0;
+oom:
+    ctn__errf(err, errcap, "%s: out of memory", path);
+    return CTN_ENOMEM;
+}
+
+int ctn_lm_open(uv_loop_t *loop, const char *path, const ctn_lm_params *p, ctn_lm **out, char *err,
+                size_t errcap) {
+    if (out != NULL) *out = NULL;
+    if (loop == NULL || path == NULL || out == NULL || path[0] == '\0') {
+        ctn__errf(err, errcap, "ctn_lm_open: %s",
+                  loop == NULL  ? "no loop"
+                  : out == NULL ? "no output pointer"
+                                : "no model path");
+        return CTN_EINVAL;
+    }
+    ctn_lm_params params;
+    memset(&params, 0, sizeof params);
+    if (p != NULL) params = *p;
+    int rc = check_params(&params, path, err, errcap);
+    if (rc < 0) return rc;
+    char *canon = realpath(path, NULL);
+    if (canon == NULL) {
+        const int e = errno;
+        ctn__errf(err, errcap, "%s: %s", path,
+                  e == ENOENT   ? "no such file"
+                  : e == ENOMEM ? "out of memory"
+                                : strerror(e));
+        return e == ENOENT ? CTN_ENOENT : e == ENOMEM ? CTN_ENOMEM : CTN_EIO;
+    }
+
+    /* The registry lock is held while loading, so that two loops opening one file at once
+     * cannot both miss the registry; loading maps the file and does not take long. */
+    pthread_mutex_lock(&registry_lock);
+    for (ctn_lm *l = registry; l != NULL; l = l->reg_next) {
+        if (l->loop != loop || strcmp(l->path, canon) != 0) continue;
+        rc = check_same(&l->params, &params, path, err, errcap);
+        if (rc == 0) {
+            l->refs++;
+            *out = l;
+        }
+        pthread_mutex_unlock(&registry_lock);
+        free(canon);
+        return rc;
+    }
+    ctn_lm *lm = calloc(1, sizeof *lm);
+    if (lm == NULL) {
+        pthread_mutex_unlock(&registry_lock);
+        free(canon);
+        ctn__errf(err, errcap, "%s: out of memory", path);
+        return CTN_ENOMEM;
+    }
+    lm->loop = loop;
+    lm->path = canon;
+    lm->params = params;
+    lm->refs = 1;
+    lm->ready_tail = &lm->ready;
+    lm->cur_step = -1;
+    pthread_mutex_init(&lm->lock, NULL);
+    rc = load(lm, path, err, errcap);
+    if (rc == 0) {
+        const int uvrc = uv_async_init(loop, &lm->async, on_async);
+        if (uvrc < 0) {
+            ctn__errf(err, errcap, "%s: cannot make the loop's async handle: %s", path,
+                      uv_strerror(uvrc));
+            rc = uvrc == UV_ENOMEM ? CTN_ENOMEM : CTN_EIO;
+        }
+    }
+    if (rc < 0) {
+        pthread_mutex_unlock(&registry_lock);
+        free_parts(lm);
+        return rc;
+    }
+    lm->async.data = lm;
+    /* Idle, the model does not keep the loop running; a request in flight does. */
+    uv_unref((uv_handle_t *)&lm->async);
+    lm->reg_next = registry;
+    registry = lm;
+    pthread_mutex_unlock(&registry_lock);
+    *out = lm;
+    return 0;
+}
+
+/* ---- requests ---------------------------------------------------------------------------- */
+
+ctn_lm_request ctn_lm_request_default(void) {
+    ctn_lm_request r;
+    memset(&r, 0, sizeof r);
+    const ctn_sampler_params sp = ctn_sampler_params_default();
+    r.add_bos = -1;
+    r.temperature = 0.0f;
+    r.top_p = sp.top_p;
+    r.top_k = sp.top_k;
+    r.min_p = sp.min_p;
+    r.seed = sp.seed;
+    r.max_tokens = -1;
+    return r;
+}
+
+/* Submits g for a new request r (filled in by the caller) and links it. */
+static int submit(ctn_lm *lm, lm_req *r, ctn_gen_request *g, uint64_t *handle, char *err,
+                  size_t errcap) {
+    g->ud = r;
+    g->on_token = engine_on_token;
+    g->on_done = engine_on_done;
+    g->on_embedding = r->embed ? engine_on_embedding : NULL;
+    char msg[512];
+    const int64_t id = ctn_gen_submit(lm->e, g, msg, sizeof msg);
+    if (id < 0) {
+        ctn__errf(err, errcap, "%s: %s", lm->path, msg);
+        return (int)id;
+    }
+    /* The engine thread may already be calling back; it touches only the locked fields. */
+    r->handle = (uint64_t)id;
+    r->prev = lm->reqs_tail;
+    if (lm->reqs_tail != NULL)
+        lm->reqs_tail->next = r;
+    else
+        lm->reqs = r;
+    lm->reqs_tail = r;
+    if (lm->outstanding++ == 0) uv_ref((uv_handle_t *)&lm->async);
+    if (handle != NULL) *handle = r->handle;
+    return 0;
+}
+
+/* The prompt's token ids as the request asks for BOS (*ids malloc'd). */
+static int prompt_ids(const ctn_lm *lm, const ctn_lm_request *r, int32_t **ids, size_t *n,
+                      char *err, size_t errcap) {
+    *ids = NULL;
+    *n = 0;
+    const int32_t bos = ctn_vocab_bos(lm->v);
+    const bool want_bos = r->add_bos > 0 && bos != CTN_TOKEN_NULL;
+    int32_t *t = NULL;
+    size_t nt = 0;
+    if (r->prompt != NULL) {
+        /* The engine's own tokenization: BOS as the metadata says, special tokens parsed. */
+        const int rc = ctn_tokenize(lm->v, r->prompt, r->prompt_len, r->add_bos < 0, true, &t, &nt);
+        if (rc < 0) {
+            ctn__errf(err, errcap, "%s: tokenizing the prompt: %s", lm->path, ctn_strerror(rc));
+            return rc;
+        }
+        if (!want_bos || (nt > 0 && t[0] == bos)) {
+            *ids = t;
+            *n = nt;
+            return 0;
+        }
+    } else {
+        t = (int32_t *)r->ids;
+        nt = r->n_ids;
+    }
+    const size_t extra = want_bos && !(nt > 0 && t[0] == bos) ? 1 : 0;
+    int32_t *o = malloc((nt + extra) * sizeof *o);
+    if (o == NULL) {
+        if (r->prompt != NULL) free(t);
+        ctn__errf(err, errcap, "%s: out of memory", lm->path);
+        return CTN_ENOMEM;
+    }
+    if (extra) o[0] = bos;
+    if (nt > 0) memcpy(o + extra, t, nt * sizeof *o);
+    if (r->prompt != NULL) free(t);
+    *ids = o;
+    *n = nt + extra;
+    return 0;
+}
+
+int ctn_lm_generate(ctn_lm *lm, const ctn_lm_request *r, const ctn_lm_callbacks *cb, void *ud,
+                    uint64_t *handle, char *err, size_t errcap) {
+    if (lm == NULL || r == NULL || lm->closing || lm->close_deferred) {
+        ctn__errf(err, errcap, "ctn_lm_generate: %s",
+                  lm == NULL  ? "no model"
+                  : r == NULL ? "no request"
+                              : "the model is being closed");
+        return CTN_EINVAL;
+    }
+    if ((r->prompt == NULL && (r->ids == NULL || r->n_ids == 0)) ||
+        (r->prompt != NULL && r->prompt_len == 0)) {
+        ctn__errf(err, errcap, "%s: the request has no prompt (neither text nor ids)", lm->path);
+        return CTN_EINVAL;
+    }
+    if (r->n_stop > 0 && r->stop == NULL) {
+        ctn__errf(err, errcap, "%s: n_stop is %zu but stop is NULL", lm->path, r->n_stop);
+        return CTN_EINVAL;
+    }
+    if (r->n_ids > (size_t)INT64_MAX / sizeof(int32_t)) {
+        ctn__errf(err, errcap, "%s: n_ids %zu is too large", lm->path, r->n_ids);
+        return CTN_EINVAL;
+    }
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    int rc = prompt_ids(lm, r, &ids, &n_ids, err, errcap);
+    if (rc < 0) return rc;
+    lm_req *q = calloc(1, sizeof *q);
+    if (q == NULL) {
+        free(ids);
+        ctn__errf(err, errcap, "%s: out of memory", lm->path);
+        return CTN_ENOMEM;
+    }
+    q->lm = lm;
+    if (cb != NULL) q->cb = *cb;
+    q->ud = ud;
+    ctn_gen_request g = ctn_gen_request_default();
+    g.prompt_ids = ids;
+    g.n_prompt_ids = (int64_t)n_ids;
+    g.sampling.temp = r->temperature;
+    g.sampling.top_p = r->top_p;
+    g.sampling.top_k = r->top_k;
+    g.sampling.min_p = r->min_p;
+    g.sampling.seed = r->seed;
+    g.max_tokens = r->max_tokens;
+    g.stop = r->stop;
+    g.n_stop = r->n_stop;
+    if (n_ids == 0) {
+        /* A text prompt that tokenized to nothing: the engine names that. */
+        g.prompt_ids = NULL;
+        g.prompt = "";
+    }
+    rc = submit(lm, q, &g, handle, err, errcap);
+    free(ids);
+    if (rc < 0) free_req(q);
+    return rc;
+}
+
+int ctn_lm_embed(ctn_lm *lm, const char *text, size_t len, int pooling,
+                 void (*on_done)(void *ud, const float *vec, int dim, int err, const char *msg),
+                 void *ud, uint64_t *handle, char *err, size_t errcap) {
+    if (lm == NULL || lm->closing || lm->close_deferred) {
+        ctn__errf(err, errcap, "ctn_lm_embed: %s",
+                  lm == NULL ? "no model" : "the model is being closed");
+        return CTN_EINVAL;
+    }
+    if (text == NULL || len == 0) {
+        ctn__errf(err, errcap, "%s: nothing to embed (empty text)", lm->path);
+        return CTN_EINVAL;
+    }
+    if (pooling != CTN_POOL_MEAN && pooling != CTN_POOL_LAST && pooling != CTN_POOL_CLS) {
+        ctn__errf(err, errcap, "%s: pooling %d is not mean (%d), last (%d) or cls (%d)", lm->path,
+                  pooling, CTN_POOL_MEAN, CTN_POOL_LAST, CTN_POOL_CLS);
+        return CTN_EINVAL;
+    }
+    ctn_lm_request r = ctn_lm_request_default();
+    r.prompt = text;
+    r.prompt_len = len;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    int rc = prompt_ids(lm, &r, &ids, &n_ids, err, errcap);
+    if (rc < 0) return rc;
+    lm_req *q = calloc(1, sizeof *q);
+    if (q == NULL) {
+        free(ids);
+        ctn__errf(err, errcap, "%s: out of memory", lm->path);
+        return CTN_ENOMEM;
+    }
+    q->lm = lm;
+    q->embed = true;
+    q->on_embd = on_done;
+    q->ud = ud;
+    ctn_gen_request g = ctn_gen_request_default();
+    g.prompt_ids = ids;
+    g.n_prompt_ids = (int64_t)n_ids;
+    g.pooling = pooling;
+    if (n_ids == 0) {
+        g.prompt_ids = NULL;
+        g.prompt = "";
+    }
+    rc = submit(lm, q, &g, handle, err, errcap);
+    free(ids);
+    if (rc < 0) free_req(q);
+    return rc;
+}
+
+int ctn_lm_cancel(ctn_lm *lm, uint64_t handle) {
+    if (lm == NULL) return CTN_ENOENT;
+    lm_req *r = lm->reqs;
+    while (r != NULL && (r->handle != handle || r->delivered))
+        r = r->next;
+    if (r == NULL) return CTN_ENOENT;
+    if (r->cancelled || lm->e == NULL) return 0;
+    const int rc = ctn_gen_cancel(lm->e, (int64_t)handle);
+    /* CTN_ENOENT: the engine has ended it already; its on_done is on the way. */
+    if (rc < 0 && rc != CTN_ENOENT) return rc;
+    r->cancelled = true;
+    return 0;
+}
+
+/* ---- accessors and statistics ------------------------------------------------------------ */
+
+const char *ctn_lm_chat_template(const ctn_lm *lm) {
+    return lm != NULL ? lm->chat_template : NULL;
+}
+
+const char *ctn_lm_bos_text(const ctn_lm *lm) {
+    return lm != NULL ? lm->bos_text : NULL;
+}
+
+const char *ctn_lm_eos_text(const ctn_lm *lm) {
+    return lm != NULL ? lm->eos_text : NULL;
+}
+
+const char *ctn_lm_path(const ctn_lm *lm) {
+    return lm != NULL ? lm->path : NULL;
+}
+
+void ctn_lm_get_stats(const ctn_lm *lm, ctn_lm_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (lm == NULL) return;
+    if (lm->e != NULL) ctn_gen_get_stats(lm->e, &out->engine);
+    /* The lock is the object's own; the const is the caller's promise not to change it. */
+    pthread_mutex_t *lock = (pthread_mutex_t *)&lm->lock;
+    pthread_mutex_lock(lock);
+    memcpy(out->steps, lm->hist, sizeof out->steps);
+    /* The step the engine is in (or ran last) counts as it stands. */
+    if (lm->cur_count > 0) out->steps[bucket_of(lm->cur_count)]++;
+    out->max_batch = lm->max_batch;
+    pthread_mutex_unlock(lock);
+}

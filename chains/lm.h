@@ -1,0 +1,184 @@
+/*
+ * The model bridge: a GGUF model loaded once per (libuv loop, file) and shared by every
+ * model node of every chain on that loop. Requests go to the model's generation engine
+ * (engine/gen.h), which batches them on its own thread; their text, embeddings and ends
+ * come back on the loop thread.
+ *
+ *     ctn_lm *lm;
+ *     ctn_lm_params p = {0};                          // the defaults of `catena batch`
+ *     if (ctn_lm_open(loop, "model.gguf", &p, &lm, err, sizeof err) < 0) ...
+ *     ctn_lm_request r = ctn_lm_request_default();    // greedy, no limit
+ *     r.prompt = "Once upon a time";
+ *     r.prompt_len = strlen(r.prompt);
+ *     r.max_tokens = 60;
+ *     ctn_lm_callbacks cb = {on_text, on_done};       // both on the loop thread
+ *     uint64_t h;
+ *     if (ctn_lm_generate(lm, &r, &cb, ud, &h, err, sizeof err) < 0) ...
+ *     uv_run(loop, UV_RUN_DEFAULT);                   // ... on_text, on_text, on_done
+ *     ctn_lm_close(lm);
+ *     uv_run(loop, UV_RUN_DEFAULT);                   // lets the close finish (see below)
+ *
+ * Threads. Every function here is called on the loop's thread (ctn_lm_get_stats and the
+ * accessors may be called from any thread while the object is open). The engine thread
+ * never calls the caller: it appends to a locked queue and wakes the loop with uv_async_send,
+ * and the loop drains the queue; as libuv coalesces wake-ups, one drain may deliver many
+ * pieces of many requests.
+ *
+ * Callbacks. For every successful ctn_lm_generate or ctn_lm_embed, on_done is called exactly
+ * once, on the loop thread, and nothing of that request is called after it. A call that fails
+ * calls nothing. Callbacks may call ctn_lm_generate, ctn_lm_embed, ctn_lm_cancel and
+ * ctn_lm_close on the same object.
+ *
+ * Closing. ctn_lm_close drops a reference. The last one cancels every outstanding request,
+ * stops the engine (joining its thread), and before it returns delivers on_done to each request
+ * that had not had it yet (with the engine's finish reason, normally "cancelled"; text the
+ * engine had produced and the loop not yet delivered is delivered first). No callback of the
+ * object is made after ctn_lm_close returns. Its uv_async handle is then closed with uv_close,
+ * and the memory is freed in the close callback: the caller must let the loop run once more
+ * (uv_run until it returns, or with UV_RUN_NOWAIT until the handle is gone) before
+ * uv_loop_close, which otherwise fails with UV_EBUSY and leaks the object. Called from inside
+ * one of the object's own callbacks, the last close is carried out when that callback
+ * returns, and the requests still outstanding get their on_done then, before the loop moves
+ * on.
+ */
+#ifndef CTN_LM_H
+#define CTN_LM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "gen.h"
+
+typedef struct ctn_lm ctn_lm;
+
+/* How the engine is made. A field at 0 takes the default that `catena batch` uses: threads
+ * the CPUs this process may use, n_ctx the model's (at most 4096), KV memory room for 64
+ * full contexts (at most 1 GiB). */
+typedef struct {
+    int threads;
+    int64_t kv_memory_bytes;
+    int n_ctx;
+} ctn_lm_params;
+
+/*
+ * Loads the model at path for loop, or returns the object already loaded there from the same
+ * file (same canonical path) with one more reference; each successful open is paired with one
+ * ctn_lm_close. A second open whose params differ from the first's is refused with
+ * CTN_EINVAL naming the parameter (a model is loaded once, with one configuration). p may be
+ * NULL (all defaults). Errors (CTN_ENOENT for a missing file, CTN_EFORMAT / CTN_EIO for a
+ * file that is not a usable GGUF model, CTN_ENOMEM) name the path in err.
+ */
+int ctn_lm_open(uv_loop_t *loop, const char *path, const ctn_lm_params *p, ctn_lm **out, char *err,
+                size_t errcap);
+/* Drops a reference; the last one shuts the model down as described at the top. NULL is a
+ * no-op. */
+void ctn_lm_close(ctn_lm *lm);
+
+/* ---- generation -------------------------------------------------------------------------- */
+
+/*
+ * A generation request. The prompt is text (prompt_len bytes, need not be NUL-terminated)
+ * or, when prompt is NULL, token ids. Everything is copied by ctn_lm_generate.
+ */
+typedef struct {
+    const char *prompt; /* UTF-8 text, tokenized as the engine does (special tokens parsed) */
+    size_t prompt_len;
+    const int32_t *ids; /* ... or the prompt as token ids */
+    size_t n_ids;
+    /* BOS before the prompt: < 0 (the default) as the model's metadata says for text and
+     * never for ids (they are taken as given); 0 never; 1 always (once). */
+    int add_bos;
+    float temperature; /* <= 0: greedy */
+    float top_p;       /* >= 1: off */
+    int top_k;         /* <= 0: off */
+    float min_p;       /* keep tokens with p >= min_p * the top p (before temperature); <= 0: off */
+    uint64_t seed;     /* the sampler's seed (0 is a fixed seed, not a random one) */
+    int max_tokens;    /* < 0: until EOS, a stop string or the context is full */
+    const char *const *stop; /* stop strings (NUL-terminated; not part of the output) */
+    size_t n_stop;
+} ctn_lm_request;
+
+/* Greedy, BOS as the model says, no token limit, no stop strings; the other sampling fields
+ * at llama.cpp's CLI defaults (top_k 40, top_p 0.95, min_p 0.05), which matter once
+ * temperature > 0. */
+ctn_lm_request ctn_lm_request_default(void);
+
+/* How a request ended. Pointers are borrowed: valid only during on_done. */
+typedef struct {
+    ctn_finish finish;       /* CTN_FINISH_*; for a request cut short by close: CANCELLED */
+    const char *finish_name; /* ctn_finish_name(finish): "stop", "length", "cancelled", ... */
+    int64_t prompt_tokens;
+    int64_t completion_tokens;
+    const char *text; /* everything passed to on_text, concatenated, NUL-terminated */
+    size_t text_len;
+    int error;           /* 0, or a CTN_E* code when finish is CTN_FINISH_ERROR */
+    const char *message; /* "" or why it failed */
+} ctn_lm_result;
+
+typedef struct {
+    /* A piece of the output: one or more whole UTF-8 characters (bytes the model produced
+     * that are not valid UTF-8 come as U+FFFD), borrowed for the call. May be NULL. */
+    void (*on_text)(void *ud, const char *piece, size_t len);
+    void (*on_done)(void *ud, const ctn_lm_result *r);
+} ctn_lm_callbacks;
+
+/*
+ * Submits a request; *handle (may be NULL) names it for ctn_lm_cancel. 0, or CTN_EINVAL (no
+ * prompt, an empty one, bad sampling parameters or stop strings, a closing object, a prompt
+ * that fills the context), CTN_ENOMEM, with the reason in err; then nothing is called.
+ * cb is copied; ud is passed back to every callback.
+ */
+int ctn_lm_generate(ctn_lm *lm, const ctn_lm_request *r, const ctn_lm_callbacks *cb, void *ud,
+                    uint64_t *handle, char *err, size_t errcap);
+
+/*
+ * Cancels a request of this object (generation or embedding). After it no on_text comes;
+ * on_done comes later, on the loop thread, with "cancelled" (or the reason the request had
+ * already ended with). 0, or CTN_ENOENT when the handle is unknown or its on_done has been
+ * called.
+ */
+int ctn_lm_cancel(ctn_lm *lm, uint64_t handle);
+
+/* ---- embeddings -------------------------------------------------------------------------- */
+
+/*
+ * The text's embedding (the engine's pooled final hidden states, L2-normalised), batched
+ * with generations. pooling is CTN_POOL_MEAN, CTN_POOL_LAST or CTN_POOL_CLS. on_done (loop
+ * thread, exactly once) gets vec (dim floats, borrowed for the call) and err 0, or vec NULL,
+ * dim 0 and err a CTN_E* code (CTN_ECANCELED when cancelled) with msg saying why. Same return
+ * and handle rules as ctn_lm_generate.
+ */
+int ctn_lm_embed(ctn_lm *lm, const char *text, size_t len, int pooling,
+                 void (*on_done)(void *ud, const float *vec, int dim, int err, const char *msg),
+                 void *ud, uint64_t *handle, char *err, size_t errcap);
+
+/* ---- what the model says about itself ---------------------------------------------------- */
+
+/* The GGUF's tokenizer.chat_template, or NULL. Owned by lm (valid while it is open). */
+const char *ctn_lm_chat_template(const ctn_lm *lm);
+/* The text of the BOS / EOS token ("<s>", "<|endoftext|>"), or NULL when there is none. */
+const char *ctn_lm_bos_text(const ctn_lm *lm);
+const char *ctn_lm_eos_text(const ctn_lm *lm);
+/* The canonical path the model was loaded from. */
+const char *ctn_lm_path(const ctn_lm *lm);
+
+/* ---- statistics -------------------------------------------------------------------------- */
+
+/* Buckets of the decode batch histogram: sequences that got a token in one step. */
+enum { CTN_LM_BATCH_BUCKETS = 7 }; /* 1, 2-3, 4-7, 8-15, 16-31, 32-63, 64+ */
+
+typedef struct {
+    ctn_gen_stats engine; /* ctn_gen_get_stats */
+    /* steps[i]: engine steps in which the number of sequences that got a token fell in
+     * bucket i. Counted from the token callbacks (see lm.c); a sequence that ended on EOS in
+     * a step counts in it too. Embedding-only steps are not counted. */
+    int64_t steps[CTN_LM_BATCH_BUCKETS];
+    int max_batch; /* the most sequences that got a token in one step */
+} ctn_lm_stats;
+
+/* The engine's statistics and the histogram, as of now. (Named like ctn_gen_get_stats: the
+ * type already takes the name ctn_lm_stats.) */
+void ctn_lm_get_stats(const ctn_lm *lm, ctn_lm_stats *out);
+
+#endif
