@@ -25,7 +25,8 @@ build: configure
 # The demo needs only the command, not the test and fuzz builds.
 demo: configure
 	@cmake --build $(BUILD) -j $(JOBS) --target catena
-	@sh examples/generate.sh "$(MODEL)" "$(BUILD)/catena"
+	@if [ ! -f "$(MODEL)" ]; then echo "No model at $(MODEL): put a GGUF model there or name one: make demo MODEL=path/to/model.gguf" >&2; exit 1; fi
+	@$(BUILD)/catena run examples/hello.lua "$(MODEL)"
 
 # The llama.cpp peer (npm package node-llama-cpp) for the differential tokenizer test and
 # the benchmarks; best effort: without it those tests skip and say why.

@@ -142,6 +142,8 @@ ctn_node *ctn_node_kid(const ctn_node *n, size_t i);
 /* The label: the name if any, else the kind ("sequence", "lambda", ...). */
 const char *ctn_node_label(const ctn_node *n);
 void *ctn_node_ud(const ctn_node *n); /* a custom node's ud */
+/* Whether n is a custom node with these operations. */
+int ctn_node_is_custom(const ctn_node *n, const ctn_node_ops *ops);
 
 /* ---- inside a task (custom nodes) ------------------------------------------------------- */
 

@@ -282,3 +282,7 @@ size_t ctn_node_nkids(const ctn_node *n) {
 ctn_node *ctn_node_kid(const ctn_node *n, size_t i) {
     return i < n->nkids ? n->kids[i] : NULL;
 }
+
+int ctn_node_is_custom(const ctn_node *n, const ctn_node_ops *ops) {
+    return n != NULL && n->kind == CTN_NODE_CUSTOM && n->ops == ops;
+}

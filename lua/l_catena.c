@@ -1503,10 +1503,15 @@ static int tdb_close(lua_State *L) {
 
 /* ==== the module ============================================================================ */
 
+/* Closes the module's own handles (sleepers, the Ctrl-C watch); handles of others (a
+ * model's, a run's timers) are closed by their owners as they are freed. */
 static void close_handle(uv_handle_t *h, void *arg) {
-    (void)arg;
+    lctx *ctx = arg;
     if (uv_is_closing(h)) return;
-    uv_close(h, h->data == &sleeper_tag ? sleeper_closed : NULL);
+    if (h->data == &sleeper_tag)
+        uv_close(h, sleeper_closed);
+    else if (h == (uv_handle_t *)&ctx->sigint)
+        uv_close(h, NULL);
 }
 
 static int ctx_gc(lua_State *L) {
@@ -1516,7 +1521,7 @@ static int ctx_gc(lua_State *L) {
     ctx->tdb = NULL;
     ctx->closed = 1;
     /* Close what is left (timers of abandoned waits) and let libuv finish the closes. */
-    uv_walk(&ctx->loop, close_handle, NULL);
+    uv_walk(&ctx->loop, close_handle, ctx);
     uv_run(&ctx->loop, UV_RUN_DEFAULT);
     uv_loop_close(&ctx->loop);
     for (lco *c = ctx->idle; c != NULL;) {
@@ -1576,6 +1581,12 @@ int ctn_l_take_interrupt(lua_State *L) {
     if (ctx == NULL || !ctx->interrupted) return 0;
     ctx->interrupted = 0;
     return 1;
+}
+
+int ctn_l_open_model(lua_State *L, const char *path, const ctn_lm_params *p, ctn_lm **out,
+                     char *err, size_t errcap) {
+    lctx *ctx = get_ctx(L);
+    return ctn_lm_open(&ctx->loop, path, p, out, err, errcap);
 }
 
 void ctn_l_set_print_trace(lua_State *L, int on) {
@@ -1639,6 +1650,7 @@ int luaopen_catena(lua_State *L) {
     }
     lua_pop(L, 1);
     luaL_newlib(L, module_functions);
+    ctn_l_open_components(L);
     lua_newtable(L);
     lua_pushcfunction(L, m_trace_sqlite);
     lua_setfield(L, -2, "sqlite");

@@ -17,6 +17,7 @@
 #include <lua.h>
 
 #include "chain.h"
+#include "lm.h"
 #include "value.h"
 
 /* Registry / metatable names. */
@@ -34,6 +35,12 @@ ctn_val *ctn_l_to_val(lua_State *L, int idx, const char *where, char *err, size_
 void ctn_l_push_null(lua_State *L);
 
 int luaopen_catena(lua_State *L);
+/* Adds prompt, model and parser to the module table on the top of the stack
+ * (l_components.c). */
+void ctn_l_open_components(lua_State *L);
+/* Opens (or finds) the model at path on the state's loop (chains/lm.h). */
+int ctn_l_open_model(lua_State *L, const char *path, const ctn_lm_params *p, ctn_lm **out,
+                     char *err, size_t errcap);
 /* Prints the trace tree of every top-level run of L to stderr when on (catena run --trace);
  * the module must be loaded. */
 void ctn_l_set_print_trace(lua_State *L, int on);

@@ -1,0 +1,703 @@
+/*
+ * Prompts, chat prompts, the model node and the output parsers as chain nodes
+ * (components.h).
+ */
+#include "components.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "json.h"
+#include "template.h"
+#include "textparse.h"
+
+static char *dupn(const char *s, size_t n) {
+    char *p = malloc(n + 1);
+    if (p == NULL) return NULL;
+    memcpy(p, s, n);
+    p[n] = 0;
+    return p;
+}
+
+/* ==== prompt ================================================================================ */
+
+typedef struct {
+    ctn_tmpl *t;
+    char *src;
+} prompt_ud;
+
+static void prompt_start(ctn_task *t, ctn_val *input) {
+    prompt_ud *u = ctn_node_ud(ctn_task_node(t));
+    char *out = NULL, err[512];
+    size_t len = 0;
+    const int rc = ctn_tmpl_render(u->t, input, &out, &len, err, sizeof err);
+    if (rc < 0) {
+        ctn_task_fail(t, rc, "%s", err);
+        return;
+    }
+    ctn_val *v = ctn_val_str(out, len);
+    free(out);
+    ctn_task_done(t, v);
+}
+
+static void prompt_free(void *p) {
+    prompt_ud *u = p;
+    ctn_tmpl_free(u->t);
+    free(u->src);
+    free(u);
+}
+
+static char *prompt_describe(const void *p) {
+    const prompt_ud *u = p;
+    const size_t n = strlen(u->src);
+    char *d = malloc(n > 60 ? 68 : n + 3);
+    if (d == NULL) return NULL;
+    if (n > 60)
+        snprintf(d, 68, "\"%.57s...\"", u->src);
+    else
+        snprintf(d, n + 3, "\"%s\"", u->src);
+    for (char *c = d; *c; c++)
+        if (*c == '\n') *c = ' ';
+    return d;
+}
+
+static const ctn_node_ops prompt_ops = {
+    .kind = "prompt", .start = prompt_start, .free_ud = prompt_free, .describe = prompt_describe};
+
+ctn_node *ctn_prompt_node(const char *tmpl, size_t n, char *err, size_t errcap) {
+    prompt_ud *u = calloc(1, sizeof *u);
+    if (u == NULL) return NULL;
+    u->t = ctn_tmpl_parse(tmpl, n, err, errcap);
+    u->src = dupn(tmpl, n);
+    if (u->t == NULL || u->src == NULL) {
+        prompt_free(u);
+        return NULL;
+    }
+    ctn_node *node = ctn_node_custom(&prompt_ops, u, NULL);
+    if (node == NULL) prompt_free(u);
+    return node;
+}
+
+/* ==== chat prompt ========================================================================== */
+
+typedef struct {
+    size_t n;
+    char **roles;
+    ctn_tmpl **tmpls; /* NULL for a placeholder */
+    char **vars;      /* a placeholder's variable */
+} chat_ud;
+
+static void chat_free(void *p) {
+    chat_ud *u = p;
+    for (size_t i = 0; i < u->n; i++) {
+        free(u->roles[i]);
+        ctn_tmpl_free(u->tmpls[i]);
+        free(u->vars[i]);
+    }
+    free(u->roles);
+    free(u->tmpls);
+    free(u->vars);
+    free(u);
+}
+
+static int push_msg(ctn_val *msgs, const char *role, size_t rl, const char *content, size_t cl) {
+    ctn_val *m = ctn_val_obj();
+    if (m == NULL) return CTN_ENOMEM;
+    if (ctn_val_set(m, "role", ctn_val_str(role, rl)) < 0 ||
+        ctn_val_set(m, "content", ctn_val_str(content, cl)) < 0) {
+        ctn_val_unref(m);
+        return CTN_ENOMEM;
+    }
+    return ctn_val_push(msgs, m);
+}
+
+static void chat_start(ctn_task *t, ctn_val *input) {
+    chat_ud *u = ctn_node_ud(ctn_task_node(t));
+    ctn_val *msgs = ctn_val_arr();
+    char err[512];
+    for (size_t i = 0; msgs != NULL && i < u->n; i++) {
+        if (u->tmpls[i] != NULL) {
+            char *out = NULL;
+            size_t len = 0;
+            const int rc = ctn_tmpl_render(u->tmpls[i], input, &out, &len, err, sizeof err);
+            if (rc < 0) {
+                ctn_val_unref(msgs);
+                ctn_task_fail(t, rc, "message %zu (%s): %s", i + 1, u->roles[i], err);
+                return;
+            }
+            const int pr = push_msg(msgs, u->roles[i], strlen(u->roles[i]), out, len);
+            free(out);
+            if (pr < 0) break;
+            continue;
+        }
+        /* A placeholder: a list of messages from the input. */
+        const ctn_val *list = ctn_val_get(input, u->vars[i]);
+        if (list == NULL || list->kind == CTN_VNULL) continue; /* an empty history */
+        if (list->kind != CTN_VARR) {
+            ctn_val_unref(msgs);
+            ctn_task_fail(t, CTN_ETYPE, "placeholder '%s' must be a list of messages, got %s",
+                          u->vars[i], ctn_vkind_name(list->kind));
+            return;
+        }
+        for (size_t j = 0; j < list->u.arr.n; j++) {
+            const ctn_val *m = list->u.arr.items[j];
+            const ctn_val *r = NULL, *c = NULL;
+            if (m->kind == CTN_VOBJ) {
+                r = ctn_val_get(m, "role");
+                c = ctn_val_get(m, "content");
+            } else if (m->kind == CTN_VARR && m->u.arr.n == 2) {
+                r = m->u.arr.items[0];
+                c = m->u.arr.items[1];
+            }
+            if (r == NULL || c == NULL || r->kind != CTN_VSTR || c->kind != CTN_VSTR) {
+                ctn_val_unref(msgs);
+                ctn_task_fail(t, CTN_ETYPE,
+                              "placeholder '%s', message %zu: expected {role = ..., content = ...} "
+                              "or {role, content} with strings",
+                              u->vars[i], j + 1);
+                return;
+            }
+            if (push_msg(msgs, r->u.str.p, r->u.str.len, c->u.str.p, c->u.str.len) < 0) {
+                ctn_val_unref(msgs);
+                msgs = NULL;
+                break;
+            }
+        }
+    }
+    ctn_val *o = msgs != NULL ? ctn_val_obj() : NULL;
+    if (o == NULL || ctn_val_set(o, "type", ctn_val_cstr("chat")) < 0 ||
+        ctn_val_set(o, "messages", msgs) < 0) {
+        if (o == NULL) ctn_val_unref(msgs);
+        ctn_val_unref(o);
+        ctn_task_fail(t, CTN_ENOMEM, "out of memory");
+        return;
+    }
+    ctn_task_done(t, o);
+}
+
+static char *chat_describe(const void *p) {
+    const chat_ud *u = p;
+    char buf[200];
+    size_t len = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < u->n && len + 20 < sizeof buf; i++)
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", i ? ", " : "",
+                                u->tmpls[i] ? u->roles[i] : u->vars[i]);
+    return dupn(buf, strlen(buf));
+}
+
+static const ctn_node_ops chat_ops = {
+    .kind = "chat_prompt", .start = chat_start, .free_ud = chat_free, .describe = chat_describe};
+
+ctn_node *ctn_chat_prompt_node(const ctn_chat_entry *e, size_t n, char *err, size_t errcap) {
+    chat_ud *u = calloc(1, sizeof *u);
+    if (u == NULL) return NULL;
+    u->roles = calloc(n + 1, sizeof *u->roles);
+    u->tmpls = calloc(n + 1, sizeof *u->tmpls);
+    u->vars = calloc(n + 1, sizeof *u->vars);
+    u->n = n;
+    if (u->roles == NULL || u->tmpls == NULL || u->vars == NULL) {
+        chat_free(u);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (e[i].role == NULL || e[i].content == NULL) {
+            ctn__errf(err, errcap, "message %zu: needs a role and a content", i + 1);
+            chat_free(u);
+            return NULL;
+        }
+        u->roles[i] = dupn(e[i].role, strlen(e[i].role));
+        if (strcmp(e[i].role, "placeholder") == 0) {
+            u->vars[i] = dupn(e[i].content, strlen(e[i].content));
+            if (u->roles[i] == NULL || u->vars[i] == NULL) {
+                chat_free(u);
+                return NULL;
+            }
+            continue;
+        }
+        if (strcmp(e[i].role, "system") != 0 && strcmp(e[i].role, "user") != 0 &&
+            strcmp(e[i].role, "assistant") != 0) {
+            ctn__errf(err, errcap,
+                      "message %zu: unknown role '%s' (system, user, assistant or placeholder)",
+                      i + 1, e[i].role);
+            chat_free(u);
+            return NULL;
+        }
+        char terr[256];
+        u->tmpls[i] = ctn_tmpl_parse(e[i].content, strlen(e[i].content), terr, sizeof terr);
+        if (u->tmpls[i] == NULL || u->roles[i] == NULL) {
+            ctn__errf(err, errcap, "message %zu (%s): %s", i + 1, e[i].role, terr);
+            chat_free(u);
+            return NULL;
+        }
+    }
+    ctn_node *node = ctn_node_custom(&chat_ops, u, NULL);
+    if (node == NULL) chat_free(u);
+    return node;
+}
+
+/* ==== model ================================================================================= */
+
+typedef struct {
+    ctn_lm *lm;
+    ctn_chat_family family;
+    ctn_chat_renderer render;
+    void *render_ud;
+    void (*free_render_ud)(void *);
+} model_ud;
+
+/* One generation in flight; outlives its task when the task is cancelled (the engine's
+ * on_done still comes). */
+typedef struct {
+    ctn_task *t; /* NULL once the task is gone */
+    uint64_t handle;
+} gen_req;
+
+static void gen_text(void *ud, const char *piece, size_t len) {
+    gen_req *g = ud;
+    if (g->t != NULL) ctn_task_emit(g->t, ctn_val_str(piece, len));
+}
+
+static void gen_done(void *ud, const ctn_lm_result *r) {
+    gen_req *g = ud;
+    ctn_task *t = g->t;
+    free(g);
+    if (t == NULL) return;
+    ctn_task_set_data(t, NULL);
+    ctn_task_add_tokens(t, r->prompt_tokens, r->completion_tokens);
+    if (r->finish == CTN_FINISH_ERROR) {
+        ctn_task_fail(t, r->error < 0 ? r->error : CTN_ECHAIN, "%s",
+                      r->message && *r->message ? r->message : "generation failed");
+    } else if (r->finish == CTN_FINISH_CANCELLED) {
+        ctn_task_fail(t, CTN_ECANCELED, "the generation was cancelled");
+    } else {
+        ctn_task_done(t, ctn_val_str(r->text, r->text_len));
+    }
+}
+
+static int num_setting(ctn_task *t, const char *key, double *out) {
+    const ctn_val *v = ctn_task_setting(t, key);
+    if (v == NULL || v->kind == CTN_VNULL) return 0;
+    if (v->kind == CTN_VINT) {
+        *out = (double)v->u.i;
+        return 0;
+    }
+    if (v->kind == CTN_VNUM) {
+        *out = v->u.num;
+        return 0;
+    }
+    ctn_task_fail(t, CTN_ETYPE, "setting '%s' must be a number, got %s", key,
+                  ctn_vkind_name(v->kind));
+    return -1;
+}
+
+static void model_start(ctn_task *t, ctn_val *input) {
+    model_ud *u = ctn_node_ud(ctn_task_node(t));
+    ctn_lm_request r = ctn_lm_request_default();
+    char *text = NULL, err[512];
+    size_t len = 0;
+    if (input->kind == CTN_VSTR) {
+        r.prompt = input->u.str.p;
+        r.prompt_len = input->u.str.len;
+    } else if (input->kind == CTN_VOBJ && ctn_val_get(input, "messages") != NULL &&
+               ctn_val_get(input, "type") != NULL && ctn_val_get(input, "type")->kind == CTN_VSTR &&
+               strcmp(ctn_val_get(input, "type")->u.str.p, "chat") == 0) {
+        const ctn_val *msgs = ctn_val_get(input, "messages");
+        int rc;
+        if (u->render != NULL) {
+            rc = u->render(u->render_ud, msgs, &text, &len, err, sizeof err);
+        } else {
+            ctn_chat_family f = u->family;
+            if (f == CTN_CHAT_UNKNOWN && ctn_lm_chat_template(u->lm) != NULL)
+                f = ctn_chat_detect(ctn_lm_chat_template(u->lm));
+            if (f == CTN_CHAT_UNKNOWN) {
+                ctn_task_fail(
+                    t, CTN_ENOTSUP,
+                    "%s has no chat template catena recognises (tokenizer.chat_template): "
+                    "give the model chat_template = \"chatml\" (or another family) or a "
+                    "function",
+                    ctn_lm_path(u->lm));
+                return;
+            }
+            const size_t n = ctn_val_len(msgs);
+            ctn_chat_msg *m = calloc(n + 1, sizeof *m);
+            if (m == NULL) {
+                ctn_task_fail(t, CTN_ENOMEM, "out of memory");
+                return;
+            }
+            for (size_t i = 0; i < n; i++) {
+                const ctn_val *e = ctn_val_at(msgs, i);
+                const ctn_val *ro = ctn_val_get(e, "role"), *co = ctn_val_get(e, "content");
+                if (ro == NULL || co == NULL || ro->kind != CTN_VSTR || co->kind != CTN_VSTR) {
+                    free(m);
+                    ctn_task_fail(t, CTN_ETYPE, "message %zu: needs string role and content",
+                                  i + 1);
+                    return;
+                }
+                m[i] = (ctn_chat_msg){ro->u.str.p, ro->u.str.len, co->u.str.p, co->u.str.len};
+            }
+            rc = ctn_chat_render(f, m, n, 1, ctn_lm_bos_text(u->lm), ctn_lm_eos_text(u->lm), &text,
+                                 &len, err, sizeof err);
+            free(m);
+        }
+        if (rc < 0) {
+            ctn_task_fail(t, rc, "chat template: %s", err);
+            return;
+        }
+        r.prompt = text;
+        r.prompt_len = len;
+        /* A template that writes BOS itself: the tokenizer must not add another. */
+        const char *bos = ctn_lm_bos_text(u->lm);
+        if (bos != NULL && *bos && len >= strlen(bos) && memcmp(text, bos, strlen(bos)) == 0)
+            r.add_bos = 0;
+    } else {
+        ctn_task_fail(t, CTN_ETYPE, "the model needs a string or a chat prompt as input, got %s",
+                      ctn_vkind_name(input->kind));
+        return;
+    }
+    double v;
+    const char *stop[16];
+    if (num_setting(t, "temperature", &v) < 0) goto out;
+    if (ctn_task_setting(t, "temperature") != NULL) r.temperature = (float)v;
+    if (ctn_task_setting(t, "top_p") != NULL) {
+        if (num_setting(t, "top_p", &v) < 0) goto out;
+        r.top_p = (float)v;
+    }
+    if (ctn_task_setting(t, "min_p") != NULL) {
+        if (num_setting(t, "min_p", &v) < 0) goto out;
+        r.min_p = (float)v;
+    }
+    const ctn_val *k = ctn_task_setting(t, "top_k");
+    if (k != NULL) {
+        if (k->kind != CTN_VINT) {
+            ctn_task_fail(t, CTN_ETYPE, "setting 'top_k' must be an integer");
+            goto out;
+        }
+        r.top_k = (int)k->u.i;
+    }
+    const ctn_val *seed = ctn_task_setting(t, "seed");
+    if (seed != NULL) {
+        if (seed->kind != CTN_VINT) {
+            ctn_task_fail(t, CTN_ETYPE, "setting 'seed' must be an integer");
+            goto out;
+        }
+        r.seed = (uint64_t)seed->u.i;
+    }
+    const ctn_val *mt = ctn_task_setting(t, "max_tokens");
+    if (mt != NULL) {
+        if (mt->kind != CTN_VINT || mt->u.i < 1 || mt->u.i > 1 << 30) {
+            ctn_task_fail(t, CTN_EINVAL, "setting 'max_tokens' must be a positive integer");
+            goto out;
+        }
+        r.max_tokens = (int)mt->u.i;
+    }
+    const ctn_val *st = ctn_task_setting(t, "stop");
+    if (st != NULL && st->kind == CTN_VSTR) {
+        stop[0] = st->u.str.p;
+        r.stop = stop;
+        r.n_stop = 1;
+    } else if (st != NULL && st->kind == CTN_VARR) {
+        if (st->u.arr.n > 16) {
+            ctn_task_fail(t, CTN_EINVAL, "setting 'stop': at most 16 stop strings");
+            goto out;
+        }
+        for (size_t i = 0; i < st->u.arr.n; i++) {
+            if (st->u.arr.items[i]->kind != CTN_VSTR) {
+                ctn_task_fail(t, CTN_ETYPE, "setting 'stop': item %zu is not a string", i + 1);
+                goto out;
+            }
+            stop[i] = st->u.arr.items[i]->u.str.p;
+        }
+        r.stop = stop;
+        r.n_stop = st->u.arr.n;
+    } else if (st != NULL && st->kind != CTN_VNULL) {
+        ctn_task_fail(t, CTN_ETYPE, "setting 'stop' must be a string or a list of strings");
+        goto out;
+    }
+    {
+        gen_req *g = calloc(1, sizeof *g);
+        if (g == NULL) {
+            ctn_task_fail(t, CTN_ENOMEM, "out of memory");
+            goto out;
+        }
+        g->t = t;
+        ctn_lm_callbacks cb = {gen_text, gen_done};
+        if (ctn_lm_generate(u->lm, &r, &cb, g, &g->handle, err, sizeof err) < 0) {
+            free(g);
+            ctn_task_fail(t, CTN_EINVAL, "%s", err);
+            goto out;
+        }
+        ctn_task_set_data(t, g);
+    }
+out:
+    free(text);
+}
+
+static void model_cancel(ctn_task *t) {
+    model_ud *u = ctn_node_ud(ctn_task_node(t));
+    gen_req *g = ctn_task_data(t);
+    if (g == NULL) return;
+    g->t = NULL; /* its on_done frees it */
+    ctn_lm_cancel(u->lm, g->handle);
+}
+
+static void model_free(void *p) {
+    model_ud *u = p;
+    ctn_lm_close(u->lm);
+    if (u->free_render_ud != NULL) u->free_render_ud(u->render_ud);
+    free(u);
+}
+
+static char *model_describe(const void *p) {
+    const model_ud *u = p;
+    const char *path = ctn_lm_path(u->lm);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    return dupn(base, strlen(base));
+}
+
+static const ctn_node_ops model_ops = {.kind = "model",
+                                       .start = model_start,
+                                       .cancel = model_cancel,
+                                       .free_ud = model_free,
+                                       .describe = model_describe};
+
+ctn_node *ctn_model_node(ctn_lm *lm, ctn_chat_family family, ctn_chat_renderer render,
+                         void *render_ud, void (*free_render_ud)(void *)) {
+    model_ud *u = calloc(1, sizeof *u);
+    if (u == NULL) return NULL;
+    u->lm = lm;
+    u->family = family;
+    u->render = render;
+    u->render_ud = render_ud;
+    u->free_render_ud = free_render_ud;
+    ctn_node *n = ctn_node_custom(&model_ops, u, NULL);
+    if (n == NULL) free(u);
+    return n;
+}
+
+ctn_lm *ctn_model_node_lm(const ctn_node *n) {
+    while (n != NULL && ctn_node_get_kind(n) == CTN_NODE_BIND)
+        n = ctn_node_kid(n, 0);
+    if (n == NULL || ctn_node_get_kind(n) != CTN_NODE_CUSTOM) return NULL;
+    /* Only a node made by ctn_model_node has model_free as its ud's release. */
+    const model_ud *u = ctn_node_ud(n);
+    return ctn_node_is_custom(n, &model_ops) ? u->lm : NULL;
+}
+
+/* ==== parsers =============================================================================== */
+
+typedef struct {
+    ctn_parser_kind kind;
+    ctn_regex *re;
+    char *pattern;
+} parser_ud;
+
+/* Streaming state per task. */
+typedef struct {
+    ctn_json_stream *js;
+    ctn_list_stream *ls;
+} parse_state;
+
+static void parser_free(void *p) {
+    parser_ud *u = p;
+    ctn_regex_free(u->re);
+    free(u->pattern);
+    free(u);
+}
+
+static void state_free(ctn_task *t) {
+    parse_state *s = ctn_task_data(t);
+    if (s == NULL) return;
+    ctn_task_set_data(t, NULL);
+    ctn_json_stream_free(s->js);
+    ctn_list_stream_free(s->ls);
+    free(s);
+}
+
+/* The whole text: parse and end the task. */
+static void parse_whole(ctn_task *t, const ctn_val *input) {
+    parser_ud *u = ctn_node_ud(ctn_task_node(t));
+    size_t n = 0;
+    char *text = ctn_val_text(input, &n);
+    if (text == NULL) {
+        ctn_task_fail(t, CTN_ENOMEM, "out of memory");
+        return;
+    }
+    ctn_val *out = NULL;
+    char err[512] = "";
+    int rc = 0;
+    switch (u->kind) {
+    case CTN_PARSER_STR: out = ctn_val_str(text, n); break;
+    case CTN_PARSER_JSON: {
+        size_t a = 0, b = 0;
+        if (ctn_json_find(text, n, &a, &b) < 0) {
+            rc = CTN_EFORMAT;
+            snprintf(err, sizeof err, "no JSON value found in the text (%zu bytes)", n);
+        } else {
+            rc = ctn_json_parse(text + a, b - a, &out, err, sizeof err);
+        }
+        break;
+    }
+    case CTN_PARSER_LIST: rc = ctn_list_parse(text, n, &out); break;
+    case CTN_PARSER_REGEX: rc = ctn_regex_parse(u->re, text, n, &out, err, sizeof err); break;
+    }
+    free(text);
+    if (rc < 0) {
+        ctn_task_fail(t, rc, "%s", *err ? err : ctn_strerror(rc));
+        return;
+    }
+    ctn_task_done(t, out);
+}
+
+static void parser_start(ctn_task *t, ctn_val *input) {
+    parser_ud *u = ctn_node_ud(ctn_task_node(t));
+    if (input != NULL) {
+        parse_whole(t, input);
+        return;
+    }
+    /* Streamed input follows. */
+    parse_state *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        ctn_task_fail(t, CTN_ENOMEM, "out of memory");
+        return;
+    }
+    if (u->kind == CTN_PARSER_JSON) s->js = ctn_json_stream_new();
+    if (u->kind == CTN_PARSER_LIST) s->ls = ctn_list_stream_new();
+    ctn_task_set_data(t, s);
+    if ((u->kind == CTN_PARSER_JSON && s->js == NULL) ||
+        (u->kind == CTN_PARSER_LIST && s->ls == NULL)) {
+        state_free(t);
+        ctn_task_fail(t, CTN_ENOMEM, "out of memory");
+    }
+}
+
+static void parser_feed(ctn_task *t, const ctn_val *chunk) {
+    parser_ud *u = ctn_node_ud(ctn_task_node(t));
+    parse_state *s = ctn_task_data(t);
+    if (s == NULL) return;
+    size_t n = 0;
+    char *text = ctn_val_text(chunk, &n);
+    if (text == NULL) {
+        state_free(t);
+        ctn_task_fail(t, CTN_ENOMEM, "out of memory");
+        return;
+    }
+    if (u->kind == CTN_PARSER_STR) {
+        ctn_task_emit(t, ctn_val_str(text, n));
+    } else if (u->kind == CTN_PARSER_JSON) {
+        int changed = 0;
+        if (ctn_json_stream_feed(s->js, text, n, &changed) < 0) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", ctn_json_stream_errmsg(s->js));
+            state_free(t);
+            free(text);
+            ctn_task_fail(t, CTN_EFORMAT, "%s", msg);
+            return;
+        }
+        if (changed) {
+            ctn_val *snap = ctn_json_stream_snapshot(s->js);
+            if (snap != NULL) ctn_task_emit(t, snap);
+        }
+    } else if (u->kind == CTN_PARSER_LIST) {
+        size_t nnew = 0;
+        if (ctn_list_stream_feed(s->ls, text, n, &nnew) < 0) {
+            state_free(t);
+            free(text);
+            ctn_task_fail(t, CTN_ENOMEM, "out of memory");
+            return;
+        }
+        const ctn_val *items = ctn_list_stream_items(s->ls);
+        const size_t have = ctn_val_len(items);
+        for (size_t i = have - nnew; i < have; i++)
+            ctn_task_emit(t, ctn_val_ref(ctn_val_at(items, i)));
+    }
+    free(text);
+}
+
+static void parser_feed_end(ctn_task *t, const ctn_val *whole) {
+    parser_ud *u = ctn_node_ud(ctn_task_node(t));
+    parse_state *s = ctn_task_data(t);
+    if (u->kind == CTN_PARSER_JSON && s != NULL) {
+        ctn_val *out = NULL;
+        char err[512];
+        const int rc = ctn_json_stream_finish(s->js, &out, err, sizeof err);
+        state_free(t);
+        if (rc < 0)
+            ctn_task_fail(t, rc, "%s", err);
+        else
+            ctn_task_done(t, out);
+        return;
+    }
+    if (u->kind == CTN_PARSER_LIST && s != NULL) {
+        ctn_val *out = NULL;
+        size_t nnew = 0;
+        const int rc = ctn_list_stream_finish(s->ls, &out, &nnew);
+        if (rc == 0)
+            for (size_t i = ctn_val_len(out) - nnew; i < ctn_val_len(out); i++)
+                ctn_task_emit(t, ctn_val_ref(ctn_val_at(out, i)));
+        state_free(t);
+        if (rc < 0)
+            ctn_task_fail(t, rc, "%s", ctn_strerror(rc));
+        else
+            ctn_task_done(t, out);
+        return;
+    }
+    state_free(t);
+    parse_whole(t, whole);
+}
+
+static void parser_cancel(ctn_task *t) {
+    state_free(t);
+}
+
+static char *parser_describe(const void *p) {
+    const parser_ud *u = p;
+    static const char *names[] = {"str", "json", "list", "regex"};
+    char buf[160];
+    if (u->kind == CTN_PARSER_REGEX)
+        snprintf(buf, sizeof buf, "regex /%.100s/", u->pattern);
+    else
+        snprintf(buf, sizeof buf, "%s", names[u->kind]);
+    return dupn(buf, strlen(buf));
+}
+
+static const ctn_node_ops parser_stream_ops = {.kind = "parser",
+                                               .start = parser_start,
+                                               .feed = parser_feed,
+                                               .feed_end = parser_feed_end,
+                                               .cancel = parser_cancel,
+                                               .free_ud = parser_free,
+                                               .describe = parser_describe};
+
+static const ctn_node_ops parser_whole_ops = {.kind = "parser",
+                                              .start = parser_start,
+                                              .cancel = parser_cancel,
+                                              .free_ud = parser_free,
+                                              .describe = parser_describe};
+
+ctn_node *ctn_parser_node(ctn_parser_kind kind, const char *pattern, const char *const *keys,
+                          size_t nkeys, char *err, size_t errcap) {
+    parser_ud *u = calloc(1, sizeof *u);
+    if (u == NULL) return NULL;
+    u->kind = kind;
+    if (kind == CTN_PARSER_REGEX) {
+        if (pattern == NULL) {
+            ctn__errf(err, errcap, "the regex parser needs a pattern");
+            free(u);
+            return NULL;
+        }
+        u->re = ctn_regex_new(pattern, keys, nkeys, err, errcap);
+        u->pattern = dupn(pattern, strlen(pattern));
+        if (u->re == NULL || u->pattern == NULL) {
+            parser_free(u);
+            return NULL;
+        }
+    }
+    ctn_node *n =
+        ctn_node_custom(kind == CTN_PARSER_REGEX ? &parser_whole_ops : &parser_stream_ops, u, NULL);
+    if (n == NULL) parser_free(u);
+    return n;
+}

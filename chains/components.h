@@ -1,0 +1,72 @@
+/*
+ * The built-in components as chain nodes (chain.h custom nodes): prompts, chat prompts, the
+ * model node over the shared engine (lm.h), and the output parsers. The Lua module builds
+ * them; a C service can too.
+ *
+ *     ctn_node *p = ctn_prompt_node("Tell me about {topic}.", 22, err, sizeof err);
+ *     ctn_node *m = ctn_model_node(lm, CTN_CHAT_UNKNOWN, NULL, NULL);  // takes a reference
+ *     ctn_node *s = ctn_parser_node(CTN_PARSER_STR, NULL, err, sizeof err);
+ *     ctn_node *chain = ctn_node_sequence((ctn_node *[]){p, m, s}, 3);
+ *
+ * Chat prompts produce a chat value: {"type": "chat", "messages": [{"role": r, "content":
+ * c}, ...]}. The model node renders it with its chat template (the GGUF's, recognised by
+ * family, a named family, or a caller's renderer) and generates; a string input is a plain
+ * completion prompt.
+ */
+#ifndef CTN_COMPONENTS_H
+#define CTN_COMPONENTS_H
+
+#include <stddef.h>
+
+#include "chain.h"
+#include "chat.h"
+#include "lm.h"
+
+/* A prompt from a template ({name} variables, {{ and }} for braces): its input is an object
+ * of the variables (or, with one variable, any value). NULL with a message naming the
+ * position when the template is bad. */
+ctn_node *ctn_prompt_node(const char *tmpl, size_t n, char *err, size_t errcap);
+
+/* One entry of a chat prompt: a role with a content template, or (role "placeholder") the
+ * name of an input variable that holds a list of messages ({role, content} objects or
+ * [role, content] pairs). */
+typedef struct {
+    const char *role;
+    const char *content; /* template, or the placeholder's variable */
+} ctn_chat_entry;
+
+ctn_node *ctn_chat_prompt_node(const ctn_chat_entry *entries, size_t n, char *err, size_t errcap);
+
+/* Renders messages (an array of {role, content}) into prompt text; returns 0 and a malloc'd
+ * *out, or a CTN_E* code with a message. */
+typedef int (*ctn_chat_renderer)(void *ud, const ctn_val *messages, char **out, size_t *len,
+                                 char *err, size_t errcap);
+
+/*
+ * The model node: generates with lm (a reference is taken; released with the node) using the
+ * settings of its config: temperature, top_p, top_k, min_p, seed, max_tokens, stop (a string
+ * or an array of them). Chat inputs are rendered with render (when not NULL), else with
+ * family, else with the family recognised in the GGUF's chat template. Streams the text as it
+ * is generated; the output is the whole text. free_render_ud (may be NULL) releases
+ * render_ud with the node.
+ */
+ctn_node *ctn_model_node(ctn_lm *lm, ctn_chat_family family, ctn_chat_renderer render,
+                         void *render_ud, void (*free_render_ud)(void *));
+
+/* The model of a model node, looking through binds and names (llm:with{...}); NULL when n is
+ * not one. Borrowed. */
+ctn_lm *ctn_model_node_lm(const ctn_node *n);
+
+typedef enum {
+    CTN_PARSER_STR,   /* the text itself (streams as it comes) */
+    CTN_PARSER_JSON,  /* the JSON value found in the text (streams partial values) */
+    CTN_PARSER_LIST,  /* a list of items (numbered, bulleted, one per line or comma
+                         separated); streams each item as it completes */
+    CTN_PARSER_REGEX, /* an object of the captures of a pattern (not streaming) */
+} ctn_parser_kind;
+
+/* A parser node; for CTN_PARSER_REGEX, pattern and keys (NULL: the named groups). */
+ctn_node *ctn_parser_node(ctn_parser_kind kind, const char *pattern, const char *const *keys,
+                          size_t nkeys, char *err, size_t errcap);
+
+#endif

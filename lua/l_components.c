@@ -1,0 +1,306 @@
+/*
+ * The components of the catena Lua module: catena.prompt, catena.prompt.chat, catena.model
+ * and catena.parser.* (the nodes themselves are in chains/components.c).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "components.h"
+#include "error.h"
+#include "l_catena.h"
+
+/* Pushes a runnable for node (taken); raises with msg when node is NULL. */
+static void push_node(lua_State *L, ctn_node *node, const char *what, const char *msg) {
+    if (node == NULL) luaL_error(L, "catena: %s: %s", what, msg && *msg ? msg : "out of memory");
+    ctn_node **p = lua_newuserdatauv(L, sizeof *p, 0);
+    *p = node;
+    luaL_setmetatable(L, CTN_L_RUNNABLE);
+}
+
+/* catena.prompt("... {name} ...") */
+static int m_prompt(lua_State *L) {
+    /* Called as catena.prompt(...) through the table's __call: argument 1 is the table. */
+    size_t n = 0;
+    const char *s = luaL_checklstring(L, 2, &n);
+    char err[512] = "";
+    push_node(L, ctn_prompt_node(s, n, err, sizeof err), "prompt", err);
+    return 1;
+}
+
+/* catena.prompt.chat{ {"system", "..."}, {"user", "..."}, {"placeholder", "history"} } */
+static int m_chat(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    const size_t n = lua_rawlen(L, 1);
+    if (n == 0) luaL_argerror(L, 1, "give a list of {role, content} messages");
+    ctn_chat_entry *e = calloc(n, sizeof *e);
+    if (e == NULL) luaL_error(L, "catena: out of memory");
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, 1, (lua_Integer)i + 1);
+        if (!lua_istable(L, -1)) {
+            free(e);
+            luaL_error(L, "catena: prompt.chat: message %d must be {role, content}", (int)i + 1);
+        }
+        lua_rawgeti(L, -1, 1);
+        lua_rawgeti(L, -2, 2);
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
+            free(e);
+            luaL_error(L, "catena: prompt.chat: message %d must be {role, content} with strings",
+                       (int)i + 1);
+        }
+        e[i].role = lua_tostring(L, -2);
+        e[i].content = lua_tostring(L, -1);
+        lua_pop(L, 3); /* the strings stay alive in the message tables */
+    }
+    char err[512] = "";
+    ctn_node *node = ctn_chat_prompt_node(e, n, err, sizeof err);
+    free(e);
+    push_node(L, node, "prompt.chat", err);
+    return 1;
+}
+
+/* ---- models ---- */
+
+typedef struct {
+    lua_State *L;
+    int fn; /* registry reference to the renderer */
+} lua_renderer;
+
+/* A chat template written in Lua: fn(messages) -> prompt text (called on the loop thread,
+ * not in a coroutine: it must not wait). */
+static int render_lua(void *ud, const ctn_val *messages, char **out, size_t *len, char *err,
+                      size_t errcap) {
+    lua_renderer *r = ud;
+    lua_State *L = r->L;
+    const int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn);
+    ctn_l_push_val(L, messages, 1);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        snprintf(err, errcap, "the chat_template function failed: %s",
+                 lua_tostring(L, -1) ? lua_tostring(L, -1) : "(not a string)");
+        lua_settop(L, top);
+        return CTN_ECHAIN;
+    }
+    size_t n = 0;
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+    if (s == NULL) {
+        snprintf(err, errcap, "the chat_template function must return a string, got %s",
+                 luaL_typename(L, -1));
+        lua_settop(L, top);
+        return CTN_ETYPE;
+    }
+    *out = malloc(n + 1);
+    if (*out == NULL) {
+        lua_settop(L, top);
+        return CTN_ENOMEM;
+    }
+    memcpy(*out, s, n + 1);
+    *len = n;
+    lua_settop(L, top);
+    return 0;
+}
+
+static void free_renderer(void *ud) {
+    lua_renderer *r = ud;
+    luaL_unref(r->L, LUA_REGISTRYINDEX, r->fn);
+    free(r);
+}
+
+/* A size in bytes from a number or a string with K, M or G. */
+static int64_t size_arg(lua_State *L, int idx, const char *what) {
+    if (lua_isinteger(L, idx)) return (int64_t)lua_tointeger(L, idx);
+    const char *s = lua_tostring(L, idx);
+    char *end = NULL;
+    const double v = s ? strtod(s, &end) : -1;
+    double mul = 1;
+    if (end != NULL && (*end == 'K' || *end == 'k'))
+        mul = 1024, end++;
+    else if (end != NULL && (*end == 'M' || *end == 'm'))
+        mul = 1024.0 * 1024, end++;
+    else if (end != NULL && (*end == 'G' || *end == 'g'))
+        mul = 1024.0 * 1024 * 1024, end++;
+    if (s == NULL || end == s || *end != 0 || !(v > 0))
+        luaL_error(L, "catena.model: %s must be a size in bytes or a string like \"512M\"", what);
+    return (int64_t)(v * mul);
+}
+
+/* catena.model{path = ..., threads = N, kv_memory = SIZE, ctx = N, chat_template = name or
+ * function} */
+static int m_model(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "path");
+    const char *path = lua_tostring(L, -1);
+    if (path == NULL) luaL_error(L, "catena.model: path must name a GGUF model file");
+    ctn_lm_params p = {0};
+    lua_getfield(L, 1, "threads");
+    if (!lua_isnil(L, -1)) {
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > 1024)
+            luaL_error(L, "catena.model: threads must be an integer from 1 to 1024");
+        p.threads = (int)lua_tointeger(L, -1);
+    }
+    lua_getfield(L, 1, "kv_memory");
+    if (!lua_isnil(L, -1)) p.kv_memory_bytes = size_arg(L, -1, "kv_memory");
+    lua_getfield(L, 1, "ctx");
+    if (!lua_isnil(L, -1)) {
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 16 || lua_tointeger(L, -1) > 1 << 20)
+            luaL_error(L, "catena.model: ctx must be an integer from 16 to 1048576");
+        p.n_ctx = (int)lua_tointeger(L, -1);
+    }
+    ctn_chat_family fam = CTN_CHAT_UNKNOWN;
+    lua_renderer *r = NULL;
+    lua_getfield(L, 1, "chat_template");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        fam = ctn_chat_family_from_name(lua_tostring(L, -1));
+        if (fam == CTN_CHAT_UNKNOWN)
+            luaL_error(L,
+                       "catena.model: unknown chat_template '%s' (chatml, llama2, llama3, mistral, "
+                       "phi3, gemma, zephyr, deepseek, deepseek3, or a function)",
+                       lua_tostring(L, -1));
+    } else if (lua_isfunction(L, -1)) {
+        r = malloc(sizeof *r);
+        if (r == NULL) luaL_error(L, "catena: out of memory");
+        lua_pushvalue(L, -1);
+        r->fn = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+        r->L = lua_tothread(L, -1);
+        lua_pop(L, 1);
+    } else if (!lua_isnil(L, -1)) {
+        luaL_error(L, "catena.model: chat_template must be a family name or a function");
+    }
+    char err[512] = "";
+    ctn_lm *lm = NULL;
+    const int rc = ctn_l_open_model(L, path, &p, &lm, err, sizeof err);
+    if (rc < 0) {
+        if (r != NULL) free_renderer(r);
+        lua_createtable(L, 0, 3);
+        lua_pushinteger(L, rc);
+        lua_setfield(L, -2, "code");
+        lua_pushstring(L, err);
+        lua_setfield(L, -2, "message");
+        lua_pushstring(L, "model");
+        lua_setfield(L, -2, "path");
+        luaL_setmetatable(L, CTN_L_ERROR);
+        return lua_error(L);
+    }
+    ctn_node *node = ctn_model_node(lm, fam, r ? render_lua : NULL, r, r ? free_renderer : NULL);
+    if (node == NULL) {
+        ctn_lm_close(lm);
+        if (r != NULL) free_renderer(r);
+    }
+    push_node(L, node, "model", NULL);
+    return 1;
+}
+
+/* ---- parsers ---- */
+
+static int parser(lua_State *L, ctn_parser_kind k) {
+    char err[256] = "";
+    push_node(L, ctn_parser_node(k, NULL, NULL, 0, err, sizeof err), "parser", err);
+    return 1;
+}
+
+static int p_str(lua_State *L) {
+    return parser(L, CTN_PARSER_STR);
+}
+
+static int p_json(lua_State *L) {
+    return parser(L, CTN_PARSER_JSON);
+}
+
+static int p_list(lua_State *L) {
+    return parser(L, CTN_PARSER_LIST);
+}
+
+/* catena.parser.regex{pattern = "...", keys = {...}} or catena.parser.regex("pattern") */
+static int p_regex(lua_State *L) {
+    const char *pattern = NULL;
+    const char **keys = NULL;
+    size_t nkeys = 0;
+    if (lua_type(L, 1) == LUA_TSTRING) {
+        pattern = lua_tostring(L, 1);
+    } else {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_getfield(L, 1, "pattern");
+        pattern = lua_tostring(L, -1);
+        if (pattern == NULL) luaL_error(L, "catena.parser.regex: pattern must be a string");
+        lua_getfield(L, 1, "keys");
+        if (lua_istable(L, -1)) {
+            nkeys = lua_rawlen(L, -1);
+            keys = calloc(nkeys + 1, sizeof *keys);
+            if (keys == NULL) luaL_error(L, "catena: out of memory");
+            for (size_t i = 0; i < nkeys; i++) {
+                lua_rawgeti(L, -1, (lua_Integer)i + 1);
+                keys[i] = lua_tostring(L, -1);
+                lua_pop(L, 1);
+                if (keys[i] == NULL) {
+                    free(keys);
+                    luaL_error(L, "catena.parser.regex: key %d is not a string", (int)i + 1);
+                }
+            }
+        } else if (!lua_isnil(L, -1)) {
+            luaL_error(L, "catena.parser.regex: keys must be a list of names");
+        }
+    }
+    char err[512] = "";
+    ctn_node *n = ctn_parser_node(CTN_PARSER_REGEX, pattern, keys, nkeys, err, sizeof err);
+    free(keys);
+    push_node(L, n, "parser.regex", err);
+    return 1;
+}
+
+/* catena.stats(model runnable): the shared engine's statistics, with how many sequences
+ * decoded together per step (decode_batches: bucket -> steps). */
+static int m_stats(lua_State *L) {
+    ctn_node **r = luaL_checkudata(L, 1, CTN_L_RUNNABLE);
+    ctn_lm *lm = ctn_model_node_lm(*r);
+    if (lm == NULL) luaL_argerror(L, 1, "not a model (catena.model{...}, or one with :with{...})");
+    ctn_lm_stats st;
+    ctn_lm_get_stats(lm, &st);
+    lua_createtable(L, 0, 16);
+#define F(name, v)                                                                                 \
+    lua_pushinteger(L, (lua_Integer)(v));                                                          \
+    lua_setfield(L, -2, name)
+    F("running", st.engine.running);
+    F("waiting", st.engine.waiting);
+    F("steps", st.engine.steps);
+    F("tokens", st.engine.tokens);
+    F("prefill_tokens", st.engine.prefill_tokens);
+    F("decode_tokens", st.engine.decode_tokens);
+    F("finished", st.engine.finished);
+    F("cancelled", st.engine.cancelled);
+    F("preemptions", st.engine.preemptions);
+    F("kv_blocks", st.engine.kv_blocks);
+    F("kv_free", st.engine.kv_free);
+    F("prefix_hits", st.engine.prefix_hits);
+    F("prefix_misses", st.engine.prefix_misses);
+    F("max_batch", st.max_batch);
+#undef F
+    static const char *buckets[CTN_LM_BATCH_BUCKETS] = {"1",     "2-3",   "4-7", "8-15",
+                                                        "16-31", "32-63", "64+"};
+    lua_createtable(L, 0, CTN_LM_BATCH_BUCKETS);
+    for (int i = 0; i < CTN_LM_BATCH_BUCKETS; i++) {
+        lua_pushinteger(L, (lua_Integer)st.steps[i]);
+        lua_setfield(L, -2, buckets[i]);
+    }
+    lua_setfield(L, -2, "decode_batches");
+    return 1;
+}
+
+void ctn_l_open_components(lua_State *L) {
+    lua_pushcfunction(L, m_stats);
+    lua_setfield(L, -2, "stats");
+    /* catena.prompt: callable, with .chat */
+    lua_newtable(L);
+    lua_pushcfunction(L, m_chat);
+    lua_setfield(L, -2, "chat");
+    lua_newtable(L);
+    lua_pushcfunction(L, m_prompt);
+    lua_setfield(L, -2, "__call");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, -2, "prompt");
+    lua_pushcfunction(L, m_model);
+    lua_setfield(L, -2, "model");
+    static const luaL_Reg parsers[] = {
+        {"str", p_str}, {"json", p_json}, {"list", p_list}, {"regex", p_regex}, {NULL, NULL}};
+    luaL_newlib(L, parsers);
+    lua_setfield(L, -2, "parser");
+}
