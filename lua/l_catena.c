@@ -469,6 +469,7 @@ typedef struct run_wait {
     size_t nchunks, capchunks, head;
     int events;
     int print_trace; /* print the trace tree when it ends */
+    int cbref;       /* config.callbacks: registry reference, or LUA_NOREF */
     int record;      /* record it in the context's trace database */
     int own;         /* who frees it: OWN_CALL (the waiting call), OWN_BOX (a stream), OWN_BATCH */
     struct bstate *batch; /* the batch it belongs to, or NULL */
@@ -544,6 +545,26 @@ static void w_chunk(void *ud, const ctn_val *chunk) {
     if (w->co != NULL && w->batch == NULL) wake(w);
 }
 
+/* config.callbacks: calls on_start / on_stream / on_end (when given) with the event table.
+ * Handlers run inside the loop and must not wait; an error in one is reported on stderr and
+ * does not fail the run (as LangChain's callback handlers). */
+static void call_handler(run_wait *w, const char *event, const ctn_val *ev) {
+    lua_State *L = w->ctx->main;
+    if (w->ctx->closed) return;
+    const int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->cbref);
+    char name[16];
+    snprintf(name, sizeof name, "on_%s", event);
+    lua_getfield(L, -1, name);
+    if (lua_isfunction(L, -1)) {
+        ctn_l_push_val(L, ev, 1);
+        if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+            fprintf(stderr, "catena: callbacks.%s failed: %s\n", name,
+                    lua_tostring(L, -1) ? lua_tostring(L, -1) : "(error object)");
+    }
+    lua_settop(L, top);
+}
+
 /* A stream event as a chain value {event, name, kind, run_id, parent_id, key?, data}. */
 static void w_event(void *ud, const ctn_event *ev) {
     run_wait *w = ud;
@@ -571,12 +592,20 @@ static void w_event(void *ud, const ctn_event *ev) {
             ctn_val_set(o, "completion_tokens", ctn_val_int(s->completion_tokens));
         }
     }
+    if (w->cbref != LUA_NOREF) {
+        call_handler(w, names[ev->kind], o);
+        ctn_val_unref(o);
+        return;
+    }
     queue_chunk(w, o);
     if (w->co != NULL && w->batch == NULL) wake(w);
 }
 
 static void wait_free(run_wait *w) {
     if (w == NULL) return;
+    if (w->cbref != LUA_NOREF && !w->ctx->closed)
+        luaL_unref(w->ctx->main, LUA_REGISTRYINDEX, w->cbref);
+    w->cbref = LUA_NOREF;
     w->co = NULL; /* its run's cancellation below must not wake anyone */
     if (w->record && w->run != NULL && ctn_run_ended(w->run) && w->ctx->tdb != NULL) {
         ctn_chain_err e = {w->code, w->message, w->path};
@@ -619,22 +648,70 @@ static run_wait *start_wait(lua_State *L, ctn_node *root, int input_idx, int cfg
     ctn_val *in = ctn_l_to_val(L, input_idx, "input", err, sizeof err);
     if (in == NULL) luaL_error(L, "catena: %s", err);
     ctn_val *cfg = NULL;
+    int cbref = LUA_NOREF;
+    const char *run_name = NULL;
     if (cfg_idx != 0 && !lua_isnil(L, cfg_idx)) {
-        cfg = ctn_l_to_val(L, cfg_idx, "config", err, sizeof err);
+        if (!lua_istable(L, cfg_idx)) {
+            ctn_val_unref(in);
+            luaL_error(L, "catena: config: must be a table of keys");
+        }
+        /* callbacks (functions) and run_name stay on the Lua side; the rest goes down the
+         * graph as the run's config. */
+        lua_getfield(L, cfg_idx, "callbacks");
+        lua_getfield(L, cfg_idx, "run_name");
+        const int has_cb = !lua_isnil(L, -2), has_name = !lua_isnil(L, -1);
+        if (has_cb && !lua_istable(L, -2)) {
+            ctn_val_unref(in);
+            luaL_error(L, "catena: config.callbacks: a table {on_start =, on_stream =, on_end =}");
+        }
+        if (has_name && lua_type(L, -1) != LUA_TSTRING) {
+            ctn_val_unref(in);
+            luaL_error(L, "catena: config.run_name must be a string");
+        }
+        if (has_cb || has_name) {
+            lua_newtable(L); /* a copy without them */
+            lua_pushnil(L);
+            while (lua_next(L, cfg_idx) != 0) {
+                const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+                if (k != NULL && (!strcmp(k, "callbacks") || !strcmp(k, "run_name"))) {
+                    lua_pop(L, 1);
+                    continue;
+                }
+                lua_pushvalue(L, -2);
+                lua_insert(L, -2);
+                lua_rawset(L, -4);
+            }
+            cfg = ctn_l_to_val(L, -1, "config", err, sizeof err);
+            lua_pop(L, 1);
+        } else {
+            cfg = ctn_l_to_val(L, cfg_idx, "config", err, sizeof err);
+        }
         if (cfg == NULL || cfg->kind != CTN_VOBJ) {
+            lua_pop(L, 2);
             ctn_val_unref(in);
             ctn_val_unref(cfg);
             luaL_error(L, "catena: %s", cfg == NULL ? err : "config: must be a table of keys");
+        }
+        if (has_name) run_name = lua_tostring(L, -1); /* stays on the stack meanwhile */
+        if (has_cb) {
+            lua_pushvalue(L, -2);
+            cbref = luaL_ref(L, LUA_REGISTRYINDEX);
+            flags |= CTN_RUN_EVENTS;
         }
     }
     run_wait *w = calloc(1, sizeof *w);
     if (w == NULL) {
         ctn_val_unref(in);
         ctn_val_unref(cfg);
+        luaL_unref(L, LUA_REGISTRYINDEX, cbref);
         luaL_error(L, "catena: out of memory");
     }
     w->ctx = ctx;
-    w->events = (flags & CTN_RUN_EVENTS) != 0;
+    w->cbref = cbref;
+    w->events = (flags & CTN_RUN_EVENTS) != 0 && cbref == LUA_NOREF;
+    ctn_node *named = run_name != NULL ? ctn_node_named(ctn_node_ref(root), run_name) : NULL;
+    if (named != NULL) root = named;
+    if (cfg_idx != 0 && !lua_isnil(L, cfg_idx)) lua_pop(L, 2);
     if (current_co(L) == NULL) {
         if (ctx->print_trace) w->print_trace = 1;
         if (ctx->tdb != NULL) w->record = 1;
@@ -642,12 +719,14 @@ static run_wait *start_wait(lua_State *L, ctn_node *root, int input_idx, int cfg
     }
     ctn_run_callbacks cb = {.on_done = w_done,
                             .on_chunk = (flags & CTN_RUN_STREAM) && !w->events ? w_chunk : NULL,
-                            .on_event = w->events ? w_event : NULL,
+                            .on_event = (flags & CTN_RUN_EVENTS) ? w_event : NULL,
                             .ud = w};
     const int rc = ctn_run_start(&ctx->loop, root, in, cfg, &cb, flags, &w->run);
+    ctn_node_unref(named); /* the run holds its own reference */
     ctn_val_unref(in);
     ctn_val_unref(cfg);
     if (rc < 0) {
+        luaL_unref(L, LUA_REGISTRYINDEX, cbref);
         free(w);
         luaL_error(L, "catena: cannot start the run: %s", ctn_strerror(rc));
     }

@@ -202,6 +202,30 @@ describe("running", function()
   end)
 end)
 
+describe("config", function()
+  it("run_name names the run and callbacks see every node", function()
+    local c = catena.lambda(function(x) return x + 1 end, "inc") | catena.lambda(function(x) return x * 2 end, "dbl")
+    local log = {}
+    local out = c:invoke(1, { run_name = "math", callbacks = {
+      on_start = function(ev) log[#log + 1] = "start " .. ev.name end,
+      on_end = function(ev) log[#log + 1] = "end " .. ev.name end,
+    } })
+    assert.are.equal(4, out)
+    assert.are.same({ "start math", "start sequence", "start inc", "end inc", "start dbl",
+                      "end dbl", "end sequence", "end math" }, log)
+    local ok, err = pcall(function()
+      return catena.lambda(function() error("x", 0) end):invoke(1, { run_name = "job" })
+    end)
+    assert.is_false(ok)
+    assert.are.equal("job", err.path)
+  end)
+
+  it("a failing callback does not fail the run", function()
+    local r = catena.passthrough():invoke(5, { callbacks = { on_end = function() error("bug") end } })
+    assert.are.equal(5, r)
+  end)
+end)
+
 describe("values", function()
   it("convert exactly", function()
     local id = catena.passthrough()
