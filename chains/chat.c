@@ -9,49 +9,21 @@
 #include <string.h>
 
 #include "error.h"
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void put(sbuf *b, const char *s, size_t n) {
-    if (b->oom || n == 0) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (q == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void puts_(sbuf *b, const char *s) {
-    put(b, s, strlen(s));
-}
+#include "strbuf.h"
 
 static int is_space(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
 /* Writes s without leading and trailing whitespace (Jinja's trim / Python's strip). */
-static void put_trim(sbuf *b, const char *s, size_t n) {
+static void put_trim(ctn_strbuf *b, const char *s, size_t n) {
     while (n > 0 && is_space(*s)) {
         s++;
         n--;
     }
     while (n > 0 && is_space(s[n - 1]))
         n--;
-    put(b, s, n);
+    ctn_sb_put(b, s, n);
 }
 
 enum { R_SYSTEM, R_USER, R_ASSISTANT };
@@ -69,98 +41,98 @@ static const char *const role_names[] = {"system", "user", "assistant"};
 
 #define CONTENT(m) (m)->content, (m)->content_len
 
-static void chatml(sbuf *b, const ctn_chat_msg *m, const int *r, size_t n, int gen) {
+static void chatml(ctn_strbuf *b, const ctn_chat_msg *m, const int *r, size_t n, int gen) {
     for (size_t i = 0; i < n; i++) {
-        puts_(b, "<|im_start|>");
-        puts_(b, role_names[r[i]]);
-        puts_(b, "\n");
-        put(b, CONTENT(&m[i]));
-        puts_(b, "<|im_end|>\n");
+        ctn_sb_puts(b, "<|im_start|>");
+        ctn_sb_puts(b, role_names[r[i]]);
+        ctn_sb_puts(b, "\n");
+        ctn_sb_put(b, CONTENT(&m[i]));
+        ctn_sb_puts(b, "<|im_end|>\n");
     }
-    if (gen) puts_(b, "<|im_start|>assistant\n");
+    if (gen) ctn_sb_puts(b, "<|im_start|>assistant\n");
 }
 
 /* Meta's reference: every [INST] turn opens with BOS, an answer is " A </s>". */
-static void llama2(sbuf *b, const ctn_chat_msg *m, const int *r, size_t n, const char *bos,
+static void llama2(ctn_strbuf *b, const ctn_chat_msg *m, const int *r, size_t n, const char *bos,
                    const char *eos) {
     int inside = 0;
     for (size_t i = 0; i < n; i++) {
         if (!inside) {
-            puts_(b, bos);
-            puts_(b, "[INST] ");
+            ctn_sb_puts(b, bos);
+            ctn_sb_puts(b, "[INST] ");
             inside = 1;
         }
         if (r[i] == R_SYSTEM) {
-            puts_(b, "<<SYS>>\n");
+            ctn_sb_puts(b, "<<SYS>>\n");
             put_trim(b, CONTENT(&m[i]));
-            puts_(b, "\n<</SYS>>\n\n");
+            ctn_sb_puts(b, "\n<</SYS>>\n\n");
         } else if (r[i] == R_USER) {
             put_trim(b, CONTENT(&m[i]));
-            puts_(b, " [/INST]");
+            ctn_sb_puts(b, " [/INST]");
         } else {
-            puts_(b, " ");
+            ctn_sb_puts(b, " ");
             put_trim(b, CONTENT(&m[i]));
-            puts_(b, " ");
-            puts_(b, eos);
+            ctn_sb_puts(b, " ");
+            ctn_sb_puts(b, eos);
             inside = 0;
         }
     }
 }
 
-static void llama3(sbuf *b, const ctn_chat_msg *m, const int *r, size_t n, int gen,
+static void llama3(ctn_strbuf *b, const ctn_chat_msg *m, const int *r, size_t n, int gen,
                    const char *bos) {
-    puts_(b, bos);
+    ctn_sb_puts(b, bos);
     for (size_t i = 0; i < n; i++) {
-        puts_(b, "<|start_header_id|>");
-        puts_(b, role_names[r[i]]);
-        puts_(b, "<|end_header_id|>\n\n");
+        ctn_sb_puts(b, "<|start_header_id|>");
+        ctn_sb_puts(b, role_names[r[i]]);
+        ctn_sb_puts(b, "<|end_header_id|>\n\n");
         put_trim(b, CONTENT(&m[i]));
-        puts_(b, "<|eot_id|>");
+        ctn_sb_puts(b, "<|eot_id|>");
     }
-    if (gen) puts_(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    if (gen) ctn_sb_puts(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
 }
 
-static void mistral(sbuf *b, const ctn_chat_msg *m, const int *r, size_t n, const char *bos,
+static void mistral(ctn_strbuf *b, const ctn_chat_msg *m, const int *r, size_t n, const char *bos,
                     const char *eos) {
-    puts_(b, bos);
+    ctn_sb_puts(b, bos);
     int inside = 0;
     for (size_t i = 0; i < n; i++) {
         if (!inside) {
-            puts_(b, "[INST] ");
+            ctn_sb_puts(b, "[INST] ");
             inside = 1;
         }
         if (r[i] == R_SYSTEM) {
-            put(b, CONTENT(&m[i]));
-            puts_(b, "\n\n");
+            ctn_sb_put(b, CONTENT(&m[i]));
+            ctn_sb_puts(b, "\n\n");
         } else if (r[i] == R_USER) {
-            put(b, CONTENT(&m[i]));
-            puts_(b, " [/INST]");
+            ctn_sb_put(b, CONTENT(&m[i]));
+            ctn_sb_puts(b, " [/INST]");
         } else {
-            put(b, CONTENT(&m[i]));
-            puts_(b, eos);
+            ctn_sb_put(b, CONTENT(&m[i]));
+            ctn_sb_puts(b, eos);
             inside = 0;
         }
     }
 }
 
 /* Phi-3 and Zephyr share the shape "<|role|>\ncontent END\n"; only END differs. */
-static void tagged(sbuf *b, const ctn_chat_msg *m, const int *r, size_t n, int gen,
+static void tagged(ctn_strbuf *b, const ctn_chat_msg *m, const int *r, size_t n, int gen,
                    const char *end) {
     for (size_t i = 0; i < n; i++) {
-        puts_(b, "<|");
-        puts_(b, role_names[r[i]]);
-        puts_(b, "|>\n");
-        put(b, CONTENT(&m[i]));
-        puts_(b, end);
-        puts_(b, "\n");
+        ctn_sb_puts(b, "<|");
+        ctn_sb_puts(b, role_names[r[i]]);
+        ctn_sb_puts(b, "|>\n");
+        ctn_sb_put(b, CONTENT(&m[i]));
+        ctn_sb_puts(b, end);
+        ctn_sb_puts(b, "\n");
     }
-    if (gen) puts_(b, "<|assistant|>\n");
+    if (gen) ctn_sb_puts(b, "<|assistant|>\n");
 }
 
 /* Gemma has no system role: system text waits and leads the next user turn. */
-static void gemma(sbuf *b, const ctn_chat_msg *m, const int *r, size_t n, int gen,
+static void gemma(ctn_strbuf *b, const ctn_chat_msg *m, const int *r, size_t n, int gen,
                   const char *bos) {
-    puts_(b, bos);
+    ctn_sb_puts(b, bos);
     size_t pending = n; /* the first system message not yet written, or n */
     for (size_t i = 0; i < n; i++) {
         if (r[i] == R_SYSTEM) {
@@ -168,40 +140,40 @@ static void gemma(sbuf *b, const ctn_chat_msg *m, const int *r, size_t n, int ge
             continue;
         }
         int model = r[i] == R_ASSISTANT;
-        puts_(b, model ? "<start_of_turn>model\n" : "<start_of_turn>user\n");
+        ctn_sb_puts(b, model ? "<start_of_turn>model\n" : "<start_of_turn>user\n");
         if (!model && pending < n) {
             /* Several system messages join as llama.cpp joins them: trimmed, back to
              * back; an empty one adds nothing. */
             size_t before = b->len;
             for (size_t k = pending; k < i; k++)
                 if (r[k] == R_SYSTEM) put_trim(b, CONTENT(&m[k]));
-            if (b->len > before) puts_(b, "\n\n");
+            if (b->len > before) ctn_sb_puts(b, "\n\n");
             pending = n;
         }
         put_trim(b, CONTENT(&m[i]));
-        puts_(b, "<end_of_turn>\n");
+        ctn_sb_puts(b, "<end_of_turn>\n");
     }
-    if (gen) puts_(b, "<start_of_turn>model\n");
+    if (gen) ctn_sb_puts(b, "<start_of_turn>model\n");
 }
 
-static void deepseek(sbuf *b, const ctn_chat_msg *m, const int *r, size_t n, int gen,
+static void deepseek(ctn_strbuf *b, const ctn_chat_msg *m, const int *r, size_t n, int gen,
                      const char *bos, const char *eos) {
-    puts_(b, bos);
+    ctn_sb_puts(b, bos);
     for (size_t i = 0; i < n; i++) {
         if (r[i] == R_USER) {
-            puts_(b, "User: ");
-            put(b, CONTENT(&m[i]));
-            puts_(b, "\n\n");
+            ctn_sb_puts(b, "User: ");
+            ctn_sb_put(b, CONTENT(&m[i]));
+            ctn_sb_puts(b, "\n\n");
         } else if (r[i] == R_ASSISTANT) {
-            puts_(b, "Assistant: ");
-            put(b, CONTENT(&m[i]));
-            puts_(b, eos);
+            ctn_sb_puts(b, "Assistant: ");
+            ctn_sb_put(b, CONTENT(&m[i]));
+            ctn_sb_puts(b, eos);
         } else {
-            put(b, CONTENT(&m[i]));
-            puts_(b, "\n\n");
+            ctn_sb_put(b, CONTENT(&m[i]));
+            ctn_sb_puts(b, "\n\n");
         }
     }
-    if (gen) puts_(b, "Assistant:");
+    if (gen) ctn_sb_puts(b, "Assistant:");
 }
 
 #define DS_USER "<\xEF\xBD\x9CUser\xEF\xBD\x9C>"
@@ -215,23 +187,23 @@ static void deepseek(sbuf *b, const ctn_chat_msg *m, const int *r, size_t n, int
     "<\xEF\xBD\x9C"                                                                                \
     "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>"
 
-static void deepseek3(sbuf *b, const ctn_chat_msg *m, const int *r, size_t n, int gen,
+static void deepseek3(ctn_strbuf *b, const ctn_chat_msg *m, const int *r, size_t n, int gen,
                       const char *bos, const char *eos) {
-    puts_(b, bos);
+    ctn_sb_puts(b, bos);
     for (size_t i = 0; i < n; i++) {
         if (r[i] == R_SYSTEM) {
-            put(b, CONTENT(&m[i]));
-            puts_(b, "\n\n");
+            ctn_sb_put(b, CONTENT(&m[i]));
+            ctn_sb_puts(b, "\n\n");
         } else if (r[i] == R_USER) {
-            puts_(b, DS_USER);
-            put(b, CONTENT(&m[i]));
+            ctn_sb_puts(b, DS_USER);
+            ctn_sb_put(b, CONTENT(&m[i]));
         } else {
-            puts_(b, DS_ASSISTANT);
-            put(b, CONTENT(&m[i]));
-            puts_(b, eos);
+            ctn_sb_puts(b, DS_ASSISTANT);
+            ctn_sb_put(b, CONTENT(&m[i]));
+            ctn_sb_puts(b, eos);
         }
     }
-    if (gen) puts_(b, DS_ASSISTANT);
+    if (gen) ctn_sb_puts(b, DS_ASSISTANT);
 }
 
 static const char *const family_names[] = {
@@ -319,7 +291,7 @@ int ctn_chat_render(ctn_chat_family f, const ctn_chat_msg *msgs, size_t n,
               : ds                  ? DS_BOS
                                     : "<s>";
     if (eos == NULL) eos = ds ? DS_EOS : "</s>";
-    sbuf b = {0};
+    ctn_strbuf b = {0};
     int gen = add_generation_prompt != 0;
     switch (f) {
     case CTN_CHAT_CHATML: chatml(&b, msgs, r, n, gen); break;
@@ -334,19 +306,10 @@ int ctn_chat_render(ctn_chat_family f, const ctn_chat_msg *msgs, size_t n,
     default: break;
     }
     free(r);
-    if (!b.oom && b.p == NULL) {
-        b.p = malloc(1); /* nothing was written: an empty string */
-        if (b.p == NULL)
-            b.oom = 1;
-        else
-            b.p[0] = '\0';
-    }
-    if (b.oom) {
-        free(b.p);
-        goto nomem;
-    }
-    *out = b.p;
-    if (len != NULL) *len = b.len;
+    const size_t blen = b.len;
+    *out = ctn_sb_take(&b); /* "" when nothing was written */
+    if (*out == NULL) goto nomem;
+    if (len != NULL) *len = blen;
     return 0;
 nomem:
     if (err != NULL && errcap > 0) ctn__errf(err, errcap, "out of memory");

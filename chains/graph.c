@@ -13,33 +13,9 @@
 
 #include "chain_impl.h"
 #include "error.h"
+#include "strbuf.h"
 
 /* ==== describe ============================================================================ */
-
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void put(sbuf *b, const char *s) {
-    const size_t n = strlen(s);
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 128;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n + 1);
-    b->n += n;
-}
 
 /* The detail after a node's label: a custom node's own description, a router's key, ... */
 static char *detail(const ctn_node *n) {
@@ -142,22 +118,22 @@ static void kidlist_free(kidlist *l) {
     free(l->kids), free(l->labels), free(l->lbuf);
 }
 
-static void describe_node(sbuf *b, const ctn_node *n, const char *prefix, const char *edge,
+static void describe_node(ctn_strbuf *b, const ctn_node *n, const char *prefix, const char *edge,
                           int depth) {
-    put(b, edge != NULL ? edge : "");
-    put(b, ctn_node_label(n));
+    ctn_sb_puts(b, edge != NULL ? edge : "");
+    ctn_sb_puts(b, ctn_node_label(n));
     if (n->name != NULL && !(n->kind == CTN_NODE_BIND && n->config == NULL)) {
-        put(b, " (");
-        put(b, ctn__node_kind_name(n));
-        put(b, ")");
+        ctn_sb_puts(b, " (");
+        ctn_sb_puts(b, ctn__node_kind_name(n));
+        ctn_sb_puts(b, ")");
     }
     char *d = detail(n);
     if (d != NULL) {
-        put(b, ": ");
-        put(b, d);
+        ctn_sb_puts(b, ": ");
+        ctn_sb_puts(b, d);
         free(d);
     }
-    put(b, "\n");
+    ctn_sb_puts(b, "\n");
     if (depth > 200) return;
     kidlist l;
     if (kidlist_get(n, &l) < 0) {
@@ -186,13 +162,9 @@ static void describe_node(sbuf *b, const ctn_node *n, const char *prefix, const 
 
 char *ctn_node_describe(const ctn_node *n) {
     if (n == NULL) return NULL;
-    sbuf b = {0};
+    ctn_strbuf b = {0};
     describe_node(&b, n, "", NULL, 0);
-    if (b.oom) {
-        free(b.p);
-        return NULL;
-    }
-    return b.p;
+    return ctn_sb_take(&b);
 }
 
 /* ==== graph =============================================================================== */
@@ -325,16 +297,16 @@ ctn_val *ctn_node_graph(const ctn_node *n) {
 }
 
 /* Mermaid label text: quotes and brackets would end the label, so they become entities. */
-static void put_label(sbuf *b, const char *s) {
+static void put_label(ctn_strbuf *b, const char *s) {
     char one[2] = {0, 0};
     for (; *s; s++) {
         switch (*s) {
-        case '"': put(b, "#quot;"); break;
-        case '<': put(b, "#lt;"); break;
-        case '>': put(b, "#gt;"); break;
-        case '|': put(b, "#124;"); break;
-        case '\n': put(b, " "); break;
-        default: one[0] = *s, put(b, one);
+        case '"': ctn_sb_puts(b, "#quot;"); break;
+        case '<': ctn_sb_puts(b, "#lt;"); break;
+        case '>': ctn_sb_puts(b, "#gt;"); break;
+        case '|': ctn_sb_puts(b, "#124;"); break;
+        case '\n': ctn_sb_puts(b, " "); break;
+        default: one[0] = *s, ctn_sb_puts(b, one);
         }
     }
 }
@@ -342,8 +314,8 @@ static void put_label(sbuf *b, const char *s) {
 char *ctn_node_mermaid(const ctn_node *n) {
     ctn_val *gr = ctn_node_graph(n);
     if (gr == NULL) return NULL;
-    sbuf b = {0};
-    put(&b, "flowchart TD\n");
+    ctn_strbuf b = {0};
+    ctn_sb_puts(&b, "flowchart TD\n");
     const ctn_val *nodes = ctn_val_get(gr, "nodes"), *edges = ctn_val_get(gr, "edges");
     char id[48];
     for (size_t i = 0; i < ctn_val_len(nodes); i++) {
@@ -351,33 +323,29 @@ char *ctn_node_mermaid(const ctn_node *n) {
         const char *kind = ctn_val_get(nd, "kind")->u.str.p;
         const int io = strcmp(kind, "input") == 0 || strcmp(kind, "output") == 0;
         snprintf(id, sizeof id, "    n%lld", (long long)ctn_val_get(nd, "id")->u.i);
-        put(&b, id);
-        put(&b, io ? "([\"" : "[\"");
+        ctn_sb_puts(&b, id);
+        ctn_sb_puts(&b, io ? "([\"" : "[\"");
         put_label(&b, ctn_val_get(nd, "label")->u.str.p);
         if (strcmp(kind, ctn_val_get(nd, "label")->u.str.p) != 0 && !io) {
-            put(&b, " (");
+            ctn_sb_puts(&b, " (");
             put_label(&b, kind);
-            put(&b, ")");
+            ctn_sb_puts(&b, ")");
         }
-        put(&b, io ? "\"])\n" : "\"]\n");
+        ctn_sb_puts(&b, io ? "\"])\n" : "\"]\n");
     }
     for (size_t i = 0; i < ctn_val_len(edges); i++) {
         const ctn_val *e = ctn_val_at(edges, i);
         snprintf(id, sizeof id, "    n%lld -->", (long long)ctn_val_get(e, "from")->u.i);
-        put(&b, id);
+        ctn_sb_puts(&b, id);
         const ctn_val *l = ctn_val_get(e, "label");
         if (l != NULL) {
-            put(&b, "|\"");
+            ctn_sb_puts(&b, "|\"");
             put_label(&b, l->u.str.p);
-            put(&b, "\"|");
+            ctn_sb_puts(&b, "\"|");
         }
         snprintf(id, sizeof id, " n%lld\n", (long long)ctn_val_get(e, "to")->u.i);
-        put(&b, id);
+        ctn_sb_puts(&b, id);
     }
     ctn_val_unref(gr);
-    if (b.oom) {
-        free(b.p);
-        return NULL;
-    }
-    return b.p;
+    return ctn_sb_take(&b);
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "strbuf.h"
 
 static ctn_val *alloc_val(ctn_vkind k) {
     ctn_val *v = calloc(1, sizeof *v);
@@ -302,35 +303,6 @@ const char *ctn_vkind_name(ctn_vkind k) {
 
 /* ==== JSON writer ========================================================================= */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void put(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void puts_(sbuf *b, const char *s) {
-    put(b, s, strlen(s));
-}
-
 /* Length of the valid UTF-8 sequence at s (n bytes left), or 0 when it is not valid. */
 static size_t utf8_len(const unsigned char *s, size_t n) {
     const unsigned c = s[0];
@@ -355,112 +327,108 @@ static size_t utf8_len(const unsigned char *s, size_t n) {
     return len;
 }
 
-static void put_str(sbuf *b, const char *s, size_t n) {
+static void put_str(ctn_strbuf *b, const char *s, size_t n) {
     const unsigned char *u = (const unsigned char *)s;
-    put(b, "\"", 1);
+    ctn_sb_put(b, "\"", 1);
     size_t i = 0;
     while (i < n) {
         const unsigned char c = u[i];
         char esc[8];
         if (c == '"' || c == '\\') {
             esc[0] = '\\', esc[1] = (char)c;
-            put(b, esc, 2);
+            ctn_sb_put(b, esc, 2);
             i++;
         } else if (c < 0x20) {
             const char *named = c == '\n' ? "\\n" : c == '\t' ? "\\t" : c == '\r' ? "\\r" : NULL;
             if (named != NULL) {
-                put(b, named, 2);
+                ctn_sb_put(b, named, 2);
             } else {
                 snprintf(esc, sizeof esc, "\\u%04x", c);
-                put(b, esc, 6);
+                ctn_sb_put(b, esc, 6);
             }
             i++;
         } else {
             const size_t len = utf8_len(u + i, n - i);
             if (len == 0) {
-                put(b, "\xEF\xBF\xBD", 3); /* U+FFFD for a byte that is not UTF-8 */
+                ctn_sb_put(b, "\xEF\xBF\xBD", 3); /* U+FFFD for a byte that is not UTF-8 */
                 i++;
             } else {
-                put(b, s + i, len);
+                ctn_sb_put(b, s + i, len);
                 i += len;
             }
         }
     }
-    put(b, "\"", 1);
+    ctn_sb_put(b, "\"", 1);
 }
 
-static void newline(sbuf *b, int indent, int depth) {
+static void newline(ctn_strbuf *b, int indent, int depth) {
     if (indent <= 0) return;
-    put(b, "\n", 1);
+    ctn_sb_put(b, "\n", 1);
     for (int i = 0; i < indent * depth; i++)
-        put(b, " ", 1);
+        ctn_sb_put(b, " ", 1);
 }
 
-static void put_val(sbuf *b, const ctn_val *v, int indent, int depth) {
+static void put_val(ctn_strbuf *b, const ctn_val *v, int indent, int depth) {
     char num[40];
     switch (v->kind) {
-    case CTN_VNULL: puts_(b, "null"); break;
-    case CTN_VBOOL: puts_(b, v->u.b ? "true" : "false"); break;
+    case CTN_VNULL: ctn_sb_puts(b, "null"); break;
+    case CTN_VBOOL: ctn_sb_puts(b, v->u.b ? "true" : "false"); break;
     case CTN_VINT:
         snprintf(num, sizeof num, "%lld", (long long)v->u.i);
-        puts_(b, num);
+        ctn_sb_puts(b, num);
         break;
     case CTN_VNUM:
         if (!isfinite(v->u.num)) {
-            puts_(b, "null");
+            ctn_sb_puts(b, "null");
         } else {
             snprintf(num, sizeof num, "%.17g", v->u.num);
             if (strpbrk(num, ".eE") == NULL) strcat(num, ".0");
-            puts_(b, num);
+            ctn_sb_puts(b, num);
         }
         break;
     case CTN_VSTR: put_str(b, v->u.str.p, v->u.str.len); break;
     case CTN_VARR:
-        put(b, "[", 1);
+        ctn_sb_put(b, "[", 1);
         for (size_t i = 0; i < v->u.arr.n; i++) {
-            if (i > 0) put(b, ",", 1);
+            if (i > 0) ctn_sb_put(b, ",", 1);
             newline(b, indent, depth + 1);
             put_val(b, v->u.arr.items[i], indent, depth + 1);
         }
         if (v->u.arr.n > 0) newline(b, indent, depth);
-        put(b, "]", 1);
+        ctn_sb_put(b, "]", 1);
         break;
     case CTN_VOBJ:
-        put(b, "{", 1);
+        ctn_sb_put(b, "{", 1);
         for (size_t i = 0; i < v->u.obj.n; i++) {
-            if (i > 0) put(b, ",", 1);
+            if (i > 0) ctn_sb_put(b, ",", 1);
             newline(b, indent, depth + 1);
             put_str(b, v->u.obj.keys[i]->u.str.p, v->u.obj.keys[i]->u.str.len);
-            put(b, indent > 0 ? ": " : ":", indent > 0 ? 2 : 1);
+            ctn_sb_put(b, indent > 0 ? ": " : ":", indent > 0 ? 2 : 1);
             put_val(b, v->u.obj.vals[i], indent, depth + 1);
         }
         if (v->u.obj.n > 0) newline(b, indent, depth);
-        put(b, "}", 1);
+        ctn_sb_put(b, "}", 1);
         break;
     case CTN_VDOC:
-        put(b, "{", 1);
+        ctn_sb_put(b, "{", 1);
         newline(b, indent, depth + 1);
-        puts_(b, indent > 0 ? "\"page_content\": " : "\"page_content\":");
+        ctn_sb_puts(b, indent > 0 ? "\"page_content\": " : "\"page_content\":");
         put_val(b, v->u.doc.text, indent, depth + 1);
-        put(b, ",", 1);
+        ctn_sb_put(b, ",", 1);
         newline(b, indent, depth + 1);
-        puts_(b, indent > 0 ? "\"metadata\": " : "\"metadata\":");
+        ctn_sb_puts(b, indent > 0 ? "\"metadata\": " : "\"metadata\":");
         put_val(b, v->u.doc.meta, indent, depth + 1);
         newline(b, indent, depth);
-        put(b, "}", 1);
+        ctn_sb_put(b, "}", 1);
         break;
     }
 }
 
 char *ctn_val_to_json(const ctn_val *v, int indent) {
     if (v == NULL) return NULL;
-    sbuf b = {0};
+    ctn_strbuf b = {0};
     put_val(&b, v, indent, 0);
-    if (b.oom) {
-        free(b.p);
-        return NULL;
-    }
-    return b.p;
+    return ctn_sb_take(&b);
 }
 
 char *ctn_val_text(const ctn_val *v, size_t *len) {
