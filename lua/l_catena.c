@@ -845,6 +845,14 @@ static void cancel_batch(lco *c) {
 
 static int batch_k(lua_State *L, int status, lua_KContext k);
 
+/* start_wait for batch_go under lua_pcall: (root light userdata, input, config or nil). */
+static int start_wait_p(lua_State *L) {
+    ctn_node *root = lua_touserdata(L, 1);
+    run_wait *w = start_wait(L, root, 2, lua_isnil(L, 3) ? 0 : 3, 0);
+    lua_pushlightuserdata(L, w);
+    return 1;
+}
+
 /* Runs the batch from window b->next on; returns through lua_yieldk inside a coroutine. */
 static int batch_go(lua_State *L, bstate *b) {
     lco *c = current_co(L);
@@ -854,9 +862,18 @@ static int batch_go(lua_State *L, bstate *b) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, b->inputs);
         lua_rawgeti(L, LUA_REGISTRYINDEX, b->cfg);
         for (int i = from; i < upto; i++) {
-            lua_rawgeti(L, -2, i + 1);
-            b->w[i] =
-                start_wait(L, b->root, lua_gettop(L), lua_isnil(L, -2) ? 0 : lua_gettop(L) - 1, 0);
+            /* A bad input (or config) raises: under pcall, so the batch is released first
+             * (its runs cancelled) and the error goes on. */
+            lua_pushcfunction(L, start_wait_p);
+            lua_pushlightuserdata(L, b->root);
+            lua_rawgeti(L, -4, i + 1);
+            lua_pushvalue(L, -4);
+            if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
+                if (c != NULL) c->bstate = NULL;
+                bstate_free(L, b);
+                return lua_error(L);
+            }
+            b->w[i] = lua_touserdata(L, -1);
             b->w[i]->own = OWN_BATCH;
             lua_pop(L, 1);
         }

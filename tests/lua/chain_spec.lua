@@ -144,6 +144,14 @@ describe("running", function()
     assert.are.equal("big 2", err.message)
   end)
 
+  it("a batch with a bad input raises, naming it, and leaves nothing running", function()
+    local ok, err = pcall(function()
+      return catena.lambda(function(x) catena.sleep(1); return x end):batch({ 1, 2, { f = print } })
+    end)
+    assert.is_false(ok)
+    assert.matches("input.f: a function cannot be a chain value", tostring(err))
+  end)
+
   it("streams chunks in a generic for, and a break cancels the run", function()
     local chunks = {}
     for c in catena.lambda(function(x) return x .. "!" end):stream("hi") do chunks[#chunks + 1] = c end
