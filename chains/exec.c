@@ -43,7 +43,7 @@ struct ctn_task {
     int launching;
     ctn_val *acc;             /* PARALLEL, ASSIGN: the object; MAP: the array being filled */
     ctn_val **slots;          /* MAP: outputs by index */
-    ctn_task *consumer;       /* SEQUENCE: the next step, fed as the current one streams */
+    ctn_task **stasks;        /* SEQUENCE, streaming: per step, its streamed task, DONE, or NULL */
     ctn_chain_err *first_err; /* FALLBACKS */
     timer_box *timer;
 };
@@ -113,6 +113,10 @@ static void enter(ctn_run *r) {
     r->depth++;
 }
 
+/* A streamed step that has ended (SEQUENCE stasks). */
+static ctn_task done_marker;
+#define DONE (&done_marker)
+
 static void task_free(ctn_task *t) {
     ctn_val_unref(t->own_config);
     ctn_val_unref(t->input);
@@ -124,6 +128,7 @@ static void task_free(ctn_task *t) {
         free(t->slots);
     }
     err_release(t->first_err);
+    free(t->stasks);
     free(t->kids);
     free(t);
 }
@@ -702,24 +707,34 @@ static void child_end(ctn_task *t, ctn_task *c, ctn_val *out, ctn_chain_err *err
             task_end(t, NULL, err);
             return;
         }
-        if (c == t->consumer) { /* the streamed next step ended before its producer */
-            cancel_kids(t);
-            t->consumer = NULL;
-            t->step = c->slot;
-        } else if (t->consumer != NULL) { /* the producer ended: the consumer goes on */
-            ctn_task *k = t->consumer;
-            t->consumer = NULL;
-            t->step = k->slot;
-            feed_end(k, out);
-            ctn_val_unref(out);
-            return;
-        }
-        if (t->step + 1 < n->nkids) {
-            t->step++;
-            spawn(t, n->kids[t->step], out, NULL, t->step, 0);
-            ctn_val_unref(out);
-        } else {
-            task_end(t, out, NULL);
+        {
+            const size_t k = c->slot;
+            if (c->streamed && t->stasks != NULL) {
+                /* A streamed step ended: the steps before it are no longer needed (it may
+                 * end before them, a parser that has what it wants). */
+                t->stasks[k] = DONE;
+                for (size_t i = 0; i < t->nkids;) {
+                    ctn_task *x = t->kids[i];
+                    if (x->slot < k)
+                        cancel_task(x, 1); /* removes it from t->kids */
+                    else
+                        i++;
+                }
+            }
+            if (k + 1 == n->nkids) {
+                task_end(t, out, NULL);
+                return;
+            }
+            ctn_task *next = t->stasks != NULL ? t->stasks[k + 1] : NULL;
+            if (next == DONE) { /* cannot happen: step k was cancelled when it ended */
+                ctn_val_unref(out);
+            } else if (next != NULL) { /* the next step streamed: it gets the whole output */
+                feed_end(next, out);
+                ctn_val_unref(out);
+            } else {
+                spawn(t, n->kids[k + 1], out, NULL, k + 1, 0);
+                ctn_val_unref(out);
+            }
         }
         return;
     case CTN_NODE_PARALLEL:
@@ -824,21 +839,30 @@ static void child_chunk(ctn_task *t, ctn_task *c, const ctn_val *chunk) {
     if (t->ended) return;
     switch (n->kind) {
     case CTN_NODE_SEQUENCE:
+        /* Each step that takes a stream is started at the first chunk of the step before
+         * and fed as that one goes, so chunks flow down any run of streaming steps. */
         if (c->slot + 1 == n->nkids) {
             ctn_task_emit(t, ctn_val_ref((ctn_val *)chunk));
-        } else if (c != t->consumer && c->slot == t->step && takes_stream(n->kids[c->slot + 1])) {
-            if (t->consumer == NULL) {
-                ctn_task *k = task_new(t->run, t, n->kids[c->slot + 1], NULL, NULL, c->slot + 1);
-                if (k == NULL) {
+        } else if (takes_stream(n->kids[c->slot + 1])) {
+            if (t->stasks == NULL && (t->stasks = calloc(n->nkids, sizeof *t->stasks)) == NULL) {
+                cancel_kids(t);
+                task_end(t, NULL, &oom_err);
+                return;
+            }
+            ctn_task *next = t->stasks[c->slot + 1];
+            if (next == DONE) return;
+            if (next == NULL) {
+                next = task_new(t->run, t, n->kids[c->slot + 1], NULL, NULL, c->slot + 1);
+                if (next == NULL) {
                     cancel_kids(t);
                     task_end(t, NULL, &oom_err);
                     return;
                 }
-                k->streamed = 1;
-                t->consumer = k;
-                task_start(k);
+                next->streamed = 1;
+                t->stasks[c->slot + 1] = next;
+                task_start(next);
             }
-            if (t->consumer != NULL && !t->consumer->ended) feed(t->consumer, chunk);
+            if (!next->ended) feed(next, chunk);
         }
         return;
     case CTN_NODE_PARALLEL: {

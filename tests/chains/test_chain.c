@@ -638,6 +638,18 @@ TEST(streaming_flows_step_to_step) {
     CHECK_STR(r.path, "consumer");
     CHECK_EQ_INT(cons_seen.fed, 3);
     result_free(&r);
+    /* Two streaming steps in a row: chunks flow through both as they come. */
+    ctn_node *three[3] = {ctn_node_custom(&prod_ops, NULL, NULL),
+                          ctn_node_custom(&cons_ops, NULL, NULL),
+                          ctn_node_custom(&cons_ops, NULL, NULL)};
+    ctn_node *seq3 = ctn_node_sequence(three, 3);
+    memset(&cons_seen, 0, sizeof cons_seen);
+    run_to_end(&loop, seq3, ctn_val_cstr("abc"), NULL, CTN_RUN_STREAM, &r, NULL);
+    CHECK_STR(json(r.out), "\"!\\\"#\"");
+    CHECK_EQ_INT(ctn_val_len(r.chunks), 3);
+    CHECK_EQ_INT(cons_seen.fed, 6);
+    result_free(&r);
+    ctn_node_unref(seq3);
     /* Parallel streams {key: chunk}; a passthrough after a producer streams too. */
     ctn_node *ps[2] = {ctn_node_custom(&prod_ops, NULL, NULL), ctn_node_passthrough()};
     const char *keys[1] = {"k"};
