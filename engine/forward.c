@@ -32,6 +32,7 @@ typedef struct {
     const ctn_kern *k;
     const ctn_gguf_tensor *t;
     size_t row_bytes;
+    int lora_slot; /* layer * CTN_LORA_N + target in an adapter's mats, or -1 (the logits) */
 } matrix;
 
 typedef struct {
@@ -86,6 +87,9 @@ struct ctn_fwd {
     const ctn_fwd_seg *segs; /* borrowed for the run */
     int n_segs;
     bool any_embd;   /* some segment wants hidden states */
+    bool any_lora;   /* some segment runs with an adapter (and a scale other than 0) */
+    float *lora_tmp; /* (n_threads, lora_cap) x A^T of one token, per thread */
+    int32_t lora_cap;
     float *embd_tmp; /* (n_threads, n_embd) a normalised row per thread */
     int64_t n_tok;
     int64_t *out_tok; /* (n_batch) token index of each logits row */
@@ -107,6 +111,7 @@ static int64_t max64(int64_t a, int64_t b) {
 
 static int bind_matrix(matrix *mx, const ctn_gguf_tensor *t, char *err, size_t errlen) {
     mx->t = t;
+    mx->lora_slot = -1;
     mx->k = ctn_kern_get(t->type);
     mx->row_bytes = tensor_row_bytes(t);
     if (mx->k == NULL) {
@@ -217,6 +222,11 @@ int ctn_fwd_new(ctn_fwd **out, const ctn_model *m, const ctn_fwd_params *pin, ch
         const matrix *all[] = {&lm->wq, &lm->wk, &lm->wv, &lm->wo, &lm->gate, &lm->up, &lm->down};
         for (size_t i = 0; i < sizeof all / sizeof *all; i++)
             if (act_bytes(all[i]) > act_cap) act_cap = act_bytes(all[i]);
+        const int base = (int)l * CTN_LORA_N;
+        lm->wq.lora_slot = base + CTN_LORA_Q, lm->wk.lora_slot = base + CTN_LORA_K;
+        lm->wv.lora_slot = base + CTN_LORA_V, lm->wo.lora_slot = base + CTN_LORA_O;
+        lm->gate.lora_slot = base + CTN_LORA_GATE, lm->up.lora_slot = base + CTN_LORA_UP;
+        lm->down.lora_slot = base + CTN_LORA_DOWN;
         n_small += vec_floats(ly->attn_norm) + vec_floats(ly->ffn_norm) + vec_floats(ly->bq) +
                    vec_floats(ly->bk) + vec_floats(ly->bv) + vec_floats(ly->q_norm) +
                    vec_floats(ly->k_norm);
@@ -318,6 +328,7 @@ void ctn_fwd_free(ctn_fwd *f) {
     free(f->scores), free(f->qconv), free(f->out_rows), free(f->toks), free(f->out_tok);
     free(f->embd_tmp);
     free(f->embd_row);
+    free(f->lora_tmp);
     free(f);
 }
 
@@ -384,9 +395,50 @@ static void convert(ctn_fwd *f, act_state *as, const matrix *mx, const float *sr
     as->src = src, as->atype = mx->k->atype, as->width = width, as->rows = rows;
 }
 
-/* This thread's share of y = W x for `rows` activation rows (y rows of ldy floats). */
-static void gemm_rows(ctn_fwd *f, const matrix *mx, int64_t rows, float *y, int64_t ldy, int ith,
-                      int nth, int64_t *r0, int64_t *r1) {
+/* A dot product in one fixed order (the same bits for a row whatever else is computed):
+ * eight running sums over i mod 8, added pairwise at the end, then the tail. The explicit
+ * lanes let the compiler use vector registers without reordering anything. */
+static float dotf(const float *a, const float *b, int64_t n) {
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            s[k] += a[i + k] * b[i + k];
+    float t = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+    for (; i < n; i++)
+        t += a[i] * b[i];
+    return t;
+}
+
+/*
+ * Adds the LoRA updates of matrix mx to this thread's output rows r0..r1 of the token rows
+ * that run with an adapter: for token t, u = A x_t (rank values, all of them on every
+ * thread), then y[t][o] += scale * (B[o] . u). Row by row in F32: a token's update is the
+ * same whatever other tokens or adapters are in the batch. src holds the F32 inputs (rows
+ * of the matrix's ne[0] values, one per token).
+ */
+static void lora_rows(ctn_fwd *f, const matrix *mx, const float *src, int64_t rows, float *y,
+                      int64_t ldy, int64_t r0, int64_t r1, int ith) {
+    const int64_t n = mx->t->ne[0];
+    float *u = f->lora_tmp + (size_t)ith * (size_t)f->lora_cap;
+    for (int64_t t = 0; t < rows; t++) {
+        const ctn_fwd_seg *s = &f->segs[f->toks[t].seg];
+        if (s->lora == NULL || s->lora_scale == 0) continue;
+        const ctn_lora_mat *m = &s->lora->mats[mx->lora_slot];
+        if (m->rank == 0) continue;
+        const float *x = src + t * n;
+        for (int32_t r = 0; r < m->rank; r++)
+            u[r] = dotf(m->a + (size_t)r * (size_t)n, x, n);
+        const float sc = s->lora_scale * m->scale;
+        for (int64_t o = r0; o < r1; o++)
+            y[t * ldy + o] += sc * dotf(m->b + (size_t)o * (size_t)m->rank, u, m->rank);
+    }
+}
+
+/* This thread's share of y = W x for `rows` activation rows (y rows of ldy floats), with
+ * the adapters' updates when the rows are tokens (src: their F32 inputs). */
+static void gemm_rows(ctn_fwd *f, const matrix *mx, const float *src, int64_t rows, float *y,
+                      int64_t ldy, int ith, int nth, int64_t *r0, int64_t *r1) {
     const int64_t nr = mx->t->ne[1], n = mx->t->ne[0];
     span(nr, ith, nth, 16, r0, r1);
     if (*r0 >= *r1) return;
@@ -397,13 +449,14 @@ static void gemm_rows(ctn_fwd *f, const matrix *mx, int64_t rows, float *y, int6
                     (const uint8_t *)f->act + (size_t)c0 * f->act_cap, f->act_cap, nc,
                     y + c0 * ldy + *r0, (size_t)ldy);
     }
+    if (f->any_lora && mx->lora_slot >= 0) lora_rows(f, mx, src, rows, y, ldy, *r0, *r1, ith);
 }
 
 static void matmul(ctn_fwd *f, act_state *as, const matrix *mx, const float *src, int64_t rows,
                    float *y, int ith, int nth) {
     int64_t r0, r1;
     convert(f, as, mx, src, rows, ith, nth);
-    gemm_rows(f, mx, rows, y, mx->t->ne[1], ith, nth, &r0, &r1);
+    gemm_rows(f, mx, src, rows, y, mx->t->ne[1], ith, nth, &r0, &r1);
 }
 
 /* y = x / sqrt(mean(x^2) + eps) * w, as the reference (sum of squares in double). */
@@ -568,7 +621,7 @@ static void fwd_work(void *ctx, int ith, int nth) {
         /* Feed-forward: gate and up share the input; SiLU(gate) * up on this thread's rows. */
         matmul(f, &as, &lm->gate, f->xn, T, f->gate, ith, nth);
         convert(f, &as, &lm->up, f->xn, T, ith, nth);
-        gemm_rows(f, &lm->up, T, f->up, F, ith, nth, &r0, &r1);
+        gemm_rows(f, &lm->up, f->xn, T, f->up, F, ith, nth, &r0, &r1);
         /* gate and up rows split alike (same row count), so these rows are this thread's. */
         for (int64_t t = 0; t < T; t++)
             f->vec->silu_mul(r1 - r0, f->gate + t * F + r0, f->up + t * F + r0);
@@ -662,6 +715,14 @@ int ctn_fwd_run(ctn_fwd *f, const ctn_fwd_seg *segs, int n_segs, float *logits) 
                       "segment %d: embedding mode %d without a buffer or unknown", i, s->embd_mode);
             return CTN_EINVAL;
         }
+        if (s->lora != NULL && (s->lora->n_layer != hp->n_layer || !isfinite(s->lora_scale))) {
+            ctn__errf(f->errmsg, sizeof f->errmsg,
+                      "segment %d: adapter %s is for %" PRId32 " layers, the model has %" PRId64
+                      " (or its scale is not finite)",
+                      i, s->lora->path ? s->lora->path : "(unnamed)", s->lora->n_layer,
+                      hp->n_layer);
+            return CTN_EINVAL;
+        }
         n_tok += s->n_tokens;
         if (s->logits) n_out++;
     }
@@ -674,6 +735,26 @@ int ctn_fwd_run(ctn_fwd *f, const ctn_fwd_seg *segs, int n_segs, float *logits) 
     if (n_out > 0 && logits == NULL) {
         ctn__errf(f->errmsg, sizeof f->errmsg, "logits are asked for but the buffer is NULL");
         return CTN_EINVAL;
+    }
+
+    /* The adapters' scratch, before any block is reserved (a failure changes nothing). */
+    bool any_lora = false;
+    int32_t rank = 0;
+    for (int i = 0; i < n_segs; i++) {
+        if (segs[i].lora != NULL && segs[i].lora_scale != 0) {
+            any_lora = true;
+            if (segs[i].lora->max_rank > rank) rank = segs[i].lora->max_rank;
+        }
+    }
+    if (rank > f->lora_cap) { /* once per larger rank, not per step */
+        float *u = ctn__malloc((size_t)f->p.n_threads * (size_t)rank * sizeof *u);
+        if (u == NULL) {
+            ctn__errf(f->errmsg, sizeof f->errmsg, "out of memory for the adapters' scratch");
+            return CTN_ENOMEM;
+        }
+        free(f->lora_tmp);
+        f->lora_tmp = u;
+        f->lora_cap = rank;
     }
 
     /* Blocks for every segment, or none at all. */
@@ -711,6 +792,7 @@ int ctn_fwd_run(ctn_fwd *f, const ctn_fwd_seg *segs, int n_segs, float *logits) 
     f->segs = segs;
     f->n_segs = n_segs;
     f->any_embd = false;
+    f->any_lora = any_lora;
     for (int i = 0; i < n_segs; i++)
         f->any_embd |= segs[i].embd_mode != CTN_EMBD_NONE;
     f->n_tok = n_tok;

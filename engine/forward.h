@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "kvcache.h"
+#include "lora.h"
 #include "model.h"
 
 typedef struct {
@@ -59,9 +60,15 @@ typedef struct {
     ctn_kv_seq *seq;
     const int32_t *tokens; /* (n_tokens) borrowed for the call */
     int64_t n_tokens;
-    bool logits; /* write the logits of the segment's last token */
+    bool logits;   /* write the logits of the segment's last token */
     int embd_mode; /* ctn_embd_mode */
     float *embd;   /* (n_embd) caller memory, for embd_mode other than NONE */
+    /* A LoRA adapter for these tokens (borrowed for the call; NULL: the base model) and the
+     * request's scale on it (0: the base model). Its update is added to each target matrix's
+     * output row by row (x A^T, then B, in F32), so a token's result does not depend on
+     * which other adapters share the batch. */
+    const ctn_lora *lora;
+    float lora_scale;
 } ctn_fwd_seg;
 
 /*

@@ -31,9 +31,10 @@ typedef struct gsess gsess;
 struct gsess {
     int64_t id;
     gsess *next;
-    bool used;   /* a request was submitted (the next one has no BOS) */
-    bool closed; /* ctn_gen_session_close was called */
-    int n_reqs;  /* requests referring to it, not yet freed */
+    bool used;    /* a request was submitted (the next one has no BOS) */
+    uint32_t tag; /* the prefix-cache tag (adapter and scale) of its requests, once used */
+    bool closed;  /* ctn_gen_session_close was called */
+    int n_reqs;   /* requests referring to it, not yet freed */
     int32_t *toks;
     int64_t n_toks;
     ctn_kv_seq kv;
@@ -60,8 +61,11 @@ struct gseq {
     int64_t n_toks, cap_toks; /* prompt, then generated tokens */
     int64_t n_prompt, n_gen, max_tokens;
     bool ignore_eos;
-    uint32_t adapter; /* prefix-cache tag */
-    int pooling;      /* embeddings: ctn_pooling */
+    uint32_t adapter; /* prefix-cache tag: 0 for the base model, else one per (adapter, scale) */
+    int32_t lora_id;  /* the adapter's id (0: none), holding one use of it */
+    const ctn_lora *lora;
+    float lora_scale;
+    int pooling; /* embeddings: ctn_pooling */
     bool embd_raw;
     float *embd; /* (n_embd) the pooled state being built */
     void (*on_embedding)(void *, int64_t, const float *, int64_t);
@@ -89,6 +93,26 @@ struct ctn_gen {
     ctn_gen_params p;
     int64_t n_ctx, n_vocab;
     int32_t watermark_blocks;
+
+    /* Adapters (lora_lock): id, the adapter, requests using it, removed. Tags name each
+     * (adapter, scale) pair a request ran with, for the prefix cache. */
+    pthread_mutex_t lora_lock;
+    struct glora {
+        int32_t id;
+        ctn_lora *a;
+        int users;
+        bool removed;
+        uint64_t used; /* lora_clock when a request last took or gave it back */
+    } * loras;
+    uint64_t lora_clock;
+    int n_loras, cap_loras;
+    int32_t next_lora_id;
+    struct gtag {
+        int32_t id;
+        float scale;
+        uint32_t tag;
+    } * tags;
+    int n_tags, cap_tags;
 
     /* Shared with submitters (lock). */
     pthread_mutex_t lock;
@@ -147,13 +171,189 @@ ctn_gen_request ctn_gen_request_default(void) {
     r.sampling = ctn_sampler_params_default();
     r.sampling.temp = 0.0f;
     r.max_tokens = -1;
+    r.adapter_scale = 1.0f;
     return r;
+}
+
+/* ---- adapters -------------------------------------------------------------------------- */
+
+static const ctn_gguf_tensor *lora_base(const ctn_model *m, int64_t l, int t) {
+    const ctn_model_layer *ly = &m->layers[l];
+    const ctn_gguf_tensor *w[CTN_LORA_N] = {ly->wq,       ly->wk,     ly->wv,      ly->wo,
+                                            ly->ffn_gate, ly->ffn_up, ly->ffn_down};
+    return w[t];
+}
+
+/* Frees entry i (lora_lock held, no users). */
+static void lora_drop(ctn_gen *e, int i) {
+    ctn_lora_free(e->loras[i].a);
+    e->loras[i] = e->loras[--e->n_loras];
+}
+
+int32_t ctn_gen_lora_add(ctn_gen *e, ctn_lora *a, char *err, size_t errlen) {
+    if (e == NULL || a == NULL) {
+        ctn_lora_free(a);
+        ctn__errf(err, errlen, "no engine or adapter");
+        return CTN_EINVAL;
+    }
+    const char *name = a->path != NULL ? a->path : "(adapter)";
+    if (a->n_layer != e->m->hp.n_layer) {
+        ctn__errf(err, errlen, "%s: adapter for %d layers, the model has %" PRId64, name,
+                  (int)a->n_layer, e->m->hp.n_layer);
+        ctn_lora_free(a);
+        return CTN_EINVAL;
+    }
+    for (int64_t l = 0; l < a->n_layer; l++)
+        for (int t = 0; t < CTN_LORA_N; t++) {
+            const ctn_lora_mat *mt = &a->mats[l * CTN_LORA_N + t];
+            const ctn_gguf_tensor *w = lora_base(e->m, l, t);
+            if (mt->rank == 0) continue;
+            if (mt->rank < 0 || mt->rank > a->max_rank || mt->n_in != w->ne[0] ||
+                mt->n_out != w->ne[1] || mt->a == NULL || mt->b == NULL || !isfinite(mt->scale)) {
+                ctn__errf(err, errlen,
+                          "%s: layer %" PRId64 " %s: rank %d, %" PRId64 " x %" PRId64
+                          " does not fit the model's %" PRId64 " x %" PRId64,
+                          name, l, ctn_lora_target_gguf((ctn_lora_target)t), (int)mt->rank,
+                          mt->n_out, mt->n_in, w->ne[1], w->ne[0]);
+                ctn_lora_free(a);
+                return CTN_EINVAL;
+            }
+        }
+    pthread_mutex_lock(&e->lora_lock);
+    if (e->p.lora_budget > 0) {
+        /* Unload idle adapters, least recently used first, until a fits. */
+        size_t held = 0;
+        for (int i = 0; i < e->n_loras; i++)
+            held += e->loras[i].a->bytes;
+        while (held + a->bytes > e->p.lora_budget) {
+            int victim = -1;
+            for (int i = 0; i < e->n_loras; i++)
+                if (e->loras[i].users == 0 &&
+                    (victim < 0 || e->loras[i].used < e->loras[victim].used))
+                    victim = i;
+            if (victim < 0) break;
+            held -= e->loras[victim].a->bytes;
+            lora_drop(e, victim);
+        }
+        if (held + a->bytes > e->p.lora_budget) {
+            pthread_mutex_unlock(&e->lora_lock);
+            ctn__errf(err, errlen,
+                      "%s: %zu bytes do not fit the adapter budget of %zu bytes (%zu held by "
+                      "adapters in use)",
+                      name, a->bytes, e->p.lora_budget, held);
+            ctn_lora_free(a);
+            return CTN_ENOMEM;
+        }
+    }
+    if (e->n_loras == e->cap_loras) {
+        const int cap = e->cap_loras ? 2 * e->cap_loras : 8;
+        struct glora *p = realloc(e->loras, (size_t)cap * sizeof *p);
+        if (p == NULL) {
+            pthread_mutex_unlock(&e->lora_lock);
+            ctn_lora_free(a);
+            ctn__errf(err, errlen, "out of memory");
+            return CTN_ENOMEM;
+        }
+        e->loras = p;
+        e->cap_loras = cap;
+    }
+    const int32_t id = ++e->next_lora_id;
+    e->loras[e->n_loras++] = (struct glora){id, a, 0, false, ++e->lora_clock};
+    pthread_mutex_unlock(&e->lora_lock);
+    return id;
+}
+
+bool ctn_gen_lora_loaded(ctn_gen *e, int32_t id) {
+    bool found = false;
+    pthread_mutex_lock(&e->lora_lock);
+    for (int i = 0; i < e->n_loras && !found; i++)
+        found = e->loras[i].id == id && !e->loras[i].removed;
+    pthread_mutex_unlock(&e->lora_lock);
+    return found;
+}
+
+int ctn_gen_lora_remove(ctn_gen *e, int32_t id) {
+    pthread_mutex_lock(&e->lora_lock);
+    for (int i = 0; i < e->n_loras; i++)
+        if (e->loras[i].id == id && !e->loras[i].removed) {
+            e->loras[i].removed = true;
+            if (e->loras[i].users == 0) lora_drop(e, i);
+            pthread_mutex_unlock(&e->lora_lock);
+            return 0;
+        }
+    pthread_mutex_unlock(&e->lora_lock);
+    return CTN_ENOENT;
+}
+
+/* Gives s the adapter and tag of request r (one use of the adapter); 0 or CTN_EINVAL /
+ * CTN_ENOMEM with the reason in err. */
+static int lora_take(ctn_gen *e, gseq *s, int32_t id, float scale, char *err, size_t errlen) {
+    if (!isfinite(scale)) {
+        ctn__errf(err, errlen, "adapter scale %g is not a finite number", (double)scale);
+        return CTN_EINVAL;
+    }
+    if (id == 0) return 0; /* the base model: tag 0 */
+    pthread_mutex_lock(&e->lora_lock);
+    int i = 0;
+    while (i < e->n_loras && !(e->loras[i].id == id && !e->loras[i].removed))
+        i++;
+    if (i == e->n_loras) {
+        pthread_mutex_unlock(&e->lora_lock);
+        ctn__errf(err, errlen, "adapter %d is not loaded in this engine", (int)id);
+        return CTN_EINVAL;
+    }
+    if (scale == 0) { /* the base model's output: share its cache */
+        pthread_mutex_unlock(&e->lora_lock);
+        return 0;
+    }
+    uint32_t tag = 0;
+    for (int k = 0; k < e->n_tags && tag == 0; k++)
+        if (e->tags[k].id == id && e->tags[k].scale == scale) tag = e->tags[k].tag;
+    if (tag == 0) {
+        if (e->n_tags == e->cap_tags) {
+            const int cap = e->cap_tags ? 2 * e->cap_tags : 16;
+            struct gtag *p = realloc(e->tags, (size_t)cap * sizeof *p);
+            if (p == NULL) {
+                pthread_mutex_unlock(&e->lora_lock);
+                ctn__errf(err, errlen, "out of memory");
+                return CTN_ENOMEM;
+            }
+            e->tags = p;
+            e->cap_tags = cap;
+        }
+        tag = (uint32_t)e->n_tags + 1;
+        e->tags[e->n_tags++] = (struct gtag){id, scale, tag};
+    }
+    e->loras[i].users++;
+    e->loras[i].used = ++e->lora_clock;
+    s->lora_id = id;
+    s->lora = e->loras[i].a;
+    s->lora_scale = scale;
+    s->adapter = tag;
+    pthread_mutex_unlock(&e->lora_lock);
+    return 0;
+}
+
+/* Gives back s's use of its adapter. */
+static void lora_release(ctn_gen *e, gseq *s) {
+    if (s->lora_id == 0) return;
+    pthread_mutex_lock(&e->lora_lock);
+    for (int i = 0; i < e->n_loras; i++)
+        if (e->loras[i].id == s->lora_id) {
+            e->loras[i].used = ++e->lora_clock;
+            if (--e->loras[i].users == 0 && e->loras[i].removed) lora_drop(e, i);
+            break;
+        }
+    pthread_mutex_unlock(&e->lora_lock);
+    s->lora_id = 0;
+    s->lora = NULL;
 }
 
 /* ---- sequences ------------------------------------------------------------------------- */
 
 static void seq_free(ctn_gen *e, gseq *s) {
     if (s == NULL) return;
+    lora_release(e, s);
     if (s->has_kv) ctn_kv_seq_close(e->kv, &s->kv);
     if (s->has_ds) ctn_detok_stream_close(&s->ds);
     ctn_stop_free(s->stop);
@@ -268,11 +468,7 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
                   r->pooling);
         return CTN_EINVAL;
     }
-    if (r->adapter != 0) {
-        ctn__errf(err, errlen, "adapter %d: this engine has no LoRA adapters loaded",
-                  (int)r->adapter);
-        return CTN_EINVAL;
-    }
+
     if (r->n_stop > 0 && e->v == NULL) {
         ctn__errf(err, errlen, "stop strings need a vocabulary (the engine has none)");
         return CTN_EINVAL;
@@ -282,7 +478,8 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
         ctn__errf(err, errlen, "out of memory");
         return CTN_ENOMEM;
     }
-    int rc = 0;
+    int rc = lora_take(e, s, r->adapter, r->adapter_scale, err, errlen);
+    if (rc < 0) goto fail;
     bool bos = true;
     if (r->session != 0) {
         pthread_mutex_lock(&e->lock);
@@ -296,8 +493,18 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
             rc = CTN_EINVAL;
             goto fail;
         }
+        if (ss->used && ss->tag != s->adapter) {
+            pthread_mutex_unlock(&e->lock);
+            ctn__errf(err, errlen,
+                      "session %" PRId64 " holds KV computed with another adapter or scale; "
+                      "continue it with the adapter and scale of its first request",
+                      r->session);
+            rc = CTN_EINVAL;
+            goto fail;
+        }
         bos = !ss->used;
         ss->used = true;
+        ss->tag = s->adapter;
         ss->n_reqs++;
         s->sess = ss;
         pthread_mutex_unlock(&e->lock);
@@ -378,7 +585,6 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
     for (int64_t i = 0; i < s->n_toks; i++)
         ctn_sampler_accept(s->smp, s->toks[i]);
     s->n_prompt = s->n_toks;
-    s->adapter = (uint32_t)r->adapter;
     s->pooling = r->pooling;
     s->embd_raw = r->embd_raw;
     s->on_embedding = r->on_embedding;
@@ -476,6 +682,7 @@ static int queue_cmd(ctn_gen *e, int64_t session, int n, int64_t *children) {
         }
         kids[i]->awaiting_fork = true;
         kids[i]->used = ss->used;
+        kids[i]->tag = ss->tag;
         children[i] = kids[i]->id;
     }
     if (n == 0) ss->closed = true;
@@ -769,7 +976,11 @@ static int64_t target(const gseq *s) {
 /* The segment of s for its next n tokens: logits when they end a generating request's
  * tokens; for embeddings the hidden states its pooling needs from them. */
 static ctn_fwd_seg make_seg(gseq *s, int64_t n) {
-    ctn_fwd_seg g = {.seq = &s->kv, .tokens = s->toks + s->kv.n_pos, .n_tokens = n};
+    ctn_fwd_seg g = {.seq = &s->kv,
+                     .tokens = s->toks + s->kv.n_pos,
+                     .n_tokens = n,
+                     .lora = s->lora,
+                     .lora_scale = s->lora_scale};
     const bool ends = s->kv.n_pos + n == s->n_toks;
     if (s->pooling == CTN_POOL_NONE) {
         g.logits = ends;
@@ -1122,6 +1333,12 @@ void ctn_gen_get_stats(ctn_gen *e, ctn_gen_stats *out) {
     out->ttft_mean_s = e->ttft_n > 0 ? e->ttft_sum / (double)e->ttft_n : 0;
     out->itl_mean_s = e->itl_n > 0 ? e->itl_sum / (double)e->itl_n : 0;
     pthread_mutex_unlock(&e->lock);
+    pthread_mutex_lock(&e->lora_lock);
+    out->loras = e->n_loras;
+    out->lora_bytes = 0;
+    for (int i = 0; i < e->n_loras; i++)
+        out->lora_bytes += e->loras[i].a->bytes;
+    pthread_mutex_unlock(&e->lora_lock);
 }
 
 /* ---- the engine thread ------------------------------------------------------------------- */
@@ -1173,6 +1390,7 @@ int ctn_gen_new(ctn_gen **out, const ctn_model *m, const ctn_vocab *v, const ctn
     e->incoming_tail = &e->incoming;
     e->cmds_in_tail = &e->cmds_in;
     pthread_mutex_init(&e->lock, NULL);
+    pthread_mutex_init(&e->lora_lock, NULL);
     pthread_cond_init(&e->wake, NULL);
     p.fwd.n_batch = p.step_tokens > p.max_running ? p.step_tokens : p.max_running;
     if (p.fwd.kv_memory == 0) {
@@ -1276,7 +1494,12 @@ void ctn_gen_free(ctn_gen *e) {
     free(e->logits);
     free(e->piece);
     free(e->cancels);
+    for (int i = 0; i < e->n_loras; i++) /* every request has ended: no users are left */
+        ctn_lora_free(e->loras[i].a);
+    free(e->loras);
+    free(e->tags);
     pthread_mutex_destroy(&e->lock);
+    pthread_mutex_destroy(&e->lora_lock);
     pthread_cond_destroy(&e->wake);
     free(e);
 }

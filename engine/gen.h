@@ -55,6 +55,7 @@
 #include <stdint.h>
 
 #include "forward.h"
+#include "lora.h"
 #include "model.h"
 #include "sampler.h"
 #include "vocab.h"
@@ -71,6 +72,9 @@ typedef struct {
     double watermark;
     bool manual;          /* no engine thread: the caller runs ctn_gen_step */
     bool no_prefix_cache; /* compute every prompt in full (the cache is on by default) */
+    /* Bytes the registered LoRA adapters may hold (0: no limit). Adding one beyond it
+     * unloads idle adapters (no request uses them), least recently used first. */
+    size_t lora_budget;
 } ctn_gen_params;
 
 typedef enum {
@@ -115,10 +119,13 @@ typedef struct {
      * the request ends (not after an error, which empties it). Requests on one session run
      * one after the other in submission order. 0: none. */
     int64_t session;
-    /* The LoRA adapter the request runs with (the adapter registry is the LoRA issue's);
-     * it is part of the prefix-cache block hashes. 0: the base model; any other value is
-     * refused until adapters can be loaded. */
+    /* The LoRA adapter the request runs with: an id from ctn_gen_lora_add (0: the base
+     * model), and its scale (ctn_gen_request_default: 1; 0: the base model). The pair is
+     * part of the prefix-cache block hashes, so KV computed with one adapter and scale is
+     * never reused for another. A session keeps the adapter and scale of its first request:
+     * a later request with others is refused. */
     int32_t adapter;
+    float adapter_scale;
     /* Embeddings instead of tokens: the prompt's final hidden states (after the output
      * norm) pooled over its tokens (CTN_POOL_MEAN), the last token's (LAST) or the first's
      * (CLS), L2-normalised unless embd_raw (llama.cpp's default normalisation), passed to
@@ -136,8 +143,24 @@ typedef struct {
     void *ud;
 } ctn_gen_request;
 
-/* Greedy sampling, no limit, no stop strings, no callbacks. */
+/* Greedy sampling, no limit, no stop strings, no callbacks, the base model (adapter 0,
+ * scale 1). */
 ctn_gen_request ctn_gen_request_default(void);
+
+/*
+ * LoRA adapters (lora.h) registered with the engine; requests name them by id. Any thread.
+ * ctn_gen_lora_add checks a against the model (layers, every matrix's shape) and takes it
+ * over, also when it fails (then it is freed); it returns the id (> 0; ids are never
+ * reused) or a CTN_E* code with the reason in err. Beyond params.lora_budget it first
+ * unloads idle adapters, least recently used first (their ids become unknown; a caller
+ * that keeps adapters by name loads them again); when that is not enough it fails with
+ * CTN_ENOMEM. ctn_gen_lora_remove stops new requests from using the adapter; it is freed
+ * when the last request that uses it ends (0, or CTN_ENOENT for an unknown or removed id).
+ * ctn_gen_lora_loaded says whether an id is still usable.
+ */
+int32_t ctn_gen_lora_add(ctn_gen *e, ctn_lora *a, char *err, size_t errlen);
+int ctn_gen_lora_remove(ctn_gen *e, int32_t id);
+bool ctn_gen_lora_loaded(ctn_gen *e, int32_t id);
 
 /*
  * An engine for model m and vocabulary v (both borrowed, must outlive it; v may be NULL:
@@ -217,6 +240,8 @@ typedef struct {
     int sessions;              /* open sessions */
     int32_t kv_session_blocks; /* blocks held by idle sessions */
     int64_t prefix_hits, prefix_misses, prefix_evictions;
+    int32_t loras;     /* adapters registered (removed ones still in use included) */
+    size_t lora_bytes; /* their A and B matrices */
 } ctn_gen_stats;
 
 void ctn_gen_get_stats(ctn_gen *e, ctn_gen_stats *out);

@@ -1,0 +1,88 @@
+/*
+ * LoRA adapters: a low-rank update per target matrix, W' = W + scale * B A, with A (rank x
+ * n_in) and B (n_out x rank), loaded from a Hugging Face PEFT folder (adapter_config.json
+ * and adapter_model.safetensors) or from a llama.cpp GGUF LoRA file (general.type =
+ * adapter), checked against the base model they are for.
+ *
+ *     ctn_lora *a;
+ *     if (ctn_lora_load(model, "adapters/support-v2", 64, &a, err, sizeof err) < 0) ...
+ *     // a->mats[layer * CTN_LORA_N + CTN_LORA_Q]: rank 0 when the adapter leaves it alone
+ *     ctn_lora_free(a);
+ *
+ * Layout: every matrix is kept in F32 in the GGUF orientation of the base model's tensor it
+ * updates, so that for an activation row x (n_in values) the update of output row o is
+ * scale * sum_r B[o][r] * (sum_i A[r][i] x[i]). For Llama-architecture models the rows of
+ * q_proj / k_proj updates are permuted the way GGUF conversion permutes the rows of Q and K
+ * (the RoPE layout), so a PEFT adapter trained on the Hugging Face model lines up.
+ *
+ * Scale: lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora (PEFT); for GGUF files
+ * adapter.lora.alpha / r (r the rank of each matrix pair). A request's scale multiplies it
+ * (0: the base model).
+ */
+#ifndef CTN_LORA_H
+#define CTN_LORA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gguf.h"
+#include "model.h"
+
+/* The matrices an adapter may update, per layer. */
+typedef enum {
+    CTN_LORA_Q,    /* attn_q  (HF q_proj) */
+    CTN_LORA_K,    /* attn_k  (k_proj) */
+    CTN_LORA_V,    /* attn_v  (v_proj) */
+    CTN_LORA_O,    /* attn_output (o_proj) */
+    CTN_LORA_GATE, /* ffn_gate (gate_proj) */
+    CTN_LORA_UP,   /* ffn_up (up_proj) */
+    CTN_LORA_DOWN, /* ffn_down (down_proj) */
+    CTN_LORA_N
+} ctn_lora_target;
+
+typedef struct {
+    int32_t rank;  /* 0: this matrix is not updated */
+    int64_t n_in;  /* columns of A = the base tensor's ne[0] */
+    int64_t n_out; /* rows of B = the base tensor's ne[1] */
+    float scale;   /* alpha / rank (or / sqrt(rank) with rsLoRA) for this pair */
+    float *a;      /* (rank, n_in) row-major, owned */
+    float *b;      /* (n_out, rank) row-major, owned */
+} ctn_lora_mat;
+
+typedef struct {
+    char *path; /* what it was loaded from */
+    int32_t n_layer;
+    int32_t max_rank;   /* the largest rank among its matrices */
+    ctn_lora_mat *mats; /* (n_layer * CTN_LORA_N) */
+    size_t bytes;       /* memory held by A and B */
+} ctn_lora;
+
+/* Human-readable name of a target ("q_proj" ...) and its GGUF tensor suffix ("attn_q" ...). */
+const char *ctn_lora_target_hf(ctn_lora_target t);
+const char *ctn_lora_target_gguf(ctn_lora_target t);
+
+/*
+ * Loads the adapter at path (a PEFT folder, or a GGUF LoRA file) for base model m. Errors
+ * name the adapter and the tensor or key at fault: a shape that does not match the base
+ * tensor, a target module with no GGUF counterpart (PEFT modules_to_save, embeddings,
+ * lm_head, or a name that maps to nothing), a rank above max_rank (0: no limit), a missing
+ * A or B of a pair, a dtype other than F32/F16/BF16, fan_in_fan_out adapters (Conv1D layers:
+ * not for these architectures), an adapter for another architecture. 0, or CTN_EFORMAT /
+ * CTN_ENOTSUP / CTN_ERANGE / CTN_ENOENT / CTN_EIO / CTN_ENOMEM with the reason in err.
+ */
+int ctn_lora_load(const ctn_model *m, const char *path, int32_t max_rank, ctn_lora **out, char *err,
+                  size_t errcap);
+void ctn_lora_free(ctn_lora *a);
+
+/*
+ * Writes to out_path the model of g / m (m loaded from g) with a merged in at scale:
+ * W' = W + scale * s * B A for every matrix a updates, in each tensor's own type (quantized
+ * types are dequantized, updated and quantized again, so they differ from running with the
+ * adapter by the quantization error), every other tensor and all metadata copied.
+ * (engine/lora_merge.c)
+ */
+int ctn_lora_merge(const ctn_gguf *g, const ctn_model *m, const ctn_lora *a, float scale,
+                   const char *out_path, char *err, size_t errcap);
+
+#endif
