@@ -393,6 +393,18 @@ static void model_start(ctn_task *t, ctn_val *input) {
         }
         r.max_tokens = (int)mt->u.i;
     }
+    const ctn_val *lo = ctn_task_setting(t, "lora");
+    if (lo != NULL && lo->kind != CTN_VNULL) {
+        if (lo->kind != CTN_VSTR) {
+            ctn_task_fail(t, CTN_ETYPE, "setting 'lora' must be an adapter's name");
+            goto out;
+        }
+        r.lora = lo->u.str.p;
+        if (ctn_task_setting(t, "lora_scale") != NULL) {
+            if (num_setting(t, "lora_scale", &v) < 0) goto out;
+            r.lora_scale = (float)v;
+        }
+    }
     const ctn_val *st = ctn_task_setting(t, "stop");
     if (st != NULL && st->kind == CTN_VSTR) {
         stop[0] = st->u.str.p;

@@ -95,6 +95,14 @@ struct ctn_lm {
     int cur_count;
     int64_t hist[CTN_LM_BATCH_BUCKETS];
     int max_batch;
+
+    /* LoRA adapters by name (loop thread). */
+    struct lm_adapter {
+        char *name, *path;
+        int32_t max_rank;
+        int32_t id; /* in the engine; reloaded when the budget unloaded it */
+        struct lm_adapter *next;
+    } * adapters;
 };
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -455,6 +463,13 @@ static void on_async(uv_async_t *h) {
 /* ---- loading and closing ----------------------------------------------------------------- */
 
 static void free_parts(ctn_lm *lm) {
+    for (struct lm_adapter *a = lm->adapters; a != NULL;) {
+        struct lm_adapter *n = a->next;
+        free(a->name);
+        free(a->path);
+        free(a);
+        a = n;
+    }
     ctn_gen_free(lm->e);
     ctn_model_free(lm->m);
     ctn_vocab_free(lm->v);
@@ -538,6 +553,11 @@ static int check_params(const ctn_lm_params *p, const char *path, char *err, siz
         ctn__errf(err, errcap, "%s: n_ctx %d is out of range (0..16777216)", path, p->n_ctx);
         return CTN_EINVAL;
     }
+    if (p->lora_budget_bytes < 0) {
+        ctn__errf(err, errcap, "%s: lora_budget_bytes %lld is negative", path,
+                  (long long)p->lora_budget_bytes);
+        return CTN_EINVAL;
+    }
     return 0;
 }
 
@@ -554,6 +574,10 @@ static int check_same(const ctn_lm_params *a, const ctn_lm_params *b, const char
     else if (a->n_ctx != b->n_ctx)
         ctn__errf(err, errcap, "%s is already loaded on this loop with n_ctx %d, not %d", path,
                   a->n_ctx, b->n_ctx);
+    else if (a->lora_budget_bytes != b->lora_budget_bytes)
+        ctn__errf(err, errcap,
+                  "%s is already loaded on this loop with lora_budget_bytes %lld, not %lld", path,
+                  (long long)a->lora_budget_bytes, (long long)b->lora_budget_bytes);
     else
         return 0;
     return CTN_EINVAL;
@@ -600,6 +624,7 @@ static int load(ctn_lm *lm, const char *path, char *err, size_t errcap) {
     gp.fwd.n_ctx = lm->params.n_ctx;
     gp.fwd.kv_memory = (size_t)lm->params.kv_memory_bytes;
     gp.fwd.kv_block = 16;
+    gp.lora_budget = (size_t)lm->params.lora_budget_bytes;
     rc = ctn_gen_new(&lm->e, lm->m, lm->v, &gp, msg, sizeof msg);
     if (rc < 0) {
         name_path(err, errcap, path, "the engine: ", msg);
@@ -709,7 +734,77 @@ ctn_lm_request ctn_lm_request_default(void) {
     r.min_p = sp.min_p;
     r.seed = sp.seed;
     r.max_tokens = -1;
+    r.lora_scale = 1.0f;
     return r;
+}
+
+/* ---- LoRA adapters ------------------------------------------------------------------------- */
+
+static struct lm_adapter *adapter_find(ctn_lm *lm, const char *name) {
+    for (struct lm_adapter *a = lm->adapters; a != NULL; a = a->next)
+        if (strcmp(a->name, name) == 0) return a;
+    return NULL;
+}
+
+/* Loads ad's file into the engine (again); 0 or a CTN_E* code. */
+static int adapter_register(ctn_lm *lm, struct lm_adapter *ad, char *err, size_t errcap) {
+    ctn_lora *l = NULL;
+    int rc = ctn_lora_load(lm->m, ad->path, ad->max_rank, &l, err, errcap);
+    if (rc < 0) return rc;
+    const int32_t id = ctn_gen_lora_add(lm->e, l, err, errcap);
+    if (id < 0) return id;
+    ad->id = id;
+    return 0;
+}
+
+int ctn_lm_lora_load(ctn_lm *lm, const char *name, const char *path, int32_t max_rank, char *err,
+                     size_t errcap) {
+    if (lm == NULL || name == NULL || path == NULL || *name == 0 || max_rank < 0) {
+        ctn__errf(err, errcap, "ctn_lm_lora_load: a model, a name and a path are needed");
+        return CTN_EINVAL;
+    }
+    struct lm_adapter *ad = adapter_find(lm, name);
+    if (ad != NULL) {
+        if (strcmp(ad->path, path) != 0) {
+            ctn__errf(err, errcap, "adapter '%s' is already loaded from %s (not %s)", name,
+                      ad->path, path);
+            return CTN_EINVAL;
+        }
+        return ctn_gen_lora_loaded(lm->e, ad->id) ? 0 : adapter_register(lm, ad, err, errcap);
+    }
+    ad = calloc(1, sizeof *ad);
+    if (ad == NULL || (ad->name = dup_n(name, strlen(name))) == NULL ||
+        (ad->path = dup_n(path, strlen(path))) == NULL) {
+        if (ad != NULL) free(ad->name);
+        free(ad);
+        ctn__errf(err, errcap, "out of memory");
+        return CTN_ENOMEM;
+    }
+    ad->max_rank = max_rank;
+    const int rc = adapter_register(lm, ad, err, errcap);
+    if (rc < 0) {
+        free(ad->name);
+        free(ad->path);
+        free(ad);
+        return rc;
+    }
+    ad->next = lm->adapters;
+    lm->adapters = ad;
+    return 0;
+}
+
+int ctn_lm_lora_unload(ctn_lm *lm, const char *name) {
+    for (struct lm_adapter **p = &lm->adapters; *p != NULL; p = &(*p)->next)
+        if (strcmp((*p)->name, name) == 0) {
+            struct lm_adapter *ad = *p;
+            *p = ad->next;
+            ctn_gen_lora_remove(lm->e, ad->id); /* unknown when the budget unloaded it */
+            free(ad->name);
+            free(ad->path);
+            free(ad);
+            return 0;
+        }
+    return CTN_ENOENT;
 }
 
 /* Submits g for a new request r (filled in by the caller) and links it. */
@@ -824,6 +919,24 @@ int ctn_lm_generate(ctn_lm *lm, const ctn_lm_request *r, const ctn_lm_callbacks 
     g.max_tokens = r->max_tokens;
     g.stop = r->stop;
     g.n_stop = r->n_stop;
+    if (r->lora != NULL) {
+        struct lm_adapter *ad = adapter_find(lm, r->lora);
+        if (ad == NULL) {
+            free(ids);
+            free_req(q);
+            ctn__errf(err, errcap, "adapter '%s' is not loaded for %s (load it first)", r->lora,
+                      lm->path);
+            return CTN_EINVAL;
+        }
+        if (!ctn_gen_lora_loaded(lm->e, ad->id) &&
+            (rc = adapter_register(lm, ad, err, errcap)) < 0) {
+            free(ids);
+            free_req(q);
+            return rc;
+        }
+        g.adapter = ad->id;
+        g.adapter_scale = r->lora_scale;
+    }
     if (n_ids == 0) {
         /* A text prompt that tokenized to nothing: the engine names that. */
         g.prompt_ids = NULL;

@@ -59,6 +59,9 @@ typedef struct {
     int threads;
     int64_t kv_memory_bytes;
     int n_ctx;
+    int64_t lora_budget_bytes; /* memory for LoRA adapters (0: no limit); idle ones beyond it
+                                  are unloaded least recently used first, and loaded again
+                                  from their path when a request names them */
 } ctn_lm_params;
 
 /*
@@ -97,6 +100,8 @@ typedef struct {
     int max_tokens;    /* < 0: until EOS, a stop string or the context is full */
     const char *const *stop; /* stop strings (NUL-terminated; not part of the output) */
     size_t n_stop;
+    const char *lora; /* the name of an adapter loaded with ctn_lm_lora_load, or NULL */
+    float lora_scale; /* its scale (default 1; 0: the base model) */
 } ctn_lm_request;
 
 /* Greedy, BOS as the model says, no token limit, no stop strings; the other sampling fields
@@ -157,6 +162,18 @@ int ctn_lm_embed(ctn_lm *lm, const char *text, size_t len, int pooling,
 
 /* The GGUF's tokenizer.chat_template, or NULL. Owned by lm (valid while it is open). */
 const char *ctn_lm_chat_template(const ctn_lm *lm);
+/*
+ * LoRA adapters by name (lora.h, gen.h): loads the PEFT folder or GGUF LoRA file at path
+ * for this model (checked against it; ranks above max_rank refused, 0: no limit) under
+ * name. Loading the same name and path again is a no-op (it reloads an adapter the budget
+ * unloaded); the same name with another path is CTN_EINVAL. Loading reads the file on the
+ * loop thread. 0 or a CTN_E* code with the reason (naming the adapter) in err.
+ * ctn_lm_lora_unload forgets the name (requests already running finish with it).
+ */
+int ctn_lm_lora_load(ctn_lm *lm, const char *name, const char *path, int32_t max_rank, char *err,
+                     size_t errcap);
+int ctn_lm_lora_unload(ctn_lm *lm, const char *name);
+
 /* The text of the BOS / EOS token ("<s>", "<|endoftext|>"), or NULL when there is none. */
 const char *ctn_lm_bos_text(const ctn_lm *lm);
 const char *ctn_lm_eos_text(const ctn_lm *lm);

@@ -22,6 +22,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "gen.h"
+#include "lora.h"
 #include "model.h"
 
 #define MAX_RUNNING_LIMIT  4096 /* ctn_gen_new's limit on max_running */
@@ -46,6 +47,9 @@ static int usage(FILE *f) {
             "    \"repeat_penalty\"  number > 0 (default 1 = off)\n"
             "    \"stop\"            string or array of strings, never printed\n"
             "    \"ignore_eos\"      boolean (default false)\n"
+            "    \"lora\"            string: a LoRA adapter (PEFT folder or GGUF LoRA file),\n"
+            "                      loaded once per path; one batch may mix any of them\n"
+            "    \"lora_scale\"      number (default 1; 0 = the base model)\n"
             "  --concurrency N        requests in the engine at once (default: 64)\n"
             "  --kv-memory SIZE       KV cache bytes, or with K, M, G (KiB, MiB, GiB)\n"
             "                         (default: a full context per running request, <= 1G)\n"
@@ -103,10 +107,14 @@ typedef struct {
     int64_t max_tokens; /* -1: no limit */
     char **stops;       /* (n_stops) owned */
     size_t n_stops;
+    char *lora;       /* the adapter's path (owned), or NULL */
+    float lora_scale; /* default 1 */
+    int32_t adapter;  /* its id in the engine, once loaded */
 } job;
 
 static void job_close(job *j) {
     free(j->prompt);
+    free(j->lora);
     for (size_t i = 0; i < j->n_stops; i++)
         free(j->stops[i]);
     free(j->stops);
@@ -149,6 +157,7 @@ static int parse_job(char *text, job *j, char *err, size_t errlen) {
     j->sp = ctn_sampler_params_default();
     j->sp.temp = 0.0f;
     j->max_tokens = DEFAULT_MAX_TOKENS;
+    j->lora_scale = 1.0f;
     bool have_prompt = false;
     for (const cJSON *it = o->child; it != NULL; it = it->next) {
         const char *k = it->string;
@@ -212,6 +221,23 @@ static int parse_job(char *text, job *j, char *err, size_t errlen) {
                 goto done;
             }
             j->sp.repeat_penalty = (float)v;
+        } else if (!strcmp(k, "lora")) {
+            if (!cJSON_IsString(it) || it->valuestring[0] == 0) {
+                snprintf(err, errlen, "\"lora\" must be the path of an adapter");
+                goto done;
+            }
+            free(j->lora);
+            j->lora = strdup(it->valuestring);
+            if (j->lora == NULL) {
+                snprintf(err, errlen, "out of memory");
+                goto done;
+            }
+        } else if (!strcmp(k, "lora_scale")) {
+            if (!json_num(it, -1e6, 1e6, false, &v)) {
+                snprintf(err, errlen, "\"lora_scale\" must be a number");
+                goto done;
+            }
+            j->lora_scale = (float)v;
         } else if (!strcmp(k, "ignore_eos")) {
             if (!cJSON_IsBool(it)) {
                 snprintf(err, errlen, "\"ignore_eos\" must be true or false");
@@ -597,6 +623,21 @@ static int run(const options *o, job *jobs, size_t n) {
         fprintf(stderr, "catena batch: %s\n", err);
         goto done;
     }
+    /* Adapters: each path loaded once, before any request runs. */
+    for (size_t i = 0; i < n; i++) {
+        job *j = &jobs[i];
+        if (j->lora == NULL) continue;
+        for (size_t k = 0; k < i && j->adapter == 0; k++)
+            if (jobs[k].lora != NULL && strcmp(jobs[k].lora, j->lora) == 0)
+                j->adapter = jobs[k].adapter;
+        if (j->adapter != 0) continue;
+        ctn_lora *a = NULL;
+        if (ctn_lora_load(m, j->lora, 0, &a, err, sizeof err) < 0 ||
+            (j->adapter = ctn_gen_lora_add(b.e, a, err, sizeof err)) < 0) {
+            fprintf(stderr, "catena batch: %s:%ld: %s\n", o->prompts, j->line, err);
+            goto done;
+        }
+    }
     /* Requests without a seed draw one here: different for each, random for each run. */
     const uint64_t seed0 = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 
@@ -621,6 +662,8 @@ static int run(const options *o, job *jobs, size_t n) {
             q.stop = (const char *const *)j->stops;
             q.n_stop = j->n_stops;
             q.ignore_eos = j->ignore_eos;
+            q.adapter = j->adapter;
+            q.adapter_scale = j->lora_scale;
             q.on_token = on_token;
             q.on_done = on_done;
             q.ud = r;

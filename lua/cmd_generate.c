@@ -17,6 +17,7 @@
 #include "commands.h"
 #include "forward.h"
 #include "kern.h"
+#include "lora.h"
 #include "model.h"
 #include "sampler.h"
 #include "stop.h"
@@ -42,6 +43,8 @@ static int usage(FILE *f) {
             "  -c, --ctx N            context length (default: the model's, at most 4096)\n"
             "  -t, --threads N        threads (default: all CPUs this process may use)\n"
             "  --kv-f32               keep the KV cache in F32 (default F16)\n"
+            "  --lora PATH[:SCALE]    run with a LoRA adapter (PEFT folder or GGUF LoRA\n"
+            "                         file), scaled by SCALE (default 1)\n"
             "  --ids                  print the generated token ids instead of text\n"
             "  -v, --verbose          print timings and the seed to stderr\n",
             MAX_STOPS);
@@ -88,12 +91,15 @@ typedef struct {
     bool seed_set, ids, ignore_eos, kv_f32, verbose;
     const char *stops[MAX_STOPS];
     size_t n_stops;
+    char lora[4096]; /* the adapter's path, or "" */
+    float lora_scale;
 } options;
 
 /* Parses argv into o; returns -1 after printing a usage error, 1 for --help, else 0. */
 static int parse_args(int argc, char **argv, options *o) {
     o->n_predict = -1;
     o->sp = ctn_sampler_params_default();
+    o->lora_scale = 1.0f;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -143,6 +149,21 @@ static int parse_args(int argc, char **argv, options *o) {
             bad = parse_float(val, &o->sp.frequency_penalty) < 0;
         } else if (!strcmp(a, "--presence-penalty")) {
             bad = parse_float(val, &o->sp.presence_penalty) < 0;
+        } else if (!strcmp(a, "--lora")) {
+            /* PATH[:SCALE]: a last ':' followed by a number is the scale. */
+            bad = val == NULL || strlen(val) >= sizeof o->lora;
+            if (!bad) {
+                snprintf(o->lora, sizeof o->lora, "%s", val);
+                char *colon = strrchr(o->lora, ':');
+                if (colon != NULL) {
+                    char *end;
+                    const float sc = strtof(colon + 1, &end);
+                    if (end != colon + 1 && *end == 0 && sc == sc) {
+                        o->lora_scale = sc;
+                        *colon = 0;
+                    }
+                }
+            }
         } else if (!strcmp(a, "--seed")) {
             bad = parse_u64(val, &o->sp.seed) < 0;
             o->seed_set = true;
@@ -223,6 +244,7 @@ static int generate(options *op) {
     ctn_gguf *g = NULL;
     ctn_vocab *v = NULL;
     ctn_model *m = NULL;
+    ctn_lora *lora = NULL;
     ctn_fwd *f = NULL;
     ctn_sampler *smp = NULL;
     ctn_stop *stop = NULL;
@@ -238,6 +260,10 @@ static int generate(options *op) {
     if (ctn__cli_load_vocab("generate", o.model, &g, &v)) return 1;
     if ((rc = ctn_model_load(&m, g, err, sizeof err)) < 0) {
         fprintf(stderr, "catena generate: %s\n", err);
+        goto done;
+    }
+    if (o.lora[0] && (rc = ctn_lora_load(m, o.lora, 0, &lora, err, sizeof err)) < 0) {
+        fprintf(stderr, "catena generate: --lora: %s\n", err);
         goto done;
     }
     rc = ctn_tokenize(v, o.prompt, strlen(o.prompt), true, true, &prompt, &n_prompt);
@@ -288,8 +314,12 @@ static int generate(options *op) {
     double t0 = now_s();
     for (size_t i = 0; i < n_prompt; i += (size_t)n_batch) {
         size_t k = n_prompt - i < (size_t)n_batch ? n_prompt - i : (size_t)n_batch;
-        ctn_fwd_seg seg = {
-            .seq = &seq, .tokens = prompt + i, .n_tokens = (int64_t)k, .logits = i + k == n_prompt};
+        ctn_fwd_seg seg = {.seq = &seq,
+                           .tokens = prompt + i,
+                           .n_tokens = (int64_t)k,
+                           .logits = i + k == n_prompt,
+                           .lora = lora,
+                           .lora_scale = o.lora_scale};
         if (ctn_fwd_run(f, &seg, 1, logits) < 0) {
             fprintf(stderr, "catena generate: %s\n", ctn_fwd_errmsg(f));
             goto done;
@@ -345,7 +375,12 @@ static int generate(options *op) {
             fprintf(stderr, "catena generate: the context of %" PRId64 " tokens is full\n", n_ctx);
             break;
         }
-        ctn_fwd_seg seg = {.seq = &seq, .tokens = &tok, .n_tokens = 1, .logits = true};
+        ctn_fwd_seg seg = {.seq = &seq,
+                           .tokens = &tok,
+                           .n_tokens = 1,
+                           .logits = true,
+                           .lora = lora,
+                           .lora_scale = o.lora_scale};
         if (ctn_fwd_run(f, &seg, 1, logits) < 0) {
             fprintf(stderr, "catena generate: %s\n", ctn_fwd_errmsg(f));
             goto done;
@@ -379,6 +414,7 @@ done:
     ctn_stop_free(stop);
     ctn_sampler_free(smp);
     ctn_fwd_free(f);
+    ctn_lora_free(lora);
     ctn_model_free(m);
     ctn_vocab_free(v);
     ctn_gguf_free(g);

@@ -15,5 +15,6 @@ int ctn_cmd_bench(int argc, char **argv);
 int ctn_cmd_batch(int argc, char **argv);
 int ctn_cmd_run(int argc, char **argv);
 int ctn_cmd_repl(int argc, char **argv);
+int ctn_cmd_lora(int argc, char **argv);
 
 #endif

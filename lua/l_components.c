@@ -139,6 +139,8 @@ static int m_model(lua_State *L) {
     }
     lua_getfield(L, 1, "kv_memory");
     if (!lua_isnil(L, -1)) p.kv_memory_bytes = size_arg(L, -1, "kv_memory");
+    lua_getfield(L, 1, "lora_budget");
+    if (!lua_isnil(L, -1)) p.lora_budget_bytes = size_arg(L, -1, "lora_budget");
     lua_getfield(L, 1, "ctx");
     if (!lua_isnil(L, -1)) {
         if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 16 || lua_tointeger(L, -1) > 1 << 20)
@@ -273,6 +275,8 @@ static int m_stats(lua_State *L) {
     F("prefix_hits", st.engine.prefix_hits);
     F("prefix_misses", st.engine.prefix_misses);
     F("max_batch", st.max_batch);
+    F("loras", st.engine.loras);
+    F("lora_bytes", st.engine.lora_bytes);
 #undef F
     static const char *buckets[CTN_LM_BATCH_BUCKETS] = {"1",     "2-3",   "4-7", "8-15",
                                                         "16-31", "32-63", "64+"};
@@ -285,7 +289,52 @@ static int m_stats(lua_State *L) {
     return 1;
 }
 
+/* catena.lora.load(llm, name, path [, {max_rank = N}]): the adapter at path (a PEFT folder
+ * or a GGUF LoRA file) for llm's model, under name (llm:with{lora = name}). */
+static int m_lora_load(lua_State *L) {
+    ctn_node **r = luaL_checkudata(L, 1, CTN_L_RUNNABLE);
+    ctn_lm *lm = ctn_model_node_lm(*r);
+    if (lm == NULL) luaL_argerror(L, 1, "not a model (catena.model{...})");
+    const char *name = luaL_checkstring(L, 2);
+    const char *path = luaL_checkstring(L, 3);
+    lua_Integer max_rank = 0;
+    if (lua_istable(L, 4)) {
+        lua_getfield(L, 4, "max_rank");
+        if (!lua_isnil(L, -1)) {
+            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > 4096)
+                luaL_error(L, "catena.lora.load: max_rank must be an integer from 1 to 4096");
+            max_rank = lua_tointeger(L, -1);
+        }
+        lua_pop(L, 1);
+    }
+    char err[512] = "";
+    const int rc = ctn_lm_lora_load(lm, name, path, (int32_t)max_rank, err, sizeof err);
+    if (rc < 0) {
+        lua_createtable(L, 0, 3);
+        lua_pushinteger(L, rc);
+        lua_setfield(L, -2, "code");
+        lua_pushstring(L, err);
+        lua_setfield(L, -2, "message");
+        lua_pushstring(L, "lora.load");
+        lua_setfield(L, -2, "path");
+        luaL_setmetatable(L, CTN_L_ERROR);
+        return lua_error(L);
+    }
+    return 0;
+}
+
+static int m_lora_unload(lua_State *L) {
+    ctn_node **r = luaL_checkudata(L, 1, CTN_L_RUNNABLE);
+    ctn_lm *lm = ctn_model_node_lm(*r);
+    if (lm == NULL) luaL_argerror(L, 1, "not a model (catena.model{...})");
+    lua_pushboolean(L, ctn_lm_lora_unload(lm, luaL_checkstring(L, 2)) == 0);
+    return 1;
+}
+
 void ctn_l_open_components(lua_State *L) {
+    static const luaL_Reg lora[] = {{"load", m_lora_load}, {"unload", m_lora_unload}, {NULL, NULL}};
+    luaL_newlib(L, lora);
+    lua_setfield(L, -2, "lora");
     lua_pushcfunction(L, m_stats);
     lua_setfield(L, -2, "stats");
     /* catena.prompt: callable, with .chat */

@@ -1,0 +1,141 @@
+/*
+ * Writes a llama.cpp-format GGUF LoRA adapter with seeded random A and B for a model, for
+ * tests and benchmarks (an adapter's cost does not depend on what it learned).
+ *
+ *     mklora MODEL.gguf -o ADAPTER.gguf [--rank R] [--targets q,k,v,o,gate,up,down]
+ *            [--alpha A] [--seed S] [--std D] [--f16]
+ *
+ * Defaults: rank 16, targets q,k,v,o, alpha = rank, seed 1, F32 matrices. A and B are
+ * normal with standard deviation D (default 0.05 / sqrt(rank), so that the update stays
+ * small; tests that want a visible change give more).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "gguf.h"
+#include "lora.h"
+#include "model.h"
+#include "quant.h"
+
+static uint64_t rng(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static float normal(uint64_t *s) {
+    const double u = ((double)(rng(s) >> 11) + 0.5) / 9007199254740992.0;
+    const double v = ((double)(rng(s) >> 11) + 0.5) / 9007199254740992.0;
+    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
+}
+
+static int usage(void) {
+    fprintf(stderr, "usage: mklora MODEL.gguf -o ADAPTER.gguf [--rank R] "
+                    "[--targets q,k,v,o,gate,up,down] [--alpha A] [--seed S] [--std D] [--f16]\n");
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    const char *model = NULL, *out = NULL, *targets = "q,k,v,o";
+    long rank = 16;
+    double alpha = -1, std = -1;
+    unsigned long long seed = 1;
+    int f16 = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-o") && v)
+            out = v, i++;
+        else if (!strcmp(a, "--rank") && v)
+            rank = strtol(v, NULL, 10), i++;
+        else if (!strcmp(a, "--targets") && v)
+            targets = v, i++;
+        else if (!strcmp(a, "--alpha") && v)
+            alpha = strtod(v, NULL), i++;
+        else if (!strcmp(a, "--seed") && v)
+            seed = strtoull(v, NULL, 10), i++;
+        else if (!strcmp(a, "--std") && v)
+            std = strtod(v, NULL), i++;
+        else if (!strcmp(a, "--f16"))
+            f16 = 1;
+        else if (a[0] != '-' && model == NULL)
+            model = a;
+        else
+            return usage();
+    }
+    if (model == NULL || out == NULL || rank < 1 || rank > 4096) return usage();
+    static const char *names[CTN_LORA_N] = {"q", "k", "v", "o", "gate", "up", "down"};
+    unsigned mask = 0;
+    char tl[256];
+    snprintf(tl, sizeof tl, "%s", targets);
+    for (char *t = strtok(tl, ","); t != NULL; t = strtok(NULL, ",")) {
+        int found = 0;
+        for (int k = 0; k < CTN_LORA_N; k++)
+            if (!strcmp(t, names[k])) mask |= 1u << k, found = 1;
+        if (!found) {
+            fprintf(stderr, "mklora: unknown target '%s'\n", t);
+            return 2;
+        }
+    }
+    char err[512];
+    ctn_gguf *g = NULL;
+    ctn_model *m = NULL;
+    if (ctn_gguf_open(&g, model, err, sizeof err) < 0 ||
+        ctn_model_load(&m, g, err, sizeof err) < 0) {
+        fprintf(stderr, "mklora: %s\n", err);
+        return 1;
+    }
+    ctn_gguf_writer *w = ctn_gguf_writer_new();
+    ctn_gguf_writer_set_str(w, "general.type", "adapter");
+    ctn_gguf_writer_set_str(w, "general.architecture", m->arch->name);
+    ctn_gguf_writer_set_str(w, "adapter.type", "lora");
+    ctn_gguf_writer_set_f32(w, "adapter.lora.alpha", (float)(alpha > 0 ? alpha : (double)rank));
+    void **keep = calloc((size_t)m->hp.n_layer * CTN_LORA_N, sizeof *keep);
+    int nk = 0;
+    uint64_t s = seed;
+    const float sd = std > 0 ? (float)std : 0.05f / sqrtf((float)rank);
+    for (int64_t l = 0; l < m->hp.n_layer; l++) {
+        const ctn_model_layer *ly = &m->layers[l];
+        const ctn_gguf_tensor *base[CTN_LORA_N] = {ly->wq,       ly->wk,     ly->wv,      ly->wo,
+                                                   ly->ffn_gate, ly->ffn_up, ly->ffn_down};
+        for (int k = 0; k < CTN_LORA_N; k++) {
+            if (!(mask & (1u << k))) continue;
+            const int64_t n_in = base[k]->ne[0], n_out = base[k]->ne[1];
+            const int64_t na = rank * n_in, nb = n_out * rank;
+            float *f = malloc((size_t)(na + nb) * sizeof *f);
+            for (int64_t i = 0; i < na + nb; i++)
+                f[i] = sd * normal(&s);
+            void *data = f;
+            if (f16) {
+                data = malloc((size_t)(na + nb) * 2);
+                ctn_quantize_row(CTN_TYPE_F16, f, data, na + nb);
+                free(f);
+            }
+            keep[nk++] = data;
+            const size_t es = f16 ? 2 : 4;
+            const int64_t nea[2] = {n_in, rank}, neb[2] = {rank, n_out};
+            char name[128];
+            const char *gg = ctn_lora_target_gguf((ctn_lora_target)k);
+            snprintf(name, sizeof name, "blk.%lld.%s.weight.lora_a", (long long)l, gg);
+            ctn_gguf_writer_add_tensor(w, name, f16 ? CTN_TYPE_F16 : CTN_TYPE_F32, 2, nea, data);
+            snprintf(name, sizeof name, "blk.%lld.%s.weight.lora_b", (long long)l, gg);
+            ctn_gguf_writer_add_tensor(w, name, f16 ? CTN_TYPE_F16 : CTN_TYPE_F32, 2, neb,
+                                       (char *)data + (size_t)na * es);
+        }
+    }
+    int status = 0;
+    if (ctn_gguf_writer_write(w, out, err, sizeof err) < 0) {
+        fprintf(stderr, "mklora: %s\n", err);
+        status = 1;
+    }
+    for (int i = 0; i < nk; i++)
+        free(keep[i]);
+    free(keep);
+    ctn_gguf_writer_free(w);
+    ctn_model_free(m);
+    ctn_gguf_free(g);
+    return status;
+}

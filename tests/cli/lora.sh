@@ -1,0 +1,45 @@
+#!/bin/sh
+# LoRA from the command line on stories260K with a random adapter (bench/mklora):
+# catena lora inspect and merge; generate --lora equals generating with the merged model
+# (greedy ids); --lora PATH:0 equals the base model; catena batch lines mixing the adapter
+# and the base give what generate gives; a bad adapter path is an error naming it.
+set -u
+CATENA="${CATENA:-build/catena}"
+MODEL="${CTN_SHARED:-../shared}/models/stories260K.gguf"
+MKLORA="${MKLORA:-build/bench/mklora}"
+[ -f "$MODEL" ] || { echo "skip: no $MODEL"; exit 77; }
+[ -x "$MKLORA" ] || { echo "skip: no $MKLORA"; exit 77; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
+
+"$MKLORA" "$MODEL" -o "$tmp/a.gguf" --rank 8 --targets q,k,v,o,down --seed 3 --alpha 8 --std 0.3 ||
+    { echo "FAIL mklora"; exit 1; }
+"$CATENA" lora inspect "$MODEL" "$tmp/a.gguf" > "$tmp/inspect" 2>&1
+check "inspect lists the adapted matrices" 'grep -q "blk.0.attn_q .*rank   8" "$tmp/inspect"'
+"$CATENA" lora merge "$MODEL" "$tmp/a.gguf" -o "$tmp/merged.gguf" > "$tmp/merge" 2>&1
+check "merge writes a model" '[ -s "$tmp/merged.gguf" ] && grep -q "matrices merged" "$tmp/merge"'
+
+P="Once upon a time, there was a little"
+gen() { "$CATENA" generate "$@" -p "$P" -n 24 --temp 0 --ids 2>/dev/null; }
+base=$(gen -m "$MODEL")
+with=$(gen -m "$MODEL" --lora "$tmp/a.gguf")
+merged=$(gen -m "$tmp/merged.gguf")
+zero=$(gen -m "$MODEL" --lora "$tmp/a.gguf:0")
+check "the adapter changes the output" '[ -n "$with" ] && [ "$with" != "$base" ]'
+check "--lora equals the merged model" '[ "$with" = "$merged" ]'
+check "--lora PATH:0 is the base model" '[ "$zero" = "$base" ]'
+
+# catena batch: the adapter and the base in one batch.
+printf '{"prompt": "%s", "max_tokens": 24, "lora": "%s"}\n{"prompt": "%s", "max_tokens": 24}\n{"prompt": "%s", "max_tokens": 24, "lora": "%s", "lora_scale": 0}\n' \
+    "$P" "$tmp/a.gguf" "$P" "$P" "$tmp/a.gguf" > "$tmp/p.jsonl"
+"$CATENA" batch -m "$MODEL" --prompts "$tmp/p.jsonl" > "$tmp/out" 2> "$tmp/err"
+ids() { sed -n "$1p" "$tmp/out" | sed 's/.*"ids": *\[\([^]]*\)\].*/\1/' | tr -d ' ' | tr ',' ' '; }
+check "batch: the adapter's line equals generate --lora" '[ "$(ids 1)" = "$with" ]'
+check "batch: the base line in the same batch equals the base" '[ "$(ids 2)" = "$base" ]'
+check "batch: lora_scale 0 equals the base" '[ "$(ids 3)" = "$base" ]'
+
+"$CATENA" generate -m "$MODEL" -p "$P" -n 4 --lora "$tmp/missing.gguf" > /dev/null 2> "$tmp/err"
+check "a missing adapter is an error naming it" '[ $? = 1 ] && grep -q "missing.gguf" "$tmp/err"'
+exit $fail
