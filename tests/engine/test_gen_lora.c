@@ -14,6 +14,7 @@
 #include "error.h"
 #include "gen.h"
 #include "lora.h"
+#include "lorarand.h"
 #include "model.h"
 #include "randmodel.h"
 #include "test.h"
@@ -43,39 +44,6 @@ static void unload(loaded *L) {
     ctn_model_free(L->m);
     ctn_gguf_free(L->g);
     unlink(L->path);
-}
-
-static const ctn_gguf_tensor *base_tensor(const ctn_model *m, int64_t l, int t) {
-    const ctn_model_layer *ly = &m->layers[l];
-    const ctn_gguf_tensor *w[CTN_LORA_N] = {ly->wq,       ly->wk,     ly->wv,      ly->wo,
-                                            ly->ffn_gate, ly->ffn_up, ly->ffn_down};
-    return w[t];
-}
-
-/* A random adapter (malloc'd as ctn_lora_free expects). */
-static ctn_lora *make_adapter(const ctn_model *m, int32_t rank, unsigned mask, uint64_t seed) {
-    ctn_lora *a = calloc(1, sizeof *a);
-    a->n_layer = (int32_t)m->hp.n_layer;
-    a->mats = calloc((size_t)a->n_layer * CTN_LORA_N, sizeof *a->mats);
-    a->max_rank = rank;
-    for (int64_t l = 0; l < m->hp.n_layer; l++)
-        for (int t = 0; t < CTN_LORA_N; t++) {
-            if (!(mask & (1u << t))) continue;
-            const ctn_gguf_tensor *w = base_tensor(m, l, t);
-            ctn_lora_mat *mt = &a->mats[l * CTN_LORA_N + t];
-            mt->rank = rank;
-            mt->n_in = w->ne[0];
-            mt->n_out = w->ne[1];
-            mt->scale = 2.0f / (float)rank;
-            mt->a = malloc((size_t)rank * (size_t)mt->n_in * sizeof(float));
-            mt->b = malloc((size_t)mt->n_out * (size_t)rank * sizeof(float));
-            for (int64_t i = 0; i < rank * mt->n_in; i++)
-                mt->a[i] = 0.08f * rng_normal(&seed);
-            for (int64_t i = 0; i < mt->n_out * rank; i++)
-                mt->b[i] = 0.08f * rng_normal(&seed);
-            a->bytes += (size_t)(rank * mt->n_in + mt->n_out * rank) * sizeof(float);
-        }
-    return a;
 }
 
 /* ---- running requests in manual mode ---------------------------------------------------- */
@@ -164,8 +132,9 @@ TEST(mixed_adapters_equal_alone) {
         const int k = i % NAD; /* 0: the base, 1..8: adapters */
         int32_t id = 0;
         if (k > 0) {
-            id = ctn_gen_lora_add(e, make_adapter(L.m, 1 + k % 4, k % 2 ? 0x7Fu : 0x05u, 500 + k),
-                                  err, sizeof err);
+            id = ctn_gen_lora_add(
+                e, lorarand_make(L.m, 1 + k % 4, k % 2 ? 0x7Fu : 0x05u, 500 + k, 0.08f), err,
+                sizeof err);
             CHECK(id > 0);
         }
         CHECK(submit(e, prompts[i], 20, id, 1.0f, 0, &alone[i]) > 0);
@@ -176,8 +145,9 @@ TEST(mixed_adapters_equal_alone) {
     ctn_gen *e = engine(L.m, false);
     int32_t ids[NAD] = {0};
     for (int k = 1; k < NAD; k++) {
-        ids[k] = ctn_gen_lora_add(e, make_adapter(L.m, 1 + k % 4, k % 2 ? 0x7Fu : 0x05u, 500 + k),
-                                  err, sizeof err);
+        ids[k] = ctn_gen_lora_add(
+            e, lorarand_make(L.m, 1 + k % 4, k % 2 ? 0x7Fu : 0x05u, 500 + k, 0.08f), err,
+            sizeof err);
         CHECK(ids[k] > 0);
     }
     for (int i = 0; i < NREQ; i++)
@@ -210,13 +180,14 @@ TEST(prefix_cache_keeps_adapters_apart) {
     }
     char err[256];
     ctn_gen *e = engine(L.m, false);
-    const int32_t a = ctn_gen_lora_add(e, make_adapter(L.m, 4, 0x7Fu, 9), err, sizeof err);
+    const int32_t a = ctn_gen_lora_add(e, lorarand_make(L.m, 4, 0x7Fu, 9, 0.08f), err, sizeof err);
     int32_t p[20];
     prompt_of(0, p);
     /* Reference outputs without any cache. */
     out_t ref_base = {0}, ref_a = {0}, ref_half = {0};
     ctn_gen *nc = engine(L.m, true);
-    const int32_t a2 = ctn_gen_lora_add(nc, make_adapter(L.m, 4, 0x7Fu, 9), err, sizeof err);
+    const int32_t a2 =
+        ctn_gen_lora_add(nc, lorarand_make(L.m, 4, 0x7Fu, 9, 0.08f), err, sizeof err);
     submit(nc, p, 20, 0, 1, 0, &ref_base);
     submit(nc, p, 20, a2, 1, 0, &ref_a);
     submit(nc, p, 20, a2, 0.5f, 0, &ref_half);
@@ -262,12 +233,12 @@ TEST(bad_requests_and_removal) {
     CHECK_EQ_INT(submit(e, p, 20, 7, 1, 0, &o), CTN_EINVAL);
     CHECK_CONTAINS(o.err, "adapter 7 is not loaded");
     /* A shape that does not fit the model. */
-    ctn_lora *bad = make_adapter(L.m, 2, 0x01u, 1);
+    ctn_lora *bad = lorarand_make(L.m, 2, 0x01u, 1, 0.08f);
     bad->mats[0].n_in = 63;
     CHECK_EQ_INT(ctn_gen_lora_add(e, bad, err, sizeof err), CTN_EINVAL);
     CHECK_CONTAINS(err, "layer 0 attn_q: rank 2");
     /* A session keeps its first adapter. */
-    const int32_t a = ctn_gen_lora_add(e, make_adapter(L.m, 2, 0x7Fu, 2), err, sizeof err);
+    const int32_t a = ctn_gen_lora_add(e, lorarand_make(L.m, 2, 0x7Fu, 2, 0.08f), err, sizeof err);
     const int64_t sess = ctn_gen_session_new(e);
     out_t s1 = {0}, s2 = {0};
     CHECK(submit(e, p, 20, a, 1, sess, &s1) > 0);
@@ -305,18 +276,18 @@ TEST(budget_unloads_idle_adapters_lru) {
     p.fwd.n_threads = 1;
     p.fwd.n_ctx = 128;
     p.fwd.kv_memory = 4u << 20;
-    ctn_lora *probe = make_adapter(L.m, 4, 0x7Fu, 1);
+    ctn_lora *probe = lorarand_make(L.m, 4, 0x7Fu, 1, 0.08f);
     p.lora_budget = 2 * probe->bytes + probe->bytes / 2; /* room for two */
     ctn_gen *e = NULL;
     CHECK(ctn_gen_new(&e, L.m, NULL, &p, err, sizeof err) == 0);
     const int32_t a = ctn_gen_lora_add(e, probe, err, sizeof err);
-    const int32_t b = ctn_gen_lora_add(e, make_adapter(L.m, 4, 0x7Fu, 2), err, sizeof err);
+    const int32_t b = ctn_gen_lora_add(e, lorarand_make(L.m, 4, 0x7Fu, 2, 0.08f), err, sizeof err);
     int32_t pr[20];
     prompt_of(2, pr);
     out_t o = {0};
     submit(e, pr, 20, a, 1, 0, &o); /* a was used last: b is the least recently used */
     drain(e);
-    const int32_t c = ctn_gen_lora_add(e, make_adapter(L.m, 4, 0x7Fu, 3), err, sizeof err);
+    const int32_t c = ctn_gen_lora_add(e, lorarand_make(L.m, 4, 0x7Fu, 3, 0.08f), err, sizeof err);
     CHECK(c > 0);
     CHECK(ctn_gen_lora_loaded(e, a));
     CHECK(!ctn_gen_lora_loaded(e, b));
@@ -325,7 +296,8 @@ TEST(budget_unloads_idle_adapters_lru) {
     out_t u1 = {0}, u2 = {0};
     CHECK(submit(e, pr, 20, a, 1, 0, &u1) > 0);
     CHECK(submit(e, pr, 20, c, 1, 0, &u2) > 0);
-    CHECK_EQ_INT(ctn_gen_lora_add(e, make_adapter(L.m, 4, 0x7Fu, 4), err, sizeof err), CTN_ENOMEM);
+    CHECK_EQ_INT(ctn_gen_lora_add(e, lorarand_make(L.m, 4, 0x7Fu, 4, 0.08f), err, sizeof err),
+                 CTN_ENOMEM);
     CHECK_CONTAINS(err, "do not fit the adapter budget");
     drain(e);
     ctn_gen_free(e);

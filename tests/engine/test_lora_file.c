@@ -16,6 +16,7 @@
 #include "forward.h"
 #include "gguf.h"
 #include "lora.h"
+#include "lorarand.h"
 #include "model.h"
 #include "quant.h"
 #include "randmodel.h"
@@ -57,13 +58,6 @@ static int make_model(loaded *L, int type, uint64_t seed) {
     return load_path(L, path);
 }
 
-static const ctn_gguf_tensor *base_of(const ctn_model *m, int64_t l, int t) {
-    const ctn_model_layer *ly = &m->layers[l];
-    const ctn_gguf_tensor *w[CTN_LORA_N] = {ly->wq,       ly->wk,     ly->wv,      ly->wo,
-                                            ly->ffn_gate, ly->ffn_up, ly->ffn_down};
-    return w[t];
-}
-
 /* What a test adapter file is made of. */
 typedef struct {
     int rank;
@@ -98,7 +92,7 @@ static int write_adapter(const ctn_model *m, const spec *sp, const char *path, f
     for (int64_t l = 0; l < m->hp.n_layer; l++)
         for (int t = 0; t < CTN_LORA_N; t++) {
             if (!(sp->mask & (1u << t))) continue;
-            const ctn_gguf_tensor *bw = base_of(m, l, t);
+            const ctn_gguf_tensor *bw = lorarand_base(m, l, t);
             const int64_t n_in = bw->ne[0] - (sp->bad_shape && l == 1 ? 1 : 0), n_out = bw->ne[1];
             const int64_t na = sp->rank * n_in, nb = n_out * sp->rank;
             float *f = malloc((size_t)(na + nb) * sizeof *f);
@@ -263,23 +257,6 @@ TEST(malformed_adapters_are_named) {
     unload(&L, true);
 }
 
-static int32_t argmax(const float *v, int64_t n) {
-    int32_t b = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (v[i] > v[b]) b = (int32_t)i;
-    return b;
-}
-
-static double norm_err(const float *a, const float *b, int64_t n) {
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-        const double d = fabs((double)a[i] - (double)b[i]);
-        if (d > num || d != d) num = d;
-        if (fabs((double)b[i]) > den) den = fabs((double)b[i]);
-    }
-    return den > 0 ? num / den : num;
-}
-
 static void generate(const ctn_model *m, const ctn_lora *a, float scale, int n, int32_t *ids,
                      float *lg) {
     char err[256];
@@ -294,7 +271,7 @@ static void generate(const ctn_model *m, const ctn_lora *a, float scale, int n, 
         .seq = &s, .tokens = prompt, .n_tokens = 5, .logits = true, .lora = a, .lora_scale = scale};
     for (int i = 0; i < n; i++) {
         CHECK(ctn_fwd_run(f, &seg, 1, lg + (size_t)i * (size_t)nv) == 0);
-        ids[i] = argmax(lg + (size_t)i * (size_t)nv, nv);
+        ids[i] = lorarand_argmax(lg + (size_t)i * (size_t)nv, nv);
         seg.tokens = &ids[i];
         seg.n_tokens = 1;
     }
@@ -326,7 +303,7 @@ static void merge_case(int type, double tol, bool need_same_ids) {
     float *lm = malloc((size_t)n * (size_t)nv * sizeof(float));
     generate(L.m, a, 0.75f, n, ia, la);
     generate(M.m, NULL, 0, n, im, lm);
-    const double e = norm_err(la, lm, (int64_t)n * nv);
+    const double e = lorarand_norm_err(la, lm, (int64_t)n * nv);
     printf("  %s base: adapter vs merged model: greedy ids %s, max normalised logit error %.2g\n",
            ctn_type_name(type), memcmp(ia, im, sizeof ia) == 0 ? "identical" : "differ", e);
     if (need_same_ids) CHECK(memcmp(ia, im, sizeof ia) == 0);

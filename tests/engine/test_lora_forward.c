@@ -14,6 +14,7 @@
 #include "forward.h"
 #include "gguf.h"
 #include "lora.h"
+#include "lorarand.h"
 #include "model.h"
 #include "randmodel.h"
 #include "test.h"
@@ -55,54 +56,6 @@ static void close_mem(mem_model *mm) {
     free(mm->buf);
 }
 
-static const ctn_gguf_tensor *target_tensor(const ctn_model *m, int64_t l, int t) {
-    const ctn_model_layer *ly = &m->layers[l];
-    switch (t) {
-    case CTN_LORA_Q: return ly->wq;
-    case CTN_LORA_K: return ly->wk;
-    case CTN_LORA_V: return ly->wv;
-    case CTN_LORA_O: return ly->wo;
-    case CTN_LORA_GATE: return ly->ffn_gate;
-    case CTN_LORA_UP: return ly->ffn_up;
-    default: return ly->ffn_down;
-    }
-}
-
-/* A random adapter of the given rank on the targets whose bit is set in mask. */
-static ctn_lora *make_adapter(const ctn_model *m, int32_t rank, unsigned mask, uint64_t seed) {
-    ctn_lora *a = calloc(1, sizeof *a);
-    a->n_layer = (int32_t)m->hp.n_layer;
-    a->mats = calloc((size_t)a->n_layer * CTN_LORA_N, sizeof *a->mats);
-    a->max_rank = rank;
-    for (int64_t l = 0; l < m->hp.n_layer; l++)
-        for (int t = 0; t < CTN_LORA_N; t++) {
-            if (!(mask & (1u << t))) continue;
-            const ctn_gguf_tensor *w = target_tensor(m, l, t);
-            ctn_lora_mat *mt = &a->mats[l * CTN_LORA_N + t];
-            mt->rank = rank;
-            mt->n_in = w->ne[0];
-            mt->n_out = w->ne[1];
-            mt->scale = 2.0f / (float)rank;
-            mt->a = malloc((size_t)rank * (size_t)mt->n_in * sizeof(float));
-            mt->b = malloc((size_t)mt->n_out * (size_t)rank * sizeof(float));
-            for (int64_t i = 0; i < rank * mt->n_in; i++)
-                mt->a[i] = 0.05f * rng_normal(&seed);
-            for (int64_t i = 0; i < mt->n_out * rank; i++)
-                mt->b[i] = 0.05f * rng_normal(&seed);
-            a->bytes += (size_t)(rank * mt->n_in + mt->n_out * rank) * sizeof(float);
-        }
-    return a;
-}
-
-static void free_adapter(ctn_lora *a) {
-    for (int64_t i = 0; i < (int64_t)a->n_layer * CTN_LORA_N; i++) {
-        free(a->mats[i].a);
-        free(a->mats[i].b);
-    }
-    free(a->mats);
-    free(a);
-}
-
 /* A copy of the base model's bytes with W += scale * s_pair * B A on every adapted F32
  * matrix (rows of ne[0] values, one per output). */
 static void *merged_copy(const mem_model *base, const ctn_lora *a, float scale) {
@@ -112,7 +65,7 @@ static void *merged_copy(const mem_model *base, const ctn_lora *a, float scale) 
         for (int t = 0; t < CTN_LORA_N; t++) {
             const ctn_lora_mat *mt = &a->mats[l * CTN_LORA_N + t];
             if (mt->rank == 0) continue;
-            const ctn_gguf_tensor *w = target_tensor(base->m, l, t);
+            const ctn_gguf_tensor *w = lorarand_base(base->m, l, t);
             float *wd = (float *)(buf + ((const char *)w->data - (const char *)base->buf));
             for (int64_t o = 0; o < mt->n_out; o++)
                 for (int64_t i = 0; i < mt->n_in; i++) {
@@ -123,23 +76,6 @@ static void *merged_copy(const mem_model *base, const ctn_lora *a, float scale) 
                 }
         }
     return buf;
-}
-
-static int32_t argmax(const float *v, int64_t n) {
-    int32_t b = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (v[i] > v[b]) b = (int32_t)i;
-    return b;
-}
-
-static double norm_err(const float *a, const float *b, int64_t n) {
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-        const double d = fabs((double)a[i] - (double)b[i]);
-        if (d > num || d != d) num = d;
-        if (fabs((double)b[i]) > den) den = fabs((double)b[i]);
-    }
-    return den > 0 ? num / den : num;
 }
 
 /* Greedy generation of n tokens after prompt; logits of every step into lg (n x vocab). */
@@ -160,7 +96,7 @@ static void generate(const ctn_model *m, const ctn_lora *a, float scale, const i
                        .lora_scale = scale};
     for (int i = 0; i < n; i++) {
         CHECK(ctn_fwd_run(f, &seg, 1, lg + (size_t)i * (size_t)nv) == 0);
-        ids[i] = argmax(lg + (size_t)i * (size_t)nv, nv);
+        ids[i] = lorarand_argmax(lg + (size_t)i * (size_t)nv, nv);
         seg.tokens = &ids[i];
         seg.n_tokens = 1;
     }
@@ -193,7 +129,7 @@ TEST(adapter_equals_merged_model) {
     const int32_t prompt[6] = {1, 17, 42, 99, 7, 250};
     const int n = 12;
     const int64_t nv = base.m->hp.n_vocab;
-    ctn_lora *a = make_adapter(base.m, 4, (1u << CTN_LORA_N) - 1, 7);
+    ctn_lora *a = lorarand_make(base.m, 4, (1u << CTN_LORA_N) - 1, 7, 0.05f);
     const float scales[2] = {1.0f, 0.5f};
     for (int si = 0; si < 2; si++) {
         mem_model merged;
@@ -204,7 +140,7 @@ TEST(adapter_equals_merged_model) {
         generate(base.m, a, scales[si], prompt, 6, n, ia, la);
         generate(merged.m, NULL, 0, prompt, 6, n, im, lm);
         CHECK(memcmp(ia, im, sizeof ia) == 0);
-        const double e = norm_err(la, lm, (int64_t)n * nv);
+        const double e = lorarand_norm_err(la, lm, (int64_t)n * nv);
         printf("  scale %.1f: greedy ids %s, max normalised logit error %.2g\n", scales[si],
                memcmp(ia, im, sizeof ia) == 0 ? "identical" : "DIFFER", e);
         CHECK(e < 1e-4);
@@ -218,13 +154,13 @@ TEST(adapter_equals_merged_model) {
     float *la = malloc((size_t)n * (size_t)nv * sizeof(float));
     generate(base.m, NULL, 0, prompt, 6, n, ib, lb);
     generate(base.m, a, 1.0f, prompt, 6, n, ia, la);
-    CHECK(norm_err(la, lb, (int64_t)n * nv) > 1e-3);
+    CHECK(lorarand_norm_err(la, lb, (int64_t)n * nv) > 1e-3);
     /* Scale 0 is the base model, bit for bit. */
     generate(base.m, a, 0.0f, prompt, 6, n, ia, la);
     CHECK(memcmp(la, lb, (size_t)n * (size_t)nv * sizeof(float)) == 0);
     free(la);
     free(lb);
-    free_adapter(a);
+    ctn_lora_free(a);
     close_mem(&base);
 }
 
@@ -238,7 +174,7 @@ TEST(mixed_batch_equals_alone) {
     enum { NSEQ = 9 };
     ctn_lora *ad[NSEQ] = {NULL};
     for (int i = 1; i < NSEQ; i++) /* 8 adapters of different ranks and targets, and the base */
-        ad[i] = make_adapter(base.m, 1 + i % 5, i % 2 ? 0x7Fu : 0x0Fu, 100 + (uint64_t)i);
+        ad[i] = lorarand_make(base.m, 1 + i % 5, i % 2 ? 0x7Fu : 0x0Fu, 100 + (uint64_t)i, 0.05f);
     int32_t prompts[NSEQ][5];
     for (int i = 0; i < NSEQ; i++)
         for (int j = 0; j < 5; j++)
@@ -275,7 +211,7 @@ TEST(mixed_batch_equals_alone) {
             if (memcmp(mine, alone + ((size_t)i * 4 + (size_t)step) * (size_t)nv,
                        (size_t)nv * sizeof(float)) != 0)
                 bad++;
-            next[i] = argmax(mine, nv);
+            next[i] = lorarand_argmax(mine, nv);
             seg[i].tokens = &next[i];
             seg[i].n_tokens = 1;
         }
@@ -287,7 +223,7 @@ TEST(mixed_batch_equals_alone) {
     free(lg);
     free(alone);
     for (int i = 1; i < NSEQ; i++)
-        free_adapter(ad[i]);
+        ctn_lora_free(ad[i]);
     close_mem(&base);
 }
 
@@ -297,7 +233,7 @@ TEST(bad_adapters_are_refused) {
         CHECK(0);
         return;
     }
-    ctn_lora *a = make_adapter(base.m, 2, 1u, 3);
+    ctn_lora *a = lorarand_make(base.m, 2, 1u, 3, 0.05f);
     a->n_layer = 1; /* the model has 2 */
     char err[256];
     ctn_fwd *f = NULL;
@@ -318,7 +254,7 @@ TEST(bad_adapters_are_refused) {
     free(lg);
     ctn_fwd_seq_close(f, &s);
     ctn_fwd_free(f);
-    free_adapter(a);
+    ctn_lora_free(a);
     close_mem(&base);
 }
 
