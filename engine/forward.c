@@ -86,11 +86,19 @@ struct ctn_fwd {
     tok_info *toks;          /* (n_batch) */
     const ctn_fwd_seg *segs; /* borrowed for the run */
     int n_segs;
-    bool any_embd;   /* some segment wants hidden states */
-    bool any_lora;   /* some segment runs with an adapter (and a scale other than 0) */
-    float *lora_tmp; /* (n_threads, lora_cap) x A^T of one token, per thread */
-    int32_t lora_cap;
-    float *embd_tmp; /* (n_threads, n_embd) a normalised row per thread */
+    bool any_embd;             /* some segment wants hidden states */
+    bool any_lora;             /* some segment runs with an adapter (and a scale other than 0) */
+    const ctn_kern *lora_kern; /* F32 products for the adapters */
+    float *lora_u;             /* (2, n_batch, lora_cap) A x of each token, two buffers */
+    int32_t lora_cap;          /* the largest rank the scratch is made for */
+    float *lora_tmp;           /* (n_threads, LORA_GROUP, lora_rows_cap) B u of a group */
+    int64_t lora_rows_cap;     /* the widest matrix's rows */
+    int64_t lora_in_cap;       /* the longest matrix row */
+    float *lora_xg;            /* (n_threads, LORA_GROUP, lora_in_cap) a group's inputs */
+    float *lora_ug;            /* (n_threads, LORA_GROUP, lora_cap) a group's u */
+    int64_t *lora_idx;         /* (n_threads, LORA_GROUP) a group's tokens */
+    uint8_t *lora_seen;        /* (n_threads, n_batch) tokens grouped so far */
+    float *embd_tmp;           /* (n_threads, n_embd) a normalised row per thread */
     int64_t n_tok;
     int64_t *out_tok; /* (n_batch) token index of each logits row */
     int64_t n_out;
@@ -329,6 +337,8 @@ void ctn_fwd_free(ctn_fwd *f) {
     free(f->embd_tmp);
     free(f->embd_row);
     free(f->lora_tmp);
+    free(f->lora_u);
+    free(f->lora_xg), free(f->lora_ug), free(f->lora_idx), free(f->lora_seen);
     free(f);
 }
 
@@ -395,43 +405,95 @@ static void convert(ctn_fwd *f, act_state *as, const matrix *mx, const float *sr
     as->src = src, as->atype = mx->k->atype, as->width = width, as->rows = rows;
 }
 
-/* A dot product in one fixed order (the same bits for a row whatever else is computed):
- * eight running sums over i mod 8, added pairwise at the end, then the tail. The explicit
- * lanes let the compiler use vector registers without reordering anything. */
-static float dotf(const float *a, const float *b, int64_t n) {
-    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++)
-            s[k] += a[i + k] * b[i + k];
-    float t = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
-    for (; i < n; i++)
-        t += a[i] * b[i];
-    return t;
+/* Tokens of one adapter per product call in lora_rows (its scratch is sized for these). */
+#define LORA_GROUP 64
+
+/* The adapter matrix token t runs with for matrix mx, or NULL. */
+static const ctn_lora_mat *lora_mat(const ctn_fwd *f, const matrix *mx, int64_t t) {
+    const ctn_fwd_seg *s = &f->segs[f->toks[t].seg];
+    if (s->lora == NULL || s->lora_scale == 0) return NULL;
+    const ctn_lora_mat *m = &s->lora->mats[mx->lora_slot];
+    return m->rank > 0 ? m : NULL;
+}
+
+/* The next group of up to LORA_GROUP tokens from *t0 on that share an adapter matrix (not
+ * yet in seen); their indices into idx; the matrix, or NULL when no token is left. */
+static const ctn_lora_mat *lora_group(const ctn_fwd *f, const matrix *mx, int64_t rows, int64_t *t0,
+                                      uint8_t *seen, int64_t *idx, int *g) {
+    for (; *t0 < rows; (*t0)++) {
+        if (seen[*t0]) continue;
+        seen[*t0] = 1;
+        const ctn_lora_mat *m = lora_mat(f, mx, *t0);
+        if (m == NULL) continue;
+        *g = 0;
+        idx[(*g)++] = *t0;
+        for (int64_t t = *t0 + 1; t < rows && *g < LORA_GROUP; t++)
+            if (!seen[t] && lora_mat(f, mx, t) == m) {
+                seen[t] = 1;
+                idx[(*g)++] = t;
+            }
+        return m;
+    }
+    return NULL;
 }
 
 /*
- * Adds the LoRA updates of matrix mx to this thread's output rows r0..r1 of the token rows
- * that run with an adapter: for token t, u = A x_t (rank values, all of them on every
- * thread), then y[t][o] += scale * (B[o] . u). Row by row in F32: a token's update is the
- * same whatever other tokens or adapters are in the batch. src holds the F32 inputs (rows
- * of the matrix's ne[0] values, one per token).
+ * Adds the LoRA updates of matrix mx to the output rows of the tokens that run with an
+ * adapter, SGMV-style: tokens are grouped by adapter (every thread enumerates the same
+ * groups), and each group's products are one call of the F32 kernel, so an adapter's A and
+ * B are read once per group. Two phases every thread takes part in (all threads call this
+ * for every matrix, so the barrier between them is reached by all):
+ *   1. u_t = A x_t (rank values) for the tokens of every nth group, into f->lora_u;
+ *   2. y[t][o] += scale_t * (B[o] . u_t) for this thread's output rows r0..r1, all groups.
+ * The kernel's result for a (row, token) does not depend on which other rows or tokens share
+ * the call, so a token's update is the same whatever the batch. src holds the F32 inputs
+ * (rows of the matrix's ne[0] values, one per token). u alternates between two buffers
+ * from one matrix to the next (their slots alternate in parity): a thread that has
+ * finished phase 2 may start the next matrix's phase 1 while another still reads this
+ * one's u.
  */
 static void lora_rows(ctn_fwd *f, const matrix *mx, const float *src, int64_t rows, float *y,
-                      int64_t ldy, int64_t r0, int64_t r1, int ith) {
+                      int64_t ldy, int64_t r0, int64_t r1, int ith, int nth) {
     const int64_t n = mx->t->ne[0];
-    float *u = f->lora_tmp + (size_t)ith * (size_t)f->lora_cap;
-    for (int64_t t = 0; t < rows; t++) {
-        const ctn_fwd_seg *s = &f->segs[f->toks[t].seg];
-        if (s->lora == NULL || s->lora_scale == 0) continue;
-        const ctn_lora_mat *m = &s->lora->mats[mx->lora_slot];
-        if (m->rank == 0) continue;
-        const float *x = src + t * n;
-        for (int32_t r = 0; r < m->rank; r++)
-            u[r] = dotf(m->a + (size_t)r * (size_t)n, x, n);
-        const float sc = s->lora_scale * m->scale;
-        for (int64_t o = r0; o < r1; o++)
-            y[t * ldy + o] += sc * dotf(m->b + (size_t)o * (size_t)m->rank, u, m->rank);
+    const int64_t cap = f->lora_cap;
+    const ctn_kern *k = f->lora_kern;
+    float *ubuf = f->lora_u + (size_t)(mx->lora_slot & 1) * (size_t)f->p.n_batch * (size_t)cap;
+    uint8_t *seen = f->lora_seen + (size_t)ith * (size_t)f->p.n_batch;
+    int64_t *idx = f->lora_idx + (size_t)ith * LORA_GROUP;
+    float *xg = f->lora_xg + (size_t)ith * LORA_GROUP * (size_t)f->lora_in_cap;
+    float *ug = f->lora_ug + (size_t)ith * LORA_GROUP * (size_t)cap;
+    float *tg = f->lora_tmp + (size_t)ith * LORA_GROUP * (size_t)f->lora_rows_cap;
+    int g = 0, ordinal = 0;
+    const ctn_lora_mat *m;
+
+    memset(seen, 0, (size_t)rows);
+    for (int64_t t0 = 0; (m = lora_group(f, mx, rows, &t0, seen, idx, &g)) != NULL; ordinal++) {
+        if (ordinal % nth != ith) continue;
+        for (int j = 0; j < g; j++)
+            memcpy(xg + (size_t)j * (size_t)n, src + idx[j] * n, (size_t)n * sizeof(float));
+        k->gemm(n, m->a, (size_t)n * sizeof(float), m->rank, xg, (size_t)n * sizeof(float), g, ug,
+                (size_t)cap);
+        for (int j = 0; j < g; j++)
+            memcpy(ubuf + (size_t)idx[j] * (size_t)cap, ug + (size_t)j * (size_t)cap,
+                   (size_t)m->rank * sizeof(float));
+    }
+    ctn_pool_barrier(f->pool);
+    if (r0 >= r1) return;
+    memset(seen, 0, (size_t)rows);
+    for (int64_t t0 = 0; (m = lora_group(f, mx, rows, &t0, seen, idx, &g)) != NULL;) {
+        for (int j = 0; j < g; j++)
+            memcpy(ug + (size_t)j * (size_t)cap, ubuf + (size_t)idx[j] * (size_t)cap,
+                   (size_t)m->rank * sizeof(float));
+        k->gemm(m->rank, m->b + (size_t)r0 * (size_t)m->rank, (size_t)m->rank * sizeof(float),
+                r1 - r0, ug, (size_t)cap * sizeof(float), g, tg, (size_t)(r1 - r0));
+        for (int j = 0; j < g; j++) {
+            const ctn_fwd_seg *s = &f->segs[f->toks[idx[j]].seg];
+            const float sc = s->lora_scale * m->scale;
+            float *yt = y + idx[j] * ldy + r0;
+            const float *tj = tg + (size_t)j * (size_t)(r1 - r0);
+            for (int64_t o = 0; o < r1 - r0; o++)
+                yt[o] += sc * tj[o];
+        }
     }
 }
 
@@ -441,15 +503,15 @@ static void gemm_rows(ctn_fwd *f, const matrix *mx, const float *src, int64_t ro
                       int64_t ldy, int ith, int nth, int64_t *r0, int64_t *r1) {
     const int64_t nr = mx->t->ne[1], n = mx->t->ne[0];
     span(nr, ith, nth, 16, r0, r1);
-    if (*r0 >= *r1) return;
     const uint8_t *w = (const uint8_t *)mx->t->data + (size_t)*r0 * mx->row_bytes;
-    for (int64_t c0 = 0; c0 < rows; c0 += COL_BLOCK) {
+    for (int64_t c0 = 0; c0 < rows && *r0 < *r1; c0 += COL_BLOCK) {
         const int64_t nc = rows - c0 < COL_BLOCK ? rows - c0 : COL_BLOCK;
         mx->k->gemm(n, w, mx->row_bytes, *r1 - *r0,
                     (const uint8_t *)f->act + (size_t)c0 * f->act_cap, f->act_cap, nc,
                     y + c0 * ldy + *r0, (size_t)ldy);
     }
-    if (f->any_lora && mx->lora_slot >= 0) lora_rows(f, mx, src, rows, y, ldy, *r0, *r1, ith);
+    /* Every thread, also one without rows: lora_rows has a barrier. */
+    if (f->any_lora && mx->lora_slot >= 0) lora_rows(f, mx, src, rows, y, ldy, *r0, *r1, ith, nth);
 }
 
 static void matmul(ctn_fwd *f, act_state *as, const matrix *mx, const float *src, int64_t rows,
@@ -746,17 +808,38 @@ int ctn_fwd_run(ctn_fwd *f, const ctn_fwd_seg *segs, int n_segs, float *logits) 
             if (segs[i].lora->max_rank > rank) rank = segs[i].lora->max_rank;
         }
     }
-    if (rank > f->lora_cap) { /* once per larger rank, not per step */
-        float *u = ctn__malloc((size_t)f->p.n_threads * (size_t)rank * sizeof *u);
-        if (u == NULL) {
+    if (any_lora && (rank > f->lora_cap || f->lora_tmp == NULL)) {
+        /* Once per larger rank, not per step. */
+        int64_t widest = 0, longest = 0;
+        for (int64_t l = 0; l < hp->n_layer; l++) {
+            const matrix *all[] = {&f->lm[l].wq,   &f->lm[l].wk, &f->lm[l].wv,  &f->lm[l].wo,
+                                   &f->lm[l].gate, &f->lm[l].up, &f->lm[l].down};
+            for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+                if (all[i]->t->ne[1] > widest) widest = all[i]->t->ne[1];
+                if (all[i]->t->ne[0] > longest) longest = all[i]->t->ne[0];
+            }
+        }
+        const size_t nt = (size_t)f->p.n_threads;
+        float *u = ctn__malloc(2 * (size_t)f->p.n_batch * (size_t)rank * sizeof *u);
+        float *tmp = ctn__malloc(nt * LORA_GROUP * (size_t)widest * sizeof *tmp);
+        float *xg = ctn__malloc(nt * LORA_GROUP * (size_t)longest * sizeof *xg);
+        float *ug = ctn__malloc(nt * LORA_GROUP * (size_t)rank * sizeof *ug);
+        int64_t *idx = ctn__malloc(nt * LORA_GROUP * sizeof *idx);
+        uint8_t *seen = ctn__malloc(nt * (size_t)f->p.n_batch);
+        if (u == NULL || tmp == NULL || xg == NULL || ug == NULL || idx == NULL || seen == NULL) {
+            free(u), free(tmp), free(xg), free(ug), free(idx), free(seen);
             ctn__errf(f->errmsg, sizeof f->errmsg, "out of memory for the adapters' scratch");
             return CTN_ENOMEM;
         }
-        free(f->lora_tmp);
-        f->lora_tmp = u;
+        free(f->lora_u), free(f->lora_tmp), free(f->lora_xg), free(f->lora_ug);
+        free(f->lora_idx), free(f->lora_seen);
+        f->lora_u = u, f->lora_tmp = tmp, f->lora_xg = xg, f->lora_ug = ug;
+        f->lora_idx = idx, f->lora_seen = seen;
         f->lora_cap = rank;
+        f->lora_rows_cap = widest;
+        f->lora_in_cap = longest;
+        f->lora_kern = ctn_kern_get(CTN_TYPE_F32);
     }
-
     /* Blocks for every segment, or none at all. */
     int32_t need = 0;
     for (int i = 0; i < n_segs; i++)

@@ -31,18 +31,22 @@
 #include "forward.h"
 #include "gen.h"
 #include "kern.h"
+#include "lora.h"
 #include "model.h"
 #include "pool.h"
 
 static int usage(FILE *f) {
     fprintf(f, "usage: catena bench -m MODEL.gguf [--prompt-tokens N] [--gen-tokens N]\n"
                "                    [--threads N] [--reps R] [--parallel P] [--kv-f32]\n"
+               "                    [--lora A.gguf[,B.gguf...]]\n"
                "  Measures prefill (N prompt tokens in one batch, default 256) and decode\n"
                "  (default 64 tokens, greedy) and prints one JSON line with prefill_tok_s and\n"
                "  decode_tok_s (medians of R runs, default 3, after a warm-up run).\n"
                "  --parallel P (default 1) runs P sequences, each its own prompt, through the\n"
                "  batching engine; the rates are then aggregates over the P sequences (decode:\n"
-               "  P * (gen - 1) tokens after every sequence has its first token).\n");
+               "  P * (gen - 1) tokens after every sequence has its first token).\n"
+               "  --lora runs sequence s with adapter s mod count, all in the same batches, and\n"
+               "  reports the adapters' load time and memory.\n");
     return f == stderr ? 2 : 0;
 }
 
@@ -127,6 +131,7 @@ typedef struct {
 typedef struct {
     par_run *pr;
     int s;
+    int32_t adapter; /* 0: the base model */
 } par_seq;
 
 static void par_token(void *ud, int64_t id, int32_t token, const char *text, size_t len) {
@@ -179,6 +184,7 @@ static int run_par(ctn_gen *e, const int32_t *prompts, int64_t n_prompt, par_run
         r.n_prompt_ids = n_prompt;
         r.max_tokens = pr->n_gen;
         r.ignore_eos = true;
+        r.adapter = seqs[s].adapter;
         r.on_token = par_token;
         r.on_done = par_done;
         r.ud = &seqs[s];
@@ -207,7 +213,7 @@ static int run_par(ctn_gen *e, const int32_t *prompts, int64_t n_prompt, par_run
 
 /* bench --parallel P (P > 1): prints the JSON line; the exit status. */
 static int bench_parallel(const char *path, long n_prompt, long n_gen, long threads, long reps,
-                          long n_par, bool kv_f32) {
+                          long n_par, bool kv_f32, const char *loras) {
     char err[512];
     ctn_gguf *g = NULL;
     ctn_model *m = NULL;
@@ -263,6 +269,36 @@ static int bench_parallel(const char *path, long n_prompt, long n_gen, long thre
         fprintf(stderr, "catena bench: %s\n", err);
         goto done;
     }
+    /* --lora A,B,...: each loaded once (timed), sequence s runs with adapter s mod count. */
+    int n_lora = 0;
+    double load_ms = 0;
+    size_t lora_bytes = 0;
+    int32_t lora_ids[256];
+    if (loras != NULL) {
+        char list[8192];
+        snprintf(list, sizeof list, "%s", loras);
+        for (char *f = strtok(list, ","); f != NULL; f = strtok(NULL, ",")) {
+            if (n_lora == 256) {
+                fprintf(stderr, "catena bench: --lora: at most 256 adapters\n");
+                goto done;
+            }
+            const double t0 = now_s();
+            ctn_lora *ad = NULL;
+            if (ctn_lora_load(m, f, 0, &ad, err, sizeof err) < 0) {
+                fprintf(stderr, "catena bench: --lora: %s\n", err);
+                goto done;
+            }
+            load_ms += (now_s() - t0) * 1e3;
+            lora_bytes += ad->bytes;
+            if ((lora_ids[n_lora] = ctn_gen_lora_add(e, ad, err, sizeof err)) < 0) {
+                fprintf(stderr, "catena bench: --lora: %s\n", err);
+                goto done;
+            }
+            n_lora++;
+        }
+        for (long s = 0; s < n_par; s++)
+            seqs[s].adapter = n_lora > 0 ? lora_ids[s % n_lora] : 0;
+    }
     double a, b;
     bool ok = run_par(e, prompts, n_prompt, &pr, seqs, &a, &b) == 0;
     for (long r = 0; ok && r < reps; r++) {
@@ -282,10 +318,12 @@ static int bench_parallel(const char *path, long n_prompt, long n_gen, long thre
     json_str(stdout, path);
     printf(", \"threads\": %d, \"prompt_tokens\": %ld, \"gen_tokens\": %ld, \"parallel\": %ld, "
            "\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"preemptions\": %" PRId64
-           ", \"peak_rss_mb\": %.1f, \"kv_type\": \"%s\", \"isa\": \"%s\"}\n",
+           ", \"peak_rss_mb\": %.1f, \"kv_type\": \"%s\", \"isa\": \"%s\", \"adapters\": %d, "
+           "\"adapter_load_ms\": %.2f, \"adapter_mb\": %.2f}\n",
            st.threads, n_prompt, n_gen, n_par, median(tp, (int)reps), median(td, (int)reps),
            st.preemptions, (double)ru.ru_maxrss / 1024.0, kv_f32 ? "f32" : "f16",
-           ctn_isa_name(ctn_kern_isa()));
+           ctn_isa_name(ctn_kern_isa()), n_lora, n_lora > 0 ? load_ms / n_lora : 0.0,
+           n_lora > 0 ? (double)lora_bytes / n_lora / (1024.0 * 1024.0) : 0.0);
     status = 0;
 done:
     ctn_gen_free(e);
@@ -304,6 +342,7 @@ int ctn_cmd_bench(int argc, char **argv) {
     const char *path = NULL;
     long n_prompt = 256, n_gen = 64, threads = 0, reps = 3, n_par = 1;
     bool kv_f32 = false;
+    const char *loras = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         long *dst = NULL, lo = 1, hi = 65536;
@@ -312,6 +351,9 @@ int ctn_cmd_bench(int argc, char **argv) {
             continue;
         } else if (!strcmp(a, "--kv-f32")) {
             kv_f32 = true;
+            continue;
+        } else if (!strcmp(a, "--lora") && i + 1 < argc) {
+            loras = argv[++i];
             continue;
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             return usage(stdout);
@@ -340,7 +382,8 @@ int ctn_cmd_bench(int argc, char **argv) {
         fprintf(stderr, "catena bench: no model given (-m MODEL.gguf)\n");
         return usage(stderr);
     }
-    if (n_par > 1) return bench_parallel(path, n_prompt, n_gen, threads, reps, n_par, kv_f32);
+    if (n_par > 1 || loras != NULL)
+        return bench_parallel(path, n_prompt, n_gen, threads, reps, n_par, kv_f32, loras);
 
     char err[512];
     ctn_gguf *g = NULL;
