@@ -350,6 +350,10 @@ struct lcpp_model {
     int32_t *seq;                    /* (cap) the one sequence id of each token */
     int32_t **seq_id;                /* (cap) seq_id[i] = &seq[i] */
     int8_t *want;                    /* (cap) */
+    /* LoRA adapters loaded so far (lcpp_model_set_lora), by path. */
+    int n_lora;
+    char *lora_path[64];
+    void *lora[64];
 };
 
 /* Resolves the inference entry points and loads the CPU backends, once. */
@@ -511,6 +515,8 @@ void lcpp_model_free(lcpp_model *m)
     free(m->seq);
     free(m->seq_id);
     free(m->want);
+    for (int i = 0; i < m->n_lora; i++) /* the adapters go with the model */
+        free(m->lora_path[i]);
     free(m);
 }
 
@@ -587,4 +593,39 @@ void lcpp_cpu_variant(char *buf, size_t cap)
     buf[0] = '\0';
     struct variant_out out = {buf, cap};
     dl_iterate_phdr(find_cpu_variant, &out);
+}
+
+int lcpp_model_set_lora(lcpp_model *m, const char *path, float scale, char *err, size_t errlen)
+{
+    static void *(*adapter_init)(void *model, const char *path);
+    static int32_t (*set_adapters)(void *ctx, void **adapters, size_t n, float *scales);
+    if (!adapter_init || !set_adapters) {
+        int miss = 0;
+        *(void **)&adapter_init = sym(L.h_llama, "llama_adapter_lora_init", &miss, err, errlen);
+        *(void **)&set_adapters = sym(L.h_llama, "llama_set_adapters_lora", &miss, err, errlen);
+        if (miss) return -1;
+    }
+    if (path == NULL) return set_adapters(m->ctx, NULL, 0, NULL) == 0 ? 0 : -1;
+    void *a = NULL;
+    for (int i = 0; i < m->n_lora && !a; i++)
+        if (!strcmp(m->lora_path[i], path)) a = m->lora[i];
+    if (!a) {
+        if (m->n_lora == 64) {
+            seterr(err, errlen, "at most 64 adapters");
+            return -1;
+        }
+        a = adapter_init(m->model, path);
+        if (!a) {
+            seterr(err, errlen, "llama.cpp could not load the adapter %s", path);
+            return -1;
+        }
+        m->lora_path[m->n_lora] = strdup(path);
+        m->lora[m->n_lora++] = a;
+    }
+    float sc = scale;
+    if (set_adapters(m->ctx, &a, 1, &sc) != 0) {
+        seterr(err, errlen, "llama_set_adapters_lora failed for %s", path);
+        return -1;
+    }
+    return 0;
 }

@@ -150,6 +150,13 @@ int lcpp_model_decode_multi(lcpp_model *m, const int32_t *tokens, const int32_t 
 const float *lcpp_model_logits(lcpp_model *m, int32_t i);
 
 /*
+ * Sets the LoRA adapter of m's context (llama_adapter_lora_init, loaded once per path and
+ * kept until lcpp_model_free; llama_set_adapters_lora): path NULL clears it. llama.cpp
+ * applies one set of adapters to every sequence of a batch. Returns 0 or -1 (err).
+ */
+int lcpp_model_set_lora(lcpp_model *m, const char *path, float scale, char *err, size_t errlen);
+
+/*
  * The name of the ggml CPU backend variant that ggml loaded, e.g. "icelake" for
  * libggml-cpu-icelake.so (ggml scores every libggml-cpu-*.so against the host's CPU
  * features and loads the best). Written into buf; "" when none is loaded yet.
