@@ -1,7 +1,9 @@
 #include "cli.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int ctn__cli_read_all(FILE *f, char **out, size_t *len) {
     size_t cap = 1 << 16, n = 0;
@@ -45,5 +47,20 @@ int ctn__cli_load_vocab(const char *cmd, const char *path, ctn_gguf **g, ctn_voc
         *g = NULL;
         return 1;
     }
+    return 0;
+}
+
+double ctn__cli_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int ctn__cli_parse_long(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || errno != 0 || v < lo || v > hi) return -1;
+    *out = v;
     return 0;
 }

@@ -17,4 +17,10 @@ int ctn__cli_read_all(FILE *f, char **out, size_t *len);
  */
 int ctn__cli_load_vocab(const char *cmd, const char *path, ctn_gguf **g, ctn_vocab **v);
 
+/* Seconds on a monotonic clock. */
+double ctn__cli_now_s(void);
+
+/* A whole decimal number in lo..hi into *out; 0, or -1 (nothing written) otherwise. */
+int ctn__cli_parse_long(const char *s, long lo, long hi, long *out);
+
 #endif

@@ -63,21 +63,6 @@ static int usage(FILE *f) {
     return f == stderr ? 2 : 0;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int parse_long(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || errno != 0 || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
 /* A byte count: digits, then optionally K, M or G (KiB, MiB, GiB). */
 static int parse_size(const char *s, size_t *out) {
     char *end;
@@ -511,15 +496,15 @@ static int parse_args(int argc, char **argv, options *o) {
         } else if (!strcmp(a, "--prompts")) {
             o->prompts = val;
         } else if (!strcmp(a, "--concurrency")) {
-            bad = parse_long(val, 1, 1L << 30, &o->concurrency) < 0;
+            bad = ctn__cli_parse_long(val, 1, 1L << 30, &o->concurrency) < 0;
         } else if (!strcmp(a, "--kv-memory")) {
             bad = parse_size(val, &o->kv_memory) < 0;
         } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) {
-            bad = parse_long(val, 1, 1 << 24, &o->n_ctx) < 0;
+            bad = ctn__cli_parse_long(val, 1, 1 << 24, &o->n_ctx) < 0;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            bad = parse_long(val, 1, 512, &o->threads) < 0;
+            bad = ctn__cli_parse_long(val, 1, 512, &o->threads) < 0;
         } else if (!strcmp(a, "--step-tokens")) {
-            bad = parse_long(val, 1, 65536, &o->step_tokens) < 0;
+            bad = ctn__cli_parse_long(val, 1, 65536, &o->step_tokens) < 0;
         } else {
             fprintf(stderr, "catena batch: unknown argument '%s'\n", a);
             usage(stderr);
@@ -641,7 +626,7 @@ static int run(const options *o, job *jobs, size_t n) {
     /* Requests without a seed draw one here: different for each, random for each run. */
     const uint64_t seed0 = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 
-    const double t0 = now_s();
+    const double t0 = ctn__cli_now_s();
     size_t next_submit = 0, next_out = 0;
     bool write_failed = false;
     pthread_mutex_lock(&b.lock);
@@ -691,7 +676,7 @@ static int run(const options *o, job *jobs, size_t n) {
         pthread_mutex_lock(&b.lock);
     }
     pthread_mutex_unlock(&b.lock);
-    const double wall = now_s() - t0;
+    const double wall = ctn__cli_now_s() - t0;
     if (write_failed) {
         fprintf(stderr, "catena batch: writing the results: %s\n", strerror(errno));
         goto done;

@@ -50,12 +50,6 @@ static int usage(FILE *f) {
     return f == stderr ? 2 : 0;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static int cmp_double(const void *a, const void *b) {
     const double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -87,29 +81,21 @@ static int32_t argmax(const float *v, int64_t n) {
     return best;
 }
 
-static int parse_int(const char *s, long lo, long hi, long *out) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
 /* One run: prefill then decode; the times of both. */
 static int run_once(ctn_fwd *f, ctn_kv_seq *seq, const int32_t *prompt, int64_t n_prompt,
                     int64_t n_gen, float *logits, double *t_prefill, double *t_decode) {
     const int64_t n_vocab = ctn_fwd_model(f)->hp.n_vocab;
     ctn_kv_seq_clear(ctn_fwd_kv(f), seq);
-    double t0 = now_s();
+    double t0 = ctn__cli_now_s();
     ctn_fwd_seg seg = {.seq = seq, .tokens = prompt, .n_tokens = n_prompt, .logits = true};
     if (ctn_fwd_run(f, &seg, 1, logits) < 0) return -1;
-    double t1 = now_s();
+    double t1 = ctn__cli_now_s();
     for (int64_t i = 0; i < n_gen; i++) {
         int32_t next = argmax(logits, n_vocab);
         seg = (ctn_fwd_seg){.seq = seq, .tokens = &next, .n_tokens = 1, .logits = true};
         if (ctn_fwd_run(f, &seg, 1, logits) < 0) return -1;
     }
-    double t2 = now_s();
+    double t2 = ctn__cli_now_s();
     *t_prefill = t1 - t0;
     *t_decode = t2 - t1;
     return 0;
@@ -138,7 +124,7 @@ static void par_token(void *ud, int64_t id, int32_t token, const char *text, siz
     (void)id, (void)token, (void)text, (void)len;
     const par_seq *q = ud;
     par_run *pr = q->pr;
-    const double t = now_s();
+    const double t = ctn__cli_now_s();
     pthread_mutex_lock(&pr->lock);
     const int64_t c = ++pr->count[q->s];
     if (c == 1 && ++pr->n_first == pr->n_par) pr->t_first = t;
@@ -150,7 +136,7 @@ static void par_done(void *ud, int64_t id, const ctn_gen_result *res) {
     (void)id;
     const par_seq *q = ud;
     par_run *pr = q->pr;
-    const double t = now_s();
+    const double t = ctn__cli_now_s();
     pthread_mutex_lock(&pr->lock);
     if ((res->finish == CTN_FINISH_ERROR || res->finish == CTN_FINISH_CANCELLED ||
          pr->count[q->s] != pr->n_gen) &&
@@ -177,7 +163,7 @@ static int run_par(ctn_gen *e, const int32_t *prompts, int64_t n_prompt, par_run
     pr->error[0] = '\0';
     pthread_mutex_unlock(&pr->lock);
     int submitted = 0;
-    const double t0 = now_s();
+    const double t0 = ctn__cli_now_s();
     for (int s = 0; s < pr->n_par; s++) {
         ctn_gen_request r = ctn_gen_request_default(); /* greedy */
         r.prompt_ids = prompts + (size_t)s * (size_t)n_prompt;
@@ -282,13 +268,13 @@ static int bench_parallel(const char *path, long n_prompt, long n_gen, long thre
                 fprintf(stderr, "catena bench: --lora: at most 256 adapters\n");
                 goto done;
             }
-            const double t0 = now_s();
+            const double t0 = ctn__cli_now_s();
             ctn_lora *ad = NULL;
             if (ctn_lora_load(m, f, 0, &ad, err, sizeof err) < 0) {
                 fprintf(stderr, "catena bench: --lora: %s\n", err);
                 goto done;
             }
-            load_ms += (now_s() - t0) * 1e3;
+            load_ms += (ctn__cli_now_s() - t0) * 1e3;
             lora_bytes += ad->bytes;
             if ((lora_ids[n_lora] = ctn_gen_lora_add(e, ad, err, sizeof err)) < 0) {
                 fprintf(stderr, "catena bench: --lora: %s\n", err);
@@ -372,7 +358,7 @@ int ctn_cmd_bench(int argc, char **argv) {
             fprintf(stderr, "catena bench: unknown or incomplete argument '%s'\n", a);
             return usage(stderr);
         }
-        if (parse_int(argv[++i], lo, hi, dst) < 0) {
+        if (ctn__cli_parse_long(argv[++i], lo, hi, dst) < 0) {
             fprintf(stderr, "catena bench: %s wants a whole number in %ld..%ld, not '%s'\n", a, lo,
                     hi, argv[i]);
             return 2;

@@ -51,21 +51,6 @@ static int usage(FILE *f) {
     return f == stderr ? 2 : 0;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int parse_long(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || errno != 0 || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
 static int parse_float(const char *s, float *out) {
     char *end;
     errno = 0;
@@ -126,15 +111,15 @@ static int parse_args(int argc, char **argv, options *o) {
         } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
             o->prompt_file = val;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
-            bad = parse_long(val, -1, 1 << 24, &o->n_predict) < 0;
+            bad = ctn__cli_parse_long(val, -1, 1 << 24, &o->n_predict) < 0;
         } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) {
-            bad = parse_long(val, 1, 1 << 24, &o->n_ctx) < 0;
+            bad = ctn__cli_parse_long(val, 1, 1 << 24, &o->n_ctx) < 0;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            bad = parse_long(val, 1, 512, &o->threads) < 0;
+            bad = ctn__cli_parse_long(val, 1, 512, &o->threads) < 0;
         } else if (!strcmp(a, "--temp")) {
             bad = parse_float(val, &o->sp.temp) < 0;
         } else if (!strcmp(a, "--top-k")) {
-            bad = parse_long(val, 0, INT32_MAX, &lv) < 0;
+            bad = ctn__cli_parse_long(val, 0, INT32_MAX, &lv) < 0;
             o->sp.top_k = (int32_t)lv;
         } else if (!strcmp(a, "--top-p")) {
             bad = parse_float(val, &o->sp.top_p) < 0;
@@ -143,7 +128,7 @@ static int parse_args(int argc, char **argv, options *o) {
         } else if (!strcmp(a, "--repeat-penalty")) {
             bad = parse_float(val, &o->sp.repeat_penalty) < 0;
         } else if (!strcmp(a, "--repeat-last-n")) {
-            bad = parse_long(val, -1, INT32_MAX, &lv) < 0;
+            bad = ctn__cli_parse_long(val, -1, INT32_MAX, &lv) < 0;
             o->sp.penalty_last_n = (int32_t)lv;
         } else if (!strcmp(a, "--frequency-penalty")) {
             bad = parse_float(val, &o->sp.frequency_penalty) < 0;
@@ -311,7 +296,7 @@ static int generate(options *op) {
                 n_prompt, n_ctx, ctn_fwd_threads(f), ctn_isa_name(ctn_kern_isa()), o.sp.seed);
 
     /* Prefill in batches; the last one asks for logits. */
-    double t0 = now_s();
+    double t0 = ctn__cli_now_s();
     for (size_t i = 0; i < n_prompt; i += (size_t)n_batch) {
         size_t k = n_prompt - i < (size_t)n_batch ? n_prompt - i : (size_t)n_batch;
         ctn_fwd_seg seg = {.seq = &seq,
@@ -327,7 +312,7 @@ static int generate(options *op) {
     }
     for (size_t i = 0; i < n_prompt; i++)
         ctn_sampler_accept(smp, prompt[i]);
-    double t1 = now_s();
+    double t1 = ctn__cli_now_s();
 
     /* Pieces are streamed as if the prompt came before them (no leading-space strip). */
     ctn_detok_stream_init(&ds, v, false);
@@ -386,7 +371,7 @@ static int generate(options *op) {
             goto done;
         }
     }
-    double t2 = now_s();
+    double t2 = ctn__cli_now_s();
     if (!stopped) {
         /* The held-back tail: bytes of an unfinished character, then a partial stop. */
         int n = ctn_detok_stream_flush(&ds, piece, piece_cap);

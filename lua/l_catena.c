@@ -76,9 +76,8 @@ static lco *current_co(lua_State *L) {
 
 /* ==== errors ================================================================================= */
 
-/* Raises a catena error object {code, message, path}; tostring gives "path: message". */
-static int raise_err(lua_State *L, int code, const char *message, const char *path) {
-    lua_createtable(L, 0, 3);
+void ctn_l_push_err(lua_State *L, int code, const char *message, const char *path) {
+    lua_createtable(L, 0, 4);
     lua_pushinteger(L, code);
     lua_setfield(L, -2, "code");
     lua_pushstring(L, ctn_strerror(code));
@@ -88,6 +87,11 @@ static int raise_err(lua_State *L, int code, const char *message, const char *pa
     lua_pushstring(L, path != NULL ? path : "");
     lua_setfield(L, -2, "path");
     luaL_setmetatable(L, CTN_L_ERROR);
+}
+
+/* Raises a catena error object {code, kind, message, path}. */
+static int raise_err(lua_State *L, int code, const char *message, const char *path) {
+    ctn_l_push_err(L, code, message, path);
     return lua_error(L);
 }
 
@@ -169,6 +173,7 @@ static void co_drop_hold(lco *c) {
 
 typedef struct {
     lua_State *L; /* the main state */
+    lctx *ctx;    /* its context (looked up once, not per call) */
     int fn;       /* registry reference to the function */
 } lambda_ud;
 
@@ -248,9 +253,7 @@ static void co_resume(lco *c, int nargs) {
 
 static void lambda_start(ctn_task *t, ctn_val *input) {
     lambda_ud *u = ctn_node_ud(ctn_task_node(t));
-    lua_State *L = u->L;
-    lctx *ctx = get_ctx(L);
-    lco *c = co_new(ctx, L);
+    lco *c = co_new(u->ctx, u->L);
     c->task = t;
     ctn_task_set_data(t, c);
     lua_rawgeti(c->co, LUA_REGISTRYINDEX, u->fn);
@@ -369,6 +372,7 @@ static ctn_node *lambda_node(lua_State *L, int idx, const char *name) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
     u->L = lua_tothread(L, -1);
     lua_pop(L, 1);
+    u->ctx = get_ctx(L);
     ctn_node *n = ctn_node_custom(&lambda_ops, u, name);
     if (n == NULL) {
         luaL_unref(L, LUA_REGISTRYINDEX, u->fn);
@@ -801,14 +805,7 @@ static int batch_results(lua_State *L, run_wait **w, int n, int return_exception
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
         if (w[i]->code != 0) {
-            lua_createtable(L, 0, 3);
-            lua_pushinteger(L, w[i]->code);
-            lua_setfield(L, -2, "code");
-            lua_pushstring(L, w[i]->message ? w[i]->message : "");
-            lua_setfield(L, -2, "message");
-            lua_pushstring(L, w[i]->path ? w[i]->path : "");
-            lua_setfield(L, -2, "path");
-            luaL_setmetatable(L, CTN_L_ERROR);
+            ctn_l_push_err(L, w[i]->code, w[i]->message ? w[i]->message : "", w[i]->path);
         } else if (w[i]->out != NULL) {
             ctn_l_push_val(L, w[i]->out, 0);
         } else {

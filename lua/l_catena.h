@@ -31,6 +31,9 @@ void ctn_l_push_val(lua_State *L, const ctn_val *v, int top);
 /* The value at idx as a chain value; NULL with a message naming the place in err (e.g.
  * "input.items[3]: a function cannot be a chain value"). where names the value. */
 ctn_val *ctn_l_to_val(lua_State *L, int idx, const char *where, char *err, size_t errcap);
+/* Pushes a catena error object {code, kind, message, path} (path NULL: ""); tostring gives
+ * "path: message". */
+void ctn_l_push_err(lua_State *L, int code, const char *message, const char *path);
 /* Pushes catena.null (a light userdata). */
 void ctn_l_push_null(lua_State *L);
 

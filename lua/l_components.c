@@ -173,14 +173,7 @@ static int m_model(lua_State *L) {
     const int rc = ctn_l_open_model(L, path, &p, &lm, err, sizeof err);
     if (rc < 0) {
         if (r != NULL) free_renderer(r);
-        lua_createtable(L, 0, 3);
-        lua_pushinteger(L, rc);
-        lua_setfield(L, -2, "code");
-        lua_pushstring(L, err);
-        lua_setfield(L, -2, "message");
-        lua_pushstring(L, "model");
-        lua_setfield(L, -2, "path");
-        luaL_setmetatable(L, CTN_L_ERROR);
+        ctn_l_push_err(L, rc, err, "model");
         return lua_error(L);
     }
     ctn_node *node = ctn_model_node(lm, fam, r ? render_lua : NULL, r, r ? free_renderer : NULL);
@@ -310,14 +303,7 @@ static int m_lora_load(lua_State *L) {
     char err[512] = "";
     const int rc = ctn_lm_lora_load(lm, name, path, (int32_t)max_rank, err, sizeof err);
     if (rc < 0) {
-        lua_createtable(L, 0, 3);
-        lua_pushinteger(L, rc);
-        lua_setfield(L, -2, "code");
-        lua_pushstring(L, err);
-        lua_setfield(L, -2, "message");
-        lua_pushstring(L, "lora.load");
-        lua_setfield(L, -2, "path");
-        luaL_setmetatable(L, CTN_L_ERROR);
+        ctn_l_push_err(L, rc, err, "lora.load");
         return lua_error(L);
     }
     return 0;
