@@ -15,6 +15,7 @@
 #include "attn.h"
 #include "error.h"
 #include "kern.h"
+#include "lora_kern.h"
 #include "pool.h"
 #include "quant.h"
 
@@ -45,6 +46,12 @@ typedef struct {
     int32_t seg;
     int64_t pos;
 } tok_info;
+
+/* The tokens of a batch that run with one adapter: lora_tok[start .. start + n). */
+typedef struct {
+    const ctn_lora *lora;
+    int32_t start, n;
+} lora_group;
 
 struct ctn_fwd {
     const ctn_model *m;
@@ -86,19 +93,16 @@ struct ctn_fwd {
     tok_info *toks;          /* (n_batch) */
     const ctn_fwd_seg *segs; /* borrowed for the run */
     int n_segs;
-    bool any_embd;             /* some segment wants hidden states */
-    bool any_lora;             /* some segment runs with an adapter (and a scale other than 0) */
-    const ctn_kern *lora_kern; /* F32 products for the adapters */
-    float *lora_u;             /* (2, n_batch, lora_cap) A x of each token, two buffers */
-    int32_t lora_cap;          /* the largest rank the scratch is made for */
-    float *lora_tmp;           /* (n_threads, LORA_GROUP, lora_rows_cap) B u of a group */
-    int64_t lora_rows_cap;     /* the widest matrix's rows */
-    int64_t lora_in_cap;       /* the longest matrix row */
-    float *lora_xg;            /* (n_threads, LORA_GROUP, lora_in_cap) a group's inputs */
-    float *lora_ug;            /* (n_threads, LORA_GROUP, lora_cap) a group's u */
-    int64_t *lora_idx;         /* (n_threads, LORA_GROUP) a group's tokens */
-    uint8_t *lora_seen;        /* (n_threads, n_batch) tokens grouped so far */
-    float *embd_tmp;           /* (n_threads, n_embd) a normalised row per thread */
+    bool any_embd; /* some segment wants hidden states */
+    bool any_lora; /* some segment runs with an adapter (and a scale other than 0) */
+    const ctn_lora_kern *lora_kern; /* the adapters' products */
+    float *lora_u;        /* (CTN_LORA_N, n_batch, lora_cap): A x of each token, per target */
+    int32_t lora_cap;     /* the largest rank lora_u is made for */
+    float *lora_sc;       /* (n_batch) each token's adapter scale (its segment's lora_scale) */
+    int32_t *lora_tok;    /* (n_batch) the tokens with an adapter, grouped by adapter */
+    lora_group *lora_grp; /* (n_batch) the groups of this batch, in order of first token */
+    int32_t n_lora_grp;
+    float *embd_tmp; /* (n_threads, n_embd) a normalised row per thread */
     int64_t n_tok;
     int64_t *out_tok; /* (n_batch) token index of each logits row */
     int64_t n_out;
@@ -336,9 +340,7 @@ void ctn_fwd_free(ctn_fwd *f) {
     free(f->scores), free(f->qconv), free(f->out_rows), free(f->toks), free(f->out_tok);
     free(f->embd_tmp);
     free(f->embd_row);
-    free(f->lora_tmp);
-    free(f->lora_u);
-    free(f->lora_xg), free(f->lora_ug), free(f->lora_idx), free(f->lora_seen);
+    free(f->lora_u), free(f->lora_sc), free(f->lora_tok), free(f->lora_grp);
     free(f);
 }
 
@@ -386,121 +388,91 @@ static void span(int64_t n, int ith, int nth, int64_t align, int64_t *lo, int64_
     *hi = *lo + chunk < n ? *lo + chunk : n;
 }
 
+/* Tokens and ranks per unit of phase-1 work (lora_down_all). */
+#define LORA_UNIT_TOKENS 32
+#define LORA_UNIT_RANKS  8
+
+/*
+ * LoRA updates, SGMV-style, in two phases with no barrier of their own:
+ *   1. lora_down_all, inside the convert of the first matrix of a set that shares an input
+ *      (q, k, v; o; gate, up; down), before its closing barrier: u_t = A x_t for every
+ *      group's tokens and every matrix of the set, dealt to the threads in units of (matrix,
+ *      group, 32 tokens, 8 ranks), into the target's own u buffer;
+ *   2. lora_up_rows, after each matrix's base product: y[t][o] += scale * (B u_t)[o] for
+ *      this thread's output rows, every group.
+ * Each group's A and B are read once per step (per unit of tokens), and a token's update
+ * does not depend on the batch or the split (lora_kern.h).
+ */
+static void lora_down_all(ctn_fwd *f, const matrix *const *set, int n_set, const float *src,
+                          int ith, int nth) {
+    const size_t plane = (size_t)f->p.n_batch * (size_t)f->lora_cap;
+    int unit = 0;
+    for (int k = 0; k < n_set; k++) {
+        const matrix *mx = set[k];
+        float *u = f->lora_u + (size_t)(mx->lora_slot % CTN_LORA_N) * plane;
+        for (int32_t gi = 0; gi < f->n_lora_grp; gi++) {
+            const lora_group *g = &f->lora_grp[gi];
+            const ctn_lora_mat *m = &g->lora->mats[mx->lora_slot];
+            for (int32_t t0 = 0; m->rank > 0 && t0 < g->n; t0 += LORA_UNIT_TOKENS) {
+                const int nt = g->n - t0 < LORA_UNIT_TOKENS ? g->n - t0 : LORA_UNIT_TOKENS;
+                for (int32_t r0 = 0; r0 < m->rank; r0 += LORA_UNIT_RANKS, unit++) {
+                    if (unit % nth != ith) continue;
+                    const int32_t r1 =
+                        m->rank - r0 < LORA_UNIT_RANKS ? m->rank : r0 + LORA_UNIT_RANKS;
+                    f->lora_kern->down(m->type, m->a, m->n_in, r0, r1, src, m->n_in,
+                                       f->lora_tok + g->start + t0, nt, u, f->lora_cap);
+                }
+            }
+        }
+    }
+}
+
+static void lora_up_rows(ctn_fwd *f, const matrix *mx, float *y, int64_t ldy, int64_t r0,
+                         int64_t r1) {
+    const float *u = f->lora_u + (size_t)(mx->lora_slot % CTN_LORA_N) * (size_t)f->p.n_batch *
+                                     (size_t)f->lora_cap;
+    for (int32_t gi = 0; gi < f->n_lora_grp; gi++) {
+        const lora_group *g = &f->lora_grp[gi];
+        const ctn_lora_mat *m = &g->lora->mats[mx->lora_slot];
+        if (m->rank == 0) continue;
+        f->lora_kern->up(m->type, m->bt, m->n_out, m->rank, r0, r1, u, f->lora_cap, m->scale,
+                         f->lora_sc, f->lora_tok + g->start, g->n, y, ldy);
+    }
+}
+
 /*
  * Makes the activation buffer hold rows src[0..rows) (width floats each, row stride width)
  * in mx's activation format. Threads split the rows; barriers on both sides keep readers
- * of the old contents and of the new apart.
+ * of the old contents and of the new apart. Before the closing barrier, phase 1 of the
+ * adapters of the matrices in set (those that read src; lora_down_all) runs, with a pair of
+ * barriers of its own when the buffer already held src.
  */
 static void convert(ctn_fwd *f, act_state *as, const matrix *mx, const float *src, int64_t rows,
-                    int ith, int nth) {
+                    int ith, int nth, const matrix *const *set, int n_set) {
     const int64_t width = mx->t->ne[0];
-    if (as->src == src && as->atype == mx->k->atype && as->width == width && as->rows == rows)
+    const bool lora = n_set > 0 && f->n_lora_grp > 0;
+    if (as->src == src && as->atype == mx->k->atype && as->width == width && as->rows == rows) {
+        if (lora) {
+            ctn_pool_barrier(f->pool);
+            lora_down_all(f, set, n_set, src, ith, nth);
+            ctn_pool_barrier(f->pool);
+        }
         return;
+    }
     ctn_pool_barrier(f->pool);
     int64_t lo, hi;
     span(rows, ith, nth, 1, &lo, &hi);
     for (int64_t r = lo; r < hi; r++)
         mx->k->from_float(src + r * width, (uint8_t *)f->act + (size_t)r * f->act_cap, width);
+    if (lora) lora_down_all(f, set, n_set, src, ith, nth);
     ctn_pool_barrier(f->pool);
     as->src = src, as->atype = mx->k->atype, as->width = width, as->rows = rows;
 }
 
-/* Tokens of one adapter per product call in lora_rows (its scratch is sized for these). */
-#define LORA_GROUP 64
-
-/* The adapter matrix token t runs with for matrix mx, or NULL. */
-static const ctn_lora_mat *lora_mat(const ctn_fwd *f, const matrix *mx, int64_t t) {
-    const ctn_fwd_seg *s = &f->segs[f->toks[t].seg];
-    if (s->lora == NULL || s->lora_scale == 0) return NULL;
-    const ctn_lora_mat *m = &s->lora->mats[mx->lora_slot];
-    return m->rank > 0 ? m : NULL;
-}
-
-/* The next group of up to LORA_GROUP tokens from *t0 on that share an adapter matrix (not
- * yet in seen); their indices into idx; the matrix, or NULL when no token is left. */
-static const ctn_lora_mat *lora_group(const ctn_fwd *f, const matrix *mx, int64_t rows, int64_t *t0,
-                                      uint8_t *seen, int64_t *idx, int *g) {
-    for (; *t0 < rows; (*t0)++) {
-        if (seen[*t0]) continue;
-        seen[*t0] = 1;
-        const ctn_lora_mat *m = lora_mat(f, mx, *t0);
-        if (m == NULL) continue;
-        *g = 0;
-        idx[(*g)++] = *t0;
-        for (int64_t t = *t0 + 1; t < rows && *g < LORA_GROUP; t++)
-            if (!seen[t] && lora_mat(f, mx, t) == m) {
-                seen[t] = 1;
-                idx[(*g)++] = t;
-            }
-        return m;
-    }
-    return NULL;
-}
-
-/*
- * Adds the LoRA updates of matrix mx to the output rows of the tokens that run with an
- * adapter, SGMV-style: tokens are grouped by adapter (every thread enumerates the same
- * groups), and each group's products are one call of the F32 kernel, so an adapter's A and
- * B are read once per group. Two phases every thread takes part in (all threads call this
- * for every matrix, so the barrier between them is reached by all):
- *   1. u_t = A x_t (rank values) for the tokens of every nth group, into f->lora_u;
- *   2. y[t][o] += scale_t * (B[o] . u_t) for this thread's output rows r0..r1, all groups.
- * The kernel's result for a (row, token) does not depend on which other rows or tokens share
- * the call, so a token's update is the same whatever the batch. src holds the F32 inputs
- * (rows of the matrix's ne[0] values, one per token). u alternates between two buffers
- * from one matrix to the next (their slots alternate in parity): a thread that has
- * finished phase 2 may start the next matrix's phase 1 while another still reads this
- * one's u.
- */
-static void lora_rows(ctn_fwd *f, const matrix *mx, const float *src, int64_t rows, float *y,
-                      int64_t ldy, int64_t r0, int64_t r1, int ith, int nth) {
-    const int64_t n = mx->t->ne[0];
-    const int64_t cap = f->lora_cap;
-    const ctn_kern *k = f->lora_kern;
-    float *ubuf = f->lora_u + (size_t)(mx->lora_slot & 1) * (size_t)f->p.n_batch * (size_t)cap;
-    uint8_t *seen = f->lora_seen + (size_t)ith * (size_t)f->p.n_batch;
-    int64_t *idx = f->lora_idx + (size_t)ith * LORA_GROUP;
-    float *xg = f->lora_xg + (size_t)ith * LORA_GROUP * (size_t)f->lora_in_cap;
-    float *ug = f->lora_ug + (size_t)ith * LORA_GROUP * (size_t)cap;
-    float *tg = f->lora_tmp + (size_t)ith * LORA_GROUP * (size_t)f->lora_rows_cap;
-    int g = 0, ordinal = 0;
-    const ctn_lora_mat *m;
-
-    memset(seen, 0, (size_t)rows);
-    for (int64_t t0 = 0; (m = lora_group(f, mx, rows, &t0, seen, idx, &g)) != NULL; ordinal++) {
-        if (ordinal % nth != ith) continue;
-        for (int j = 0; j < g; j++)
-            memcpy(xg + (size_t)j * (size_t)n, src + idx[j] * n, (size_t)n * sizeof(float));
-        k->gemm(n, m->a, (size_t)n * sizeof(float), m->rank, xg, (size_t)n * sizeof(float), g, ug,
-                (size_t)cap);
-        for (int j = 0; j < g; j++)
-            memcpy(ubuf + (size_t)idx[j] * (size_t)cap, ug + (size_t)j * (size_t)cap,
-                   (size_t)m->rank * sizeof(float));
-    }
-    ctn_pool_barrier(f->pool);
-    if (r0 >= r1) return;
-    memset(seen, 0, (size_t)rows);
-    for (int64_t t0 = 0; (m = lora_group(f, mx, rows, &t0, seen, idx, &g)) != NULL;) {
-        for (int j = 0; j < g; j++)
-            memcpy(ug + (size_t)j * (size_t)cap, ubuf + (size_t)idx[j] * (size_t)cap,
-                   (size_t)m->rank * sizeof(float));
-        k->gemm(m->rank, m->b + (size_t)r0 * (size_t)m->rank, (size_t)m->rank * sizeof(float),
-                r1 - r0, ug, (size_t)cap * sizeof(float), g, tg, (size_t)(r1 - r0));
-        for (int j = 0; j < g; j++) {
-            const ctn_fwd_seg *s = &f->segs[f->toks[idx[j]].seg];
-            const float sc = s->lora_scale * m->scale;
-            float *yt = y + idx[j] * ldy + r0;
-            const float *tj = tg + (size_t)j * (size_t)(r1 - r0);
-            for (int64_t o = 0; o < r1 - r0; o++)
-                yt[o] += sc * tj[o];
-        }
-    }
-}
-
 /* This thread's share of y = W x for `rows` activation rows (y rows of ldy floats), with
  * the adapters' updates when the rows are tokens (src: their F32 inputs). */
-static void gemm_rows(ctn_fwd *f, const matrix *mx, const float *src, int64_t rows, float *y,
-                      int64_t ldy, int ith, int nth, int64_t *r0, int64_t *r1) {
+static void gemm_rows(ctn_fwd *f, const matrix *mx, int64_t rows, float *y, int64_t ldy, int ith,
+                      int nth, int64_t *r0, int64_t *r1) {
     const int64_t nr = mx->t->ne[1], n = mx->t->ne[0];
     span(nr, ith, nth, 16, r0, r1);
     const uint8_t *w = (const uint8_t *)mx->t->data + (size_t)*r0 * mx->row_bytes;
@@ -510,15 +482,16 @@ static void gemm_rows(ctn_fwd *f, const matrix *mx, const float *src, int64_t ro
                     (const uint8_t *)f->act + (size_t)c0 * f->act_cap, f->act_cap, nc,
                     y + c0 * ldy + *r0, (size_t)ldy);
     }
-    /* Every thread, also one without rows: lora_rows has a barrier. */
-    if (f->any_lora && mx->lora_slot >= 0) lora_rows(f, mx, src, rows, y, ldy, *r0, *r1, ith, nth);
+    if (f->n_lora_grp > 0 && mx->lora_slot >= 0 && *r0 < *r1) lora_up_rows(f, mx, y, ldy, *r0, *r1);
 }
 
+/* y = W x for mx, its adapters' updates added; set: the matrices whose phase 1 runs here
+ * (mx first among those that share src; NULL when another matmul did it). */
 static void matmul(ctn_fwd *f, act_state *as, const matrix *mx, const float *src, int64_t rows,
-                   float *y, int ith, int nth) {
+                   float *y, int ith, int nth, const matrix *const *set, int n_set) {
     int64_t r0, r1;
-    convert(f, as, mx, src, rows, ith, nth);
-    gemm_rows(f, mx, src, rows, y, mx->t->ne[1], ith, nth, &r0, &r1);
+    convert(f, as, mx, src, rows, ith, nth, set, n_set);
+    gemm_rows(f, mx, rows, y, mx->t->ne[1], ith, nth, &r0, &r1);
 }
 
 /* y = x / sqrt(mean(x^2) + eps) * w, as the reference (sum of squares in double). */
@@ -628,9 +601,10 @@ static void fwd_work(void *ctx, int ith, int nth) {
         const layer_vecs *lv = &f->lv[l];
 
         /* Q, K, V: the normalised input is converted once when the three share a format. */
-        matmul(f, &as, &lm->wq, f->xn, T, f->q, ith, nth);
-        matmul(f, &as, &lm->wk, f->xn, T, f->kx, ith, nth);
-        matmul(f, &as, &lm->wv, f->xn, T, f->vx, ith, nth);
+        const matrix *qkv[3] = {&lm->wq, &lm->wk, &lm->wv};
+        matmul(f, &as, &lm->wq, f->xn, T, f->q, ith, nth, qkv, 3);
+        matmul(f, &as, &lm->wk, f->xn, T, f->kx, ith, nth, NULL, 0);
+        matmul(f, &as, &lm->wv, f->xn, T, f->vx, ith, nth, NULL, 0);
         ctn_pool_barrier(f->pool);
 
         /* Biases, Q/K norms, RoPE, and the keys and values into the cache. */
@@ -671,7 +645,8 @@ static void fwd_work(void *ctx, int ith, int nth) {
         ctn_pool_barrier(f->pool);
 
         /* Output projection; each thread adds its own rows into the residual. */
-        matmul(f, &as, &lm->wo, f->att, T, f->proj, ith, nth);
+        const matrix *o_set[1] = {&lm->wo};
+        matmul(f, &as, &lm->wo, f->att, T, f->proj, ith, nth, o_set, 1);
         span(E, ith, nth, 16, &r0, &r1);
         for (int64_t t = 0; t < T; t++)
             for (int64_t i = r0; i < r1; i++)
@@ -681,14 +656,16 @@ static void fwd_work(void *ctx, int ith, int nth) {
             rmsnorm(f->x + t * E, lv->ffn_norm, E, hp->norm_eps, f->xn + t * E);
 
         /* Feed-forward: gate and up share the input; SiLU(gate) * up on this thread's rows. */
-        matmul(f, &as, &lm->gate, f->xn, T, f->gate, ith, nth);
-        convert(f, &as, &lm->up, f->xn, T, ith, nth);
-        gemm_rows(f, &lm->up, f->xn, T, f->up, F, ith, nth, &r0, &r1);
+        const matrix *gate_up[2] = {&lm->gate, &lm->up};
+        matmul(f, &as, &lm->gate, f->xn, T, f->gate, ith, nth, gate_up, 2);
+        convert(f, &as, &lm->up, f->xn, T, ith, nth, NULL, 0);
+        gemm_rows(f, &lm->up, T, f->up, F, ith, nth, &r0, &r1);
         /* gate and up rows split alike (same row count), so these rows are this thread's. */
         for (int64_t t = 0; t < T; t++)
             f->vec->silu_mul(r1 - r0, f->gate + t * F + r0, f->up + t * F + r0);
         ctn_pool_barrier(f->pool);
-        matmul(f, &as, &lm->down, f->gate, T, f->proj, ith, nth);
+        const matrix *down_set[1] = {&lm->down};
+        matmul(f, &as, &lm->down, f->gate, T, f->proj, ith, nth, down_set, 1);
         span(E, ith, nth, 16, &r0, &r1);
         for (int64_t t = 0; t < T; t++)
             for (int64_t i = r0; i < r1; i++)
@@ -730,7 +707,7 @@ static void fwd_work(void *ctx, int ith, int nth) {
     for (int64_t o = o0; o < o1; o++)
         rmsnorm(f->x + f->out_tok[o] * E, f->out_norm, E, hp->norm_eps, f->out_rows + o * E);
     as.src = NULL;
-    matmul(f, &as, &f->output, f->out_rows, f->n_out, f->logits, ith, nth);
+    matmul(f, &as, &f->output, f->out_rows, f->n_out, f->logits, ith, nth, NULL, 0);
 }
 
 /* ---- running a batch ----------------------------------------------------------------- */
@@ -808,37 +785,22 @@ int ctn_fwd_run(ctn_fwd *f, const ctn_fwd_seg *segs, int n_segs, float *logits) 
             if (segs[i].lora->max_rank > rank) rank = segs[i].lora->max_rank;
         }
     }
-    if (any_lora && (rank > f->lora_cap || f->lora_tmp == NULL)) {
+    if (any_lora && (rank > f->lora_cap || f->lora_u == NULL)) {
         /* Once per larger rank, not per step. */
-        int64_t widest = 0, longest = 0;
-        for (int64_t l = 0; l < hp->n_layer; l++) {
-            const matrix *all[] = {&f->lm[l].wq,   &f->lm[l].wk, &f->lm[l].wv,  &f->lm[l].wo,
-                                   &f->lm[l].gate, &f->lm[l].up, &f->lm[l].down};
-            for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
-                if (all[i]->t->ne[1] > widest) widest = all[i]->t->ne[1];
-                if (all[i]->t->ne[0] > longest) longest = all[i]->t->ne[0];
-            }
-        }
-        const size_t nt = (size_t)f->p.n_threads;
-        float *u = ctn__malloc(2 * (size_t)f->p.n_batch * (size_t)rank * sizeof *u);
-        float *tmp = ctn__malloc(nt * LORA_GROUP * (size_t)widest * sizeof *tmp);
-        float *xg = ctn__malloc(nt * LORA_GROUP * (size_t)longest * sizeof *xg);
-        float *ug = ctn__malloc(nt * LORA_GROUP * (size_t)rank * sizeof *ug);
-        int64_t *idx = ctn__malloc(nt * LORA_GROUP * sizeof *idx);
-        uint8_t *seen = ctn__malloc(nt * (size_t)f->p.n_batch);
-        if (u == NULL || tmp == NULL || xg == NULL || ug == NULL || idx == NULL || seen == NULL) {
-            free(u), free(tmp), free(xg), free(ug), free(idx), free(seen);
+        const size_t nb = (size_t)f->p.n_batch;
+        float *u = ctn__malloc((size_t)CTN_LORA_N * nb * (size_t)rank * sizeof *u);
+        float *sc = ctn__malloc(nb * sizeof *sc);
+        int32_t *tok = ctn__malloc(nb * sizeof *tok);
+        lora_group *grp = ctn__malloc(nb * sizeof *grp);
+        if (u == NULL || sc == NULL || tok == NULL || grp == NULL) {
+            free(u), free(sc), free(tok), free(grp);
             ctn__errf(f->errmsg, sizeof f->errmsg, "out of memory for the adapters' scratch");
             return CTN_ENOMEM;
         }
-        free(f->lora_u), free(f->lora_tmp), free(f->lora_xg), free(f->lora_ug);
-        free(f->lora_idx), free(f->lora_seen);
-        f->lora_u = u, f->lora_tmp = tmp, f->lora_xg = xg, f->lora_ug = ug;
-        f->lora_idx = idx, f->lora_seen = seen;
+        free(f->lora_u), free(f->lora_sc), free(f->lora_tok), free(f->lora_grp);
+        f->lora_u = u, f->lora_sc = sc, f->lora_tok = tok, f->lora_grp = grp;
         f->lora_cap = rank;
-        f->lora_rows_cap = widest;
-        f->lora_in_cap = longest;
-        f->lora_kern = ctn_kern_get(CTN_TYPE_F32);
+        f->lora_kern = ctn_lora_kern_get();
     }
     /* Blocks for every segment, or none at all. */
     int32_t need = 0;
@@ -874,6 +836,35 @@ int ctn_fwd_run(ctn_fwd *f, const ctn_fwd_seg *segs, int n_segs, float *logits) 
     }
     f->segs = segs;
     f->n_segs = n_segs;
+    /* The adapter groups: each segment's tokens join the group of its adapter. */
+    f->n_lora_grp = 0;
+    if (any_lora) {
+        int32_t n_grp = 0, n_in = 0;
+        for (int i = 0; i < n_segs; i++) {
+            const ctn_fwd_seg *s = &segs[i];
+            if (s->lora == NULL || s->lora_scale == 0 || s->n_tokens == 0) continue;
+            int32_t g = 0;
+            while (g < n_grp && f->lora_grp[g].lora != s->lora)
+                g++;
+            if (g == n_grp) f->lora_grp[n_grp++] = (lora_group){s->lora, 0, 0};
+            f->lora_grp[g].n += (int32_t)s->n_tokens;
+        }
+        for (int32_t g = 0; g < n_grp; g++) {
+            f->lora_grp[g].start = n_in;
+            n_in += f->lora_grp[g].n;
+            f->lora_grp[g].n = 0;
+        }
+        for (int64_t tk = 0; tk < n_tok; tk++) {
+            const ctn_fwd_seg *s = &segs[f->toks[tk].seg];
+            if (s->lora == NULL || s->lora_scale == 0) continue;
+            int32_t g = 0;
+            while (f->lora_grp[g].lora != s->lora)
+                g++;
+            f->lora_tok[f->lora_grp[g].start + f->lora_grp[g].n++] = (int32_t)tk;
+            f->lora_sc[tk] = s->lora_scale;
+        }
+        f->n_lora_grp = n_grp;
+    }
     f->any_embd = false;
     f->any_lora = any_lora;
     for (int i = 0; i < n_segs; i++)

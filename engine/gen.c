@@ -209,7 +209,9 @@ int32_t ctn_gen_lora_add(ctn_gen *e, ctn_lora *a, char *err, size_t errlen) {
             const ctn_gguf_tensor *w = lora_base(e->m, l, t);
             if (mt->rank == 0) continue;
             if (mt->rank < 0 || mt->rank > a->max_rank || mt->n_in != w->ne[0] ||
-                mt->n_out != w->ne[1] || mt->a == NULL || mt->b == NULL || !isfinite(mt->scale)) {
+                mt->n_out != w->ne[1] || mt->a == NULL || mt->bt == NULL || !isfinite(mt->scale) ||
+                (mt->type != CTN_TYPE_F32 && mt->type != CTN_TYPE_F16 &&
+                 mt->type != CTN_TYPE_BF16)) {
                 ctn__errf(err, errlen,
                           "%s: layer %" PRId64 " %s: rank %d, %" PRId64 " x %" PRId64
                           " does not fit the model's %" PRId64 " x %" PRId64,

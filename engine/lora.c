@@ -1,5 +1,6 @@
 /*
- * LoRA adapters (lora.h): llama.cpp GGUF LoRA files, checked against the base model.
+ * LoRA adapters (lora.h): llama.cpp GGUF LoRA files and Hugging Face PEFT folders, checked
+ * against the base model.
  *
  * A GGUF LoRA file (general.type = "adapter", adapter.type = "lora") holds, for each
  * adapted matrix "blk.N.<name>.weight" of the base model, "blk.N.<name>.weight.lora_a" with
@@ -8,12 +9,23 @@
  * needed. The scale of a pair is adapter.lora.alpha / rank, or 1 when the file has no
  * alpha (as llama.cpp does).
  *
- * Hugging Face PEFT folders are not read yet (they need the safetensors reader): loading
- * one is an error that says so.
+ * A PEFT folder (what LoraModel.save_pretrained writes) holds adapter_config.json and
+ * adapter_model.safetensors with "base_model.model.<module>.lora_A.weight" of shape
+ * [r, in] and "...lora_B.weight" of shape [out, r] for each adapted nn.Linear, <module>
+ * being the Hugging Face path ("model.layers.3.self_attn.q_proj"). Its rows are in the
+ * Hugging Face order: where the model's RoPE pairs adjacent dimensions (llama's GGUF
+ * layout), GGUF conversion reordered the rows of q_proj and k_proj within each head from
+ * (half, i) to (i, half) (convert_hf_to_gguf.py's permute), and B of those modules is
+ * reordered the same way here. The scale is alpha / r (alpha / sqrt(r) with use_rslora),
+ * alpha and r per module from alpha_pattern / rank_pattern when they name it.
  */
 #include "lora.h"
 
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
+#include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +34,7 @@
 #include "error.h"
 #include "gguf.h"
 #include "quant.h"
+#include "safetensors.h"
 
 static const char *const HF[CTN_LORA_N] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                            "gate_proj", "up_proj", "down_proj"};
@@ -36,12 +49,62 @@ const char *ctn_lora_target_gguf(ctn_lora_target t) {
     return t >= 0 && t < CTN_LORA_N ? GGUF[t] : "?";
 }
 
+size_t ctn_lora_type_size(int type) {
+    return type == CTN_TYPE_F32 ? 4 : 2;
+}
+
+static float value_at(int type, const void *p, size_t i) {
+    if (type == CTN_TYPE_F32) {
+        float v;
+        memcpy(&v, (const char *)p + i * 4, 4);
+        return v;
+    }
+    uint16_t h;
+    memcpy(&h, (const char *)p + i * 2, 2);
+    return type == CTN_TYPE_F16 ? ctn_fp16_to_fp32(h) : ctn_bf16_to_fp32(h);
+}
+
+float ctn_lora_a_at(const ctn_lora_mat *m, int64_t r, int64_t i) {
+    return value_at(m->type, m->a, (size_t)(r * m->n_in + i));
+}
+
+float ctn_lora_b_at(const ctn_lora_mat *m, int64_t o, int64_t r) {
+    return value_at(m->type, m->bt, (size_t)ctn_lora_bt_index(m->rank, o, r));
+}
+
+/* dst (bt layout, lora.h) = B (n_out rows of rank elements of es bytes, at src), source row
+ * o going to output map[o] (o itself when map is NULL). */
+static void to_bt(void *dst, const void *src, int64_t n_out, int64_t rank, size_t es,
+                  const int64_t *map) {
+    memset(dst, 0, (size_t)ctn_lora_bt_len(rank, n_out) * es);
+    for (int64_t o = 0; o < n_out; o++) {
+        const int64_t d = map != NULL ? map[o] : o;
+        for (int64_t r = 0; r < rank; r++)
+            memcpy((char *)dst + (size_t)ctn_lora_bt_index(rank, d, r) * es,
+                   (const char *)src + ((size_t)(o * rank + r)) * es, es);
+    }
+}
+
+/* Fills mt's A and B^T from A (rank x n_in) and B (n_out x rank) held as `type` values
+ * (F32, F16 or BF16) at pa / pb, B's rows reordered by map (or not). CTN_ENOMEM or 0. */
+static int set_pair(ctn_lora_mat *mt, int type, const void *pa, const void *pb,
+                    const int64_t *map) {
+    const size_t es = ctn_lora_type_size(type);
+    mt->type = type;
+    mt->a = malloc((size_t)(mt->rank * mt->n_in) * es);
+    mt->bt = malloc((size_t)ctn_lora_bt_len(mt->rank, mt->n_out) * es);
+    if (mt->a == NULL || mt->bt == NULL) return CTN_ENOMEM;
+    memcpy(mt->a, pa, (size_t)(mt->rank * mt->n_in) * es);
+    to_bt(mt->bt, pb, mt->n_out, mt->rank, es, map);
+    return 0;
+}
+
 void ctn_lora_free(ctn_lora *a) {
     if (a == NULL) return;
     if (a->mats != NULL)
         for (int64_t i = 0; i < (int64_t)a->n_layer * CTN_LORA_N; i++) {
             free(a->mats[i].a);
-            free(a->mats[i].b);
+            free(a->mats[i].bt);
         }
     free(a->mats);
     free(a->path);
@@ -192,9 +255,14 @@ static int load_gguf(const ctn_model *m, const char *path, int32_t max_rank, ctn
             mt->n_in = n_in;
             mt->n_out = n_out;
             mt->scale = alpha != 0 ? (float)(alpha / (double)rank) : 1.0f;
-            mt->a = to_f32(A, rank, n_in);
-            mt->b = to_f32(B, n_out, rank);
-            if (mt->a == NULL || mt->b == NULL) {
+            /* F32, F16 and BF16 are kept as they are; other types are widened to F32. */
+            const bool keep =
+                A->type == B->type &&
+                (A->type == CTN_TYPE_F32 || A->type == CTN_TYPE_F16 || A->type == CTN_TYPE_BF16);
+            float *fa = keep ? NULL : to_f32(A, rank, n_in);
+            float *fb = keep ? NULL : to_f32(B, n_out, rank);
+            if (!keep && (fa == NULL || fb == NULL)) {
+                free(fa), free(fb);
                 ctn__errf(err, errcap, "%s: blk.%lld.%s.weight: lora tensors of type %s/%s %s",
                           path, (long long)l, GGUF[k], ctn_type_name(A->type),
                           ctn_type_name(B->type),
@@ -202,7 +270,15 @@ static int load_gguf(const ctn_model *m, const char *path, int32_t max_rank, ctn
                 rc = CTN_ENOTSUP;
                 break;
             }
-            a->bytes += (size_t)(rank * n_in + n_out * rank) * sizeof(float);
+            rc = keep ? set_pair(mt, A->type, A->data, B->data, NULL)
+                      : set_pair(mt, CTN_TYPE_F32, fa, fb, NULL);
+            free(fa), free(fb);
+            if (rc < 0) {
+                ctn__errf(err, errcap, "out of memory");
+                break;
+            }
+            a->bytes +=
+                (size_t)(rank * n_in + ctn_lora_bt_len(rank, n_out)) * ctn_lora_type_size(mt->type);
             if (rank > a->max_rank) a->max_rank = (int32_t)rank;
         }
     if (rc == 0 && a->max_rank == 0) {
@@ -212,6 +288,432 @@ static int load_gguf(const ctn_model *m, const char *path, int32_t max_rank, ctn
     free(ta), free(tb);
 out:
     ctn_gguf_free(g);
+    return rc;
+}
+
+/* ---- Hugging Face PEFT folders ---- */
+
+#define PEFT_PREFIX "base_model.model."
+
+/* The contents of a small file, NUL-terminated, or NULL with the reason in err. */
+static char *read_small(const char *path, size_t cap, int *rc, char *err, size_t errcap) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        ctn__errf(err, errcap, "%s: %s", path, strerror(errno));
+        *rc = errno == ENOENT ? CTN_ENOENT : CTN_EIO;
+        return NULL;
+    }
+    char *buf = malloc(cap + 1);
+    size_t n = buf != NULL ? fread(buf, 1, cap + 1, f) : 0;
+    const bool bad = buf != NULL && ferror(f);
+    fclose(f);
+    if (buf == NULL || bad || n > cap) {
+        ctn__errf(err, errcap,
+                  buf == NULL ? "out of memory"
+                  : bad       ? "%s: read failed"
+                              : "%s: larger than %zu bytes",
+                  path, cap);
+        *rc = buf == NULL ? CTN_ENOMEM : bad ? CTN_EIO : CTN_EFORMAT;
+        free(buf);
+        return NULL;
+    }
+    buf[n] = 0;
+    return buf;
+}
+
+/* The value of the first key of pattern (an object of numbers, PEFT's rank_pattern or
+ * alpha_pattern) that matches module as Python's re.match(r"(^|.*\.)(KEY)$") does. 1 with
+ * *out set, 0 when none matches, or a negative code (a key that is not a valid pattern). */
+static int pattern_value(const cJSON *pattern, const char *what, const char *module,
+                         const char *path, double *out, char *err, size_t errcap) {
+    if (pattern == NULL) return 0;
+    for (const cJSON *e = pattern->child; e != NULL; e = e->next) {
+        if (!cJSON_IsNumber(e) || e->string == NULL) {
+            ctn__errf(err, errcap, "%s: adapter_config.json: %s[\"%s\"] is not a number", path,
+                      what, e->string ? e->string : "");
+            return CTN_EFORMAT;
+        }
+        if (strcmp(e->string, module) == 0) {
+            *out = e->valuedouble;
+            return 1;
+        }
+        const size_t kl = strlen(e->string);
+        char *re_src = malloc(kl + 32);
+        if (re_src == NULL) {
+            ctn__errf(err, errcap, "out of memory");
+            return CTN_ENOMEM;
+        }
+        snprintf(re_src, kl + 32, "^(?:|.*\\.)(?:%s)$", e->string);
+        int ec;
+        PCRE2_SIZE eo;
+        pcre2_code *re =
+            pcre2_compile((PCRE2_SPTR)re_src, PCRE2_ZERO_TERMINATED, 0, &ec, &eo, NULL);
+        free(re_src);
+        if (re == NULL) {
+            PCRE2_UCHAR msg[128];
+            pcre2_get_error_message(ec, msg, sizeof msg);
+            ctn__errf(err, errcap, "%s: adapter_config.json: %s key \"%s\" is not a pattern: %s",
+                      path, what, e->string, (const char *)msg);
+            return CTN_EFORMAT;
+        }
+        pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
+        const int hit = md != NULL && pcre2_match(re, (PCRE2_SPTR)module, PCRE2_ZERO_TERMINATED, 0,
+                                                  0, md, NULL) >= 0;
+        pcre2_match_data_free(md);
+        pcre2_code_free(re);
+        if (hit) {
+            *out = e->valuedouble;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* "[base_model.model.]<...>layers.N.{self_attn,mlp}.<module>.lora_{A,B}.weight" -> layer,
+ * target, is_b, and the module's name without the prefix (for the patterns). -1 otherwise. */
+static int parse_peft_name(const char *name, int64_t n_layer, int64_t *layer, int *target,
+                           int *is_b, char *module, size_t modcap) {
+    const char *s =
+        strncmp(name, PEFT_PREFIX, strlen(PEFT_PREFIX)) == 0 ? name + strlen(PEFT_PREFIX) : name;
+    const size_t n = strlen(s), k = strlen(".lora_A.weight");
+    if (n <= k || n - k >= modcap) return -1;
+    if (strcmp(s + n - k, ".lora_A.weight") == 0)
+        *is_b = 0;
+    else if (strcmp(s + n - k, ".lora_B.weight") == 0)
+        *is_b = 1;
+    else
+        return -1;
+    memcpy(module, s, n - k);
+    module[n - k] = 0;
+    const char *p = module;
+    for (;;) { /* the last "layers." that starts a path component */
+        const char *q = strstr(p, "layers.");
+        if (q == NULL) break;
+        if (q == module || q[-1] == '.') s = q;
+        p = q + 1;
+    }
+    if (s < module || s >= module + (n - k)) return -1;
+    s += strlen("layers.");
+    if (*s < '0' || *s > '9') return -1;
+    char *end;
+    errno = 0;
+    const long long l = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '.' || l < 0 || l >= n_layer) return -1;
+    static const char *const PARENT[CTN_LORA_N] = {
+        "self_attn", "self_attn", "self_attn", "self_attn", "mlp", "mlp", "mlp"};
+    for (int t = 0; t < CTN_LORA_N; t++) {
+        const size_t pl = strlen(PARENT[t]);
+        if (strncmp(end + 1, PARENT[t], pl) == 0 && end[1 + pl] == '.' &&
+            strcmp(end + 2 + pl, HF[t]) == 0) {
+            *layer = l;
+            *target = t;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Where GGUF conversion puts each of the n_out rows of llama's q_proj / k_proj (n_head heads):
+ * within a head, Hugging Face's row (half, i) becomes row (i, half). */
+static void rope_rows(int64_t *map, int64_t n_out, int64_t n_head) {
+    const int64_t hd = n_out / n_head, half = hd / 2;
+    for (int64_t h = 0; h < n_head; h++)
+        for (int64_t s = 0; s < 2; s++)
+            for (int64_t i = 0; i < half; i++)
+                map[h * hd + s * half + i] = h * hd + i * 2 + s;
+}
+
+/* Reads r, lora_alpha and use_rslora from adapter_config.json (PEFT's defaults when absent)
+ * and refuses the settings catena cannot serve, naming them. */
+static int peft_config(const cJSON *cfg, const char *path, int64_t *r, double *alpha, bool *rslora,
+                       char *err, size_t errcap) {
+    const cJSON *v;
+    if (!cJSON_IsObject(cfg)) {
+        ctn__errf(err, errcap, "%s: adapter_config.json is not a JSON object", path);
+        return CTN_EFORMAT;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(cfg, "peft_type");
+    if (v != NULL && (!cJSON_IsString(v) || strcmp(v->valuestring, "LORA") != 0)) {
+        ctn__errf(
+            err, errcap, "%s: adapter_config.json: peft_type is %s%s%s, only \"LORA\" is served",
+            path, cJSON_IsString(v) ? "\"" : "",
+            cJSON_IsString(v) ? v->valuestring : "not a string", cJSON_IsString(v) ? "\"" : "");
+        return CTN_ENOTSUP;
+    }
+    *r = 8; /* PEFT's defaults */
+    *alpha = 8;
+    *rslora = false;
+    v = cJSON_GetObjectItemCaseSensitive(cfg, "r");
+    if (v != NULL) {
+        if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > 65536 ||
+            v->valuedouble != (double)(int64_t)v->valuedouble) {
+            ctn__errf(err, errcap, "%s: adapter_config.json: r is not a positive integer", path);
+            return CTN_EFORMAT;
+        }
+        *r = (int64_t)v->valuedouble;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(cfg, "lora_alpha");
+    if (v != NULL) {
+        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+            ctn__errf(err, errcap, "%s: adapter_config.json: lora_alpha is not a number", path);
+            return CTN_EFORMAT;
+        }
+        *alpha = v->valuedouble;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(cfg, "use_rslora");
+    if (v != NULL && !cJSON_IsNull(v)) {
+        if (!cJSON_IsBool(v)) {
+            ctn__errf(err, errcap, "%s: adapter_config.json: use_rslora is not true or false",
+                      path);
+            return CTN_EFORMAT;
+        }
+        *rslora = cJSON_IsTrue(v);
+    }
+    v = cJSON_GetObjectItemCaseSensitive(cfg, "fan_in_fan_out");
+    if (cJSON_IsTrue(v)) {
+        ctn__errf(err, errcap,
+                  "%s: adapter_config.json: fan_in_fan_out is true (an adapter for Conv1D "
+                  "layers, GPT-2 style); these architectures have nn.Linear layers",
+                  path);
+        return CTN_ENOTSUP;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(cfg, "use_dora");
+    if (cJSON_IsTrue(v)) {
+        ctn__errf(err, errcap, "%s: adapter_config.json: use_dora is true; DoRA is not served",
+                  path);
+        return CTN_ENOTSUP;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(cfg, "modules_to_save");
+    if (v != NULL && !cJSON_IsNull(v) && !(cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0)) {
+        const cJSON *first = cJSON_IsArray(v) ? v->child : NULL;
+        ctn__errf(err, errcap,
+                  "%s: adapter_config.json: modules_to_save (%s%s%s) holds whole trained "
+                  "modules, which catena does not swap per request",
+                  path, cJSON_IsString(first) ? "\"" : "",
+                  cJSON_IsString(first) ? first->valuestring : "...",
+                  cJSON_IsString(first) ? "\", ..." : "");
+        return CTN_ENOTSUP;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(cfg, "target_modules");
+    if (cJSON_IsArray(v)) {
+        for (const cJSON *e = v->child; e != NULL; e = e->next) {
+            if (!cJSON_IsString(e)) {
+                ctn__errf(err, errcap, "%s: adapter_config.json: target_modules holds a non-string",
+                          path);
+                return CTN_EFORMAT;
+            }
+            const char *dot = strrchr(e->valuestring, '.');
+            const char *last = dot ? dot + 1 : e->valuestring;
+            bool known = false;
+            for (int t = 0; t < CTN_LORA_N; t++)
+                known |= strcmp(last, HF[t]) == 0;
+            if (!known) {
+                ctn__errf(err, errcap,
+                          "%s: adapter_config.json: target module \"%s\" has no counterpart "
+                          "in the GGUF model (catena adapts q_proj, k_proj, v_proj, o_proj, "
+                          "gate_proj, up_proj, down_proj)",
+                          path, e->valuestring);
+                return CTN_ENOTSUP;
+            }
+        }
+    } else if (v != NULL && !cJSON_IsString(v) && !cJSON_IsNull(v)) {
+        /* A string is a regular expression over module names: the tensors say what it hit. */
+        ctn__errf(err, errcap,
+                  "%s: adapter_config.json: target_modules is neither a list nor a string", path);
+        return CTN_EFORMAT;
+    }
+    for (int i = 0; i < 2; i++) {
+        v = cJSON_GetObjectItemCaseSensitive(cfg, i ? "alpha_pattern" : "rank_pattern");
+        if (v != NULL && !cJSON_IsNull(v) && !cJSON_IsObject(v)) {
+            ctn__errf(err, errcap, "%s: adapter_config.json: %s is not an object", path,
+                      i ? "alpha_pattern" : "rank_pattern");
+            return CTN_EFORMAT;
+        }
+    }
+    return 0;
+}
+
+static int load_peft(const ctn_model *m, const char *dir, int32_t max_rank, ctn_lora *a, char *err,
+                     size_t errcap) {
+    const size_t dl = strlen(dir);
+    char *path = malloc(dl + 64);
+    if (path == NULL) {
+        ctn__errf(err, errcap, "out of memory");
+        return CTN_ENOMEM;
+    }
+    int rc = 0;
+    snprintf(path, dl + 64, "%s/adapter_config.json", dir);
+    char *text = read_small(path, (size_t)1 << 20, &rc, err, errcap);
+    if (text == NULL) {
+        free(path);
+        return rc == CTN_ENOENT ? CTN_EFORMAT : rc;
+    }
+    cJSON *cfg = cJSON_Parse(text);
+    free(text);
+    if (cfg == NULL) {
+        ctn__errf(err, errcap, "%s: not valid JSON", path);
+        free(path);
+        return CTN_EFORMAT;
+    }
+    int64_t r;
+    double alpha;
+    bool rslora;
+    rc = peft_config(cfg, dir, &r, &alpha, &rslora, err, errcap);
+    const cJSON *rank_pat = cJSON_GetObjectItemCaseSensitive(cfg, "rank_pattern");
+    const cJSON *alpha_pat = cJSON_GetObjectItemCaseSensitive(cfg, "alpha_pattern");
+    ctn_st *f = NULL;
+    if (rc == 0) {
+        snprintf(path, dl + 64, "%s/adapter_model.safetensors", dir);
+        struct stat st;
+        if (stat(path, &st) < 0 && errno == ENOENT) {
+            snprintf(path, dl + 64, "%s/adapter_model.bin", dir);
+            const bool pickle = stat(path, &st) == 0;
+            ctn__errf(err, errcap,
+                      pickle ? "%s: adapter_model.bin is a pickle checkpoint, which catena does "
+                               "not read: save the adapter with safe_serialization=True"
+                             : "%s: no adapter_model.safetensors",
+                      dir);
+            rc = pickle ? CTN_ENOTSUP : CTN_EFORMAT;
+        } else {
+            rc = ctn_st_open(&f, path, err, errcap);
+        }
+    }
+    const int64_t n_layer = m->hp.n_layer;
+    const ctn_st_tensor **ta = NULL, **tb = NULL;
+    char(*mod)[192] = NULL;
+    if (rc == 0) {
+        ta = calloc((size_t)n_layer * CTN_LORA_N, sizeof *ta);
+        tb = calloc((size_t)n_layer * CTN_LORA_N, sizeof *tb);
+        mod = calloc((size_t)n_layer * CTN_LORA_N, sizeof *mod);
+        a->n_layer = (int32_t)n_layer;
+        a->mats = calloc((size_t)n_layer * CTN_LORA_N, sizeof *a->mats);
+        if (ta == NULL || tb == NULL || mod == NULL || a->mats == NULL) {
+            ctn__errf(err, errcap, "out of memory");
+            rc = CTN_ENOMEM;
+        }
+    }
+    for (int64_t i = 0; rc == 0 && i < ctn_st_n_tensors(f); i++) {
+        const ctn_st_tensor *t = ctn_st_tensor_at(f, i);
+        int64_t l;
+        int k, is_b;
+        char module[192];
+        if (parse_peft_name(t->name, n_layer, &l, &k, &is_b, module, sizeof module) < 0) {
+            ctn__errf(err, errcap,
+                      "%s: tensor '%s' is not the lora_A / lora_B of a module catena adapts "
+                      "(layers.N.self_attn.{q,k,v,o}_proj, layers.N.mlp.{gate,up,down}_proj, "
+                      "N < %lld)",
+                      dir, t->name, (long long)n_layer);
+            rc = CTN_ENOTSUP;
+            break;
+        }
+        const ctn_st_tensor **slot = is_b ? &tb[l * CTN_LORA_N + k] : &ta[l * CTN_LORA_N + k];
+        if (*slot != NULL) {
+            ctn__errf(err, errcap, "%s: tensors '%s' and '%s' both update %s of layer %lld", dir,
+                      (*slot)->name, t->name, HF[k], (long long)l);
+            rc = CTN_EFORMAT;
+            break;
+        }
+        *slot = t;
+        memcpy(mod[l * CTN_LORA_N + k], module, strlen(module) + 1);
+    }
+    for (int64_t l = 0; rc == 0 && l < n_layer; l++)
+        for (int k = 0; rc == 0 && k < CTN_LORA_N; k++) {
+            const ctn_st_tensor *A = ta[l * CTN_LORA_N + k], *B = tb[l * CTN_LORA_N + k];
+            if (A == NULL && B == NULL) continue;
+            const char *name = mod[l * CTN_LORA_N + k];
+            if (A == NULL || B == NULL) {
+                ctn__errf(err, errcap, "%s: %s has lora_%s but no lora_%s", dir, name,
+                          A ? "A" : "B", A ? "B" : "A");
+                rc = CTN_EFORMAT;
+                break;
+            }
+            const ctn_gguf_tensor *w = base_of(m, l, k);
+            const int64_t n_in = w->ne[0], n_out = w->ne[1];
+            const int64_t rank = A->n_dims == 2 ? A->shape[0] : 0;
+            if (A->n_dims != 2 || B->n_dims != 2 || A->shape[1] != n_in || B->shape[0] != n_out ||
+                B->shape[1] != rank || rank < 1) {
+                ctn__errf(err, errcap,
+                          "%s: %s: lora_A is [%lld, %lld] and lora_B [%lld, %lld]; the model's "
+                          "matrix (%lld in, %lld out) needs [r, %lld] and [%lld, r]",
+                          dir, name, A->n_dims > 0 ? (long long)A->shape[0] : -1LL,
+                          A->n_dims > 1 ? (long long)A->shape[1] : -1LL,
+                          B->n_dims > 0 ? (long long)B->shape[0] : -1LL,
+                          B->n_dims > 1 ? (long long)B->shape[1] : -1LL, (long long)n_in,
+                          (long long)n_out, (long long)n_in, (long long)n_out);
+                rc = CTN_EFORMAT;
+                break;
+            }
+            double want_r = (double)r, al = alpha;
+            if ((rc = pattern_value(rank_pat, "rank_pattern", name, dir, &want_r, err, errcap)) <
+                    0 ||
+                (rc = pattern_value(alpha_pat, "alpha_pattern", name, dir, &al, err, errcap)) < 0)
+                break;
+            rc = 0;
+            if ((double)rank != want_r) {
+                ctn__errf(err, errcap,
+                          "%s: %s has rank %lld, but adapter_config.json gives it r = %g", dir,
+                          name, (long long)rank, want_r);
+                rc = CTN_EFORMAT;
+                break;
+            }
+            if (max_rank > 0 && rank > max_rank) {
+                ctn__errf(err, errcap, "%s: %s has rank %lld, above the limit %d", dir, name,
+                          (long long)rank, (int)max_rank);
+                rc = CTN_ERANGE;
+                break;
+            }
+            ctn_lora_mat *mt = &a->mats[l * CTN_LORA_N + k];
+            mt->rank = (int32_t)rank;
+            mt->n_in = n_in;
+            mt->n_out = n_out;
+            mt->scale = (float)(al / (rslora ? sqrt((double)rank) : (double)rank));
+            const int type = A->dtype == CTN_ST_F32    ? CTN_TYPE_F32
+                             : A->dtype == CTN_ST_F16  ? CTN_TYPE_F16
+                             : A->dtype == CTN_ST_BF16 ? CTN_TYPE_BF16
+                                                       : -1;
+            if (type < 0 || B->dtype != A->dtype) {
+                ctn__errf(err, errcap,
+                          "%s: %s: lora tensors of dtype %s/%s cannot be read (F32, F16 and "
+                          "BF16 are, both of one dtype)",
+                          dir, name, ctn_st_dtype_name(A->dtype), ctn_st_dtype_name(B->dtype));
+                rc = CTN_ENOTSUP;
+                break;
+            }
+            /* llama's GGUF has q_proj / k_proj rows per head in (i, half) order. */
+            int64_t *map = NULL;
+            if (m->arch->rope == CTN_ROPE_NORM && (k == CTN_LORA_Q || k == CTN_LORA_K)) {
+                const int64_t nh = k == CTN_LORA_Q ? m->hp.n_head : m->hp.n_head_kv;
+                if (nh < 1 || n_out % nh != 0 || (n_out / nh) % 2 != 0) {
+                    ctn__errf(err, errcap,
+                              "%s: %s: cannot reorder %lld rows into RoPE pairs of %lld heads", dir,
+                              name, (long long)n_out, (long long)nh);
+                    rc = CTN_EFORMAT;
+                    break;
+                }
+                map = malloc((size_t)n_out * sizeof *map);
+                if (map != NULL) rope_rows(map, n_out, nh);
+            }
+            if ((m->arch->rope == CTN_ROPE_NORM && (k == CTN_LORA_Q || k == CTN_LORA_K) &&
+                 map == NULL) ||
+                set_pair(mt, type, A->data, B->data, map) < 0) {
+                free(map);
+                ctn__errf(err, errcap, "out of memory");
+                rc = CTN_ENOMEM;
+                break;
+            }
+            free(map);
+            a->bytes +=
+                (size_t)(rank * n_in + ctn_lora_bt_len(rank, n_out)) * ctn_lora_type_size(mt->type);
+            if (rank > a->max_rank) a->max_rank = (int32_t)rank;
+        }
+    if (rc == 0 && a->max_rank == 0) {
+        ctn__errf(err, errcap, "%s: adapter_model.safetensors has no lora_A / lora_B tensors", dir);
+        rc = CTN_EFORMAT;
+    }
+    free(ta), free(tb), free(mod);
+    ctn_st_free(f);
+    cJSON_Delete(cfg);
+    free(path);
     return rc;
 }
 
@@ -227,20 +729,14 @@ int ctn_lora_load(const ctn_model *m, const char *path, int32_t max_rank, ctn_lo
         ctn__errf(err, errcap, "%s: %s", path, strerror(errno));
         return errno == ENOENT ? CTN_ENOENT : CTN_EIO;
     }
-    if (S_ISDIR(st.st_mode)) {
-        ctn__errf(err, errcap,
-                  "%s: Hugging Face PEFT folders are not read yet (a GGUF LoRA file is: "
-                  "convert with llama.cpp's convert_lora_to_gguf.py)",
-                  path);
-        return CTN_ENOTSUP;
-    }
     ctn_lora *a = calloc(1, sizeof *a);
     if (a == NULL || (a->path = strdup(path)) == NULL) {
         free(a);
         ctn__errf(err, errcap, "out of memory");
         return CTN_ENOMEM;
     }
-    const int rc = load_gguf(m, path, max_rank, a, err, errcap);
+    const int rc = S_ISDIR(st.st_mode) ? load_peft(m, path, max_rank, a, err, errcap)
+                                       : load_gguf(m, path, max_rank, a, err, errcap);
     if (rc < 0) {
         ctn_lora_free(a);
         return rc;

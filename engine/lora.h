@@ -9,9 +9,11 @@
  *     // a->mats[layer * CTN_LORA_N + CTN_LORA_Q]: rank 0 when the adapter leaves it alone
  *     ctn_lora_free(a);
  *
- * Layout: every matrix is kept in F32 in the GGUF orientation of the base model's tensor it
+ * Layout: every matrix is kept in the GGUF orientation of the base model's tensor it
  * updates, so that for an activation row x (n_in values) the update of output row o is
- * scale * sum_r B[o][r] * (sum_i A[r][i] x[i]). For Llama-architecture models the rows of
+ * scale * sum_r B[o][r] * (sum_i A[r][i] x[i]); A row by row, B transposed, both in the
+ * precision the file has (F32, F16 or BF16: a 16-bit adapter is served without widening,
+ * which halves what each step reads). For Llama-architecture models the rows of
  * q_proj / k_proj updates are permuted the way GGUF conversion permutes the rows of Q and K
  * (the RoPE layout), so a PEFT adapter trained on the Hugging Face model lines up.
  *
@@ -46,9 +48,29 @@ typedef struct {
     int64_t n_in;  /* columns of A = the base tensor's ne[0] */
     int64_t n_out; /* rows of B = the base tensor's ne[1] */
     float scale;   /* alpha / rank (or / sqrt(rank) with rsLoRA) for this pair */
-    float *a;      /* (rank, n_in) row-major, owned */
-    float *b;      /* (n_out, rank) row-major, owned */
+    int type;      /* how a and bt hold their values: CTN_TYPE_F32, CTN_TYPE_F16 or
+                      CTN_TYPE_BF16 (as the file stored them; other types become F32) */
+    void *a;       /* A: (rank, n_in) row-major, owned */
+    void *bt;      /* B transposed in runs of 16 outputs: element (o, r) of B at
+                      ctn_lora_bt_index(rank, o, r), n_out rounded up to 16 with zeros, owned
+                      (the forward pass adds sum_r u[r] * B[o..o+16][r] for a run at a
+                      time, reading one contiguous block per run) */
 } ctn_lora_mat;
+
+/* Where element (o, r) of B is in bt. */
+static inline int64_t ctn_lora_bt_index(int64_t rank, int64_t o, int64_t r) {
+    return ((o / 16) * rank + r) * 16 + o % 16;
+}
+/* Values bt holds: rank * n_out rounded up to 16. */
+static inline int64_t ctn_lora_bt_len(int64_t rank, int64_t n_out) {
+    return rank * ((n_out + 15) / 16 * 16);
+}
+
+/* Element (r, i) of A and (o, r) of B, as floats. */
+float ctn_lora_a_at(const ctn_lora_mat *m, int64_t r, int64_t i);
+float ctn_lora_b_at(const ctn_lora_mat *m, int64_t o, int64_t r);
+/* Bytes of one value of a matrix of this type (4 or 2). */
+size_t ctn_lora_type_size(int type);
 
 typedef struct {
     char *path; /* what it was loaded from */

@@ -35,33 +35,36 @@ static int merge_tensor(const ctn_gguf_tensor *t, const ctn_lora_mat *mt, float 
         (size_t)(n_in / ctn_type_block_size(t->type)) * ctn_type_block_bytes(t->type);
     char *dst = malloc(row_bytes * (size_t)n_out);
     float *row = malloc((size_t)n_in * sizeof *row);
-    if (dst == NULL || row == NULL) {
-        free(dst), free(row);
+    float *fa = malloc((size_t)(mt->rank * n_in) * sizeof *fa); /* A widened to F32 */
+    if (dst == NULL || row == NULL || fa == NULL) {
+        free(dst), free(row), free(fa);
         ctn__errf(err, errcap, "out of memory");
         return CTN_ENOMEM;
     }
+    for (int32_t r = 0; r < mt->rank; r++)
+        for (int64_t i = 0; i < n_in; i++)
+            fa[r * n_in + i] = ctn_lora_a_at(mt, r, i);
     const float s = scale * mt->scale;
     for (int64_t o = 0; o < n_out; o++) {
         const char *src = (const char *)t->data + (size_t)o * row_bytes;
         int rc = ctn_dequantize_row(t->type, src, row, n_in);
         if (rc == 0) {
-            const float *b = mt->b + (size_t)o * (size_t)mt->rank;
             for (int32_t r = 0; r < mt->rank; r++) {
-                const float c = s * b[r];
-                const float *a = mt->a + (size_t)r * (size_t)n_in;
+                const float c = s * ctn_lora_b_at(mt, o, r);
+                const float *a = fa + (size_t)r * (size_t)n_in;
                 for (int64_t i = 0; i < n_in; i++)
                     row[i] += c * a[i];
             }
             rc = ctn_quantize_row(t->type, row, dst + (size_t)o * row_bytes, n_in);
         }
         if (rc < 0) {
-            free(dst), free(row);
+            free(dst), free(row), free(fa);
             ctn__errf(err, errcap, "tensor '%.*s': type %s cannot be merged into", (int)t->name.len,
                       t->name.ptr, ctn_type_name(t->type));
             return rc;
         }
     }
-    free(row);
+    free(row), free(fa);
     *out = dst;
     return 0;
 }

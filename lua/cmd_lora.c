@@ -98,9 +98,10 @@ int ctn_cmd_lora(int argc, char **argv) {
             for (int t = 0; t < CTN_LORA_N; t++) {
                 const ctn_lora_mat *mt = &a->mats[l * CTN_LORA_N + t];
                 if (mt->rank > 0)
-                    printf("  blk.%lld.%-12s rank %3d  %lld x %lld  scale %g\n", (long long)l,
+                    printf("  blk.%lld.%-12s rank %3d  %lld x %lld  scale %g  %s\n", (long long)l,
                            ctn_lora_target_gguf((ctn_lora_target)t), (int)mt->rank,
-                           (long long)mt->n_out, (long long)mt->n_in, (double)mt->scale);
+                           (long long)mt->n_out, (long long)mt->n_in, (double)mt->scale,
+                           ctn_type_name(mt->type));
             }
     }
     status = 0;

@@ -2,7 +2,8 @@
 # LoRA from the command line on stories260K with a random adapter (bench/mklora):
 # catena lora inspect and merge; generate --lora equals generating with the merged model
 # (greedy ids); --lora PATH:0 equals the base model; catena batch lines mixing the adapter
-# and the base give what generate gives; a bad adapter path is an error naming it.
+# and the base give what generate gives; a PEFT folder of the same adapter gives what the GGUF
+# file gives; a bad adapter path is an error naming it.
 set -u
 CATENA="${CATENA:-build/catena}"
 MODEL="${CTN_SHARED:-../shared}/models/stories260K.gguf"
@@ -39,6 +40,22 @@ ids() { sed -n "$1p" "$tmp/out" | sed 's/.*"ids": *\[\([^]]*\)\].*/\1/' | tr -d 
 check "batch: the adapter's line equals generate --lora" '[ "$(ids 1)" = "$with" ]'
 check "batch: the base line in the same batch equals the base" '[ "$(ids 2)" = "$base" ]'
 check "batch: lora_scale 0 equals the base" '[ "$(ids 3)" = "$base" ]'
+
+# The same adapter as a Hugging Face PEFT folder (mklora --peft: q/k rows in Hugging Face's
+# order) gives what the GGUF file gives, from generate and from a batch line.
+"$MKLORA" "$MODEL" -o "$tmp/p.gguf" --rank 8 --targets q,k,v,o,down --seed 5 --alpha 8 --std 0.1 \
+    --peft "$tmp/peft" || { echo "FAIL mklora --peft"; exit 1; }
+pg=$(gen -m "$MODEL" --lora "$tmp/p.gguf")
+pf=$(gen -m "$MODEL" --lora "$tmp/peft")
+check "the PEFT folder's adapter changes the output" '[ -n "$pf" ] && [ "$pf" != "$base" ]'
+check "generate --lora PEFT_DIR equals the GGUF file" '[ "$pf" = "$pg" ]'
+printf '{"prompt": "%s", "max_tokens": 24, "lora": "%s"}\n' "$P" "$tmp/peft" > "$tmp/pp.jsonl"
+"$CATENA" batch -m "$MODEL" --prompts "$tmp/pp.jsonl" > "$tmp/out" 2> "$tmp/err"
+check "batch: a PEFT folder on a prompt line" '[ "$(ids 1)" = "$pg" ]'
+echo '{"r": 8, "fan_in_fan_out": true}' > "$tmp/peft/adapter_config.json"
+"$CATENA" generate -m "$MODEL" -p "$P" -n 4 --lora "$tmp/peft" > /dev/null 2> "$tmp/err"
+check "a PEFT setting catena cannot serve is an error naming it" \
+    '[ $? = 1 ] && grep -q "fan_in_fan_out" "$tmp/err" && grep -q "$tmp/peft" "$tmp/err"'
 
 "$CATENA" generate -m "$MODEL" -p "$P" -n 4 --lora "$tmp/missing.gguf" > /dev/null 2> "$tmp/err"
 check "a missing adapter is an error naming it" '[ $? = 1 ] && grep -q "missing.gguf" "$tmp/err"'

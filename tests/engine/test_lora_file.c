@@ -5,6 +5,15 @@
  * generating with the adapter equals generating with the merged model (greedy ids
  * identical, logits within 1e-4 normalised error for an F32 base; a Q8_0 base is merged
  * and quantized again, and stays within 5e-2).
+ *
+ * PEFT folders (adapter_config.json + adapter_model.safetensors, written here the way
+ * save_pretrained lays them out) load to the same matrices as the GGUF file llama.cpp's
+ * converter makes of them: for llama the rows of q_proj / k_proj's B reordered per head,
+ * which is checked by its meaning as well (attention scores with Hugging Face's rotate-half
+ * RoPE on the PEFT rows equal those with GGUF's adjacent-pair RoPE on the loaded rows);
+ * qwen2 (whose GGUF keeps the order) loads them as they are; r, lora_alpha, use_rslora,
+ * rank_pattern and alpha_pattern set each pair's rank and scale; every setting catena cannot
+ * serve is refused naming the folder and the module or key.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -20,6 +29,7 @@
 #include "model.h"
 #include "quant.h"
 #include "randmodel.h"
+#include "safetensors.h"
 #include "test.h"
 
 typedef struct {
@@ -139,6 +149,30 @@ static int write_adapter(const ctn_model *m, const spec *sp, const char *path, f
     return rc;
 }
 
+/* Whether mt's A (rank x n_in) / B (n_out x rank) differ from the row-major floats given. */
+static bool a_differs(const ctn_lora_mat *mt, const float *a) {
+    for (int64_t r = 0; r < mt->rank; r++)
+        for (int64_t i = 0; i < mt->n_in; i++)
+            if (ctn_lora_a_at(mt, r, i) != a[r * mt->n_in + i]) return true;
+    return false;
+}
+
+static bool b_differs(const ctn_lora_mat *mt, const float *b) {
+    for (int64_t o = 0; o < mt->n_out; o++)
+        for (int64_t r = 0; r < mt->rank; r++)
+            if (ctn_lora_b_at(mt, o, r) != b[o * mt->rank + r]) return true;
+    return false;
+}
+
+/* B of mt as row-major floats (malloc'd). */
+static float *b_rows(const ctn_lora_mat *mt) {
+    float *b = malloc((size_t)(mt->n_out * mt->rank) * sizeof *b);
+    for (int64_t o = 0; o < mt->n_out; o++)
+        for (int64_t r = 0; r < mt->rank; r++)
+            b[o * mt->rank + r] = ctn_lora_b_at(mt, o, r);
+    return b;
+}
+
 static char tmp_path[256];
 static const char *adapter_path(const char *what) {
     snprintf(tmp_path, sizeof tmp_path, "/tmp/test_lora_file-%d-%s.gguf", (int)getpid(), what);
@@ -177,8 +211,8 @@ TEST(loads_what_was_written) {
                 CHECK(mt->scale == 2.0f); /* alpha 8 / rank 4 */
                 const size_t na = (size_t)(mt->rank * mt->n_in),
                              nb = (size_t)(mt->n_out * mt->rank);
-                bad += memcmp(mt->a, vals + off, na * sizeof(float)) != 0;
-                bad += memcmp(mt->b, vals + off + na, nb * sizeof(float)) != 0;
+                bad += mt->type != CTN_TYPE_F32 || a_differs(mt, vals + off);
+                bad += b_differs(mt, vals + off + na);
                 off += na + nb;
             }
         CHECK_EQ_INT(bad, 0);
@@ -192,7 +226,8 @@ TEST(loads_what_was_written) {
     const spec sp16 = {.rank = 8, .mask = 0x7Fu, .type = CTN_TYPE_F16, .seed = 6};
     CHECK(write_adapter(L.m, &sp16, p, NULL, NULL) == 0);
     CHECK_EQ_INT(ctn_lora_load(L.m, p, 0, &a, err, sizeof err), 0);
-    if (a != NULL) CHECK(a->mats[0].scale == 1.0f && a->mats[0].rank == 8);
+    if (a != NULL)
+        CHECK(a->mats[0].scale == 1.0f && a->mats[0].rank == 8 && a->mats[0].type == CTN_TYPE_F16);
     ctn_lora_free(a);
     CHECK_EQ_INT(ctn_lora_load(L.m, p, 4, &a, err, sizeof err), CTN_ERANGE);
     CHECK_CONTAINS(err, "blk.0.attn_q.weight has rank 8, above the limit 4");
@@ -245,8 +280,6 @@ TEST(malformed_adapters_are_named) {
     CHECK_EQ_INT(ctn_lora_load(L.m, "/nonexistent/adapter.gguf", 0, &a, err, sizeof err),
                  CTN_ENOENT);
     CHECK_CONTAINS(err, "/nonexistent/adapter.gguf");
-    CHECK_EQ_INT(ctn_lora_load(L.m, "/tmp", 0, &a, err, sizeof err), CTN_ENOTSUP);
-    CHECK_CONTAINS(err, "PEFT folders are not read yet");
     /* A file that is not GGUF at all. */
     FILE *f = fopen(p, "wb");
     fputs("not a gguf file at all", f);
@@ -254,6 +287,469 @@ TEST(malformed_adapters_are_named) {
     CHECK(ctn_lora_load(L.m, p, 0, &a, err, sizeof err) < 0);
     CHECK_CONTAINS(err, p);
     unlink(p);
+    unload(&L, true);
+}
+
+/* ---- PEFT folders ---------------------------------------------------------------------- */
+
+static const char *HFMOD[CTN_LORA_N] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                        "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                        "mlp.down_proj"};
+
+typedef struct {
+    int rank, down_rank; /* down_rank: rank of down_proj (set by rank_pattern when not 0) */
+    unsigned mask;
+    float alpha;
+    ctn_st_dtype dtype;
+    const char *config; /* JSON members put first in adapter_config.json (so that they win
+                           over the usual ones: cJSON finds the first of a duplicate key),
+                           with a leading ", " */
+    const char *stray;  /* an extra tensor of shape [2, 2] */
+    bool drop_b, bad_shape, no_weights, pickle;
+    uint64_t seed;
+} peft_spec;
+
+/* Rounds v as dtype stores it. */
+static float st_round(ctn_st_dtype d, float v) {
+    if (d == CTN_ST_F16) return ctn_fp16_to_fp32(ctn_fp32_to_fp16(v));
+    if (d == CTN_ST_BF16) return ctn_bf16_to_fp32(ctn_fp32_to_bf16(v));
+    return v;
+}
+
+/* Writes a PEFT folder at dir; A and B of layer l, target t (Hugging Face row order, as
+ * stored) go to hfa / hfb[l * CTN_LORA_N + t] when they are not NULL (caller frees). */
+static int write_peft(const ctn_model *m, const peft_spec *sp, const char *dir, float **hfa,
+                      float **hfb) {
+    mkdir(dir, 0755);
+    char path[512];
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    FILE *f = fopen(path, "w");
+    if (f == NULL) return -1;
+    fprintf(f,
+            "{%s%s\"base_model_name_or_path\": \"test\", \"peft_type\": \"LORA\", \"task_type\": "
+            "\"CAUSAL_LM\", \"r\": %d, \"lora_alpha\": %g, \"lora_dropout\": 0.1, "
+            "\"fan_in_fan_out\": false, \"bias\": \"none\", \"modules_to_save\": null, "
+            "\"target_modules\": [\"q_proj\", \"k_proj\", \"v_proj\", \"o_proj\", \"gate_proj\", "
+            "\"up_proj\", \"down_proj\"], \"use_rslora\": false, \"rank_pattern\": {%s}}\n",
+            sp->config ? sp->config + 2 : "", sp->config ? ", " : "", sp->rank, (double)sp->alpha,
+            sp->down_rank ? "\"down_proj\": 2" : "");
+    fclose(f);
+    snprintf(path, sizeof path, "%s/adapter_model.%s", dir, sp->pickle ? "bin" : "safetensors");
+    if (sp->no_weights || sp->pickle) {
+        if (sp->pickle) {
+            f = fopen(path, "w");
+            fputs("PK", f);
+            fclose(f);
+        }
+        return 0;
+    }
+    ctn_st_writer *w = ctn_st_writer_new();
+    uint64_t seed = sp->seed;
+    const size_t es = ctn_st_dtype_size(sp->dtype);
+    for (int64_t l = 0; l < m->hp.n_layer; l++)
+        for (int t = 0; t < CTN_LORA_N; t++) {
+            if (!(sp->mask & (1u << t))) continue;
+            const ctn_gguf_tensor *bw = lorarand_base(m, l, t);
+            const int64_t r = t == CTN_LORA_DOWN && sp->down_rank ? sp->down_rank : sp->rank;
+            const int64_t n_in = bw->ne[0] - (sp->bad_shape && l == 1 ? 1 : 0), n_out = bw->ne[1];
+            const int64_t sa[2] = {r, n_in}, sb[2] = {n_out, r};
+            for (int which = 0; which < 2; which++) {
+                const int64_t n = which ? n_out * r : r * n_in;
+                float *v = malloc((size_t)n * sizeof *v);
+                void *raw = malloc((size_t)n * es);
+                for (int64_t i = 0; i < n; i++) {
+                    v[i] = st_round(sp->dtype, 0.1f * rng_normal(&seed));
+                    if (sp->dtype == CTN_ST_F32)
+                        memcpy((char *)raw + i * 4, &v[i], 4);
+                    else {
+                        const uint16_t h = sp->dtype == CTN_ST_F16 ? ctn_fp32_to_fp16(v[i])
+                                                                   : ctn_fp32_to_bf16(v[i]);
+                        memcpy((char *)raw + i * 2, &h, 2);
+                    }
+                }
+                char name[256];
+                snprintf(name, sizeof name, "base_model.model.model.layers.%lld.%s.lora_%c.weight",
+                         (long long)l, HFMOD[t], which ? 'B' : 'A');
+                if (!(which && sp->drop_b && l == 1))
+                    CHECK_EQ_INT(ctn_st_writer_add(w, name, sp->dtype, 2, which ? sb : sa, raw), 0);
+                free(raw);
+                float **keepv = which ? hfb : hfa;
+                if (keepv != NULL)
+                    keepv[l * CTN_LORA_N + t] = v;
+                else
+                    free(v);
+            }
+        }
+    if (sp->stray != NULL) {
+        const float z[4] = {0};
+        const int64_t sh[2] = {2, 2};
+        CHECK_EQ_INT(ctn_st_writer_add(w, sp->stray, CTN_ST_F32, 2, sh, z), 0);
+    }
+    ctn_st_writer_set_metadata(w, "format", "pt");
+    const int rc = ctn_st_writer_write(w, path);
+    if (rc < 0) printf("  write %s: %s\n", path, ctn_st_writer_errmsg(w));
+    ctn_st_writer_free(w);
+    return rc;
+}
+
+/* B of a llama q_proj / k_proj as llama.cpp's converter writes it: numpy's
+ * b.reshape(n_head, 2, out / n_head / 2, r).swapaxes(1, 2).reshape(out, r). */
+static float *convert_permute(const float *b, int64_t n_out, int64_t r, int64_t n_head) {
+    float *o = malloc((size_t)(n_out * r) * sizeof *o);
+    const int64_t d2 = n_out / n_head / 2;
+    /* o[h][x][y][c] (shape n_head, d2, 2, r) = b[h][y][x][c] (shape n_head, 2, d2, r) */
+    for (int64_t h = 0; h < n_head; h++)
+        for (int64_t x = 0; x < d2; x++)
+            for (int64_t y = 0; y < 2; y++)
+                for (int64_t c = 0; c < r; c++)
+                    o[((h * d2 + x) * 2 + y) * r + c] = b[((h * 2 + y) * d2 + x) * r + c];
+    return o;
+}
+
+/* The GGUF LoRA file llama.cpp's convert_lora_to_gguf.py makes of the PEFT adapter whose
+ * matrices are hfa / hfb with ranks rank[] (every pair's scale alpha / its rank). */
+static int write_converted(const ctn_model *m, float **hfa, float **hfb, const int64_t *rank,
+                           float alpha, const char *path) {
+    char err[256];
+    ctn_gguf_writer *w = ctn_gguf_writer_new();
+    ctn_gguf_writer_set_str(w, "general.type", "adapter");
+    ctn_gguf_writer_set_str(w, "general.architecture", m->arch->name);
+    ctn_gguf_writer_set_str(w, "adapter.type", "lora");
+    ctn_gguf_writer_set_f32(w, "adapter.lora.alpha", alpha);
+    const int64_t n = m->hp.n_layer * CTN_LORA_N;
+    float **perm = calloc((size_t)n, sizeof *perm);
+    for (int64_t l = 0; l < m->hp.n_layer; l++)
+        for (int t = 0; t < CTN_LORA_N; t++) {
+            const int64_t i = l * CTN_LORA_N + t;
+            if (hfa[i] == NULL) continue;
+            const ctn_gguf_tensor *bw = lorarand_base(m, l, t);
+            const int64_t n_in = bw->ne[0], n_out = bw->ne[1], r = rank[i];
+            const float *b = hfb[i];
+            if (m->arch->rope == CTN_ROPE_NORM && (t == CTN_LORA_Q || t == CTN_LORA_K))
+                b = perm[i] = convert_permute(hfb[i], n_out, r,
+                                              t == CTN_LORA_Q ? m->hp.n_head : m->hp.n_head_kv);
+            const int64_t nea[2] = {n_in, r}, neb[2] = {r, n_out};
+            char name[128];
+            snprintf(name, sizeof name, "blk.%lld.%s.weight.lora_a", (long long)l, TGT[t]);
+            ctn_gguf_writer_add_tensor(w, name, CTN_TYPE_F32, 2, nea, hfa[i]);
+            snprintf(name, sizeof name, "blk.%lld.%s.weight.lora_b", (long long)l, TGT[t]);
+            ctn_gguf_writer_add_tensor(w, name, CTN_TYPE_F32, 2, neb, b);
+        }
+    const int rc = ctn_gguf_writer_write(w, path, err, sizeof err);
+    if (rc < 0) printf("  write: %s\n", err);
+    ctn_gguf_writer_free(w);
+    for (int64_t i = 0; i < n; i++)
+        free(perm[i]);
+    free(perm);
+    return rc;
+}
+
+static char peft_dir[256];
+static const char *peft_path(const char *what) {
+    snprintf(peft_dir, sizeof peft_dir, "/tmp/test_lora_file-%d-peft-%s", (int)getpid(), what);
+    return peft_dir;
+}
+
+static void rm_peft(const char *dir) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/adapter_config.json", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/adapter_model.safetensors", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/adapter_model.bin", dir);
+    unlink(p);
+    rmdir(dir);
+}
+
+static void free_mats(float **v, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* A PEFT folder and the GGUF file converted from it load to the same matrices and scales
+ * (rank_pattern gives down_proj rank 2; alpha_pattern one module its own alpha). */
+static void peft_equals_converted(int arch) {
+    char path[256], err[512];
+    snprintf(path, sizeof path, "/tmp/test_lora_file-%d-arch%d.gguf", (int)getpid(), arch);
+    randmodel_shape sh = {CTN_TYPE_F32, 64, 4, 2, 96, 2, false, 300, 10000, 1e-5f, 11, arch, 0};
+    loaded L;
+    if (randmodel_write(&sh, false, path, err, sizeof err) < 0 || load_path(&L, path) < 0) {
+        CHECK(0);
+        return;
+    }
+    const int64_t n = L.m->hp.n_layer * CTN_LORA_N;
+    float **hfa = calloc((size_t)n, sizeof *hfa), **hfb = calloc((size_t)n, sizeof *hfb);
+    int64_t *rank = calloc((size_t)n, sizeof *rank);
+    const peft_spec sp = {.rank = 4,
+                          .down_rank = 2,
+                          .mask = 0x7Fu,
+                          .alpha = 8,
+                          .dtype = CTN_ST_F32,
+                          .config = ", \"alpha_pattern\": {\"model.layers.1.self_attn.v_proj\": 3}",
+                          .seed = 12};
+    const char *dir = peft_path("eq");
+    CHECK_EQ_INT(write_peft(L.m, &sp, dir, hfa, hfb), 0);
+    for (int64_t i = 0; i < n; i++)
+        rank[i] = i % CTN_LORA_N == CTN_LORA_DOWN ? 2 : 4;
+    const char *gp = adapter_path("converted");
+    CHECK_EQ_INT(write_converted(L.m, hfa, hfb, rank, 8, gp), 0);
+    ctn_lora *pa = NULL, *ga = NULL;
+    CHECK_EQ_INT(ctn_lora_load(L.m, dir, 0, &pa, err, sizeof err), 0);
+    if (pa == NULL) printf("  %s\n", err);
+    CHECK_EQ_INT(ctn_lora_load(L.m, gp, 0, &ga, err, sizeof err), 0);
+    if (pa != NULL && ga != NULL) {
+        CHECK_EQ_INT(pa->max_rank, 4);
+        CHECK(pa->bytes == ga->bytes);
+        int bad = 0, permuted = 0;
+        for (int64_t i = 0; i < n; i++) {
+            const ctn_lora_mat *p = &pa->mats[i], *g = &ga->mats[i];
+            bad += p->rank != g->rank || p->n_in != g->n_in || p->n_out != g->n_out;
+            if (bad) continue;
+            bad += memcmp(p->a, g->a, (size_t)(p->rank * p->n_in) * 4) != 0;
+            bad += p->type != g->type ||
+                   memcmp(p->bt, g->bt, (size_t)ctn_lora_bt_len(p->rank, p->n_out) * 4) != 0;
+            permuted += b_differs(p, hfb[i]);
+            const float want = i == 1 * CTN_LORA_N + CTN_LORA_V ? 3.0f / 4 : g->scale;
+            bad += p->scale != want;
+        }
+        CHECK_EQ_INT(bad, 0);
+        CHECK_EQ_INT(ga->mats[CTN_LORA_DOWN].rank, 2);
+        CHECK(pa->mats[CTN_LORA_DOWN].scale == 4.0f); /* alpha 8 / rank 2 */
+        /* llama: the q and k pairs of both layers are reordered; qwen2: nothing is. */
+        CHECK_EQ_INT(permuted, arch == RANDMODEL_LLAMA ? 4 : 0);
+    }
+    ctn_lora_free(pa);
+    ctn_lora_free(ga);
+    free_mats(hfa, n);
+    free_mats(hfb, n);
+    free(rank);
+    rm_peft(dir);
+    unlink(gp);
+    unload(&L, true);
+}
+
+TEST(peft_folder_equals_converted_gguf) {
+    peft_equals_converted(RANDMODEL_LLAMA);
+    peft_equals_converted(RANDMODEL_QWEN2);
+}
+
+/* Rotates head vector x (hd values) by position pos: neox pairs (j, j + hd/2) as Hugging
+ * Face's rotate_half does, else adjacent pairs (2j, 2j + 1) as GGUF's llama does. */
+static void rope(float *x, int64_t hd, int64_t pos, bool neox, float base) {
+    for (int64_t j = 0; j < hd / 2; j++) {
+        const double th = (double)pos * pow((double)base, -2.0 * (double)j / (double)hd);
+        const int64_t i0 = neox ? j : 2 * j, i1 = neox ? j + hd / 2 : 2 * j + 1;
+        const double a = x[i0], b = x[i1];
+        x[i0] = (float)(a * cos(th) - b * sin(th));
+        x[i1] = (float)(a * sin(th) + b * cos(th));
+    }
+}
+
+/* B u for the n_out x r matrix b. */
+static void bmul(const float *b, int64_t n_out, int64_t r, const float *u, float *out) {
+    for (int64_t o = 0; o < n_out; o++) {
+        double s = 0;
+        for (int64_t c = 0; c < r; c++)
+            s += (double)b[o * r + c] * u[c];
+        out[o] = (float)s;
+    }
+}
+
+/* What the reordering is for: query-key scores of the PEFT rows under Hugging Face's RoPE
+ * equal those of the loaded rows under the model's adjacent-pair RoPE. */
+TEST(peft_q_k_rows_follow_the_rope_layout) {
+    char path[256], err[512];
+    snprintf(path, sizeof path, "/tmp/test_lora_file-%d-rope.gguf", (int)getpid());
+    randmodel_shape sh = {CTN_TYPE_F32, 64, 4, 2, 96, 1, false, 300, 10000, 1e-5f, 13, 0, 0};
+    loaded L;
+    if (randmodel_write(&sh, false, path, err, sizeof err) < 0 || load_path(&L, path) < 0) {
+        CHECK(0);
+        return;
+    }
+    const int64_t n = L.m->hp.n_layer * CTN_LORA_N;
+    float **hfa = calloc((size_t)n, sizeof *hfa), **hfb = calloc((size_t)n, sizeof *hfb);
+    const peft_spec sp = {.rank = 4,
+                          .mask = (1u << CTN_LORA_Q) | (1u << CTN_LORA_K),
+                          .alpha = 4,
+                          .dtype = CTN_ST_F32,
+                          .seed = 14};
+    const char *dir = peft_path("rope");
+    CHECK_EQ_INT(write_peft(L.m, &sp, dir, hfa, hfb), 0);
+    ctn_lora *a = NULL;
+    CHECK_EQ_INT(ctn_lora_load(L.m, dir, 0, &a, err, sizeof err), 0);
+    if (a != NULL) {
+        const int64_t nh = L.m->hp.n_head, nkv = L.m->hp.n_head_kv, hd = L.m->hp.head_dim;
+        float qh[64], kh[32], qg[64], kg[32], u[4], v[4];
+        uint64_t seed = 99;
+        double worst = 0, moved = 0;
+        for (int trial = 0; trial < 4; trial++) {
+            for (int c = 0; c < 4; c++)
+                u[c] = rng_normal(&seed), v[c] = rng_normal(&seed);
+            bmul(hfb[CTN_LORA_Q], nh * hd, 4, u, qh);
+            bmul(hfb[CTN_LORA_K], nkv * hd, 4, v, kh);
+            float *lbq = b_rows(&a->mats[CTN_LORA_Q]), *lbk = b_rows(&a->mats[CTN_LORA_K]);
+            bmul(lbq, nh * hd, 4, u, qg);
+            bmul(lbk, nkv * hd, 4, v, kg);
+            free(lbq), free(lbk);
+            const int64_t pq = 7 + trial * 5, pk = 3 + trial;
+            float qn[64];
+            memcpy(qn, qh, sizeof qn); /* the unreordered rows under the model's RoPE */
+            for (int64_t h = 0; h < nh; h++) {
+                rope(qh + h * hd, hd, pq, true, 10000);
+                rope(qg + h * hd, hd, pq, false, 10000);
+                rope(qn + h * hd, hd, pq, false, 10000);
+            }
+            float kn[32];
+            bmul(hfb[CTN_LORA_K], nkv * hd, 4, v, kn);
+            for (int64_t h = 0; h < nkv; h++) {
+                rope(kh + h * hd, hd, pk, true, 10000);
+                rope(kg + h * hd, hd, pk, false, 10000);
+                rope(kn + h * hd, hd, pk, false, 10000);
+            }
+            for (int64_t h = 0; h < nh; h++) {
+                const int64_t g = h / (nh / nkv);
+                double sh_ = 0, sg = 0, sn = 0;
+                for (int64_t i = 0; i < hd; i++) {
+                    sh_ += (double)qh[h * hd + i] * kh[g * hd + i];
+                    sg += (double)qg[h * hd + i] * kg[g * hd + i];
+                    sn += (double)qn[h * hd + i] * kn[g * hd + i];
+                }
+                worst = fmax(worst, fabs(sh_ - sg) / (fabs(sh_) + 1e-3));
+                moved = fmax(moved, fabs(sh_ - sn) / (fabs(sh_) + 1e-3));
+            }
+        }
+        printf("  scores: loaded rows vs Hugging Face %.2g; rows left as stored %.2g\n", worst,
+               moved);
+        CHECK(worst < 1e-4);
+        CHECK(moved > 1e-2); /* the check can tell the orders apart */
+    }
+    ctn_lora_free(a);
+    free_mats(hfa, n);
+    free_mats(hfb, n);
+    rm_peft(dir);
+    unload(&L, true);
+}
+
+/* F16 / BF16 matrices load converted; use_rslora scales by alpha / sqrt(r); a rank limit. */
+TEST(peft_dtypes_and_scales) {
+    loaded L;
+    if (make_model(&L, CTN_TYPE_F32, 15) < 0) {
+        CHECK(0);
+        return;
+    }
+    char err[512];
+    const int64_t n = L.m->hp.n_layer * CTN_LORA_N;
+    const ctn_st_dtype types[2] = {CTN_ST_F16, CTN_ST_BF16};
+    for (int ti = 0; ti < 2; ti++) {
+        float **hfa = calloc((size_t)n, sizeof *hfa), **hfb = calloc((size_t)n, sizeof *hfb);
+        const peft_spec sp = {.rank = 4,
+                              .mask = (1u << CTN_LORA_V) | (1u << CTN_LORA_UP),
+                              .alpha = 16,
+                              .dtype = types[ti],
+                              .config = ", \"use_rslora\": true",
+                              .seed = 16};
+        const char *dir = peft_path("dtype");
+        CHECK_EQ_INT(write_peft(L.m, &sp, dir, hfa, hfb), 0);
+        ctn_lora *a = NULL;
+        CHECK_EQ_INT(ctn_lora_load(L.m, dir, 0, &a, err, sizeof err), 0);
+        if (a != NULL) {
+            int bad = 0;
+            for (int64_t i = 0; i < n; i++) {
+                const ctn_lora_mat *mt = &a->mats[i];
+                if (hfa[i] == NULL) {
+                    bad += mt->rank != 0;
+                    continue;
+                }
+                bad += mt->rank != 4 || mt->scale != 8.0f; /* 16 / sqrt(4) */
+                bad += a_differs(mt, hfa[i]) ||
+                       mt->type != (types[ti] == CTN_ST_F16 ? CTN_TYPE_F16 : CTN_TYPE_BF16);
+                bad += b_differs(mt, hfb[i]);
+            }
+            CHECK_EQ_INT(bad, 0);
+        }
+        ctn_lora_free(a);
+        CHECK_EQ_INT(ctn_lora_load(L.m, dir, 2, &a, err, sizeof err), CTN_ERANGE);
+        CHECK_CONTAINS(err, "model.layers.0.self_attn.v_proj has rank 4, above the limit 2");
+        free_mats(hfa, n);
+        free_mats(hfb, n);
+        rm_peft(dir);
+    }
+    unload(&L, true);
+}
+
+TEST(peft_settings_catena_cannot_serve_are_named) {
+    loaded L;
+    if (make_model(&L, CTN_TYPE_F32, 17) < 0) {
+        CHECK(0);
+        return;
+    }
+    char err[512];
+    const struct {
+        peft_spec sp;
+        int code;
+        const char *msg;
+    } cases[] = {
+        {{.config = ", \"fan_in_fan_out\": true"}, CTN_ENOTSUP, "fan_in_fan_out is true"},
+        {{.config = ", \"modules_to_save\": [\"lm_head\"]"},
+         CTN_ENOTSUP,
+         "modules_to_save (\"lm_head\", ...)"},
+        {{.config = ", \"use_dora\": true"}, CTN_ENOTSUP, "use_dora is true"},
+        {{.config = ", \"peft_type\": \"IA3\""}, CTN_ENOTSUP, "peft_type is \"IA3\""},
+        {{.config = ", \"target_modules\": [\"q_proj\", \"lm_head\"]"},
+         CTN_ENOTSUP,
+         "target module \"lm_head\" has no counterpart"},
+        {{.config = ", \"r\": 0"}, CTN_EFORMAT, "r is not a positive integer"},
+        {{.config = ", \"rank_pattern\": {\"q_proj(\": 2}"},
+         CTN_EFORMAT,
+         "rank_pattern key \"q_proj(\" is not a pattern"},
+        {{.config = ", \"r\": 8"},
+         CTN_EFORMAT,
+         "model.layers.0.self_attn.q_proj has rank 4, but adapter_config.json gives it r = 8"},
+        {{.drop_b = true}, CTN_EFORMAT, "model.layers.1.self_attn.q_proj has lora_A but no lora_B"},
+        {{.bad_shape = true},
+         CTN_EFORMAT,
+         "model.layers.1.self_attn.q_proj: lora_A is [4, 63] and lora_B [64, 4]"},
+        {{.stray = "base_model.model.lm_head.lora_A.weight"},
+         CTN_ENOTSUP,
+         "tensor 'base_model.model.lm_head.lora_A.weight' is not the lora_A / lora_B"},
+        {{.stray = "base_model.model.model.layers.9.self_attn.q_proj.lora_A.weight"},
+         CTN_ENOTSUP,
+         "tensor 'base_model.model.model.layers.9.self_attn.q_proj.lora_A.weight' is not"},
+        {{.no_weights = true}, CTN_EFORMAT, "no adapter_model.safetensors"},
+        {{.pickle = true}, CTN_ENOTSUP, "adapter_model.bin is a pickle checkpoint"},
+        {{.mask = 0}, CTN_EFORMAT, "has no lora_A / lora_B tensors"},
+    };
+    const char *dir = peft_path("bad");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        peft_spec sp = cases[i].sp;
+        sp.rank = 4;
+        sp.alpha = 8;
+        sp.dtype = CTN_ST_F32;
+        if (sp.mask == 0 && !(i == sizeof cases / sizeof cases[0] - 1)) sp.mask = 1;
+        sp.seed = 18;
+        CHECK_EQ_INT(write_peft(L.m, &sp, dir, NULL, NULL), 0);
+        ctn_lora *a = NULL;
+        err[0] = 0;
+        CHECK_EQ_INT(ctn_lora_load(L.m, dir, 0, &a, err, sizeof err), cases[i].code);
+        CHECK_CONTAINS(err, cases[i].msg);
+        CHECK_CONTAINS(err, dir);
+        CHECK(a == NULL);
+        rm_peft(dir);
+    }
+    /* A folder without adapter_config.json; a config that is not JSON. */
+    mkdir(dir, 0755);
+    ctn_lora *a = NULL;
+    CHECK_EQ_INT(ctn_lora_load(L.m, dir, 0, &a, err, sizeof err), CTN_EFORMAT);
+    CHECK_CONTAINS(err, "adapter_config.json");
+    char p[512];
+    snprintf(p, sizeof p, "%s/adapter_config.json", dir);
+    FILE *f = fopen(p, "w");
+    fputs("{\"r\": 4,", f);
+    fclose(f);
+    CHECK_EQ_INT(ctn_lora_load(L.m, dir, 0, &a, err, sizeof err), CTN_EFORMAT);
+    CHECK_CONTAINS(err, "adapter_config.json: not valid JSON");
+    rm_peft(dir);
     unload(&L, true);
 }
 
@@ -324,5 +820,9 @@ int main(void) {
     RUN(loads_what_was_written);
     RUN(malformed_adapters_are_named);
     RUN(adapter_equals_merged_file);
+    RUN(peft_folder_equals_converted_gguf);
+    RUN(peft_q_k_rows_follow_the_rope_layout);
+    RUN(peft_dtypes_and_scales);
+    RUN(peft_settings_catena_cannot_serve_are_named);
     return test_summary();
 }

@@ -3,7 +3,8 @@
  * what the merged model (W + scale B A) gives (greedy ids identical, logits within 1e-4
  * normalised error, F32 base); scale 0 is the base model bit for bit; and a batch mixing 8
  * adapters and the base gives every sequence the same bits as alone. Adapters are made here
- * in memory with seeded random A and B (the loaders have their own tests).
+ * in memory with seeded random A and B (the loaders have their own tests), held in F32, F16
+ * and BF16; every test runs with the scalar products and with the best the CPU has.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "error.h"
 #include "forward.h"
 #include "gguf.h"
+#include "kern.h"
 #include "lora.h"
 #include "lorarand.h"
 #include "model.h"
@@ -71,7 +73,7 @@ static void *merged_copy(const mem_model *base, const ctn_lora *a, float scale) 
                 for (int64_t i = 0; i < mt->n_in; i++) {
                     float d = 0;
                     for (int32_t r = 0; r < mt->rank; r++)
-                        d += mt->b[o * mt->rank + r] * mt->a[r * mt->n_in + i];
+                        d += ctn_lora_b_at(mt, o, r) * ctn_lora_a_at(mt, r, i);
                     wd[o * mt->n_in + i] += scale * mt->scale * d;
                 }
         }
@@ -120,6 +122,8 @@ static int make_base(mem_model *base, uint64_t seed) {
     return open_mem(base, buf, size);
 }
 
+static int g_type = CTN_TYPE_F32; /* of the adapters of adapter_equals_merged_model */
+
 TEST(adapter_equals_merged_model) {
     mem_model base;
     if (make_base(&base, 11) < 0) {
@@ -129,7 +133,7 @@ TEST(adapter_equals_merged_model) {
     const int32_t prompt[6] = {1, 17, 42, 99, 7, 250};
     const int n = 12;
     const int64_t nv = base.m->hp.n_vocab;
-    ctn_lora *a = lorarand_make(base.m, 4, (1u << CTN_LORA_N) - 1, 7, 0.05f);
+    ctn_lora *a = lorarand_make_typed(base.m, 4, (1u << CTN_LORA_N) - 1, 7, 0.05f, g_type);
     const float scales[2] = {1.0f, 0.5f};
     for (int si = 0; si < 2; si++) {
         mem_model merged;
@@ -173,17 +177,27 @@ TEST(mixed_batch_equals_alone) {
     const int64_t nv = base.m->hp.n_vocab;
     enum { NSEQ = 9 };
     ctn_lora *ad[NSEQ] = {NULL};
-    for (int i = 1; i < NSEQ; i++) /* 8 adapters of different ranks and targets, and the base */
-        ad[i] = lorarand_make(base.m, 1 + i % 5, i % 2 ? 0x7Fu : 0x0Fu, 100 + (uint64_t)i, 0.05f);
-    int32_t prompts[NSEQ][5];
-    for (int i = 0; i < NSEQ; i++)
-        for (int j = 0; j < 5; j++)
+    static const int types[3] = {CTN_TYPE_F32, CTN_TYPE_F16, CTN_TYPE_BF16};
+    for (int i = 1; i < NSEQ; i++) /* 8 adapters of different ranks, targets and types */
+        ad[i] = lorarand_make_typed(base.m, 1 + i % 5 + (i == 3 ? 20 : 0), i % 2 ? 0x7Fu : 0x0Fu,
+                                    100 + (uint64_t)i, 0.05f, types[i % 3]);
+    /* Sequences 1 and 4 share one adapter; sequence 2's prompt spans two units of phase-1
+     * work; adapter 3 has rank 24. */
+    ctn_lora_free(ad[4]);
+    ad[4] = ad[1];
+    int32_t prompts[NSEQ][40];
+    int plen[NSEQ];
+    for (int i = 0; i < NSEQ; i++) {
+        plen[i] = i == 2 ? 40 : 5;
+        for (int j = 0; j < plen[i]; j++)
             prompts[i][j] = 1 + (i * 31 + j * 7) % 290;
+    }
     /* Alone: each sequence's prompt, then 3 greedy steps. */
     float *alone = malloc((size_t)NSEQ * 4 * (size_t)nv * sizeof(float));
     for (int i = 0; i < NSEQ; i++) {
         int32_t ids[4];
-        generate(base.m, ad[i], 1.0f, prompts[i], 5, 4, ids, alone + (size_t)i * 4 * (size_t)nv);
+        generate(base.m, ad[i], 1.0f, prompts[i], plen[i], 4, ids,
+                 alone + (size_t)i * 4 * (size_t)nv);
     }
     /* Together: one forward pass per step over all nine. */
     char err[256];
@@ -199,7 +213,7 @@ TEST(mixed_batch_equals_alone) {
         CHECK(ctn_fwd_seq_init(f, &s[i]) == 0);
         seg[i] = (ctn_fwd_seg){.seq = &s[i],
                                .tokens = prompts[i],
-                               .n_tokens = 5,
+                               .n_tokens = plen[i],
                                .logits = true,
                                .lora = ad[i],
                                .lora_scale = 1.0f};
@@ -223,7 +237,7 @@ TEST(mixed_batch_equals_alone) {
     free(lg);
     free(alone);
     for (int i = 1; i < NSEQ; i++)
-        ctn_lora_free(ad[i]);
+        if (i != 4) ctn_lora_free(ad[i]);
     close_mem(&base);
 }
 
@@ -259,8 +273,19 @@ TEST(bad_adapters_are_refused) {
 }
 
 int main(void) {
-    RUN(adapter_equals_merged_model);
-    RUN(mixed_batch_equals_alone);
+    const ctn_isa best = ctn_kern_isa();
+    const ctn_isa isas[2] = {CTN_ISA_SCALAR, best};
+    for (int k = 0; k < (best == CTN_ISA_SCALAR ? 1 : 2); k++) {
+        ctn_kern_set_isa(isas[k]);
+        printf("ISA %s\n", ctn_isa_name(isas[k]));
+        const int types[3] = {CTN_TYPE_F32, CTN_TYPE_F16, CTN_TYPE_BF16};
+        for (int t = 0; t < 3; t++) {
+            g_type = types[t];
+            printf(" adapters in %s\n", ctn_type_name(g_type));
+            RUN(adapter_equals_merged_model);
+        }
+        RUN(mixed_batch_equals_alone);
+    }
     RUN(bad_adapters_are_refused);
     return test_summary();
 }

@@ -85,3 +85,30 @@ describe("lora", function()
     os.execute("rm -rf " .. dir)
   end)
 end)
+
+describe("lora from a Hugging Face PEFT folder", function()
+  local dir = os.tmpname()
+  os.remove(dir)
+  os.execute("mkdir -p " .. dir)
+  -- mklora --peft writes the same adapter both ways (the PEFT one with q/k rows in Hugging
+  -- Face's order, as save_pretrained would have them).
+  local cmd = string.format("%s %s -o %s/p.gguf --peft %s/peft --rank 8 --targets q,k,v,o,down "
+    .. "--alpha 8 --std 0.1 --seed 5", MKLORA, MODEL, dir, dir)
+  assert(os.execute(cmd), "mklora failed: " .. cmd)
+  assert(os.execute(string.format("cp %s %s/m.gguf", MODEL, dir)))
+  local llm = catena.model{ path = dir .. "/m.gguf" }
+
+  it("gives what the converted GGUF file gives", function()
+    catena.lora.load(llm, "gguf", dir .. "/p.gguf")
+    catena.lora.load(llm, "peft", dir .. "/peft")
+    local function story(opts)
+      return catena.prompt("Once upon a time, {who}") | llm:with(opts) | catena.parser.str()
+    end
+    local base = story{ max_tokens = 16 }:invoke({ who = "a fox" })
+    local g = story{ max_tokens = 16, lora = "gguf" }:invoke({ who = "a fox" })
+    local p = story{ max_tokens = 16, lora = "peft" }:invoke({ who = "a fox" })
+    assert.are_not.equal(base, p)
+    assert.are.equal(g, p)
+    os.execute("rm -rf " .. dir)
+  end)
+end)
