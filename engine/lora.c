@@ -99,6 +99,39 @@ static int set_pair(ctn_lora_mat *mt, int type, const void *pa, const void *pb,
     return 0;
 }
 
+/* Rewrites the F32 matrices of mt as `to` (F16 or BF16) values. Nothing changes when a
+ * value would not fit F16 (the pair stays F32). CTN_ENOMEM or 0. */
+static int narrow_pair(ctn_lora_mat *mt, int to) {
+    const int64_t na = mt->rank * mt->n_in, nb = ctn_lora_bt_len(mt->rank, mt->n_out);
+    const float *fa = mt->a, *fb = mt->bt;
+    if (to == CTN_TYPE_F16)
+        for (int64_t i = 0; i < na + nb; i++) {
+            const float v = i < na ? fa[i] : fb[i - na];
+            if (!(fabsf(v) <= 65504.0f)) return 0;
+        }
+    uint16_t *ha = malloc((size_t)na * 2), *hb = malloc((size_t)nb * 2);
+    if (ha == NULL || hb == NULL) {
+        free(ha), free(hb);
+        return CTN_ENOMEM;
+    }
+    for (int64_t i = 0; i < na; i++)
+        ha[i] = to == CTN_TYPE_F16 ? ctn_fp32_to_fp16(fa[i]) : ctn_fp32_to_bf16(fa[i]);
+    for (int64_t i = 0; i < nb; i++)
+        hb[i] = to == CTN_TYPE_F16 ? ctn_fp32_to_fp16(fb[i]) : ctn_fp32_to_bf16(fb[i]);
+    free(mt->a), free(mt->bt);
+    mt->a = ha, mt->bt = hb, mt->type = to;
+    return 0;
+}
+
+/* The precision an F32 pair is held in beside base matrix w: F32 for an F32 base, BF16 for a
+ * BF16 one, F16 for F16 and quantized ones (as vLLM holds adapters in the model's dtype: the
+ * base's own rounding is coarser, and each step then reads half the bytes). */
+static int held_type(const ctn_gguf_tensor *w) {
+    return w->type == CTN_TYPE_F32    ? CTN_TYPE_F32
+           : w->type == CTN_TYPE_BF16 ? CTN_TYPE_BF16
+                                      : CTN_TYPE_F16;
+}
+
 void ctn_lora_free(ctn_lora *a) {
     if (a == NULL) return;
     if (a->mats != NULL)
@@ -272,6 +305,8 @@ static int load_gguf(const ctn_model *m, const char *path, int32_t max_rank, ctn
             }
             rc = keep ? set_pair(mt, A->type, A->data, B->data, NULL)
                       : set_pair(mt, CTN_TYPE_F32, fa, fb, NULL);
+            if (rc == 0 && mt->type == CTN_TYPE_F32 && held_type(w) != CTN_TYPE_F32)
+                rc = narrow_pair(mt, held_type(w));
             free(fa), free(fb);
             if (rc < 0) {
                 ctn__errf(err, errcap, "out of memory");
@@ -695,7 +730,9 @@ static int load_peft(const ctn_model *m, const char *dir, int32_t max_rank, ctn_
             }
             if ((m->arch->rope == CTN_ROPE_NORM && (k == CTN_LORA_Q || k == CTN_LORA_K) &&
                  map == NULL) ||
-                set_pair(mt, type, A->data, B->data, map) < 0) {
+                set_pair(mt, type, A->data, B->data, map) < 0 ||
+                (type == CTN_TYPE_F32 && held_type(w) != CTN_TYPE_F32 &&
+                 narrow_pair(mt, held_type(w)) < 0)) {
                 free(map);
                 ctn__errf(err, errcap, "out of memory");
                 rc = CTN_ENOMEM;

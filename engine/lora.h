@@ -11,11 +11,14 @@
  *
  * Layout: every matrix is kept in the GGUF orientation of the base model's tensor it
  * updates, so that for an activation row x (n_in values) the update of output row o is
- * scale * sum_r B[o][r] * (sum_i A[r][i] x[i]); A row by row, B transposed, both in the
- * precision the file has (F32, F16 or BF16: a 16-bit adapter is served without widening,
- * which halves what each step reads). For Llama-architecture models the rows of
- * q_proj / k_proj updates are permuted the way GGUF conversion permutes the rows of Q and K
- * (the RoPE layout), so a PEFT adapter trained on the Hugging Face model lines up.
+ * scale * sum_r B[o][r] * (sum_i A[r][i] x[i]); A row by row, B transposed. Precision: a
+ * 16-bit (F16, BF16) file is held as it is; an F32 file (or a quantized one, widened) is held
+ * in F32 beside an F32 base matrix, in BF16 beside a BF16 one and in F16 beside F16 and
+ * quantized ones (as vLLM holds adapters in the model's dtype: the base's own rounding is
+ * coarser, and each step then reads half the bytes; a matrix with a value beyond F16's
+ * range stays F32). Sums and activations are F32 throughout. For Llama-architecture models the rows
+ * of q_proj / k_proj updates are permuted the way GGUF conversion permutes the rows of Q and K (the
+ * RoPE layout), so a PEFT adapter trained on the Hugging Face model lines up.
  *
  * Scale: lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora (PEFT); for GGUF files
  * adapter.lora.alpha / r (r the rank of each matrix pair). A request's scale multiplies it
@@ -49,7 +52,7 @@ typedef struct {
     int64_t n_out; /* rows of B = the base tensor's ne[1] */
     float scale;   /* alpha / rank (or / sqrt(rank) with rsLoRA) for this pair */
     int type;      /* how a and bt hold their values: CTN_TYPE_F32, CTN_TYPE_F16 or
-                      CTN_TYPE_BF16 (as the file stored them; other types become F32) */
+                      CTN_TYPE_BF16 (see Precision above) */
     void *a;       /* A: (rank, n_in) row-major, owned */
     void *bt;      /* B transposed in runs of 16 outputs: element (o, r) of B at
                       ctn_lora_bt_index(rank, o, r), n_out rounded up to 16 with zeros, owned

@@ -78,6 +78,7 @@ typedef struct {
     bool drop_b;       /* leave out one lora_b */
     bool bad_shape;    /* lora_a one column short */
     bool stray_tensor; /* a token_embd lora */
+    bool huge;         /* layer 0's first A value 1e6 (beyond F16's range) */
     uint64_t seed;
 } spec;
 
@@ -108,6 +109,7 @@ static int write_adapter(const ctn_model *m, const spec *sp, const char *path, f
             float *f = malloc((size_t)(na + nb) * sizeof *f);
             for (int64_t i = 0; i < na + nb; i++)
                 f[i] = 0.1f * rng_normal(&seed);
+            if (sp->huge && l == 0 && t == 0) f[0] = 1e6f;
             all = realloc(all, (total + (size_t)(na + nb)) * sizeof *all);
             memcpy(all + total, f, (size_t)(na + nb) * sizeof *f);
             total += (size_t)(na + nb);
@@ -233,6 +235,46 @@ TEST(loads_what_was_written) {
     CHECK_CONTAINS(err, "blk.0.attn_q.weight has rank 8, above the limit 4");
     unlink(p);
     unload(&L, true);
+    /* Beside a BF16 base, F32 matrices are held in BF16 (rounded), F16 ones as they are;
+     * a value beyond F16's range keeps an F16 base's pair in F32. */
+    const int bases[2] = {CTN_TYPE_BF16, CTN_TYPE_F16};
+    for (int bi = 0; bi < 2; bi++) {
+        if (make_model(&L, bases[bi], 30 + (uint64_t)bi) < 0) {
+            CHECK(0);
+            return;
+        }
+        const spec s32 = {.rank = 2, .mask = 0x3u, .alpha = 2, .type = CTN_TYPE_F32, .seed = 8};
+        CHECK(write_adapter(L.m, &s32, p, &vals, &n_vals) == 0);
+        CHECK_EQ_INT(ctn_lora_load(L.m, p, 0, &a, err, sizeof err), 0);
+        if (a != NULL) {
+            const ctn_lora_mat *mt = &a->mats[0];
+            CHECK_EQ_INT(mt->type, bases[bi]);
+            const float want = bases[bi] == CTN_TYPE_BF16
+                                   ? ctn_bf16_to_fp32(ctn_fp32_to_bf16(vals[0]))
+                                   : ctn_fp16_to_fp32(ctn_fp32_to_fp16(vals[0]));
+            CHECK(ctn_lora_a_at(mt, 0, 0) == want);
+        }
+        ctn_lora_free(a);
+        free(vals);
+        unlink(p);
+        const spec s16 = {.rank = 2, .mask = 0x1u, .type = CTN_TYPE_F16, .seed = 9};
+        CHECK(write_adapter(L.m, &s16, p, NULL, NULL) == 0);
+        CHECK_EQ_INT(ctn_lora_load(L.m, p, 0, &a, err, sizeof err), 0);
+        if (a != NULL) CHECK_EQ_INT(a->mats[0].type, CTN_TYPE_F16);
+        ctn_lora_free(a);
+        unlink(p);
+        const spec sbig = {.rank = 2, .mask = 0x3u, .type = CTN_TYPE_F32, .huge = true, .seed = 10};
+        CHECK(write_adapter(L.m, &sbig, p, NULL, NULL) == 0);
+        CHECK_EQ_INT(ctn_lora_load(L.m, p, 0, &a, err, sizeof err), 0);
+        if (a != NULL) { /* layer 0's q pair has the big value; layer 0's k pair does not */
+            CHECK_EQ_INT(a->mats[0].type, bases[bi] == CTN_TYPE_F16 ? CTN_TYPE_F32 : CTN_TYPE_BF16);
+            CHECK_EQ_INT(a->mats[1].type, bases[bi]);
+            CHECK(ctn_lora_a_at(&a->mats[0], 0, 0) == 1e6f || bases[bi] == CTN_TYPE_BF16);
+        }
+        ctn_lora_free(a);
+        unlink(p);
+        unload(&L, true);
+    }
 }
 
 TEST(malformed_adapters_are_named) {
@@ -787,6 +829,9 @@ static void merge_case(int type, double tol, bool need_same_ids) {
     CHECK(write_adapter(L.m, &sp, p, NULL, NULL) == 0);
     ctn_lora *a = NULL;
     CHECK_EQ_INT(ctn_lora_load(L.m, p, 0, &a, err, sizeof err), 0);
+    /* F32 matrices are held in F32 beside an F32 base, in F16 beside a quantized one. */
+    if (a != NULL)
+        CHECK_EQ_INT(a->mats[0].type, type == CTN_TYPE_F32 ? CTN_TYPE_F32 : CTN_TYPE_F16);
     char out[256];
     snprintf(out, sizeof out, "/tmp/test_lora_file-%d-merged.gguf", (int)getpid());
     CHECK_EQ_INT(ctn_lora_merge(L.g, L.m, a, 0.75f, out, err, sizeof err), 0);
