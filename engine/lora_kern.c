@@ -52,5 +52,7 @@ static const ctn_lora_kern scalar = {down_scalar, up_scalar};
 
 const ctn_lora_kern *ctn_lora_kern_get(void) {
     const ctn_isa isa = ctn_kern_isa();
-    return isa == CTN_ISA_AVX512 || isa == CTN_ISA_AMX ? &ctn__lora_kern_avx512 : &scalar;
+    return isa == CTN_ISA_AVX512 || isa == CTN_ISA_AMX ? &ctn__lora_kern_avx512
+           : isa == CTN_ISA_AVX2                       ? &ctn__lora_kern_avx2
+                                                       : &scalar;
 }

@@ -29,7 +29,8 @@ typedef struct {
 /* The products for the ISA in use. */
 const ctn_lora_kern *ctn_lora_kern_get(void);
 
-/* The AVX-512 products (engine/lora_avx512.c). */
+/* The AVX-512 and AVX2 products (engine/lora_avx512.c, engine/lora_avx2.c). */
 extern const ctn_lora_kern ctn__lora_kern_avx512;
+extern const ctn_lora_kern ctn__lora_kern_avx2;
 
 #endif
