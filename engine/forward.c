@@ -93,8 +93,7 @@ struct ctn_fwd {
     tok_info *toks;          /* (n_batch) */
     const ctn_fwd_seg *segs; /* borrowed for the run */
     int n_segs;
-    bool any_embd; /* some segment wants hidden states */
-    bool any_lora; /* some segment runs with an adapter (and a scale other than 0) */
+    bool any_embd;                  /* some segment wants hidden states */
     const ctn_lora_kern *lora_kern; /* the adapters' products */
     float *lora_u;        /* (CTN_LORA_N, n_batch, lora_cap): A x of each token, per target */
     int32_t lora_cap;     /* the largest rank lora_u is made for */
@@ -866,7 +865,6 @@ int ctn_fwd_run(ctn_fwd *f, const ctn_fwd_seg *segs, int n_segs, float *logits) 
         f->n_lora_grp = n_grp;
     }
     f->any_embd = false;
-    f->any_lora = any_lora;
     for (int i = 0; i < n_segs; i++)
         f->any_embd |= segs[i].embd_mode != CTN_EMBD_NONE;
     f->n_tok = n_tok;

@@ -14,18 +14,16 @@
 #include "gguf.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdalign.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "alloc.h" /* every allocation goes through ctn__malloc/ctn__realloc */
+#include "mapfile.h"
 
 static char *xstrndup(const char *s, size_t n) {
     char *d = ctn__malloc(n + 1);
@@ -832,7 +830,7 @@ int ctn_gguf_fd(const ctn_gguf *g) {
 
 void ctn_gguf_free(ctn_gguf *g) {
     if (g == NULL) return;
-    if (g->map != NULL) munmap(g->map, g->map_len);
+    ctn__unmap_file(g->map, g->map_len);
     if (g->fd >= 0) close(g->fd);
     arena_free(g->arena);
     free(g->path);
@@ -867,42 +865,14 @@ int ctn_gguf_open_memory(ctn_gguf **out, const void *data, size_t size, const ch
 int ctn_gguf_open(ctn_gguf **out, const char *path, char *err, size_t errlen) {
     if (out == NULL || path == NULL) return CTN_EINVAL;
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        ctn__errf(err, errlen, "%s: cannot open: %s", path, strerror(e));
-        return e == ENOENT ? CTN_ENOENT : CTN_EIO;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        ctn__errf(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
-        close(fd);
-        return CTN_EIO;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        ctn__errf(err, errlen, "%s: not a regular file", path);
-        close(fd);
-        return CTN_EIO;
-    }
-    if ((uint64_t)st.st_size > SIZE_MAX) {
-        ctn__errf(err, errlen, "%s: file too large to map", path);
-        close(fd);
-        return CTN_ENOTSUP;
-    }
-    size_t len = (size_t)st.st_size;
-    void *map = NULL;
-    if (len > 0) {
-        map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            int e = errno;
-            ctn__errf(err, errlen, "%s: cannot map: %s", path, strerror(e));
-            close(fd);
-            return e == ENOMEM ? CTN_ENOMEM : CTN_EIO;
-        }
-    }
+    void *map;
+    size_t len;
+    int fd;
+    int rc = ctn__map_file(path, &map, &len, &fd, err, errlen);
+    if (rc < 0) return rc;
     ctn_gguf *g = gguf_new(path);
     if (g == NULL) {
-        if (map != NULL) munmap(map, len);
+        ctn__unmap_file(map, len);
         close(fd);
         ctn__errf(err, errlen, "%s: out of memory", path);
         return CTN_ENOMEM;
@@ -914,7 +884,7 @@ int ctn_gguf_open(ctn_gguf **out, const char *path, char *err, size_t errlen) {
     static const uint8_t empty[1] = {0};
     g->base = map != NULL ? map : empty;
     g->size = len;
-    int rc = parse(g, err, errlen);
+    rc = parse(g, err, errlen);
     if (rc < 0) {
         ctn_gguf_free(g);
         return rc;

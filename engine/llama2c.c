@@ -10,7 +10,6 @@
 #include "llama2c.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -18,11 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "alloc.h"
+#include "mapfile.h"
 
 #define HEADER_BYTES 28 /* 7 int32 */
 
@@ -455,37 +453,11 @@ typedef struct {
 } mapping;
 
 static int map_file(mapping *m, const char *path, char *err, size_t errlen) {
-    m->p = NULL;
-    m->n = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        ctn__errf(err, errlen, "%s: cannot open: %s", path, strerror(e));
-        return e == ENOENT ? CTN_ENOENT : CTN_EIO;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > SIZE_MAX) {
-        ctn__errf(err, errlen, "%s: not a regular file that can be mapped", path);
-        close(fd);
-        return CTN_EIO;
-    }
-    m->n = (size_t)st.st_size;
-    if (m->n > 0) {
-        m->p = mmap(NULL, m->n, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m->p == MAP_FAILED) {
-            int e = errno;
-            ctn__errf(err, errlen, "%s: cannot map: %s", path, strerror(e));
-            m->p = NULL;
-            close(fd);
-            return e == ENOMEM ? CTN_ENOMEM : CTN_EIO;
-        }
-    }
-    close(fd);
-    return 0;
+    return ctn__map_file(path, &m->p, &m->n, NULL, err, errlen);
 }
 
 static void unmap_file(mapping *m) {
-    if (m->p != NULL) munmap(m->p, m->n);
+    ctn__unmap_file(m->p, m->n);
 }
 
 int ctn_llama2c_convert(const char *model_path, const char *tok_path, const char *out_path,

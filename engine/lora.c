@@ -85,20 +85,6 @@ static void to_bt(void *dst, const void *src, int64_t n_out, int64_t rank, size_
     }
 }
 
-/* Fills mt's A and B^T from A (rank x n_in) and B (n_out x rank) held as `type` values
- * (F32, F16 or BF16) at pa / pb, B's rows reordered by map (or not). CTN_ENOMEM or 0. */
-static int set_pair(ctn_lora_mat *mt, int type, const void *pa, const void *pb,
-                    const int64_t *map) {
-    const size_t es = ctn_lora_type_size(type);
-    mt->type = type;
-    mt->a = malloc((size_t)(mt->rank * mt->n_in) * es);
-    mt->bt = malloc((size_t)ctn_lora_bt_len(mt->rank, mt->n_out) * es);
-    if (mt->a == NULL || mt->bt == NULL) return CTN_ENOMEM;
-    memcpy(mt->a, pa, (size_t)(mt->rank * mt->n_in) * es);
-    to_bt(mt->bt, pb, mt->n_out, mt->rank, es, map);
-    return 0;
-}
-
 /* Rewrites the F32 matrices of mt as `to` (F16 or BF16) values. Nothing changes when a
  * value would not fit F16 (the pair stays F32). CTN_ENOMEM or 0. */
 static int narrow_pair(ctn_lora_mat *mt, int to) {
@@ -130,6 +116,27 @@ static int held_type(const ctn_gguf_tensor *w) {
     return w->type == CTN_TYPE_F32    ? CTN_TYPE_F32
            : w->type == CTN_TYPE_BF16 ? CTN_TYPE_BF16
                                       : CTN_TYPE_F16;
+}
+
+/* Fills mt's A and B^T from A (rank x n_in) and B (n_out x rank) held as `type` values
+ * (F32, F16 or BF16) at pa / pb, B's rows reordered by map (or not), in the precision
+ * held_type gives beside base matrix w, and counts it into a's bytes and max_rank (mt's
+ * rank, n_in and n_out set already). CTN_ENOMEM or 0. */
+static int set_pair(ctn_lora *a, ctn_lora_mat *mt, const ctn_gguf_tensor *w, int type,
+                    const void *pa, const void *pb, const int64_t *map) {
+    const size_t es = ctn_lora_type_size(type);
+    mt->type = type;
+    mt->a = malloc((size_t)(mt->rank * mt->n_in) * es);
+    mt->bt = malloc((size_t)ctn_lora_bt_len(mt->rank, mt->n_out) * es);
+    if (mt->a == NULL || mt->bt == NULL) return CTN_ENOMEM;
+    memcpy(mt->a, pa, (size_t)(mt->rank * mt->n_in) * es);
+    to_bt(mt->bt, pb, mt->n_out, mt->rank, es, map);
+    if (type == CTN_TYPE_F32 && held_type(w) != CTN_TYPE_F32 && narrow_pair(mt, held_type(w)) < 0)
+        return CTN_ENOMEM;
+    a->bytes += (size_t)(mt->rank * mt->n_in + ctn_lora_bt_len(mt->rank, mt->n_out)) *
+                ctn_lora_type_size(mt->type);
+    if (mt->rank > a->max_rank) a->max_rank = mt->rank;
+    return 0;
 }
 
 void ctn_lora_free(ctn_lora *a) {
@@ -303,18 +310,13 @@ static int load_gguf(const ctn_model *m, const char *path, int32_t max_rank, ctn
                 rc = CTN_ENOTSUP;
                 break;
             }
-            rc = keep ? set_pair(mt, A->type, A->data, B->data, NULL)
-                      : set_pair(mt, CTN_TYPE_F32, fa, fb, NULL);
-            if (rc == 0 && mt->type == CTN_TYPE_F32 && held_type(w) != CTN_TYPE_F32)
-                rc = narrow_pair(mt, held_type(w));
+            rc = keep ? set_pair(a, mt, w, A->type, A->data, B->data, NULL)
+                      : set_pair(a, mt, w, CTN_TYPE_F32, fa, fb, NULL);
             free(fa), free(fb);
             if (rc < 0) {
                 ctn__errf(err, errcap, "out of memory");
                 break;
             }
-            a->bytes +=
-                (size_t)(rank * n_in + ctn_lora_bt_len(rank, n_out)) * ctn_lora_type_size(mt->type);
-            if (rank > a->max_rank) a->max_rank = (int32_t)rank;
         }
     if (rc == 0 && a->max_rank == 0) {
         ctn__errf(err, errcap, "%s: the adapter has no lora_a / lora_b tensors", path);
@@ -715,8 +717,10 @@ static int load_peft(const ctn_model *m, const char *dir, int32_t max_rank, ctn_
                 break;
             }
             /* llama's GGUF has q_proj / k_proj rows per head in (i, half) order. */
+            const bool reorder =
+                m->arch->rope == CTN_ROPE_NORM && (k == CTN_LORA_Q || k == CTN_LORA_K);
             int64_t *map = NULL;
-            if (m->arch->rope == CTN_ROPE_NORM && (k == CTN_LORA_Q || k == CTN_LORA_K)) {
+            if (reorder) {
                 const int64_t nh = k == CTN_LORA_Q ? m->hp.n_head : m->hp.n_head_kv;
                 if (nh < 1 || n_out % nh != 0 || (n_out / nh) % 2 != 0) {
                     ctn__errf(err, errcap,
@@ -728,20 +732,13 @@ static int load_peft(const ctn_model *m, const char *dir, int32_t max_rank, ctn_
                 map = malloc((size_t)n_out * sizeof *map);
                 if (map != NULL) rope_rows(map, n_out, nh);
             }
-            if ((m->arch->rope == CTN_ROPE_NORM && (k == CTN_LORA_Q || k == CTN_LORA_K) &&
-                 map == NULL) ||
-                set_pair(mt, type, A->data, B->data, map) < 0 ||
-                (type == CTN_TYPE_F32 && held_type(w) != CTN_TYPE_F32 &&
-                 narrow_pair(mt, held_type(w)) < 0)) {
+            if ((reorder && map == NULL) || set_pair(a, mt, w, type, A->data, B->data, map) < 0) {
                 free(map);
                 ctn__errf(err, errcap, "out of memory");
                 rc = CTN_ENOMEM;
                 break;
             }
             free(map);
-            a->bytes +=
-                (size_t)(rank * n_in + ctn_lora_bt_len(rank, n_out)) * ctn_lora_type_size(mt->type);
-            if (rank > a->max_rank) a->max_rank = (int32_t)rank;
         }
     if (rc == 0 && a->max_rank == 0) {
         ctn__errf(err, errcap, "%s: adapter_model.safetensors has no lora_A / lora_B tensors", dir);

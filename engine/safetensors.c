@@ -17,19 +17,17 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "alloc.h" /* the object's own tables go through ctn__malloc (failure injection) */
 #include "error.h"
+#include "mapfile.h"
 #include "quant.h"
 
 /* The largest header the reader accepts (the reference implementation's limit). */
@@ -183,7 +181,7 @@ struct ctn_st {
 
 void ctn_st_free(ctn_st *f) {
     if (f == NULL) return;
-    if (f->map != NULL) munmap(f->map, f->map_len);
+    ctn__unmap_file(f->map, f->map_len);
     free(f->t);
     free(f->idx);
     free(f->meta);
@@ -759,43 +757,13 @@ int ctn_st_open_memory(ctn_st **out, const void *data, size_t size, const char *
 int ctn_st_open(ctn_st **out, const char *path, char *err, size_t errcap) {
     if (out == NULL || path == NULL) return CTN_EINVAL;
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        ctn__errf(err, errcap, "%s: cannot open: %s", path, strerror(e));
-        return e == ENOENT ? CTN_ENOENT : CTN_EIO;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        ctn__errf(err, errcap, "%s: cannot stat: %s", path, strerror(errno));
-        close(fd);
-        return CTN_EIO;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        ctn__errf(err, errcap, "%s: not a regular file", path);
-        close(fd);
-        return CTN_EIO;
-    }
-    if ((uint64_t)st.st_size > SIZE_MAX) {
-        ctn__errf(err, errcap, "%s: file too large to map", path);
-        close(fd);
-        return CTN_EIO;
-    }
-    size_t len = (size_t)st.st_size;
-    void *map = NULL;
-    if (len > 0) {
-        map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            int e = errno;
-            ctn__errf(err, errcap, "%s: cannot map: %s", path, strerror(e));
-            close(fd);
-            return e == ENOMEM ? CTN_ENOMEM : CTN_EIO;
-        }
-    }
-    close(fd); /* the mapping keeps the file */
+    void *map;
+    size_t len;
+    int rc = ctn__map_file(path, &map, &len, NULL, err, errcap);
+    if (rc < 0) return rc;
     ctn_st *f = st_new(path);
     if (f == NULL) {
-        if (map != NULL) munmap(map, len);
+        ctn__unmap_file(map, len);
         ctn__errf(err, errcap, "%s: out of memory", path);
         return CTN_ENOMEM;
     }
@@ -804,7 +772,7 @@ int ctn_st_open(ctn_st **out, const char *path, char *err, size_t errcap) {
     static const uint8_t empty[1] = {0};
     parser p = {
         .f = f, .base = map != NULL ? map : empty, .size = len, .err = err, .errcap = errcap};
-    int rc = parse(&p);
+    rc = parse(&p);
     if (rc < 0) {
         ctn_st_free(f);
         return rc;

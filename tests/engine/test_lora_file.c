@@ -56,16 +56,22 @@ static void unload(loaded *L, bool remove) {
     if (remove) unlink(L->path);
 }
 
-static int make_model(loaded *L, int type, uint64_t seed) {
+/* A random model (dim 64, 4 heads, 2 KV heads, feed-forward 96) of the given weight type,
+ * architecture (RANDMODEL_*) and layer count, written and loaded. */
+static int make_model_of(loaded *L, int type, int arch, int n_layer, uint64_t seed) {
     char path[256], err[256];
     snprintf(path, sizeof path, "/tmp/test_lora_file-%d-%llu.gguf", (int)getpid(),
              (unsigned long long)seed);
-    randmodel_shape sh = {type, 64, 4, 2, 96, 2, false, 300, 10000, 1e-5f, seed, 0, 0};
+    randmodel_shape sh = {type, 64, 4, 2, 96, n_layer, false, 300, 10000, 1e-5f, seed, arch, 0};
     if (randmodel_write(&sh, false, path, err, sizeof err) < 0) {
         printf("  %s\n", err);
         return -1;
     }
     return load_path(L, path);
+}
+
+static int make_model(loaded *L, int type, uint64_t seed) {
+    return make_model_of(L, type, RANDMODEL_LLAMA, 2, seed);
 }
 
 /* What a test adapter file is made of. */
@@ -512,11 +518,9 @@ static void free_mats(float **v, int64_t n) {
 /* A PEFT folder and the GGUF file converted from it load to the same matrices and scales
  * (rank_pattern gives down_proj rank 2; alpha_pattern one module its own alpha). */
 static void peft_equals_converted(int arch) {
-    char path[256], err[512];
-    snprintf(path, sizeof path, "/tmp/test_lora_file-%d-arch%d.gguf", (int)getpid(), arch);
-    randmodel_shape sh = {CTN_TYPE_F32, 64, 4, 2, 96, 2, false, 300, 10000, 1e-5f, 11, arch, 0};
+    char err[512];
     loaded L;
-    if (randmodel_write(&sh, false, path, err, sizeof err) < 0 || load_path(&L, path) < 0) {
+    if (make_model_of(&L, CTN_TYPE_F32, arch, 2, 11 + (uint64_t)arch) < 0) {
         CHECK(0);
         return;
     }
@@ -601,11 +605,9 @@ static void bmul(const float *b, int64_t n_out, int64_t r, const float *u, float
 /* What the reordering is for: query-key scores of the PEFT rows under Hugging Face's RoPE
  * equal those of the loaded rows under the model's adjacent-pair RoPE. */
 TEST(peft_q_k_rows_follow_the_rope_layout) {
-    char path[256], err[512];
-    snprintf(path, sizeof path, "/tmp/test_lora_file-%d-rope.gguf", (int)getpid());
-    randmodel_shape sh = {CTN_TYPE_F32, 64, 4, 2, 96, 1, false, 300, 10000, 1e-5f, 13, 0, 0};
+    char err[512];
     loaded L;
-    if (randmodel_write(&sh, false, path, err, sizeof err) < 0 || load_path(&L, path) < 0) {
+    if (make_model_of(&L, CTN_TYPE_F32, RANDMODEL_LLAMA, 1, 13) < 0) {
         CHECK(0);
         return;
     }
