@@ -56,8 +56,8 @@ typedef struct {
     int idx;
 } ud_t;
 
-static void on_token(void *ud, int64_t id, int32_t tok, const char *t, size_t n) {
-    (void)id, (void)tok, (void)t, (void)n;
+static void on_token(void *ud, const ctn_gen_token *tk) {
+    (void)tk;
     ud_t *u = ud;
     state *st = u->st;
     pthread_mutex_lock(&st->mu);

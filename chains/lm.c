@@ -3,11 +3,14 @@
  * callbacks are turned into loop-thread callbacks through a locked queue and a uv_async.
  *
  * Each request owns a byte buffer that the engine thread appends token text to, under the
- * object's lock, queueing the request on a ready list the first time; the loop's async
- * callback takes each ready request's bytes (swapping buffers, so the engine thread never
- * waits on the caller), cuts them at UTF-8 character boundaries and delivers them. A
- * request's end is a flag plus a copy of the engine's result on the same request, so the
- * order of its text and its end is the order the engine produced them in.
+ * object's lock, with the end offset of each token's piece, queueing the request on a ready
+ * list the first time; the loop's async callback takes each ready request's bytes and
+ * offsets (swapping buffers, so the engine thread never waits on the caller) and delivers
+ * them one piece per token, cut at UTF-8 character boundaries: however many tokens one
+ * wake-up finds, each is its own on_text, in order. A request's end is a flag plus a copy of
+ * the engine's result on the same request, so the order of its text and its end is the
+ * order the engine produced them in. Nothing here asks the engine for its state: each token
+ * and each end carry the step they belong to (the batch histogram).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -42,11 +45,14 @@ struct lm_req {
     /* Shared with the engine thread, under lm->lock. */
     char *pend; /* token text not yet taken by the loop */
     size_t n_pend, cap_pend;
+    size_t *ends; /* (n_ends) end offsets in pend of the pieces (one per token) */
+    size_t n_ends, cap_ends;
     bool queued; /* on lm->ready */
     lm_req *qnext;
     bool done; /* the engine's on_done came; the fields below are set */
     bool oom;  /* the engine thread could not keep text or the embedding */
     ctn_finish finish;
+    int code; /* the engine's CTN_E* code of an error */
     int64_t prompt_tokens, completion_tokens;
     char errmsg[256];
     float *vec; /* (dim) the embedding */
@@ -55,6 +61,8 @@ struct lm_req {
     /* Loop thread only. */
     char *work; /* the buffer swapped out of pend, being delivered */
     size_t cap_work;
+    size_t *work_ends; /* and its piece ends */
+    size_t cap_work_ends;
     char *text; /* everything delivered, NUL-terminated */
     size_t n_text, cap_text;
     unsigned char hold[4]; /* the start of a UTF-8 character whose rest has not come yet */
@@ -144,12 +152,8 @@ static int bucket_of(int n) {
 
 /* ---- the engine thread's side ------------------------------------------------------------ */
 
-/*
- * Counts a sequence that got a token (or ended on EOS) in the engine's current step. The
- * engine does not report its steps to a threaded caller (ctn_gen_step_info is for manual
- * mode), but it bumps stats.steps before it samples a step's tokens, so the token callbacks
- * that see one value of it belong to one step. Lock held.
- */
+/* Counts a sequence that got a token (or ended on EOS) in engine step `step` (the engine
+ * numbers them; the callbacks of one step come together). Lock held. */
 static void count_in_step(ctn_lm *lm, int64_t step) {
     if (step != lm->cur_step) {
         if (lm->cur_count > 0) lm->hist[bucket_of(lm->cur_count)]++;
@@ -181,26 +185,34 @@ static void unqueue(ctn_lm *lm, lm_req *r) {
     r->qnext = NULL;
 }
 
+/* Appends one piece of text (lock held). */
 static void append_pend(lm_req *r, const char *s, size_t n) {
     if (n == 0 || r->oom) return;
     if (reserve(&r->pend, &r->cap_pend, r->n_pend + n) < 0) {
         r->oom = true;
         return;
     }
+    if (r->n_ends == r->cap_ends) {
+        const size_t c = r->cap_ends ? 2 * r->cap_ends : 16;
+        size_t *p = c < SIZE_MAX / sizeof *p ? realloc(r->ends, c * sizeof *p) : NULL;
+        if (p == NULL) {
+            r->oom = true;
+            return;
+        }
+        r->ends = p;
+        r->cap_ends = c;
+    }
     memcpy(r->pend + r->n_pend, s, n);
     r->n_pend += n;
+    r->ends[r->n_ends++] = r->n_pend;
 }
 
-static void engine_on_token(void *ud, int64_t id, int32_t token, const char *text, size_t len) {
-    (void)id;
-    (void)token;
+static void engine_on_token(void *ud, const ctn_gen_token *tk) {
     lm_req *r = ud;
     ctn_lm *lm = r->lm;
-    ctn_gen_stats st;
-    ctn_gen_get_stats(lm->e, &st);
     pthread_mutex_lock(&lm->lock);
-    count_in_step(lm, st.steps);
-    if (text != NULL) append_pend(r, text, len);
+    count_in_step(lm, tk->step);
+    if (tk->text != NULL) append_pend(r, tk->text, tk->len);
     make_ready(lm, r);
     pthread_mutex_unlock(&lm->lock);
     uv_async_send(&lm->async);
@@ -223,13 +235,12 @@ static void engine_on_done(void *ud, int64_t id, const ctn_gen_result *res) {
     (void)id;
     lm_req *r = ud;
     ctn_lm *lm = r->lm;
-    /* A sequence that ends on EOS was in the step's batch but passes no token. */
-    ctn_gen_stats st;
-    if (res->finish == CTN_FINISH_EOS && !r->embed) ctn_gen_get_stats(lm->e, &st);
     pthread_mutex_lock(&lm->lock);
-    if (res->finish == CTN_FINISH_EOS && !r->embed) count_in_step(lm, st.steps);
+    /* A sequence that ends on EOS was in the step's batch but passes no token. */
+    if (res->finish == CTN_FINISH_EOS && !r->embed) count_in_step(lm, res->step);
     if (res->text != NULL) append_pend(r, res->text, res->text_len);
     r->finish = res->finish;
+    r->code = res->code;
     r->prompt_tokens = res->prompt_tokens;
     r->completion_tokens = res->completion_tokens;
     snprintf(r->errmsg, sizeof r->errmsg, "%s", res->error != NULL ? res->error : "");
@@ -339,10 +350,11 @@ static void take_utf8(lm_req *r, const char *data, size_t n, bool final) {
     add_text(r, data + start, n - start);
 }
 
-/* The engine's failure, as a CTN_E* code. The engine reports failures as text only. */
+/* The request's failure, as a CTN_E* code: the bridge's own out-of-memory, or the
+ * engine's code. */
 static int error_code(const lm_req *r) {
-    if (r->oom || r->text_oom || strstr(r->errmsg, "out of memory") != NULL) return CTN_ENOMEM;
-    return CTN_ECHAIN;
+    if (r->oom || r->text_oom) return CTN_ENOMEM;
+    return r->code < 0 ? r->code : CTN_ECHAIN;
 }
 
 static void unlink_req(ctn_lm *lm, lm_req *r) {
@@ -359,7 +371,9 @@ static void unlink_req(ctn_lm *lm, lm_req *r) {
 
 static void free_req(lm_req *r) {
     free(r->pend);
+    free(r->ends);
     free(r->work);
+    free(r->work_ends);
     free(r->text);
     free(r->vec);
     free(r);
@@ -417,25 +431,41 @@ static void deliver(ctn_lm *lm, lm_req *r) {
     size_t tc = r->cap_work;
     r->work = r->pend;
     r->cap_work = r->cap_pend;
-    const size_t n = r->n_pend;
     r->pend = t;
     r->cap_pend = tc;
     r->n_pend = 0;
+    size_t *te = r->work_ends;
+    size_t tec = r->cap_work_ends;
+    r->work_ends = r->ends;
+    r->cap_work_ends = r->cap_ends;
+    const size_t n_pieces = r->n_ends;
+    r->ends = te;
+    r->cap_ends = tec;
+    r->n_ends = 0;
     const bool done = r->done;
     /* The end may have come, and queued r again, since on_async took r off the ready list:
      * r is finished and freed below, so it must not stay there. */
     if (done && r->queued) unqueue(lm, r);
     pthread_mutex_unlock(&lm->lock);
 
-    if (!r->embed && !r->cancelled) {
+    /* One on_text per piece; a callback may cancel r or close the model in between. */
+    size_t start = 0;
+    for (size_t i = 0; i < n_pieces || (i == 0 && done); i++) {
+        if (r->embed || r->cancelled || (lm->close_deferred && !lm->closing)) break;
+        const size_t end = i < n_pieces ? r->work_ends[i] : 0;
         const size_t before = r->n_text;
-        take_utf8(r, r->work, n, done);
+        take_utf8(r, r->work != NULL ? r->work + start : NULL, end - start,
+                  done && i + 1 >= n_pieces);
+        start = end;
         if (r->n_text > before && !r->text_oom && r->cb.on_text != NULL) {
             lm->in_cb++;
             r->cb.on_text(r->ud, r->text + before, r->n_text - before);
             lm->in_cb--;
         }
-        if (r->text_oom && !done && lm->e != NULL) ctn_gen_cancel(lm->e, (int64_t)r->handle);
+        if (r->text_oom) {
+            if (!done && lm->e != NULL) ctn_gen_cancel(lm->e, (int64_t)r->handle);
+            break;
+        }
     }
     if (lm->close_deferred && !lm->closing) return;
     if (done) finish_req(lm, r);

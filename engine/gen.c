@@ -42,6 +42,7 @@ struct gsess {
     gseq *active;       /* the request using its history (running or preempted) */
     bool awaiting_fork; /* a child whose fork has not run yet */
     bool broken;        /* its fork failed for want of memory: requests on it fail */
+    uint64_t last_use;  /* e->admit_clock when a request on it last ended */
 };
 
 /* A queued session operation: fork (children) or close. */
@@ -74,13 +75,14 @@ struct gseq {
     ctn_kv_seq kv; /* allocated while running */
     bool has_kv;
     int64_t admitted; /* admission stamp (preemption picks the highest) */
+    double t_blocked; /* when it first could not be admitted into an idle engine (0: not) */
     int64_t preemptions;
     ctn_sampler *smp;
     ctn_stop *stop;
     ctn_detok_stream ds;
     bool has_ds;
     double t_submit, t_first, t_last;
-    void (*on_token)(void *, int64_t, int32_t, const char *, size_t);
+    void (*on_token)(void *, const ctn_gen_token *);
     void (*on_done)(void *, int64_t, const ctn_gen_result *);
     void *ud;
 };
@@ -144,6 +146,9 @@ struct ctn_gen {
     float *logits; /* (logits_rows, n_vocab) */
     size_t logits_rows;
     char *piece;
+    char *tail; /* the text a request releases at its end */
+    size_t cap_tail;
+    int64_t cur_step; /* the step being run (its number once done) */
     pthread_t thread;
     bool has_thread;
 };
@@ -365,11 +370,31 @@ static void seq_free(ctn_gen *e, gseq *s) {
     free(s);
 }
 
-/* Calls on_done and frees the sequence (already out of every list). */
-static void seq_finish(ctn_gen *e, gseq *s, ctn_finish why, const char *error) {
+/* Appends n bytes to e->tail at *used; false when it cannot grow. */
+static bool tail_add(ctn_gen *e, size_t *used, const char *p, size_t n) {
+    if (n == 0) return true;
+    if (*used + n > e->cap_tail) {
+        size_t cap = e->cap_tail ? e->cap_tail : 256;
+        while (cap < *used + n)
+            cap *= 2;
+        char *t = realloc(e->tail, cap);
+        if (t == NULL) return false;
+        e->tail = t;
+        e->cap_tail = cap;
+    }
+    memcpy(e->tail + *used, p, n);
+    *used += n;
+    return true;
+}
+
+/* Calls on_done and frees the sequence (already out of every list). code: the CTN_E* code
+ * of a CTN_FINISH_ERROR. */
+static void seq_finish(ctn_gen *e, gseq *s, ctn_finish why, int code, const char *error) {
     ctn_gen_result res;
     memset(&res, 0, sizeof res);
     res.finish = why;
+    res.code = why == CTN_FINISH_ERROR ? (code < 0 ? code : CTN_ECHAIN) : 0;
+    res.step = e->cur_step;
     res.prompt_tokens = s->n_prompt;
     res.completion_tokens = s->n_gen;
     res.preemptions = s->preemptions;
@@ -378,25 +403,34 @@ static void seq_finish(ctn_gen *e, gseq *s, ctn_finish why, const char *error) {
     const double t = now_s();
     res.ttft_s = s->t_first > 0 ? s->t_first - s->t_submit : 0;
     res.total_s = t - s->t_submit;
-    /* What the stop matcher and the UTF-8 decoder still hold, when no stop string hit. */
+    /* What the stop matcher and the UTF-8 decoder still hold, when no stop string hit: all
+     * of it (a held-back prefix of a stop string can be as long as the longest one). When
+     * it cannot be kept the request fails rather than lose text. */
     if ((why == CTN_FINISH_LENGTH || why == CTN_FINISH_EOS) && s->has_ds) {
-        int n = ctn_detok_stream_flush(&s->ds, e->piece, PIECE_CAP / 2);
+        int n = ctn_detok_stream_flush(&s->ds, e->piece, PIECE_CAP);
         const char *out = NULL;
         size_t n_out = 0, used = 0;
-        if (n > 0 && ctn_stop_feed(s->stop, e->piece, (size_t)n, &out, &n_out) == 0) {
-            memmove(e->piece + PIECE_CAP / 2, out, n_out < PIECE_CAP / 4 ? n_out : PIECE_CAP / 4);
-            used = n_out < PIECE_CAP / 4 ? n_out : PIECE_CAP / 4;
+        bool ok = n >= 0;
+        if (ok && n > 0) {
+            ok = ctn_stop_feed(s->stop, e->piece, (size_t)n, &out, &n_out) >= 0 &&
+                 tail_add(e, &used, out, n_out);
         }
-        if (ctn_stop_flush(s->stop, &out, &n_out) == 0) {
-            size_t k = n_out < PIECE_CAP / 4 ? n_out : PIECE_CAP / 4;
-            memmove(e->piece + PIECE_CAP / 2 + used, out, k);
-            used += k;
+        if (ok) {
+            const int rc = ctn_stop_flush(s->stop, &out, &n_out);
+            ok = rc >= 0 && tail_add(e, &used, out, rc == 0 ? n_out : 0);
         }
-        res.text = e->piece + PIECE_CAP / 2;
-        res.text_len = used;
+        if (ok) {
+            res.text = used > 0 ? e->tail : "";
+            res.text_len = used;
+        } else {
+            res.finish = why = CTN_FINISH_ERROR;
+            res.code = CTN_ENOMEM;
+            res.error = "out of memory keeping the held-back text";
+        }
     }
     gsess *ss = s->sess;
     if (ss != NULL && s->joined) {
+        ss->last_use = (uint64_t)++e->admit_clock;
         /* The session keeps the request's tokens and blocks (an error empties it). */
         free(ss->toks);
         ss->toks = NULL;
@@ -793,28 +827,33 @@ static void run_cmds(ctn_gen *e) {
  * become the sequence's. Returns 0, or a finish reason with *error when the request cannot
  * run.
  */
-static ctn_finish join_session(ctn_gen *e, gseq *s, const char **error) {
+static ctn_finish join_session(ctn_gen *e, gseq *s, int *code, const char **error) {
     gsess *ss = s->sess;
     if (ss->broken) {
+        *code = CTN_ENOMEM;
         *error = "the session's fork ran out of memory";
         return CTN_FINISH_ERROR;
     }
     const int64_t n = ss->n_toks + s->n_toks;
     if (n == 0) {
+        *code = CTN_EINVAL;
         *error = "no prompt (and the session is empty)";
         return CTN_FINISH_ERROR;
     }
     if (n >= e->n_ctx) {
+        *code = CTN_ERANGE;
         *error = "the session's history and the prompt fill the context";
         return CTN_FINISH_ERROR;
     }
     const int32_t need = (int32_t)((n + 1 + e->kv->block_size - 1) / e->kv->block_size);
     if (need > e->kv->n_blocks) {
+        *code = CTN_ENOMEM;
         *error = "the session's history and the prompt need more KV blocks than the pool has";
         return CTN_FINISH_ERROR;
     }
     int32_t *t = malloc((size_t)(n + 16) * sizeof *t);
     if (t == NULL) {
+        *code = CTN_ENOMEM;
         *error = "out of memory";
         return CTN_FINISH_ERROR;
     }
@@ -916,7 +955,7 @@ static void take_incoming(ctn_gen *e) {
             gseq *s = *pp;
             *pp = s->next;
             e->n_waiting--;
-            seq_finish(e, s, CTN_FINISH_CANCELLED, NULL);
+            seq_finish(e, s, CTN_FINISH_CANCELLED, 0, NULL);
             continue;
         }
         for (int j = 0; j < e->n_running; j++)
@@ -925,7 +964,7 @@ static void take_incoming(ctn_gen *e) {
                 memmove(e->running + j, e->running + j + 1,
                         (size_t)(e->n_running - j - 1) * sizeof *e->running);
                 e->n_running--;
-                seq_finish(e, s, CTN_FINISH_CANCELLED, NULL);
+                seq_finish(e, s, CTN_FINISH_CANCELLED, 0, NULL);
                 break;
             }
     }
@@ -1005,15 +1044,19 @@ static int32_t blocks_for(const ctn_gen *e, const gseq *s, int64_t n) {
  * Samples the next token from the sequence's logits, streams it, and says whether the
  * sequence goes on (0) or how it finishes (*error for CTN_FINISH_ERROR).
  */
-static ctn_finish next_token(ctn_gen *e, gseq *s, float *logits, const char **error) {
+static ctn_finish next_token(ctn_gen *e, gseq *s, float *logits, int *code,
+                             const char **error) {
     int32_t tok;
-    if (ctn_sampler_sample(s->smp, logits, &tok) < 0) {
+    const int src = ctn_sampler_sample(s->smp, logits, &tok);
+    if (src < 0) {
+        *code = src;
         *error = ctn_sampler_errmsg(s->smp);
         return CTN_FINISH_ERROR;
     }
     ctn_sampler_accept(s->smp, tok);
     if (e->v != NULL && !s->ignore_eos && ctn_vocab_is_eog(e->v, tok)) return CTN_FINISH_EOS;
     if (push_tok(s, tok) < 0) {
+        *code = CTN_ENOMEM;
         *error = "out of memory";
         return CTN_FINISH_ERROR;
     }
@@ -1027,20 +1070,26 @@ static ctn_finish next_token(ctn_gen *e, gseq *s, float *logits, const char **er
     if (s->has_ds) {
         int n = ctn_detok_stream_push(&s->ds, tok, e->piece, PIECE_CAP);
         if (n < 0) {
+            *code = CTN_ERANGE;
             *error = "a token's text is too long";
             return CTN_FINISH_ERROR;
         }
         int rc = ctn_stop_feed(s->stop, e->piece, (size_t)n, &out, &n_out);
         if (rc < 0) {
+            *code = rc;
             *error = "out of memory";
             return CTN_FINISH_ERROR;
         }
         hit = rc == CTN_STOP_HIT;
     }
-    if (s->on_token) s->on_token(s->ud, s->id, tok, out, n_out);
+    if (s->on_token) {
+        const ctn_gen_token tk = {s->id, e->cur_step, tok, out, n_out};
+        s->on_token(s->ud, &tk);
+    }
     if (hit) return CTN_FINISH_STOP;
     if (s->max_tokens >= 0 && s->n_gen >= s->max_tokens) return CTN_FINISH_LENGTH;
-    if (s->n_toks >= e->n_ctx) return CTN_FINISH_LENGTH;
+    /* The context is full when the newest token has no position left to be computed at. */
+    if (s->n_toks > e->n_ctx) return CTN_FINISH_LENGTH;
     return (ctn_finish)0;
 }
 
@@ -1071,8 +1120,32 @@ static bool prefix_in_flight(const ctn_gen *e, const gseq *s) {
     return false;
 }
 
+/*
+ * Gives up the KV blocks of idle sessions (no request of theirs admitted), least recently
+ * used first, until want blocks are free or none is left. Their histories stay: the next
+ * request on one finds its full blocks in the prefix cache while they are not evicted, and
+ * computes the rest again. Returns the number of sessions released.
+ */
+static int release_idle_sessions(ctn_gen *e, int32_t want) {
+    int n = 0;
+    while (e->kv->n_free < want) {
+        gsess *v = NULL;
+        pthread_mutex_lock(&e->lock); /* the list itself is shared with submitters */
+        for (gsess *ss = e->sessions; ss != NULL; ss = ss->next)
+            if (ss->has_kv && ss->active == NULL && (v == NULL || ss->last_use < v->last_use))
+                v = ss;
+        pthread_mutex_unlock(&e->lock);
+        if (v == NULL) break;
+        ctn_kv_seq_close(e->kv, &v->kv);
+        v->has_kv = false;
+        n++;
+    }
+    return n;
+}
+
 /* Plans the step's segments: decodes, then prefill chunks of running sequences, preempting
- * the latest admitted when blocks run out. Returns the number of segments. */
+ * the latest admitted when blocks run out (after idle sessions gave theirs up). Returns the
+ * number of segments. */
 static int plan_running(ctn_gen *e, int64_t *budget, int32_t *planned, int *n_decode,
                         int *n_preempted, gseq **order) {
     int n_segs = 0;
@@ -1086,6 +1159,7 @@ static int plan_running(ctn_gen *e, int64_t *budget, int32_t *planned, int *n_de
             if (!s->has_kv || left <= 0 || (pass == 0) != (left == 1)) continue;
             int64_t n = left < *budget ? left : *budget;
             int32_t need = blocks_for(e, s, n);
+            if (*planned + need > e->kv->n_free) release_idle_sessions(e, *planned + need);
             while (*planned + need > e->kv->n_free) {
                 const int64_t room =
                     (int64_t)(s->kv.n_blocks + e->kv->n_free - *planned) * bs - s->kv.n_pos;
@@ -1100,7 +1174,7 @@ static int plan_running(ctn_gen *e, int64_t *budget, int32_t *planned, int *n_de
                     /* Alone and still short of blocks: the whole pool holds less than it
                      * needs, so it ends here as if its context were full. */
                     running_remove(e, s);
-                    seq_finish(e, s, CTN_FINISH_LENGTH, NULL);
+                    seq_finish(e, s, CTN_FINISH_LENGTH, 0, NULL);
                     s = NULL;
                     break;
                 }
@@ -1170,14 +1244,42 @@ static void finish_prompt_only(ctn_gen *e) {
                     v[i] *= inv;
             }
             if (s->on_embedding) s->on_embedding(s->ud, s->id, v, E);
-            seq_finish(e, s, CTN_FINISH_STOP, NULL);
+            seq_finish(e, s, CTN_FINISH_STOP, 0, NULL);
         } else {
-            seq_finish(e, s, CTN_FINISH_LENGTH, NULL);
+            seq_finish(e, s, CTN_FINISH_LENGTH, 0, NULL);
         }
     }
 }
 
+/*
+ * The head of the queue s could not be admitted for want of what (KV blocks, or memory).
+ * While something runs, it waits for that to give blocks back. Into an idle engine nothing
+ * will change by itself, so it waits at most params.admit_timeout_s and then fails with
+ * CTN_ENOMEM. Returns true when s was finished (it was the head: *wp moves on).
+ */
+static bool admission_blocked(ctn_gen *e, gseq *s, int n_segs, const char *what) {
+    if (e->n_running > 0 || n_segs > 0 || e->p.admit_timeout_s < 0) {
+        s->t_blocked = 0;
+        return false;
+    }
+    const double t = now_s();
+    if (s->t_blocked == 0) s->t_blocked = t;
+    if (t - s->t_blocked < e->p.admit_timeout_s) return false;
+    gseq **pp = &e->waiting;
+    while (*pp != s)
+        pp = &(*pp)->next;
+    *pp = s->next;
+    e->n_waiting--;
+    char why[256];
+    snprintf(why, sizeof why,
+             "no %s for the request after %.3g s with nothing running (%d of %d KV blocks free)",
+             what, t - s->t_blocked, (int)e->kv->n_free, (int)e->kv->n_blocks);
+    seq_finish(e, s, CTN_FINISH_ERROR, CTN_ENOMEM, why);
+    return true;
+}
+
 static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
+    e->cur_step = e->stats.steps + 1; /* stats.steps is written by this thread only */
     take_incoming(e);
     run_cmds(e);
     const int64_t budget0 = e->p.step_tokens;
@@ -1205,21 +1307,25 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
             continue;
         }
         const char *error = NULL;
+        int code = 0;
         ctn_finish fin = (ctn_finish)0;
-        if (ss != NULL && !s->joined) fin = join_session(e, s, &error);
+        if (ss != NULL && !s->joined) fin = join_session(e, s, &code, &error);
         if (fin == 0 && s->max_tokens == 0 && s->pooling == CTN_POOL_NONE && s->has_kv &&
             s->kv.n_pos >= s->n_toks - 1)
             fin = CTN_FINISH_LENGTH; /* prompt only, and it is all there already */
         if (fin != 0) {
             *wp = s->next;
             e->n_waiting--;
-            seq_finish(e, s, fin, error);
+            seq_finish(e, s, fin, code, error);
             continue;
         }
         const bool fresh = !s->has_kv; /* a session's blocks come with it */
         const int64_t hits = e->kv->hits, misses = e->kv->misses;
         if (fresh) {
-            if (ctn_kv_seq_init(&s->kv, e->kv, e->n_ctx) < 0) break; /* retried next step */
+            if (ctn_kv_seq_init(&s->kv, e->kv, e->n_ctx) < 0) { /* retried next step */
+                if (admission_blocked(e, s, n_segs, "memory for its KV block table")) continue;
+                break;
+            }
             s->has_kv = true;
             if (!e->p.no_prefix_cache && s->pooling == CTN_POOL_NONE) {
                 ctn_kv_prefix_adopt(e->kv, &s->kv, s->toks, s->n_toks - 1, s->adapter);
@@ -1233,6 +1339,8 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
         int64_t n = left < budget ? left : budget;
         int32_t need = ctn_kv_seq_blocks_needed(e->kv, &s->kv, s->kv.n_pos + n);
         const bool idle = e->n_running == 0 && n_segs == 0;
+        if (planned + need + e->watermark_blocks > e->kv->n_free)
+            release_idle_sessions(e, planned + need + e->watermark_blocks);
         if (idle && need > e->kv->n_free) {
             /* The whole pool cannot hold this chunk (a preempted sequence that grew): a
              * shorter one, and at the pool's end it finishes as at a full context. */
@@ -1241,7 +1349,7 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
             if (room <= 0) {
                 *wp = s->next;
                 e->n_waiting--;
-                seq_finish(e, s, CTN_FINISH_LENGTH, NULL);
+                seq_finish(e, s, CTN_FINISH_LENGTH, 0, NULL);
                 continue;
             }
             n = room < n ? room : n;
@@ -1251,12 +1359,14 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
             /* Into an idle engine the head goes in whatever the watermark. */
             if (e->n_running > 0 || n_segs > 0 || planned + need > e->kv->n_free) {
                 if (fresh) undo_admission(e, s, hits, misses);
+                if (admission_blocked(e, s, n_segs, "KV blocks")) continue;
                 break;
             }
         }
         *wp = s->next;
         e->n_waiting--;
         s->next = NULL;
+        s->t_blocked = 0;
         s->admitted = ++e->admit_clock;
         e->running[e->n_running++] = s;
         planned += need;
@@ -1286,7 +1396,7 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
         snprintf(why, sizeof why, "%s", ctn_fwd_errmsg(e->f));
         for (int i = 0; i < n_segs; i++) {
             running_remove(e, e->seg_seq[i]);
-            seq_finish(e, e->seg_seq[i], CTN_FINISH_ERROR, why);
+            seq_finish(e, e->seg_seq[i], CTN_FINISH_ERROR, rc, why);
         }
         return rc;
     }
@@ -1316,11 +1426,12 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
         if (!e->segs[i].logits) continue;
         gseq *s = e->seg_seq[i];
         const char *error = NULL;
+        int code = 0;
         const ctn_finish fin =
-            next_token(e, s, e->logits + (size_t)row++ * (size_t)e->n_vocab, &error);
+            next_token(e, s, e->logits + (size_t)row++ * (size_t)e->n_vocab, &code, &error);
         if (fin != 0) {
             running_remove(e, s);
-            seq_finish(e, s, fin, error);
+            seq_finish(e, s, fin, code, error);
         }
     }
     run_cmds(e); /* operations waiting for the requests that just ended */
@@ -1370,7 +1481,7 @@ int ctn_gen_new(ctn_gen **out, const ctn_model *m, const ctn_vocab *v, const ctn
     *out = NULL;
     ctn_gen_params p = pp != NULL ? *pp : (ctn_gen_params){0};
     if (p.step_tokens < 0 || p.max_running < 0 || p.step_tokens > 65536 || p.max_running > 4096 ||
-        isnan(p.watermark) || p.watermark >= 1) {
+        isnan(p.watermark) || p.watermark >= 1 || isnan(p.admit_timeout_s)) {
         ctn__errf(err, errlen,
                   "bad engine parameters: step_tokens %" PRId64
                   " (0..65536), max_running %d (0..4096), watermark %g (below 1)",
@@ -1380,6 +1491,7 @@ int ctn_gen_new(ctn_gen **out, const ctn_model *m, const ctn_vocab *v, const ctn
     if (p.step_tokens == 0) p.step_tokens = 512;
     if (p.max_running == 0) p.max_running = 64;
     if (p.watermark == 0) p.watermark = 0.01;
+    if (p.admit_timeout_s == 0) p.admit_timeout_s = 5;
     if (p.watermark < 0) p.watermark = 0;
     ctn_gen *e = calloc(1, sizeof *e);
     if (e == NULL) {
@@ -1403,7 +1515,10 @@ int ctn_gen_new(ctn_gen **out, const ctn_model *m, const ctn_vocab *v, const ctn
                                   : 4096;
         const size_t per_pos = 2 * (size_t)m->hp.n_layer *
                                (size_t)(m->hp.n_head_kv * m->hp.head_dim) * (p.fwd.kv_f32 ? 4 : 2);
-        double want = (double)per_pos * (double)n_ctx * (double)p.max_running;
+        /* Whole blocks: a context shorter than one block still needs one. */
+        const int64_t bs = p.fwd.kv_block > 0 ? p.fwd.kv_block : CTN_KV_BLOCK_DEFAULT;
+        const int64_t ctx_blocks = (n_ctx + bs - 1) / bs;
+        double want = (double)per_pos * (double)(ctx_blocks * bs) * (double)p.max_running;
         p.fwd.kv_memory = want > (double)(1u << 30) ? (size_t)1 << 30 : (size_t)want;
     }
     int rc = ctn_fwd_new(&e->f, m, &p.fwd, err, errlen);
@@ -1471,7 +1586,7 @@ void ctn_gen_free(ctn_gen *e) {
                 e->waiting = s->next;
                 e->n_waiting--;
             }
-            seq_finish(e, s, CTN_FINISH_CANCELLED, NULL);
+            seq_finish(e, s, CTN_FINISH_CANCELLED, 0, NULL);
         }
         for (gcmd *c = e->cmds; c != NULL;) {
             gcmd *nx = c->next;
@@ -1495,6 +1610,7 @@ void ctn_gen_free(ctn_gen *e) {
     free(e->info_tokens);
     free(e->logits);
     free(e->piece);
+    free(e->tail);
     free(e->cancels);
     for (int i = 0; i < e->n_loras; i++) /* every request has ended: no users are left */
         ctn_lora_free(e->loras[i].a);

@@ -11,7 +11,7 @@
  *     ctn_gen_request r = ctn_gen_request_default();
  *     r.prompt = "Once upon a time";
  *     r.max_tokens = 60;
- *     r.on_token = print_piece;                     // engine thread: id, token, text
+ *     r.on_token = print_piece;                     // engine thread: a ctn_gen_token
  *     r.on_done = finished;                         // engine thread, last call
  *     int64_t id = ctn_gen_submit(e, &r, err, sizeof err);   // > 0, or a CTN_E* code
  *     ...
@@ -75,6 +75,11 @@ typedef struct {
     /* Bytes the registered LoRA adapters may hold (0: no limit). Adding one beyond it
      * unloads idle adapters (no request uses them), least recently used first. */
     size_t lora_budget;
+    /* Seconds the request at the head of the queue may wait for KV blocks (or for the
+     * memory of its block table) while nothing runs that could give any back; then it
+     * fails with CTN_ENOMEM. 0: 5 s; < 0: wait for ever. Idle sessions' KV is given up
+     * first (their history stays and is recomputed, or found in the prefix cache). */
+    double admit_timeout_s;
 } ctn_gen_params;
 
 typedef enum {
@@ -91,15 +96,31 @@ const char *ctn_finish_name(ctn_finish f);
 
 typedef struct {
     ctn_finish finish;
+    int code; /* CTN_FINISH_ERROR: the CTN_E* code (CTN_ENOMEM, CTN_EINVAL, CTN_ERANGE,
+                 ...); 0 otherwise */
+    int64_t step; /* the engine step the request ended in (0: before any step) */
     int64_t prompt_tokens;
     int64_t completion_tokens; /* tokens passed to on_token */
     int64_t preemptions;       /* times the sequence was preempted and recomputed */
     double ttft_s;             /* submission to first token (0 without one) */
     double total_s;            /* submission to the end */
     const char *error;         /* CTN_FINISH_ERROR: why (valid during on_done) */
-    const char *text;          /* held-back text released at the end (may be empty) */
+    const char *text;          /* held-back text released at the end (may be empty; valid
+                                  during on_done) */
     size_t text_len;
 } ctn_gen_result;
+
+/* One generated token, as on_token sees it (valid during the call). */
+typedef struct {
+    int64_t id;       /* the request */
+    int64_t step;     /* the engine step that sampled it: steps count from 1, and every
+                         token of one step carries the same number (ctn_gen_stats.steps
+                         once the step is done) */
+    int32_t token;
+    const char *text; /* the text it completes (stop strings held back; may be empty; NULL
+                         when the engine has no vocabulary) */
+    size_t len;
+} ctn_gen_token;
 
 typedef enum { CTN_POOL_NONE, CTN_POOL_MEAN, CTN_POOL_LAST, CTN_POOL_CLS } ctn_pooling;
 
@@ -134,9 +155,8 @@ typedef struct {
     int pooling; /* ctn_pooling; CTN_POOL_NONE: generate */
     bool embd_raw;
     void (*on_embedding)(void *ud, int64_t id, const float *v, int64_t n);
-    /* A generated token and the text it completes (stop strings held back; may be empty;
-     * NULL when the engine has no vocabulary). Engine thread. */
-    void (*on_token)(void *ud, int64_t id, int32_t token, const char *text, size_t len);
+    /* A generated token (ctn_gen_token: request, step, id and text). Engine thread. */
+    void (*on_token)(void *ud, const ctn_gen_token *t);
     /* The end of the request: always called once, last. Engine thread (or the caller of
      * ctn_gen_cancel / ctn_gen_free for a request that never started). */
     void (*on_done)(void *ud, int64_t id, const ctn_gen_result *res);
@@ -180,7 +200,8 @@ void ctn_gen_free(ctn_gen *e);
  */
 int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t errlen);
 /* Cancels a request: it finishes with CTN_FINISH_CANCELLED at the next step boundary and
- * its KV blocks return to the pool. 0, or CTN_ENOENT when it is unknown or finished. */
+ * its KV blocks return to the pool. 0 (also for a request that has finished already, when
+ * it does nothing), CTN_ENOENT for an id this engine never returned, or CTN_ENOMEM. */
 int ctn_gen_cancel(ctn_gen *e, int64_t id);
 
 /*

@@ -358,7 +358,10 @@ static bool append(result *r, const char *s, size_t n) {
     return true;
 }
 
-static void on_token(void *ud, int64_t id, int32_t token, const char *text, size_t len) {
+static void on_token(void *ud, const ctn_gen_token *tk) {
+    const int32_t token = tk->token;
+    const char *text = tk->text;
+    const size_t len = tk->len;
     result *r = ud;
     if (r->oom) return;
     if (r->n_ids == r->cap_ids) {
@@ -373,7 +376,7 @@ static void on_token(void *ud, int64_t id, int32_t token, const char *text, size
     if (!r->oom) r->ids[r->n_ids++] = token;
     if (r->oom || (text != NULL && !append(r, text, len))) {
         r->oom = true;
-        ctn_gen_cancel(r->b->e, id); /* callbacks may cancel */
+        ctn_gen_cancel(r->b->e, tk->id); /* callbacks may cancel */
     }
 }
 

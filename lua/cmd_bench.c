@@ -120,8 +120,8 @@ typedef struct {
     int32_t adapter; /* 0: the base model */
 } par_seq;
 
-static void par_token(void *ud, int64_t id, int32_t token, const char *text, size_t len) {
-    (void)id, (void)token, (void)text, (void)len;
+static void par_token(void *ud, const ctn_gen_token *tk) {
+    (void)tk;
     const par_seq *q = ud;
     par_run *pr = q->pr;
     const double t = ctn__cli_now_s();

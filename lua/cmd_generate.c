@@ -15,12 +15,11 @@
 
 #include "cli.h"
 #include "commands.h"
-#include "forward.h"
+#include "gen.h"
 #include "kern.h"
 #include "lora.h"
 #include "model.h"
 #include "sampler.h"
-#include "stop.h"
 
 #define MAX_STOPS 16
 
@@ -218,6 +217,44 @@ int ctn_cmd_generate(int argc, char **argv) {
     return status;
 }
 
+/* What the engine's callbacks write (manual mode: this thread). */
+typedef struct {
+    bool ids, done;
+    long n_gen;
+    ctn_gen_result res;
+    char error[512];
+    const char *write_error; /* stdout failed */
+} gen_out;
+
+static void put(gen_out *o, const char *text, size_t n) {
+    if (n > 0 && o->write_error == NULL && fwrite(text, 1, n, stdout) != n)
+        o->write_error = strerror(errno);
+}
+
+static void on_token(void *ud, const ctn_gen_token *t) {
+    gen_out *o = ud;
+    o->n_gen++;
+    if (o->ids) {
+        printf(o->n_gen > 1 ? " %d" : "%d", (int)t->token);
+    } else {
+        put(o, t->text, t->len);
+    }
+    fflush(stdout);
+}
+
+static void on_done(void *ud, int64_t id, const ctn_gen_result *res) {
+    (void)id;
+    gen_out *o = ud;
+    o->res = *res;
+    if (!o->ids && res->finish != CTN_FINISH_ERROR) put(o, res->text, res->text_len);
+    snprintf(o->error, sizeof o->error, "%s", res->error != NULL ? res->error : "");
+    o->res.error = o->error;
+    o->res.text = NULL;
+    o->done = true;
+}
+
+/* The shared engine (gen.h) in manual mode, with one request: the same scheduling,
+ * sampling, stop strings and detokenization as every other way into the engine. */
 static int generate(options *op) {
     options o = *op;
     if (o.prompt[0] == '\0') {
@@ -230,16 +267,9 @@ static int generate(options *op) {
     ctn_vocab *v = NULL;
     ctn_model *m = NULL;
     ctn_lora *lora = NULL;
-    ctn_fwd *f = NULL;
-    ctn_sampler *smp = NULL;
-    ctn_stop *stop = NULL;
-    ctn_kv_seq seq = {0};
-    bool have_seq = false, have_ds = false;
-    ctn_detok_stream ds;
+    ctn_gen *e = NULL;
     int32_t *prompt = NULL;
     size_t n_prompt = 0;
-    float *logits = NULL;
-    char *piece = NULL;
     int status = 1, rc;
 
     if (ctn__cli_load_vocab("generate", o.model, &g, &v)) return 1;
@@ -260,145 +290,87 @@ static int generate(options *op) {
         fprintf(stderr, "catena generate: the prompt has no tokens\n");
         goto done;
     }
-    ctn_fwd_params fp = {.n_threads = (int)o.threads, .n_ctx = o.n_ctx, .kv_f32 = o.kv_f32};
-    if ((rc = ctn_fwd_new(&f, m, &fp, err, sizeof err)) < 0) {
+    ctn_gen_params gp = {0};
+    gp.fwd.n_threads = (int)o.threads;
+    gp.fwd.n_ctx = o.n_ctx;
+    gp.fwd.kv_f32 = o.kv_f32;
+    gp.max_running = 1;
+    gp.manual = true;
+    gp.no_prefix_cache = true; /* one request: nothing to share */
+    if ((rc = ctn_gen_new(&e, m, v, &gp, err, sizeof err)) < 0) {
         fprintf(stderr, "catena generate: %s\n", err);
         goto done;
     }
-    const int64_t n_ctx = ctn_fwd_n_ctx(f), n_batch = ctn_fwd_n_batch(f);
-    if ((int64_t)n_prompt >= n_ctx) {
+    ctn_gen_stats st;
+    ctn_gen_get_stats(e, &st);
+    if ((int64_t)n_prompt >= st.n_ctx) {
         fprintf(stderr,
                 "catena generate: the prompt has %zu tokens; the context holds %" PRId64
                 " (raise it with -c, up to the model's %" PRId64 ")\n",
-                n_prompt, n_ctx, m->hp.n_ctx_train);
+                n_prompt, st.n_ctx, m->hp.n_ctx_train);
         goto done;
     }
-    if ((rc = ctn_sampler_new(&smp, &o.sp, (int32_t)m->hp.n_vocab, err, sizeof err)) < 0) {
-        fprintf(stderr, "catena generate: %s\n", err);
-        goto done;
+    ctn_gen_request r = ctn_gen_request_default();
+    r.prompt_ids = prompt;
+    r.n_prompt_ids = (int64_t)n_prompt;
+    r.sampling = o.sp;
+    r.max_tokens = o.n_predict;
+    r.stop = o.stops;
+    r.n_stop = o.n_stops;
+    r.ignore_eos = o.ignore_eos;
+    if (lora != NULL) {
+        const int32_t id = ctn_gen_lora_add(e, lora, err, sizeof err);
+        lora = NULL; /* the engine's now, also when it failed */
+        if (id < 0) {
+            fprintf(stderr, "catena generate: --lora: %s\n", err);
+            goto done;
+        }
+        r.adapter = id;
+        r.adapter_scale = o.lora_scale;
     }
-    if ((rc = ctn_stop_new(&stop, o.stops, NULL, o.n_stops, err, sizeof err)) < 0) {
-        fprintf(stderr, "catena generate: --stop: %s\n", err);
-        goto done;
-    }
-    const size_t piece_cap = 4096;
-    logits = malloc((size_t)m->hp.n_vocab * sizeof *logits);
-    piece = malloc(piece_cap);
-    if (logits == NULL || piece == NULL || ctn_fwd_seq_init(f, &seq) < 0) {
-        fprintf(stderr, "catena generate: out of memory\n");
-        goto done;
-    }
-    have_seq = true;
+    gen_out out = {.ids = o.ids};
+    r.on_token = on_token;
+    r.on_done = on_done;
+    r.ud = &out;
     if (o.verbose)
         fprintf(stderr,
                 "catena generate: %zu prompt tokens, context %" PRId64
                 ", %d threads, %s kernels, seed %" PRIu64 "\n",
-                n_prompt, n_ctx, ctn_fwd_threads(f), ctn_isa_name(ctn_kern_isa()), o.sp.seed);
-
-    /* Prefill in batches; the last one asks for logits. */
-    double t0 = ctn__cli_now_s();
-    for (size_t i = 0; i < n_prompt; i += (size_t)n_batch) {
-        size_t k = n_prompt - i < (size_t)n_batch ? n_prompt - i : (size_t)n_batch;
-        ctn_fwd_seg seg = {.seq = &seq,
-                           .tokens = prompt + i,
-                           .n_tokens = (int64_t)k,
-                           .logits = i + k == n_prompt,
-                           .lora = lora,
-                           .lora_scale = o.lora_scale};
-        if (ctn_fwd_run(f, &seg, 1, logits) < 0) {
-            fprintf(stderr, "catena generate: %s\n", ctn_fwd_errmsg(f));
-            goto done;
-        }
+                n_prompt, st.n_ctx, st.threads, ctn_isa_name(ctn_kern_isa()), o.sp.seed);
+    if (ctn_gen_submit(e, &r, err, sizeof err) < 0) {
+        fprintf(stderr, "catena generate: %s\n", err);
+        goto done;
     }
-    for (size_t i = 0; i < n_prompt; i++)
-        ctn_sampler_accept(smp, prompt[i]);
-    double t1 = ctn__cli_now_s();
-
-    /* Pieces are streamed as if the prompt came before them (no leading-space strip). */
-    ctn_detok_stream_init(&ds, v, false);
-    ds.first = false;
-    have_ds = true;
-    long n_gen = 0;
-    const char *reason = "length";
-    bool stopped = false;
-    while (o.n_predict < 0 || n_gen < o.n_predict) {
-        int32_t tok;
-        if (ctn_sampler_sample(smp, logits, &tok) < 0) {
-            fprintf(stderr, "catena generate: sampling: %s\n", ctn_sampler_errmsg(smp));
-            goto done;
-        }
-        ctn_sampler_accept(smp, tok);
-        if (!o.ignore_eos && ctn_vocab_is_eog(v, tok)) {
-            reason = "eos";
-            break;
-        }
-        n_gen++;
-        if (o.ids) {
-            printf(n_gen > 1 ? " %d" : "%d", (int)tok);
-        }
-        int n = ctn_detok_stream_push(&ds, tok, piece, piece_cap);
-        if (n < 0) {
-            fprintf(stderr, "catena generate: token %d: %s\n", (int)tok, ctn_strerror(n));
-            goto done;
-        }
-        const char *out;
-        size_t n_out;
-        rc = ctn_stop_feed(stop, piece, (size_t)n, &out, &n_out);
-        if (rc < 0) {
-            fprintf(stderr, "catena generate: %s\n", ctn_strerror(rc));
-            goto done;
-        }
-        if (!o.ids) fwrite(out, 1, n_out, stdout);
+    while (!out.done)
+        ctn_gen_step(e, NULL); /* a failed step finishes the request with its reason */
+    if (out.res.finish == CTN_FINISH_ERROR) {
         fflush(stdout);
-        if (rc == CTN_STOP_HIT) {
-            reason = "stop";
-            stopped = true;
-            break;
-        }
-        if (o.n_predict >= 0 && n_gen >= o.n_predict) break;
-        if (seq.n_pos >= n_ctx) {
-            fprintf(stderr, "catena generate: the context of %" PRId64 " tokens is full\n", n_ctx);
-            break;
-        }
-        ctn_fwd_seg seg = {.seq = &seq,
-                           .tokens = &tok,
-                           .n_tokens = 1,
-                           .logits = true,
-                           .lora = lora,
-                           .lora_scale = o.lora_scale};
-        if (ctn_fwd_run(f, &seg, 1, logits) < 0) {
-            fprintf(stderr, "catena generate: %s\n", ctn_fwd_errmsg(f));
-            goto done;
-        }
+        fprintf(stderr, "\ncatena generate: %s\n", out.res.error);
+        goto done;
     }
-    double t2 = ctn__cli_now_s();
-    if (!stopped) {
-        /* The held-back tail: bytes of an unfinished character, then a partial stop. */
-        int n = ctn_detok_stream_flush(&ds, piece, piece_cap);
-        const char *out;
-        size_t n_out;
-        if (n > 0 && ctn_stop_feed(stop, piece, (size_t)n, &out, &n_out) >= 0 && !o.ids)
-            fwrite(out, 1, n_out, stdout);
-        if (ctn_stop_flush(stop, &out, &n_out) >= 0 && !o.ids) fwrite(out, 1, n_out, stdout);
-    }
+    if (out.res.finish == CTN_FINISH_LENGTH && (o.n_predict < 0 || out.n_gen < o.n_predict))
+        fprintf(stderr, "catena generate: the context of %" PRId64 " tokens is full\n", st.n_ctx);
     putchar('\n');
-    if (fflush(stdout) != 0) goto done;
-    if (o.verbose)
+    if (fflush(stdout) != 0 || out.write_error != NULL) {
+        fprintf(stderr, "catena generate: writing the output: %s\n",
+                out.write_error != NULL ? out.write_error : strerror(errno));
+        goto done;
+    }
+    if (o.verbose) {
+        const double t_pre = out.res.ttft_s, t_gen = out.res.total_s - out.res.ttft_s;
         fprintf(stderr,
                 "catena generate: prompt %zu tokens in %.3f s (%.1f tok/s); generated %ld "
                 "tokens in %.3f s (%.1f tok/s); stopped by %s\n",
-                n_prompt, t1 - t0, (double)n_prompt / (t1 - t0), n_gen, t2 - t1,
-                n_gen > 0 ? (double)n_gen / (t2 - t1) : 0.0, reason);
+                n_prompt, t_pre, t_pre > 0 ? (double)n_prompt / t_pre : 0.0, out.n_gen, t_gen,
+                out.n_gen > 1 && t_gen > 0 ? (double)(out.n_gen - 1) / t_gen : 0.0,
+                out.res.finish == CTN_FINISH_EOS    ? "eos"
+                : out.res.finish == CTN_FINISH_STOP ? "stop"
+                                                    : "length");
+    }
     status = 0;
 done:
-    if (have_ds) ctn_detok_stream_close(&ds);
-    if (have_seq) ctn_fwd_seq_close(f, &seq);
-    free(piece);
-    free(logits);
+    ctn_gen_free(e);
     free(prompt);
-    ctn_stop_free(stop);
-    ctn_sampler_free(smp);
-    ctn_fwd_free(f);
     ctn_lora_free(lora);
     ctn_model_free(m);
     ctn_vocab_free(v);

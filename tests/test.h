@@ -14,17 +14,21 @@
 #include <stdio.h>
 #include <string.h>
 
-static int test_n_pass, test_n_fail, test_cur_failed;
+static int test_n_pass, test_n_fail, test_n_skip, test_cur_failed, test_cur_skipped;
 
 #define TEST(name) static void test_##name(void)
 
 #define RUN(name)                                                                            \
     do {                                                                                     \
         test_cur_failed = 0;                                                                 \
+        test_cur_skipped = 0;                                                                \
         test_##name();                                                                       \
         if (test_cur_failed) {                                                               \
             test_n_fail++;                                                                   \
             printf("FAIL %s\n", #name);                                                      \
+        } else if (test_cur_skipped) {                                                       \
+            test_n_skip++;                                                                   \
+            printf("skip %s\n", #name);                                                      \
         } else {                                                                             \
             test_n_pass++;                                                                   \
             printf("ok   %s\n", #name);                                                      \
@@ -71,9 +75,21 @@ static int test_n_pass, test_n_fail, test_cur_failed;
         }                                                                                    \
     } while (0)
 
+/* Ends the current test as skipped (its data is missing), saying why. */
+#define SKIP(...)                                                                            \
+    do {                                                                                     \
+        printf("  skipped: ");                                                               \
+        printf(__VA_ARGS__);                                                                 \
+        printf("\n");                                                                        \
+        test_cur_skipped = 1;                                                                \
+        return;                                                                              \
+    } while (0)
+
+/* Exit status: 1 when a test failed, else 77 (ctest's skip) when one was skipped, else 0;
+ * a test whose data is missing never counts as passed. */
 static inline int test_summary(void) {
-    printf("%d passed, %d failed\n", test_n_pass, test_n_fail);
-    return test_n_fail ? 1 : 0;
+    printf("%d passed, %d failed, %d skipped\n", test_n_pass, test_n_fail, test_n_skip);
+    return test_n_fail ? 1 : test_n_skip ? 77 : 0;
 }
 
 #endif

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -41,12 +42,14 @@ static bool have_model(void) {
 typedef struct {
     char *text;
     size_t n, cap;
+    int n_pieces; /* non-empty pieces (tokens' and the held-back end) */
     bool done;
     ctn_finish finish;
 } direct_out;
 
 static void direct_add(direct_out *o, const char *s, size_t n) {
     if (n == 0) return;
+    o->n_pieces++;
     if (o->n + n + 1 > o->cap) {
         o->cap = (o->n + n + 1) * 2;
         o->text = realloc(o->text, o->cap);
@@ -56,10 +59,8 @@ static void direct_add(direct_out *o, const char *s, size_t n) {
     o->text[o->n] = '\0';
 }
 
-static void direct_token(void *ud, int64_t id, int32_t tok, const char *text, size_t len) {
-    (void)id;
-    (void)tok;
-    if (text != NULL) direct_add(ud, text, len);
+static void direct_token(void *ud, const ctn_gen_token *tk) {
+    if (tk->text != NULL) direct_add(ud, tk->text, tk->len);
 }
 
 static void direct_done(void *ud, int64_t id, const ctn_gen_result *res) {
@@ -69,6 +70,8 @@ static void direct_done(void *ud, int64_t id, const ctn_gen_result *res) {
     o->done = true;
     o->finish = res->finish;
 }
+
+static int direct_pieces; /* of the last direct_run */
 
 /* The engine's raw output bytes (not made valid UTF-8; may hold NULs) for a request,
  * malloc'd and NUL-terminated, their count in *n (may be NULL). */
@@ -115,6 +118,7 @@ done:
     ctn_gguf_free(g);
     if (o.text == NULL) o.text = calloc(1, 1);
     if (n != NULL) *n = o.n;
+    direct_pieces = o.n_pieces;
     return o.text;
 }
 
@@ -138,6 +142,7 @@ typedef struct {
     bool cancelled;
     int *done_counter;  /* shared count of on_done calls, or NULL */
     bool close_in_text; /* ctn_lm_close(lm) from the first on_text */
+    int sleep_first_ms; /* the first on_text sleeps this long (a slow loop) */
 } collect;
 
 /* Checks s is valid UTF-8 (no overlongs, surrogates or code points past U+10FFFF); written
@@ -180,6 +185,10 @@ static void on_text(void *ud, const char *piece, size_t len) {
         c->n += len;
     }
     c->n_pieces++;
+    if (c->sleep_first_ms > 0 && c->n_pieces == 1) {
+        const struct timespec ts = {0, c->sleep_first_ms * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     if (c->cancel_after > 0 && c->n_pieces == c->cancel_after) {
         CHECK_EQ_INT(ctn_lm_cancel(c->lm, c->handle), 0);
         c->cancelled = true;
@@ -788,11 +797,45 @@ TEST(embeddings_through_the_same_engine) {
     close_all(&loop, lm);
 }
 
+/*
+ * A stream is one piece per token whatever the timing: a loop that is slow to take the
+ * first piece (the engine meanwhile makes the rest, so they reach the loop in one wake-up)
+ * still gets each token's text as its own on_text, in order.
+ */
+TEST(one_piece_per_token_however_slow_the_loop) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    ctn_lm *lm = open_model(&loop);
+    CHECK(lm != NULL);
+    if (lm == NULL) {
+        uv_loop_close(&loop);
+        return;
+    }
+    char *want = direct_run("Once upon a time", 0, 0, 60, NULL);
+    const int want_pieces = direct_pieces;
+    for (int sleep_ms = 0; sleep_ms <= 200; sleep_ms += 200) {
+        collect *c = calloc(1, sizeof *c);
+        c->sleep_first_ms = sleep_ms;
+        CHECK_EQ_INT(submit(lm, c, "Once upon a time", 0, 0, 60), 0);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        CHECK_EQ_INT(c->n_done, 1);
+        CHECK_EQ_INT(c->completion_tokens, 60);
+        CHECK_EQ_INT(c->n_pieces, want_pieces);
+        CHECK(want_pieces >= 55); /* stories260K's greedy tokens nearly all have text */
+        c->text[c->n] = '\0';
+        CHECK_STR(c->text, want);
+        CHECK(!c->bad_piece && c->result_matches);
+        free(c);
+    }
+    free(want);
+    close_all(&loop, lm);
+}
+
 int main(void) {
     snprintf(model_path, sizeof model_path, "%s/models/stories260K.gguf", shared_dir());
     if (!have_model()) {
         printf("skip: %s is missing (set CTN_SHARED to the shared folder)\n", model_path);
-        return 0;
+        return 77;
     }
     RUN(greedy_text_equals_the_engines);
     RUN(concurrent_requests_are_batched_and_unchanged);
@@ -805,5 +848,6 @@ int main(void) {
     RUN(bad_requests_call_nothing);
     RUN(pieces_are_whole_utf8);
     RUN(embeddings_through_the_same_engine);
+    RUN(one_piece_per_token_however_slow_the_loop);
     return test_summary();
 }

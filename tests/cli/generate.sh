@@ -59,6 +59,14 @@ out=$("$CATENA" generate -m "$S" -p "Once upon a time" -n 60 --temp 0 -s "zzz" -
 [ "$out" = ", there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, " ] &&
     ok || bad "--stop 'red ball': '$out'"
 
+# Text held back as a possible stop string is all released at the end, however long: a
+# stop string that the whole output is a prefix of (plus one more byte) holds everything
+# (more than the 1024 bytes that were once kept).
+long=$("$CATENA" generate -m "$S" -p "Once upon a time" -n 500 --temp 0 --ignore-eos 2>&1)
+out=$("$CATENA" generate -m "$S" -p "Once upon a time" -n 500 --temp 0 --ignore-eos --stop "$long~" 2>&1)
+[ "${#long}" -gt 1100 ] && [ "$out" = "$long" ] && ok ||
+    bad "held-back text of ${#long} bytes came out as ${#out}"
+
 # -n 0 prints nothing but the newline; EOS ends the text unless --ignore-eos.
 out=$("$CATENA" generate -m "$S" -p "Once upon a time" -n 0 --temp 0 2>&1)
 [ -z "$out" ] && ok || bad "-n 0: '$out'"

@@ -10,8 +10,10 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "error.h"
 #include "gen.h"
 #include "model.h"
@@ -52,9 +54,13 @@ static void unload(loaded *L) {
 
 typedef struct {
     int32_t toks[MAX_OUT];
+    int64_t steps[MAX_OUT]; /* the step each token says it belongs to */
     int n;
     int done; /* on_done calls */
     ctn_finish finish;
+    int code;        /* of an error */
+    char error[160]; /* its message */
+    int64_t end_step;
     int64_t preemptions;
     float emb[256]; /* embedding requests */
     int64_t n_emb;
@@ -86,11 +92,11 @@ typedef struct {
 
 static slot_ud UDS[MAX_REQ];
 
-static void on_token(void *ud, int64_t id, int32_t tok, const char *text, size_t len) {
-    (void)id, (void)text, (void)len;
+static void on_token(void *ud, const ctn_gen_token *tk) {
+    const int32_t tok = tk->token;
     slot_ud *u = ud;
     out_t *o = &u->c->out[u->idx];
-    if (o->n < MAX_OUT) o->toks[o->n] = tok;
+    if (o->n < MAX_OUT) o->toks[o->n] = tok, o->steps[o->n] = tk->step;
     o->n++;
 }
 
@@ -109,6 +115,9 @@ static void on_done(void *ud, int64_t id, const ctn_gen_result *r) {
     out_t *o = &u->c->out[u->idx];
     o->done++;
     o->finish = r->finish;
+    o->code = r->code;
+    snprintf(o->error, sizeof o->error, "%s", r->error);
+    o->end_step = r->step;
     o->preemptions = r->preemptions;
     u->c->n_done++;
     pthread_cond_broadcast(&u->c->cv);
@@ -897,7 +906,143 @@ TEST(embeddings) {
     unload(&L);
 }
 
+/*
+ * Every token says which step sampled it: the tokens of one step carry one number, which is
+ * ctn_gen_stats.steps once that step is done, and a request ends in the step of its last
+ * token.
+ */
+TEST(tokens_carry_their_step) {
+    loaded L;
+    CHECK(load_random(&L, &SMALL) == 0);
+    static collector c;
+    collector_init(&c);
+    ctn_gen *e = engine(&L, 64, 8, 0, 128, true, 1);
+    req_t a = R(10, 6), b = R(30, 4);
+    b.prompt[0] = 77;
+    submit(e, &c, &a, 0);
+    submit(e, &c, &b, 1);
+    int64_t last = 0;
+    ctn_gen_step_info in;
+    while (ctn_gen_step(e, &in) > 0) {
+        ctn_gen_stats st;
+        ctn_gen_get_stats(e, &st);
+        CHECK(st.steps == last + 1);
+        last = st.steps;
+        for (int r = 0; r < 2; r++) /* a token made now carries this step's number */
+            for (int i = 0; i < c.out[r].n && i < MAX_OUT; i++)
+                CHECK(c.out[r].steps[i] <= st.steps);
+    }
+    for (int r = 0; r < 2; r++) {
+        CHECK_EQ_INT(c.out[r].done, 1);
+        for (int i = 1; i < c.out[r].n; i++)
+            CHECK_EQ_INT(c.out[r].steps[i], c.out[r].steps[i - 1] + 1); /* one per step */
+        CHECK_EQ_INT(c.out[r].end_step, c.out[r].steps[c.out[r].n - 1]);
+        CHECK_EQ_INT(c.out[r].code, 0);
+    }
+    /* Both prompts fit the first step: their first tokens come from it. */
+    CHECK_EQ_INT(c.out[0].steps[0], 1);
+    CHECK_EQ_INT(c.out[1].steps[0], 1);
+    ctn_gen_free(e);
+    collector_close(&c);
+    unload(&L);
+}
+
+/*
+ * A pool held by an idle session does not starve a new request (nor cut it short): the
+ * session's blocks are given up, the request runs as it would alone, and the session's next
+ * request still continues its history exactly (recomputed, or found in the prefix cache).
+ */
+TEST(idle_sessions_give_blocks_back) {
+    loaded L;
+    CHECK(load_random(&L, &SMALL) == 0);
+    for (int cache = 0; cache < 2; cache++) {
+        NO_CACHE = cache == 0;
+        static collector c, ref;
+        collector_init(&c);
+        collector_init(&ref);
+        ctn_gen *e = engine(&L, 64, 4, 4 * block_bytes(&L), 64, true, 1);
+        const int64_t ss = ctn_gen_session_new(e);
+        req_t a = R(40, 5), b = R(40, 5), a2 = R(3, 4);
+        b.prompt[0] = 99;
+        for (int i = 0; i < 3; i++)
+            a2.prompt[i] = 60 + i;
+        submit_session(e, &c, &a, 0, ss);
+        run_manual(e);
+        ctn_gen_stats st;
+        ctn_gen_get_stats(e, &st);
+        CHECK_EQ_INT(st.kv_session_blocks, 3); /* 44 positions */
+        submit(e, &c, &b, 1);                  /* needs 3 of the 4 blocks */
+        run_manual(e);
+        CHECK(c.out[1].done == 1 && c.out[1].finish == CTN_FINISH_LENGTH && c.out[1].n == 5);
+        ctn_gen_get_stats(e, &st);
+        CHECK_EQ_INT(st.kv_session_blocks, 0);
+        submit_session(e, &c, &a2, 2, ss);
+        run_manual(e);
+        CHECK(c.out[2].done == 1 && c.out[2].n == 4);
+        ctn_gen_free(e);
+
+        ctn_gen *r = engine(&L, 64, 4, 0, 64, true, 1); /* room for everything */
+        const int64_t rs = ctn_gen_session_new(r);
+        submit_session(r, &ref, &a, 0, rs);
+        run_manual(r);
+        submit(r, &ref, &b, 1);
+        run_manual(r);
+        submit_session(r, &ref, &a2, 2, rs);
+        run_manual(r);
+        ctn_gen_free(r);
+        CHECK_EQ_INT(same_outputs(&c, &ref, 3), 0);
+        collector_close(&c);
+        collector_close(&ref);
+    }
+    NO_CACHE = false;
+    unload(&L);
+}
+
+/*
+ * A request that cannot be admitted into an idle engine (here: its KV block table cannot be
+ * allocated) waits at most admit_timeout_s and then fails with CTN_ENOMEM and a message,
+ * instead of being retried for ever; the engine goes on serving afterwards.
+ */
+TEST(admission_gives_up_with_enomem) {
+    loaded L;
+    CHECK(load_random(&L, &SMALL) == 0);
+    static collector c;
+    collector_init(&c);
+    ctn_gen_params p = {0};
+    p.fwd.n_threads = 1;
+    p.fwd.n_ctx = 64;
+    p.manual = true;
+    p.admit_timeout_s = 0.05;
+    ctn_gen *e = NULL;
+    char err[256];
+    CHECK(ctn_gen_new(&e, L.m, NULL, &p, err, sizeof err) == 0);
+    req_t a = R(10, 3);
+    submit(e, &c, &a, 0);
+    ctn__alloc_fail_after = 0; /* every hooked allocation fails: the block table's */
+    int steps = 0;
+    for (; steps < 100000 && c.out[0].done == 0; steps++) {
+        CHECK_EQ_INT(ctn_gen_step(e, NULL), 0);
+        const struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    ctn__alloc_fail_after = -1;
+    CHECK_EQ_INT(c.out[0].done, 1);
+    CHECK(c.out[0].finish == CTN_FINISH_ERROR);
+    CHECK_EQ_INT(c.out[0].code, CTN_ENOMEM);
+    CHECK_CONTAINS(c.out[0].error, "KV block table");
+    CHECK(steps >= 10); /* it waited (50 ms of 1 ms steps) before giving up */
+    submit(e, &c, &a, 1);
+    run_manual(e);
+    CHECK(c.out[1].done == 1 && c.out[1].n == 3 && c.out[1].code == 0);
+    ctn_gen_free(e);
+    collector_close(&c);
+    unload(&L);
+}
+
 int main(void) {
+    RUN(tokens_carry_their_step);
+    RUN(idle_sessions_give_blocks_back);
+    RUN(admission_gives_up_with_enomem);
     RUN(alone_equals_batch_chunked_preempted);
     RUN(shared_prefix_computed_once);
     RUN(scheduler_admission_and_chunks);

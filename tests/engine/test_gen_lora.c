@@ -56,8 +56,8 @@ typedef struct {
     char err[256]; /* a refused submission's reason */
 } out_t;
 
-static void on_token(void *ud, int64_t id, int32_t tok, const char *t, size_t n) {
-    (void)id, (void)t, (void)n;
+static void on_token(void *ud, const ctn_gen_token *tk) {
+    const int32_t tok = tk->token;
     out_t *o = ud;
     if (o->n < NOUT) o->toks[o->n] = tok;
     o->n++;

@@ -179,26 +179,17 @@ TEST(shared_vectors) {
     snprintf(dir, sizeof dir, "%s/vocab", shared_dir());
     int texts = 0, vocabs = 0;
     int f = run_dir(dir, &texts, &vocabs);
-    if (f < 0) {
-        printf("  skip: no vocabularies in %s (set CTN_SHARED)\n", dir);
-        return;
-    }
+    if (f < 0) SKIP("no vocabularies in %s (set CTN_SHARED)", dir);
     CHECK(vocabs >= 4);
     CHECK_EQ_INT(f, 0);
 }
 
 TEST(llamacpp_vectors) {
     const char *dir = getenv("CTN_LLAMACPP_MODELS");
-    if (!dir || !*dir) {
-        printf("  skip: CTN_LLAMACPP_MODELS not set (a llama.cpp models/ folder)\n");
-        return;
-    }
+    if (!dir || !*dir) SKIP("CTN_LLAMACPP_MODELS not set (a llama.cpp models/ folder)");
     int texts = 0, vocabs = 0;
     int f = run_dir(dir, &texts, &vocabs);
-    if (f < 0) {
-        printf("  skip: cannot read %s\n", dir);
-        return;
-    }
+    if (f < 0) SKIP("cannot read %s (run scripts/setup-peers.sh)", dir);
     printf("  %d vocabularies, %d texts\n", vocabs, texts);
     CHECK_EQ_INT(f, 0);
 }
