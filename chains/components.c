@@ -277,20 +277,37 @@ static void gen_done(void *ud, const ctn_lm_result *r) {
     }
 }
 
-static int num_setting(ctn_task *t, const char *key, double *out) {
-    const ctn_val *v = ctn_task_setting(t, key);
-    if (v == NULL || v->kind == CTN_VNULL) return 0;
-    if (v->kind == CTN_VINT) {
-        *out = (double)v->u.i;
-        return 0;
+/*
+ * A chain value as a setting's value (settings.h). A list longer than cap items is passed
+ * on with its length, so that the validator names the limit; its items are not read.
+ */
+static void setting_of_val(const ctn_val *x, ctn_setting_value *v, ctn_setting_value *items,
+                           size_t cap) {
+    memset(v, 0, sizeof *v);
+    switch (x->kind) {
+    case CTN_VNULL: v->kind = CTN_SET_NULL; break;
+    case CTN_VBOOL: v->kind = CTN_SET_BOOL, v->b = x->u.b != 0; break;
+    case CTN_VINT: v->kind = CTN_SET_INT, v->i = x->u.i; break;
+    case CTN_VNUM: v->kind = CTN_SET_NUM, v->d = x->u.num; break;
+    case CTN_VSTR: v->kind = CTN_SET_STR, v->s = x->u.str.p; break;
+    case CTN_VARR:
+        v->kind = CTN_SET_LIST;
+        v->n = x->u.arr.n;
+        v->items = items;
+        for (size_t i = 0; i < x->u.arr.n && x->u.arr.n <= cap; i++) {
+            ctn_setting_value *it = &items[i];
+            const ctn_val *e = x->u.arr.items[i];
+            memset(it, 0, sizeof *it);
+            it->kind = e->kind == CTN_VSTR ? CTN_SET_STR : e->kind == CTN_VINT ? CTN_SET_INT
+                       : e->kind == CTN_VNUM                                  ? CTN_SET_NUM
+                       : e->kind == CTN_VBOOL                                 ? CTN_SET_BOOL
+                       : e->kind == CTN_VNULL                                 ? CTN_SET_NULL
+                                                                              : CTN_SET_OBJ;
+            if (e->kind == CTN_VSTR) it->s = e->u.str.p;
+        }
+        break;
+    default: v->kind = CTN_SET_OBJ; break;
     }
-    if (v->kind == CTN_VNUM) {
-        *out = v->u.num;
-        return 0;
-    }
-    ctn_task_fail(t, CTN_ETYPE, "setting '%s' must be a number, got %s", key,
-                  ctn_vkind_name(v->kind));
-    return -1;
 }
 
 static void model_start(ctn_task *t, ctn_val *input) {
@@ -357,76 +374,19 @@ static void model_start(ctn_task *t, ctn_val *input) {
                       ctn_vkind_name(input->kind));
         return;
     }
-    double v;
-    const char *stop[16];
-    if (num_setting(t, "temperature", &v) < 0) goto out;
-    if (ctn_task_setting(t, "temperature") != NULL) r.temperature = (float)v;
-    if (ctn_task_setting(t, "top_p") != NULL) {
-        if (num_setting(t, "top_p", &v) < 0) goto out;
-        r.top_p = (float)v;
-    }
-    if (ctn_task_setting(t, "min_p") != NULL) {
-        if (num_setting(t, "min_p", &v) < 0) goto out;
-        r.min_p = (float)v;
-    }
-    const ctn_val *k = ctn_task_setting(t, "top_k");
-    if (k != NULL) {
-        if (k->kind != CTN_VINT) {
-            ctn_task_fail(t, CTN_ETYPE, "setting 'top_k' must be an integer");
+    /* Every request setting the node is given goes through the one validator. */
+    const ctn_setting_info *tab = ctn_settings_table();
+    ctn_setting_value items[CTN_SETTINGS_MAX_STOP + 1];
+    for (int k = 0; k < CTN_SET_N_KEYS; k++) {
+        const ctn_val *sv = tab[k].model ? NULL : ctn_task_setting(t, tab[k].key);
+        if (sv == NULL) continue;
+        ctn_setting_value v;
+        setting_of_val(sv, &v, items, sizeof items / sizeof items[0]);
+        const int rc = ctn_settings_set(&r.set, tab[k].key, &v, err, sizeof err);
+        if (rc < 0) {
+            ctn_task_fail(t, rc, "%s", err);
             goto out;
         }
-        r.top_k = (int)k->u.i;
-    }
-    const ctn_val *seed = ctn_task_setting(t, "seed");
-    if (seed != NULL) {
-        if (seed->kind != CTN_VINT) {
-            ctn_task_fail(t, CTN_ETYPE, "setting 'seed' must be an integer");
-            goto out;
-        }
-        r.seed = (uint64_t)seed->u.i;
-    }
-    const ctn_val *mt = ctn_task_setting(t, "max_tokens");
-    if (mt != NULL) {
-        if (mt->kind != CTN_VINT || mt->u.i < 1 || mt->u.i > 1 << 30) {
-            ctn_task_fail(t, CTN_EINVAL, "setting 'max_tokens' must be a positive integer");
-            goto out;
-        }
-        r.max_tokens = (int)mt->u.i;
-    }
-    const ctn_val *lo = ctn_task_setting(t, "lora");
-    if (lo != NULL && lo->kind != CTN_VNULL) {
-        if (lo->kind != CTN_VSTR) {
-            ctn_task_fail(t, CTN_ETYPE, "setting 'lora' must be an adapter's name");
-            goto out;
-        }
-        r.lora = lo->u.str.p;
-        if (ctn_task_setting(t, "lora_scale") != NULL) {
-            if (num_setting(t, "lora_scale", &v) < 0) goto out;
-            r.lora_scale = (float)v;
-        }
-    }
-    const ctn_val *st = ctn_task_setting(t, "stop");
-    if (st != NULL && st->kind == CTN_VSTR) {
-        stop[0] = st->u.str.p;
-        r.stop = stop;
-        r.n_stop = 1;
-    } else if (st != NULL && st->kind == CTN_VARR) {
-        if (st->u.arr.n > 16) {
-            ctn_task_fail(t, CTN_EINVAL, "setting 'stop': at most 16 stop strings");
-            goto out;
-        }
-        for (size_t i = 0; i < st->u.arr.n; i++) {
-            if (st->u.arr.items[i]->kind != CTN_VSTR) {
-                ctn_task_fail(t, CTN_ETYPE, "setting 'stop': item %zu is not a string", i + 1);
-                goto out;
-            }
-            stop[i] = st->u.arr.items[i]->u.str.p;
-        }
-        r.stop = stop;
-        r.n_stop = st->u.arr.n;
-    } else if (st != NULL && st->kind != CTN_VNULL) {
-        ctn_task_fail(t, CTN_ETYPE, "setting 'stop' must be a string or a list of strings");
-        goto out;
     }
     {
         gen_req *g = calloc(1, sizeof *g);

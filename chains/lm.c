@@ -569,24 +569,25 @@ void ctn_lm_close(ctn_lm *lm) {
         last_close(lm);
 }
 
+/* The model settings, by the one table of limits (settings.h); 0 is each one's default. */
 static int check_params(const ctn_lm_params *p, const char *path, char *err, size_t errcap) {
-    if (p->threads < 0 || p->threads > 512) {
-        ctn__errf(err, errcap, "%s: threads %d is out of range (0..512)", path, p->threads);
-        return CTN_EINVAL;
-    }
-    if (p->kv_memory_bytes < 0) {
-        ctn__errf(err, errcap, "%s: kv_memory_bytes %lld is negative", path,
-                  (long long)p->kv_memory_bytes);
-        return CTN_EINVAL;
-    }
-    if (p->n_ctx < 0 || p->n_ctx > (1 << 24)) {
-        ctn__errf(err, errcap, "%s: n_ctx %d is out of range (0..16777216)", path, p->n_ctx);
-        return CTN_EINVAL;
-    }
-    if (p->lora_budget_bytes < 0) {
-        ctn__errf(err, errcap, "%s: lora_budget_bytes %lld is negative", path,
-                  (long long)p->lora_budget_bytes);
-        return CTN_EINVAL;
+    const struct {
+        const char *key;
+        int64_t v;
+    } f[] = {{"threads", p->threads},
+             {"ctx", p->n_ctx},
+             {"kv_memory", p->kv_memory_bytes},
+             {"lora_budget", p->lora_budget_bytes}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        if (f[i].v == 0) continue;
+        ctn_settings s;
+        ctn_settings_init(&s);
+        const ctn_setting_value v = {.kind = CTN_SET_INT, .i = f[i].v};
+        char msg[256];
+        if (ctn_settings_set(&s, f[i].key, &v, msg, sizeof msg) < 0) {
+            ctn__errf(err, errcap, "%s: %s (0: the default)", path, msg);
+            return CTN_EINVAL;
+        }
     }
     return 0;
 }
@@ -594,9 +595,18 @@ static int check_params(const ctn_lm_params *p, const char *path, char *err, siz
 /* Names the first parameter of b that differs from the loaded model's a, or returns 0. */
 static int check_same(const ctn_lm_params *a, const ctn_lm_params *b, const char *path, char *err,
                       size_t errcap) {
+    char ta[32], tb[32];
+    if (a->threads)
+        snprintf(ta, sizeof ta, "%d", a->threads);
+    else
+        snprintf(ta, sizeof ta, "the default");
+    if (b->threads)
+        snprintf(tb, sizeof tb, "%d", b->threads);
+    else
+        snprintf(tb, sizeof tb, "the default");
     if (a->threads != b->threads)
-        ctn__errf(err, errcap, "%s is already loaded on this loop with threads %d, not %d", path,
-                  a->threads, b->threads);
+        ctn__errf(err, errcap, "%s is already loaded on this loop with threads %s, not %s", path,
+                  ta, tb);
     else if (a->kv_memory_bytes != b->kv_memory_bytes)
         ctn__errf(err, errcap,
                   "%s is already loaded on this loop with kv_memory_bytes %lld, not %lld", path,
@@ -756,15 +766,8 @@ int ctn_lm_open(uv_loop_t *loop, const char *path, const ctn_lm_params *p, ctn_l
 ctn_lm_request ctn_lm_request_default(void) {
     ctn_lm_request r;
     memset(&r, 0, sizeof r);
-    const ctn_sampler_params sp = ctn_sampler_params_default();
     r.add_bos = -1;
-    r.temperature = 0.0f;
-    r.top_p = sp.top_p;
-    r.top_k = sp.top_k;
-    r.min_p = sp.min_p;
-    r.seed = sp.seed;
-    r.max_tokens = -1;
-    r.lora_scale = 1.0f;
+    ctn_settings_init(&r.set);
     return r;
 }
 
@@ -917,8 +920,9 @@ int ctn_lm_generate(ctn_lm *lm, const ctn_lm_request *r, const ctn_lm_callbacks 
         ctn__errf(err, errcap, "%s: the request has no prompt (neither text nor ids)", lm->path);
         return CTN_EINVAL;
     }
-    if (r->n_stop > 0 && r->stop == NULL) {
-        ctn__errf(err, errcap, "%s: n_stop is %zu but stop is NULL", lm->path, r->n_stop);
+    if (r->set.n_stop > CTN_SETTINGS_MAX_STOP) {
+        ctn__errf(err, errcap, "%s: n_stop is %zu (at most %d)", lm->path, r->set.n_stop,
+                  CTN_SETTINGS_MAX_STOP);
         return CTN_EINVAL;
     }
     if (r->n_ids > (size_t)INT64_MAX / sizeof(int32_t)) {
@@ -941,21 +945,14 @@ int ctn_lm_generate(ctn_lm *lm, const ctn_lm_request *r, const ctn_lm_callbacks 
     ctn_gen_request g = ctn_gen_request_default();
     g.prompt_ids = ids;
     g.n_prompt_ids = (int64_t)n_ids;
-    g.sampling.temp = r->temperature;
-    g.sampling.top_p = r->top_p;
-    g.sampling.top_k = r->top_k;
-    g.sampling.min_p = r->min_p;
-    g.sampling.seed = r->seed;
-    g.max_tokens = r->max_tokens;
-    g.stop = r->stop;
-    g.n_stop = r->n_stop;
-    if (r->lora != NULL) {
-        struct lm_adapter *ad = adapter_find(lm, r->lora);
+    ctn_settings_apply(&r->set, &g);
+    if (r->set.lora != NULL) {
+        struct lm_adapter *ad = adapter_find(lm, r->set.lora);
         if (ad == NULL) {
             free(ids);
             free_req(q);
-            ctn__errf(err, errcap, "adapter '%s' is not loaded for %s (load it first)", r->lora,
-                      lm->path);
+            ctn__errf(err, errcap, "adapter '%s' is not loaded for %s (load it first)",
+                      r->set.lora, lm->path);
             return CTN_EINVAL;
         }
         if (!ctn_gen_lora_loaded(lm->e, ad->id) &&
@@ -965,7 +962,7 @@ int ctn_lm_generate(ctn_lm *lm, const ctn_lm_request *r, const ctn_lm_callbacks 
             return rc;
         }
         g.adapter = ad->id;
-        g.adapter_scale = r->lora_scale;
+        g.adapter_scale = r->set.lora_scale;
     }
     if (n_ids == 0) {
         /* A text prompt that tokenized to nothing: the engine names that. */

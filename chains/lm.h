@@ -49,6 +49,7 @@
 #include <uv.h>
 
 #include "gen.h"
+#include "settings.h"
 
 typedef struct ctn_lm ctn_lm;
 
@@ -92,21 +93,15 @@ typedef struct {
     /* BOS before the prompt: < 0 (the default) as the model's metadata says for text and
      * never for ids (they are taken as given); 0 never; 1 always (once). */
     int add_bos;
-    float temperature; /* <= 0: greedy */
-    float top_p;       /* >= 1: off */
-    int top_k;         /* <= 0: off */
-    float min_p;       /* keep tokens with p >= min_p * the top p (before temperature); <= 0: off */
-    uint64_t seed;     /* the sampler's seed (0 is a fixed seed, not a random one) */
-    int max_tokens;    /* < 0: until EOS, a stop string or the context is full */
-    const char *const *stop; /* stop strings (NUL-terminated; not part of the output) */
-    size_t n_stop;
-    const char *lora; /* the name of an adapter loaded with ctn_lm_lora_load, or NULL */
-    float lora_scale; /* its scale (default 1; 0: the base model) */
+    /* Sampling, max_tokens, stop strings, ignore_eos, and the adapter (set.lora: the name
+     * of one loaded with ctn_lm_lora_load, or NULL; set.lora_scale), as the one settings
+     * validator (settings.h, docs/settings.md) checked them; the strings are copied. */
+    ctn_settings set;
 } ctn_lm_request;
 
 /* Greedy, BOS as the model says, no token limit, no stop strings; the other sampling fields
  * at llama.cpp's CLI defaults (top_k 40, top_p 0.95, min_p 0.05), which matter once
- * temperature > 0. */
+ * temperature > 0 (ctn_settings_init). */
 ctn_lm_request ctn_lm_request_default(void);
 
 /* How a request ended. Pointers are borrowed: valid only during on_done. */

@@ -20,8 +20,8 @@
 #include "lora.h"
 #include "model.h"
 #include "sampler.h"
+#include "settings.h"
 
-#define MAX_STOPS 16
 
 static int usage(FILE *f) {
     fprintf(f,
@@ -46,55 +46,55 @@ static int usage(FILE *f) {
             "                         file), scaled by SCALE (default 1)\n"
             "  --ids                  print the generated token ids instead of text\n"
             "  -v, --verbose          print timings and the seed to stderr\n",
-            MAX_STOPS);
+            CTN_SETTINGS_MAX_STOP);
     return f == stderr ? 2 : 0;
-}
-
-static int parse_float(const char *s, float *out) {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (*s == '\0' || *end != '\0' || errno != 0 || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_u64(const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*s == '\0' || *s == '-' || *end != '\0' || errno != 0) return -1;
-    *out = v;
-    return 0;
 }
 
 typedef struct {
     const char *model, *prompt, *prompt_file;
-    long n_predict, n_ctx, threads;
-    ctn_sampler_params sp;
-    bool seed_set, ids, ignore_eos, kv_f32, verbose;
-    const char *stops[MAX_STOPS];
-    size_t n_stops;
+    ctn_settings set; /* every request and model setting (settings.h) */
+    bool seed_set, ids, kv_f32, verbose;
     char lora[4096]; /* the adapter's path, or "" */
-    float lora_scale;
 } options;
+
+/* The options that are settings, and their keys (docs/settings.md has the limits). */
+static const struct {
+    const char *flag, *flag2, *key;
+} setting_flags[] = {
+    {"-n", "--n-predict", "max_tokens"},
+    {"-c", "--ctx", "ctx"},
+    {"-t", "--threads", "threads"},
+    {"--temp", NULL, "temperature"},
+    {"--top-k", NULL, "top_k"},
+    {"--top-p", NULL, "top_p"},
+    {"--min-p", NULL, "min_p"},
+    {"--repeat-penalty", NULL, "repeat_penalty"},
+    {"--repeat-last-n", NULL, "repeat_last_n"},
+    {"--frequency-penalty", NULL, "frequency_penalty"},
+    {"--presence-penalty", NULL, "presence_penalty"},
+    {"--seed", NULL, "seed"},
+    {"-s", "--stop", "stop"},
+};
 
 /* Parses argv into o; returns -1 after printing a usage error, 1 for --help, else 0. */
 static int parse_args(int argc, char **argv, options *o) {
-    o->n_predict = -1;
-    o->sp = ctn_sampler_params_default();
-    o->lora_scale = 1.0f;
+    ctn_settings_init(&o->set);
+    o->set.sampling = ctn_sampler_params_default(); /* llama.cpp's CLI's */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        bool bad = false, used = true;
-        long lv;
+        bool used = true;
+        const char *key = NULL;
+        for (size_t k = 0; k < sizeof setting_flags / sizeof setting_flags[0]; k++)
+            if (!strcmp(a, setting_flags[k].flag) ||
+                (setting_flags[k].flag2 != NULL && !strcmp(a, setting_flags[k].flag2)))
+                key = setting_flags[k].key;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             return 1;
         } else if (!strcmp(a, "--ids")) {
             o->ids = true, used = false;
         } else if (!strcmp(a, "--ignore-eos")) {
-            o->ignore_eos = true, used = false;
+            o->set.ignore_eos = true, used = false;
         } else if (!strcmp(a, "--kv-f32")) {
             o->kv_f32 = true, used = false;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
@@ -103,67 +103,40 @@ static int parse_args(int argc, char **argv, options *o) {
             fprintf(stderr, "catena generate: unknown or incomplete argument '%s'\n", a);
             usage(stderr);
             return -1;
+        } else if (key != NULL) {
+            char err[512];
+            /* -n -1 is llama-cli's "no limit"; the setting says so too. */
+            if (ctn_settings_parse(&o->set, key, val, err, sizeof err) < 0) {
+                fprintf(stderr, "catena generate: bad value '%s' for %s: %s\n", val, a, err);
+                return -1;
+            }
+            if (!strcmp(key, "seed")) o->seed_set = true;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             o->model = val;
         } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
             o->prompt = val;
         } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
             o->prompt_file = val;
-        } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
-            bad = ctn__cli_parse_long(val, -1, 1 << 24, &o->n_predict) < 0;
-        } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) {
-            bad = ctn__cli_parse_long(val, 1, 1 << 24, &o->n_ctx) < 0;
-        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            bad = ctn__cli_parse_long(val, 1, 512, &o->threads) < 0;
-        } else if (!strcmp(a, "--temp")) {
-            bad = parse_float(val, &o->sp.temp) < 0;
-        } else if (!strcmp(a, "--top-k")) {
-            bad = ctn__cli_parse_long(val, 0, INT32_MAX, &lv) < 0;
-            o->sp.top_k = (int32_t)lv;
-        } else if (!strcmp(a, "--top-p")) {
-            bad = parse_float(val, &o->sp.top_p) < 0;
-        } else if (!strcmp(a, "--min-p")) {
-            bad = parse_float(val, &o->sp.min_p) < 0;
-        } else if (!strcmp(a, "--repeat-penalty")) {
-            bad = parse_float(val, &o->sp.repeat_penalty) < 0;
-        } else if (!strcmp(a, "--repeat-last-n")) {
-            bad = ctn__cli_parse_long(val, -1, INT32_MAX, &lv) < 0;
-            o->sp.penalty_last_n = (int32_t)lv;
-        } else if (!strcmp(a, "--frequency-penalty")) {
-            bad = parse_float(val, &o->sp.frequency_penalty) < 0;
-        } else if (!strcmp(a, "--presence-penalty")) {
-            bad = parse_float(val, &o->sp.presence_penalty) < 0;
         } else if (!strcmp(a, "--lora")) {
             /* PATH[:SCALE]: a last ':' followed by a number is the scale. */
-            bad = val == NULL || strlen(val) >= sizeof o->lora;
-            if (!bad) {
-                snprintf(o->lora, sizeof o->lora, "%s", val);
-                char *colon = strrchr(o->lora, ':');
-                if (colon != NULL) {
-                    char *end;
-                    const float sc = strtof(colon + 1, &end);
-                    if (end != colon + 1 && *end == 0 && sc == sc) {
-                        o->lora_scale = sc;
-                        *colon = 0;
-                    }
-                }
-            }
-        } else if (!strcmp(a, "--seed")) {
-            bad = parse_u64(val, &o->sp.seed) < 0;
-            o->seed_set = true;
-        } else if (!strcmp(a, "-s") || !strcmp(a, "--stop")) {
-            if (o->n_stops == MAX_STOPS) {
-                fprintf(stderr, "catena generate: at most %d stop strings\n", MAX_STOPS);
+            if (strlen(val) >= sizeof o->lora) {
+                fprintf(stderr, "catena generate: --lora: the path is too long\n");
                 return -1;
             }
-            o->stops[o->n_stops++] = val;
+            snprintf(o->lora, sizeof o->lora, "%s", val);
+            char *colon = strrchr(o->lora, ':');
+            char err[512];
+            if (colon != NULL && colon[1] != '\0' &&
+                strspn(colon + 1, "+-.0123456789eE") == strlen(colon + 1)) {
+                if (ctn_settings_parse(&o->set, "lora_scale", colon + 1, err, sizeof err) < 0) {
+                    fprintf(stderr, "catena generate: bad value '%s' for --lora: %s\n", val, err);
+                    return -1;
+                }
+                *colon = 0;
+            }
         } else {
             fprintf(stderr, "catena generate: unknown argument '%s'\n", a);
             usage(stderr);
-            return -1;
-        }
-        if (bad) {
-            fprintf(stderr, "catena generate: bad value '%s' for %s\n", val, a);
             return -1;
         }
         if (used) i++;
@@ -182,7 +155,7 @@ static int parse_args(int argc, char **argv, options *o) {
         usage(stderr);
         return -1;
     }
-    if (!o->seed_set) o->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    if (!o->seed_set) o->set.sampling.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     return 0;
 }
 
@@ -291,8 +264,8 @@ static int generate(options *op) {
         goto done;
     }
     ctn_gen_params gp = {0};
-    gp.fwd.n_threads = (int)o.threads;
-    gp.fwd.n_ctx = o.n_ctx;
+    gp.fwd.n_threads = o.set.threads;
+    gp.fwd.n_ctx = o.set.ctx;
     gp.fwd.kv_f32 = o.kv_f32;
     gp.max_running = 1;
     gp.manual = true;
@@ -313,11 +286,7 @@ static int generate(options *op) {
     ctn_gen_request r = ctn_gen_request_default();
     r.prompt_ids = prompt;
     r.n_prompt_ids = (int64_t)n_prompt;
-    r.sampling = o.sp;
-    r.max_tokens = o.n_predict;
-    r.stop = o.stops;
-    r.n_stop = o.n_stops;
-    r.ignore_eos = o.ignore_eos;
+    ctn_settings_apply(&o.set, &r);
     if (lora != NULL) {
         const int32_t id = ctn_gen_lora_add(e, lora, err, sizeof err);
         lora = NULL; /* the engine's now, also when it failed */
@@ -326,7 +295,7 @@ static int generate(options *op) {
             goto done;
         }
         r.adapter = id;
-        r.adapter_scale = o.lora_scale;
+        r.adapter_scale = o.set.lora_scale;
     }
     gen_out out = {.ids = o.ids};
     r.on_token = on_token;
@@ -336,7 +305,8 @@ static int generate(options *op) {
         fprintf(stderr,
                 "catena generate: %zu prompt tokens, context %" PRId64
                 ", %d threads, %s kernels, seed %" PRIu64 "\n",
-                n_prompt, st.n_ctx, st.threads, ctn_isa_name(ctn_kern_isa()), o.sp.seed);
+                n_prompt, st.n_ctx, st.threads, ctn_isa_name(ctn_kern_isa()),
+                o.set.sampling.seed);
     if (ctn_gen_submit(e, &r, err, sizeof err) < 0) {
         fprintf(stderr, "catena generate: %s\n", err);
         goto done;
@@ -348,7 +318,8 @@ static int generate(options *op) {
         fprintf(stderr, "\ncatena generate: %s\n", out.res.error);
         goto done;
     }
-    if (out.res.finish == CTN_FINISH_LENGTH && (o.n_predict < 0 || out.n_gen < o.n_predict))
+    if (out.res.finish == CTN_FINISH_LENGTH &&
+        (o.set.max_tokens < 0 || out.n_gen < o.set.max_tokens))
         fprintf(stderr, "catena generate: the context of %" PRId64 " tokens is full\n", st.n_ctx);
     putchar('\n');
     if (fflush(stdout) != 0 || out.write_error != NULL) {

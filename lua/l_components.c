@@ -105,48 +105,45 @@ static void free_renderer(void *ud) {
     free(r);
 }
 
-/* A size in bytes from a number or a string with K, M or G. */
-static int64_t size_arg(lua_State *L, int idx, const char *what) {
-    if (lua_isinteger(L, idx)) return (int64_t)lua_tointeger(L, idx);
-    const char *s = lua_tostring(L, idx);
-    char *end = NULL;
-    const double v = s ? strtod(s, &end) : -1;
-    double mul = 1;
-    if (end != NULL && (*end == 'K' || *end == 'k'))
-        mul = 1024, end++;
-    else if (end != NULL && (*end == 'M' || *end == 'm'))
-        mul = 1024.0 * 1024, end++;
-    else if (end != NULL && (*end == 'G' || *end == 'g'))
-        mul = 1024.0 * 1024 * 1024, end++;
-    if (s == NULL || end == s || *end != 0 || !(v > 0))
-        luaL_error(L, "catena.model: %s must be a size in bytes or a string like \"512M\"", what);
-    return (int64_t)(v * mul);
+/* Sets key of s from the Lua value at idx, through the one validator (settings.h); raises
+ * its message. */
+static void lua_setting(lua_State *L, int idx, const char *key, ctn_settings *s) {
+    ctn_setting_value v = {.kind = CTN_SET_OBJ};
+    switch (lua_type(L, idx)) {
+    case LUA_TBOOLEAN: v.kind = CTN_SET_BOOL, v.b = lua_toboolean(L, idx); break;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx))
+            v.kind = CTN_SET_INT, v.i = (int64_t)lua_tointeger(L, idx);
+        else
+            v.kind = CTN_SET_NUM, v.d = lua_tonumber(L, idx);
+        break;
+    case LUA_TSTRING: v.kind = CTN_SET_STR, v.s = lua_tostring(L, idx); break;
+    default: break;
+    }
+    char err[256];
+    if (ctn_settings_set(s, key, &v, err, sizeof err) < 0) luaL_error(L, "catena.model: %s", err);
 }
 
-/* catena.model{path = ..., threads = N, kv_memory = SIZE, ctx = N, chat_template = name or
- * function} */
+/* catena.model{path = ..., threads = N, kv_memory = SIZE, lora_budget = SIZE, ctx = N,
+ * chat_template = name or function}; the limits are docs/settings.md's. */
 static int m_model(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_getfield(L, 1, "path");
     const char *path = lua_tostring(L, -1);
     if (path == NULL) luaL_error(L, "catena.model: path must name a GGUF model file");
+    ctn_settings set;
+    ctn_settings_init(&set);
+    static const char *const keys[] = {"threads", "kv_memory", "lora_budget", "ctx"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        lua_getfield(L, 1, keys[i]);
+        if (!lua_isnil(L, -1)) lua_setting(L, -1, keys[i], &set);
+        lua_pop(L, 1);
+    }
     ctn_lm_params p = {0};
-    lua_getfield(L, 1, "threads");
-    if (!lua_isnil(L, -1)) {
-        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > 1024)
-            luaL_error(L, "catena.model: threads must be an integer from 1 to 1024");
-        p.threads = (int)lua_tointeger(L, -1);
-    }
-    lua_getfield(L, 1, "kv_memory");
-    if (!lua_isnil(L, -1)) p.kv_memory_bytes = size_arg(L, -1, "kv_memory");
-    lua_getfield(L, 1, "lora_budget");
-    if (!lua_isnil(L, -1)) p.lora_budget_bytes = size_arg(L, -1, "lora_budget");
-    lua_getfield(L, 1, "ctx");
-    if (!lua_isnil(L, -1)) {
-        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 16 || lua_tointeger(L, -1) > 1 << 20)
-            luaL_error(L, "catena.model: ctx must be an integer from 16 to 1048576");
-        p.n_ctx = (int)lua_tointeger(L, -1);
-    }
+    p.threads = set.threads;
+    p.kv_memory_bytes = set.kv_memory;
+    p.lora_budget_bytes = set.lora_budget;
+    p.n_ctx = (int)set.ctx;
     ctn_chat_family fam = CTN_CHAT_UNKNOWN;
     lua_renderer *r = NULL;
     lua_getfield(L, 1, "chat_template");

@@ -94,7 +94,9 @@ expect 2 "no model given" generate -p "x"
 expect 2 "bad value 'abc' for --temp" generate -m "$S" -p x --temp abc
 expect 2 "bad value '-3' for -n" generate -m "$S" -p x -n -3
 expect 2 "unknown argument '--bogus'" generate -m "$S" -p x --bogus 1
-expect 1 "top_p" generate -m "$S" -p x --top-p -1
+expect 2 "setting 'top_p' must be a number from 0 to 1, not -1" generate -m "$S" -p x --top-p -1
+expect 2 "unknown argument '--tmep'" generate -m "$S" -p x --tmep 1
+expect 2 "bad value '0' for -t: setting 'threads' must be an integer from 1 to 1024" generate -m "$S" -p x -t 0
 head -c 5000 "$S" >"$tmp/trunc.gguf"
 expect 1 "trunc.gguf" generate -m "$tmp/trunc.gguf" -p x
 

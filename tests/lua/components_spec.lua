@@ -134,6 +134,23 @@ describe("model", function()
     assert.matches("max_tokens", err.message)
   end)
 
+  it("checks settings with the one table of limits (docs/settings.md)", function()
+    local ok, err = pcall(function() return (llm:with{ top_p = 2 }):invoke("x") end)
+    assert.is_false(ok)
+    assert.matches("setting 'top_p' must be a number from 0 to 1, not 2", err.message, 1, true)
+    ok, err = pcall(function() return (llm:with{ stop = { "a", 3 } }):invoke("x") end)
+    assert.is_false(ok)
+    assert.matches("item 2 is an integer", err.message, 1, true)
+    -- max_tokens 0 is the prompt only, as everywhere else: no text
+    assert.are.equal("", (llm:with{ max_tokens = 0 }):invoke("Once upon a time"))
+    ok, err = pcall(catena.model, { path = MODEL, threads = 0 })
+    assert.is_false(ok)
+    assert.matches("setting 'threads' must be an integer from 1 to 1024, not 0", tostring(err.message or err), 1, true)
+    ok, err = pcall(catena.model, { path = MODEL, kv_memory = "lots" })
+    assert.is_false(ok)
+    assert.matches("setting 'kv_memory' must be a size in bytes", tostring(err.message or err), 1, true)
+  end)
+
   it("renders chat prompts with a named template, and says when there is none", function()
     local chat = catena.prompt.chat{ { "user", "{q}" } }
     local ok, err = pcall(function() return (chat | llm:with{ max_tokens = 3 }):invoke({ q = "hi" }) end)
