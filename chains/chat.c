@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "error.h"
-#include "strbuf.h"
+#include "str.h"
 
 static int is_space(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';

@@ -12,14 +12,8 @@
 #include "json.h"
 #include "template.h"
 #include "textparse.h"
+#include "str.h"
 
-static char *dupn(const char *s, size_t n) {
-    char *p = malloc(n + 1);
-    if (p == NULL) return NULL;
-    memcpy(p, s, n);
-    p[n] = 0;
-    return p;
-}
 
 /* ==== prompt ================================================================================ */
 
@@ -70,7 +64,7 @@ ctn_node *ctn_prompt_node(const char *tmpl, size_t n, char *err, size_t errcap) 
     prompt_ud *u = calloc(1, sizeof *u);
     if (u == NULL) return NULL;
     u->t = ctn_tmpl_parse(tmpl, n, err, errcap);
-    u->src = dupn(tmpl, n);
+    u->src = ctn__strndup(tmpl, n);
     if (u->t == NULL || u->src == NULL) {
         prompt_free(u);
         return NULL;
@@ -185,7 +179,7 @@ static char *chat_describe(const void *p) {
     for (size_t i = 0; i < u->n && len + 20 < sizeof buf; i++)
         len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", i ? ", " : "",
                                 u->tmpls[i] ? u->roles[i] : u->vars[i]);
-    return dupn(buf, strlen(buf));
+    return ctn__strndup(buf, strlen(buf));
 }
 
 static const ctn_node_ops chat_ops = {
@@ -208,9 +202,9 @@ ctn_node *ctn_chat_prompt_node(const ctn_chat_entry *e, size_t n, char *err, siz
             chat_free(u);
             return NULL;
         }
-        u->roles[i] = dupn(e[i].role, strlen(e[i].role));
+        u->roles[i] = ctn__strndup(e[i].role, strlen(e[i].role));
         if (strcmp(e[i].role, "placeholder") == 0) {
-            u->vars[i] = dupn(e[i].content, strlen(e[i].content));
+            u->vars[i] = ctn__strndup(e[i].content, strlen(e[i].content));
             if (u->roles[i] == NULL || u->vars[i] == NULL) {
                 chat_free(u);
                 return NULL;
@@ -427,7 +421,7 @@ static char *model_describe(const void *p) {
     const char *path = ctn_lm_path(u->lm);
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
-    return dupn(base, strlen(base));
+    return ctn__strndup(base, strlen(base));
 }
 
 static const ctn_node_ops model_ops = {.kind = "model",
@@ -633,7 +627,7 @@ static char *parser_describe(const void *p) {
         snprintf(buf, sizeof buf, "regex /%.100s/", u->pattern);
     else
         snprintf(buf, sizeof buf, "%s", names[u->kind]);
-    return dupn(buf, strlen(buf));
+    return ctn__strndup(buf, strlen(buf));
 }
 
 static const ctn_node_ops parser_stream_ops = {.kind = "parser",
@@ -662,7 +656,7 @@ ctn_node *ctn_parser_node(ctn_parser_kind kind, const char *pattern, const char 
             return NULL;
         }
         u->re = ctn_regex_new(pattern, keys, nkeys, err, errcap);
-        u->pattern = dupn(pattern, strlen(pattern));
+        u->pattern = ctn__strndup(pattern, strlen(pattern));
         if (u->re == NULL || u->pattern == NULL) {
             parser_free(u);
             return NULL;

@@ -18,6 +18,7 @@
 
 #include "chain_impl.h"
 #include "error.h"
+#include "str.h"
 
 typedef struct timer_box {
     uv_timer_t h;
@@ -71,12 +72,6 @@ static void run_free_now(ctn_run *r);
 
 /* ==== errors ============================================================================ */
 
-static char *dupstr(const char *s) {
-    const size_t n = strlen(s) + 1;
-    char *p = malloc(n);
-    if (p != NULL) memcpy(p, s, n);
-    return p;
-}
 
 static void err_free(ctn_chain_err *e) {
     if (e == NULL) return;
@@ -92,8 +87,8 @@ static ctn_chain_err *err_new(const ctn_task *t, int code, const char *msg) {
     ctn_chain_err *e = calloc(1, sizeof *e);
     if (e == NULL) return &oom_err;
     e->code = code;
-    e->message = dupstr(msg != NULL ? msg : ctn_strerror(code));
-    e->path = t != NULL ? ctn_task_path(t) : dupstr("");
+    e->message = ctn__strdup(msg != NULL ? msg : ctn_strerror(code));
+    e->path = t != NULL ? ctn_task_path(t) : ctn__strdup("");
     if (e->message == NULL || e->path == NULL) {
         free(e->message);
         free(e->path);
@@ -215,7 +210,7 @@ static void span_end(ctn_task *t, const ctn_val *out, const ctn_chain_err *err) 
     s->output = summary(out);
     if (err != NULL) {
         s->err_code = err->code;
-        s->err_message = dupstr(err->message);
+        s->err_message = ctn__strdup(err->message);
     }
     if ((r->flags & CTN_RUN_EVENTS) && r->cb.on_event != NULL) {
         const ctn_event ev = {CTN_EV_END, s, NULL};
@@ -977,11 +972,11 @@ static char *path_element(const ctn_task *x, const ctn_task *c) {
         if (e != NULL) snprintf(e, len, "%s.%s", label, c->key);
         return e;
     }
-    return dupstr(label);
+    return ctn__strdup(label);
 }
 
 char *ctn_task_path(const ctn_task *t) {
-    char *path = dupstr("");
+    char *path = ctn__strdup("");
     const ctn_task *c = NULL;
     const char *carry = NULL; /* the key of a named parallel's branch, for the name */
     for (const ctn_task *x = t; x != NULL && path != NULL; c = x, x = x->parent) {

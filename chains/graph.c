@@ -13,7 +13,7 @@
 
 #include "chain_impl.h"
 #include "error.h"
-#include "strbuf.h"
+#include "str.h"
 
 /* ==== describe ============================================================================ */
 

@@ -17,6 +17,8 @@
 #include <string.h>
 
 #include "error.h"
+#include "str.h"
+#include "unicode.h"
 
 /* Where the machine is between bytes. */
 enum {
@@ -44,10 +46,7 @@ enum { ST_CHAR, ST_UTF, ST_ESC, ST_U, ST_LOW_BS, ST_LOW_U };
  * fraction, after 'e', after the exponent's sign, in the exponent. */
 enum { N_MINUS, N_ZERO, N_INT, N_DOT, N_FRAC, N_E, N_ESIGN, N_EXP };
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-} buf;
+typedef ctn_strbuf buf; /* the one growing string (str.h) */
 
 typedef struct {
     int stream; /* skip prose before the value and ignore text after it */
@@ -131,21 +130,11 @@ static int oom(parser *p) {
     return -1;
 }
 
-/* Appends bytes to b, keeping a NUL after them (strtod reads the number's text). */
+/* Appends bytes to b, keeping a NUL after them (strtod reads the number's text); -1 when
+ * memory ran out. */
 static int buf_put(buf *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 32;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (q == NULL) return -1;
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return 0;
+    ctn_sb_put(b, s, n);
+    return b->oom ? -1 : 0;
 }
 
 /* What the machine wants next, for "expected ..." and "unexpected end of input" messages. */
@@ -284,26 +273,7 @@ static int finish_number(parser *p) {
 
 static int put_utf8(parser *p, uint32_t cp) {
     char b[4];
-    size_t n;
-    if (cp < 0x80) {
-        b[0] = (char)cp;
-        n = 1;
-    } else if (cp < 0x800) {
-        b[0] = (char)(0xC0 | (cp >> 6));
-        b[1] = (char)(0x80 | (cp & 0x3F));
-        n = 2;
-    } else if (cp < 0x10000) {
-        b[0] = (char)(0xE0 | (cp >> 12));
-        b[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        b[2] = (char)(0x80 | (cp & 0x3F));
-        n = 3;
-    } else {
-        b[0] = (char)(0xF0 | (cp >> 18));
-        b[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        b[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        b[3] = (char)(0x80 | (cp & 0x3F));
-        n = 4;
-    }
+    const size_t n = ctn__utf8_encode(cp, b); /* cp is at most U+10FFFF here */
     return buf_put(&p->tok, b, n) < 0 ? oom(p) : 0;
 }
 

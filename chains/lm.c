@@ -28,6 +28,8 @@
 #include "gguf.h"
 #include "model.h"
 #include "vocab.h"
+#include "str.h"
+#include "unicode.h"
 
 /* ---- types ------------------------------------------------------------------------------- */
 
@@ -43,8 +45,7 @@ struct lm_req {
     lm_req *prev, *next; /* lm->reqs, in submission order (loop thread) */
 
     /* Shared with the engine thread, under lm->lock. */
-    char *pend; /* token text not yet taken by the loop */
-    size_t n_pend, cap_pend;
+    ctn_strbuf pend; /* token text not yet taken by the loop */
     size_t *ends; /* (n_ends) end offsets in pend of the pieces (one per token) */
     size_t n_ends, cap_ends;
     bool queued; /* on lm->ready */
@@ -59,12 +60,10 @@ struct lm_req {
     int dim;
 
     /* Loop thread only. */
-    char *work; /* the buffer swapped out of pend, being delivered */
-    size_t cap_work;
+    ctn_strbuf work; /* the buffer swapped out of pend, being delivered */
     size_t *work_ends; /* and its piece ends */
     size_t cap_work_ends;
-    char *text; /* everything delivered, NUL-terminated */
-    size_t n_text, cap_text;
+    ctn_strbuf text; /* everything delivered, NUL-terminated */
     unsigned char hold[4]; /* the start of a UTF-8 character whose rest has not come yet */
     size_t n_hold;
     bool text_oom;  /* the loop could not keep the text: the request fails */
@@ -118,28 +117,6 @@ static ctn_lm *registry;
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
-static char *dup_n(const char *s, size_t n) {
-    char *d = malloc(n + 1);
-    if (d == NULL) return NULL;
-    memcpy(d, s, n);
-    d[n] = '\0';
-    return d;
-}
-
-/* Grows *buf to hold at least need bytes (doubling). 0 or CTN_ENOMEM. */
-static int reserve(char **buf, size_t *cap, size_t need) {
-    if (need <= *cap) return 0;
-    size_t c = *cap ? *cap : 64;
-    while (c < need) {
-        if (c > SIZE_MAX / 2) return CTN_ENOMEM;
-        c *= 2;
-    }
-    char *p = realloc(*buf, c);
-    if (p == NULL) return CTN_ENOMEM;
-    *buf = p;
-    *cap = c;
-    return 0;
-}
 
 static int bucket_of(int n) {
     int b = 0;
@@ -188,7 +165,7 @@ static void unqueue(ctn_lm *lm, lm_req *r) {
 /* Appends one piece of text (lock held). */
 static void append_pend(lm_req *r, const char *s, size_t n) {
     if (n == 0 || r->oom) return;
-    if (reserve(&r->pend, &r->cap_pend, r->n_pend + n) < 0) {
+    if (!ctn_sb_reserve(&r->pend, n)) {
         r->oom = true;
         return;
     }
@@ -202,9 +179,8 @@ static void append_pend(lm_req *r, const char *s, size_t n) {
         r->ends = p;
         r->cap_ends = c;
     }
-    memcpy(r->pend + r->n_pend, s, n);
-    r->n_pend += n;
-    r->ends[r->n_ends++] = r->n_pend;
+    ctn_sb_put(&r->pend, s, n);
+    r->ends[r->n_ends++] = r->pend.len;
 }
 
 static void engine_on_token(void *ud, const ctn_gen_token *tk) {
@@ -252,46 +228,10 @@ static void engine_on_done(void *ud, int64_t id, const ctn_gen_result *res) {
 
 /* ---- the loop thread's side -------------------------------------------------------------- */
 
-/*
- * Length of the valid UTF-8 character at s (n bytes available): 1..4; 0 when it may be valid
- * but is cut short; -1 when the first byte cannot start a valid character here (a stray
- * continuation byte, an overlong form, a surrogate, past U+10FFFF).
- */
-static int utf8_char(const unsigned char *s, size_t n) {
-    const unsigned char c = s[0];
-    if (c < 0x80) return 1;
-    int len;
-    unsigned char lo = 0x80, hi = 0xBF; /* the allowed range of the second byte */
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else {
-        return -1;
-    }
-    for (int i = 1; i < len; i++) {
-        if ((size_t)i >= n) return 0;
-        const unsigned char lo_i = i == 1 ? lo : 0x80, hi_i = i == 1 ? hi : 0xBF;
-        if (s[i] < lo_i || s[i] > hi_i) return -1;
-    }
-    return len;
-}
-
 static void add_text(lm_req *r, const void *s, size_t n) {
     if (r->text_oom) return;
-    if (reserve(&r->text, &r->cap_text, r->n_text + n + 1) < 0) {
-        r->text_oom = true;
-        return;
-    }
-    memcpy(r->text + r->n_text, s, n);
-    r->n_text += n;
-    r->text[r->n_text] = '\0';
+    ctn_sb_put(&r->text, s, n);
+    if (r->text.oom) r->text_oom = true;
 }
 
 /*
@@ -314,7 +254,7 @@ static void take_utf8(lm_req *r, const char *data, size_t n, bool final) {
         memcpy(buf, r->hold, k);
         while (k < 4 && i < n)
             buf[k++] = (unsigned char)data[i++];
-        const int len = utf8_char(buf, k);
+        const int len = ctn__utf8_char(buf, k);
         if (len > 0) {
             add_text(r, buf, (size_t)len);
             i = (size_t)len - r->n_hold;
@@ -332,7 +272,7 @@ static void take_utf8(lm_req *r, const char *data, size_t n, bool final) {
     }
     size_t start = i; /* a run of valid bytes is copied at once */
     while (i < n) {
-        const int len = utf8_char((const unsigned char *)data + i, n - i);
+        const int len = ctn__utf8_char((const unsigned char *)data + i, n - i);
         if (len > 0) {
             i += (size_t)len;
             continue;
@@ -370,11 +310,11 @@ static void unlink_req(ctn_lm *lm, lm_req *r) {
 }
 
 static void free_req(lm_req *r) {
-    free(r->pend);
+    ctn_sb_free(&r->pend);
     free(r->ends);
-    free(r->work);
+    ctn_sb_free(&r->work);
     free(r->work_ends);
-    free(r->text);
+    ctn_sb_free(&r->text);
     free(r->vec);
     free(r);
 }
@@ -406,8 +346,8 @@ static void finish_req(ctn_lm *lm, lm_req *r) {
         res.finish_name = ctn_finish_name(res.finish);
         res.prompt_tokens = r->prompt_tokens;
         res.completion_tokens = r->completion_tokens;
-        res.text = r->text != NULL && !r->text_oom ? r->text : "";
-        res.text_len = r->text != NULL && !r->text_oom ? r->n_text : 0;
+        res.text = r->text.p != NULL && !r->text_oom ? r->text.p : "";
+        res.text_len = r->text.p != NULL && !r->text_oom ? r->text.len : 0;
         res.error = failed ? error_code(r) : 0;
         res.message = failed ? (r->errmsg[0] ? r->errmsg : "out of memory keeping the output") : "";
         r->cb.on_done(r->ud, &res);
@@ -427,13 +367,10 @@ static void finish_req(ctn_lm *lm, lm_req *r) {
 static void deliver(ctn_lm *lm, lm_req *r) {
     if (r->delivered) return;
     pthread_mutex_lock(&lm->lock);
-    char *t = r->work;
-    size_t tc = r->cap_work;
+    const ctn_strbuf t = r->work;
     r->work = r->pend;
-    r->cap_work = r->cap_pend;
     r->pend = t;
-    r->cap_pend = tc;
-    r->n_pend = 0;
+    r->pend.len = 0;
     size_t *te = r->work_ends;
     size_t tec = r->cap_work_ends;
     r->work_ends = r->ends;
@@ -453,13 +390,13 @@ static void deliver(ctn_lm *lm, lm_req *r) {
     for (size_t i = 0; i < n_pieces || (i == 0 && done); i++) {
         if (r->embed || r->cancelled || (lm->close_deferred && !lm->closing)) break;
         const size_t end = i < n_pieces ? r->work_ends[i] : 0;
-        const size_t before = r->n_text;
-        take_utf8(r, r->work != NULL ? r->work + start : NULL, end - start,
+        const size_t before = r->text.len;
+        take_utf8(r, r->work.p != NULL ? r->work.p + start : NULL, end - start,
                   done && i + 1 >= n_pieces);
         start = end;
-        if (r->n_text > before && !r->text_oom && r->cb.on_text != NULL) {
+        if (r->text.len > before && !r->text_oom && r->cb.on_text != NULL) {
             lm->in_cb++;
-            r->cb.on_text(r->ud, r->text + before, r->n_text - before);
+            r->cb.on_text(r->ud, r->text.p + before, r->text.len - before);
             lm->in_cb--;
         }
         if (r->text_oom) {
@@ -636,7 +573,7 @@ static char *token_text(const ctn_vocab *v, int32_t id) {
     if (id == CTN_TOKEN_NULL) return NULL;
     size_t n = 0;
     const char *s = ctn_vocab_text(v, id, &n);
-    return s != NULL ? dup_n(s, n) : NULL;
+    return s != NULL ? ctn__strndup(s, n) : NULL;
 }
 
 /* Loads the model files and starts the engine; lm->path is set. */
@@ -673,7 +610,7 @@ static int load(ctn_lm *lm, const char *path, char *err, size_t errcap) {
     const char *tpl = NULL;
     size_t n_tpl = 0;
     if (ctn_gguf_get_str(lm->g, "tokenizer.chat_template", &tpl, &n_tpl) == 0 &&
-        (lm->chat_template = dup_n(tpl, n_tpl)) == NULL)
+        (lm->chat_template = ctn__strndup(tpl, n_tpl)) == NULL)
         goto oom;
     const int32_t bos = ctn_vocab_bos(lm->v), eos = ctn_vocab_eos(lm->v);
     if (bos != CTN_TOKEN_NULL && (lm->bos_text = token_text(lm->v, bos)) == NULL) goto oom;
@@ -806,8 +743,8 @@ int ctn_lm_lora_load(ctn_lm *lm, const char *name, const char *path, int32_t max
         return ctn_gen_lora_loaded(lm->e, ad->id) ? 0 : adapter_register(lm, ad, err, errcap);
     }
     ad = calloc(1, sizeof *ad);
-    if (ad == NULL || (ad->name = dup_n(name, strlen(name))) == NULL ||
-        (ad->path = dup_n(path, strlen(path))) == NULL) {
+    if (ad == NULL || (ad->name = ctn__strndup(name, strlen(name))) == NULL ||
+        (ad->path = ctn__strndup(path, strlen(path))) == NULL) {
         if (ad != NULL) free(ad->name);
         free(ad);
         ctn__errf(err, errcap, "out of memory");

@@ -6,14 +6,8 @@
 #include <string.h>
 
 #include "chain_impl.h"
+#include "str.h"
 
-static char *dupstr(const char *s) {
-    if (s == NULL) return NULL;
-    const size_t n = strlen(s) + 1;
-    char *p = malloc(n);
-    if (p != NULL) memcpy(p, s, n);
-    return p;
-}
 
 static void unref_all(ctn_node *const *v, size_t n) {
     for (size_t i = 0; v != NULL && i < n; i++)
@@ -44,7 +38,7 @@ static ctn_node *node_new(ctn_node_kind k, ctn_node *const *kids, size_t nk,
     }
     if (n != NULL) {
         for (size_t i = 0; i < nkeys; i++)
-            if ((n->keys[i] = dupstr(keys[i])) == NULL) bad = 1;
+            if ((n->keys[i] = ctn__strdup(keys[i])) == NULL) bad = 1;
         n->nkeys = nkeys;
         if (bad) {
             for (size_t i = 0; i < nkeys; i++)
@@ -73,7 +67,7 @@ ctn_node *ctn_node_custom(const ctn_node_ops *ops, void *ud, const char *name) {
     if (n == NULL) return NULL;
     n->ops = ops;
     n->ud = ud;
-    if (name != NULL && (n->name = dupstr(name)) == NULL) {
+    if (name != NULL && (n->name = ctn__strdup(name)) == NULL) {
         n->ops = NULL; /* ud stays the caller's */
         ctn_node_unref(n);
         return NULL;
@@ -133,7 +127,7 @@ ctn_node *ctn_node_router(const char *key, const char *const *names, ctn_node *c
         return NULL;
     }
     ctn_node *r = node_new(CTN_NODE_ROUTER, routes, n, names, n, dflt);
-    if (r != NULL && (r->rkey = dupstr(key)) == NULL) {
+    if (r != NULL && (r->rkey = ctn__strdup(key)) == NULL) {
         ctn_node_unref(r);
         return NULL;
     }
@@ -212,7 +206,7 @@ ctn_node *ctn_node_named(ctn_node *node, const char *name) {
         return NULL;
     }
     ctn_node *n = wrap(CTN_NODE_BIND, node);
-    if (n != NULL && (n->name = dupstr(name)) == NULL) {
+    if (n != NULL && (n->name = ctn__strdup(name)) == NULL) {
         ctn_node_unref(n);
         return NULL;
     }

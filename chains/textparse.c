@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "str.h"
 
 /* ---- lists ------------------------------------------------------------------------- */
 
@@ -204,12 +205,6 @@ struct ctn_regex {
         if (err != NULL && errcap > 0) ctn__errf(err, errcap, __VA_ARGS__);                        \
     } while (0)
 
-static char *dup_str(const char *s) {
-    size_t n = strlen(s);
-    char *p = malloc(n + 1);
-    if (p != NULL) memcpy(p, s, n + 1);
-    return p;
-}
 
 void ctn_regex_free(ctn_regex *re) {
     if (re == NULL) return;
@@ -234,7 +229,7 @@ ctn_regex *ctn_regex_new(const char *pattern, const char *const *keys, size_t nk
         return NULL;
     }
     ctn_regex *re = calloc(1, sizeof *re);
-    if (re == NULL || (re->pattern = dup_str(pattern)) == NULL) goto nomem;
+    if (re == NULL || (re->pattern = ctn__strdup(pattern)) == NULL) goto nomem;
     int code;
     PCRE2_SIZE at;
     re->code = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
@@ -279,7 +274,7 @@ ctn_regex *ctn_regex_new(const char *pattern, const char *const *keys, size_t nk
                 ctn_regex_free(re);
                 return NULL;
             }
-            if ((re->keys[i] = dup_str(keys[i])) == NULL) goto nomem;
+            if ((re->keys[i] = ctn__strdup(keys[i])) == NULL) goto nomem;
         }
         return re;
     }
@@ -289,7 +284,7 @@ ctn_regex *ctn_regex_new(const char *pattern, const char *const *keys, size_t nk
     for (uint32_t i = 0; i < nnames; i++) {
         PCRE2_SPTR e = table + (size_t)i * esize;
         uint32_t g = ((uint32_t)e[0] << 8) | e[1];
-        char *name = dup_str((const char *)e + 2);
+        char *name = ctn__strdup((const char *)e + 2);
         if (name == NULL) goto nomem;
         size_t k = i;
         while (k > 0 && re->groups[k - 1] > g) {

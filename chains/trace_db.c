@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "error.h"
+#include "str.h"
 
 struct ctn_trace_db {
     uv_loop_t *loop;
@@ -32,13 +33,6 @@ typedef struct {
     size_t n;
 } job;
 
-static char *dup_or_null(const char *s) {
-    if (s == NULL) return NULL;
-    const size_t n = strlen(s) + 1;
-    char *p = malloc(n);
-    if (p != NULL) memcpy(p, s, n);
-    return p;
-}
 
 static const char *schema =
     "CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, name TEXT, started_at REAL, "
@@ -220,20 +214,20 @@ int ctn_trace_db_record(ctn_trace_db *t, const ctn_run *run, const char *name,
     for (size_t i = 0; !oom && i < n; i++) {
         ctn_span *c = &j->spans[i];
         *c = sp[i];
-        c->label = dup_or_null(sp[i].label);
-        c->kind = dup_or_null(sp[i].kind);
-        c->key = dup_or_null(sp[i].key);
-        c->input = dup_or_null(sp[i].input);
-        c->output = dup_or_null(sp[i].output);
-        c->err_message = dup_or_null(sp[i].err_message);
+        c->label = ctn__strdup(sp[i].label);
+        c->kind = ctn__strdup(sp[i].kind);
+        c->key = ctn__strdup(sp[i].key);
+        c->input = ctn__strdup(sp[i].input);
+        c->output = ctn__strdup(sp[i].output);
+        c->err_message = ctn__strdup(sp[i].err_message);
         j->n = i + 1;
         oom = c->label == NULL || c->kind == NULL;
     }
     const ctn_span *root = &sp[0];
-    j->name = dup_or_null(name != NULL ? name : root->label);
-    j->status = dup_or_null(err != NULL ? "error" : "ok");
-    j->error = err != NULL ? dup_or_null(err->message) : NULL;
-    j->path = err != NULL ? dup_or_null(err->path) : NULL;
+    j->name = ctn__strdup(name != NULL ? name : root->label);
+    j->status = ctn__strdup(err != NULL ? "error" : "ok");
+    j->error = err != NULL ? ctn__strdup(err->message) : NULL;
+    j->path = err != NULL ? ctn__strdup(err->path) : NULL;
     /* The wall-clock start: now minus the time since the root span started. */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

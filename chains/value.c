@@ -10,7 +10,8 @@
 #include <string.h>
 
 #include "error.h"
-#include "strbuf.h"
+#include "str.h"
+#include "unicode.h"
 
 static ctn_val *alloc_val(ctn_vkind k) {
     ctn_val *v = calloc(1, sizeof *v);
@@ -303,30 +304,6 @@ const char *ctn_vkind_name(ctn_vkind k) {
 
 /* ==== JSON writer ========================================================================= */
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 when it is not valid. */
-static size_t utf8_len(const unsigned char *s, size_t n) {
-    const unsigned c = s[0];
-    size_t len;
-    unsigned min;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF)
-        len = 3, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4)
-        len = 4, min = 0x10000;
-    else
-        return 0;
-    if (n < len) return 0;
-    unsigned cp = c & (len == 2 ? 0x1F : len == 3 ? 0x0F : 0x07);
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return len;
-}
-
 static void put_str(ctn_strbuf *b, const char *s, size_t n) {
     const unsigned char *u = (const unsigned char *)s;
     ctn_sb_put(b, "\"", 1);
@@ -348,13 +325,13 @@ static void put_str(ctn_strbuf *b, const char *s, size_t n) {
             }
             i++;
         } else {
-            const size_t len = utf8_len(u + i, n - i);
-            if (len == 0) {
+            const int len = ctn__utf8_char(u + i, n - i);
+            if (len <= 0) {
                 ctn_sb_put(b, "\xEF\xBF\xBD", 3); /* U+FFFD for a byte that is not UTF-8 */
                 i++;
             } else {
-                ctn_sb_put(b, s + i, len);
-                i += len;
+                ctn_sb_put(b, s + i, (size_t)len);
+                i += (size_t)len;
             }
         }
     }

@@ -20,6 +20,7 @@
 
 #include "error.h"
 #include "stop.h"
+#include "str.h"
 
 #define PIECE_CAP 4096
 
@@ -146,8 +147,7 @@ struct ctn_gen {
     float *logits; /* (logits_rows, n_vocab) */
     size_t logits_rows;
     char *piece;
-    char *tail; /* the text a request releases at its end */
-    size_t cap_tail;
+    ctn_strbuf tail; /* the text a request releases at its end */
     int64_t cur_step; /* the step being run (its number once done) */
     pthread_t thread;
     bool has_thread;
@@ -370,23 +370,6 @@ static void seq_free(ctn_gen *e, gseq *s) {
     free(s);
 }
 
-/* Appends n bytes to e->tail at *used; false when it cannot grow. */
-static bool tail_add(ctn_gen *e, size_t *used, const char *p, size_t n) {
-    if (n == 0) return true;
-    if (*used + n > e->cap_tail) {
-        size_t cap = e->cap_tail ? e->cap_tail : 256;
-        while (cap < *used + n)
-            cap *= 2;
-        char *t = realloc(e->tail, cap);
-        if (t == NULL) return false;
-        e->tail = t;
-        e->cap_tail = cap;
-    }
-    memcpy(e->tail + *used, p, n);
-    *used += n;
-    return true;
-}
-
 /* Calls on_done and frees the sequence (already out of every list). code: the CTN_E* code
  * of a CTN_FINISH_ERROR. */
 static void seq_finish(ctn_gen *e, gseq *s, ctn_finish why, int code, const char *error) {
@@ -409,19 +392,22 @@ static void seq_finish(ctn_gen *e, gseq *s, ctn_finish why, int code, const char
     if ((why == CTN_FINISH_LENGTH || why == CTN_FINISH_EOS) && s->has_ds) {
         int n = ctn_detok_stream_flush(&s->ds, e->piece, PIECE_CAP);
         const char *out = NULL;
-        size_t n_out = 0, used = 0;
+        size_t n_out = 0;
+        e->tail.len = 0;
+        e->tail.oom = false;
         bool ok = n >= 0;
         if (ok && n > 0) {
-            ok = ctn_stop_feed(s->stop, e->piece, (size_t)n, &out, &n_out) >= 0 &&
-                 tail_add(e, &used, out, n_out);
+            ok = ctn_stop_feed(s->stop, e->piece, (size_t)n, &out, &n_out) >= 0;
+            if (ok) ctn_sb_put(&e->tail, out, n_out);
         }
         if (ok) {
             const int rc = ctn_stop_flush(s->stop, &out, &n_out);
-            ok = rc >= 0 && tail_add(e, &used, out, rc == 0 ? n_out : 0);
+            ok = rc >= 0;
+            if (ok && rc == 0) ctn_sb_put(&e->tail, out, n_out);
         }
-        if (ok) {
-            res.text = used > 0 ? e->tail : "";
-            res.text_len = used;
+        if (ok && !e->tail.oom) {
+            res.text = e->tail.len > 0 ? e->tail.p : "";
+            res.text_len = e->tail.len;
         } else {
             res.finish = why = CTN_FINISH_ERROR;
             res.code = CTN_ENOMEM;
@@ -1610,7 +1596,7 @@ void ctn_gen_free(ctn_gen *e) {
     free(e->info_tokens);
     free(e->logits);
     free(e->piece);
-    free(e->tail);
+    ctn_sb_free(&e->tail);
     free(e->cancels);
     for (int i = 0; i < e->n_loras; i++) /* every request has ended: no users are left */
         ctn_lora_free(e->loras[i].a);

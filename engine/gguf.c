@@ -24,14 +24,7 @@
 
 #include "alloc.h" /* every allocation goes through ctn__malloc/ctn__realloc */
 #include "mapfile.h"
-
-static char *xstrndup(const char *s, size_t n) {
-    char *d = ctn__malloc(n + 1);
-    if (d == NULL) return NULL;
-    memcpy(d, s, n);
-    d[n] = '\0';
-    return d;
-}
+#include "str.h"
 
 /* ---- checked arithmetic ------------------------------------------------------------ */
 
@@ -816,7 +809,7 @@ static ctn_gguf *gguf_new(const char *name) {
     memset(g, 0, sizeof *g);
     g->fd = -1;
     const char *n = name ? name : "<memory>";
-    g->path = xstrndup(n, strlen(n));
+    g->path = ctn__strndup(n, strlen(n));
     if (g->path == NULL) {
         free(g);
         return NULL;
@@ -1239,7 +1232,7 @@ static int put_kv(ctn_gguf_writer *w, const char *key, buf *b) {
         w->kv = nk;
         w->cap_kv = cap;
     }
-    char *k = xstrndup(key, klen);
+    char *k = ctn__strndup(key, klen);
     if (k == NULL) {
         free(b->p);
         return werr(w, CTN_ENOMEM, "key '%s': out of memory", key);
@@ -1517,7 +1510,7 @@ int ctn_gguf_writer_add_tensor(ctn_gguf_writer *w, const char *name, ctn_type ty
         w->t = nt;
         w->cap_t = cap;
     }
-    t.name = xstrndup(name, nlen);
+    t.name = ctn__strndup(name, nlen);
     if (t.name == NULL) return werr(w, CTN_ENOMEM, "tensor '%s': out of memory", name);
     t.namelen = nlen;
     w->t[w->n_t++] = t;

@@ -29,6 +29,8 @@
 #include "error.h"
 #include "mapfile.h"
 #include "quant.h"
+#include "str.h"
+#include "unicode.h"
 
 /* The largest header the reader accepts (the reference implementation's limit). */
 #define MAX_HEADER ((uint64_t)100 << 20)
@@ -95,42 +97,8 @@ static bool json_space(uint8_t c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/*
- * Length of the UTF-8 sequence at s (n > 0 bytes left), or 0 when it is not UTF-8:
- * truncated, overlong, a surrogate or above U+10FFFF.
- */
-static size_t utf8_len(const uint8_t *s, size_t n) {
-    uint8_t c = s[0];
-    if (c < 0x80) return 1;
-    size_t len;
-    uint32_t cp, min;
-    if ((c & 0xE0) == 0xC0) {
-        len = 2, cp = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-        len = 3, cp = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-        len = 4, cp = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (len > n) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = cp << 6 | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return len;
-}
-
 static bool utf8_valid(const char *s) {
-    const uint8_t *p = (const uint8_t *)s;
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_len(p + i, n - i);
-        if (k == 0) return false;
-        i += k;
-    }
-    return true;
+    return ctn__utf8_valid(s, strlen(s));
 }
 
 /*
@@ -392,9 +360,9 @@ static int check_text(parser *p, const cJSON *root, size_t json_end) {
                 if (bad == NULL) bad = s[j] == 0 ? "a NUL byte" : "a raw control character";
                 j++;
             } else if (s[j] >= 0x80) {
-                size_t k = utf8_len(s + j, n - j);
-                if (k == 0 && bad == NULL) bad = "bytes that are not UTF-8";
-                j += k ? k : 1;
+                const int k = ctn__utf8_char(s + j, n - j);
+                if (k <= 0 && bad == NULL) bad = "bytes that are not UTF-8";
+                j += k > 0 ? (size_t)k : 1;
             } else {
                 j++;
             }
@@ -906,12 +874,6 @@ werr(ctn_st_writer *w, int code, const char *fmt, ...) {
     return code;
 }
 
-static char *xstrdup(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *d = ctn__malloc(n);
-    if (d != NULL) memcpy(d, s, n);
-    return d;
-}
 
 ctn_st_writer *ctn_st_writer_new(void) {
     return ctn__calloc(1, sizeof(ctn_st_writer));
@@ -983,7 +945,7 @@ int ctn_st_writer_add(ctn_st_writer *w, const char *name, ctn_st_dtype dtype, in
         w->cap_t = cap;
     }
     t.nbytes = (size_t)nbytes;
-    t.name = xstrdup(name);
+    t.name = ctn__strdup(name);
     if (t.name == NULL) return werr(w, CTN_ENOMEM, "tensor '%s': out of memory", q);
     if (nbytes > 0) {
         t.data = ctn__malloc(t.nbytes);
@@ -1005,7 +967,7 @@ int ctn_st_writer_set_metadata(ctn_st_writer *w, const char *key, const char *va
     if (!utf8_valid(key) || !utf8_valid(value)) {
         return werr(w, CTN_EINVAL, "metadata '%s': key or value is not UTF-8", q);
     }
-    char *v = xstrdup(value);
+    char *v = ctn__strdup(value);
     if (v == NULL) return werr(w, CTN_ENOMEM, "metadata '%s': out of memory", q);
     for (size_t i = 0; i < w->n_m; i++) {
         if (strcmp(w->m[i].key, key) == 0) {
@@ -1024,7 +986,7 @@ int ctn_st_writer_set_metadata(ctn_st_writer *w, const char *key, const char *va
         w->m = nm;
         w->cap_m = cap;
     }
-    char *k = xstrdup(key);
+    char *k = ctn__strdup(key);
     if (k == NULL) {
         free(v);
         return werr(w, CTN_ENOMEM, "metadata '%s': out of memory", q);

@@ -112,39 +112,38 @@ size_t ctn__utf8_encode(uint32_t cpt, char *out) {
     return 4;
 }
 
+int ctn__utf8_char(const unsigned char *s, size_t n) {
+    const unsigned char c = s[0];
+    if (c < 0x80) return 1;
+    int len;
+    unsigned char lo = 0x80, hi = 0xBF; /* the allowed range of the second byte */
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0) lo = 0xA0; /* overlong below */
+        if (c == 0xED) hi = 0x9F; /* surrogates above */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0) lo = 0x90; /* overlong below */
+        if (c == 0xF4) hi = 0x8F; /* past U+10FFFF above */
+    } else {
+        return -1;
+    }
+    for (int i = 1; i < len; i++) {
+        if ((size_t)i >= n) return 0;
+        const unsigned char lo_i = i == 1 ? lo : 0x80, hi_i = i == 1 ? hi : 0xBF;
+        if (s[i] < lo_i || s[i] > hi_i) return -1;
+    }
+    return len;
+}
+
 int ctn__utf8_valid(const char *str, size_t n) {
     const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t v, min;
-        if (c >= 0xC2 && c <= 0xDF) {
-            len = 2, v = c & 0x1F, min = 0x80;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3, v = c & 0x0F, min = 0x800;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4, v = c & 0x07, min = 0x10000;
-        } else {
-            return 0;
-        }
-        if (i + len > n) {
-            return 0;
-        }
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) {
-                return 0;
-            }
-            v = (v << 6) | (s[i + k] & 0x3F);
-        }
-        if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) {
-            return 0;
-        }
-        i += len;
+    for (size_t i = 0; i < n;) {
+        const int k = ctn__utf8_char(s + i, n - i);
+        if (k <= 0) return 0;
+        i += (size_t)k;
     }
     return 1;
 }

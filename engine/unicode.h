@@ -58,6 +58,13 @@ static inline size_t ctn__utf8_len(unsigned char c) {
 }
 /* Strict check of well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF). */
 int ctn__utf8_valid(const char *s, size_t n);
+/*
+ * The strict UTF-8 character at s (n >= 1 bytes available): its length 1..4; 0 when the
+ * bytes there may begin a valid character but are cut short; -1 when the first byte cannot
+ * start one here (a stray continuation byte, an overlong form, a surrogate, past U+10FFFF).
+ * The one validator of the tree: ctn__utf8_valid and every streaming decoder use it.
+ */
+int ctn__utf8_char(const unsigned char *s, size_t n);
 
 /* GPT-2 byte-level BPE alphabet: byte -> code point, and back (-1 if not in the alphabet). */
 uint32_t ctn__gpt2_byte_to_cpt(unsigned char b);

@@ -16,6 +16,7 @@
 
 #include "unicode.h"
 #include "vocab-impl.h"
+#include "str.h"
 
 #define MAX_TOKENS (1u << 24) /* far above any real vocabulary; bounds the allocations */
 
@@ -104,14 +105,6 @@ static bool text_is(const ctn_vocab *v, int32_t id, const char *s) {
     return n == strlen(s) && memcmp(t, s, n) == 0;
 }
 
-static char *dup_n(const char *s, size_t n) {
-    char *d = ctn__malloc(n + 1);
-    if (d) {
-        memcpy(d, s, n);
-        d[n] = 0;
-    }
-    return d;
-}
 
 static bool get_bool(const ctn_gguf *g, const char *key, bool *out) {
     bool b;
@@ -761,10 +754,10 @@ int ctn_vocab_load(ctn_vocab **out, const ctn_gguf *g, char *err, size_t errlen)
         rc = CTN_EFORMAT;
         goto fail;
     }
-    v->model = dup_n(mp, mn);
+    v->model = ctn__strndup(mp, mn);
     /* an empty name is a missing one: llama.cpp falls back to "default" for both */
     bool has_pre = ctn_gguf_get_str(g, "tokenizer.ggml.pre", &pp, &pn) == 0 && pn > 0;
-    v->pre = has_pre ? dup_n(pp, pn) : dup_n("default", 7);
+    v->pre = has_pre ? ctn__strndup(pp, pn) : ctn__strndup("default", 7);
     if (!v->model || !v->pre) {
         rc = CTN_ENOMEM;
         goto fail;
@@ -782,7 +775,7 @@ int ctn_vocab_load(ctn_vocab **out, const ctn_gguf *g, char *err, size_t errlen)
         v->add_space_prefix = true;
         v->add_bos = true;
         free(v->pre);
-        v->pre = dup_n("default", 7);
+        v->pre = ctn__strndup("default", 7);
         if (!v->pre) {
             rc = CTN_ENOMEM;
             goto fail;
@@ -792,7 +785,7 @@ int ctn_vocab_load(ctn_vocab **out, const ctn_gguf *g, char *err, size_t errlen)
         v->gemma4 = strcmp(v->model, "gemma4") == 0;
         if (v->gemma4) {
             free(v->pre);
-            v->pre = dup_n("gemma4", 6);
+            v->pre = ctn__strndup("gemma4", 6);
             if (!v->pre) {
                 rc = CTN_ENOMEM;
                 goto fail;

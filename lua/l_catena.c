@@ -17,6 +17,7 @@
 #include "error.h"
 #include "l_catena.h"
 #include "trace_db.h"
+#include "str.h"
 
 #ifndef CTN_VERSION
 #define CTN_VERSION "unknown"
@@ -492,13 +493,6 @@ typedef struct bstate {
 
 static void wait_free(run_wait *w);
 
-static char *dupstr(const char *s) {
-    const size_t n = strlen(s) + 1;
-    char *p = malloc(n);
-    if (p != NULL) memcpy(p, s, n);
-    return p;
-}
-
 static void queue_chunk(run_wait *w, ctn_val *v) {
     if (w->nchunks == w->capchunks) {
         const size_t cap = w->capchunks ? 2 * w->capchunks : 16;
@@ -535,8 +529,8 @@ static void w_done(void *ud, const ctn_val *out, const ctn_chain_err *err) {
     w->done = 1;
     if (err != NULL) {
         w->code = err->code;
-        w->message = dupstr(err->message);
-        w->path = dupstr(err->path);
+        w->message = ctn__strdup(err->message);
+        w->path = ctn__strdup(err->path);
     } else {
         w->out = ctn_val_ref((ctn_val *)out);
     }

@@ -1,0 +1,71 @@
+/* The one string duplicator and growing string (str.h). */
+#include "str.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+
+char *ctn__strndup(const char *s, size_t n) {
+    if (n == SIZE_MAX) return NULL;
+    char *d = ctn__malloc(n + 1);
+    if (d == NULL) return NULL;
+    if (n > 0) memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+char *ctn__strdup(const char *s) {
+    return s != NULL ? ctn__strndup(s, strlen(s)) : NULL;
+}
+
+bool ctn_sb_reserve(ctn_strbuf *b, size_t need) {
+    if (b->oom) return false;
+    if (need >= SIZE_MAX / 2 - b->len) {
+        b->oom = true;
+        return false;
+    }
+    if (b->len + need + 1 <= b->cap) return true;
+    size_t cap = b->cap ? b->cap : 128;
+    while (cap < b->len + need + 1)
+        cap *= 2;
+    char *q = ctn__realloc(b->p, cap);
+    if (q == NULL) {
+        b->oom = true;
+        return false;
+    }
+    b->p = q;
+    b->cap = cap;
+    return true;
+}
+
+void ctn_sb_put(ctn_strbuf *b, const char *s, size_t n) {
+    if (!ctn_sb_reserve(b, n)) return;
+    if (n > 0) memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void ctn_sb_puts(ctn_strbuf *b, const char *s) {
+    ctn_sb_put(b, s, strlen(s));
+}
+
+char *ctn_sb_take(ctn_strbuf *b) {
+    if (!b->oom && b->p == NULL) ctn_sb_put(b, "", 0);
+    if (b->oom) {
+        ctn_sb_free(b);
+        return NULL;
+    }
+    char *p = b->p;
+    b->p = NULL;
+    b->len = b->cap = 0;
+    return p;
+}
+
+void ctn_sb_free(ctn_strbuf *b) {
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+    b->oom = false;
+}
