@@ -10,6 +10,7 @@
 
 #include "error.h"
 #include "str.h"
+#include "alloc.h"
 
 static int is_space(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
@@ -263,7 +264,7 @@ int ctn_chat_render(ctn_chat_family f, const ctn_chat_msg *msgs, size_t n,
             ctn__errf(err, errcap, "unknown chat template family %d", (int)f);
         return CTN_EINVAL;
     }
-    int *r = malloc((n ? n : 1) * sizeof *r);
+    int *r = ctn__malloc((n ? n : 1) * sizeof *r);
     if (r == NULL) goto nomem;
     for (size_t i = 0; i < n; i++) {
         r[i] = role_of(&msgs[i]);

@@ -13,6 +13,7 @@
 #include "template.h"
 #include "textparse.h"
 #include "str.h"
+#include "alloc.h"
 
 
 /* ==== prompt ================================================================================ */
@@ -46,7 +47,7 @@ static void prompt_free(void *p) {
 static char *prompt_describe(const void *p) {
     const prompt_ud *u = p;
     const size_t n = strlen(u->src);
-    char *d = malloc(n > 60 ? 68 : n + 3);
+    char *d = ctn__malloc(n > 60 ? 68 : n + 3);
     if (d == NULL) return NULL;
     if (n > 60)
         snprintf(d, 68, "\"%.57s...\"", u->src);
@@ -61,7 +62,7 @@ static const ctn_node_ops prompt_ops = {
     .kind = "prompt", .start = prompt_start, .free_ud = prompt_free, .describe = prompt_describe};
 
 ctn_node *ctn_prompt_node(const char *tmpl, size_t n, char *err, size_t errcap) {
-    prompt_ud *u = calloc(1, sizeof *u);
+    prompt_ud *u = ctn__calloc(1, sizeof *u);
     if (u == NULL) return NULL;
     u->t = ctn_tmpl_parse(tmpl, n, err, errcap);
     u->src = ctn__strndup(tmpl, n);
@@ -186,11 +187,11 @@ static const ctn_node_ops chat_ops = {
     .kind = "chat_prompt", .start = chat_start, .free_ud = chat_free, .describe = chat_describe};
 
 ctn_node *ctn_chat_prompt_node(const ctn_chat_entry *e, size_t n, char *err, size_t errcap) {
-    chat_ud *u = calloc(1, sizeof *u);
+    chat_ud *u = ctn__calloc(1, sizeof *u);
     if (u == NULL) return NULL;
-    u->roles = calloc(n + 1, sizeof *u->roles);
-    u->tmpls = calloc(n + 1, sizeof *u->tmpls);
-    u->vars = calloc(n + 1, sizeof *u->vars);
+    u->roles = ctn__calloc(n + 1, sizeof *u->roles);
+    u->tmpls = ctn__calloc(n + 1, sizeof *u->tmpls);
+    u->vars = ctn__calloc(n + 1, sizeof *u->vars);
     u->n = n;
     if (u->roles == NULL || u->tmpls == NULL || u->vars == NULL) {
         chat_free(u);
@@ -333,7 +334,7 @@ static void model_start(ctn_task *t, ctn_val *input) {
                 return;
             }
             const size_t n = ctn_val_len(msgs);
-            ctn_chat_msg *m = calloc(n + 1, sizeof *m);
+            ctn_chat_msg *m = ctn__calloc(n + 1, sizeof *m);
             if (m == NULL) {
                 ctn_task_fail(t, CTN_ENOMEM, "out of memory");
                 return;
@@ -383,7 +384,7 @@ static void model_start(ctn_task *t, ctn_val *input) {
         }
     }
     {
-        gen_req *g = calloc(1, sizeof *g);
+        gen_req *g = ctn__calloc(1, sizeof *g);
         if (g == NULL) {
             ctn_task_fail(t, CTN_ENOMEM, "out of memory");
             goto out;
@@ -432,7 +433,7 @@ static const ctn_node_ops model_ops = {.kind = "model",
 
 ctn_node *ctn_model_node(ctn_lm *lm, ctn_chat_family family, ctn_chat_renderer render,
                          void *render_ud, void (*free_render_ud)(void *)) {
-    model_ud *u = calloc(1, sizeof *u);
+    model_ud *u = ctn__calloc(1, sizeof *u);
     if (u == NULL) return NULL;
     u->lm = lm;
     u->family = family;
@@ -525,7 +526,7 @@ static void parser_start(ctn_task *t, ctn_val *input) {
         return;
     }
     /* Streamed input follows. */
-    parse_state *s = calloc(1, sizeof *s);
+    parse_state *s = ctn__calloc(1, sizeof *s);
     if (s == NULL) {
         ctn_task_fail(t, CTN_ENOMEM, "out of memory");
         return;
@@ -646,7 +647,7 @@ static const ctn_node_ops parser_whole_ops = {.kind = "parser",
 
 ctn_node *ctn_parser_node(ctn_parser_kind kind, const char *pattern, const char *const *keys,
                           size_t nkeys, char *err, size_t errcap) {
-    parser_ud *u = calloc(1, sizeof *u);
+    parser_ud *u = ctn__calloc(1, sizeof *u);
     if (u == NULL) return NULL;
     u->kind = kind;
     if (kind == CTN_PARSER_REGEX) {

@@ -19,6 +19,7 @@
 #include "chain_impl.h"
 #include "error.h"
 #include "str.h"
+#include "alloc.h"
 
 typedef struct timer_box {
     uv_timer_t h;
@@ -28,6 +29,7 @@ typedef struct timer_box {
 struct ctn_task {
     ctn_run *run;
     ctn_task *parent;
+    ctn_task *grave_next; /* in the run's graveyard, once ended and unlinked */
     const ctn_node *node;
     const ctn_val *config; /* the parent's, or own_config */
     ctn_val *own_config;
@@ -57,8 +59,8 @@ struct ctn_run {
     int flags;
     ctn_task *root_task;
     int ended, depth, free_requested;
-    ctn_task **grave;
-    size_t ngrave, capgrave;
+    ctn_task *grave; /* ended tasks to free when the outermost call returns (a list through
+                        grave_next, so that burying needs no memory) */
     ctn_span *spans;
     size_t nspans, capspans;
 };
@@ -84,7 +86,7 @@ static void err_free(ctn_chain_err *e) {
 static ctn_chain_err oom_err = {CTN_ENOMEM, "out of memory", ""};
 
 static ctn_chain_err *err_new(const ctn_task *t, int code, const char *msg) {
-    ctn_chain_err *e = calloc(1, sizeof *e);
+    ctn_chain_err *e = ctn__calloc(1, sizeof *e);
     if (e == NULL) return &oom_err;
     e->code = code;
     e->message = ctn__strdup(msg != NULL ? msg : ctn_strerror(code));
@@ -132,25 +134,18 @@ static void leave(ctn_run *r) {
     if (--r->depth > 0) return;
     /* Freeing a task never calls back into the executor, so the graveyard cannot grow
      * while it is emptied. */
-    for (size_t i = 0; i < r->ngrave; i++)
-        task_free(r->grave[i]);
-    r->ngrave = 0;
+    while (r->grave != NULL) {
+        ctn_task *t = r->grave;
+        r->grave = t->grave_next;
+        task_free(t);
+    }
     if (r->free_requested) run_free_now(r);
 }
 
 static void bury(ctn_task *t) {
     ctn_run *r = t->run;
-    if (r->ngrave == r->capgrave) {
-        const size_t cap = r->capgrave ? 2 * r->capgrave : 16;
-        ctn_task **g = realloc(r->grave, cap * sizeof *g);
-        if (g == NULL) {
-            /* Nowhere to keep it: the task is leaked rather than freed under a caller. */
-            return;
-        }
-        r->grave = g;
-        r->capgrave = cap;
-    }
-    r->grave[r->ngrave++] = t;
+    t->grave_next = r->grave;
+    r->grave = t;
 }
 
 /* ==== tracing ============================================================================= */
@@ -180,7 +175,7 @@ static void span_begin(ctn_task *t) {
     if (!traced(r)) return;
     if (r->nspans == r->capspans) {
         const size_t cap = r->capspans ? 2 * r->capspans : 16;
-        ctn_span *s = realloc(r->spans, cap * sizeof *s);
+        ctn_span *s = ctn__realloc(r->spans, cap * sizeof *s);
         if (s == NULL) return; /* the trace misses this span; the run goes on */
         r->spans = s;
         r->capspans = cap;
@@ -238,7 +233,7 @@ static void timer_release(ctn_task *t) {
 static int kids_add(ctn_task *t, ctn_task *c) {
     if (t->nkids == t->capkids) {
         const size_t cap = t->capkids ? 2 * t->capkids : 4;
-        ctn_task **k = realloc(t->kids, cap * sizeof *k);
+        ctn_task **k = ctn__realloc(t->kids, cap * sizeof *k);
         if (k == NULL) return CTN_ENOMEM;
         t->kids = k;
         t->capkids = cap;
@@ -259,7 +254,7 @@ static void kids_remove(ctn_task *t, ctn_task *c) {
  * taken; NULL: streamed). NULL when memory runs out. */
 static ctn_task *task_new(ctn_run *r, ctn_task *parent, const ctn_node *node, ctn_val *input,
                           const char *key, size_t slot) {
-    ctn_task *t = calloc(1, sizeof *t);
+    ctn_task *t = ctn__calloc(1, sizeof *t);
     if (t == NULL) return NULL;
     t->run = r;
     t->parent = parent;
@@ -387,7 +382,7 @@ static void cancel_kids(ctn_task *t) {
 static void on_timer(uv_timer_t *h);
 
 static int timer_start(ctn_task *t, double ms) {
-    timer_box *b = malloc(sizeof *b);
+    timer_box *b = ctn__malloc(sizeof *b);
     if (b == NULL) return CTN_ENOMEM;
     uv_timer_init(t->run->loop, &b->h);
     /* The loop's clock is read once per iteration: update it, or the wait would count from
@@ -578,7 +573,7 @@ static void start_map(ctn_task *t) {
         task_end(t, a, a == NULL ? &oom_err : NULL);
         return;
     }
-    t->slots = calloc(n, sizeof *t->slots);
+    t->slots = ctn__calloc(n, sizeof *t->slots);
     if (t->slots == NULL) {
         task_end(t, NULL, &oom_err);
         return;
@@ -839,7 +834,7 @@ static void child_chunk(ctn_task *t, ctn_task *c, const ctn_val *chunk) {
         if (c->slot + 1 == n->nkids) {
             ctn_task_emit(t, ctn_val_ref((ctn_val *)chunk));
         } else if (takes_stream(n->kids[c->slot + 1])) {
-            if (t->stasks == NULL && (t->stasks = calloc(n->nkids, sizeof *t->stasks)) == NULL) {
+            if (t->stasks == NULL && (t->stasks = ctn__calloc(n->nkids, sizeof *t->stasks)) == NULL) {
                 cancel_kids(t);
                 task_end(t, NULL, &oom_err);
                 return;
@@ -968,7 +963,7 @@ static char *path_element(const ctn_task *x, const ctn_task *c) {
     if (c != NULL && c->key != NULL &&
         (n->kind == CTN_NODE_PARALLEL || n->kind == CTN_NODE_ASSIGN)) {
         const size_t len = strlen(label) + strlen(c->key) + 2;
-        char *e = malloc(len);
+        char *e = ctn__malloc(len);
         if (e != NULL) snprintf(e, len, "%s.%s", label, c->key);
         return e;
     }
@@ -990,7 +985,7 @@ char *ctn_task_path(const ctn_task *t) {
         }
         if (carry != NULL && n->kind == CTN_NODE_BIND && n->name != NULL) {
             const size_t len = strlen(e) + strlen(carry) + 2;
-            char *k = malloc(len);
+            char *k = ctn__malloc(len);
             if (k != NULL) snprintf(k, len, "%s.%s", e, carry);
             free(e);
             e = k;
@@ -1001,7 +996,7 @@ char *ctn_task_path(const ctn_task *t) {
         }
         carry = NULL;
         const size_t len = strlen(e) + strlen(path) + 4;
-        char *p = malloc(len);
+        char *p = ctn__malloc(len);
         if (p != NULL) snprintf(p, len, "%s%s%s", e, *path ? " > " : "", path);
         free(e);
         free(path);
@@ -1017,7 +1012,7 @@ int ctn_run_start(uv_loop_t *loop, ctn_node *root, ctn_val *input, const ctn_val
     if (loop == NULL || root == NULL || input == NULL || out == NULL ||
         (config != NULL && config->kind != CTN_VOBJ))
         return CTN_EINVAL;
-    ctn_run *r = calloc(1, sizeof *r);
+    ctn_run *r = ctn__calloc(1, sizeof *r);
     if (r == NULL) return CTN_ENOMEM;
     r->loop = loop;
     r->root = ctn_node_ref(root);
@@ -1065,9 +1060,11 @@ int ctn_run_ended(const ctn_run *r) {
 }
 
 static void run_free_now(ctn_run *r) {
-    for (size_t i = 0; i < r->ngrave; i++)
-        task_free(r->grave[i]);
-    free(r->grave);
+    while (r->grave != NULL) {
+        ctn_task *t = r->grave;
+        r->grave = t->grave_next;
+        task_free(t);
+    }
     for (size_t i = 0; i < r->nspans; i++) {
         free(r->spans[i].input);
         free(r->spans[i].output);
@@ -1121,7 +1118,7 @@ static char *appendf(char *buf, size_t *len, size_t *cap, const char *fmt, ...) 
             return buf;
         }
         const size_t cap2 = 2 * *cap + (size_t)n;
-        char *p = realloc(buf, cap2);
+        char *p = ctn__realloc(buf, cap2);
         if (p == NULL) {
             free(buf);
             return NULL;
@@ -1133,7 +1130,7 @@ static char *appendf(char *buf, size_t *len, size_t *cap, const char *fmt, ...) 
 
 char *ctn_run_trace_text(const ctn_run *r) {
     size_t len = 0, cap = 256;
-    char *out = malloc(cap);
+    char *out = ctn__malloc(cap);
     if (out == NULL) return NULL;
     out[0] = 0;
     for (size_t i = 0; i < r->nspans; i++) {

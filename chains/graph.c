@@ -14,6 +14,7 @@
 #include "chain_impl.h"
 #include "error.h"
 #include "str.h"
+#include "alloc.h"
 
 /* ==== describe ============================================================================ */
 
@@ -50,7 +51,7 @@ static char *detail(const ctn_node *n) {
     }
     if (buf[0] == 0) return NULL;
     const size_t len = strlen(buf) + 1;
-    char *p = malloc(len);
+    char *p = ctn__malloc(len);
     if (p != NULL) memcpy(p, buf, len);
     return p;
 }
@@ -103,9 +104,9 @@ typedef struct {
 
 static int kidlist_get(const ctn_node *n, kidlist *l) {
     const size_t m = nchildren(n) + 1;
-    l->kids = malloc(m * sizeof *l->kids);
-    l->labels = malloc(m * sizeof *l->labels);
-    l->lbuf = malloc(m * sizeof *l->lbuf);
+    l->kids = ctn__malloc(m * sizeof *l->kids);
+    l->labels = ctn__malloc(m * sizeof *l->labels);
+    l->lbuf = ctn__malloc(m * sizeof *l->lbuf);
     if (l->kids == NULL || l->labels == NULL || l->lbuf == NULL) {
         free(l->kids), free(l->labels), free(l->lbuf);
         return -1;
@@ -143,8 +144,8 @@ static void describe_node(ctn_strbuf *b, const ctn_node *n, const char *prefix, 
     for (size_t i = 0; i < l.n && !b->oom; i++) {
         const int last = i + 1 == l.n;
         const size_t plen = strlen(prefix);
-        char *e = malloc(plen + 64 + (l.labels[i] ? strlen(l.labels[i]) : 0));
-        char *p = malloc(plen + 8);
+        char *e = ctn__malloc(plen + 64 + (l.labels[i] ? strlen(l.labels[i]) : 0));
+        char *p = ctn__malloc(plen + 8);
         if (e == NULL || p == NULL) {
             b->oom = 1;
             free(e), free(p);
@@ -184,7 +185,7 @@ typedef struct {
 static void ids_add(gbuild *g, idlist *l, int64_t id) {
     if (l->n == l->cap) {
         const size_t cap = l->cap ? 2 * l->cap : 4;
-        int64_t *p = realloc(l->ids, cap * sizeof *p);
+        int64_t *p = ctn__realloc(l->ids, cap * sizeof *p);
         if (p == NULL) {
             g->oom = 1;
             return;

@@ -19,6 +19,7 @@
 #include "error.h"
 #include "str.h"
 #include "unicode.h"
+#include "alloc.h"
 
 /* Where the machine is between bytes. */
 enum {
@@ -614,7 +615,7 @@ int ctn_json_parse(const char *s, size_t n, ctn_val **out, char *err, size_t err
         put_err(err, errcap, "no text to parse (NULL)");
         return CTN_EINVAL;
     }
-    parser *p = malloc(sizeof *p);
+    parser *p = ctn__malloc(sizeof *p);
     if (p == NULL) {
         put_err(err, errcap, "out of memory");
         return CTN_ENOMEM;
@@ -699,7 +700,7 @@ int ctn_json_find(const char *text, size_t n, size_t *start, size_t *end) {
     if (text == NULL || start == NULL || end == NULL) return CTN_EINVAL;
     size_t a, b;
     if (fenced_block(text, n, &a, &b) && trimmed_parses(text, a, b, start, end)) return 0;
-    parser *p = malloc(sizeof *p);
+    parser *p = ctn__malloc(sizeof *p);
     if (p == NULL) return CTN_ENOMEM;
     int rc = CTN_ENOENT;
     for (size_t i = 0; i < n; i++) {
@@ -719,7 +720,7 @@ int ctn_json_find(const char *text, size_t n, size_t *start, size_t *end) {
 /* ---- the stream -------------------------------------------------------------------- */
 
 ctn_json_stream *ctn_json_stream_new(void) {
-    ctn_json_stream *s = malloc(sizeof *s);
+    ctn_json_stream *s = ctn__malloc(sizeof *s);
     if (s == NULL) return NULL;
     parser_init(&s->p, 1);
     s->fed_version = 0;

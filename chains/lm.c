@@ -30,6 +30,7 @@
 #include "vocab.h"
 #include "str.h"
 #include "unicode.h"
+#include "alloc.h"
 
 /* ---- types ------------------------------------------------------------------------------- */
 
@@ -171,7 +172,7 @@ static void append_pend(lm_req *r, const char *s, size_t n) {
     }
     if (r->n_ends == r->cap_ends) {
         const size_t c = r->cap_ends ? 2 * r->cap_ends : 16;
-        size_t *p = c < SIZE_MAX / sizeof *p ? realloc(r->ends, c * sizeof *p) : NULL;
+        size_t *p = c < SIZE_MAX / sizeof *p ? ctn__realloc(r->ends, c * sizeof *p) : NULL;
         if (p == NULL) {
             r->oom = true;
             return;
@@ -197,7 +198,7 @@ static void engine_on_token(void *ud, const ctn_gen_token *tk) {
 static void engine_on_embedding(void *ud, int64_t id, const float *v, int64_t n) {
     (void)id;
     lm_req *r = ud;
-    float *copy = n > 0 && n <= INT_MAX ? malloc((size_t)n * sizeof *copy) : NULL;
+    float *copy = n > 0 && n <= INT_MAX ? ctn__malloc((size_t)n * sizeof *copy) : NULL;
     if (copy != NULL) memcpy(copy, v, (size_t)n * sizeof *copy);
     pthread_mutex_lock(&r->lm->lock);
     free(r->vec);
@@ -660,7 +661,7 @@ int ctn_lm_open(uv_loop_t *loop, const char *path, const ctn_lm_params *p, ctn_l
         free(canon);
         return rc;
     }
-    ctn_lm *lm = calloc(1, sizeof *lm);
+    ctn_lm *lm = ctn__calloc(1, sizeof *lm);
     if (lm == NULL) {
         pthread_mutex_unlock(&registry_lock);
         free(canon);
@@ -742,7 +743,7 @@ int ctn_lm_lora_load(ctn_lm *lm, const char *name, const char *path, int32_t max
         }
         return ctn_gen_lora_loaded(lm->e, ad->id) ? 0 : adapter_register(lm, ad, err, errcap);
     }
-    ad = calloc(1, sizeof *ad);
+    ad = ctn__calloc(1, sizeof *ad);
     if (ad == NULL || (ad->name = ctn__strndup(name, strlen(name))) == NULL ||
         (ad->path = ctn__strndup(path, strlen(path))) == NULL) {
         if (ad != NULL) free(ad->name);
@@ -829,7 +830,7 @@ static int prompt_ids(const ctn_lm *lm, const ctn_lm_request *r, int32_t **ids, 
         nt = r->n_ids;
     }
     const size_t extra = want_bos && !(nt > 0 && t[0] == bos) ? 1 : 0;
-    int32_t *o = malloc((nt + extra) * sizeof *o);
+    int32_t *o = ctn__malloc((nt + extra) * sizeof *o);
     if (o == NULL) {
         if (r->prompt != NULL) free(t);
         ctn__errf(err, errcap, "%s: out of memory", lm->path);
@@ -870,7 +871,7 @@ int ctn_lm_generate(ctn_lm *lm, const ctn_lm_request *r, const ctn_lm_callbacks 
     size_t n_ids = 0;
     int rc = prompt_ids(lm, r, &ids, &n_ids, err, errcap);
     if (rc < 0) return rc;
-    lm_req *q = calloc(1, sizeof *q);
+    lm_req *q = ctn__calloc(1, sizeof *q);
     if (q == NULL) {
         free(ids);
         ctn__errf(err, errcap, "%s: out of memory", lm->path);
@@ -936,7 +937,7 @@ int ctn_lm_embed(ctn_lm *lm, const char *text, size_t len, int pooling,
     size_t n_ids = 0;
     int rc = prompt_ids(lm, &r, &ids, &n_ids, err, errcap);
     if (rc < 0) return rc;
-    lm_req *q = calloc(1, sizeof *q);
+    lm_req *q = ctn__calloc(1, sizeof *q);
     if (q == NULL) {
         free(ids);
         ctn__errf(err, errcap, "%s: out of memory", lm->path);

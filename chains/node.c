@@ -7,6 +7,7 @@
 
 #include "chain_impl.h"
 #include "str.h"
+#include "alloc.h"
 
 
 static void unref_all(ctn_node *const *v, size_t n) {
@@ -23,12 +24,12 @@ static ctn_node *node_new(ctn_node_kind k, ctn_node *const *kids, size_t nk,
         if (kids == NULL || kids[i] == NULL) bad = 1;
     for (size_t i = 0; i < nkeys; i++)
         if (keys == NULL || keys[i] == NULL) bad = 1;
-    ctn_node *n = bad ? NULL : calloc(1, sizeof *n);
+    ctn_node *n = bad ? NULL : ctn__calloc(1, sizeof *n);
     if (n != NULL) {
         n->kind = k;
         n->refs = 1;
-        n->kids = nk ? calloc(nk, sizeof *n->kids) : NULL;
-        n->keys = nkeys ? calloc(nkeys, sizeof *n->keys) : NULL;
+        n->kids = nk ? ctn__calloc(nk, sizeof *n->kids) : NULL;
+        n->keys = nkeys ? ctn__calloc(nkeys, sizeof *n->keys) : NULL;
         if ((nk && n->kids == NULL) || (nkeys && n->keys == NULL)) {
             free(n->kids);
             free(n->keys);
@@ -102,7 +103,7 @@ ctn_node *ctn_node_pick(const char *const *keys, size_t n, int single) {
 ctn_node *ctn_node_branch(ctn_node *const *conds, ctn_node *const *branches, size_t n,
                           ctn_node *dflt) {
     /* kids: cond 0, branch 0, cond 1, branch 1, ... */
-    ctn_node **kids = n ? malloc(2 * n * sizeof *kids) : NULL;
+    ctn_node **kids = n ? ctn__malloc(2 * n * sizeof *kids) : NULL;
     if ((n && kids == NULL) || dflt == NULL) {
         unref_all(conds, n);
         unref_all(branches, n);
@@ -135,7 +136,7 @@ ctn_node *ctn_node_router(const char *key, const char *const *names, ctn_node *c
 }
 
 ctn_node *ctn_node_fallbacks(ctn_node *primary, ctn_node *const *fallbacks, size_t n) {
-    ctn_node **kids = malloc((n + 1) * sizeof *kids);
+    ctn_node **kids = ctn__malloc((n + 1) * sizeof *kids);
     if (kids == NULL || primary == NULL) {
         free(kids);
         ctn_node_unref(primary);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "alloc.h"
 
 typedef struct {
     int is_var;
@@ -46,7 +47,7 @@ static int add_seg(ctn_tmpl *t, size_t *cap, seg s) {
     }
     if (t->nsegs == *cap) {
         size_t c = *cap ? *cap * 2 : 8;
-        seg *q = realloc(t->segs, c * sizeof *q);
+        seg *q = ctn__realloc(t->segs, c * sizeof *q);
         if (q == NULL) return -1;
         t->segs = q;
         *cap = c;
@@ -61,12 +62,12 @@ static long var_index(ctn_tmpl *t, size_t *cap, const char *name, size_t n) {
         if (strlen(t->vars[i]) == n && memcmp(t->vars[i], name, n) == 0) return (long)i;
     if (t->nvars == *cap) {
         size_t c = *cap ? *cap * 2 : 4;
-        char **q = realloc(t->vars, c * sizeof *q);
+        char **q = ctn__realloc(t->vars, c * sizeof *q);
         if (q == NULL) return -1;
         t->vars = q;
         *cap = c;
     }
-    char *s = malloc(n + 1);
+    char *s = ctn__malloc(n + 1);
     if (s == NULL) return -1;
     memcpy(s, name, n);
     s[n] = '\0';
@@ -79,9 +80,9 @@ ctn_tmpl *ctn_tmpl_parse(const char *src, size_t n, char *err, size_t errcap) {
         ERR("template text is NULL");
         return NULL;
     }
-    ctn_tmpl *t = calloc(1, sizeof *t);
+    ctn_tmpl *t = ctn__calloc(1, sizeof *t);
     if (t == NULL) goto nomem;
-    t->text = malloc(n + 1);
+    t->text = ctn__malloc(n + 1);
     if (t->text == NULL) goto nomem;
     size_t tlen = 0, segcap = 0, varcap = 0;
     for (size_t i = 0; i < n;) {
@@ -182,8 +183,8 @@ int ctn_tmpl_render(const ctn_tmpl *t, const ctn_val *vars, char **out, size_t *
         return CTN_ETYPE;
     }
     /* Each variable's text once, even when the template uses it several times. */
-    char **txt = calloc(t->nvars ? t->nvars : 1, sizeof *txt);
-    size_t *tl = calloc(t->nvars ? t->nvars : 1, sizeof *tl);
+    char **txt = ctn__calloc(t->nvars ? t->nvars : 1, sizeof *txt);
+    size_t *tl = ctn__calloc(t->nvars ? t->nvars : 1, sizeof *tl);
     int rc = 0;
     if (txt == NULL || tl == NULL) {
         rc = CTN_ENOMEM;
@@ -208,7 +209,7 @@ int ctn_tmpl_render(const ctn_tmpl *t, const ctn_val *vars, char **out, size_t *
     }
     for (size_t s = 0; s < t->nsegs; s++)
         total += t->segs[s].is_var ? tl[t->segs[s].var] : t->segs[s].len;
-    char *o = malloc(total + 1);
+    char *o = ctn__malloc(total + 1);
     if (o == NULL) {
         rc = CTN_ENOMEM;
         goto done;

@@ -12,6 +12,7 @@
 
 #include "error.h"
 #include "str.h"
+#include "alloc.h"
 
 /* ---- lists ------------------------------------------------------------------------- */
 
@@ -100,7 +101,7 @@ static int take_line(ctn_list_stream *s, const char *p, size_t n, size_t *nnew) 
 static int put_byte(ctn_list_stream *s, char c) {
     if (s->len == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 64;
-        char *q = realloc(s->cur, cap);
+        char *q = ctn__realloc(s->cur, cap);
         if (q == NULL) return -1;
         s->cur = q;
         s->cap = cap;
@@ -110,7 +111,7 @@ static int put_byte(ctn_list_stream *s, char c) {
 }
 
 ctn_list_stream *ctn_list_stream_new(void) {
-    ctn_list_stream *s = calloc(1, sizeof *s);
+    ctn_list_stream *s = ctn__calloc(1, sizeof *s);
     if (s == NULL) return NULL;
     s->items = ctn_val_arr();
     if (s->items == NULL) {
@@ -228,7 +229,7 @@ ctn_regex *ctn_regex_new(const char *pattern, const char *const *keys, size_t nk
         ERR("keys is NULL but nkeys is %zu", nkeys);
         return NULL;
     }
-    ctn_regex *re = calloc(1, sizeof *re);
+    ctn_regex *re = ctn__calloc(1, sizeof *re);
     if (re == NULL || (re->pattern = ctn__strdup(pattern)) == NULL) goto nomem;
     int code;
     PCRE2_SIZE at;
@@ -262,8 +263,8 @@ ctn_regex *ctn_regex_new(const char *pattern, const char *const *keys, size_t nk
         }
         nkeys = nnames;
     }
-    re->keys = calloc(nkeys ? nkeys : 1, sizeof *re->keys);
-    re->groups = calloc(nkeys ? nkeys : 1, sizeof *re->groups);
+    re->keys = ctn__calloc(nkeys ? nkeys : 1, sizeof *re->keys);
+    re->groups = ctn__calloc(nkeys ? nkeys : 1, sizeof *re->groups);
     if (re->keys == NULL || re->groups == NULL) goto nomem;
     re->nkeys = nkeys;
     if (keys != NULL) {

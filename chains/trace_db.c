@@ -13,6 +13,7 @@
 
 #include "error.h"
 #include "str.h"
+#include "alloc.h"
 
 struct ctn_trace_db {
     uv_loop_t *loop;
@@ -44,7 +45,7 @@ static const char *schema =
 int ctn_trace_db_open(uv_loop_t *loop, const char *path, ctn_trace_db **out, char *err,
                       size_t errcap) {
     if (loop == NULL || path == NULL || out == NULL) return CTN_EINVAL;
-    ctn_trace_db *t = calloc(1, sizeof *t);
+    ctn_trace_db *t = ctn__calloc(1, sizeof *t);
     if (t == NULL) return CTN_ENOMEM;
     t->loop = loop;
     if (sqlite3_open_v2(path, &t->db,
@@ -205,11 +206,11 @@ int ctn_trace_db_record(ctn_trace_db *t, const ctn_run *run, const char *name,
     size_t n = 0;
     const ctn_span *sp = ctn_run_spans(run, &n);
     if (n == 0) return CTN_EINVAL;
-    job *j = calloc(1, sizeof *j);
+    job *j = ctn__calloc(1, sizeof *j);
     if (j == NULL) return CTN_ENOMEM;
     j->db = t;
     j->req.data = j;
-    j->spans = calloc(n, sizeof *j->spans);
+    j->spans = ctn__calloc(n, sizeof *j->spans);
     int oom = j->spans == NULL;
     for (size_t i = 0; !oom && i < n; i++) {
         ctn_span *c = &j->spans[i];

@@ -12,9 +12,10 @@
 #include "error.h"
 #include "str.h"
 #include "unicode.h"
+#include "alloc.h"
 
 static ctn_val *alloc_val(ctn_vkind k) {
-    ctn_val *v = calloc(1, sizeof *v);
+    ctn_val *v = ctn__calloc(1, sizeof *v);
     if (v == NULL) return NULL;
     v->kind = k;
     v->refs = 1;
@@ -47,7 +48,7 @@ ctn_val *ctn_val_str(const char *s, size_t len) {
     if (s == NULL && len > 0) return NULL;
     ctn_val *v = alloc_val(CTN_VSTR);
     if (v == NULL) return NULL;
-    v->u.str.p = malloc(len + 1);
+    v->u.str.p = ctn__malloc(len + 1);
     if (v->u.str.p == NULL) {
         free(v);
         return NULL;
@@ -128,7 +129,7 @@ int ctn_val_push(ctn_val *a, ctn_val *v) {
     }
     if (a->u.arr.n == a->u.arr.cap) {
         const size_t cap = a->u.arr.cap ? 2 * a->u.arr.cap : 4;
-        ctn_val **p = realloc(a->u.arr.items, cap * sizeof *p);
+        ctn_val **p = ctn__realloc(a->u.arr.items, cap * sizeof *p);
         if (p == NULL) {
             ctn_val_unref(v);
             return CTN_ENOMEM;
@@ -163,13 +164,13 @@ int ctn_val_setk(ctn_val *o, const char *key, size_t klen, ctn_val *v) {
     }
     if (o->u.obj.n == o->u.obj.cap) {
         const size_t cap = o->u.obj.cap ? 2 * o->u.obj.cap : 4;
-        ctn_val **k = realloc(o->u.obj.keys, cap * sizeof *k);
+        ctn_val **k = ctn__realloc(o->u.obj.keys, cap * sizeof *k);
         if (k == NULL) {
             ctn_val_unref(v);
             return CTN_ENOMEM;
         }
         o->u.obj.keys = k;
-        ctn_val **p = realloc(o->u.obj.vals, cap * sizeof *p);
+        ctn_val **p = ctn__realloc(o->u.obj.vals, cap * sizeof *p);
         if (p == NULL) {
             ctn_val_unref(v);
             return CTN_ENOMEM;
@@ -412,7 +413,7 @@ char *ctn_val_text(const ctn_val *v, size_t *len) {
     if (v == NULL) return NULL;
     const ctn_val *s = v->kind == CTN_VDOC ? v->u.doc.text : v;
     if (s->kind == CTN_VSTR) {
-        char *p = malloc(s->u.str.len + 1);
+        char *p = ctn__malloc(s->u.str.len + 1);
         if (p == NULL) return NULL;
         memcpy(p, s->u.str.p, s->u.str.len + 1);
         if (len != NULL) *len = s->u.str.len;

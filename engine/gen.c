@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "alloc.h" /* every allocation can be failed by the tests */
 #include "error.h"
 #include "stop.h"
 #include "str.h"
@@ -254,7 +255,7 @@ int32_t ctn_gen_lora_add(ctn_gen *e, ctn_lora *a, char *err, size_t errlen) {
     }
     if (e->n_loras == e->cap_loras) {
         const int cap = e->cap_loras ? 2 * e->cap_loras : 8;
-        struct glora *p = realloc(e->loras, (size_t)cap * sizeof *p);
+        struct glora *p = ctn__realloc(e->loras, (size_t)cap * sizeof *p);
         if (p == NULL) {
             pthread_mutex_unlock(&e->lora_lock);
             ctn_lora_free(a);
@@ -319,7 +320,7 @@ static int lora_take(ctn_gen *e, gseq *s, int32_t id, float scale, char *err, si
     if (tag == 0) {
         if (e->n_tags == e->cap_tags) {
             const int cap = e->cap_tags ? 2 * e->cap_tags : 16;
-            struct gtag *p = realloc(e->tags, (size_t)cap * sizeof *p);
+            struct gtag *p = ctn__realloc(e->tags, (size_t)cap * sizeof *p);
             if (p == NULL) {
                 pthread_mutex_unlock(&e->lora_lock);
                 ctn__errf(err, errlen, "out of memory");
@@ -467,7 +468,7 @@ static void seq_finish(ctn_gen *e, gseq *s, ctn_finish why, int code, const char
 static int push_tok(gseq *s, int32_t t) {
     if (s->n_toks == s->cap_toks) {
         int64_t cap = s->cap_toks * 2;
-        int32_t *p = realloc(s->toks, (size_t)cap * sizeof *p);
+        int32_t *p = ctn__realloc(s->toks, (size_t)cap * sizeof *p);
         if (p == NULL) return CTN_ENOMEM;
         s->toks = p;
         s->cap_toks = cap;
@@ -495,7 +496,7 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
         ctn__errf(err, errlen, "stop strings need a vocabulary (the engine has none)");
         return CTN_EINVAL;
     }
-    gseq *s = calloc(1, sizeof *s);
+    gseq *s = ctn__calloc(1, sizeof *s);
     if (s == NULL) {
         ctn__errf(err, errlen, "out of memory");
         return CTN_ENOMEM;
@@ -554,7 +555,7 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
                 rc = CTN_EINVAL;
                 goto fail;
             }
-        s->toks = malloc((size_t)r->n_prompt_ids * sizeof *s->toks);
+        s->toks = ctn__malloc((size_t)r->n_prompt_ids * sizeof *s->toks);
         if (s->toks == NULL) {
             rc = CTN_ENOMEM;
             ctn__errf(err, errlen, "out of memory");
@@ -595,7 +596,7 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
     /* Room for the generated tokens grows on demand; the prompt is in the penalty window as
      * llama.cpp's server puts it. */
     if (s->toks == NULL || s->cap_toks < s->n_toks + 16) {
-        int32_t *p = realloc(s->toks, (size_t)(s->n_toks + 16) * sizeof *p);
+        int32_t *p = ctn__realloc(s->toks, (size_t)(s->n_toks + 16) * sizeof *p);
         if (p == NULL) {
             rc = CTN_ENOMEM;
             ctn__errf(err, errlen, "out of memory");
@@ -611,7 +612,7 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
     s->embd_raw = r->embd_raw;
     s->on_embedding = r->on_embedding;
     if (s->pooling != CTN_POOL_NONE) {
-        s->embd = calloc((size_t)e->m->hp.n_embd, sizeof *s->embd);
+        s->embd = ctn__calloc((size_t)e->m->hp.n_embd, sizeof *s->embd);
         if (s->embd == NULL) {
             rc = CTN_ENOMEM;
             ctn__errf(err, errlen, "out of memory");
@@ -660,7 +661,7 @@ static gsess *session_find(ctn_gen *e, int64_t id) { /* lock held */
 }
 
 static gsess *session_alloc(ctn_gen *e) { /* lock held */
-    gsess *ss = calloc(1, sizeof *ss);
+    gsess *ss = ctn__calloc(1, sizeof *ss);
     if (ss == NULL) return NULL;
     ss->id = e->next_id++;
     ss->next = e->sessions;
@@ -679,8 +680,8 @@ int64_t ctn_gen_session_new(ctn_gen *e) {
 
 static int queue_cmd(ctn_gen *e, int64_t session, int n, int64_t *children) {
     if (n < 0) return CTN_EINVAL;
-    gcmd *c = calloc(1, sizeof *c);
-    gsess **kids = n > 0 ? calloc((size_t)n, sizeof *kids) : NULL;
+    gcmd *c = ctn__calloc(1, sizeof *c);
+    gsess **kids = n > 0 ? ctn__calloc((size_t)n, sizeof *kids) : NULL;
     if (c == NULL || (n > 0 && kids == NULL)) {
         free(c);
         free(kids);
@@ -770,7 +771,7 @@ static void run_cmds(ctn_gen *e) {
                 continue;
             }
             if (ss->n_toks > 0) {
-                k->toks = malloc((size_t)ss->n_toks * sizeof *k->toks);
+                k->toks = ctn__malloc((size_t)ss->n_toks * sizeof *k->toks);
                 if (k->toks == NULL) {
                     k->broken = true;
                     continue;
@@ -837,7 +838,7 @@ static ctn_finish join_session(ctn_gen *e, gseq *s, int *code, const char **erro
         *error = "the session's history and the prompt need more KV blocks than the pool has";
         return CTN_FINISH_ERROR;
     }
-    int32_t *t = malloc((size_t)(n + 16) * sizeof *t);
+    int32_t *t = ctn__malloc((size_t)(n + 16) * sizeof *t);
     if (t == NULL) {
         *code = CTN_ENOMEM;
         *error = "out of memory";
@@ -876,7 +877,7 @@ int ctn_gen_cancel(ctn_gen *e, int64_t id) {
         rc = CTN_ENOENT;
     } else if (e->n_cancels == e->cap_cancels) {
         int cap = e->cap_cancels ? e->cap_cancels * 2 : 64;
-        int64_t *p = realloc(e->cancels, (size_t)cap * sizeof *p);
+        int64_t *p = ctn__realloc(e->cancels, (size_t)cap * sizeof *p);
         if (p == NULL) {
             rc = CTN_ENOMEM;
         } else {
@@ -916,7 +917,7 @@ static void take_incoming(ctn_gen *e) {
     e->cmds_in_tail = &e->cmds_in;
     int n_c = e->n_cancels;
     int64_t cbuf[64];
-    int64_t *c = n_c <= 64 ? cbuf : malloc((size_t)n_c * sizeof *c);
+    int64_t *c = n_c <= 64 ? cbuf : ctn__malloc((size_t)n_c * sizeof *c);
     if (c == NULL) { /* keep them for the next step */
         n_c = 0;
     } else if (n_c > 0) {
@@ -1479,7 +1480,7 @@ int ctn_gen_new(ctn_gen **out, const ctn_model *m, const ctn_vocab *v, const ctn
     if (p.watermark == 0) p.watermark = 0.01;
     if (p.admit_timeout_s == 0) p.admit_timeout_s = 5;
     if (p.watermark < 0) p.watermark = 0;
-    ctn_gen *e = calloc(1, sizeof *e);
+    ctn_gen *e = ctn__calloc(1, sizeof *e);
     if (e == NULL) {
         ctn__errf(err, errlen, "out of memory");
         return CTN_ENOMEM;
@@ -1519,16 +1520,16 @@ int ctn_gen_new(ctn_gen **out, const ctn_model *m, const ctn_vocab *v, const ctn
     e->stats.kv_block_size = e->kv->block_size;
     e->stats.threads = ctn_fwd_threads(e->f);
     const size_t mr = (size_t)p.max_running;
-    e->running = calloc(mr + 1, sizeof *e->running);
-    e->order = calloc(mr + 1, sizeof *e->order);
-    e->segs = calloc(mr, sizeof *e->segs);
-    e->seg_seq = calloc(mr, sizeof *e->seg_seq);
-    e->info_ids = calloc(mr, sizeof *e->info_ids);
-    e->info_tokens = calloc(mr, sizeof *e->info_tokens);
+    e->running = ctn__calloc(mr + 1, sizeof *e->running);
+    e->order = ctn__calloc(mr + 1, sizeof *e->order);
+    e->segs = ctn__calloc(mr, sizeof *e->segs);
+    e->seg_seq = ctn__calloc(mr, sizeof *e->seg_seq);
+    e->info_ids = ctn__calloc(mr, sizeof *e->info_ids);
+    e->info_tokens = ctn__calloc(mr, sizeof *e->info_tokens);
     /* A step has at most one logits row per sequence and one sequence per token. */
     e->logits_rows = mr < (size_t)p.step_tokens ? mr : (size_t)p.step_tokens;
-    e->logits = malloc(e->logits_rows * (size_t)e->n_vocab * sizeof *e->logits);
-    e->piece = malloc(PIECE_CAP);
+    e->logits = ctn__malloc(e->logits_rows * (size_t)e->n_vocab * sizeof *e->logits);
+    e->piece = ctn__malloc(PIECE_CAP);
     if (!e->running || !e->order || !e->segs || !e->seg_seq || !e->info_ids || !e->info_tokens ||
         !e->logits || !e->piece) {
         ctn__errf(err, errlen, "out of memory");

@@ -4,11 +4,13 @@
  * behave, streaming reaches the next step before the step before it ends, nothing runs
  * recursively on long inputs, and the trace and drawings show the graph.
  */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "chain.h"
 #include "error.h"
+#include "alloc.h"
 #include "test.h"
 
 /* ---- test nodes -------------------------------------------------------------------------- */
@@ -750,7 +752,69 @@ TEST(bad_arguments) {
     CHECK_EQ_INT(uv_loop_close(&loop), 0);
 }
 
+/*
+ * Allocation failures in a chain run (SQLite's discipline): for every N, the N-th allocation
+ * of a run and every one after it fail, over a run with a sequence, a parallel step with a
+ * timer-driven child, assign and pick, a retry and a timeout, traced and streamed. Each
+ * case ends cleanly: ctn_run_start fails with CTN_ENOMEM and calls nothing, or on_done comes
+ * exactly once, with the right output or CTN_ENOMEM; the loop closes (nothing left behind),
+ * and the ASan copy checks that nothing leaks.
+ */
+TEST(allocation_failures_in_a_run) {
+    const char *keys[2] = {"slow", "same"};
+    ctn_node *kids[2] = {fn(1, 1, NULL), ctn_node_passthrough()};
+    ctn_node *steps[4] = {fn(1, -1, NULL), ctn_node_parallel(keys, kids, 2),
+                          ctn_node_pick((const char *[]){"slow"}, 1, 1),
+                          ctn_node_timeout(ctn_node_retry(fn(100, -1, NULL), 2, 0), 5000)};
+    ctn_node *chain = ctn_node_sequence(steps, 4);
+    long n = 0;
+    int start_failed = 0, run_failed = 0, ok = 0;
+    for (; n < 100000; n++) {
+        uv_loop_t loop;
+        uv_loop_init(&loop);
+        result r;
+        memset(&r, 0, sizeof r);
+        ctn_run_callbacks cb = {.on_done = on_done, .ud = &r};
+        ctn_run *run = NULL;
+        ctn__alloc_fail_after = n;
+        ctn_val *in = ctn_val_int(5);
+        const int rc =
+            in == NULL ? CTN_ENOMEM
+                       : ctn_run_start(&loop, chain, in, NULL, &cb,
+                                       CTN_RUN_STREAM | CTN_RUN_TRACE, &run);
+        if (rc == 0) uv_run(&loop, UV_RUN_DEFAULT);
+        const bool untouched = ctn__alloc_fail_after > 0;
+        ctn__alloc_fail_after = -1;
+        if (rc < 0) {
+            CHECK_EQ_INT(rc, CTN_ENOMEM);
+            CHECK_EQ_INT(r.done, 0);
+            start_failed++;
+        } else {
+            CHECK_EQ_INT(r.done, 1);
+            if (r.out != NULL) {
+                CHECK_EQ_INT(out_int(&r), 107);
+                ok++;
+            } else {
+                if (r.code != CTN_ENOMEM) printf("  N=%ld: %d %s\n", n, r.code, r.msg);
+                CHECK_EQ_INT(r.code, CTN_ENOMEM);
+                run_failed++;
+            }
+            ctn_run_free(run);
+        }
+        ctn_val_unref(in);
+        ctn_val_unref(r.out);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        CHECK_EQ_INT(uv_loop_close(&loop), 0);
+        if (untouched) break;
+    }
+    printf("  %ld allocations: %d starts and %d runs failed cleanly, %d ran\n", n, start_failed,
+           run_failed, ok);
+    CHECK(n > 10 && n < 100000 && run_failed > 0 && ok >= 1);
+    ctn_node_unref(chain);
+}
+
 int main(void) {
+    RUN(allocation_failures_in_a_run);
     RUN(sequence_of_sync_and_async_steps);
     RUN(parallel_assign_pick_passthrough);
     RUN(branch_and_router);

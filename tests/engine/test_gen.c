@@ -151,6 +151,8 @@ static void make_reqs(req_t *r, int n, int n_vocab, int max_prompt, int max_gen,
     }
 }
 
+static bool QUIET; /* submissions expected to fail (allocation-failure loops) say nothing */
+
 static int64_t submit_session(ctn_gen *e, collector *c, const req_t *r, int idx, int64_t session) {
     ctn_gen_request q = ctn_gen_request_default();
     q.prompt_ids = r->n_prompt > 0 ? r->prompt : NULL;
@@ -165,7 +167,7 @@ static int64_t submit_session(ctn_gen *e, collector *c, const req_t *r, int idx,
     q.ud = &UDS[idx];
     char err[256];
     int64_t id = ctn_gen_submit(e, &q, err, sizeof err);
-    if (id < 0) printf("  submit %d: %s\n", idx, err);
+    if (id < 0 && !QUIET) printf("  submit %d: %s\n", idx, err);
     c->id_of[idx] = id;
     return id;
 }
@@ -807,7 +809,7 @@ static int64_t submit_embd(ctn_gen *e, collector *c, const int32_t *toks, int n,
     q.ud = &UDS[idx];
     char err[256];
     int64_t id = ctn_gen_submit(e, &q, err, sizeof err);
-    if (id < 0) printf("  submit %d: %s\n", idx, err);
+    if (id < 0 && !QUIET) printf("  submit %d: %s\n", idx, err);
     return id;
 }
 
@@ -1039,8 +1041,94 @@ TEST(admission_gives_up_with_enomem) {
     unload(&L);
 }
 
+/*
+ * Allocation failures (SQLite's discipline): for every N, the N-th allocation of an engine's
+ * life fails, and every one after it; over engine start, submission and admission, a
+ * session filled and forked, requests on the forks, and steps. Each case ends cleanly: the
+ * start fails with CTN_ENOMEM, or every accepted request gets exactly one on_done, by the
+ * engine (no hang: nothing is left for ctn_gen_free to cancel), finishing normally or with
+ * CTN_ENOMEM; the ASan copy checks that nothing leaks.
+ */
+TEST(allocation_failures) {
+    loaded L;
+    CHECK(load_random(&L, &SMALL) == 0);
+    long n = 0;
+    int starts_failed = 0, requests_failed = 0;
+    QUIET = true;
+    for (; n < 20000; n++) {
+        static collector c;
+        collector_init(&c);
+        ctn_gen_params p = {0};
+        p.fwd.n_threads = 1;
+        p.fwd.n_ctx = 64;
+        p.manual = true;
+        p.admit_timeout_s = 0.001;
+        p.max_running = 4;
+        p.step_tokens = 32;
+        ctn_gen *e = NULL;
+        char err[256];
+        ctn__alloc_fail_after = n;
+        const int rc = ctn_gen_new(&e, L.m, NULL, &p, err, sizeof err);
+        if (rc < 0) {
+            ctn__alloc_fail_after = -1;
+            CHECK_EQ_INT(rc, CTN_ENOMEM);
+            starts_failed++;
+            collector_close(&c);
+            continue;
+        }
+        bool accepted[5] = {false};
+        req_t a = R(20, 0), b = R(2, 3), d = R(2, 3), f = R(30, 5), g = R(5, 2);
+        f.prompt[0] = 88;
+        const int64_t ss = ctn_gen_session_new(e);
+        int64_t kids[2] = {0, 0};
+        if (ss > 0) {
+            accepted[0] = submit_session(e, &c, &a, 0, ss) > 0; /* prompt only: fills it */
+            if (ctn_gen_session_fork(e, ss, 2, kids) == 0) {
+                accepted[1] = submit_session(e, &c, &b, 1, kids[0]) > 0;
+                accepted[2] = submit_session(e, &c, &d, 2, kids[1]) > 0;
+            }
+        }
+        accepted[3] = submit(e, &c, &f, 3) > 0;
+        accepted[4] = submit(e, &c, &g, 4) > 0;
+        int expect = 0;
+        for (int i = 0; i < 5; i++)
+            expect += accepted[i];
+        for (int guard = 0; guard < 20000 && c.n_done < expect; guard++)
+            if (ctn_gen_step(e, NULL) == 0) {
+                const struct timespec us = {0, 200000};
+                nanosleep(&us, NULL);
+            }
+        const bool untouched = ctn__alloc_fail_after > 0; /* the failure was never reached */
+        ctn__alloc_fail_after = -1;
+        CHECK_EQ_INT(c.n_done, expect); /* all by the engine: none hung */
+        if (ss > 0) ctn_gen_session_close(e, ss);
+        for (int i = 0; i < 2; i++)
+            if (kids[i] > 0) ctn_gen_session_close(e, kids[i]);
+        run_manual(e);
+        ctn_gen_free(e);
+        for (int i = 0; i < 5; i++) {
+            if (!accepted[i]) continue;
+            CHECK_EQ_INT(c.out[i].done, 1);
+            if (c.out[i].finish == CTN_FINISH_ERROR) {
+                requests_failed++;
+                if (c.out[i].code != CTN_ENOMEM)
+                    printf("  N=%ld request %d: %d %s\n", n, i, c.out[i].code, c.out[i].error);
+                CHECK_EQ_INT(c.out[i].code, CTN_ENOMEM);
+            }
+        }
+        collector_close(&c);
+        if (untouched) break;
+    }
+    QUIET = false;
+    printf("  %ld allocations: %d engine starts and %d requests failed cleanly\n", n,
+           starts_failed, requests_failed);
+    CHECK(n > 20 && n < 20000 && starts_failed > 0 && requests_failed > 0);
+    unload(&L);
+}
+
 int main(void) {
     RUN(tokens_carry_their_step);
+    RUN(allocation_failures);
     RUN(idle_sessions_give_blocks_back);
     RUN(admission_gives_up_with_enomem);
     RUN(alone_equals_batch_chunked_preempted);
