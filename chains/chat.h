@@ -6,7 +6,7 @@
  *     ctn_chat_msg m[] = {{"system", 6, "Be brief.", 9}, {"user", 4, "Hi", 2}};
  *     char *p; size_t n; char err[128];
  *     if (ctn_chat_render(f, m, 2, 1, "<s>", "</s>", &p, &n, err, sizeof err) == 0) {
- *         ...tokenize p WITHOUT adding a BOS token (see below)...; free(p);
+ *         ...; free(p);             // tokenize p WITHOUT adding a BOS token (see below)
  *     }
  *
  * BOS: the families whose official template writes the BOS token themselves (Llama 2,

@@ -4,8 +4,8 @@
  * them; a C service can too.
  *
  *     ctn_node *p = ctn_prompt_node("Tell me about {topic}.", 22, err, sizeof err);
- *     ctn_node *m = ctn_model_node(lm, CTN_CHAT_UNKNOWN, NULL, NULL);  // takes a reference
- *     ctn_node *s = ctn_parser_node(CTN_PARSER_STR, NULL, err, sizeof err);
+ *     ctn_node *m = ctn_model_node(lm, CTN_CHAT_UNKNOWN, NULL, NULL, NULL); // takes a reference
+ *     ctn_node *s = ctn_parser_node(CTN_PARSER_STR, NULL, NULL, 0, err, sizeof err);
  *     ctn_node *chain = ctn_node_sequence((ctn_node *[]){p, m, s}, 3);
  *
  * Chat prompts produce a chat value: {"type": "chat", "messages": [{"role": r, "content":

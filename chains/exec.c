@@ -716,7 +716,8 @@ static void child_end(ctn_task *t, ctn_task *c, ctn_val *out, ctn_chain_err *err
                 return;
             }
             ctn_task *next = t->stasks != NULL ? t->stasks[k + 1] : NULL;
-            if (next == DONE) { /* cannot happen: step k was cancelled when it ended */
+            CTN_ASSERT(next != DONE); /* step k was cancelled when it ended */
+            if (next == DONE) {
                 ctn_val_unref(out);
             } else if (next != NULL) { /* the next step streamed: it gets the whole output */
                 feed_end(next, out);

@@ -9,10 +9,14 @@
  *         ctn_json_parse(answer + a, b - a, &v, err, sizeof err) == 0) { ...; ctn_val_unref(v); }
  *
  *     ctn_json_stream *s = ctn_json_stream_new();
- *     for (each chunk) {
+ *     while (next_chunk(&chunk, &len)) {          // each chunk as it comes
  *         int changed;
  *         if (ctn_json_stream_feed(s, chunk, len, &changed) < 0) break;
- *         if (changed) { ctn_val *partial = ctn_json_stream_snapshot(s); ...; unref it; }
+ *         if (changed) {
+ *             ctn_val *partial = ctn_json_stream_snapshot(s);
+ *             ...;
+ *             ctn_val_unref(partial);
+ *         }
  *     }
  *     rc = ctn_json_stream_finish(s, &v, err, sizeof err);
  *     ctn_json_stream_free(s);

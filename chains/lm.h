@@ -10,7 +10,7 @@
  *     ctn_lm_request r = ctn_lm_request_default();    // greedy, no limit
  *     r.prompt = "Once upon a time";
  *     r.prompt_len = strlen(r.prompt);
- *     r.max_tokens = 60;
+ *     r.set.max_tokens = 60;
  *     ctn_lm_callbacks cb = {on_text, on_done};       // both on the loop thread
  *     uint64_t h;
  *     if (ctn_lm_generate(lm, &r, &cb, ud, &h, err, sizeof err) < 0) ...

@@ -4,7 +4,7 @@
  *
  *     ctn_trace_db *db;
  *     if (ctn_trace_db_open(loop, "traces.db", &db, err, sizeof err) < 0) ...
- *     ctn_trace_db_record(db, run, "rag");     // after the run ended (its spans are copied)
+ *     ctn_trace_db_record(db, run, "rag", NULL); // after the run ended (its spans are copied)
  *     ctn_trace_db_close(db);                  // finishes pending writes, then closes
  *
  * Schema (created when missing):

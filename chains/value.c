@@ -96,6 +96,7 @@ ctn_val *ctn_val_ref(ctn_val *v) {
 }
 
 void ctn_val_unref(ctn_val *v) {
+    CTN_ASSERT(v == NULL || v->refs > 0); /* a value is released once per reference */
     if (v == NULL || --v->refs > 0) return;
     switch (v->kind) {
     case CTN_VSTR: free(v->u.str.p); break;

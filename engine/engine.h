@@ -6,7 +6,7 @@
  *     ctn_gguf *g;
  *     ctn_vocab *v;
  *     if (ctn_gguf_open(&g, "model.gguf", err, sizeof err) < 0 ||
- *         ctn_vocab_load(&v, g, err, sizeof err) < 0) { fprintf(stderr, "%s\n", err); ... }
+ *         ctn_vocab_load(&v, g, err, sizeof err) < 0) { fprintf(stderr, "%s\n", err); return; }
  *     int32_t *ids; size_t n;
  *     ctn_tokenize(v, "Hello", 5, true, false, &ids, &n);
  *     free(ids);

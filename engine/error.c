@@ -2,6 +2,13 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+
+void ctn__assert_fail(const char *expr, const char *file, int line) {
+    fprintf(stderr, "catena: internal invariant broken at %s:%d: %s\n", file, line, expr);
+    fflush(stderr);
+    abort();
+}
 
 const char *ctn_strerror(int code) {
     switch (code) {

@@ -28,6 +28,24 @@ enum {
     CTN_ECHAIN = -11,    /* a chain node failed for a reason of its own (a Lua error, a parser's) */
 };
 
+/*
+ * Internal invariants (SQLite's ALWAYS/NEVER, libuv's assert): what the code relies on and
+ * no input can break. Checked in debug builds (CTN_DEBUG: CMAKE_BUILD_TYPE=Debug and every
+ * sanitizer build), where a broken one prints the expression and its place and aborts;
+ * compiled out otherwise, so they cost nothing in the engine. Bad input is never an
+ * assertion: it gets a CTN_E* code and a message.
+ */
+#ifdef CTN_DEBUG
+#define CTN_ASSERT(x) ((x) ? (void)0 : ctn__assert_fail(#x, __FILE__, __LINE__))
+#else
+#define CTN_ASSERT(x) ((void)sizeof(!(x))) /* type-checked, never evaluated */
+#endif
+void ctn__assert_fail(const char *expr, const char *file, int line)
+#if defined(__GNUC__)
+    __attribute__((noreturn))
+#endif
+    ;
+
 /* A short static description of an error code; never NULL. */
 const char *ctn_strerror(int code);
 

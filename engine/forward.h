@@ -7,9 +7,9 @@
  *     if (ctn_fwd_new(&f, model, &p, err, sizeof err) < 0) ...
  *     ctn_kv_seq seq;
  *     ctn_fwd_seq_init(f, &seq);
- *     ctn_fwd_seg seg = { &seq, prompt, n_prompt, true };
+ *     ctn_fwd_seg seg = {.seq = &seq, .tokens = prompt, .n_tokens = n_prompt, .logits = true};
  *     ctn_fwd_run(f, &seg, 1, logits);                 // prefill: logits of the last token
- *     seg = (ctn_fwd_seg){ &seq, &next, 1, true };
+ *     seg = (ctn_fwd_seg){.seq = &seq, .tokens = &next, .n_tokens = 1, .logits = true};
  *     ctn_fwd_run(f, &seg, 1, logits);                 // one decode step
  *     ctn_fwd_seq_close(f, &seq);
  *     ctn_fwd_free(f);

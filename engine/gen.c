@@ -1363,6 +1363,9 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
         n_admitted++;
     }
     if (n_segs == 0) return 0;
+    /* The plan fits: no more sequences than slots, no more blocks than are free. */
+    CTN_ASSERT(e->n_running <= e->p.max_running && n_segs <= e->p.max_running);
+    CTN_ASSERT(planned <= e->kv->n_free && budget >= 0);
 
     const int rc = ctn_fwd_run(e->f, e->segs, n_segs, e->logits);
     const int64_t n_tok = budget0 - budget;

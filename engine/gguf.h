@@ -5,8 +5,10 @@
  *     ctn_gguf *g;
  *     if (ctn_gguf_open(&g, "model.gguf", err, sizeof err) < 0) { puts(err); return; }
  *     const char *arch; size_t n;
- *     if (ctn_gguf_get_str(g, "general.architecture", &arch, &n) == 0) printf("%.*s\n", (int)n,
- * arch); const ctn_gguf_tensor *t = ctn_gguf_find_tensor(g, "token_embd.weight"); ctn_gguf_free(g);
+ *     if (ctn_gguf_get_str(g, "general.architecture", &arch, &n) == 0)
+ *         printf("%.*s\n", (int)n, arch);
+ *     const ctn_gguf_tensor *t = ctn_gguf_find_tensor(g, "token_embd.weight");
+ *     ctn_gguf_free(g);
  *
  * The file is mmapped read-only. Strings and tensor data point into the mapping and stay
  * valid until ctn_gguf_free(); nothing is copied that need not be. Strings in the file are

@@ -152,6 +152,7 @@ static int32_t take_block(ctn_kv_pool *kv) {
         uncache(kv, b);
         kv->evictions++;
     }
+    CTN_ASSERT(kv->n_free > 0 && kv->refs[b] == 0);
     kv->n_free--;
     kv->refs[b] = 1;
     return b;
@@ -165,6 +166,7 @@ static void ref_block(ctn_kv_pool *kv, int32_t b) {
 }
 
 static void release_block(ctn_kv_pool *kv, int32_t b) {
+    CTN_ASSERT(b >= 0 && b < kv->n_blocks && kv->refs[b] > 0); /* held by whoever gives it */
     if (--kv->refs[b] > 0) return;
     if (kv->meta[b].cached)
         lru_append(kv, b);

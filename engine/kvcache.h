@@ -9,7 +9,7 @@
  *     ctn_kv_pool_new(&kv, n_layer, kv_dim, CTN_TYPE_F16, 16, 64 << 20, err, sizeof err);
  *     ctn_kv_seq seq;
  *     ctn_kv_seq_init(&seq, kv, 4096);               // at most 4096 positions
- *     ctn_kv_seq_reserve(kv, &seq, 100, err, n);     // blocks for positions 0..99
+ *     ctn_kv_seq_reserve(kv, &seq, 100, err, sizeof err); // blocks for positions 0..99
  *     uint16_t *k = ctn_kv_k(kv, layer, &seq, pos);  // kv_dim halves of position pos
  *     ctn_kv_seq_close(kv, &seq);                    // blocks back to the pool
  *     ctn_kv_pool_free(kv);

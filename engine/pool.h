@@ -10,9 +10,10 @@
  *     ctn_pool_free(p);
  *
  *     static void work(void *ctx, int ith, int nth) {
- *         step_one(ctx, ith, nth);
- *         ctn_pool_barrier(ctx->pool);
- *         step_two(ctx, ith, nth);
+ *         struct job *j = ctx;
+ *         step_one(j, ith, nth);
+ *         ctn_pool_barrier(j->pool);
+ *         step_two(j, ith, nth);
  *     }
  *
  * The caller's thread is thread 0, so a pool of 1 has no workers and costs nothing. Workers

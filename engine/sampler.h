@@ -7,7 +7,7 @@
  *     if (ctn_sampler_new(&s, &p, n_vocab, err, sizeof err) < 0) { puts(err); return; }
  *     for (i = 0; i < n_prompt; i++) ctn_sampler_accept(s, prompt[i]);   // optional
  *     for (;;) {
- *         ... logits = forward pass ...
+ *         ...                                     // logits: a forward pass
  *         int32_t tok;
  *         if (ctn_sampler_sample(s, logits, &tok) < 0) { puts(ctn_sampler_errmsg(s)); break; }
  *         ctn_sampler_accept(s, tok);

@@ -11,7 +11,7 @@
  *         if (rc < 0) break;                        // CTN_ENOMEM
  *         fwrite(out, 1, n_out, stdout);            // text that can no longer be a stop
  *         if (rc == CTN_STOP_HIT) break;            // stop string ctn_stop_which(m)
- *         if (end of generation) {
+ *         if (generation_ended) {                   // EOS, max_tokens, ...
  *             ctn_stop_flush(m, &out, &n_out);      // the text held back, now final
  *             fwrite(out, 1, n_out, stdout);
  *             break;
