@@ -7,11 +7,17 @@
 #include <stdlib.h>
 
 long ctn__alloc_fail_after = -1;
+bool ctn__alloc_fail_once = false;
+long ctn__alloc_n_failed = 0;
 
 /* True when this allocation is to fail; counts down the allocations left otherwise. */
 static int fail_now(void) {
     if (ctn__alloc_fail_after < 0) return 0;
-    if (ctn__alloc_fail_after == 0) return 1;
+    if (ctn__alloc_fail_after == 0) {
+        if (ctn__alloc_fail_once) ctn__alloc_fail_after = -1;
+        ctn__alloc_n_failed++;
+        return 1;
+    }
     ctn__alloc_fail_after--;
     return 0;
 }

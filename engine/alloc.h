@@ -5,13 +5,18 @@
  *     rc = ctn_vocab_load(&v, g, err, sizeof err);   // must return CTN_ENOMEM, leak-free
  *     ctn__alloc_fail_after = -1;   // back to normal
  *
- * Modules whose objects own memory (gguf.c, vocab.c, vocab_tok.c, pretok.c) allocate only
- * through these, so a test can fail the N-th allocation for every N (SQLite's discipline).
- * Memory from them is released with plain free(). Not a public header.
+ *     ctn__alloc_fail_once = true;  // as SQLite does, the N-th allocation fails once:
+ *     ctn__alloc_fail_after = 3;    // the fourth fails, every later one succeeds again
+ *
+ * Modules whose objects own memory (gguf.c, vocab.c, vocab_tok.c, pretok.c, safetensors.c,
+ * lora.c, lora_merge.c) allocate only through these, so a test can fail the N-th allocation
+ * for every N, once and persistently (SQLite's discipline). Memory from them is released
+ * with plain free(). Not a public header.
  */
 #ifndef CTN_ALLOC_H
 #define CTN_ALLOC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -20,6 +25,21 @@
  * allocates through these wrappers (at -1 it is only read).
  */
 extern long ctn__alloc_fail_after;
+
+/*
+ * When true, only the one allocation ctn__alloc_fail_after points at fails: the hook then
+ * sets ctn__alloc_fail_after back to -1 itself, and later allocations succeed (a transient
+ * failure, which must not leave an object half built either). False (the default): every
+ * allocation after it fails too. The same thread-safety rule as ctn__alloc_fail_after.
+ */
+extern bool ctn__alloc_fail_once;
+
+/*
+ * How many allocations the hook has failed so far (it only counts up; a test reads it
+ * before and after a call to know whether the failure hit anything, or whether N has run
+ * past the last allocation the call makes).
+ */
+extern long ctn__alloc_n_failed;
 
 /* malloc / calloc / realloc; a size of 0 is taken as 1 so that NULL always means failure. */
 void *ctn__malloc(size_t n);

@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "alloc.h" /* every allocation of an adapter goes through ctn__malloc (failure tests) */
 #include "error.h"
 #include "gguf.h"
 #include "quant.h"
@@ -95,7 +96,7 @@ static int narrow_pair(ctn_lora_mat *mt, int to) {
             const float v = i < na ? fa[i] : fb[i - na];
             if (!(fabsf(v) <= 65504.0f)) return 0;
         }
-    uint16_t *ha = malloc((size_t)na * 2), *hb = malloc((size_t)nb * 2);
+    uint16_t *ha = ctn__malloc((size_t)na * 2), *hb = ctn__malloc((size_t)nb * 2);
     if (ha == NULL || hb == NULL) {
         free(ha), free(hb);
         return CTN_ENOMEM;
@@ -126,8 +127,8 @@ static int set_pair(ctn_lora *a, ctn_lora_mat *mt, const ctn_gguf_tensor *w, int
                     const void *pa, const void *pb, const int64_t *map) {
     const size_t es = ctn_lora_type_size(type);
     mt->type = type;
-    mt->a = malloc((size_t)(mt->rank * mt->n_in) * es);
-    mt->bt = malloc((size_t)ctn_lora_bt_len(mt->rank, mt->n_out) * es);
+    mt->a = ctn__malloc((size_t)(mt->rank * mt->n_in) * es);
+    mt->bt = ctn__malloc((size_t)ctn_lora_bt_len(mt->rank, mt->n_out) * es);
     if (mt->a == NULL || mt->bt == NULL) return CTN_ENOMEM;
     memcpy(mt->a, pa, (size_t)(mt->rank * mt->n_in) * es);
     to_bt(mt->bt, pb, mt->n_out, mt->rank, es, map);
@@ -187,28 +188,30 @@ static int parse_name(const char *s, size_t n, int64_t n_layer, int64_t *layer, 
     return -1;
 }
 
-/* The elements of t (any type the dequantizer knows) as rows x cols floats. */
-static float *to_f32(const ctn_gguf_tensor *t, int64_t rows, int64_t cols) {
-    if (!ctn_quant_supported(t->type)) return NULL;
-    if (cols % ctn_type_block_size(t->type) != 0) return NULL;
-    float *out = malloc((size_t)rows * (size_t)cols * sizeof *out);
-    if (out == NULL) return NULL;
+/* The elements of t (any type the dequantizer knows) as rows x cols floats, malloc'd into
+ * *out: 0, CTN_ENOTSUP (a type or row length it cannot read) or CTN_ENOMEM. */
+static int to_f32(const ctn_gguf_tensor *t, int64_t rows, int64_t cols, float **out) {
+    *out = NULL;
+    if (!ctn_quant_supported(t->type)) return CTN_ENOTSUP;
+    if (cols % ctn_type_block_size(t->type) != 0) return CTN_ENOTSUP;
+    float *f = ctn__malloc((size_t)rows * (size_t)cols * sizeof *f);
+    if (f == NULL) return CTN_ENOMEM;
     const size_t row_bytes =
         (size_t)(cols / ctn_type_block_size(t->type)) * ctn_type_block_bytes(t->type);
     for (int64_t r = 0; r < rows; r++)
         if (ctn_dequantize_row(t->type, (const char *)t->data + (size_t)r * row_bytes,
-                               out + (size_t)r * (size_t)cols, cols) < 0) {
-            free(out);
-            return NULL;
+                               f + (size_t)r * (size_t)cols, cols) < 0) {
+            free(f);
+            return CTN_ENOTSUP;
         }
-    return out;
+    *out = f;
+    return 0;
 }
 
-static int load_gguf(const ctn_model *m, const char *path, int32_t max_rank, ctn_lora *a, char *err,
-                     size_t errcap) {
-    ctn_gguf *g = NULL;
-    int rc = ctn_gguf_open(&g, path, err, errcap);
-    if (rc < 0) return rc;
+/* Reads the adapter in g (path names it in messages; g stays the caller's) into a. */
+static int from_gguf(const ctn_model *m, const ctn_gguf *g, const char *path, int32_t max_rank,
+                     ctn_lora *a, char *err, size_t errcap) {
+    int rc = 0;
     const char *s;
     size_t sl;
     if (ctn_gguf_get_str(g, "general.type", &s, &sl) < 0 || sl != 7 || memcmp(s, "adapter", 7)) {
@@ -231,8 +234,8 @@ static int load_gguf(const ctn_model *m, const char *path, int32_t max_rank, ctn
     double alpha = 0;
     if (ctn_gguf_get_float(g, "adapter.lora.alpha", &alpha) < 0) alpha = 0;
     const int64_t n_layer = m->hp.n_layer;
-    const ctn_gguf_tensor **ta = calloc((size_t)n_layer * CTN_LORA_N, sizeof *ta);
-    const ctn_gguf_tensor **tb = calloc((size_t)n_layer * CTN_LORA_N, sizeof *tb);
+    const ctn_gguf_tensor **ta = ctn__calloc((size_t)n_layer * CTN_LORA_N, sizeof *ta);
+    const ctn_gguf_tensor **tb = ctn__calloc((size_t)n_layer * CTN_LORA_N, sizeof *tb);
     if (ta == NULL || tb == NULL) {
         free(ta), free(tb);
         ctn__errf(err, errcap, "out of memory");
@@ -256,7 +259,7 @@ static int load_gguf(const ctn_model *m, const char *path, int32_t max_rank, ctn
         *slot = t;
     }
     a->n_layer = (int32_t)n_layer;
-    a->mats = rc == 0 ? calloc((size_t)n_layer * CTN_LORA_N, sizeof *a->mats) : NULL;
+    a->mats = rc == 0 ? ctn__calloc((size_t)n_layer * CTN_LORA_N, sizeof *a->mats) : NULL;
     if (rc == 0 && a->mats == NULL) {
         ctn__errf(err, errcap, "out of memory");
         rc = CTN_ENOMEM;
@@ -295,19 +298,29 @@ static int load_gguf(const ctn_model *m, const char *path, int32_t max_rank, ctn
             mt->n_in = n_in;
             mt->n_out = n_out;
             mt->scale = alpha != 0 ? (float)(alpha / (double)rank) : 1.0f;
+            if (!isfinite(mt->scale)) { /* a NaN or huge adapter.lora.alpha */
+                ctn__errf(err, errcap,
+                          "%s: blk.%lld.%s.weight: adapter.lora.alpha %g / rank %lld is not a "
+                          "finite scale",
+                          path, (long long)l, GGUF[k], alpha, (long long)rank);
+                rc = CTN_EFORMAT;
+                break;
+            }
             /* F32, F16 and BF16 are kept as they are; other types are widened to F32. */
             const bool keep =
                 A->type == B->type &&
                 (A->type == CTN_TYPE_F32 || A->type == CTN_TYPE_F16 || A->type == CTN_TYPE_BF16);
-            float *fa = keep ? NULL : to_f32(A, rank, n_in);
-            float *fb = keep ? NULL : to_f32(B, n_out, rank);
-            if (!keep && (fa == NULL || fb == NULL)) {
+            float *fa = NULL, *fb = NULL;
+            if (!keep && (rc = to_f32(A, rank, n_in, &fa)) == 0) rc = to_f32(B, n_out, rank, &fb);
+            if (rc < 0) {
                 free(fa), free(fb);
-                ctn__errf(err, errcap, "%s: blk.%lld.%s.weight: lora tensors of type %s/%s %s",
-                          path, (long long)l, GGUF[k], ctn_type_name(A->type),
-                          ctn_type_name(B->type),
-                          "cannot be read (F32, F16, BF16 and the quantized types are)");
-                rc = CTN_ENOTSUP;
+                if (rc == CTN_ENOMEM)
+                    ctn__errf(err, errcap, "out of memory");
+                else
+                    ctn__errf(err, errcap, "%s: blk.%lld.%s.weight: lora tensors of type %s/%s %s",
+                              path, (long long)l, GGUF[k], ctn_type_name(A->type),
+                              ctn_type_name(B->type),
+                              "cannot be read (F32, F16, BF16 and the quantized types are)");
                 break;
             }
             rc = keep ? set_pair(a, mt, w, A->type, A->data, B->data, NULL)
@@ -324,13 +337,13 @@ static int load_gguf(const ctn_model *m, const char *path, int32_t max_rank, ctn
     }
     free(ta), free(tb);
 out:
-    ctn_gguf_free(g);
     return rc;
 }
 
 /* ---- Hugging Face PEFT folders ---- */
 
-#define PEFT_PREFIX "base_model.model."
+#define PEFT_PREFIX     "base_model.model."
+#define PEFT_CONFIG_MAX ((size_t)1 << 20) /* bytes of adapter_config.json */
 
 /* The contents of a small file, NUL-terminated, or NULL with the reason in err. */
 static char *read_small(const char *path, size_t cap, int *rc, char *err, size_t errcap) {
@@ -340,7 +353,7 @@ static char *read_small(const char *path, size_t cap, int *rc, char *err, size_t
         *rc = errno == ENOENT ? CTN_ENOENT : CTN_EIO;
         return NULL;
     }
-    char *buf = malloc(cap + 1);
+    char *buf = ctn__malloc(cap + 1);
     size_t n = buf != NULL ? fread(buf, 1, cap + 1, f) : 0;
     const bool bad = buf != NULL && ferror(f);
     fclose(f);
@@ -358,52 +371,97 @@ static char *read_small(const char *path, size_t cap, int *rc, char *err, size_t
     return buf;
 }
 
+/* PCRE2's memory goes through the failure-injecting wrappers too. */
+static void *pcre_alloc(size_t n, void *ud) {
+    (void)ud;
+    return ctn__malloc(n);
+}
+
+static void pcre_free(void *p, void *ud) {
+    (void)ud;
+    free(p);
+}
+
+/* Steps one key of a pattern may take against one module name: PEFT's patterns are names
+ * or simple alternations, and this keeps a pathological key (catastrophic backtracking) from
+ * stalling the load; such a key is an error, not a silent miss. */
+#define PATTERN_MATCH_LIMIT 100000
+
 /* The value of the first key of pattern (an object of numbers, PEFT's rank_pattern or
  * alpha_pattern) that matches module as Python's re.match(r"(^|.*\.)(KEY)$") does. 1 with
- * *out set, 0 when none matches, or a negative code (a key that is not a valid pattern). */
+ * *out set, 0 when none matches, or a negative code (a key that is not a valid pattern, or
+ * CTN_ENOMEM). */
 static int pattern_value(const cJSON *pattern, const char *what, const char *module,
                          const char *path, double *out, char *err, size_t errcap) {
     if (pattern == NULL) return 0;
-    for (const cJSON *e = pattern->child; e != NULL; e = e->next) {
+    pcre2_general_context *gc = pcre2_general_context_create(pcre_alloc, pcre_free, NULL);
+    pcre2_compile_context *cc = gc != NULL ? pcre2_compile_context_create(gc) : NULL;
+    pcre2_match_context *mc = cc != NULL ? pcre2_match_context_create(gc) : NULL;
+    char *re_src = NULL;
+    pcre2_code *re = NULL;
+    pcre2_match_data *md = NULL;
+    int rc = 0;
+    if (mc == NULL) goto nomem;
+    pcre2_set_match_limit(mc, PATTERN_MATCH_LIMIT);
+    for (const cJSON *e = pattern->child; e != NULL && rc == 0; e = e->next) {
         if (!cJSON_IsNumber(e) || e->string == NULL) {
             ctn__errf(err, errcap, "%s: adapter_config.json: %s[\"%s\"] is not a number", path,
                       what, e->string ? e->string : "");
-            return CTN_EFORMAT;
+            rc = CTN_EFORMAT;
+            break;
         }
         if (strcmp(e->string, module) == 0) {
             *out = e->valuedouble;
-            return 1;
+            rc = 1;
+            break;
         }
         const size_t kl = strlen(e->string);
-        char *re_src = malloc(kl + 32);
-        if (re_src == NULL) {
-            ctn__errf(err, errcap, "out of memory");
-            return CTN_ENOMEM;
-        }
+        if ((re_src = ctn__malloc(kl + 32)) == NULL) goto nomem;
         snprintf(re_src, kl + 32, "^(?:|.*\\.)(?:%s)$", e->string);
         int ec;
         PCRE2_SIZE eo;
-        pcre2_code *re =
-            pcre2_compile((PCRE2_SPTR)re_src, PCRE2_ZERO_TERMINATED, 0, &ec, &eo, NULL);
+        re = pcre2_compile((PCRE2_SPTR)re_src, PCRE2_ZERO_TERMINATED, 0, &ec, &eo, cc);
         free(re_src);
+        re_src = NULL;
         if (re == NULL) {
+            if (ec == PCRE2_ERROR_HEAP_FAILED) goto nomem;
             PCRE2_UCHAR msg[128];
             pcre2_get_error_message(ec, msg, sizeof msg);
             ctn__errf(err, errcap, "%s: adapter_config.json: %s key \"%s\" is not a pattern: %s",
                       path, what, e->string, (const char *)msg);
-            return CTN_EFORMAT;
+            rc = CTN_EFORMAT;
+            break;
         }
-        pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
-        const int hit = md != NULL && pcre2_match(re, (PCRE2_SPTR)module, PCRE2_ZERO_TERMINATED, 0,
-                                                  0, md, NULL) >= 0;
+        if ((md = pcre2_match_data_create_from_pattern(re, gc)) == NULL) goto nomem;
+        const int hit = pcre2_match(re, (PCRE2_SPTR)module, PCRE2_ZERO_TERMINATED, 0, 0, md, mc);
         pcre2_match_data_free(md);
         pcre2_code_free(re);
-        if (hit) {
+        md = NULL, re = NULL;
+        if (hit == PCRE2_ERROR_NOMEMORY) goto nomem;
+        if (hit >= 0) {
             *out = e->valuedouble;
-            return 1;
+            rc = 1;
+        } else if (hit != PCRE2_ERROR_NOMATCH) {
+            PCRE2_UCHAR msg[128];
+            pcre2_get_error_message(hit, msg, sizeof msg);
+            ctn__errf(err, errcap,
+                      "%s: adapter_config.json: %s key \"%s\" cannot be matched against %s: %s",
+                      path, what, e->string, module, (const char *)msg);
+            rc = CTN_EFORMAT;
         }
     }
-    return 0;
+    goto done;
+nomem:
+    ctn__errf(err, errcap, "out of memory");
+    rc = CTN_ENOMEM;
+done:
+    free(re_src);
+    pcre2_match_data_free(md);
+    pcre2_code_free(re);
+    pcre2_match_context_free(mc);
+    pcre2_compile_context_free(cc);
+    pcre2_general_context_free(gc);
+    return rc;
 }
 
 /* "[base_model.model.]<...>layers.N.{self_attn,mlp}.<module>.lora_{A,B}.weight" -> layer,
@@ -570,64 +628,47 @@ static int peft_config(const cJSON *cfg, const char *path, int64_t *r, double *a
     return 0;
 }
 
-static int load_peft(const ctn_model *m, const char *dir, int32_t max_rank, ctn_lora *a, char *err,
-                     size_t errcap) {
-    const size_t dl = strlen(dir);
-    char *path = malloc(dl + 64);
-    if (path == NULL) {
-        ctn__errf(err, errcap, "out of memory");
-        return CTN_ENOMEM;
-    }
-    int rc = 0;
-    snprintf(path, dl + 64, "%s/adapter_config.json", dir);
-    char *text = read_small(path, (size_t)1 << 20, &rc, err, errcap);
-    if (text == NULL) {
-        free(path);
-        return rc == CTN_ENOENT ? CTN_EFORMAT : rc;
-    }
-    cJSON *cfg = cJSON_Parse(text);
-    free(text);
-    if (cfg == NULL) {
-        ctn__errf(err, errcap, "%s: not valid JSON", path);
-        free(path);
-        return CTN_EFORMAT;
-    }
+/* What adapter_config.json says, once checked (peft_config). */
+typedef struct {
+    cJSON *json; /* owned */
     int64_t r;
     double alpha;
     bool rslora;
-    rc = peft_config(cfg, dir, &r, &alpha, &rslora, err, errcap);
-    const cJSON *rank_pat = cJSON_GetObjectItemCaseSensitive(cfg, "rank_pattern");
-    const cJSON *alpha_pat = cJSON_GetObjectItemCaseSensitive(cfg, "alpha_pattern");
-    ctn_st *f = NULL;
-    if (rc == 0) {
-        snprintf(path, dl + 64, "%s/adapter_model.safetensors", dir);
-        struct stat st;
-        if (stat(path, &st) < 0 && errno == ENOENT) {
-            snprintf(path, dl + 64, "%s/adapter_model.bin", dir);
-            const bool pickle = stat(path, &st) == 0;
-            ctn__errf(err, errcap,
-                      pickle ? "%s: adapter_model.bin is a pickle checkpoint, which catena does "
-                               "not read: save the adapter with safe_serialization=True"
-                             : "%s: no adapter_model.safetensors",
-                      dir);
-            rc = pickle ? CTN_ENOTSUP : CTN_EFORMAT;
-        } else {
-            rc = ctn_st_open(&f, path, err, errcap);
-        }
+} peft_cfg;
+
+/* Parses adapter_config.json (text, NUL-terminated; path names it in messages, dir the
+ * adapter) into c, checking its settings. c->json is the caller's to delete either way. */
+static int peft_parse(const char *text, const char *path, const char *dir, peft_cfg *c, char *err,
+                      size_t errcap) {
+    c->json = cJSON_Parse(text);
+    if (c->json == NULL) {
+        ctn__errf(err, errcap, "%s: not valid JSON", path);
+        return CTN_EFORMAT;
     }
+    return peft_config(c->json, dir, &c->r, &c->alpha, &c->rslora, err, errcap);
+}
+
+/* Reads the tensors of adapter_model.safetensors (f) into a, as c says (dir names the
+ * adapter in messages). */
+static int from_peft(const ctn_model *m, const peft_cfg *c, const ctn_st *f, const char *dir,
+                     int32_t max_rank, ctn_lora *a, char *err, size_t errcap) {
+    const int64_t r = c->r;
+    const double alpha = c->alpha;
+    const bool rslora = c->rslora;
+    const cJSON *rank_pat = cJSON_GetObjectItemCaseSensitive(c->json, "rank_pattern");
+    const cJSON *alpha_pat = cJSON_GetObjectItemCaseSensitive(c->json, "alpha_pattern");
     const int64_t n_layer = m->hp.n_layer;
     const ctn_st_tensor **ta = NULL, **tb = NULL;
     char(*mod)[192] = NULL;
-    if (rc == 0) {
-        ta = calloc((size_t)n_layer * CTN_LORA_N, sizeof *ta);
-        tb = calloc((size_t)n_layer * CTN_LORA_N, sizeof *tb);
-        mod = calloc((size_t)n_layer * CTN_LORA_N, sizeof *mod);
-        a->n_layer = (int32_t)n_layer;
-        a->mats = calloc((size_t)n_layer * CTN_LORA_N, sizeof *a->mats);
-        if (ta == NULL || tb == NULL || mod == NULL || a->mats == NULL) {
-            ctn__errf(err, errcap, "out of memory");
-            rc = CTN_ENOMEM;
-        }
+    int rc = 0;
+    ta = ctn__calloc((size_t)n_layer * CTN_LORA_N, sizeof *ta);
+    tb = ctn__calloc((size_t)n_layer * CTN_LORA_N, sizeof *tb);
+    mod = ctn__calloc((size_t)n_layer * CTN_LORA_N, sizeof *mod);
+    a->n_layer = (int32_t)n_layer;
+    a->mats = ctn__calloc((size_t)n_layer * CTN_LORA_N, sizeof *a->mats);
+    if (ta == NULL || tb == NULL || mod == NULL || a->mats == NULL) {
+        ctn__errf(err, errcap, "out of memory");
+        rc = CTN_ENOMEM;
     }
     for (int64_t i = 0; rc == 0 && i < ctn_st_n_tensors(f); i++) {
         const ctn_st_tensor *t = ctn_st_tensor_at(f, i);
@@ -704,6 +745,12 @@ static int load_peft(const ctn_model *m, const char *dir, int32_t max_rank, ctn_
             mt->n_in = n_in;
             mt->n_out = n_out;
             mt->scale = (float)(al / (rslora ? sqrt((double)rank) : (double)rank));
+            if (!isfinite(mt->scale)) { /* an alpha beyond F32's range (or alpha_pattern's) */
+                ctn__errf(err, errcap, "%s: %s: lora_alpha %g / %s%lld%s is not a finite scale",
+                          dir, name, al, rslora ? "sqrt(" : "", (long long)rank, rslora ? ")" : "");
+                rc = CTN_EFORMAT;
+                break;
+            }
             const int type = A->dtype == CTN_ST_F32    ? CTN_TYPE_F32
                              : A->dtype == CTN_ST_F16  ? CTN_TYPE_F16
                              : A->dtype == CTN_ST_BF16 ? CTN_TYPE_BF16
@@ -729,7 +776,7 @@ static int load_peft(const ctn_model *m, const char *dir, int32_t max_rank, ctn_
                     rc = CTN_EFORMAT;
                     break;
                 }
-                map = malloc((size_t)n_out * sizeof *map);
+                map = ctn__malloc((size_t)n_out * sizeof *map);
                 if (map != NULL) rope_rows(map, n_out, nh);
             }
             if ((reorder && map == NULL) || set_pair(a, mt, w, type, A->data, B->data, map) < 0) {
@@ -745,10 +792,73 @@ static int load_peft(const ctn_model *m, const char *dir, int32_t max_rank, ctn_
         rc = CTN_EFORMAT;
     }
     free(ta), free(tb), free(mod);
+    return rc;
+}
+
+/* The PEFT folder dir. */
+static int load_peft(const ctn_model *m, const char *dir, int32_t max_rank, ctn_lora *a, char *err,
+                     size_t errcap) {
+    const size_t dl = strlen(dir);
+    char *path = ctn__malloc(dl + 64);
+    if (path == NULL) {
+        ctn__errf(err, errcap, "out of memory");
+        return CTN_ENOMEM;
+    }
+    int rc = 0;
+    snprintf(path, dl + 64, "%s/adapter_config.json", dir);
+    char *text = read_small(path, PEFT_CONFIG_MAX, &rc, err, errcap);
+    if (text == NULL) {
+        free(path);
+        return rc == CTN_ENOENT ? CTN_EFORMAT : rc;
+    }
+    peft_cfg c;
+    rc = peft_parse(text, path, dir, &c, err, errcap);
+    free(text);
+    ctn_st *f = NULL;
+    if (rc == 0) {
+        snprintf(path, dl + 64, "%s/adapter_model.safetensors", dir);
+        struct stat st;
+        if (stat(path, &st) < 0 && errno == ENOENT) {
+            snprintf(path, dl + 64, "%s/adapter_model.bin", dir);
+            const bool pickle = stat(path, &st) == 0;
+            ctn__errf(err, errcap,
+                      pickle ? "%s: adapter_model.bin is a pickle checkpoint, which catena does "
+                               "not read: save the adapter with safe_serialization=True"
+                             : "%s: no adapter_model.safetensors",
+                      dir);
+            rc = pickle ? CTN_ENOTSUP : CTN_EFORMAT;
+        } else {
+            rc = ctn_st_open(&f, path, err, errcap);
+        }
+    }
+    if (rc == 0) rc = from_peft(m, &c, f, dir, max_rank, a, err, errcap);
     ctn_st_free(f);
-    cJSON_Delete(cfg);
+    cJSON_Delete(c.json);
     free(path);
     return rc;
+}
+
+/* A new, empty adapter named name (copied), or NULL (out of memory, said in err). */
+static ctn_lora *lora_new(const char *name, char *err, size_t errcap) {
+    const size_t n = strlen(name);
+    ctn_lora *a = ctn__calloc(1, sizeof *a);
+    if (a == NULL || (a->path = ctn__malloc(n + 1)) == NULL) {
+        free(a);
+        ctn__errf(err, errcap, "out of memory");
+        return NULL;
+    }
+    memcpy(a->path, name, n + 1);
+    return a;
+}
+
+/* Hands a over in *out when rc is 0, frees it otherwise; returns rc. */
+static int lora_finish(ctn_lora *a, int rc, ctn_lora **out) {
+    if (rc < 0) {
+        ctn_lora_free(a);
+        return rc;
+    }
+    *out = a;
+    return 0;
 }
 
 int ctn_lora_load(const ctn_model *m, const char *path, int32_t max_rank, ctn_lora **out, char *err,
@@ -763,18 +873,80 @@ int ctn_lora_load(const ctn_model *m, const char *path, int32_t max_rank, ctn_lo
         ctn__errf(err, errcap, "%s: %s", path, strerror(errno));
         return errno == ENOENT ? CTN_ENOENT : CTN_EIO;
     }
-    ctn_lora *a = calloc(1, sizeof *a);
-    if (a == NULL || (a->path = strdup(path)) == NULL) {
-        free(a);
-        ctn__errf(err, errcap, "out of memory");
-        return CTN_ENOMEM;
+    ctn_lora *a = lora_new(path, err, errcap);
+    if (a == NULL) return CTN_ENOMEM;
+    int rc;
+    if (S_ISDIR(st.st_mode)) {
+        rc = load_peft(m, path, max_rank, a, err, errcap);
+    } else {
+        ctn_gguf *g = NULL;
+        rc = ctn_gguf_open(&g, path, err, errcap);
+        if (rc == 0) rc = from_gguf(m, g, path, max_rank, a, err, errcap);
+        ctn_gguf_free(g);
     }
-    const int rc = S_ISDIR(st.st_mode) ? load_peft(m, path, max_rank, a, err, errcap)
-                                       : load_gguf(m, path, max_rank, a, err, errcap);
-    if (rc < 0) {
-        ctn_lora_free(a);
-        return rc;
+    return lora_finish(a, rc, out);
+}
+
+int ctn_lora_load_gguf_memory(const ctn_model *m, const void *data, size_t size, const char *name,
+                              int32_t max_rank, ctn_lora **out, char *err, size_t errcap) {
+    if (m == NULL || (data == NULL && size > 0) || name == NULL || out == NULL || max_rank < 0) {
+        ctn__errf(err, errcap,
+                  "ctn_lora_load_gguf_memory: a model, the data, a name and an output are needed");
+        return CTN_EINVAL;
     }
-    *out = a;
-    return 0;
+    *out = NULL;
+    ctn_lora *a = lora_new(name, err, errcap);
+    if (a == NULL) return CTN_ENOMEM;
+    ctn_gguf *g = NULL;
+    int rc = ctn_gguf_open_memory(&g, data, size, name, err, errcap);
+    if (rc == 0) rc = from_gguf(m, g, name, max_rank, a, err, errcap);
+    ctn_gguf_free(g);
+    return lora_finish(a, rc, out);
+}
+
+int ctn_lora_load_peft_memory(const ctn_model *m, const char *config, size_t config_len,
+                              const void *st, size_t st_len, const char *name, int32_t max_rank,
+                              ctn_lora **out, char *err, size_t errcap) {
+    if (m == NULL || (config == NULL && config_len > 0) || (st == NULL && st_len > 0) ||
+        name == NULL || out == NULL || max_rank < 0) {
+        ctn__errf(err, errcap,
+                  "ctn_lora_load_peft_memory: a model, the two files, a name and an output are "
+                  "needed");
+        return CTN_EINVAL;
+    }
+    *out = NULL;
+    ctn_lora *a = lora_new(name, err, errcap);
+    if (a == NULL) return CTN_ENOMEM;
+    const size_t nl = strlen(name);
+    char *path = ctn__malloc(nl + 64), *text = NULL;
+    int rc = 0;
+    peft_cfg c = {0};
+    ctn_st *f = NULL;
+    if (path == NULL) goto nomem;
+    snprintf(path, nl + 64, "%s/adapter_config.json", name);
+    if (config_len > PEFT_CONFIG_MAX) {
+        ctn__errf(err, errcap, "%s: larger than %zu bytes", path, PEFT_CONFIG_MAX);
+        rc = CTN_EFORMAT;
+        goto done;
+    }
+    if ((text = ctn__malloc(config_len + 1)) == NULL) goto nomem;
+    /* The file loader reads the config as a C string: so is this one, up to a NUL in it. */
+    if (config_len > 0) memcpy(text, config, config_len);
+    text[config_len] = 0;
+    rc = peft_parse(text, path, name, &c, err, errcap);
+    if (rc == 0) {
+        snprintf(path, nl + 64, "%s/adapter_model.safetensors", name);
+        rc = ctn_st_open_memory(&f, st, st_len, path, err, errcap);
+    }
+    if (rc == 0) rc = from_peft(m, &c, f, name, max_rank, a, err, errcap);
+    goto done;
+nomem:
+    ctn__errf(err, errcap, "out of memory");
+    rc = CTN_ENOMEM;
+done:
+    ctn_st_free(f);
+    cJSON_Delete(c.json);
+    free(text);
+    free(path);
+    return lora_finish(a, rc, out);
 }

@@ -98,6 +98,21 @@ const char *ctn_lora_target_gguf(ctn_lora_target t);
  */
 int ctn_lora_load(const ctn_model *m, const char *path, int32_t max_rank, ctn_lora **out, char *err,
                   size_t errcap);
+
+/*
+ * The same loaders on files already in memory (for the fuzzers, and for adapters that do not
+ * come from a file): a GGUF LoRA file image, or a PEFT folder's adapter_config.json and
+ * adapter_model.safetensors. Both are borrowed for the call only (the adapter copies what it
+ * keeps); name stands for the path in messages and in a->path (a PEFT folder's files are
+ * named name/adapter_config.json and name/adapter_model.safetensors). The config is read as
+ * the file loader reads it, as text up to its first NUL byte, at most 1 MiB. Checks, errors
+ * and results are ctn_lora_load's, which goes through the same code.
+ */
+int ctn_lora_load_gguf_memory(const ctn_model *m, const void *data, size_t size, const char *name,
+                              int32_t max_rank, ctn_lora **out, char *err, size_t errcap);
+int ctn_lora_load_peft_memory(const ctn_model *m, const char *config, size_t config_len,
+                              const void *st, size_t st_len, const char *name, int32_t max_rank,
+                              ctn_lora **out, char *err, size_t errcap);
 void ctn_lora_free(ctn_lora *a);
 
 /*

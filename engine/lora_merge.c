@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h" /* the merged tensors go through ctn__malloc (failure tests) */
 #include "error.h"
 #include "gguf.h"
 #include "lora.h"
@@ -33,9 +34,9 @@ static int merge_tensor(const ctn_gguf_tensor *t, const ctn_lora_mat *mt, float 
     const int64_t n_in = t->ne[0], n_out = t->ne[1];
     const size_t row_bytes =
         (size_t)(n_in / ctn_type_block_size(t->type)) * ctn_type_block_bytes(t->type);
-    char *dst = malloc(row_bytes * (size_t)n_out);
-    float *row = malloc((size_t)n_in * sizeof *row);
-    float *fa = malloc((size_t)(mt->rank * n_in) * sizeof *fa); /* A widened to F32 */
+    char *dst = ctn__malloc(row_bytes * (size_t)n_out);
+    float *row = ctn__malloc((size_t)n_in * sizeof *row);
+    float *fa = ctn__malloc((size_t)(mt->rank * n_in) * sizeof *fa); /* A widened to F32 */
     if (dst == NULL || row == NULL || fa == NULL) {
         free(dst), free(row), free(fa);
         ctn__errf(err, errcap, "out of memory");
@@ -77,7 +78,7 @@ int ctn_lora_merge(const ctn_gguf *g, const ctn_model *m, const ctn_lora *a, flo
     }
     ctn_gguf_writer *w = ctn_gguf_writer_new();
     const int64_t nt = ctn_gguf_n_tensors(g);
-    void **bufs = calloc((size_t)nt + 1, sizeof *bufs);
+    void **bufs = ctn__calloc((size_t)nt + 1, sizeof *bufs);
     int rc = w == NULL || bufs == NULL ? CTN_ENOMEM : 0;
     if (rc < 0) ctn__errf(err, errcap, "out of memory");
     for (int64_t i = 0; rc == 0 && i < ctn_gguf_n_kv(g); i++) {
@@ -99,10 +100,9 @@ int ctn_lora_merge(const ctn_gguf *g, const ctn_model *m, const ctn_lora *a, flo
         }
         char name[512];
         snprintf(name, sizeof name, "%.*s", (int)t->name.len, t->name.ptr);
-        if (rc == 0 && ctn_gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne, data) < 0) {
-            ctn__errf(err, errcap, "%s", ctn_gguf_writer_errmsg(w));
-            rc = CTN_EINVAL;
-        }
+        if (rc == 0 &&
+            (rc = ctn_gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne, data)) < 0)
+            ctn__errf(err, errcap, "%s", ctn_gguf_writer_errmsg(w)); /* CTN_ENOMEM, CTN_EINVAL */
     }
     if (rc == 0) rc = ctn_gguf_writer_write(w, out_path, err, errcap);
     if (bufs != NULL)

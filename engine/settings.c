@@ -3,6 +3,7 @@
  */
 #include "settings.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -312,6 +313,39 @@ int ctn_settings_set(ctn_settings *s, const char *key, const ctn_setting_value *
     }
     s->given |= 1u << k;
     return 0;
+}
+
+/* The value of one JSON scalar (not an array). */
+static ctn_setting_value json_value(const cJSON *j) {
+    ctn_setting_value v = {.kind = CTN_SET_OBJ};
+    if (cJSON_IsNull(j)) {
+        v.kind = CTN_SET_NULL;
+    } else if (cJSON_IsBool(j)) {
+        v.kind = CTN_SET_BOOL, v.b = cJSON_IsTrue(j);
+    } else if (cJSON_IsNumber(j)) {
+        v.kind = CTN_SET_NUM, v.d = j->valuedouble;
+    } else if (cJSON_IsString(j)) {
+        v.kind = CTN_SET_STR, v.s = j->valuestring;
+    } else if (cJSON_IsArray(j)) {
+        v.kind = CTN_SET_LIST;
+    }
+    return v;
+}
+
+int ctn_settings_set_json(ctn_settings *s, const char *key, const cJSON *json, char *err,
+                          size_t errlen) {
+    if (json == NULL) return ctn_settings_set(s, key, NULL, err, errlen);
+    ctn_setting_value v = json_value(json);
+    ctn_setting_value items[CTN_SETTINGS_MAX_STOP];
+    if (v.kind == CTN_SET_LIST) {
+        /* More items than a list may hold are refused by count before any item is read. */
+        size_t n = 0;
+        for (const cJSON *e = json->child; e != NULL; e = e->next, n++)
+            if (n < CTN_SETTINGS_MAX_STOP) items[n] = json_value(e);
+        v.items = items;
+        v.n = n;
+    }
+    return ctn_settings_set(s, key, &v, err, errlen);
 }
 
 int ctn_settings_parse(ctn_settings *s, const char *key, const char *text, char *err,

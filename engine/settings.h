@@ -136,6 +136,15 @@ int ctn_settings_set(ctn_settings *s, const char *key, const ctn_setting_value *
 int ctn_settings_parse(ctn_settings *s, const char *key, const char *text, char *err,
                        size_t errlen);
 
+/*
+ * Sets one setting from a JSON value (a cJSON: a prompts-file line, an HTTP request body):
+ * numbers, true/false, null, strings and arrays of strings are handed to ctn_settings_set;
+ * objects are refused by kind. Strings are borrowed from json. Errors as ctn_settings_set.
+ */
+struct cJSON;
+int ctn_settings_set_json(ctn_settings *s, const char *key, const struct cJSON *json, char *err,
+                          size_t errlen);
+
 /* True when key k was set. */
 bool ctn_settings_given(const ctn_settings *s, ctn_setting_key k);
 

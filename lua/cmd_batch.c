@@ -8,10 +8,8 @@
  * time), waits on a condition variable, and writes each result as soon as it and every
  * result before it are done; the engine thread's callbacks fill the results.
  */
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -19,14 +17,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "batch_line.h"
 #include "cli.h"
 #include "commands.h"
 #include "gen.h"
 #include "lora.h"
 #include "model.h"
 
-#define MAX_RUNNING_LIMIT  4096 /* ctn_gen_new's limit on max_running */
-#define DEFAULT_MAX_TOKENS 256
+#define MAX_RUNNING_LIMIT 4096 /* ctn_gen_new's limit on max_running */
 
 static int usage(FILE *f) {
     fprintf(f,
@@ -59,213 +57,20 @@ static int usage(FILE *f) {
             "  --step-tokens N        tokens per engine step (default 512)\n"
             "  --kv-f32               keep the KV cache in F32 (default F16)\n"
             "  A summary goes to stderr at the end. Bad lines are errors naming FILE:LINE.\n",
-            DEFAULT_MAX_TOKENS);
+            CTN__BATCH_DEFAULT_MAX_TOKENS);
     return f == stderr ? 2 : 0;
-}
-
-/* A byte count: digits, then optionally K, M or G (KiB, MiB, GiB). */
-static int parse_size(const char *s, size_t *out) {
-    char *end;
-    if (*s < '0' || *s > '9') return -1;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0) return -1;
-    unsigned shift = 0;
-    if (*end == 'K' || *end == 'k')
-        shift = 10, end++;
-    else if (*end == 'M' || *end == 'm')
-        shift = 20, end++;
-    else if (*end == 'G' || *end == 'g')
-        shift = 30, end++;
-    if (*end != '\0' || v == 0 || v > (SIZE_MAX >> shift)) return -1;
-    *out = (size_t)v << shift;
-    return 0;
 }
 
 /* ---- the prompts file ------------------------------------------------------------------ */
 
 typedef struct {
-    long line;    /* 1-based line number in the file */
-    char *prompt; /* owned */
-    ctn_sampler_params sp;
-    bool seed_set, ignore_eos;
-    int64_t max_tokens; /* -1: no limit */
-    char **stops;       /* (n_stops) owned */
-    size_t n_stops;
-    char *lora;       /* the adapter's path (owned), or NULL */
-    float lora_scale; /* default 1 */
-    int32_t adapter;  /* its id in the engine, once loaded */
+    long line; /* 1-based line number in the file */
+    ctn__batch_req req;
+    int32_t adapter; /* the id of req.lora in the engine, once loaded */
 } job;
 
 static void job_close(job *j) {
-    free(j->prompt);
-    free(j->lora);
-    for (size_t i = 0; i < j->n_stops; i++)
-        free(j->stops[i]);
-    free(j->stops);
-}
-
-/* An integer-valued JSON number in lo..hi. */
-static bool json_int(const cJSON *it, double lo, double hi, double *out) {
-    if (!cJSON_IsNumber(it)) return false;
-    double v = it->valuedouble;
-    if (!isfinite(v) || v != floor(v) || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
-static bool json_num(const cJSON *it, double lo, double hi, bool lo_open, double *out) {
-    if (!cJSON_IsNumber(it)) return false;
-    double v = it->valuedouble;
-    if (!isfinite(v) || v < lo || v > hi || (lo_open && v == lo)) return false;
-    *out = v;
-    return true;
-}
-
-/*
- * Reads one JSON object into j. Returns 0, or -1 with the reason in err (no FILE:LINE
- * prefix). j owns what it holds either way.
- */
-static int parse_job(char *text, job *j, char *err, size_t errlen) {
-    const char *end = NULL;
-    cJSON *o = cJSON_ParseWithOpts(text, &end, 1);
-    if (o == NULL) {
-        snprintf(err, errlen, "not valid JSON (at column %ld)",
-                 end != NULL ? (long)(end - text) + 1 : 1L);
-        return -1;
-    }
-    int rc = -1;
-    if (!cJSON_IsObject(o)) {
-        snprintf(err, errlen, "not a JSON object");
-        goto done;
-    }
-    j->sp = ctn_sampler_params_default();
-    j->sp.temp = 0.0f;
-    j->max_tokens = DEFAULT_MAX_TOKENS;
-    j->lora_scale = 1.0f;
-    bool have_prompt = false;
-    for (const cJSON *it = o->child; it != NULL; it = it->next) {
-        const char *k = it->string;
-        double v;
-        /* A key given twice: cJSON keeps both; the second would silently win. */
-        for (const cJSON *p = o->child; p != it; p = p->next)
-            if (!strcmp(p->string, k)) {
-                snprintf(err, errlen, "\"%s\" given twice", k);
-                goto done;
-            }
-        if (!strcmp(k, "prompt")) {
-            if (!cJSON_IsString(it) || it->valuestring[0] == '\0') {
-                snprintf(err, errlen, "\"prompt\" must be a non-empty string");
-                goto done;
-            }
-            if ((j->prompt = strdup(it->valuestring)) == NULL) goto nomem;
-            have_prompt = true;
-        } else if (!strcmp(k, "max_tokens")) {
-            if (cJSON_IsNull(it)) {
-                j->max_tokens = -1;
-            } else if (json_int(it, 0, 1 << 30, &v)) {
-                j->max_tokens = (int64_t)v;
-            } else {
-                snprintf(err, errlen, "\"max_tokens\" must be an integer >= 0 or null");
-                goto done;
-            }
-        } else if (!strcmp(k, "temperature")) {
-            if (!json_num(it, 0, 1e6, false, &v)) {
-                snprintf(err, errlen, "\"temperature\" must be a number >= 0");
-                goto done;
-            }
-            j->sp.temp = (float)v;
-        } else if (!strcmp(k, "seed")) {
-            if (!json_int(it, 0, 9007199254740992.0, &v)) {
-                snprintf(err, errlen, "\"seed\" must be an integer in 0..2^53");
-                goto done;
-            }
-            j->sp.seed = (uint64_t)v;
-            j->seed_set = true;
-        } else if (!strcmp(k, "top_k")) {
-            if (!json_int(it, 0, INT32_MAX, &v)) {
-                snprintf(err, errlen, "\"top_k\" must be an integer >= 0");
-                goto done;
-            }
-            j->sp.top_k = (int32_t)v;
-        } else if (!strcmp(k, "top_p")) {
-            if (!json_num(it, 0, 1, false, &v)) {
-                snprintf(err, errlen, "\"top_p\" must be a number in 0..1");
-                goto done;
-            }
-            j->sp.top_p = (float)v;
-        } else if (!strcmp(k, "min_p")) {
-            if (!json_num(it, 0, 1, false, &v)) {
-                snprintf(err, errlen, "\"min_p\" must be a number in 0..1");
-                goto done;
-            }
-            j->sp.min_p = (float)v;
-        } else if (!strcmp(k, "repeat_penalty")) {
-            if (!json_num(it, 0, 1e6, true, &v)) {
-                snprintf(err, errlen, "\"repeat_penalty\" must be a number > 0");
-                goto done;
-            }
-            j->sp.repeat_penalty = (float)v;
-        } else if (!strcmp(k, "lora")) {
-            if (!cJSON_IsString(it) || it->valuestring[0] == 0) {
-                snprintf(err, errlen, "\"lora\" must be the path of an adapter");
-                goto done;
-            }
-            free(j->lora);
-            j->lora = strdup(it->valuestring);
-            if (j->lora == NULL) {
-                snprintf(err, errlen, "out of memory");
-                goto done;
-            }
-        } else if (!strcmp(k, "lora_scale")) {
-            if (!json_num(it, -1e6, 1e6, false, &v)) {
-                snprintf(err, errlen, "\"lora_scale\" must be a number");
-                goto done;
-            }
-            j->lora_scale = (float)v;
-        } else if (!strcmp(k, "ignore_eos")) {
-            if (!cJSON_IsBool(it)) {
-                snprintf(err, errlen, "\"ignore_eos\" must be true or false");
-                goto done;
-            }
-            j->ignore_eos = cJSON_IsTrue(it);
-        } else if (!strcmp(k, "stop")) {
-            const bool one = cJSON_IsString(it);
-            if (!one && !cJSON_IsArray(it)) {
-                snprintf(err, errlen, "\"stop\" must be a string or an array of strings");
-                goto done;
-            }
-            size_t n = one ? 1 : (size_t)cJSON_GetArraySize(it), total = 0, i = 0;
-            if ((j->stops = calloc(n > 0 ? n : 1, sizeof *j->stops)) == NULL) goto nomem;
-            for (const cJSON *s = one ? it : it->child; i < n; s = s->next, i++) {
-                if (!cJSON_IsString(s) || s->valuestring[0] == '\0') {
-                    snprintf(err, errlen, "\"stop\" strings must be non-empty strings");
-                    goto done;
-                }
-                total += strlen(s->valuestring);
-                if ((j->stops[i] = strdup(s->valuestring)) == NULL) goto nomem;
-                j->n_stops = i + 1;
-            }
-            if (total > 16384) {
-                snprintf(err, errlen, "\"stop\" strings hold more than 16384 bytes in all");
-                goto done;
-            }
-        } else {
-            snprintf(err, errlen, "unknown key \"%s\"", k);
-            goto done;
-        }
-    }
-    if (!have_prompt) {
-        snprintf(err, errlen, "no \"prompt\"");
-        goto done;
-    }
-    rc = 0;
-    goto done;
-nomem:
-    snprintf(err, errlen, "out of memory");
-done:
-    cJSON_Delete(o);
-    return rc;
+    ctn__batch_req_close(&j->req);
 }
 
 /*
@@ -293,7 +98,7 @@ static int parse_file(char *text, const char *name, job **jobs, size_t *n_jobs) 
             }
             char err[256];
             js[n] = (job){.line = line};
-            int rc = parse_job(p, &js[n], err, sizeof err);
+            int rc = ctn__batch_req_parse(p, &js[n].req, err, sizeof err);
             n++;
             if (rc < 0) {
                 fprintf(stderr, "catena batch: %s:%ld: %s\n", name, line, err);
@@ -475,16 +280,32 @@ static void write_result(FILE *f, const result *r) {
 
 typedef struct {
     const char *model, *prompts;
-    long concurrency, n_ctx, threads, step_tokens;
-    size_t kv_memory;
+    long concurrency;
+    ctn_settings set; /* the model's settings (docs/settings.md) */
     bool kv_f32;
 } options;
 
+/* The options that are settings, and their keys. */
+static const struct {
+    const char *flag, *flag2, *key;
+} setting_flags[] = {
+    {"-c", "--ctx", "ctx"},
+    {"-t", "--threads", "threads"},
+    {"--kv-memory", NULL, "kv_memory"},
+    {"--step-tokens", NULL, "step_tokens"},
+};
+
 static int parse_args(int argc, char **argv, options *o) {
+    ctn_settings_init(&o->set);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
         bool bad = false;
+        const char *key = NULL;
+        for (size_t k = 0; k < sizeof setting_flags / sizeof setting_flags[0]; k++)
+            if (!strcmp(a, setting_flags[k].flag) ||
+                (setting_flags[k].flag2 != NULL && !strcmp(a, setting_flags[k].flag2)))
+                key = setting_flags[k].key;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return 1;
         if (!strcmp(a, "--kv-f32")) {
             o->kv_f32 = true;
@@ -500,14 +321,12 @@ static int parse_args(int argc, char **argv, options *o) {
             o->prompts = val;
         } else if (!strcmp(a, "--concurrency")) {
             bad = ctn__cli_parse_long(val, 1, 1L << 30, &o->concurrency) < 0;
-        } else if (!strcmp(a, "--kv-memory")) {
-            bad = parse_size(val, &o->kv_memory) < 0;
-        } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) {
-            bad = ctn__cli_parse_long(val, 1, 1 << 24, &o->n_ctx) < 0;
-        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            bad = ctn__cli_parse_long(val, 1, 512, &o->threads) < 0;
-        } else if (!strcmp(a, "--step-tokens")) {
-            bad = ctn__cli_parse_long(val, 1, 65536, &o->step_tokens) < 0;
+        } else if (key != NULL) {
+            char err[512];
+            if (ctn_settings_parse(&o->set, key, val, err, sizeof err) < 0) {
+                fprintf(stderr, "catena batch: bad value '%s' for %s: %s\n", val, a, err);
+                return -1;
+            }
         } else {
             fprintf(stderr, "catena batch: unknown argument '%s'\n", a);
             usage(stderr);
@@ -600,12 +419,12 @@ static int run(const options *o, job *jobs, size_t n) {
     const size_t want_conc = o->concurrency > 0 ? (size_t)o->concurrency : 64;
     const size_t conc = want_conc < n ? want_conc : n;
     ctn_gen_params p = {0};
-    p.fwd.n_threads = (int)o->threads;
-    p.fwd.n_ctx = o->n_ctx;
-    p.fwd.kv_memory = o->kv_memory;
+    p.fwd.n_threads = o->set.threads;
+    p.fwd.n_ctx = o->set.ctx;
+    p.fwd.kv_memory = (size_t)o->set.kv_memory;
     p.fwd.kv_f32 = o->kv_f32;
     p.fwd.kv_block = 16;
-    p.step_tokens = o->step_tokens;
+    p.step_tokens = o->set.step_tokens;
     p.max_running = conc < MAX_RUNNING_LIMIT ? (int)conc : MAX_RUNNING_LIMIT;
     if (ctn_gen_new(&b.e, m, v, &p, err, sizeof err) < 0) {
         fprintf(stderr, "catena batch: %s\n", err);
@@ -614,13 +433,13 @@ static int run(const options *o, job *jobs, size_t n) {
     /* Adapters: each path loaded once, before any request runs. */
     for (size_t i = 0; i < n; i++) {
         job *j = &jobs[i];
-        if (j->lora == NULL) continue;
+        if (j->req.set.lora == NULL) continue;
         for (size_t k = 0; k < i && j->adapter == 0; k++)
-            if (jobs[k].lora != NULL && strcmp(jobs[k].lora, j->lora) == 0)
+            if (jobs[k].req.set.lora != NULL && strcmp(jobs[k].req.set.lora, j->req.set.lora) == 0)
                 j->adapter = jobs[k].adapter;
         if (j->adapter != 0) continue;
         ctn_lora *a = NULL;
-        if (ctn_lora_load(m, j->lora, 0, &a, err, sizeof err) < 0 ||
+        if (ctn_lora_load(m, j->req.set.lora, 0, &a, err, sizeof err) < 0 ||
             (j->adapter = ctn_gen_lora_add(b.e, a, err, sizeof err)) < 0) {
             fprintf(stderr, "catena batch: %s:%ld: %s\n", o->prompts, j->line, err);
             goto done;
@@ -643,15 +462,12 @@ static int run(const options *o, job *jobs, size_t n) {
             b.in_flight++;
             pthread_mutex_unlock(&b.lock);
             ctn_gen_request q = ctn_gen_request_default();
-            q.prompt = j->prompt;
-            q.sampling = j->sp;
-            if (!j->seed_set) q.sampling.seed = seed0 + (uint64_t)i * 0x9E3779B97F4A7C15ull;
-            q.max_tokens = j->max_tokens;
-            q.stop = (const char *const *)j->stops;
-            q.n_stop = j->n_stops;
-            q.ignore_eos = j->ignore_eos;
+            q.prompt = j->req.prompt;
+            ctn_settings_apply(&j->req.set, &q);
+            if (!ctn_settings_given(&j->req.set, CTN_SET_SEED))
+                q.sampling.seed = seed0 + (uint64_t)i * 0x9E3779B97F4A7C15ull;
             q.adapter = j->adapter;
-            q.adapter_scale = j->lora_scale;
+            q.adapter_scale = j->req.set.lora_scale;
             q.on_token = on_token;
             q.on_done = on_done;
             q.ud = r;

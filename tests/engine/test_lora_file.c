@@ -14,6 +14,12 @@
  * qwen2 (whose GGUF keeps the order) loads them as they are; r, lora_alpha, use_rslora,
  * rank_pattern and alpha_pattern set each pair's rank and scale; every setting catena cannot
  * serve is refused naming the folder and the module or key.
+ *
+ * The in-memory loaders (ctn_lora_load_gguf_memory, ctn_lora_load_peft_memory) give exactly
+ * what the file loaders give. Failing the N-th allocation, once and persistently, for every
+ * N, during a GGUF load, a PEFT load (rank_pattern and alpha_pattern, so PCRE2's memory too)
+ * and ctn_lora_merge returns CTN_ENOMEM with a reason, or the same result as without the
+ * failure; never a crash, and no leak (the ASan copy runs under LeakSanitizer).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -21,6 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "error.h"
 #include "forward.h"
 #include "gguf.h"
@@ -863,6 +870,309 @@ TEST(adapter_equals_merged_file) {
     merge_case(CTN_TYPE_Q8_0, 5e-2, false);
 }
 
+/* An alpha that makes no finite F32 scale (NaN in a GGUF file, or 1e39 from alpha_pattern)
+ * is refused: the forward pass would turn every logit into NaN. */
+TEST(non_finite_scales_are_refused) {
+    loaded L;
+    if (make_model(&L, CTN_TYPE_F32, 35) < 0) {
+        CHECK(0);
+        return;
+    }
+    char err[512];
+    const spec sp = {
+        .rank = 2, .mask = 1u << CTN_LORA_V, .alpha = NAN, .type = CTN_TYPE_F32, .seed = 36};
+    const char *p = adapter_path("nan");
+    CHECK(write_adapter(L.m, &sp, p, NULL, NULL) == 0);
+    ctn_lora *a = NULL;
+    CHECK_EQ_INT(ctn_lora_load(L.m, p, 0, &a, err, sizeof err), CTN_EFORMAT);
+    CHECK_CONTAINS(err, "blk.0.attn_v.weight: adapter.lora.alpha nan / rank 2 is not a finite");
+    CHECK(a == NULL);
+    unlink(p);
+    const peft_spec ps = {.rank = 2,
+                          .mask = 1u << CTN_LORA_UP,
+                          .alpha = 4,
+                          .dtype = CTN_ST_F32,
+                          .config = ", \"alpha_pattern\": {\"layers.1.mlp.up_proj\": 1e39}",
+                          .seed = 37};
+    const char *dir = peft_path("inf");
+    CHECK_EQ_INT(write_peft(L.m, &ps, dir, NULL, NULL), 0);
+    CHECK_EQ_INT(ctn_lora_load(L.m, dir, 0, &a, err, sizeof err), CTN_EFORMAT);
+    CHECK_CONTAINS(err, "model.layers.1.mlp.up_proj: lora_alpha 1e+39 / 2 is not a finite scale");
+    CHECK(a == NULL);
+    rm_peft(dir);
+    unload(&L, true);
+}
+
+/* ---- in-memory loaders and allocation failures ------------------------------------------ */
+
+/* Whether two adapters hold the same matrices (shapes, scales, types and bytes). */
+static bool same_adapter(const ctn_lora *x, const ctn_lora *y) {
+    if (x->n_layer != y->n_layer || x->max_rank != y->max_rank || x->bytes != y->bytes)
+        return false;
+    for (int64_t i = 0; i < (int64_t)x->n_layer * CTN_LORA_N; i++) {
+        const ctn_lora_mat *a = &x->mats[i], *b = &y->mats[i];
+        if (a->rank != b->rank) return false;
+        if (a->rank == 0) continue;
+        const size_t es = ctn_lora_type_size(a->type);
+        if (a->n_in != b->n_in || a->n_out != b->n_out || a->scale != b->scale ||
+            a->type != b->type || memcmp(a->a, b->a, (size_t)(a->rank * a->n_in) * es) != 0 ||
+            memcmp(a->bt, b->bt, (size_t)ctn_lora_bt_len(a->rank, a->n_out) * es) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* The whole file at path (malloc'd, *len bytes), or NULL. */
+static void *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) return NULL;
+    fseek(f, 0, SEEK_END);
+    const long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *p = malloc(n > 0 ? (size_t)n : 1);
+    if (p != NULL && fread(p, 1, (size_t)n, f) != (size_t)n) {
+        free(p);
+        p = NULL;
+    }
+    fclose(f);
+    *len = (size_t)n;
+    return p;
+}
+
+/* A PEFT adapter whose load compiles rank_pattern and alpha_pattern keys for every module
+ * (PCRE2's allocations) and reorders q_proj / k_proj rows (llama). */
+static const peft_spec PATTERNED = {.rank = 4,
+                                    .down_rank = 2,
+                                    .mask = 0x7Fu,
+                                    .alpha = 8,
+                                    .dtype = CTN_ST_F32,
+                                    .config = ", \"alpha_pattern\": {\"q_proj|v_proj\": 16}",
+                                    .seed = 31};
+
+TEST(memory_loaders_equal_file_loaders) {
+    loaded L;
+    if (make_model(&L, CTN_TYPE_F16, 30) < 0) {
+        CHECK(0);
+        return;
+    }
+    char err[512];
+    /* GGUF: F32 matrices, held in F16 beside the F16 base. */
+    const spec sp = {.rank = 3, .mask = 0x7Fu, .alpha = 6, .type = CTN_TYPE_F32, .seed = 32};
+    const char *p = adapter_path("mem");
+    CHECK(write_adapter(L.m, &sp, p, NULL, NULL) == 0);
+    ctn_lora *fa = NULL, *ma = NULL;
+    CHECK_EQ_INT(ctn_lora_load(L.m, p, 0, &fa, err, sizeof err), 0);
+    size_t len = 0;
+    void *img = read_file(p, &len);
+    CHECK(img != NULL);
+    CHECK_EQ_INT(ctn_lora_load_gguf_memory(L.m, img, len, "mem.gguf", 0, &ma, err, sizeof err), 0);
+    CHECK(fa != NULL && ma != NULL && same_adapter(fa, ma));
+    if (ma != NULL) CHECK_STR(ma->path, "mem.gguf");
+    /* Its errors are the file loader's, naming the name given. */
+    ctn_lora *bad = (ctn_lora *)&L;
+    CHECK_EQ_INT(ctn_lora_load_gguf_memory(L.m, img, len, "mem.gguf", 2, &bad, err, sizeof err),
+                 CTN_ERANGE);
+    CHECK(bad == NULL);
+    CHECK_CONTAINS(err, "mem.gguf: blk.0.attn_q.weight has rank 3, above the limit 2");
+    ctn_lora_free(fa), ctn_lora_free(ma);
+    free(img);
+    unlink(p);
+
+    /* PEFT: the folder's two files. */
+    const char *dir = peft_path("mem");
+    CHECK_EQ_INT(write_peft(L.m, &PATTERNED, dir, NULL, NULL), 0);
+    fa = ma = NULL;
+    CHECK_EQ_INT(ctn_lora_load(L.m, dir, 0, &fa, err, sizeof err), 0);
+    char cp[512], sp_[512];
+    snprintf(cp, sizeof cp, "%s/adapter_config.json", dir);
+    snprintf(sp_, sizeof sp_, "%s/adapter_model.safetensors", dir);
+    size_t cl = 0, sl = 0;
+    char *cfg = read_file(cp, &cl);
+    void *st = read_file(sp_, &sl);
+    CHECK(cfg != NULL && st != NULL);
+    CHECK_EQ_INT(
+        ctn_lora_load_peft_memory(L.m, cfg, cl, st, sl, "mem-peft", 0, &ma, err, sizeof err), 0);
+    CHECK(fa != NULL && ma != NULL && same_adapter(fa, ma));
+    if (fa != NULL) CHECK(fa->mats[CTN_LORA_Q].scale == 4.0f); /* alpha_pattern: 16 / 4 */
+    if (fa != NULL) CHECK(fa->mats[CTN_LORA_DOWN].rank == 2);  /* rank_pattern */
+    ctn_lora_free(ma);
+    ma = NULL;
+    /* A config that is bad, or cut at a NUL, is the file loader's error on it. */
+    CHECK_EQ_INT(ctn_lora_load_peft_memory(L.m, "{\"r\": 4,", 8, st, sl, "mem-peft", 0, &ma, err,
+                                           sizeof err),
+                 CTN_EFORMAT);
+    CHECK_CONTAINS(err, "mem-peft/adapter_config.json: not valid JSON");
+    CHECK_EQ_INT(
+        ctn_lora_load_peft_memory(L.m, "{}\0{", 4, st, sl, "mem-peft", 0, &ma, err, sizeof err),
+        CTN_EFORMAT);
+    CHECK_CONTAINS(err, "mem-peft: model.layers.0.self_attn.q_proj has rank 4, but "
+                        "adapter_config.json gives it r = 8");
+    CHECK_EQ_INT(ctn_lora_load_peft_memory(L.m, cfg, cl, st, sl > 8 ? sl - 8 : 0, "mem-peft", 0,
+                                           &ma, err, sizeof err),
+                 CTN_EFORMAT);
+    CHECK_CONTAINS(err, "mem-peft/adapter_model.safetensors");
+    CHECK(ma == NULL);
+    ctn_lora_free(fa);
+    free(cfg), free(st);
+    rm_peft(dir);
+    unload(&L, true);
+}
+
+/* One call under allocation failures: returns 0 or a CTN_E* code and frees what it made. */
+typedef int (*alloc_call)(void *ud, char *err, size_t errcap);
+
+/*
+ * Runs call with the n-th allocation failing, once and then persistently, for n = 0, 1, ...
+ * until a run makes no allocation fail. Every run must return 0 or CTN_ENOMEM (with a reason
+ * in err); call itself checks that a success is the same as without failures. Returns how
+ * many runs gave CTN_ENOMEM.
+ */
+static long alloc_fail_loop(const char *what, alloc_call call, void *ud) {
+    long n_nomem = 0;
+    for (int once = 0; once < 2; once++) {
+        long n = 0, nomem = 0, ok = 0;
+        for (;; n++) {
+            char err[512] = "";
+            const long before = ctn__alloc_n_failed;
+            ctn__alloc_fail_once = once != 0;
+            ctn__alloc_fail_after = n;
+            const int rc = call(ud, err, sizeof err);
+            ctn__alloc_fail_after = -1;
+            ctn__alloc_fail_once = false;
+            if (ctn__alloc_n_failed == before) { /* past the last allocation: a normal run */
+                CHECK_EQ_INT(rc, 0);
+                break;
+            }
+            if (rc == CTN_ENOMEM) {
+                nomem++;
+                if (err[0] == '\0') {
+                    printf("  %s: allocation %ld failed with no reason given\n", what, n);
+                    CHECK(0);
+                }
+            } else if (rc == 0) {
+                ok++;
+            } else {
+                printf("  %s: allocation %ld failed %s: %s (%s)\n", what, n,
+                       once ? "once" : "for good", ctn_strerror(rc), err);
+                CHECK(0);
+                break;
+            }
+            if (n > 100000) { /* a call that never stops allocating */
+                CHECK(0);
+                break;
+            }
+        }
+        printf("  %s, failing allocation N %s: %ld allocations; %ld runs CTN_ENOMEM, %ld "
+               "succeeded\n",
+               what, once ? "once" : "and all later ones", n, nomem, ok);
+        CHECK(n > 0 && nomem > 0);
+        if (!once) CHECK_EQ_INT(ok, 0); /* with every later allocation failing, nothing works */
+        n_nomem += nomem;
+    }
+    return n_nomem;
+}
+
+typedef struct {
+    const ctn_model *m;
+    const ctn_gguf *g;
+    const char *path, *out;
+    const char *config; /* PEFT in memory */
+    size_t config_len;
+    const void *st;
+    size_t st_len;
+    const ctn_lora *want;  /* what a load must give */
+    const void *want_file; /* what a merge must write */
+    size_t want_len;
+} alloc_case;
+
+static int load_file_case(void *ud, char *err, size_t errcap) {
+    const alloc_case *c = ud;
+    ctn_lora *a = NULL;
+    const int rc = ctn_lora_load(c->m, c->path, 0, &a, err, errcap);
+    CHECK(rc == 0 ? a != NULL && same_adapter(a, c->want) : a == NULL);
+    ctn_lora_free(a);
+    return rc;
+}
+
+static int load_peft_memory_case(void *ud, char *err, size_t errcap) {
+    const alloc_case *c = ud;
+    ctn_lora *a = NULL;
+    const int rc = ctn_lora_load_peft_memory(c->m, c->config, c->config_len, c->st, c->st_len,
+                                             "oom-peft", 0, &a, err, errcap);
+    CHECK(rc == 0 ? a != NULL && same_adapter(a, c->want) : a == NULL);
+    ctn_lora_free(a);
+    return rc;
+}
+
+static int merge_case_oom(void *ud, char *err, size_t errcap) {
+    const alloc_case *c = ud;
+    unlink(c->out);
+    const int rc = ctn_lora_merge(c->g, c->m, c->want, 0.5f, c->out, err, errcap);
+    size_t len = 0;
+    void *got = read_file(c->out, &len);
+    if (rc == 0)
+        CHECK(got != NULL && len == c->want_len && memcmp(got, c->want_file, len) == 0);
+    else
+        CHECK(got == NULL); /* no half-written model left behind */
+    free(got);
+    return rc;
+}
+
+TEST(allocation_failures_are_clean) {
+    loaded L;
+    if (make_model(&L, CTN_TYPE_F16, 33) < 0) {
+        CHECK(0);
+        return;
+    }
+    char err[512];
+    /* GGUF: F32 matrices held in F16 beside the F16 base (the narrowing allocates too). */
+    const spec sp = {.rank = 2, .mask = 0x7Fu, .alpha = 4, .type = CTN_TYPE_F32, .seed = 34};
+    const char *p = adapter_path("oom");
+    CHECK(write_adapter(L.m, &sp, p, NULL, NULL) == 0);
+    ctn_lora *want = NULL;
+    CHECK_EQ_INT(ctn_lora_load(L.m, p, 0, &want, err, sizeof err), 0);
+    if (want != NULL) {
+        alloc_case c = {.m = L.m, .path = p, .want = want};
+        alloc_fail_loop("GGUF LoRA load", load_file_case, &c);
+        /* ctn_lora_merge, with the output it writes without failures as the reference. */
+        char out[256];
+        snprintf(out, sizeof out, "/tmp/test_lora_file-%d-oom-merged.gguf", (int)getpid());
+        CHECK_EQ_INT(ctn_lora_merge(L.g, L.m, want, 0.5f, out, err, sizeof err), 0);
+        c.g = L.g;
+        c.out = out;
+        c.want_file = read_file(out, &c.want_len);
+        CHECK(c.want_file != NULL);
+        if (c.want_file != NULL) alloc_fail_loop("ctn_lora_merge", merge_case_oom, &c);
+        free((void *)c.want_file);
+        unlink(out);
+    }
+    ctn_lora_free(want);
+    unlink(p);
+
+    /* PEFT, from the folder and from memory. */
+    const char *dir = peft_path("oom");
+    CHECK_EQ_INT(write_peft(L.m, &PATTERNED, dir, NULL, NULL), 0);
+    want = NULL;
+    CHECK_EQ_INT(ctn_lora_load(L.m, dir, 0, &want, err, sizeof err), 0);
+    if (want != NULL) {
+        alloc_case c = {.m = L.m, .path = dir, .want = want};
+        alloc_fail_loop("PEFT folder load", load_file_case, &c);
+        char cp[512], stp[512];
+        snprintf(cp, sizeof cp, "%s/adapter_config.json", dir);
+        snprintf(stp, sizeof stp, "%s/adapter_model.safetensors", dir);
+        void *cfg = read_file(cp, &c.config_len), *st = read_file(stp, &c.st_len);
+        c.config = cfg;
+        c.st = st;
+        CHECK(cfg != NULL && st != NULL);
+        if (cfg != NULL && st != NULL)
+            alloc_fail_loop("PEFT load in memory", load_peft_memory_case, &c);
+        free(cfg), free(st);
+    }
+    ctn_lora_free(want);
+    rm_peft(dir);
+    unload(&L, true);
+}
+
 int main(void) {
     RUN(loads_what_was_written);
     RUN(malformed_adapters_are_named);
@@ -871,5 +1181,8 @@ int main(void) {
     RUN(peft_q_k_rows_follow_the_rope_layout);
     RUN(peft_dtypes_and_scales);
     RUN(peft_settings_catena_cannot_serve_are_named);
+    RUN(non_finite_scales_are_refused);
+    RUN(memory_loaders_equal_file_loaders);
+    RUN(allocation_failures_are_clean);
     return test_summary();
 }

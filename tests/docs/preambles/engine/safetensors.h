@@ -1,0 +1,2 @@
+/* Free names of engine/safetensors.h's example (tests/docs/check_examples.sh). */
+char err[256];
