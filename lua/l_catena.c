@@ -14,6 +14,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "alloc.h"
 #include "error.h"
 #include "l_catena.h"
 #include "trace_db.h"
@@ -107,6 +108,58 @@ static int err_tostring(lua_State *L) {
     return 1;
 }
 
+/* ==== protected calls ========================================================================= */
+
+typedef struct {
+    ctn_l_protected_fn fn;
+    void *ud;
+    char *err;
+    size_t errcap;
+    int rc;
+} protected_call;
+
+static int protected_tramp(lua_State *L) {
+    protected_call *p = lua_touserdata(L, 1);
+    lua_pop(L, 1);
+    p->rc = p->fn(L, p->ud, p->err, p->errcap);
+    return 0;
+}
+
+int ctn_l_protect(lua_State *L, ctn_l_protected_fn fn, void *ud, char *err, size_t errcap) {
+    const int top = lua_gettop(L);
+    protected_call p = {.fn = fn, .ud = ud, .err = err, .errcap = errcap};
+    if (errcap > 0) err[0] = '\0';
+    /* Neither push allocates (a light C function, a light userdata); lua_checkstack does
+     * not raise. */
+    if (!lua_checkstack(L, 2 + LUA_MINSTACK)) {
+        snprintf(err, errcap, "out of memory (Lua stack)");
+        return CTN_ENOMEM;
+    }
+    lua_pushcfunction(L, protected_tramp);
+    lua_pushlightuserdata(L, &p);
+    const int st = lua_pcall(L, 1, 0, 0);
+    if (st == LUA_OK) {
+        lua_settop(L, top);
+        return p.rc;
+    }
+    /* The error's text without running a metamethod: a string, a catena error's message, or
+     * the kind of value raised. */
+    const char *msg = NULL;
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        msg = lua_tostring(L, -1);
+    } else if (lua_type(L, -1) == LUA_TTABLE && lua_checkstack(L, 1)) {
+        lua_pushliteral(L, "message"); /* cannot fail: the name is interned by the library */
+        lua_rawget(L, -2);
+        msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    }
+    if (msg != NULL)
+        snprintf(err, errcap, "%s", msg);
+    else
+        snprintf(err, errcap, "a Lua error (%s)", st == LUA_ERRMEM ? "out of memory" : "not a string");
+    lua_settop(L, top);
+    return st == LUA_ERRMEM ? CTN_ENOMEM : CTN_ECHAIN;
+}
+
 /* ==== coroutines ============================================================================== */
 
 static void co_release(lco *c);
@@ -114,21 +167,40 @@ static void co_release(lco *c);
 /* Resumes c with nargs values on its stack and handles how it stops. */
 static void co_resume(lco *c, int nargs);
 
-static lco *co_new(lctx *ctx, lua_State *L) {
+/* Under ctn_l_protect: a new thread for c, anchored in the registry and in COS_KEY. */
+static int co_new_p(lua_State *L, void *ud, char *err, size_t errcap) {
+    (void)err, (void)errcap;
+    lco *c = ud;
+    lua_State *co = lua_newthread(L);
+    c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    c->co = co;
+    lua_getfield(L, LUA_REGISTRYINDEX, COS_KEY);
+    lua_pushthread(co);
+    lua_xmove(co, L, 1);
+    lua_pushlightuserdata(L, c);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* A coroutine record from the pool or new; NULL with the reason in err (out of memory).
+ * Never raises: L is the main thread, and this may run inside the loop. */
+static lco *co_new(lctx *ctx, lua_State *L, char *err, size_t errcap) {
     lco *c = ctx->idle;
     if (c != NULL) {
         ctx->idle = c->next_idle;
     } else {
-        c = calloc(1, sizeof *c);
-        if (c == NULL) luaL_error(L, "catena: out of memory");
-        c->co = lua_newthread(L);
-        c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        lua_getfield(L, LUA_REGISTRYINDEX, COS_KEY);
-        lua_pushthread(c->co);
-        lua_xmove(c->co, L, 1);
-        lua_pushlightuserdata(L, c);
-        lua_rawset(L, -3);
-        lua_pop(L, 1);
+        c = ctn__calloc(1, sizeof *c);
+        if (c == NULL) {
+            snprintf(err, errcap, "out of memory");
+            return NULL;
+        }
+        c->ref = LUA_NOREF;
+        if (ctn_l_protect(L, co_new_p, c, err, errcap) < 0) {
+            if (c->co != NULL) luaL_unref(L, LUA_REGISTRYINDEX, c->ref); /* reuses a slot */
+            free(c);
+            return NULL;
+        }
     }
     c->ctx = ctx;
     c->task = NULL;
@@ -178,9 +250,59 @@ typedef struct {
     int fn;       /* registry reference to the function */
 } lambda_ud;
 
-static void spawn_finished(lco *c, int ok, int nres);
+static void spawn_finished(lco *c, int ok, int nres, const char *msg);
 static void cancel_batch(lco *c);
 
+#define SELF_YIELD                                                                             \
+    "a chain lambda yielded by itself (coroutine.yield); only catena's waits (invoke, sleep, " \
+    "await, stream) may suspend it"
+
+/* How a lambda's coroutine ended, read under ctn_l_protect (finish_p). */
+typedef struct {
+    lua_State *co;
+    int st, nres;
+    ctn_val *out; /* LUA_OK: the result */
+    int code;     /* an error: its code and text (msg, malloc'd) */
+    char *msg;
+} finish_args;
+
+/* Moves the coroutine's results (or its error) to the main thread and reads them there. */
+static int finish_p(lua_State *L, void *ud, char *err, size_t errcap) {
+    finish_args *a = ud;
+    const int n = a->st == LUA_OK ? a->nres : 1;
+    luaL_checkstack(L, n + 4, "catena: too many results");
+    lua_xmove(a->co, L, n);
+    if (a->st == LUA_OK) {
+        a->out = n > 0 ? ctn_l_to_val(L, -n, "the lambda's result", err, errcap) : ctn_val_null();
+        if (a->out == NULL && n == 0) snprintf(err, errcap, "out of memory");
+        return a->out != NULL ? 0 : n > 0 ? CTN_ETYPE : CTN_ENOMEM;
+    }
+    /* An error: a catena error object keeps its code, anything else becomes its string. */
+    a->code = CTN_ECHAIN;
+    const char *msg = NULL;
+    if (lua_type(L, -1) == LUA_TTABLE) {
+        lua_getfield(L, -1, "code");
+        if (lua_isinteger(L, -1)) a->code = (int)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "message");
+        lua_getfield(L, -2, "path");
+        const char *p = lua_tostring(L, -1);
+        if (p != NULL && *p)
+            lua_pushfstring(L, "%s: %s", p, lua_tostring(L, -2));
+        else
+            lua_pushvalue(L, -2);
+    }
+    msg = lua_tostring(L, -1);
+    a->msg = ctn__strdup(msg != NULL ? msg : "(error object is not a string)");
+    if (a->msg == NULL) {
+        snprintf(err, errcap, "out of memory");
+        return CTN_ENOMEM;
+    }
+    return 0;
+}
+
+/* Resumes c with nargs values on its stack and handles how it stops. Runs inside the loop:
+ * nothing here raises (the Lua work on the main thread is under ctn_l_protect). */
 static void co_resume(lco *c, int nargs) {
     lua_State *co = c->co;
     int nres = 0;
@@ -189,14 +311,12 @@ static void co_resume(lco *c, int nargs) {
     if (st == LUA_YIELD) {
         if (c->waiting) return; /* one of our waits: its callback resumes */
         lua_pop(co, nres);
-        lua_pushstring(co, "a chain lambda yielded by itself (coroutine.yield); only catena's "
-                           "waits (invoke, sleep, await, stream) may suspend it");
         if (c->task != NULL) {
             ctn_task *t = c->task;
             c->task = NULL;
-            ctn_task_fail(t, CTN_ECHAIN, "%s", lua_tostring(co, -1));
+            ctn_task_fail(t, CTN_ECHAIN, "%s", SELF_YIELD);
         } else if (c->spawn != NULL) {
-            spawn_finished(c, 0, 1);
+            spawn_finished(c, 0, 0, SELF_YIELD);
         }
         lua_settop(co, 0);
         lua_resetthread(co);
@@ -204,7 +324,7 @@ static void co_resume(lco *c, int nargs) {
         return;
     }
     if (c->spawn != NULL) {
-        spawn_finished(c, st == LUA_OK, st == LUA_OK ? nres : 1);
+        spawn_finished(c, st == LUA_OK, st == LUA_OK ? nres : 1, NULL);
         lua_settop(co, 0);
         if (st != LUA_OK) lua_resetthread(co);
         co_release(c);
@@ -212,61 +332,69 @@ static void co_resume(lco *c, int nargs) {
     }
     ctn_task *t = c->task;
     c->task = NULL;
-    if (st == LUA_OK) {
-        char err[256];
-        ctn_val *out = nres > 0 ? ctn_l_to_val(co, -nres, "the lambda's result", err, sizeof err)
-                                : ctn_val_null();
-        lua_settop(co, 0);
-        co_release(c);
-        if (t == NULL) {
-            ctn_val_unref(out);
-        } else if (out == NULL) {
-            ctn_task_fail(t, CTN_ETYPE, "%s", err);
-        } else {
-            ctn_task_done(t, out);
-        }
-        return;
-    }
-    /* An error: a catena error object keeps its code, anything else becomes its string. */
-    int code = CTN_ECHAIN;
-    const char *msg = NULL;
-    if (lua_type(co, -1) == LUA_TTABLE) {
-        lua_getfield(co, -1, "code");
-        if (lua_isinteger(co, -1)) code = (int)lua_tointeger(co, -1);
-        lua_pop(co, 1);
-        lua_getfield(co, -1, "message");
-        lua_getfield(co, -2, "path");
-        const char *p = lua_tostring(co, -1);
-        if (p != NULL && *p)
-            lua_pushfstring(co, "%s: %s", p, lua_tostring(co, -2));
-        else
-            lua_pushvalue(co, -2);
-        msg = lua_tostring(co, -1);
-    } else {
-        msg = lua_tostring(co, -1);
-    }
-    if (t != NULL)
-        ctn_task_fail(t, code, "%s", msg != NULL ? msg : "(error object is not a string)");
+    finish_args a = {.co = co, .st = st, .nres = nres};
+    char err[512];
+    const int rc = ctn_l_protect(c->ctx->main, finish_p, &a, err, sizeof err);
     lua_settop(co, 0);
-    lua_resetthread(co);
+    if (st != LUA_OK) lua_resetthread(co);
     co_release(c);
+    if (t == NULL) {
+        /* cancelled meanwhile: nobody takes the result */
+    } else if (rc < 0) {
+        ctn_task_fail(t, rc, "%s", err);
+    } else if (st == LUA_OK) {
+        ctn_task_done(t, a.out);
+        a.out = NULL;
+    } else {
+        ctn_task_fail(t, a.code, "%s", a.msg);
+    }
+    ctn_val_unref(a.out);
+    free(a.msg);
+}
+
+typedef struct {
+    lua_State *co;
+    int fn;
+    const ctn_val *input, *cfg;
+    int nargs;
+} lambda_args;
+
+/* Under ctn_l_protect: the function and its arguments onto the coroutine's stack. */
+static int lambda_args_p(lua_State *L, void *ud, char *err, size_t errcap) {
+    (void)L, (void)err, (void)errcap;
+    lambda_args *a = ud;
+    luaL_checkstack(a->co, 3, "catena: a lambda's arguments");
+    lua_rawgeti(a->co, LUA_REGISTRYINDEX, a->fn);
+    ctn_l_push_val(a->co, a->input, 1);
+    a->nargs = 1;
+    /* The config as a second argument when there is one (LangChain passes it the same way). */
+    if (a->cfg != NULL && ctn_val_len(a->cfg) > 0) {
+        ctn_l_push_val(a->co, a->cfg, 1);
+        a->nargs = 2;
+    }
+    return 0;
 }
 
 static void lambda_start(ctn_task *t, ctn_val *input) {
     lambda_ud *u = ctn_node_ud(ctn_task_node(t));
-    lco *c = co_new(u->ctx, u->L);
+    char err[512];
+    lco *c = co_new(u->ctx, u->L, err, sizeof err);
+    if (c == NULL) {
+        ctn_task_fail(t, CTN_ENOMEM, "%s", err);
+        return;
+    }
+    lambda_args a = {.co = c->co, .fn = u->fn, .input = input, .cfg = ctn_task_config(t)};
+    const int rc = ctn_l_protect(u->L, lambda_args_p, &a, err, sizeof err);
+    if (rc < 0) {
+        lua_settop(c->co, 0);
+        lua_resetthread(c->co);
+        co_release(c);
+        ctn_task_fail(t, rc, "%s", err);
+        return;
+    }
     c->task = t;
     ctn_task_set_data(t, c);
-    lua_rawgeti(c->co, LUA_REGISTRYINDEX, u->fn);
-    ctn_l_push_val(c->co, input, 1);
-    /* The config as a second argument when there is one (LangChain passes it the same way). */
-    const ctn_val *cfg = ctn_task_config(t);
-    if (cfg != NULL && ctn_val_len(cfg) > 0) {
-        ctn_l_push_val(c->co, cfg, 1);
-        co_resume(c, 2);
-    } else {
-        co_resume(c, 1);
-    }
+    co_resume(c, a.nargs);
 }
 
 static void lambda_cancel(ctn_task *t) {
@@ -546,21 +674,32 @@ static void w_chunk(void *ud, const ctn_val *chunk) {
 /* config.callbacks: calls on_start / on_stream / on_end (when given) with the event table.
  * Handlers run inside the loop and must not wait; an error in one is reported on stderr and
  * does not fail the run (as LangChain's callback handlers). */
-static void call_handler(run_wait *w, const char *event, const ctn_val *ev) {
-    lua_State *L = w->ctx->main;
-    if (w->ctx->closed) return;
-    const int top = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, w->cbref);
-    char name[16];
-    snprintf(name, sizeof name, "on_%s", event);
-    lua_getfield(L, -1, name);
+typedef struct {
+    int cbref;
+    const char *name;
+    const ctn_val *ev;
+} handler_args;
+
+/* Under ctn_l_protect: callbacks[name](ev), when it is a function. */
+static int call_handler_p(lua_State *L, void *ud, char *err, size_t errcap) {
+    (void)err, (void)errcap;
+    handler_args *a = ud;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->cbref);
+    lua_getfield(L, -1, a->name);
     if (lua_isfunction(L, -1)) {
-        ctn_l_push_val(L, ev, 1);
-        if (lua_pcall(L, 1, 0, 0) != LUA_OK)
-            fprintf(stderr, "catena: callbacks.%s failed: %s\n", name,
-                    lua_tostring(L, -1) ? lua_tostring(L, -1) : "(error object)");
+        ctn_l_push_val(L, a->ev, 1);
+        lua_call(L, 1, 0);
     }
-    lua_settop(L, top);
+    return 0;
+}
+
+static void call_handler(run_wait *w, const char *event, const ctn_val *ev) {
+    if (w->ctx->closed) return;
+    char name[16], err[512];
+    snprintf(name, sizeof name, "on_%s", event);
+    handler_args a = {.cbref = w->cbref, .name = name, .ev = ev};
+    if (ctn_l_protect(w->ctx->main, call_handler_p, &a, err, sizeof err) < 0)
+        fprintf(stderr, "catena: callbacks.%s failed: %s\n", name, err);
 }
 
 /* A stream event as a chain value {event, name, kind, run_id, parent_id, key?, data}. */
@@ -1293,6 +1432,7 @@ static int m_router(lua_State *L) {
 typedef struct handle {
     lctx *ctx;
     int done, ok;
+    int lost;    /* finished, but its results could not be kept (out of memory) */
     int results; /* registry reference to a table of the results (or {error}) */
     int nres;
     lco *waiter; /* a coroutine waiting in await */
@@ -1301,20 +1441,48 @@ typedef struct handle {
 
 #define HANDLE_MT "catena.task"
 
-static void spawn_finished(lco *c, int ok, int nres) {
+typedef struct {
+    lua_State *co;
+    int nres;
+    const char *msg; /* an error of catena's own, instead of the coroutine's values */
+    int ref;
+} spawn_args;
+
+/* Under ctn_l_protect: a table of the coroutine's values (or of msg), in the registry. */
+static int spawn_results_p(lua_State *L, void *ud, char *err, size_t errcap) {
+    (void)err, (void)errcap;
+    spawn_args *a = ud;
+    luaL_checkstack(L, a->nres + 4, "catena: too many results");
+    const int base = lua_gettop(L);
+    if (a->msg != NULL) {
+        lua_pushstring(L, a->msg);
+        a->nres = 1;
+    } else {
+        lua_xmove(a->co, L, a->nres);
+    }
+    lua_createtable(L, a->nres, 0);
+    for (int i = 0; i < a->nres; i++) {
+        lua_pushvalue(L, base + 1 + i);
+        lua_rawseti(L, -2, i + 1);
+    }
+    a->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* Records how c's spawned function ended (ok, its nres values on its stack, or msg) in its
+ * handle and wakes a waiter. When the values cannot be kept (out of memory), awaiting the
+ * handle raises that instead. */
+static void spawn_finished(lco *c, int ok, int nres, const char *msg) {
     handle *h = c->spawn;
-    lua_State *L = c->ctx->main;
     c->spawn = NULL;
     if (h == NULL) return;
     h->runner = NULL;
-    lua_createtable(L, nres, 0);
-    for (int i = 0; i < nres; i++) {
-        lua_pushvalue(c->co, -nres + i);
-        lua_xmove(c->co, L, 1);
-        lua_rawseti(L, -2, i + 1);
-    }
-    h->results = luaL_ref(L, LUA_REGISTRYINDEX);
-    h->nres = nres;
+    spawn_args a = {.co = c->co, .nres = nres, .msg = msg, .ref = LUA_NOREF};
+    char err[512];
+    const int rc = ctn_l_protect(c->ctx->main, spawn_results_p, &a, err, sizeof err);
+    h->results = rc < 0 ? LUA_NOREF : a.ref;
+    h->lost = rc < 0;
+    h->nres = a.nres;
     h->ok = ok;
     h->done = 1;
     lco *w = h->waiter;
@@ -1338,7 +1506,9 @@ static int m_spawn(lua_State *L) {
     h->ctx = ctx;
     h->results = LUA_NOREF;
     luaL_setmetatable(L, HANDLE_MT);
-    lco *c = co_new(ctx, L);
+    char err[512];
+    lco *c = co_new(ctx, ctx->main, err, sizeof err);
+    if (c == NULL) return raise_err(L, CTN_ENOMEM, err, NULL);
     c->spawn = h;
     h->runner = c;
     lua_pushvalue(L, 1);
@@ -1361,6 +1531,9 @@ static int await_k(lua_State *L, int status, lua_KContext k);
 static int gather_k(lua_State *L, int status, lua_KContext k);
 
 static int push_handle_results(lua_State *L, handle *h) {
+    if (h->lost)
+        return raise_err(L, CTN_ENOMEM, "the task finished, but its results were lost (out of memory)",
+                         NULL);
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->results);
     if (!h->ok) {
         lua_rawgeti(L, -1, 1);

@@ -34,6 +34,15 @@ ctn_val *ctn_l_to_val(lua_State *L, int idx, const char *where, char *err, size_
 /* Pushes a catena error object {code, kind, message, path} (path NULL: ""); tostring gives
  * "path: message". */
 void ctn_l_push_err(lua_State *L, int code, const char *message, const char *path);
+/*
+ * Runs fn(L, ud, err, errcap) under lua_pcall on L, the main thread: for C that the loop
+ * calls (executor callbacks, libuv callbacks), where a Lua error must not longjmp through
+ * the executor's and libuv's frames. Returns what fn returns (0 or a CTN_E* code, with its
+ * reason in err), or for an error raised inside it CTN_ENOMEM (a memory error) or
+ * CTN_ECHAIN (any other), the error's text in err. The stack is as it was either way.
+ */
+typedef int (*ctn_l_protected_fn)(lua_State *L, void *ud, char *err, size_t errcap);
+int ctn_l_protect(lua_State *L, ctn_l_protected_fn fn, void *ud, char *err, size_t errcap);
 /* Pushes catena.null (a light userdata). */
 void ctn_l_push_null(lua_State *L);
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "components.h"
 #include "error.h"
 #include "l_catena.h"
@@ -65,38 +66,52 @@ typedef struct {
     int fn; /* registry reference to the renderer */
 } lua_renderer;
 
-/* A chat template written in Lua: fn(messages) -> prompt text (called on the loop thread,
- * not in a coroutine: it must not wait). */
-static int render_lua(void *ud, const ctn_val *messages, char **out, size_t *len, char *err,
-                      size_t errcap) {
-    lua_renderer *r = ud;
-    lua_State *L = r->L;
-    const int top = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn);
-    ctn_l_push_val(L, messages, 1);
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-        snprintf(err, errcap, "the chat_template function failed: %s",
-                 lua_tostring(L, -1) ? lua_tostring(L, -1) : "(not a string)");
-        lua_settop(L, top);
-        return CTN_ECHAIN;
-    }
+typedef struct {
+    int fn;
+    const ctn_val *messages;
+    char *out;
+    size_t len;
+} render_args;
+
+/* Under ctn_l_protect: fn(messages), checked to be a string and copied. */
+static int render_p(lua_State *L, void *ud, char *err, size_t errcap) {
+    render_args *a = ud;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->fn);
+    ctn_l_push_val(L, a->messages, 1);
+    lua_call(L, 1, 1);
     size_t n = 0;
     const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
     if (s == NULL) {
         snprintf(err, errcap, "the chat_template function must return a string, got %s",
                  luaL_typename(L, -1));
-        lua_settop(L, top);
         return CTN_ETYPE;
     }
-    *out = malloc(n + 1);
-    if (*out == NULL) {
-        lua_settop(L, top);
+    if ((a->out = ctn__malloc(n + 1)) == NULL) {
+        snprintf(err, errcap, "out of memory");
         return CTN_ENOMEM;
     }
-    memcpy(*out, s, n + 1);
-    *len = n;
-    lua_settop(L, top);
+    memcpy(a->out, s, n + 1);
+    a->len = n;
     return 0;
+}
+
+/* A chat template written in Lua: fn(messages) -> prompt text (called on the loop thread,
+ * not in a coroutine: it must not wait). */
+static int render_lua(void *ud, const ctn_val *messages, char **out, size_t *len, char *err,
+                      size_t errcap) {
+    lua_renderer *r = ud;
+    render_args a = {.fn = r->fn, .messages = messages};
+    char why[512];
+    int rc = ctn_l_protect(r->L, render_p, &a, why, sizeof why);
+    if (rc == CTN_ECHAIN) {
+        snprintf(err, errcap, "the chat_template function failed: %s", why);
+    } else if (rc < 0) {
+        snprintf(err, errcap, "%s", why);
+    } else {
+        *out = a.out;
+        *len = a.len;
+    }
+    return rc;
 }
 
 static void free_renderer(void *ud) {

@@ -91,14 +91,17 @@ static ctn_val *table_to_val(lua_State *L, int idx, char *path, size_t plen, siz
     idx = lua_absindex(L, idx);
     luaL_checkstack(L, 6, "catena: value too deep");
     if (has_meta(L, idx, CTN_L_DOCUMENT)) {
-        lua_getfield(L, idx, "page_content");
+        /* Raw reads: a document is plain data, and no metamethod may run (or raise) here. */
+        lua_pushliteral(L, "page_content");
+        lua_rawget(L, idx);
         size_t n = 0;
         const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
         if (s == NULL) {
             lua_pop(L, 1);
             return fail(err, errcap, path, "a document's page_content must be a string");
         }
-        lua_getfield(L, idx, "metadata");
+        lua_pushliteral(L, "metadata");
+        lua_rawget(L, idx);
         ctn_val *meta = NULL;
         if (!lua_isnil(L, -1)) {
             const size_t pl = path_push(path, plen, pcap, "%s", ".metadata", 0);

@@ -228,6 +228,14 @@ describe("config", function()
     assert.are.equal("job", err.path)
   end)
 
+  it("an error raised inside the loop (a callbacks table whose lookup raises) stays a Lua error", function()
+    local cbs = setmetatable({}, { __index = function() error("lookup failed") end })
+    local r = catena.lambda(function(x) return x + 1 end):invoke(5, { callbacks = cbs })
+    assert.are.equal(6, r)
+    -- the loop and the executor are intact: the next run works
+    assert.are.equal(8, catena.lambda(function(x) return x * 2 end):invoke(4))
+  end)
+
   it("a failing callback does not fail the run", function()
     local r = catena.passthrough():invoke(5, { callbacks = { on_end = function() error("bug") end } })
     assert.are.equal(5, r)
