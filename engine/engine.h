@@ -1,6 +1,8 @@
 /*
- * The engine layer's public header: everything a program needs to read models and
- * tokenize text with catena's engine library (libcatena_engine).
+ * The engine layer's public header: everything a program outside the engine needs from
+ * catena's engine library (libcatena_engine): models and their files, tokenizers, the
+ * generation engine (gen.h, the one way in for generation), request settings, LoRA
+ * adapters and the error codes. Headers not included here are the engine's own.
  *
  *     char err[512];
  *     ctn_gguf *g;
@@ -20,7 +22,11 @@
 
 #include "backend.h"
 #include "error.h"
+#include "gen.h"
 #include "gguf.h"
+#include "lora.h"
+#include "model.h"
+#include "settings.h"
 #include "vocab.h"
 
 #endif

@@ -20,9 +20,7 @@
 #include "batch_line.h"
 #include "cli.h"
 #include "commands.h"
-#include "gen.h"
-#include "lora.h"
-#include "model.h"
+#include "engine.h" /* the engine layer, through its public header */
 
 #define MAX_RUNNING_LIMIT 4096 /* ctn_gen_new's limit on max_running */
 
