@@ -16,10 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "chain_impl.h"
 #include "error.h"
+#include "kinds.h"
 #include "str.h"
-#include "alloc.h"
 
 typedef struct timer_box {
     uv_timer_t h;
@@ -73,7 +74,6 @@ static void cancel_task(ctn_task *t, int detach);
 static void run_free_now(ctn_run *r);
 
 /* ==== errors ============================================================================ */
-
 
 static void err_free(ctn_chain_err *e) {
     if (e == NULL) return;
@@ -362,7 +362,8 @@ static void cancel_task(ctn_task *t, int detach) {
         cancel_task(t->kids[i], 0);
     t->nkids = 0;
     timer_release(t);
-    if (t->node->kind == CTN_NODE_CUSTOM && t->node->ops->cancel != NULL) t->node->ops->cancel(t);
+    const ctn__kind *k = ctn__kind_of(t->node);
+    if (k->cancel != NULL) k->cancel(t);
     if (t->span >= 0) {
         ctn_chain_err e = {CTN_ECANCELED, (char *)"cancelled", (char *)""};
         span_end(t, NULL, &e);
@@ -402,20 +403,14 @@ static void on_timer(uv_timer_t *h) {
     ctn_run *r = t->run;
     enter(r);
     timer_release(t);
-    if (!t->ended) {
-        if (t->node->kind == CTN_NODE_TIMEOUT) {
-            cancel_kids(t);
-            char ms[32];
-            snprintf(ms, sizeof ms, "%g", t->node->ms);
-            fail_task(t, CTN_ETIMEDOUT, "timed out after %s ms", ms);
-        } else { /* RETRY: the backoff is over */
-            spawn(t, t->node->kids[0], t->input, NULL, 0, 0);
-        }
-    }
+    if (!t->ended) ctn__kind_of(t->node)->timer(t);
     leave(r);
 }
 
 /* ==== node kinds ========================================================================== */
+
+/* Each kind's functions, by kind, then their rows in ctn__kinds (kinds.h), through which
+ * task_start, child_end, child_chunk and the rest dispatch. */
 
 static int truthy(const ctn_val *v) {
     return v != NULL && v->kind != CTN_VNULL && !(v->kind == CTN_VBOOL && !v->u.b);
@@ -423,26 +418,18 @@ static int truthy(const ctn_val *v) {
 
 /* Whether a node takes its input as a stream in a streaming sequence. */
 static int takes_stream(const ctn_node *n) {
-    if (n->kind == CTN_NODE_PASSTHROUGH) return 1;
-    return n->kind == CTN_NODE_CUSTOM && n->ops->feed != NULL && n->ops->feed_end != NULL;
+    const ctn__kind *k = ctn__kind_of(n);
+    return k->takes_stream != NULL && k->takes_stream(n);
 }
 
 static void feed(ctn_task *t, const ctn_val *chunk) {
     if (t->ended) return;
-    if (t->node->kind == CTN_NODE_PASSTHROUGH) {
-        ctn_task_emit(t, ctn_val_ref((ctn_val *)chunk));
-    } else {
-        t->node->ops->feed(t, chunk);
-    }
+    ctn__kind_of(t->node)->feed(t, chunk);
 }
 
 static void feed_end(ctn_task *t, const ctn_val *whole) {
     if (t->ended) return;
-    if (t->node->kind == CTN_NODE_PASSTHROUGH) {
-        task_end(t, ctn_val_ref((ctn_val *)whole), NULL);
-    } else {
-        t->node->ops->feed_end(t, whole);
-    }
+    ctn__kind_of(t->node)->feed_end(t, whole);
 }
 
 /* Sets object o's keys from the config of t plus add: tags append, metadata merges. */
@@ -490,14 +477,104 @@ static size_t config_concurrency(const ctn_task *t, size_t dflt) {
     return dflt;
 }
 
-/* PARALLEL / ASSIGN: every child on the input at once. */
-static void start_fanout(ctn_task *t) {
+/* ---- shared by several kinds ------------------------------------------------------------ */
+
+/* The first child on the input: a sequence's first step, the primary of fallbacks, a try
+ * of retry (also when its backoff is over), the child of timeout and bind. */
+static void start_first(ctn_task *t) {
+    spawn(t, t->node->kids[0], t->input, NULL, 0, 0);
+}
+
+/* The child's end is the node's (router, timeout, bind; kinds without children). */
+static void end_with_child(ctn_task *t, ctn_task *c, ctn_val *out, ctn_chain_err *err) {
+    (void)c;
+    task_end(t, out, err);
+}
+
+/* The child's chunks are the node's. */
+static void pass_chunk(ctn_task *t, ctn_task *c, const ctn_val *chunk) {
+    (void)c;
+    ctn_task_emit(t, ctn_val_ref((ctn_val *)chunk));
+}
+
+/* The node's output is emitted whole when it ends (assign, map; kinds without children). */
+static void drop_chunk(ctn_task *t, ctn_task *c, const ctn_val *chunk) {
+    (void)t, (void)c, (void)chunk;
+}
+
+/* ---- sequence ---------------------------------------------------------------------------- */
+
+static void sequence_child_end(ctn_task *t, ctn_task *c, ctn_val *out, ctn_chain_err *err) {
     const ctn_node *n = t->node;
-    if (n->kind == CTN_NODE_ASSIGN && (t->input == NULL || t->input->kind != CTN_VOBJ)) {
-        fail_task(t, CTN_ETYPE, "assign needs an object as input, got %s",
-                  t->input ? ctn_vkind_name(t->input->kind) : "nothing");
+    if (err != NULL) {
+        cancel_kids(t);
+        task_end(t, NULL, err);
         return;
     }
+    const size_t k = c->slot;
+    if (c->streamed && t->stasks != NULL) {
+        /* A streamed step ended: the steps before it are no longer needed (it may end
+         * before them, a parser that has what it wants). */
+        t->stasks[k] = DONE;
+        for (size_t i = 0; i < t->nkids;) {
+            ctn_task *x = t->kids[i];
+            if (x->slot < k)
+                cancel_task(x, 1); /* removes it from t->kids */
+            else
+                i++;
+        }
+    }
+    if (k + 1 == n->nkids) {
+        task_end(t, out, NULL);
+        return;
+    }
+    ctn_task *next = t->stasks != NULL ? t->stasks[k + 1] : NULL;
+    CTN_ASSERT(next != DONE); /* step k was cancelled when it ended */
+    if (next == DONE) {
+        ctn_val_unref(out);
+    } else if (next != NULL) { /* the next step streamed: it gets the whole output */
+        feed_end(next, out);
+        ctn_val_unref(out);
+    } else {
+        spawn(t, n->kids[k + 1], out, NULL, k + 1, 0);
+        ctn_val_unref(out);
+    }
+}
+
+/* Each step that takes a stream is started at the first chunk of the step before and fed
+ * as that one goes, so chunks flow down any run of streaming steps. */
+static void sequence_chunk(ctn_task *t, ctn_task *c, const ctn_val *chunk) {
+    const ctn_node *n = t->node;
+    if (c->slot + 1 == n->nkids) {
+        ctn_task_emit(t, ctn_val_ref((ctn_val *)chunk));
+        return;
+    }
+    if (!takes_stream(n->kids[c->slot + 1])) return;
+    if (t->stasks == NULL && (t->stasks = ctn__calloc(n->nkids, sizeof *t->stasks)) == NULL) {
+        cancel_kids(t);
+        task_end(t, NULL, &oom_err);
+        return;
+    }
+    ctn_task *next = t->stasks[c->slot + 1];
+    if (next == DONE) return;
+    if (next == NULL) {
+        next = task_new(t->run, t, n->kids[c->slot + 1], NULL, NULL, c->slot + 1);
+        if (next == NULL) {
+            cancel_kids(t);
+            task_end(t, NULL, &oom_err);
+            return;
+        }
+        next->streamed = 1;
+        t->stasks[c->slot + 1] = next;
+        task_start(next);
+    }
+    if (!next->ended) feed(next, chunk);
+}
+
+/* ---- parallel and assign: every child on the input at once ------------------------------ */
+
+static void fanout_start(ctn_task *t) {
+    const ctn_node *n = t->node;
     t->acc = ctn_val_obj();
     for (size_t i = 0; t->acc != NULL && i < n->nkids; i++)
         if (ctn_val_set(t->acc, n->keys[i], ctn_val_null()) < 0) {
@@ -516,73 +593,159 @@ static void start_fanout(ctn_task *t) {
     if (!t->ended && t->pending == 0) child_end(t, NULL, NULL, NULL);
 }
 
-static void finish_fanout(ctn_task *t) {
-    ctn_val *out = t->acc;
+/* Keeps a child's output in t->acc; whether all children have ended (t goes on). */
+static int fanout_child_end(ctn_task *t, ctn_task *c, ctn_val *out, ctn_chain_err *err) {
+    if (err != NULL) {
+        cancel_kids(t);
+        task_end(t, NULL, err);
+        return 0;
+    }
+    if (c != NULL) {
+        ctn_val_unref(t->acc->u.obj.vals[c->slot]);
+        t->acc->u.obj.vals[c->slot] = out;
+        t->pending--;
+    }
+    return t->pending == 0 && !t->launching;
+}
+
+static void parallel_child_end(ctn_task *t, ctn_task *c, ctn_val *out, ctn_chain_err *err) {
+    if (!fanout_child_end(t, c, out, err)) return;
+    ctn_val *o = t->acc;
     t->acc = NULL;
-    if (t->node->kind == CTN_NODE_ASSIGN) {
-        ctn_val *o = ctn_val_obj();
-        const ctn_val *in = t->input;
-        for (size_t i = 0; o != NULL && i < in->u.obj.n; i++) {
-            const ctn_val *k = in->u.obj.keys[i];
-            if (ctn_val_setk(o, k->u.str.p, k->u.str.len, ctn_val_ref(in->u.obj.vals[i])) < 0) {
-                ctn_val_unref(o);
-                o = NULL;
-            }
-        }
-        for (size_t i = 0; o != NULL && i < out->u.obj.n; i++) {
-            const ctn_val *k = out->u.obj.keys[i];
-            if (ctn_val_setk(o, k->u.str.p, k->u.str.len, ctn_val_ref(out->u.obj.vals[i])) < 0) {
-                ctn_val_unref(o);
-                o = NULL;
-            }
-        }
-        ctn_val_unref(out);
-        if (o == NULL) {
-            task_end(t, NULL, &oom_err);
-            return;
-        }
-        out = o;
-    }
-    task_end(t, out, NULL);
+    task_end(t, o, NULL);
 }
 
-/* Starts elements while the concurrency allows. Children that end at once are counted
- * here, not launched again from child_end (launching is set): no recursion however long
- * the array. */
-static void map_launch(ctn_task *t) {
-    const size_t n = ctn_val_len(t->input);
-    const size_t maxc = t->node->maxc > 0 ? (size_t)t->node->maxc : config_concurrency(t, n);
-    t->launching = 1;
-    while (!t->ended && t->next < n && t->running < maxc) {
-        const size_t i = t->next++;
-        t->running++;
-        spawn(t, t->node->kids[0], ctn_val_at(t->input, i), NULL, i, 0);
-    }
-    t->launching = 0;
+static void parallel_chunk(ctn_task *t, ctn_task *c, const ctn_val *chunk) {
+    ctn_val *o = ctn_val_obj();
+    if (o != NULL && ctn_val_set(o, c->key, ctn_val_ref((ctn_val *)chunk)) == 0)
+        ctn_task_emit(t, o);
+    else
+        ctn_val_unref(o);
 }
 
-static void start_map(ctn_task *t) {
-    if (t->input == NULL || t->input->kind != CTN_VARR) {
-        fail_task(t, CTN_ETYPE, "map needs an array as input, got %s",
+static void assign_start(ctn_task *t) {
+    if (t->input == NULL || t->input->kind != CTN_VOBJ) {
+        fail_task(t, CTN_ETYPE, "assign needs an object as input, got %s",
                   t->input ? ctn_vkind_name(t->input->kind) : "nothing");
         return;
     }
-    const size_t n = ctn_val_len(t->input);
-    if (n == 0) {
-        ctn_val *a = ctn_val_arr();
-        task_end(t, a, a == NULL ? &oom_err : NULL);
-        return;
+    fanout_start(t);
+}
+
+/* The input's keys, then the children's outputs. */
+static void assign_child_end(ctn_task *t, ctn_task *c, ctn_val *out, ctn_chain_err *err) {
+    if (!fanout_child_end(t, c, out, err)) return;
+    ctn_val *acc = t->acc;
+    t->acc = NULL;
+    ctn_val *o = ctn_val_obj();
+    const ctn_val *in = t->input;
+    for (size_t i = 0; o != NULL && i < in->u.obj.n; i++) {
+        const ctn_val *k = in->u.obj.keys[i];
+        if (ctn_val_setk(o, k->u.str.p, k->u.str.len, ctn_val_ref(in->u.obj.vals[i])) < 0) {
+            ctn_val_unref(o);
+            o = NULL;
+        }
     }
-    t->slots = ctn__calloc(n, sizeof *t->slots);
-    if (t->slots == NULL) {
+    for (size_t i = 0; o != NULL && i < acc->u.obj.n; i++) {
+        const ctn_val *k = acc->u.obj.keys[i];
+        if (ctn_val_setk(o, k->u.str.p, k->u.str.len, ctn_val_ref(acc->u.obj.vals[i])) < 0) {
+            ctn_val_unref(o);
+            o = NULL;
+        }
+    }
+    ctn_val_unref(acc);
+    if (o == NULL) {
         task_end(t, NULL, &oom_err);
         return;
     }
-    t->pending = n;
-    map_launch(t);
+    task_end(t, o, NULL);
 }
 
-static void start_router(ctn_task *t) {
+/* ---- passthrough ------------------------------------------------------------------------- */
+
+static void passthrough_start(ctn_task *t) {
+    if (!t->streamed) task_end(t, ctn_val_ref(t->input), NULL);
+}
+
+static int passthrough_takes_stream(const ctn_node *n) {
+    (void)n;
+    return 1;
+}
+
+static void passthrough_feed(ctn_task *t, const ctn_val *chunk) {
+    ctn_task_emit(t, ctn_val_ref((ctn_val *)chunk));
+}
+
+static void passthrough_feed_end(ctn_task *t, const ctn_val *whole) {
+    task_end(t, ctn_val_ref((ctn_val *)whole), NULL);
+}
+
+/* ---- pick -------------------------------------------------------------------------------- */
+
+static void pick_start(ctn_task *t) {
+    const ctn_node *n = t->node;
+    if (t->input == NULL || (t->input->kind != CTN_VOBJ && t->input->kind != CTN_VDOC)) {
+        fail_task(t, CTN_ETYPE, "pick needs an object as input, got %s",
+                  t->input ? ctn_vkind_name(t->input->kind) : "nothing");
+        return;
+    }
+    if (n->single) {
+        ctn_val *v = ctn_val_get(t->input, n->keys[0]);
+        v = v != NULL ? ctn_val_ref(v) : ctn_val_null();
+        task_end(t, v, v == NULL ? &oom_err : NULL);
+        return;
+    }
+    ctn_val *o = ctn_val_obj();
+    for (size_t i = 0; o != NULL && i < n->nkeys; i++) {
+        ctn_val *v = ctn_val_get(t->input, n->keys[i]);
+        if (v != NULL && ctn_val_set(o, n->keys[i], ctn_val_ref(v)) < 0) {
+            ctn_val_unref(o);
+            o = NULL;
+        }
+    }
+    task_end(t, o, o == NULL ? &oom_err : NULL);
+}
+
+/* ---- branch: conditions in turn, then the branch of the first that holds ---------------- */
+
+static void branch_start(ctn_task *t) {
+    const ctn_node *n = t->node;
+    t->step = 0;
+    if (n->nkids == 0)
+        spawn(t, n->dflt, t->input, NULL, SIZE_MAX, 0);
+    else
+        spawn(t, n->kids[0], t->input, NULL, 0, 0);
+}
+
+/* A branch runs in an odd slot, the default in slot SIZE_MAX, a condition in an even one. */
+static int is_branch(const ctn_task *c) {
+    return c->slot == SIZE_MAX || (c->slot & 1);
+}
+
+static void branch_child_end(ctn_task *t, ctn_task *c, ctn_val *out, ctn_chain_err *err) {
+    const ctn_node *n = t->node;
+    if (err != NULL || is_branch(c)) {
+        task_end(t, out, err); /* a branch's end is the node's */
+        return;
+    }
+    /* A condition ended. */
+    const int holds = truthy(out);
+    ctn_val_unref(out);
+    if (holds)
+        spawn(t, n->kids[c->slot + 1], t->input, NULL, c->slot + 1, 0);
+    else if (c->slot + 2 < n->nkids)
+        spawn(t, n->kids[c->slot + 2], t->input, NULL, c->slot + 2, 0);
+    else
+        spawn(t, n->dflt, t->input, NULL, SIZE_MAX, 0);
+}
+
+static void branch_chunk(ctn_task *t, ctn_task *c, const ctn_val *chunk) {
+    if (is_branch(c)) ctn_task_emit(t, ctn_val_ref((ctn_val *)chunk));
+}
+
+/* ---- router ------------------------------------------------------------------------------ */
+
+static void router_start(ctn_task *t) {
     const ctn_node *n = t->node;
     const ctn_val *v = ctn_val_get(t->input, n->rkey);
     if (t->input == NULL || (t->input->kind != CTN_VOBJ && t->input->kind != CTN_VDOC)) {
@@ -615,265 +778,276 @@ static void start_router(ctn_task *t) {
     spawn(t, route, t->input, NULL, 0, 0);
 }
 
-static void start_pick(ctn_task *t) {
+/* ---- fallbacks --------------------------------------------------------------------------- */
+
+/* After an error the next alternative runs; when none is left, the node fails with the
+ * first error. */
+static void fallbacks_child_end(ctn_task *t, ctn_task *c, ctn_val *out, ctn_chain_err *err) {
     const ctn_node *n = t->node;
-    if (t->input == NULL || (t->input->kind != CTN_VOBJ && t->input->kind != CTN_VDOC)) {
-        fail_task(t, CTN_ETYPE, "pick needs an object as input, got %s",
+    if (err == NULL) {
+        task_end(t, out, NULL);
+        return;
+    }
+    if (t->first_err == NULL)
+        t->first_err = err;
+    else
+        err_release(err);
+    if (c->slot + 1 < n->nkids) {
+        spawn(t, n->kids[c->slot + 1], t->input, NULL, c->slot + 1, 0);
+    } else {
+        ctn_chain_err *e = t->first_err;
+        t->first_err = NULL;
+        task_end(t, NULL, e);
+    }
+}
+
+/* ---- retry (t->step: the tries made after the first) ------------------------------------ */
+
+static void retry_child_end(ctn_task *t, ctn_task *c, ctn_val *out, ctn_chain_err *err) {
+    const ctn_node *n = t->node;
+    (void)c;
+    if (err == NULL || t->step + 1 >= (size_t)n->attempts) {
+        task_end(t, out, err);
+        return;
+    }
+    err_release(err);
+    const double wait = n->ms * (double)(1ull << (t->step < 30 ? t->step : 30));
+    t->step++;
+    if (wait > 0) {
+        if (timer_start(t, wait) < 0) task_end(t, NULL, &oom_err);
+    } else {
+        start_first(t);
+    }
+}
+
+/* ---- timeout ----------------------------------------------------------------------------- */
+
+static void timeout_start(ctn_task *t) {
+    if (timer_start(t, t->node->ms) < 0) {
+        task_end(t, NULL, &oom_err);
+        return;
+    }
+    start_first(t);
+}
+
+static void timeout_timer(ctn_task *t) {
+    cancel_kids(t);
+    char ms[32];
+    snprintf(ms, sizeof ms, "%g", t->node->ms);
+    fail_task(t, CTN_ETIMEDOUT, "timed out after %s ms", ms);
+}
+
+/* ---- bind -------------------------------------------------------------------------------- */
+
+static void bind_start(ctn_task *t) {
+    const ctn_node *n = t->node;
+    if (n->config != NULL) {
+        t->own_config = merge_config(t->config, n->config);
+        if (t->own_config == NULL) {
+            task_end(t, NULL, &oom_err);
+            return;
+        }
+        t->config = t->own_config;
+    }
+    start_first(t);
+}
+
+/* ---- map --------------------------------------------------------------------------------- */
+
+/* Starts elements while the concurrency allows. Children that end at once are counted
+ * here, not launched again from child_end (launching is set): no recursion however long
+ * the array. */
+static void map_launch(ctn_task *t) {
+    const size_t n = ctn_val_len(t->input);
+    const size_t maxc = t->node->maxc > 0 ? (size_t)t->node->maxc : config_concurrency(t, n);
+    t->launching = 1;
+    while (!t->ended && t->next < n && t->running < maxc) {
+        const size_t i = t->next++;
+        t->running++;
+        spawn(t, t->node->kids[0], ctn_val_at(t->input, i), NULL, i, 0);
+    }
+    t->launching = 0;
+}
+
+static void map_start(ctn_task *t) {
+    if (t->input == NULL || t->input->kind != CTN_VARR) {
+        fail_task(t, CTN_ETYPE, "map needs an array as input, got %s",
                   t->input ? ctn_vkind_name(t->input->kind) : "nothing");
         return;
     }
-    if (n->single) {
-        ctn_val *v = ctn_val_get(t->input, n->keys[0]);
-        v = v != NULL ? ctn_val_ref(v) : ctn_val_null();
-        task_end(t, v, v == NULL ? &oom_err : NULL);
+    const size_t n = ctn_val_len(t->input);
+    if (n == 0) {
+        ctn_val *a = ctn_val_arr();
+        task_end(t, a, a == NULL ? &oom_err : NULL);
         return;
     }
-    ctn_val *o = ctn_val_obj();
-    for (size_t i = 0; o != NULL && i < n->nkeys; i++) {
-        ctn_val *v = ctn_val_get(t->input, n->keys[i]);
-        if (v != NULL && ctn_val_set(o, n->keys[i], ctn_val_ref(v)) < 0) {
-            ctn_val_unref(o);
-            o = NULL;
-        }
+    t->slots = ctn__calloc(n, sizeof *t->slots);
+    if (t->slots == NULL) {
+        task_end(t, NULL, &oom_err);
+        return;
     }
-    task_end(t, o, o == NULL ? &oom_err : NULL);
+    t->pending = n;
+    map_launch(t);
 }
 
-static void task_start(ctn_task *t) {
-    const ctn_node *n = t->node;
-    switch (n->kind) {
-    case CTN_NODE_SEQUENCE: spawn(t, n->kids[0], t->input, NULL, 0, 0); break;
-    case CTN_NODE_PARALLEL:
-    case CTN_NODE_ASSIGN: start_fanout(t); break;
-    case CTN_NODE_PASSTHROUGH:
-        if (!t->streamed) task_end(t, ctn_val_ref(t->input), NULL);
-        break;
-    case CTN_NODE_PICK: start_pick(t); break;
-    case CTN_NODE_BRANCH:
-        t->step = 0;
-        if (n->nkids == 0)
-            spawn(t, n->dflt, t->input, NULL, SIZE_MAX, 0);
-        else
-            spawn(t, n->kids[0], t->input, NULL, 0, 0);
-        break;
-    case CTN_NODE_ROUTER: start_router(t); break;
-    case CTN_NODE_FALLBACKS:
-    case CTN_NODE_RETRY: spawn(t, n->kids[0], t->input, NULL, 0, 0); break;
-    case CTN_NODE_TIMEOUT:
-        if (timer_start(t, n->ms) < 0) {
-            task_end(t, NULL, &oom_err);
-            break;
-        }
-        spawn(t, n->kids[0], t->input, NULL, 0, 0);
-        break;
-    case CTN_NODE_BIND:
-        if (n->config != NULL) {
-            t->own_config = merge_config(t->config, n->config);
-            if (t->own_config == NULL) {
-                task_end(t, NULL, &oom_err);
-                break;
-            }
-            t->config = t->own_config;
-        }
-        spawn(t, n->kids[0], t->input, NULL, 0, 0);
-        break;
-    case CTN_NODE_MAP: start_map(t); break;
-    case CTN_NODE_CUSTOM: n->ops->start(t, t->streamed ? NULL : t->input); break;
+static void map_child_end(ctn_task *t, ctn_task *c, ctn_val *out, ctn_chain_err *err) {
+    if (err != NULL) {
+        cancel_kids(t);
+        task_end(t, NULL, err);
+        return;
     }
+    t->slots[c->slot] = out;
+    t->running--;
+    if (--t->pending == 0) {
+        ctn_val *a = ctn_val_arr();
+        const size_t len = ctn_val_len(t->input);
+        for (size_t i = 0; i < len; i++) {
+            ctn_val *v = t->slots[i];
+            t->slots[i] = NULL;
+            if (a != NULL && ctn_val_push(a, v) < 0) {
+                ctn_val_unref(a);
+                a = NULL;
+            } else if (a == NULL) {
+                ctn_val_unref(v);
+            }
+        }
+        task_end(t, a, a == NULL ? &oom_err : NULL);
+    } else if (!t->launching) {
+        map_launch(t);
+    }
+}
+
+/* ---- custom: the node's own operations (chain.h) ---------------------------------------- */
+
+static void custom_start(ctn_task *t) {
+    t->node->ops->start(t, t->streamed ? NULL : t->input);
+}
+
+static void custom_cancel(ctn_task *t) {
+    if (t->node->ops->cancel != NULL) t->node->ops->cancel(t);
+}
+
+static int custom_takes_stream(const ctn_node *n) {
+    return n->ops->feed != NULL && n->ops->feed_end != NULL;
+}
+
+static void custom_feed(ctn_task *t, const ctn_val *chunk) {
+    t->node->ops->feed(t, chunk);
+}
+
+static void custom_feed_end(ctn_task *t, const ctn_val *whole) {
+    t->node->ops->feed_end(t, whole);
+}
+
+/* ---- the table ---------------------------------------------------------------------------- */
+
+/* One row per kind, the one place to add a kind (kinds.h). */
+const ctn__kind ctn__kinds[CTN__NKINDS] = {
+    [CTN_NODE_SEQUENCE] = {.name = "sequence",
+                           .flags = CTN__KIND_OUT_OF_PATH | CTN__KIND_CHAINED,
+                           .start = start_first,
+                           .child_end = sequence_child_end,
+                           .child_chunk = sequence_chunk,
+                           .edges = ctn__edges_plain},
+    [CTN_NODE_PARALLEL] = {.name = "parallel",
+                           .start = fanout_start,
+                           .child_end = parallel_child_end,
+                           .child_chunk = parallel_chunk,
+                           .edges = ctn__edges_keyed},
+    [CTN_NODE_PASSTHROUGH] = {.name = "passthrough",
+                              .start = passthrough_start,
+                              .child_end = end_with_child,
+                              .child_chunk = drop_chunk,
+                              .takes_stream = passthrough_takes_stream,
+                              .feed = passthrough_feed,
+                              .feed_end = passthrough_feed_end,
+                              .edges = ctn__edges_plain},
+    [CTN_NODE_ASSIGN] = {.name = "assign",
+                         .start = assign_start,
+                         .child_end = assign_child_end,
+                         .child_chunk = drop_chunk,
+                         .edges = ctn__edges_keyed},
+    [CTN_NODE_PICK] = {.name = "pick",
+                       .start = pick_start,
+                       .child_end = end_with_child,
+                       .child_chunk = drop_chunk,
+                       .detail = ctn__detail_pick,
+                       .edges = ctn__edges_plain},
+    [CTN_NODE_BRANCH] = {.name = "branch",
+                         .start = branch_start,
+                         .child_end = branch_child_end,
+                         .child_chunk = branch_chunk,
+                         .edges = ctn__edges_branch},
+    [CTN_NODE_ROUTER] = {.name = "router",
+                         .start = router_start,
+                         .child_end = end_with_child,
+                         .child_chunk = pass_chunk,
+                         .detail = ctn__detail_router,
+                         .edges = ctn__edges_keyed},
+    [CTN_NODE_FALLBACKS] = {.name = "fallbacks",
+                            .start = start_first,
+                            .child_end = fallbacks_child_end,
+                            .child_chunk = pass_chunk,
+                            .edges = ctn__edges_fallbacks},
+    [CTN_NODE_RETRY] = {.name = "retry",
+                        .start = start_first,
+                        .child_end = retry_child_end,
+                        .child_chunk = pass_chunk,
+                        .timer = start_first, /* the backoff is over: the next try */
+                        .detail = ctn__detail_retry,
+                        .edges = ctn__edges_plain},
+    [CTN_NODE_TIMEOUT] = {.name = "timeout",
+                          .start = timeout_start,
+                          .child_end = end_with_child,
+                          .child_chunk = pass_chunk,
+                          .timer = timeout_timer,
+                          .detail = ctn__detail_timeout,
+                          .edges = ctn__edges_plain},
+    [CTN_NODE_BIND] = {.name = "bind",
+                       .flags = CTN__KIND_OUT_OF_PATH,
+                       .start = bind_start,
+                       .child_end = end_with_child,
+                       .child_chunk = pass_chunk,
+                       .detail = ctn__detail_bind,
+                       .edges = ctn__edges_plain},
+    [CTN_NODE_MAP] = {.name = "map",
+                      .start = map_start,
+                      .child_end = map_child_end,
+                      .child_chunk = drop_chunk,
+                      .detail = ctn__detail_map,
+                      .edges = ctn__edges_plain},
+    [CTN_NODE_CUSTOM] = {.name = NULL, /* the node's ops->kind */
+                         .start = custom_start,
+                         .child_end = end_with_child,
+                         .child_chunk = drop_chunk,
+                         .cancel = custom_cancel,
+                         .takes_stream = custom_takes_stream,
+                         .feed = custom_feed,
+                         .feed_end = custom_feed_end,
+                         .detail = ctn__detail_custom},
+};
+
+/* ---- dispatch ----------------------------------------------------------------------------- */
+
+static void task_start(ctn_task *t) {
+    CTN_ASSERT(ctn__kind_of(t->node)->start != NULL); /* a kind without its row */
+    ctn__kind_of(t->node)->start(t);
 }
 
 /* A child of t ended with out or err (both taken). */
 static void child_end(ctn_task *t, ctn_task *c, ctn_val *out, ctn_chain_err *err) {
-    const ctn_node *n = t->node;
     if (t->ended) { /* t was ended by one of its children already */
         ctn_val_unref(out);
         err_release(err);
         return;
     }
-    switch (n->kind) {
-    case CTN_NODE_SEQUENCE:
-        if (err != NULL) {
-            cancel_kids(t);
-            task_end(t, NULL, err);
-            return;
-        }
-        {
-            const size_t k = c->slot;
-            if (c->streamed && t->stasks != NULL) {
-                /* A streamed step ended: the steps before it are no longer needed (it may
-                 * end before them, a parser that has what it wants). */
-                t->stasks[k] = DONE;
-                for (size_t i = 0; i < t->nkids;) {
-                    ctn_task *x = t->kids[i];
-                    if (x->slot < k)
-                        cancel_task(x, 1); /* removes it from t->kids */
-                    else
-                        i++;
-                }
-            }
-            if (k + 1 == n->nkids) {
-                task_end(t, out, NULL);
-                return;
-            }
-            ctn_task *next = t->stasks != NULL ? t->stasks[k + 1] : NULL;
-            CTN_ASSERT(next != DONE); /* step k was cancelled when it ended */
-            if (next == DONE) {
-                ctn_val_unref(out);
-            } else if (next != NULL) { /* the next step streamed: it gets the whole output */
-                feed_end(next, out);
-                ctn_val_unref(out);
-            } else {
-                spawn(t, n->kids[k + 1], out, NULL, k + 1, 0);
-                ctn_val_unref(out);
-            }
-        }
-        return;
-    case CTN_NODE_PARALLEL:
-    case CTN_NODE_ASSIGN:
-        if (err != NULL) {
-            cancel_kids(t);
-            task_end(t, NULL, err);
-            return;
-        }
-        if (c != NULL) {
-            ctn_val_unref(t->acc->u.obj.vals[c->slot]);
-            t->acc->u.obj.vals[c->slot] = out;
-            t->pending--;
-        }
-        if (t->pending == 0 && !t->launching) finish_fanout(t);
-        return;
-    case CTN_NODE_BRANCH:
-        if (err != NULL || c->slot == SIZE_MAX || (c->slot & 1)) {
-            task_end(t, out, err); /* a branch's end is the node's */
-            return;
-        }
-        /* A condition ended. */
-        if (truthy(out)) {
-            ctn_val_unref(out);
-            spawn(t, n->kids[c->slot + 1], t->input, NULL, c->slot + 1, 0);
-        } else {
-            ctn_val_unref(out);
-            if (c->slot + 2 < n->nkids)
-                spawn(t, n->kids[c->slot + 2], t->input, NULL, c->slot + 2, 0);
-            else
-                spawn(t, n->dflt, t->input, NULL, SIZE_MAX, 0);
-        }
-        return;
-    case CTN_NODE_FALLBACKS:
-        if (err == NULL) {
-            task_end(t, out, NULL);
-            return;
-        }
-        if (t->first_err == NULL)
-            t->first_err = err;
-        else
-            err_release(err);
-        if (c->slot + 1 < n->nkids) {
-            spawn(t, n->kids[c->slot + 1], t->input, NULL, c->slot + 1, 0);
-        } else {
-            ctn_chain_err *e = t->first_err;
-            t->first_err = NULL;
-            task_end(t, NULL, e);
-        }
-        return;
-    case CTN_NODE_RETRY:
-        if (err == NULL || t->step + 1 >= (size_t)n->attempts) {
-            task_end(t, out, err);
-            return;
-        }
-        err_release(err);
-        {
-            const double wait = n->ms * (double)(1ull << (t->step < 30 ? t->step : 30));
-            t->step++;
-            if (wait > 0) {
-                if (timer_start(t, wait) < 0) task_end(t, NULL, &oom_err);
-            } else {
-                spawn(t, n->kids[0], t->input, NULL, 0, 0);
-            }
-        }
-        return;
-    case CTN_NODE_MAP:
-        if (err != NULL) {
-            cancel_kids(t);
-            task_end(t, NULL, err);
-            return;
-        }
-        t->slots[c->slot] = out;
-        t->running--;
-        if (--t->pending == 0) {
-            ctn_val *a = ctn_val_arr();
-            const size_t len = ctn_val_len(t->input);
-            for (size_t i = 0; i < len; i++) {
-                ctn_val *v = t->slots[i];
-                t->slots[i] = NULL;
-                if (a != NULL && ctn_val_push(a, v) < 0) {
-                    ctn_val_unref(a);
-                    a = NULL;
-                } else if (a == NULL) {
-                    ctn_val_unref(v);
-                }
-            }
-            task_end(t, a, a == NULL ? &oom_err : NULL);
-        } else if (!t->launching) {
-            map_launch(t);
-        }
-        return;
-    default: /* ROUTER, TIMEOUT, BIND: the one child's end is the node's */
-        task_end(t, out, err);
-        return;
-    }
+    ctn__kind_of(t->node)->child_end(t, c, out, err);
 }
 
 /* A child of t emitted a chunk (borrowed). */
 static void child_chunk(ctn_task *t, ctn_task *c, const ctn_val *chunk) {
-    const ctn_node *n = t->node;
     if (t->ended) return;
-    switch (n->kind) {
-    case CTN_NODE_SEQUENCE:
-        /* Each step that takes a stream is started at the first chunk of the step before
-         * and fed as that one goes, so chunks flow down any run of streaming steps. */
-        if (c->slot + 1 == n->nkids) {
-            ctn_task_emit(t, ctn_val_ref((ctn_val *)chunk));
-        } else if (takes_stream(n->kids[c->slot + 1])) {
-            if (t->stasks == NULL && (t->stasks = ctn__calloc(n->nkids, sizeof *t->stasks)) == NULL) {
-                cancel_kids(t);
-                task_end(t, NULL, &oom_err);
-                return;
-            }
-            ctn_task *next = t->stasks[c->slot + 1];
-            if (next == DONE) return;
-            if (next == NULL) {
-                next = task_new(t->run, t, n->kids[c->slot + 1], NULL, NULL, c->slot + 1);
-                if (next == NULL) {
-                    cancel_kids(t);
-                    task_end(t, NULL, &oom_err);
-                    return;
-                }
-                next->streamed = 1;
-                t->stasks[c->slot + 1] = next;
-                task_start(next);
-            }
-            if (!next->ended) feed(next, chunk);
-        }
-        return;
-    case CTN_NODE_PARALLEL: {
-        ctn_val *o = ctn_val_obj();
-        if (o != NULL && ctn_val_set(o, c->key, ctn_val_ref((ctn_val *)chunk)) == 0)
-            ctn_task_emit(t, o);
-        else
-            ctn_val_unref(o);
-        return;
-    }
-    case CTN_NODE_BIND:
-    case CTN_NODE_FALLBACKS:
-    case CTN_NODE_RETRY:
-    case CTN_NODE_TIMEOUT:
-    case CTN_NODE_ROUTER: ctn_task_emit(t, ctn_val_ref((ctn_val *)chunk)); return;
-    case CTN_NODE_BRANCH:
-        if (c->slot == SIZE_MAX || (c->slot & 1)) ctn_task_emit(t, ctn_val_ref((ctn_val *)chunk));
-        return;
-    default: /* ASSIGN, MAP: their output is emitted whole when they end */ return;
-    }
+    ctn__kind_of(t->node)->child_chunk(t, c, chunk);
 }
 
 /* ==== the task API ======================================================================== */
@@ -952,17 +1126,17 @@ void ctn_task_add_tokens(ctn_task *t, int64_t prompt_tokens, int64_t completion_
 }
 
 /* The path element of task x, reached from its child c (NULL: x is the task itself), or
- * NULL when x is left out of the path. */
+ * NULL when x is left out of the path. A child with a key runs under that key of its
+ * parent (parallel, assign), which shows as "label.KEY". */
 static char *path_element(const ctn_task *x, const ctn_task *c) {
     const ctn_node *n = x->node;
-    if (n->name == NULL && (n->kind == CTN_NODE_SEQUENCE || n->kind == CTN_NODE_BIND) && c != NULL)
+    if (n->name == NULL && (ctn__kind_of(n)->flags & CTN__KIND_OUT_OF_PATH) && c != NULL)
         return NULL;
     /* A named node shows under its name only: the node it names is left out. */
     if (x->parent != NULL && x->parent->node->kind == CTN_NODE_BIND && x->parent->node->name)
         return NULL;
     const char *label = ctn_node_label(n);
-    if (c != NULL && c->key != NULL &&
-        (n->kind == CTN_NODE_PARALLEL || n->kind == CTN_NODE_ASSIGN)) {
+    if (c != NULL && c->key != NULL) {
         const size_t len = strlen(label) + strlen(c->key) + 2;
         char *e = ctn__malloc(len);
         if (e != NULL) snprintf(e, len, "%s.%s", label, c->key);
@@ -979,9 +1153,7 @@ char *ctn_task_path(const ctn_task *t) {
         const ctn_node *n = x->node;
         char *e = path_element(x, c);
         if (e == NULL) {
-            if (c != NULL && c->key != NULL &&
-                (n->kind == CTN_NODE_PARALLEL || n->kind == CTN_NODE_ASSIGN))
-                carry = c->key;
+            if (c != NULL && c->key != NULL) carry = c->key;
             continue;
         }
         if (carry != NULL && n->kind == CTN_NODE_BIND && n->name != NULL) {

@@ -11,49 +11,115 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "chain_impl.h"
 #include "error.h"
+#include "kinds.h"
 #include "str.h"
-#include "alloc.h"
 
 /* ==== describe ============================================================================ */
 
-/* The detail after a node's label: a custom node's own description, a router's key, ... */
-static char *detail(const ctn_node *n) {
-    char buf[160];
-    buf[0] = 0;
-    switch (n->kind) {
-    case CTN_NODE_CUSTOM:
-        if (n->ops->describe != NULL) return n->ops->describe(n->ud);
-        break;
-    case CTN_NODE_ROUTER: snprintf(buf, sizeof buf, "on '%s'", n->rkey); break;
-    case CTN_NODE_RETRY:
-        snprintf(buf, sizeof buf, "%d attempts, backoff %g ms", n->attempts, n->ms);
-        break;
-    case CTN_NODE_TIMEOUT: snprintf(buf, sizeof buf, "%g ms", n->ms); break;
-    case CTN_NODE_MAP:
-        if (n->maxc > 0) snprintf(buf, sizeof buf, "max concurrency %d", n->maxc);
-        break;
-    case CTN_NODE_PICK: {
-        size_t len = 0;
-        for (size_t i = 0; i < n->nkeys && len + 4 < sizeof buf; i++)
-            len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", i ? ", " : "", n->keys[i]);
-        break;
-    }
-    case CTN_NODE_BIND:
-        if (n->config != NULL) {
-            char *j = ctn_val_to_json(n->config, 0);
-            if (j != NULL && strlen(j) > 120) memcpy(j + 117, "...", 4);
-            return j;
-        }
-        break;
-    default: break;
-    }
+/* A detail made in buf, malloc'd (NULL: none). */
+static char *detail_dup(const char *buf) {
     if (buf[0] == 0) return NULL;
     const size_t len = strlen(buf) + 1;
     char *p = ctn__malloc(len);
     if (p != NULL) memcpy(p, buf, len);
     return p;
+}
+
+/* The details of the kinds (their rows in ctn__kinds). */
+char *ctn__detail_pick(const ctn_node *n) {
+    char buf[160];
+    buf[0] = 0;
+    size_t len = 0;
+    for (size_t i = 0; i < n->nkeys && len + 4 < sizeof buf; i++)
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", i ? ", " : "", n->keys[i]);
+    return detail_dup(buf);
+}
+
+char *ctn__detail_router(const ctn_node *n) {
+    char buf[160];
+    snprintf(buf, sizeof buf, "on '%s'", n->rkey);
+    return detail_dup(buf);
+}
+
+char *ctn__detail_retry(const ctn_node *n) {
+    char buf[160];
+    snprintf(buf, sizeof buf, "%d attempts, backoff %g ms", n->attempts, n->ms);
+    return detail_dup(buf);
+}
+
+char *ctn__detail_timeout(const ctn_node *n) {
+    char buf[160];
+    snprintf(buf, sizeof buf, "%g ms", n->ms);
+    return detail_dup(buf);
+}
+
+char *ctn__detail_bind(const ctn_node *n) {
+    if (n->config == NULL) return NULL;
+    char *j = ctn_val_to_json(n->config, 0);
+    if (j != NULL && strlen(j) > 120) memcpy(j + 117, "...", 4);
+    return j;
+}
+
+char *ctn__detail_map(const ctn_node *n) {
+    char buf[160];
+    buf[0] = 0;
+    if (n->maxc > 0) snprintf(buf, sizeof buf, "max concurrency %d", n->maxc);
+    return detail_dup(buf);
+}
+
+char *ctn__detail_custom(const ctn_node *n) {
+    return n->ops->describe != NULL ? n->ops->describe(n->ud) : NULL;
+}
+
+/* The detail after a node's label: a custom node's own description, a router's key, ... */
+static char *detail(const ctn_node *n) {
+    const ctn__kind *k = ctn__kind_of(n);
+    return k->detail != NULL ? k->detail(n) : NULL;
+}
+
+/* The children to draw of the kinds (their rows in ctn__kinds; kinds.h). */
+size_t ctn__edges_plain(const ctn_node *n, const ctn_node **kids, const char **labels,
+                        char (*lbuf)[32]) {
+    (void)lbuf;
+    for (size_t i = 0; i < n->nkids; i++)
+        kids[i] = n->kids[i], labels[i] = NULL;
+    return n->nkids;
+}
+
+/* Edges labelled with the node's keys (parallel, assign, router). */
+size_t ctn__edges_keyed(const ctn_node *n, const ctn_node **kids, const char **labels,
+                        char (*lbuf)[32]) {
+    (void)lbuf;
+    for (size_t i = 0; i < n->nkids; i++)
+        kids[i] = n->kids[i], labels[i] = n->keys[i];
+    return n->nkids;
+}
+
+size_t ctn__edges_branch(const ctn_node *n, const ctn_node **kids, const char **labels,
+                         char (*lbuf)[32]) {
+    size_t k = 0;
+    for (size_t i = 0; i + 1 < n->nkids; i += 2) {
+        snprintf(lbuf[k], 32, "if %zu", i / 2 + 1);
+        kids[k] = n->kids[i], labels[k] = lbuf[k], k++;
+        snprintf(lbuf[k], 32, "then %zu", i / 2 + 1);
+        kids[k] = n->kids[i + 1], labels[k] = lbuf[k], k++;
+    }
+    return k;
+}
+
+size_t ctn__edges_fallbacks(const ctn_node *n, const ctn_node **kids, const char **labels,
+                            char (*lbuf)[32]) {
+    for (size_t i = 0; i < n->nkids; i++) {
+        if (i == 0)
+            snprintf(lbuf[i], 32, "first");
+        else
+            snprintf(lbuf[i], 32, "fallback %zu", i);
+        kids[i] = n->kids[i], labels[i] = lbuf[i];
+    }
+    return n->nkids;
 }
 
 /* The children of n to draw, in arrays of nchildren(n), with the label of the edge to
@@ -64,32 +130,8 @@ static size_t nchildren(const ctn_node *n) {
 
 static size_t children(const ctn_node *n, const ctn_node **kids, const char **labels,
                        char (*lbuf)[32]) {
-    size_t k = 0;
-    switch (n->kind) {
-    case CTN_NODE_BRANCH:
-        for (size_t i = 0; i + 1 < n->nkids; i += 2) {
-            snprintf(lbuf[k], 32, "if %zu", i / 2 + 1);
-            kids[k] = n->kids[i], labels[k] = lbuf[k], k++;
-            snprintf(lbuf[k], 32, "then %zu", i / 2 + 1);
-            kids[k] = n->kids[i + 1], labels[k] = lbuf[k], k++;
-        }
-        break;
-    case CTN_NODE_FALLBACKS:
-        for (size_t i = 0; i < n->nkids; i++) {
-            if (i == 0)
-                snprintf(lbuf[k], 32, "first");
-            else
-                snprintf(lbuf[k], 32, "fallback %zu", i);
-            kids[k] = n->kids[i], labels[k] = lbuf[k], k++;
-        }
-        break;
-    default:
-        for (size_t i = 0; i < n->nkids; i++) {
-            const int keyed = n->kind == CTN_NODE_PARALLEL || n->kind == CTN_NODE_ASSIGN ||
-                              n->kind == CTN_NODE_ROUTER;
-            kids[k] = n->kids[i], labels[k] = keyed ? n->keys[i] : NULL, k++;
-        }
-    }
+    const ctn__kind *kind = ctn__kind_of(n);
+    size_t k = kind->edges != NULL ? kind->edges(n, kids, labels, lbuf) : 0;
     if (n->dflt != NULL) kids[k] = n->dflt, labels[k] = "default", k++;
     return k;
 }
@@ -234,7 +276,8 @@ static void add_edge(gbuild *g, int64_t from, int64_t to, const char *label) {
 static void build(gbuild *g, const ctn_node *n, const idlist *from, const char *elabel,
                   idlist *exits, int depth) {
     if (g->oom || depth > 200) return;
-    if (n->kind == CTN_NODE_SEQUENCE && n->name == NULL) {
+    const ctn__kind *kind = ctn__kind_of(n);
+    if ((kind->flags & CTN__KIND_CHAINED) && n->name == NULL) {
         idlist cur = {0};
         for (size_t i = 0; i < from->n; i++)
             ids_add(g, &cur, from->ids[i]);
@@ -253,7 +296,8 @@ static void build(gbuild *g, const ctn_node *n, const idlist *from, const char *
     for (size_t i = 0; i < from->n; i++)
         add_edge(g, from->ids[i], id, elabel);
     kidlist l = {0};
-    if (n->kind != CTN_NODE_CUSTOM && kidlist_get(n, &l) < 0) {
+    const int has_kids = kind->edges != NULL;
+    if (has_kids && kidlist_get(n, &l) < 0) {
         g->oom = 1;
         return;
     }
@@ -266,7 +310,7 @@ static void build(gbuild *g, const ctn_node *n, const idlist *from, const char *
             build(g, l.kids[i], &self, l.labels[i], exits, depth + 1);
         free(self.ids);
     }
-    if (n->kind != CTN_NODE_CUSTOM) kidlist_free(&l);
+    if (has_kids) kidlist_free(&l);
 }
 
 ctn_val *ctn_node_graph(const ctn_node *n) {

@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chain_impl.h"
-#include "str.h"
 #include "alloc.h"
-
+#include "chain_impl.h"
+#include "kinds.h"
+#include "str.h"
 
 static void unref_all(ctn_node *const *v, size_t n) {
     for (size_t i = 0; v != NULL && i < n; i++)
@@ -240,22 +240,8 @@ ctn_node_kind ctn_node_get_kind(const ctn_node *n) {
 }
 
 const char *ctn__node_kind_name(const ctn_node *n) {
-    switch (n->kind) {
-    case CTN_NODE_SEQUENCE: return "sequence";
-    case CTN_NODE_PARALLEL: return "parallel";
-    case CTN_NODE_PASSTHROUGH: return "passthrough";
-    case CTN_NODE_ASSIGN: return "assign";
-    case CTN_NODE_PICK: return "pick";
-    case CTN_NODE_BRANCH: return "branch";
-    case CTN_NODE_ROUTER: return "router";
-    case CTN_NODE_FALLBACKS: return "fallbacks";
-    case CTN_NODE_RETRY: return "retry";
-    case CTN_NODE_TIMEOUT: return "timeout";
-    case CTN_NODE_BIND: return "bind";
-    case CTN_NODE_MAP: return "map";
-    case CTN_NODE_CUSTOM: return n->ops->kind;
-    }
-    return "?";
+    const char *name = ctn__kind_of(n)->name;
+    return name != NULL ? name : n->ops->kind; /* a custom node's kind is in its ops */
 }
 
 const char *ctn_node_label(const ctn_node *n) {
