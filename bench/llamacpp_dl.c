@@ -567,6 +567,19 @@ int lcpp_model_decode_multi(lcpp_model *m, const int32_t *tokens, const int32_t 
 
 const float *lcpp_model_logits(lcpp_model *m, int32_t i) { return L.get_logits_ith(m->ctx, i); }
 
+int32_t lcpp_model_window_bos(const lcpp_model *m)
+{
+    static int32_t (*vocab_bos)(const void *vocab);
+    static bool (*get_add_bos)(const void *vocab);
+    if (!vocab_bos || !get_add_bos) {
+        int miss = 0;
+        *(void **)&vocab_bos = sym(L.h_llama, "llama_vocab_bos", &miss, NULL, 0);
+        *(void **)&get_add_bos = sym(L.h_llama, "llama_vocab_get_add_bos", &miss, NULL, 0);
+        if (miss) return -1;
+    }
+    return get_add_bos(m->vocab) ? vocab_bos(m->vocab) : -1;
+}
+
 /* Where find_cpu_variant writes. */
 struct variant_out {
     char *buf;

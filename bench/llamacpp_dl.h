@@ -150,6 +150,13 @@ int lcpp_model_decode_multi(lcpp_model *m, const int32_t *tokens, const int32_t 
 const float *lcpp_model_logits(lcpp_model *m, int32_t i);
 
 /*
+ * The token llama-perplexity puts first in each window instead of the text's: the
+ * vocabulary's BOS (llama_vocab_bos) when it adds one (llama_vocab_get_add_bos), else -1.
+ * -1 also when the library lacks either function.
+ */
+int32_t lcpp_model_window_bos(const lcpp_model *m);
+
+/*
  * Sets the LoRA adapter of m's context (llama_adapter_lora_init, loaded once per path and
  * kept until lcpp_model_free; llama_set_adapters_lora): path NULL clears it. llama.cpp
  * applies one set of adapters to every sequence of a batch. Returns 0 or -1 (err).

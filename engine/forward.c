@@ -711,6 +711,12 @@ static void fwd_work(void *ctx, int ith, int nth) {
 
 /* ---- running a batch ----------------------------------------------------------------- */
 
+/* Logits rows a segment asks for: its last n_logits tokens', else its last token's. At most
+ * n_tokens each, so a batch's rows fit out_tok and out_rows (n_batch). */
+static int64_t seg_rows(const ctn_fwd_seg *s) {
+    return s->n_logits > 0 ? s->n_logits : s->logits ? 1 : 0;
+}
+
 int ctn_fwd_run(ctn_fwd *f, const ctn_fwd_seg *segs, int n_segs, float *logits) {
     const ctn_model_hparams *hp = &f->m->hp;
     f->errmsg[0] = '\0';
@@ -761,8 +767,15 @@ int ctn_fwd_run(ctn_fwd *f, const ctn_fwd_seg *segs, int n_segs, float *logits) 
                       hp->n_layer);
             return CTN_EINVAL;
         }
+        if (s->n_logits < 0 || s->n_logits > s->n_tokens) {
+            ctn__errf(f->errmsg, sizeof f->errmsg,
+                      "segment %d: n_logits %" PRId64 " is outside 0..%" PRId64
+                      " (its token count)",
+                      i, s->n_logits, s->n_tokens);
+            return CTN_EINVAL;
+        }
         n_tok += s->n_tokens;
-        if (s->logits) n_out++;
+        n_out += seg_rows(s);
     }
     if (n_tok > f->p.n_batch) {
         ctn__errf(f->errmsg, sizeof f->errmsg,
@@ -832,7 +845,8 @@ int ctn_fwd_run(ctn_fwd *f, const ctn_fwd_seg *segs, int n_segs, float *logits) 
             f->toks[t].seg = i;
             f->toks[t].pos = s->seq->n_pos + j;
         }
-        if (s->logits) f->out_tok[n_out++] = t - 1;
+        for (int64_t j = seg_rows(s); j > 0; j--)
+            f->out_tok[n_out++] = t - j;
     }
     f->segs = segs;
     f->n_segs = n_segs;

@@ -60,7 +60,11 @@ typedef struct {
     ctn_kv_seq *seq;
     const int32_t *tokens; /* (n_tokens) borrowed for the call */
     int64_t n_tokens;
-    bool logits;   /* write the logits of the segment's last token */
+    bool logits; /* write the logits of the segment's last token */
+    /* Logits of more than the last token, for scoring a text (perplexity): n > 0 writes the
+     * rows of the segment's last n tokens (1..n_tokens), in token order, whatever `logits`
+     * says; 0 leaves it to `logits`. */
+    int64_t n_logits;
     int embd_mode; /* ctn_embd_mode */
     float *embd;   /* (n_embd) caller memory, for embd_mode other than NONE */
     /* A LoRA adapter for these tokens (borrowed for the call; NULL: the base model) and the
@@ -94,10 +98,12 @@ void ctn_fwd_seq_close(ctn_fwd *f, ctn_kv_seq *s);
 
 /*
  * Runs the segments (each sequence at most once), appending their tokens to their
- * sequences, and writes n_vocab logits for each segment that asks, in segment order, to
- * `logits` (caller memory; NULL when none asks). Returns 0 or:
- *   CTN_EINVAL  no tokens, more than n_batch tokens, a token outside the vocabulary, or a
- *               sequence twice;
+ * sequences, and writes the logits rows the segments ask for (n_vocab floats each: one for
+ * `logits`, n_logits for n_logits > 0), in segment order and within a segment in token
+ * order, to `logits` (caller memory for that many rows; NULL when none asks). A row is the
+ * same bits whether it comes alone or among n_logits rows. Returns 0 or:
+ *   CTN_EINVAL  no tokens, more than n_batch tokens, a token outside the vocabulary, a
+ *               sequence twice, or n_logits outside 0..n_tokens;
  *   CTN_ERANGE  a sequence would pass its context length; or the logits hold NaN or
  *               infinity (the weights or inputs overflowed);
  *   CTN_ENOMEM  the KV pool has too few free blocks.

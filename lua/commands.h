@@ -13,6 +13,7 @@ int ctn_cmd_quantize(int argc, char **argv);
 int ctn_cmd_generate(int argc, char **argv);
 int ctn_cmd_bench(int argc, char **argv);
 int ctn_cmd_batch(int argc, char **argv);
+int ctn_cmd_perplexity(int argc, char **argv);
 int ctn_cmd_run(int argc, char **argv);
 int ctn_cmd_repl(int argc, char **argv);
 int ctn_cmd_lora(int argc, char **argv);

@@ -28,6 +28,8 @@ static const struct {
     {"generate", ctn_cmd_generate, "continue a prompt (-m MODEL.gguf -p PROMPT [-n N] ...)"},
     {"batch", ctn_cmd_batch,
      "run a JSONL file of prompts through one batching engine (-m M --prompts F.jsonl)"},
+    {"perplexity", ctn_cmd_perplexity,
+     "perplexity and KL divergence as llama-perplexity (-m MODEL.gguf -f TEXT ...)"},
     {"lora", ctn_cmd_lora, "merge a LoRA adapter into a model, or inspect one (merge|inspect ...)"},
     {"run", ctn_cmd_run, "run a Lua chain script ([--trace] SCRIPT.lua [ARGS...])"},
     {"repl", ctn_cmd_repl, "an interactive Lua session with the chain library (also: bare catena)"},
