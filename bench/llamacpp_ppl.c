@@ -20,7 +20,7 @@
  * llama.cpp's tokenizer gives the base's tokens for TEXT (with BOS, no special parsing).
  *
  * The per-position arithmetic is written here again rather than shared with
- * lua/cmd_perplexity.c, so that the two programs check each other's statistics.
+ * cli/cmd_perplexity.c, so that the two programs check each other's statistics.
  *
  * llama.cpp libraries: $CATENA_LLAMA_LIBDIR or bench/node_modules (scripts/setup-peers.sh).
  * Exit status 0, 1 on a failure, 2 on bad usage, 77 when llama.cpp is not installed.

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Compiles the usage example at the top of every header of engine/, chains/, lua/ and
+# Compiles the usage example at the top of every header of engine/, chains/, lua/, cli/ and
 # kernels/, so that an example cannot fall behind the API it shows.
 #
 #   sh tests/docs/check_examples.sh [HEADER...]     (default: every header of those folders)
@@ -26,7 +26,7 @@
 # loop, callbacks). A preamble includes project headers with <> (a "" include would find the
 # preamble of the same name beside it). The file is compiled with -fsyntax-only -Wall
 # -Wextra -Werror, less the two unused-variable warnings (an example shows a call's result
-# without always using it), against engine/, chains/, lua/, kernels/ and the pkg-config
+# without always using it), against engine/, chains/, lua/, cli/, kernels/ and the pkg-config
 # flags of libuv, Lua 5.4, cJSON, PCRE2 and SQLite.
 #
 # A header whose first indented block is not C is listed in NOT_C below, with the reason.
@@ -52,7 +52,7 @@ done
 if [ $# -gt 0 ]; then
     headers="$*"
 else
-    headers=$(ls engine/*.h chains/*.h lua/*.h kernels/*.h 2>/dev/null)
+    headers=$(ls engine/*.h chains/*.h lua/*.h cli/*.h kernels/*.h 2>/dev/null)
 fi
 
 # extract HEADER: prints the example's lines as "F<TAB>line<TAB>text" (file scope) or
@@ -127,7 +127,7 @@ for h in $headers; do
     # shellcheck disable=SC2086 # pkgflags is a list of words
     if out=$("$CC" -std=c11 -D_GNU_SOURCE -fsyntax-only -Wall -Wextra -Werror \
                 -Wno-unused-variable -Wno-unused-but-set-variable \
-                -Iengine -Ichains -Ilua -Ikernels -Itests/docs $pkgflags "$c" 2>&1); then
+                -Iengine -Ichains -Ilua -Icli -Ikernels -Itests/docs $pkgflags "$c" 2>&1); then
         echo "ok   $h"
     else
         echo "FAIL $h (generated: $c)"

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for the `catena batch` prompts file (lua/batch_line.h): the input is split
+ * libFuzzer target for the `catena batch` prompts file (cli/batch_line.h): the input is split
  * into lines as `catena batch` splits its file (at '\n', up to a NUL), and every line that is
  * not blank goes through ctn__batch_req_parse. Each must be refused with a reason, or give a
  * request whose settings are in the settings table's ranges; never crash, leak or hit

@@ -1,6 +1,6 @@
 /*
  * The `catena` command: one binary for every user-facing job. Subcommands live in
- * lua/cmd_*.c; this file only dispatches.
+ * cli/cmd_*.c; this file only dispatches.
  */
 #include <stdio.h>
 #include <string.h>

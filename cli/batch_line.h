@@ -1,5 +1,5 @@
 /*
- * One request line of a `catena batch` prompts file (lua/cmd_batch.c): a JSON object with
+ * One request line of a `catena batch` prompts file (cli/cmd_batch.c): a JSON object with
  * "prompt" and request settings, read by the one settings validator (engine/settings.h,
  * docs/settings.md) without a model, so that the whole file is checked before anything
  * loads (and a fuzzer can drive it in memory).
