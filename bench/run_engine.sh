@@ -4,7 +4,7 @@
 #
 #   scripts/setup-peers.sh && cmake --build build && sh bench/run_engine.sh
 #
-# 1. Models (made once, kept in $MODEL_DIR): bench/mkmodel writes the F16 model (dim 768,
+# 1. Models (made once, kept in $MODEL_DIR): tests/tools/mkmodel writes the F16 model (dim 768,
 #    12 layers, 12 heads, 4 KV heads, FFN 2048, vocabulary 32000 from llama.cpp's SPM vocab,
 #    untied output); `catena quantize` makes each of $TYPES from it (pure: every matrix,
 #    token_embd and output included, in that type).
@@ -54,7 +54,7 @@ gen=${GEN_TOKENS:-64}
 membw_mib=${MEMBW_MIB:-1024}
 catena=${CATENA:-$build/catena}
 lgen=${LLAMACPP_GEN:-$build/bench/llamacpp_gen}
-mkmodel=${MKMODEL:-$build/bench/mkmodel}
+mkmodel=${MKMODEL:-$build/tools/mkmodel}
 membw=${MEMBW:-$build/bench/membw}
 
 say() { echo "$*" >&2; }
@@ -270,7 +270,7 @@ print(f"- **Peer:** llama.cpp from node-llama-cpp 3.22.1 via `bench/llamacpp_gen
       f"(dlopen), CPU variant {isa.get('llama.cpp', '—')}; F16 KV cache and flash attention "
       "AUTO (on for the CPU backend), llama.cpp's defaults")
 print(f"- **Work:** random-weight llama, dim 768, 12 layers, 12/4 heads, FFN 2048, "
-      f"vocab 32000 (bench/mkmodel, `catena quantize`); prompt {prompt} tokens as one batch, "
+      f"vocab 32000 (tests/tools/mkmodel, `catena quantize`); prompt {prompt} tokens as one batch, "
       f"then {gen} greedy decode steps; {alt} alternating invocations per side, each the "
       f"median of {reps} repetition(s) after a warm-up; medians over invocations"
       + (f"; 1-thread runs pinned with `{pin}`" if pin else ""))

@@ -7,7 +7,7 @@
 #
 # 1. Models: stories260K (../shared/models/stories260K.gguf, F32) and the random-weight llama
 #    of bench/run_engine.sh ("125M" in the table: 124.7M parameters, 49M of them the two
-#    embedding matrices) (bench/mkmodel: dim 768, 12 layers, 12/4 heads, FFN 2048,
+#    embedding matrices) (tests/tools/mkmodel: dim 768, 12 layers, 12/4 heads, FFN 2048,
 #    vocabulary 32000 from llama.cpp's SPM vocab, untied output), written here in F32
 #    (made once, kept in $MODEL_DIR). `catena quantize` makes each of $TYPES from the F32
 #    file; both programs read the same quantized files. stories260K's rows of 64 and 172
@@ -47,7 +47,7 @@ chunks_small=${CHUNKS_SMALL:-16}
 chunks_big=${CHUNKS_BIG:-8}
 catena=${CATENA:-$build/catena}
 lppl=${LLAMACPP_PPL:-$build/bench/llamacpp_ppl}
-mkmodel=${MKMODEL:-$build/bench/mkmodel}
+mkmodel=${MKMODEL:-$build/tools/mkmodel}
 shared=${CTN_SHARED:-../shared}
 
 say() { echo "$*" >&2; }

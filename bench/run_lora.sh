@@ -7,7 +7,7 @@
 #   scripts/setup-peers.sh && cmake --build build && sh bench/run_lora.sh
 #
 # - Model: the ~110M Q8_0 model of bench/run_engine.sh (made there if missing).
-# - Adapters: bench/mklora, rank $RANK on q, k, v, o, seeds 1..16, in $LORA_TYPE (F16 by
+# - Adapters: tests/tools/mklora, rank $RANK on q, k, v, o, seeds 1..16, in $LORA_TYPE (F16 by
 #   default: what llama.cpp's convert_lora_to_gguf.py writes unless told otherwise). The
 #   same files go to both programs. Sequence s uses adapter s mod count.
 # - Each count: `catena bench --parallel $PAR --lora ...` and `bench/llamacpp_gen --parallel
@@ -38,7 +38,7 @@ rank=${RANK:-16}
 ltype=${LORA_TYPE:-f16}
 catena=$build/catena
 lgen=$build/bench/llamacpp_gen
-mklora=$build/bench/mklora
+mklora=$build/tools/mklora
 
 say() { echo "$*" >&2; }
 for p in "$catena" "$lgen" "$mklora"; do
@@ -105,7 +105,7 @@ echo
 echo "- **Date:** $(date -u '+%Y-%m-%d %H:%M') UTC; **machine:** $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') x $(nproc); load average $load_start at the start"
 echo "- **catena:** commit $commit; \`catena bench --parallel $par --lora a1.gguf,...\`"
 echo "- **Peer:** llama.cpp (node-llama-cpp) via \`bench/llamacpp_gen --parallel $par --lora a1.gguf,...\`: each adapter's sequences as one batch of their own, one group after another; the rate is all tokens over the summed times"
-echo "- **Work:** the ~110M Q8_0 model, $threads threads, prompts of $prompt tokens, $gen greedy steps; adapters rank $rank on q, k, v, o in $(echo "$ltype" | tr a-z A-Z) (bench/mklora, the same files for both); $alt alternating invocations, each the median of $reps repetitions; medians"
+echo "- **Work:** the ~110M Q8_0 model, $threads threads, prompts of $prompt tokens, $gen greedy steps; adapters rank $rank on q, k, v, o in $(echo "$ltype" | tr a-z A-Z) (tests/tools/mklora, the same files for both); $alt alternating invocations, each the median of $reps repetitions; medians"
 echo "- **Command:** \`BUILD_DIR=$build sh bench/run_lora.sh\`"
 echo
 echo "| adapters | catena tok/s | llama.cpp tok/s | catena / llama.cpp | catena vs its no-adapter rate | llama.cpp vs its no-adapter rate |"

@@ -41,7 +41,7 @@ gen=${GEN_TOKENS:-32}
 catena=$build/catena
 lgen=$build/bench/llamacpp_gen
 load=$build/bench/engine_load
-mkmodel=$build/bench/mkmodel
+mkmodel=$build/tools/mkmodel
 
 say() { echo "$*" >&2; }
 for p in "$catena" "$lgen" "$load" "$mkmodel"; do

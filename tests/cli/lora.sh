@@ -1,5 +1,5 @@
 #!/bin/sh
-# LoRA from the command line on stories260K with a random adapter (bench/mklora):
+# LoRA from the command line on stories260K with a random adapter (tests/tools/mklora):
 # catena lora inspect and merge; generate --lora equals generating with the merged model
 # (greedy ids); --lora PATH:0 equals the base model; catena batch lines mixing the adapter
 # and the base give what generate gives; a PEFT folder of the same adapter gives what the GGUF
@@ -7,7 +7,7 @@
 set -u
 CATENA="${CATENA:-build/catena}"
 MODEL="${CTN_SHARED:-../shared}/models/stories260K.gguf"
-MKLORA="${MKLORA:-build/bench/mklora}"
+MKLORA="${MKLORA:-build/tools/mklora}"
 [ -f "$MODEL" ] || { echo "skip: no $MODEL"; exit 77; }
 [ -x "$MKLORA" ] || { echo "skip: no $MKLORA"; exit 77; }
 tmp=$(mktemp -d)

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Compiles the usage example at the top of every header of engine/, chains/, lua/, cli/ and
-# kernels/, so that an example cannot fall behind the API it shows.
+# Compiles the usage example at the top of every header of engine/, chains/, lua/, cli/,
+# kernels/ and tests/ref/, so that an example cannot fall behind the API it shows.
 #
 #   sh tests/docs/check_examples.sh [HEADER...]     (default: every header of those folders)
 #
@@ -52,7 +52,7 @@ done
 if [ $# -gt 0 ]; then
     headers="$*"
 else
-    headers=$(ls engine/*.h chains/*.h lua/*.h cli/*.h kernels/*.h 2>/dev/null)
+    headers=$(ls engine/*.h chains/*.h lua/*.h cli/*.h kernels/*.h tests/ref/*.h 2>/dev/null)
 fi
 
 # extract HEADER: prints the example's lines as "F<TAB>line<TAB>text" (file scope) or
@@ -101,7 +101,7 @@ for h in $headers; do
     fi
     ret=void
     if printf '%s\n' "$lines" | grep -q '^B	[0-9]*	.*return [^;]'; then ret=int; fi
-    c="$tmp/$dir-$name.c"
+    c="$tmp/$(echo "$dir" | tr / -)-$name.c"
     fn="ctn_doc_example_$(printf "%s_%s" "$dir" "$name" | tr -c "A-Za-z0-9" _)"
     {
         echo "/* Generated from $h by tests/docs/check_examples.sh. */"
@@ -127,7 +127,7 @@ for h in $headers; do
     # shellcheck disable=SC2086 # pkgflags is a list of words
     if out=$("$CC" -std=c11 -D_GNU_SOURCE -fsyntax-only -Wall -Wextra -Werror \
                 -Wno-unused-variable -Wno-unused-but-set-variable \
-                -Iengine -Ichains -Ilua -Icli -Ikernels -Itests/docs $pkgflags "$c" 2>&1); then
+                -Iengine -Ichains -Ilua -Icli -Ikernels -Itests/ref -Itests/docs $pkgflags "$c" 2>&1); then
         echo "ok   $h"
     else
         echo "FAIL $h (generated: $c)"
@@ -137,7 +137,7 @@ for h in $headers; do
     checked=$((checked + 1))
 done
 
-for pre in tests/docs/preambles/*/*.h; do
+for pre in $(find tests/docs/preambles -name "*.h"); do
     [ -f "$pre" ] || continue
     h=${pre#tests/docs/preambles/}
     [ -f "$h" ] || { echo "FAIL $pre: $h does not exist (stale preamble)"; failed=$((failed + 1)); }

@@ -1,10 +1,10 @@
 -- LoRA adapters from Lua: catena.lora.load, model:with{lora =, lora_scale =}, chains whose
 -- nodes use different adapters running together through one engine, and the errors.
--- Adapters are random GGUF LoRA files made by bench/mklora (MKLORA) for stories260K.
+-- Adapters are random GGUF LoRA files made by tests/tools/mklora (MKLORA) for stories260K.
 local catena = require("catena")
 local SHARED = os.getenv("CTN_SHARED") or "../shared"
 local MODEL = SHARED .. "/models/stories260K.gguf"
-local MKLORA = os.getenv("MKLORA") or "build/bench/mklora"
+local MKLORA = os.getenv("MKLORA") or "build/tools/mklora"
 
 local function mklora(path, seed)
   local cmd = string.format("%s %s -o %s --rank 8 --targets q,k,v,o,down --alpha 8 --std 0.3 --seed %d",
