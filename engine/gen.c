@@ -148,7 +148,7 @@ struct ctn_gen {
     float *logits; /* (logits_rows, n_vocab) */
     size_t logits_rows;
     char *piece;
-    ctn_strbuf tail; /* the text a request releases at its end */
+    ctn_strbuf tail;  /* the text a request releases at its end */
     int64_t cur_step; /* the step being run (its number once done) */
     pthread_t thread;
     bool has_thread;
@@ -184,10 +184,7 @@ ctn_gen_request ctn_gen_request_default(void) {
 /* ---- adapters -------------------------------------------------------------------------- */
 
 static const ctn_gguf_tensor *lora_base(const ctn_model *m, int64_t l, int t) {
-    const ctn_model_layer *ly = &m->layers[l];
-    const ctn_gguf_tensor *w[CTN_LORA_N] = {ly->wq,       ly->wk,     ly->wv,      ly->wo,
-                                            ly->ffn_gate, ly->ffn_up, ly->ffn_down};
-    return w[t];
+    return ctn_lora_target_weight(m, l, (ctn_lora_target)t);
 }
 
 /* Frees entry i (lora_lock held, no users). */
@@ -1031,8 +1028,7 @@ static int32_t blocks_for(const ctn_gen *e, const gseq *s, int64_t n) {
  * Samples the next token from the sequence's logits, streams it, and says whether the
  * sequence goes on (0) or how it finishes (*error for CTN_FINISH_ERROR).
  */
-static ctn_finish next_token(ctn_gen *e, gseq *s, float *logits, int *code,
-                             const char **error) {
+static ctn_finish next_token(ctn_gen *e, gseq *s, float *logits, int *code, const char **error) {
     int32_t tok;
     const int src = ctn_sampler_sample(s->smp, logits, &tok);
     if (src < 0) {

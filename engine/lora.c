@@ -37,17 +37,37 @@
 #include "quant.h"
 #include "safetensors.h"
 
-static const char *const HF[CTN_LORA_N] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
-                                           "gate_proj", "up_proj", "down_proj"};
-static const char *const GGUF[CTN_LORA_N] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
-                                             "ffn_gate", "ffn_up", "ffn_down"};
+/* The targets, in ctn_lora_target order: every name of one and the layer's weight it updates. */
+static const struct {
+    const char *hf, *hf_module, *gguf;
+    size_t weight; /* offset of the base tensor's pointer in ctn_model_layer */
+} TARGETS[CTN_LORA_N] = {
+    {"q_proj", "self_attn.q_proj", "attn_q", offsetof(ctn_model_layer, wq)},
+    {"k_proj", "self_attn.k_proj", "attn_k", offsetof(ctn_model_layer, wk)},
+    {"v_proj", "self_attn.v_proj", "attn_v", offsetof(ctn_model_layer, wv)},
+    {"o_proj", "self_attn.o_proj", "attn_output", offsetof(ctn_model_layer, wo)},
+    {"gate_proj", "mlp.gate_proj", "ffn_gate", offsetof(ctn_model_layer, ffn_gate)},
+    {"up_proj", "mlp.up_proj", "ffn_up", offsetof(ctn_model_layer, ffn_up)},
+    {"down_proj", "mlp.down_proj", "ffn_down", offsetof(ctn_model_layer, ffn_down)},
+};
 
 const char *ctn_lora_target_hf(ctn_lora_target t) {
-    return t >= 0 && t < CTN_LORA_N ? HF[t] : "?";
+    return t >= 0 && t < CTN_LORA_N ? TARGETS[t].hf : "?";
+}
+
+const char *ctn_lora_target_hf_module(ctn_lora_target t) {
+    return t >= 0 && t < CTN_LORA_N ? TARGETS[t].hf_module : "?";
 }
 
 const char *ctn_lora_target_gguf(ctn_lora_target t) {
-    return t >= 0 && t < CTN_LORA_N ? GGUF[t] : "?";
+    return t >= 0 && t < CTN_LORA_N ? TARGETS[t].gguf : "?";
+}
+
+const ctn_gguf_tensor *ctn_lora_target_weight(const ctn_model *m, int64_t l, ctn_lora_target t) {
+    if (t < 0 || t >= CTN_LORA_N || l < 0 || l >= m->hp.n_layer) return NULL;
+    const ctn_gguf_tensor *w;
+    memcpy(&w, (const char *)&m->layers[l] + TARGETS[t].weight, sizeof w);
+    return w;
 }
 
 size_t ctn_lora_type_size(int type) {
@@ -153,10 +173,7 @@ void ctn_lora_free(ctn_lora *a) {
 }
 
 static const ctn_gguf_tensor *base_of(const ctn_model *m, int64_t l, int t) {
-    const ctn_model_layer *ly = &m->layers[l];
-    const ctn_gguf_tensor *w[CTN_LORA_N] = {ly->wq,       ly->wk,     ly->wv,      ly->wo,
-                                            ly->ffn_gate, ly->ffn_up, ly->ffn_down};
-    return w[t];
+    return ctn_lora_target_weight(m, l, (ctn_lora_target)t);
 }
 
 /* "blk.N.<target>.weight.lora_a|b" -> layer, target, is_b; -1 when it is not such a name. */
@@ -180,7 +197,7 @@ static int parse_name(const char *s, size_t n, int64_t n_layer, int64_t *layer, 
     const long long l = strtoll(name + 4, &end, 10);
     if (end == name + 4 || *end != '.' || errno != 0 || l < 0 || l >= n_layer) return -1;
     for (int t = 0; t < CTN_LORA_N; t++)
-        if (strcmp(end + 1, GGUF[t]) == 0) {
+        if (strcmp(end + 1, TARGETS[t].gguf) == 0) {
             *layer = l;
             *target = t;
             return 0;
@@ -270,7 +287,7 @@ static int from_gguf(const ctn_model *m, const ctn_gguf *g, const char *path, in
             if (A == NULL && B == NULL) continue;
             if (A == NULL || B == NULL) {
                 ctn__errf(err, errcap, "%s: blk.%lld.%s.weight has lora_%s but no lora_%s", path,
-                          (long long)l, GGUF[k], A ? "a" : "b", A ? "b" : "a");
+                          (long long)l, TARGETS[k].gguf, A ? "a" : "b", A ? "b" : "a");
                 rc = CTN_EFORMAT;
                 break;
             }
@@ -281,15 +298,15 @@ static int from_gguf(const ctn_model *m, const ctn_gguf *g, const char *path, in
                 ctn__errf(err, errcap,
                           "%s: blk.%lld.%s.weight: lora_a is {%lld, %lld} and lora_b {%lld, %lld}; "
                           "the model's matrix {%lld, %lld} needs {%lld, r} and {r, %lld}",
-                          path, (long long)l, GGUF[k], (long long)A->ne[0], (long long)A->ne[1],
-                          (long long)B->ne[0], (long long)B->ne[1], (long long)n_in,
-                          (long long)n_out, (long long)n_in, (long long)n_out);
+                          path, (long long)l, TARGETS[k].gguf, (long long)A->ne[0],
+                          (long long)A->ne[1], (long long)B->ne[0], (long long)B->ne[1],
+                          (long long)n_in, (long long)n_out, (long long)n_in, (long long)n_out);
                 rc = CTN_EFORMAT;
                 break;
             }
             if (max_rank > 0 && rank > max_rank) {
                 ctn__errf(err, errcap, "%s: blk.%lld.%s.weight has rank %lld, above the limit %d",
-                          path, (long long)l, GGUF[k], (long long)rank, (int)max_rank);
+                          path, (long long)l, TARGETS[k].gguf, (long long)rank, (int)max_rank);
                 rc = CTN_ERANGE;
                 break;
             }
@@ -302,7 +319,7 @@ static int from_gguf(const ctn_model *m, const ctn_gguf *g, const char *path, in
                 ctn__errf(err, errcap,
                           "%s: blk.%lld.%s.weight: adapter.lora.alpha %g / rank %lld is not a "
                           "finite scale",
-                          path, (long long)l, GGUF[k], alpha, (long long)rank);
+                          path, (long long)l, TARGETS[k].gguf, alpha, (long long)rank);
                 rc = CTN_EFORMAT;
                 break;
             }
@@ -318,7 +335,7 @@ static int from_gguf(const ctn_model *m, const ctn_gguf *g, const char *path, in
                     ctn__errf(err, errcap, "out of memory");
                 else
                     ctn__errf(err, errcap, "%s: blk.%lld.%s.weight: lora tensors of type %s/%s %s",
-                              path, (long long)l, GGUF[k], ctn_type_name(A->type),
+                              path, (long long)l, TARGETS[k].gguf, ctn_type_name(A->type),
                               ctn_type_name(B->type),
                               "cannot be read (F32, F16, BF16 and the quantized types are)");
                 break;
@@ -499,7 +516,7 @@ static int parse_peft_name(const char *name, int64_t n_layer, int64_t *layer, in
     for (int t = 0; t < CTN_LORA_N; t++) {
         const size_t pl = strlen(PARENT[t]);
         if (strncmp(end + 1, PARENT[t], pl) == 0 && end[1 + pl] == '.' &&
-            strcmp(end + 2 + pl, HF[t]) == 0) {
+            strcmp(end + 2 + pl, TARGETS[t].hf) == 0) {
             *layer = l;
             *target = t;
             return 0;
@@ -601,7 +618,7 @@ static int peft_config(const cJSON *cfg, const char *path, int64_t *r, double *a
             const char *last = dot ? dot + 1 : e->valuestring;
             bool known = false;
             for (int t = 0; t < CTN_LORA_N; t++)
-                known |= strcmp(last, HF[t]) == 0;
+                known |= strcmp(last, TARGETS[t].hf) == 0;
             if (!known) {
                 ctn__errf(err, errcap,
                           "%s: adapter_config.json: target module \"%s\" has no counterpart "
@@ -687,7 +704,7 @@ static int from_peft(const ctn_model *m, const peft_cfg *c, const ctn_st *f, con
         const ctn_st_tensor **slot = is_b ? &tb[l * CTN_LORA_N + k] : &ta[l * CTN_LORA_N + k];
         if (*slot != NULL) {
             ctn__errf(err, errcap, "%s: tensors '%s' and '%s' both update %s of layer %lld", dir,
-                      (*slot)->name, t->name, HF[k], (long long)l);
+                      (*slot)->name, t->name, TARGETS[k].hf, (long long)l);
             rc = CTN_EFORMAT;
             break;
         }

@@ -83,9 +83,13 @@ typedef struct {
     size_t bytes;       /* memory held by A and B */
 } ctn_lora;
 
-/* Human-readable name of a target ("q_proj" ...) and its GGUF tensor suffix ("attn_q" ...). */
+/* The one table of targets (lora.c). Human-readable name of a target ("q_proj" ...), its
+ * Hugging Face module path in a decoder layer ("self_attn.q_proj" ...), its GGUF tensor suffix
+ * ("attn_q" ...), and the base weight it updates in layer l of m. */
 const char *ctn_lora_target_hf(ctn_lora_target t);
+const char *ctn_lora_target_hf_module(ctn_lora_target t);
 const char *ctn_lora_target_gguf(ctn_lora_target t);
+const ctn_gguf_tensor *ctn_lora_target_weight(const ctn_model *m, int64_t l, ctn_lora_target t);
 
 /*
  * Loads the adapter at path (a PEFT folder, or a GGUF LoRA file) for base model m. Errors

@@ -16,11 +16,8 @@
 /* The layer and target of t in m, or -1. */
 static int find_target(const ctn_model *m, const ctn_gguf_tensor *t, int64_t *layer) {
     for (int64_t l = 0; l < m->hp.n_layer; l++) {
-        const ctn_model_layer *ly = &m->layers[l];
-        const ctn_gguf_tensor *w[CTN_LORA_N] = {ly->wq,       ly->wk,     ly->wv,      ly->wo,
-                                                ly->ffn_gate, ly->ffn_up, ly->ffn_down};
         for (int k = 0; k < CTN_LORA_N; k++)
-            if (w[k] == t) {
+            if (ctn_lora_target_weight(m, l, (ctn_lora_target)k) == t) {
                 *layer = l;
                 return k;
             }

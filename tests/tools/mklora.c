@@ -41,10 +41,6 @@ static float normal(uint64_t *s) {
     return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
 }
 
-static const char *const PEFT_MOD[CTN_LORA_N] = {
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
-
 /* Adds A (rank x n_in floats) and B (n_out x rank, GGUF row order) of layer l, target k to the
  * PEFT file, B's rows put back in the Hugging Face order where GGUF reordered them. */
 static int peft_add(ctn_st_writer *w, const ctn_model *m, int64_t l, int k, int64_t rank,
@@ -70,7 +66,7 @@ static int peft_add(ctn_st_writer *w, const ctn_model *m, int64_t l, int k, int6
         const int64_t n = rank * (which ? n_out : n_in);
         const int64_t shape[2] = {which ? n_out : rank, which ? rank : n_in};
         snprintf(name, sizeof name, "base_model.model.model.layers.%lld.%s.lora_%c.weight",
-                 (long long)l, PEFT_MOD[k], which ? 'B' : 'A');
+                 (long long)l, ctn_lora_target_hf_module((ctn_lora_target)k), which ? 'B' : 'A');
         if (f16) {
             for (int64_t i = 0; i < n; i++)
                 h[i] = ctn_fp32_to_fp16(v[i]);
@@ -154,12 +150,10 @@ int main(int argc, char **argv) {
     uint64_t s = seed;
     const float sd = std > 0 ? (float)std : 0.05f / sqrtf((float)rank);
     for (int64_t l = 0; l < m->hp.n_layer; l++) {
-        const ctn_model_layer *ly = &m->layers[l];
-        const ctn_gguf_tensor *base[CTN_LORA_N] = {ly->wq,       ly->wk,     ly->wv,      ly->wo,
-                                                   ly->ffn_gate, ly->ffn_up, ly->ffn_down};
         for (int k = 0; k < CTN_LORA_N; k++) {
             if (!(mask & (1u << k))) continue;
-            const int64_t n_in = base[k]->ne[0], n_out = base[k]->ne[1];
+            const ctn_gguf_tensor *base = ctn_lora_target_weight(m, l, (ctn_lora_target)k);
+            const int64_t n_in = base->ne[0], n_out = base->ne[1];
             const int64_t na = rank * n_in, nb = n_out * rank;
             float *f = malloc((size_t)(na + nb) * sizeof *f);
             for (int64_t i = 0; i < na + nb; i++)
@@ -205,7 +199,8 @@ int main(int argc, char **argv) {
             int first = 1;
             for (int k = 0; k < CTN_LORA_N; k++)
                 if (mask & (1u << k)) {
-                    fprintf(cf, "%s\"%s\"", first ? "" : ", ", strchr(PEFT_MOD[k], '.') + 1);
+                    fprintf(cf, "%s\"%s\"", first ? "" : ", ",
+                            ctn_lora_target_hf((ctn_lora_target)k));
                     first = 0;
                 }
             fprintf(cf, "]}\n");
