@@ -33,6 +33,7 @@
 
 #include "gguf.h"
 #include "model.h"
+#include "quant.h"
 
 /* The matrices an adapter may update, per layer. */
 typedef enum {
@@ -60,14 +61,8 @@ typedef struct {
                       time, reading one contiguous block per run) */
 } ctn_lora_mat;
 
-/* Where element (o, r) of B is in bt. */
-static inline int64_t ctn_lora_bt_index(int64_t rank, int64_t o, int64_t r) {
-    return ((o / 16) * rank + r) * 16 + o % 16;
-}
-/* Values bt holds: rank * n_out rounded up to 16. */
-static inline int64_t ctn_lora_bt_len(int64_t rank, int64_t n_out) {
-    return rank * ((n_out + 15) / 16 * 16);
-}
+/* ctn_lora_bt_index and ctn_lora_bt_len, the layout of bt, are in kernels/quant.h (the LoRA
+ * products in kernels/ read it). */
 
 /* Element (r, i) of A and (o, r) of B, as floats. */
 float ctn_lora_a_at(const ctn_lora_mat *m, int64_t r, int64_t i);

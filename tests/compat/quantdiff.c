@@ -1,5 +1,5 @@
 /*
- * Differential test of engine/quant.c against ggml: for every supported type and many
+ * Differential test of kernels/quant.c against ggml: for every supported type and many
  * random rows (several distributions, scales and lengths), ctn_quantize_row must produce
  * the same bytes as ggml_quantize_chunk without an importance matrix, and
  * ctn_dequantize_row the same float bits as ggml's to_float (dequantize_row_* and the

@@ -26,14 +26,15 @@
 # loop, callbacks). A preamble includes project headers with <> (a "" include would find the
 # preamble of the same name beside it). The file is compiled with -fsyntax-only -Wall
 # -Wextra -Werror, less the two unused-variable warnings (an example shows a call's result
-# without always using it), against engine/, chains/, lua/, cli/, kernels/ and the pkg-config
+# without always using it), against engine/, chains/, lua/, cli/, kernels/ (and its cpu/,
+# cuda/) and the pkg-config
 # flags of libuv, Lua 5.4, cJSON, PCRE2 and SQLite.
 #
 # A header whose first indented block is not C is listed in NOT_C below, with the reason.
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 
-NOT_C="engine/attn.h engine/lora_kern.h"   # both open with a formula, not a usage example
+NOT_C="kernels/cpu/attn.h kernels/cpu/lora_kern.h"   # both open with a formula, not a usage example
 
 CC="${CC:-cc}"
 tmp="${CTN_DOC_KEEP:-}"
@@ -52,7 +53,8 @@ done
 if [ $# -gt 0 ]; then
     headers="$*"
 else
-    headers=$(ls engine/*.h chains/*.h lua/*.h cli/*.h kernels/*.h tests/ref/*.h 2>/dev/null)
+    headers=$(ls engine/*.h chains/*.h lua/*.h cli/*.h kernels/*.h kernels/cpu/*.h kernels/cuda/*.h \
+              tests/ref/*.h 2>/dev/null)
 fi
 
 # extract HEADER: prints the example's lines as "F<TAB>line<TAB>text" (file scope) or
@@ -127,7 +129,8 @@ for h in $headers; do
     # shellcheck disable=SC2086 # pkgflags is a list of words
     if out=$("$CC" -std=c11 -D_GNU_SOURCE -fsyntax-only -Wall -Wextra -Werror \
                 -Wno-unused-variable -Wno-unused-but-set-variable \
-                -Iengine -Ichains -Ilua -Icli -Ikernels -Itests/ref -Itests/docs $pkgflags "$c" 2>&1); then
+                -Iengine -Ichains -Ilua -Icli -Ikernels -Ikernels/cpu -Ikernels/cuda -Itests/ref \
+                -Itests/docs $pkgflags "$c" 2>&1); then
         echo "ok   $h"
     else
         echo "FAIL $h (generated: $c)"

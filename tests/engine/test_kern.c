@@ -1,5 +1,5 @@
 /*
- * The CPU kernels (engine/kern.h) on every ISA the CPU has: gemm against a double-precision
+ * The CPU kernels (kernels/cpu/kern.h) on every ISA the CPU has: gemm against a double-precision
  * reference computed from the dequantized weights and activations, each ISA against the
  * scalar one, bit-identical results for every tiling of the output (batch invariance), the
  * activation quantizers against llama.cpp's reference rules, the vector operations, and

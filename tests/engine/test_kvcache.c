@@ -1,5 +1,5 @@
 /*
- * The paged KV cache (engine/kvcache.c) and the thread pool (engine/pool.c): blocks come
+ * The paged KV cache (engine/kvcache.c) and the thread pool (kernels/cpu/pool.c): blocks come
  * from the pool as sequences grow and all go back; positions map through the block table;
  * bad shapes and budgets are errors; the pool runs every thread and its barrier holds.
  */

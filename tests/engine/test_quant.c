@@ -1,5 +1,5 @@
 /*
- * engine/quant.c on its own: round-trip error bounds per type, known values, special
+ * kernels/quant.c on its own: round-trip error bounds per type, known values, special
  * values and the half/bfloat16 conversions on their edge cases. Bit-exactness with ggml is
  * tests/compat/quantdiff.c's job; these tests hold without llama.cpp installed.
  *

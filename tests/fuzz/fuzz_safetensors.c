@@ -1,8 +1,8 @@
 /*
  * libFuzzer target for the safetensors reader (and, on what it accepts, the writer).
  *
- *     clang -g -O1 -fsanitize=fuzzer,address,undefined -Iengine tests/fuzz/fuzz_safetensors.c \
- *         engine/safetensors.c engine/quant.c engine/gguf.c engine/alloc.c engine/error.c \
+ *     clang -g -O1 -fsanitize=fuzzer,address,undefined -Iengine -Ikernels tests/fuzz/fuzz_safetensors.c \
+ *         engine/safetensors.c kernels/quant.c kernels/types.c engine/gguf.c kernels/alloc.c engine/error.c \
  *         -lcjson -lm -o /tmp/fuzz_safetensors
  *     mkdir -p /tmp/corpus && cp -r tests/fuzz/corpus_safetensors/. /tmp/corpus/
  *     /tmp/fuzz_safetensors -max_total_time=60 /tmp/corpus

@@ -14,8 +14,8 @@
  * piece sizes; then per stop string a length byte (1 + b % 8) and its bytes; the rest is
  * the text.
  *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iengine tests/fuzz/fuzz_stop.c \
- *       engine/stop.c engine/alloc.c engine/error.c -o /tmp/fuzz_stop && /tmp/fuzz_stop
+ *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iengine -Ikernels tests/fuzz/fuzz_stop.c \
+ *       engine/stop.c kernels/alloc.c engine/error.c -o /tmp/fuzz_stop && /tmp/fuzz_stop
  */
 #include <stdint.h>
 #include <stdio.h>

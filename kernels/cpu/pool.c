@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
-#include "error.h"
+#include "base.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>

@@ -2,6 +2,8 @@
 // report zero devices, not fail, so every runtime error maps to "no device".
 #include "kernels.h"
 
+#include "base.h"
+
 #include <cuda_runtime.h>
 #include <stdio.h>
 
@@ -18,7 +20,7 @@ extern "C" int ctn_cuda_device_describe(int i, char *buf, size_t cap) {
     cudaDeviceProp p;
     if (cudaGetDeviceProperties(&p, i) != cudaSuccess) {
         cudaGetLastError();
-        return -2; // CTN_EINVAL: no such device
+        return CTN_EINVAL; // no such device
     }
     snprintf(buf, cap, "%s (cc %d.%d, %zu MiB)", p.name, p.major, p.minor,
              (size_t)(p.totalGlobalMem >> 20));

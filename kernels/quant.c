@@ -14,7 +14,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "error.h"
+#include "base.h"
 
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF

@@ -1,5 +1,5 @@
-/* Free names of engine/pool.h's example (tests/docs/check_examples.sh). */
-#include <error.h> /* <>: not the preamble of the same name */
+/* Free names of kernels/cpu/pool.h's example (tests/docs/check_examples.sh). */
+#include <base.h> /* CTN_ENOMEM */
 struct job {
     ctn_pool *pool;
 };

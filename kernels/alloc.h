@@ -1,14 +1,16 @@
 /*
- * The engine's allocation wrappers, with allocation-failure injection for tests.
+ * catena's allocation wrappers, with allocation-failure injection for tests. They live at
+ * the bottom (kernels/) so that the kernels' thread pool and the engine above allocate
+ * through the same hook.
  *
  *     ctn__alloc_fail_after = 3;    // three more allocations succeed, then all fail
- *     rc = ctn_vocab_load(&v, g, err, sizeof err);   // must return CTN_ENOMEM, leak-free
+ *     rc = ctn_pool_new(&p, 4);     // must return CTN_ENOMEM, leak-free
  *     ctn__alloc_fail_after = -1;   // back to normal
  *
  *     ctn__alloc_fail_once = true;  // as SQLite does, the N-th allocation fails once:
  *     ctn__alloc_fail_after = 3;    // the fourth fails, every later one succeeds again
  *
- * Modules whose objects own memory (gguf.c, vocab.c, vocab_tok.c, pretok.c, safetensors.c,
+ * Modules whose objects own memory (kernels/cpu/pool.c; in engine/: gguf.c, vocab.c, vocab_tok.c, pretok.c, safetensors.c,
  * lora.c, lora_merge.c) allocate only through these, so a test can fail the N-th allocation
  * for every N, once and persistently (SQLite's discipline). Memory from them is released
  * with plain free(). Not a public header.

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "error.h"
+#include "base.h"
 #include "quant.h"
 
 #if defined(__x86_64__) || defined(__i386__)

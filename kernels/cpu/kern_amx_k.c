@@ -29,7 +29,7 @@
 #include <string.h>
 
 #include "amx.h"
-#include "gguf.h"
+#include "types.h"
 #include "kern.h"
 #include "quant.h"
 

@@ -1,4 +1,4 @@
-/* Free names of engine/kern.h's example (tests/docs/check_examples.sh). */
+/* Free names of kernels/cpu/kern.h's example (tests/docs/check_examples.sh). */
 #include <quant.h> /* <>: not the preamble of the same name */
 const float *x;
 void *xa;

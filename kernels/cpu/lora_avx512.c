@@ -14,7 +14,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "gguf.h"
+#include "types.h"
 #include "lora_kern.h"
 
 #define INL    static inline __attribute__((always_inline))

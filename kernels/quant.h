@@ -29,7 +29,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "gguf.h" /* ctn_type */
+#include "base.h"  /* CTN_E* */
+#include "types.h" /* ctn_type */
 
 #define CTN_QK8_0        32
 #define CTN_QK4_0        32
@@ -170,5 +171,16 @@ bool ctn_quant_supported(int type);
 int ctn_quantize_row(int type, const float *x, void *dst, int64_t n);
 /* Dequantizes n elements of src into y; same errors as ctn_quantize_row. */
 int ctn_dequantize_row(int type, const void *src, float *y, int64_t n);
+
+/* ---- LoRA B, transposed in runs of 16 outputs (engine/lora.h, the LoRA products) ---- */
+
+/* Where element (o, r) of B is in bt. */
+static inline int64_t ctn_lora_bt_index(int64_t rank, int64_t o, int64_t r) {
+    return ((o / 16) * rank + r) * 16 + o % 16;
+}
+/* Values bt holds: rank * n_out rounded up to 16. */
+static inline int64_t ctn_lora_bt_len(int64_t rank, int64_t n_out) {
+    return rank * ((n_out + 15) / 16 * 16);
+}
 
 #endif

@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "amx.h"
-#include "gguf.h"
+#include "types.h"
 #include "kern.h"
 #include "quant.h"
 

@@ -5,9 +5,8 @@
 
 #include <string.h>
 
-#include "gguf.h"
+#include "types.h"
 #include "kern.h"
-#include "lora.h"
 #include "quant.h"
 
 static inline float at(int type, const void *p, int64_t i) {

@@ -8,7 +8,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "gguf.h"
+#include "types.h"
 #include "lora_kern.h"
 #include "quant.h"
 
