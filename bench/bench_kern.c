@@ -1,5 +1,5 @@
 /*
- * Micro-benchmark of the CPU kernels (engine/kern.h) at the shapes of a 110M-parameter
+ * Micro-benchmark of the CPU kernels (kernels/cpu/kern.h) at the shapes of a 110M-parameter
  * model (dim 768, hidden 2048, vocab 32000), single thread:
  *   gemv: nc = 1 (decode), GB/s of weight bytes read;
  *   gemm: nc = 256 (prefill) or --cols N (a batch of N decoding sequences), GOPS
