@@ -26,14 +26,13 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "backend.h"
 #include "cli.h"
 #include "commands.h"
 #include "forward.h"
 #include "gen.h"
-#include "kern.h"
 #include "lora.h"
 #include "model.h"
-#include "pool.h"
 
 static int usage(FILE *f) {
     fprintf(f, "usage: catena bench -m MODEL.gguf [--prompt-tokens N] [--gen-tokens N]\n"
@@ -308,7 +307,7 @@ static int bench_parallel(const char *path, long n_prompt, long n_gen, long thre
            "\"adapter_load_ms\": %.2f, \"adapter_mb\": %.2f}\n",
            st.threads, n_prompt, n_gen, n_par, median(tp, (int)reps), median(td, (int)reps),
            st.preemptions, (double)ru.ru_maxrss / 1024.0, kv_f32 ? "f32" : "f16",
-           ctn_isa_name(ctn_kern_isa()), n_lora, n_lora > 0 ? load_ms / n_lora : 0.0,
+           ctn_backend_cpu_isa(), n_lora, n_lora > 0 ? load_ms / n_lora : 0.0,
            n_lora > 0 ? (double)lora_bytes / n_lora / (1024.0 * 1024.0) : 0.0);
     status = 0;
 done:
@@ -428,7 +427,7 @@ int ctn_cmd_bench(int argc, char **argv) {
            "\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"peak_rss_mb\": %.1f, "
            "\"kv_type\": \"%s\", \"isa\": \"%s\"}\n",
            ctn_fwd_threads(f), n_prompt, n_gen, median(tp, (int)reps), median(td, (int)reps),
-           (double)ru.ru_maxrss / 1024.0, kv_f32 ? "f32" : "f16", ctn_isa_name(ctn_kern_isa()));
+           (double)ru.ru_maxrss / 1024.0, kv_f32 ? "f32" : "f16", ctn_backend_cpu_isa());
     free(tp), free(td);
     status = 0;
 done:

@@ -13,10 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "cli.h"
 #include "commands.h"
 #include "gen.h"
-#include "kern.h"
 #include "lora.h"
 #include "model.h"
 #include "sampler.h"
@@ -305,7 +305,7 @@ static int generate(options *op) {
         fprintf(stderr,
                 "catena generate: %zu prompt tokens, context %" PRId64
                 ", %d threads, %s kernels, seed %" PRIu64 "\n",
-                n_prompt, st.n_ctx, st.threads, ctn_isa_name(ctn_kern_isa()),
+                n_prompt, st.n_ctx, st.threads, ctn_backend_cpu_isa(),
                 o.set.sampling.seed);
     if (ctn_gen_submit(e, &r, err, sizeof err) < 0) {
         fprintf(stderr, "catena generate: %s\n", err);

@@ -8,7 +8,6 @@
 
 #include "backend.h"
 #include "commands.h"
-#include "kern.h"
 
 #ifndef CTN_VERSION
 #define CTN_VERSION "dev"
@@ -54,7 +53,7 @@ int main(int argc, char **argv) {
         char info[256];
         ctn_backend_describe(info, sizeof info);
         printf("catena %s\n%s\nCPU kernels: %s (set CATENA_ISA=scalar|avx2|avx512|amx to choose)\n",
-               CTN_VERSION, info, ctn_isa_name(ctn_kern_isa()));
+               CTN_VERSION, info, ctn_backend_cpu_isa());
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

@@ -47,19 +47,7 @@ typedef enum {
     CTN_LORA_N
 } ctn_lora_target;
 
-typedef struct {
-    int32_t rank;  /* 0: this matrix is not updated */
-    int64_t n_in;  /* columns of A = the base tensor's ne[0] */
-    int64_t n_out; /* rows of B = the base tensor's ne[1] */
-    float scale;   /* alpha / rank (or / sqrt(rank) with rsLoRA) for this pair */
-    int type;      /* how a and bt hold their values: CTN_TYPE_F32, CTN_TYPE_F16 or
-                      CTN_TYPE_BF16 (see Precision above) */
-    void *a;       /* A: (rank, n_in) row-major, owned */
-    void *bt;      /* B transposed in runs of 16 outputs: element (o, r) of B at
-                      ctn_lora_bt_index(rank, o, r), n_out rounded up to 16 with zeros, owned
-                      (the forward pass adds sum_r u[r] * B[o..o+16][r] for a run at a
-                      time, reading one contiguous block per run) */
-} ctn_lora_mat;
+/* ctn_lora_mat, one adapter matrix pair, is in kernels/quant.h (the backends read it). */
 
 /* ctn_lora_bt_index and ctn_lora_bt_len, the layout of bt, are in kernels/quant.h (the LoRA
  * products in kernels/ read it). */

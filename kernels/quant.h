@@ -183,4 +183,19 @@ static inline int64_t ctn_lora_bt_len(int64_t rank, int64_t n_out) {
     return rank * ((n_out + 15) / 16 * 16);
 }
 
+/* One adapter matrix pair (engine/lora.h loads them; the backends' LoRA products read them). */
+typedef struct {
+    int32_t rank;  /* 0: this matrix is not updated */
+    int64_t n_in;  /* columns of A = the base tensor's ne[0] */
+    int64_t n_out; /* rows of B = the base tensor's ne[1] */
+    float scale;   /* alpha / rank (or / sqrt(rank) with rsLoRA) for this pair */
+    int type;      /* how a and bt hold their values: CTN_TYPE_F32, CTN_TYPE_F16 or
+                      CTN_TYPE_BF16 (engine/lora.h, "Precision") */
+    void *a;       /* A: (rank, n_in) row-major, owned */
+    void *bt;      /* B transposed in runs of 16 outputs: element (o, r) of B at
+                      ctn_lora_bt_index(rank, o, r), n_out rounded up to 16 with zeros, owned
+                      (the forward pass adds sum_r u[r] * B[o..o+16][r] for a run at a
+                      time, reading one contiguous block per run) */
+} ctn_lora_mat;
+
 #endif

@@ -1,3 +1,4 @@
+/* What this build has for compute, and freeing a backend (backend.h). */
 #include "backend.h"
 
 #include <stdio.h>
@@ -36,4 +37,8 @@ void ctn_backend_describe(char *buf, size_t cap) {
 #else
     snprintf(buf, cap, "CPU: on; CUDA: off (this build has no CUDA backend)");
 #endif
+}
+
+void ctn_backend_free(ctn_backend *be) {
+    if (be != NULL) be->vt->free(be);
 }
