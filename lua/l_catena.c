@@ -429,17 +429,36 @@ static ctn_node **check_runnable(lua_State *L, int idx) {
     return luaL_checkudata(L, idx, CTN_L_RUNNABLE);
 }
 
-/* Pushes a runnable for node (taken; NULL: raises out of memory). */
+/* The box of a runnable, made under lua_pcall so that a memory error cannot lose the node:
+ * it is owned by the box (whose __gc releases it) only once nothing more can fail. */
+static int box_runnable(lua_State *L) {
+    ctn_node *node = lua_touserdata(L, 1);
+    ctn_node **p = lua_newuserdatauv(L, sizeof *p, 0);
+    *p = NULL;
+    luaL_setmetatable(L, CTN_L_RUNNABLE);
+    *p = node;
+    return 1;
+}
+
+/* Pushes a runnable for node (taken, also when this raises; NULL: raises out of memory). */
 static void push_runnable(lua_State *L, ctn_node *node) {
     if (node == NULL) luaL_error(L, "catena: out of memory (or a bad argument) building a node");
-    ctn_node **p = lua_newuserdatauv(L, sizeof *p, 0);
-    *p = node;
-    luaL_setmetatable(L, CTN_L_RUNNABLE);
+    if (!lua_checkstack(L, 3)) {
+        ctn_node_unref(node);
+        luaL_error(L, "catena: out of memory");
+    }
+    lua_pushcfunction(L, box_runnable);
+    lua_pushlightuserdata(L, node);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        ctn_node_unref(node);
+        lua_error(L);
+    }
 }
 
 static ctn_node *coerce(lua_State *L, int idx, const char *what);
 
-/* A parallel node from a table of key = runnable-like. */
+/* A parallel node from a table of key = runnable-like. Each child is boxed on the stack as it
+ * is made, so a Lua error on the way (a bad value, memory) loses nothing. */
 static ctn_node *table_parallel(lua_State *L, int idx, int assign, const char *what) {
     idx = lua_absindex(L, idx);
     size_t n = 0;
@@ -452,12 +471,9 @@ static ctn_node *table_parallel(lua_State *L, int idx, int assign, const char *w
         n++;
         lua_pop(L, 1);
     }
-    const char **keys = calloc(n + 1, sizeof *keys);
-    ctn_node **kids = calloc(n + 1, sizeof *kids);
-    if (keys == NULL || kids == NULL) {
-        free(keys), free(kids);
-        luaL_error(L, "catena: out of memory");
-    }
+    /* Key pointers live in a userdata (collected), the strings in the table itself. */
+    const char **keys = lua_newuserdatauv(L, (n + 1) * sizeof *keys, 0);
+    const int keys_at = lua_gettop(L);
     /* Keys in sorted order, so the output's key order does not depend on the table's hash. */
     size_t i = 0;
     lua_pushnil(L);
@@ -470,38 +486,47 @@ static ctn_node *table_parallel(lua_State *L, int idx, int assign, const char *w
             const char *x = keys[b];
             keys[b] = keys[b - 1], keys[b - 1] = x;
         }
+    luaL_checkstack(L, (int)n + 4, "catena: a parallel table this large");
     for (i = 0; i < n; i++) {
         lua_getfield(L, idx, keys[i]);
         char w[128];
         snprintf(w, sizeof w, "%s.%s", what, keys[i]);
-        /* coerce raises on bad values: release what was built first. */
         if (!lua_isfunction(L, -1) && !lua_istable(L, -1) &&
-            !luaL_testudata(L, -1, CTN_L_RUNNABLE)) {
-            for (size_t j = 0; j < i; j++)
-                ctn_node_unref(kids[j]);
-            free(kids), free(keys);
+            !luaL_testudata(L, -1, CTN_L_RUNNABLE))
             luaL_error(L,
                        "catena: %s: a %s is not a runnable (use a function, a table or a runnable)",
                        w, luaL_typename(L, -1));
-        }
-        kids[i] = coerce(L, -1, w);
+        ctn_node *kid = coerce(L, -1, w);
         lua_pop(L, 1);
+        push_runnable(L, kid); /* at keys_at + 1 + i */
     }
+    ctn_node **kids = calloc(n + 1, sizeof *kids);
+    if (kids == NULL) luaL_error(L, "catena: out of memory");
+    for (i = 0; i < n; i++)
+        kids[i] = ctn_node_ref(*check_runnable(L, keys_at + 1 + (int)i));
     ctn_node *p = assign ? ctn_node_assign(keys, kids, n) : ctn_node_parallel(keys, kids, n);
-    free(keys), free(kids);
+    free(kids);
+    lua_settop(L, keys_at - 1);
     return p;
 }
 
 /* A lambda node for the function at idx (a new reference; raises when memory runs out). */
 static ctn_node *lambda_node(lua_State *L, int idx, const char *name) {
-    lambda_ud *u = malloc(sizeof *u);
-    if (u == NULL) luaL_error(L, "catena: out of memory");
+    /* The Lua side first (it may raise), then what C owns. */
     lua_pushvalue(L, idx);
-    u->fn = luaL_ref(L, LUA_REGISTRYINDEX);
+    const int fn = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-    u->L = lua_tothread(L, -1);
+    lua_State *main = lua_tothread(L, -1);
     lua_pop(L, 1);
-    u->ctx = get_ctx(L);
+    lctx *ctx = get_ctx(L);
+    lambda_ud *u = malloc(sizeof *u);
+    if (u == NULL) {
+        luaL_unref(L, LUA_REGISTRYINDEX, fn);
+        luaL_error(L, "catena: out of memory");
+    }
+    u->fn = fn;
+    u->L = main;
+    u->ctx = ctx;
     ctn_node *n = ctn_node_custom(&lambda_ops, u, name);
     if (n == NULL) {
         luaL_unref(L, LUA_REGISTRYINDEX, u->fn);
@@ -870,6 +895,14 @@ static run_wait *start_wait(lua_State *L, ctn_node *root, int input_idx, int cfg
     return w;
 }
 
+/* The output value (light userdata; NULL: nil) as a Lua value, for finish_wait's pcall. */
+static int push_out_p(lua_State *L) {
+    const ctn_val *v = lua_touserdata(L, 1);
+    if (v != NULL) ctn_l_push_val(L, v, 1);
+    else lua_pushnil(L);
+    return 1;
+}
+
 /* Pushes a finished wait's result, or raises its error (freeing w either way). */
 static int finish_wait(lua_State *L, run_wait *w) {
     if (w->print_trace && w->run != NULL) {
@@ -885,12 +918,16 @@ static int finish_wait(lua_State *L, run_wait *w) {
         wait_free(w);
         return raise_err(L, code, msg, path);
     }
-    if (w->out != NULL)
-        ctn_l_push_val(L, w->out, 1);
-    else
-        lua_pushnil(L);
+    /* Converting the output may raise (memory): under pcall, so w is freed either way. */
+    if (!lua_checkstack(L, 3)) {
+        wait_free(w);
+        return luaL_error(L, "catena: out of memory");
+    }
+    lua_pushcfunction(L, push_out_p);
+    lua_pushlightuserdata(L, w->out);
+    const int st = lua_pcall(L, 1, 1, 0);
     wait_free(w);
-    return 1;
+    return st == LUA_OK ? 1 : lua_error(L);
 }
 
 static int invoke_k(lua_State *L, int status, lua_KContext k) {
@@ -922,19 +959,11 @@ static int r_invoke(lua_State *L) {
 
 /* ---- batch ---- */
 
-/* Pushes the results table (raising the first error unless return_exceptions); frees the
- * waits and the array w. */
-static int batch_results(lua_State *L, run_wait **w, int n, int return_exceptions) {
-    int first_err = -1;
-    for (int i = 0; i < n; i++)
-        if (w[i]->code != 0 && first_err < 0) first_err = i;
-    if (first_err >= 0 && !return_exceptions) {
-        run_wait *e = w[first_err];
-        for (int i = 0; i < n; i++)
-            if (i != first_err) wait_free(w[i]);
-        free(w);
-        return finish_wait(L, e); /* raises */
-    }
+/* The results table of batch_results (under pcall: light userdata w, n); takes the waits it
+ * has converted (w[i] = NULL). */
+static int results_table_p(lua_State *L) {
+    run_wait **w = lua_touserdata(L, 1);
+    const int n = (int)lua_tointeger(L, 2);
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
         if (w[i]->code != 0) {
@@ -948,8 +977,38 @@ static int batch_results(lua_State *L, run_wait **w, int n, int return_exception
         wait_free(w[i]);
         w[i] = NULL;
     }
-    free(w);
     return 1;
+}
+
+/* Pushes the results table (raising the first error unless return_exceptions); frees the
+ * waits and the array w. */
+static int batch_results(lua_State *L, run_wait **w, int n, int return_exceptions) {
+    int first_err = -1;
+    for (int i = 0; i < n; i++)
+        if (w[i]->code != 0 && first_err < 0) first_err = i;
+    if (first_err >= 0 && !return_exceptions) {
+        run_wait *e = w[first_err];
+        for (int i = 0; i < n; i++)
+            if (i != first_err) wait_free(w[i]);
+        free(w);
+        return finish_wait(L, e); /* raises */
+    }
+    /* The table is built under pcall (it may raise: memory); what it did not take is freed
+     * after, either way. */
+    if (!lua_checkstack(L, 4)) {
+        for (int i = 0; i < n; i++)
+            wait_free(w[i]);
+        free(w);
+        return luaL_error(L, "catena: out of memory");
+    }
+    lua_pushcfunction(L, results_table_p);
+    lua_pushlightuserdata(L, w);
+    lua_pushinteger(L, n);
+    const int st = lua_pcall(L, 2, 1, 0);
+    for (int i = 0; i < n; i++)
+        wait_free(w[i]);
+    free(w);
+    return st == LUA_OK ? 1 : lua_error(L);
 }
 
 static void bstate_free(lua_State *L, bstate *b) {
@@ -1064,20 +1123,25 @@ static int r_batch(lua_State *L) {
     } else if (!lua_isnil(L, 3)) {
         luaL_argerror(L, 2, "options must be a table {max_concurrency =, return_exceptions =}");
     }
+    /* The references first (they may raise), then what C owns. */
+    lua_pushvalue(L, 2);
+    const int inputs = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, 4);
+    const int cfg = lua_isnil(L, -1) ? (lua_pop(L, 1), LUA_REFNIL) : luaL_ref(L, LUA_REGISTRYINDEX);
     bstate *b = calloc(1, sizeof *b);
     const int n = (int)lua_rawlen(L, 2);
     if (b == NULL || (b->w = calloc((size_t)n + 1, sizeof *b->w)) == NULL) {
         free(b);
+        luaL_unref(L, LUA_REGISTRYINDEX, inputs);
+        luaL_unref(L, LUA_REGISTRYINDEX, cfg);
         luaL_error(L, "catena: out of memory");
     }
     b->n = n;
     b->maxc = maxc > 0 ? maxc : (n > 0 ? n : 1);
     b->rex = rex;
     b->root = ctn_node_ref(*r);
-    lua_pushvalue(L, 2);
-    b->inputs = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pushvalue(L, 4);
-    b->cfg = luaL_ref(L, LUA_REGISTRYINDEX);
+    b->inputs = inputs;
+    b->cfg = cfg;
     return batch_go(L, b);
 }
 
@@ -1859,19 +1923,24 @@ int luaopen_catena(lua_State *L) {
     lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
+        /* Each step may raise (memory): the coroutine table first, then the context with
+         * its __gc set before the loop exists (the __gc closes only an opened loop), and
+         * the registry entry that makes it the state's last. */
+        lua_newtable(L);
+        lua_setfield(L, LUA_REGISTRYINDEX, COS_KEY);
         lctx *ctx = lua_newuserdatauv(L, sizeof *ctx, 0);
         memset(ctx, 0, sizeof *ctx);
-        if (uv_loop_init(&ctx->loop) != 0) luaL_error(L, "catena: cannot create the event loop");
-        lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-        ctx->main = lua_tothread(L, -1);
-        lua_pop(L, 1);
+        ctx->closed = 1; /* nothing to close yet */
         lua_newtable(L);
         lua_pushcfunction(L, ctx_gc);
         lua_setfield(L, -2, "__gc");
         lua_setmetatable(L, -2);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+        ctx->main = lua_tothread(L, -1);
+        lua_pop(L, 1);
+        if (uv_loop_init(&ctx->loop) != 0) luaL_error(L, "catena: cannot create the event loop");
+        ctx->closed = 0;
         lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY);
-        lua_newtable(L);
-        lua_setfield(L, LUA_REGISTRYINDEX, COS_KEY);
     } else {
         lua_pop(L, 1);
     }
