@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "error.h"
+#include "str.h"
+
 void ctn__batch_req_close(ctn__batch_req *r) {
     cJSON_Delete(r->json);
     r->json = NULL;
@@ -17,10 +20,14 @@ void ctn__batch_req_close(ctn__batch_req *r) {
 
 int ctn__batch_req_parse(const char *text, ctn__batch_req *r, char *err, size_t errlen) {
     const char *end = NULL;
-    cJSON *o = cJSON_ParseWithOpts(text, &end, 1);
+    int jrc;
+    cJSON *o = ctn__json_parse(text, strlen(text), true, &end, &jrc);
     if (o == NULL) {
-        snprintf(err, errlen, "not valid JSON (at column %ld)",
-                 end != NULL ? (long)(end - text) + 1 : 1L);
+        if (jrc == CTN_ENOMEM)
+            snprintf(err, errlen, "out of memory parsing the line");
+        else
+            snprintf(err, errlen, "not valid JSON (at column %ld)",
+                     end != NULL ? (long)(end - text) + 1 : 1L);
         return -1;
     }
     r->json = o;

@@ -14,6 +14,7 @@
 
 #include "commands.h"
 #include "gguf.h"
+#include "str.h"
 
 #define TEXT_MAX_CHARS 60 /* longer strings are cut to 57 characters and "..." */
 #define TEXT_MAX_ELEMS 6  /* longer arrays show this many elements and "..." */
@@ -482,6 +483,7 @@ static cJSON *json_tensor(const ctn_gguf *g, int64_t i) {
 
 /* Builds the whole JSON document; NULL when out of memory. */
 static cJSON *json_doc(const ctn_gguf *g) {
+    ctn__json_init();
     cJSON *root = cJSON_CreateObject();
     if (root == NULL) return NULL;
     cJSON *meta = cJSON_CreateObject(), *tensors = cJSON_CreateObject();

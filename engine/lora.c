@@ -36,6 +36,7 @@
 #include "gguf.h"
 #include "quant.h"
 #include "safetensors.h"
+#include "str.h"
 
 /* The targets, in ctn_lora_target order: every name of one and the layer's weight it updates. */
 static const struct {
@@ -657,10 +658,12 @@ typedef struct {
  * adapter) into c, checking its settings. c->json is the caller's to delete either way. */
 static int peft_parse(const char *text, const char *path, const char *dir, peft_cfg *c, char *err,
                       size_t errcap) {
-    c->json = cJSON_Parse(text);
+    int rc;
+    c->json = ctn__json_parse(text, strlen(text), false, NULL, &rc);
     if (c->json == NULL) {
-        ctn__errf(err, errcap, "%s: not valid JSON", path);
-        return CTN_EFORMAT;
+        ctn__errf(err, errcap, "%s: %s", path,
+                  rc == CTN_ENOMEM ? "out of memory parsing it" : "not valid JSON");
+        return rc;
     }
     return peft_config(c->json, dir, &c->r, &c->alpha, &c->rslora, err, errcap);
 }

@@ -659,8 +659,10 @@ static int parse(parser *p) {
     p->data_size = p->size - 8 - n;
 
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(p->json, (size_t)n, &end, 0);
+    int jrc;
+    cJSON *root = ctn__json_parse(p->json, (size_t)n, false, &end, &jrc);
     if (root == NULL) {
+        if (jrc == CTN_ENOMEM) return fail(p, CTN_ENOMEM, "header: out of memory parsing its JSON");
         size_t at = end != NULL && end >= p->json ? (size_t)(end - p->json) : 0;
         return fail(p, CTN_EFORMAT, "header: not valid JSON (near header offset %zu)", at);
     }
@@ -1015,6 +1017,7 @@ static bool add_int(cJSON *arr, uint64_t v) {
  */
 static int build_header(ctn_st_writer *w, char **json, size_t *len, uint64_t *data_size) {
     *json = NULL;
+    ctn__json_init();
     cJSON *root = cJSON_CreateObject();
     bool ok = root != NULL;
     if (ok && w->n_m > 0) {

@@ -1,11 +1,14 @@
 /* The one string duplicator and growing string (str.h). */
 #include "str.h"
 
+#include <cjson/cJSON.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
+#include "base.h"
 
 char *ctn__strndup(const char *s, size_t n) {
     if (n == SIZE_MAX) return NULL;
@@ -68,4 +71,49 @@ void ctn_sb_free(ctn_strbuf *b) {
     b->p = NULL;
     b->len = b->cap = 0;
     b->oom = false;
+}
+
+/* ---- cJSON on the allocation hook ---- */
+
+/* Set when an allocation of this thread's cJSON call failed. */
+static _Thread_local bool json_oom;
+
+static void *json_malloc(size_t n) {
+    void *p = ctn__malloc(n);
+    if (p == NULL) json_oom = true;
+    return p;
+}
+
+static void json_hooks(void) {
+    cJSON_InitHooks(&(cJSON_Hooks){.malloc_fn = json_malloc, .free_fn = free});
+}
+
+void ctn__json_init(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, json_hooks);
+}
+
+cJSON *ctn__json_parse(const char *s, size_t n, bool strict, const char **end, int *rc) {
+    ctn__json_init();
+    json_oom = false;
+    const char *e = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(s, n, &e, 0);
+    if (j != NULL && strict) { /* only white space may follow the value */
+        const char *p = e, *lim = s + n;
+        while (p < lim && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+            p++;
+        if (p < lim && !(*p == '\0' && p + 1 == lim)) {
+            cJSON_Delete(j);
+            j = NULL;
+            e = p;
+        }
+    }
+    if (end != NULL) *end = e;
+    *rc = j != NULL ? 0 : json_oom ? CTN_ENOMEM : CTN_EFORMAT;
+    if (j != NULL && json_oom) { /* a tree cJSON built around a failed allocation */
+        cJSON_Delete(j);
+        j = NULL;
+        *rc = CTN_ENOMEM;
+    }
+    return j;
 }

@@ -41,4 +41,16 @@ char *ctn_sb_take(ctn_strbuf *b);
 /* Frees what b holds and empties it. */
 void ctn_sb_free(ctn_strbuf *b);
 
+/*
+ * JSON through cJSON with its allocations on the hook (cJSON_InitHooks, set once per process
+ * by the first call): the tree of the n bytes at s (NUL-terminated or not), or NULL with *rc
+ * CTN_ENOMEM (memory ran out while parsing) or CTN_EFORMAT (not valid JSON; *end, when end
+ * is not NULL, then points near the fault). When strict, only white space (and a last NUL)
+ * may follow the value. Free the tree with cJSON_Delete.
+ */
+struct cJSON;
+struct cJSON *ctn__json_parse(const char *s, size_t n, bool strict, const char **end, int *rc);
+/* Sets cJSON's allocator to the hook (once); for code that builds JSON trees. */
+void ctn__json_init(void);
+
 #endif

@@ -6,20 +6,23 @@
 
 #include <stdlib.h>
 
-long ctn__alloc_fail_after = -1;
-bool ctn__alloc_fail_once = false;
-long ctn__alloc_n_failed = 0;
+_Atomic long ctn__alloc_fail_after = -1;
+_Atomic bool ctn__alloc_fail_once = false;
+_Atomic long ctn__alloc_n_failed = 0;
 
-/* True when this allocation is to fail; counts down the allocations left otherwise. */
+/* True when this allocation is to fail; counts down the allocations left otherwise. One
+ * relaxed load when disarmed; a compare-and-swap loop when armed, so that concurrent
+ * allocations each take one step of the count. */
 static int fail_now(void) {
-    if (ctn__alloc_fail_after < 0) return 0;
-    if (ctn__alloc_fail_after == 0) {
-        if (ctn__alloc_fail_once) ctn__alloc_fail_after = -1;
-        ctn__alloc_n_failed++;
-        return 1;
+    long n = atomic_load_explicit(&ctn__alloc_fail_after, memory_order_relaxed);
+    for (;;) {
+        if (n < 0) return 0;
+        const long next = n > 0 ? n - 1 : atomic_load(&ctn__alloc_fail_once) ? -1 : 0;
+        if (atomic_compare_exchange_weak(&ctn__alloc_fail_after, &n, next)) break;
     }
-    ctn__alloc_fail_after--;
-    return 0;
+    if (n > 0) return 0;
+    atomic_fetch_add(&ctn__alloc_n_failed, 1);
+    return 1;
 }
 
 void *ctn__malloc(size_t n) {

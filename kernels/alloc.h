@@ -18,30 +18,33 @@
 #ifndef CTN_ALLOC_H
 #define CTN_ALLOC_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 /*
  * When >= 0, that many more allocations succeed and every later one fails, until the test
- * sets it back to -1 (the default). Not thread-safe: set it only while no other thread
- * allocates through these wrappers (at -1 it is only read).
+ * sets it back to -1 (the default). Atomic: the allocations of every thread (the engine's,
+ * the loop's) count down one counter, so a test may arm it while an engine thread runs;
+ * which thread's allocation is the N-th then depends on timing, and every outcome must be
+ * clean.
  */
-extern long ctn__alloc_fail_after;
+extern _Atomic long ctn__alloc_fail_after;
 
 /*
  * When true, only the one allocation ctn__alloc_fail_after points at fails: the hook then
  * sets ctn__alloc_fail_after back to -1 itself, and later allocations succeed (a transient
  * failure, which must not leave an object half built either). False (the default): every
- * allocation after it fails too. The same thread-safety rule as ctn__alloc_fail_after.
+ * allocation after it fails too. Set it before ctn__alloc_fail_after.
  */
-extern bool ctn__alloc_fail_once;
+extern _Atomic bool ctn__alloc_fail_once;
 
 /*
  * How many allocations the hook has failed so far (it only counts up; a test reads it
  * before and after a call to know whether the failure hit anything, or whether N has run
  * past the last allocation the call makes).
  */
-extern long ctn__alloc_n_failed;
+extern _Atomic long ctn__alloc_n_failed;
 
 /* malloc / calloc / realloc; a size of 0 is taken as 1 so that NULL always means failure. */
 void *ctn__malloc(size_t n);
