@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "alloc.h"
 #include "error.h"
 #include "gen.h"
 #include "gguf.h"
@@ -143,6 +144,8 @@ typedef struct {
     int *done_counter;  /* shared count of on_done calls, or NULL */
     bool close_in_text; /* ctn_lm_close(lm) from the first on_text */
     int sleep_first_ms; /* the first on_text sleeps this long (a slow loop) */
+    bool quiet;         /* a failed request is not printed */
+    int error;          /* on_done's error code */
 } collect;
 
 /* Checks s is valid UTF-8 (no overlongs, surrogates or code points past U+10FFFF); written
@@ -206,7 +209,8 @@ static void on_done(void *ud, const ctn_lm_result *r) {
     c->result_matches =
         r->text_len == c->n && memcmp(r->text, c->text, c->n) == 0 && r->text[r->text_len] == 0;
     CHECK_STR(r->finish_name, ctn_finish_name(r->finish));
-    if (r->finish == CTN_FINISH_ERROR) printf("  request failed: %s\n", r->message);
+    c->error = r->error;
+    if (r->finish == CTN_FINISH_ERROR && !c->quiet) printf("  request failed: %s\n", r->message);
 }
 
 static const ctn_lm_callbacks callbacks = {on_text, on_done};
@@ -831,6 +835,69 @@ TEST(one_piece_per_token_however_slow_the_loop) {
     close_all(&loop, lm);
 }
 
+/*
+ * Allocation failures through the bridge while its engine thread runs (SQLite's discipline):
+ * for every N, the N-th allocation after a request is made (on the loop's thread or the
+ * engine's: the hook counts both) fails, once or from then on. Each request ends cleanly: the
+ * call fails with CTN_ENOMEM and calls nothing, or on_done comes exactly once, with the
+ * engine's own text or an out-of-memory error; the loop then closes.
+ */
+TEST(allocation_failures_through_the_bridge) {
+    char *want = direct_run("Once upon a time", 0, 0, 12, NULL);
+    for (int once = 1; once >= 0; once--) {
+        long n = 0;
+        int ok = 0, failed = 0;
+        for (; n < 20000; n++) {
+            uv_loop_t loop;
+            uv_loop_init(&loop);
+            ctn_lm *lm = open_model(&loop);
+            CHECK(lm != NULL);
+            if (lm == NULL) break;
+            collect *c = calloc(1, sizeof *c);
+            c->quiet = true;
+            const long before = ctn__alloc_n_failed;
+            ctn__alloc_fail_once = once;
+            ctn__alloc_fail_after = n;
+            ctn_lm_request r = ctn_lm_request_default();
+            r.prompt = "Once upon a time";
+            r.prompt_len = strlen(r.prompt);
+            r.set.sampling.temp = 0;
+            r.set.max_tokens = 12;
+            char err[256] = "";
+            const int rc = ctn_lm_generate(lm, &r, &callbacks, c, NULL, err, sizeof err);
+            if (rc == 0) uv_run(&loop, UV_RUN_DEFAULT);
+            ctn__alloc_fail_after = -1;
+            ctn__alloc_fail_once = false;
+            const bool touched = ctn__alloc_n_failed > before;
+            if (rc < 0) {
+                CHECK_EQ_INT(rc, CTN_ENOMEM);
+                CHECK_EQ_INT(c->n_done, 0);
+                failed++;
+            } else {
+                CHECK_EQ_INT(c->n_done, 1);
+                CHECK(!c->after_done && !c->bad_piece);
+                c->text[c->n] = '\0';
+                if (!strcmp(c->finish, "length")) {
+                    CHECK_STR(c->text, want);
+                    ok++;
+                } else {
+                    CHECK_STR(c->finish, "error");
+                    CHECK_EQ_INT(c->error, CTN_ENOMEM);
+                    failed++;
+                }
+            }
+            if (!touched) CHECK(rc == 0 && !strcmp(c->finish, "length"));
+            free(c);
+            close_all(&loop, lm);
+            if (!touched) break;
+        }
+        printf("  %s: %ld allocations, %d requests failed cleanly, %d gave the text\n",
+               once ? "each failing once" : "failing from then on", n, failed, ok);
+        CHECK(n > 2 && n < 20000 && failed > 0 && ok > 0);
+    }
+    free(want);
+}
+
 int main(void) {
     snprintf(model_path, sizeof model_path, "%s/models/stories260K.gguf", shared_dir());
     if (!have_model()) {
@@ -849,5 +916,6 @@ int main(void) {
     RUN(pieces_are_whole_utf8);
     RUN(embeddings_through_the_same_engine);
     RUN(one_piece_per_token_however_slow_the_loop);
+    RUN(allocation_failures_through_the_bridge);
     return test_summary();
 }
