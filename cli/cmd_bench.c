@@ -37,7 +37,7 @@
 static int usage(FILE *f) {
     fprintf(f, "usage: catena bench -m MODEL.gguf [--prompt-tokens N] [--gen-tokens N]\n"
                "                    [--threads N] [--reps R] [--parallel P] [--kv-f32]\n"
-               "                    [--lora A.gguf[,B.gguf...]]\n"
+               "                    [--f32-act] [--lora A.gguf[,B.gguf...]]\n"
                "  Measures prefill (N prompt tokens in one batch, default 256) and decode\n"
                "  (default 64 tokens, greedy) and prints one JSON line with prefill_tok_s and\n"
                "  decode_tok_s (medians of R runs, default 3, after a warm-up run).\n"
@@ -45,7 +45,9 @@ static int usage(FILE *f) {
                "  batching engine; the rates are then aggregates over the P sequences (decode:\n"
                "  P * (gen - 1) tokens after every sequence has its first token).\n"
                "  --lora runs sequence s with adapter s mod count, all in the same batches, and\n"
-               "  reports the adapters' load time and memory.\n");
+               "  reports the adapters' load time and memory.\n"
+               "  --f32-act (one sequence only) measures the exact products: F32 activations\n"
+               "  against the dequantized weights (catena perplexity --f32-act).\n");
     return f == stderr ? 2 : 0;
 }
 
@@ -326,7 +328,7 @@ done:
 int ctn_cmd_bench(int argc, char **argv) {
     const char *path = NULL;
     long n_prompt = 256, n_gen = 64, threads = 0, reps = 3, n_par = 1;
-    bool kv_f32 = false;
+    bool kv_f32 = false, f32_act = false;
     const char *loras = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -336,6 +338,9 @@ int ctn_cmd_bench(int argc, char **argv) {
             continue;
         } else if (!strcmp(a, "--kv-f32")) {
             kv_f32 = true;
+            continue;
+        } else if (!strcmp(a, "--f32-act")) {
+            f32_act = true;
             continue;
         } else if (!strcmp(a, "--lora") && i + 1 < argc) {
             loras = argv[++i];
@@ -367,6 +372,10 @@ int ctn_cmd_bench(int argc, char **argv) {
         fprintf(stderr, "catena bench: no model given (-m MODEL.gguf)\n");
         return usage(stderr);
     }
+    if ((n_par > 1 || loras != NULL) && f32_act) {
+        fprintf(stderr, "catena bench: --f32-act measures one sequence: drop --parallel and --lora\n");
+        return 2;
+    }
     if (n_par > 1 || loras != NULL)
         return bench_parallel(path, n_prompt, n_gen, threads, reps, n_par, kv_f32, loras);
 
@@ -387,7 +396,8 @@ int ctn_cmd_bench(int argc, char **argv) {
     ctn_fwd_params fp = {.n_threads = (int)threads,
                          .n_ctx = n_prompt + n_gen,
                          .n_batch = n_prompt,
-                         .kv_f32 = kv_f32};
+                         .kv_f32 = kv_f32,
+                         .f32_act = f32_act};
     if ((rc = ctn_fwd_new(&f, m, &fp, err, sizeof err)) < 0) {
         fprintf(stderr, "catena bench: %s\n", err);
         goto done;

@@ -64,6 +64,9 @@ static int usage(FILE *f) {
             "                               (-f is then optional: given, its tokens must be the\n"
             "                               file's): KL divergence, Δp, same top token, PPL\n"
             "  --kv-f32                     keep the KV cache in F32 (default F16)\n"
+            "  --f32-act                    exact products: F32 activations against the\n"
+            "                               dequantized weights (default: activations\n"
+            "                               converted to Q8_0 / Q8_K / F16, as llama.cpp does)\n"
             "  -v, --verbose                timings, and the statistics with more digits\n",
             DEFAULT_CTX);
     return f == stderr ? 2 : 0;
@@ -71,7 +74,7 @@ static int usage(FILE *f) {
 
 typedef struct {
     const char *model, *text_file, *base;
-    bool kld, kv_f32, verbose;
+    bool kld, kv_f32, f32_act, verbose;
     long chunks;      /* -1: all */
     ctn_settings set; /* ctx, threads */
 } options;
@@ -103,6 +106,8 @@ static int parse_args(int argc, char **argv, options *o) {
             o->kld = true, used = false;
         } else if (!strcmp(a, "--kv-f32")) {
             o->kv_f32 = true, used = false;
+        } else if (!strcmp(a, "--f32-act")) {
+            o->f32_act = true, used = false;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             o->verbose = true, used = false;
         } else if (val == NULL) {
@@ -710,8 +715,11 @@ static int perplexity(const options *o) {
         fprintf(stderr, CMD "out of memory for windows of %" PRId64 " tokens\n", s.n_ctx);
         goto done;
     }
-    ctn_fwd_params fp = {
-        .n_threads = o->set.threads, .n_ctx = s.n_ctx, .n_batch = s.n_batch, .kv_f32 = o->kv_f32};
+    ctn_fwd_params fp = {.n_threads = o->set.threads,
+                         .n_ctx = s.n_ctx,
+                         .n_batch = s.n_batch,
+                         .kv_f32 = o->kv_f32,
+                         .f32_act = o->f32_act};
     if (ctn_fwd_new(&s.f, m, &fp, err, sizeof err) < 0) {
         fprintf(stderr, CMD "%s\n", err);
         goto done;

@@ -97,7 +97,8 @@ static int bind_weight(ctn_fwd *f, ctn_be_weight **w, const ctn_gguf_tensor *t, 
                                   .data = t->data,
                                   .row_bytes = tensor_row_bytes(t),
                                   .fd = fd,
-                                  .file_off = file_off};
+                                  .file_off = file_off,
+                                  .f32_act = f->p.f32_act};
     return f->be->vt->weight_new(f->be, &d, w, err, errlen);
 }
 
@@ -264,7 +265,8 @@ int ctn_fwd_new(ctn_fwd **out, const ctn_model *m, const ctn_fwd_params *pin, ch
                              .n_head_kv = hp->n_head_kv,
                              .head_dim = D,
                              .max_ops = f->max_ops,
-                             .kv_type = kv_type};
+                             .kv_type = kv_type,
+                             .f32_act = p.f32_act};
     if ((rc = f->be->vt->reserve(f->be, &sz, err, errlen)) < 0 ||
         (rc = ctn_kv_pool_new(&f->kv, hp->n_layer, kv_dim, kv_type, p.kv_block, p.kv_memory, err,
                               errlen)) < 0) {
@@ -520,7 +522,8 @@ int ctn_fwd_run(ctn_fwd *f, const ctn_fwd_seg *segs, int n_segs, float *logits) 
                                  .head_dim = h->head_dim,
                                  .max_ops = f->max_ops,
                                  .kv_type = f->kv->type,
-                                 .lora_rank = rank};
+                                 .lora_rank = rank,
+                                 .f32_act = f->p.f32_act};
         char err[160];
         if (f->be->vt->reserve(f->be, &sz, err, sizeof err) < 0) {
             ctn__errf(f->errmsg, sizeof f->errmsg, "out of memory for the adapters' scratch (%s)",

@@ -43,6 +43,11 @@ typedef struct {
     bool kv_f32;      /* keep the KV cache in F32 instead of F16 */
     size_t kv_memory; /* bytes for the KV pool; 0: one sequence of n_ctx positions */
     int32_t kv_block; /* positions per KV block; 0: 16 */
+    /* Matrix products and attention scores with F32 activations against the dequantized
+     * weight blocks (and F16 keys): the exact product of the quantized model, without the
+     * activations' Q8_0 / Q8_K / F16 rounding that llama.cpp's kernels (and catena's
+     * default ones) add. Slower (F32 arithmetic); for judging a quantization. */
+    bool f32_act;
 } ctn_fwd_params;
 
 typedef struct ctn_fwd ctn_fwd;

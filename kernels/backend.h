@@ -68,6 +68,10 @@ typedef struct {
     size_t row_bytes;
     int fd;
     uint64_t file_off;
+    /* Multiply with the activations in F32, the weight's blocks dequantized (the exact
+     * product of the stored weights), instead of converting the activations to the type's
+     * dot-product format (Q8_0, Q8_K, F16, ...) as llama.cpp does. Slower; more exact. */
+    bool f32_act;
 } ctn_be_weight_desc;
 
 typedef struct ctn_be_weight ctn_be_weight; /* a weight prepared by a backend */
@@ -205,6 +209,7 @@ typedef struct {
     int max_ops; /* the longest op list compute is given */
     int kv_type;
     int32_t lora_rank; /* the largest adapter rank a batch may carry (0: none yet) */
+    bool f32_act;      /* attention's queries stay F32 against an F16 cache (as f32_act above) */
 } ctn_be_sizes;
 
 typedef struct ctn_backend ctn_backend;

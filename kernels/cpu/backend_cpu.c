@@ -558,7 +558,7 @@ static int cpu_weight_new(ctn_backend *b, const ctn_be_weight_desc *d, ctn_be_we
                           char *err, size_t errlen) {
     cpu_be *be = (cpu_be *)b;
     *out = NULL;
-    const ctn_kern *k = ctn_kern_get(d->type);
+    const ctn_kern *k = d->f32_act ? ctn_kern_get_f32act(d->type) : ctn_kern_get(d->type);
     if (k == NULL) {
         snprintf(err, errlen, "tensor '%s' has type %s, which the engine has no kernel for",
                  d->name, ctn_type_name(d->type));
@@ -609,7 +609,7 @@ static void free_scratch(cpu_be *be) {
 
 static int cpu_reserve(ctn_backend *b, const ctn_be_sizes *s, char *err, size_t errlen) {
     cpu_be *be = (cpu_be *)b;
-    const ctn_kern *kk = ctn_kern_get(s->kv_type);
+    const ctn_kern *kk = s->f32_act ? ctn_kern_get_f32act(s->kv_type) : ctn_kern_get(s->kv_type);
     if (kk == NULL || s->n_head_kv < 1 || s->n_head % s->n_head_kv != 0) {
         snprintf(err, errlen, "no attention kernel for a %s KV cache with %lld heads over %lld",
                  ctn_type_name(s->kv_type), (long long)s->n_head, (long long)s->n_head_kv);

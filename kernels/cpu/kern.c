@@ -463,8 +463,71 @@ static struct {
     int have_avx2, have_avx512, have_vnni, have_amx;
     ctn_isa isa;
     ctn_kern kerns[N_DESCS];
+    ctn_kern exact[N_DESCS]; /* ctn_kern_get_f32act's */
+    ctn__gemm_fn f32_gemm;   /* the F32 kernel the exact ones multiply with */
     const ctn_vec *vec;
 } st;
+
+/*
+ * The exact products (ctn_kern_get_f32act). A tile of EXACT_ROWS weight rows is dequantized
+ * EXACT_CHUNK values at a time to F32 (ctn_dequantize_row: ggml's to_float, exact for every
+ * block format) and multiplied with the F32 activations by the ISA's F32 kernel; the chunks'
+ * dot products of one (row, column) pair are added in chunk order. The F32 kernel's result
+ * for a pair does not depend on the tile, so these are batch invariant as it is.
+ */
+enum { EXACT_ROWS = 8, EXACT_CHUNK = 1024, EXACT_COLS = 64 };
+
+static void gemm_exact(int wtype, int64_t n, const void *w, size_t w_stride, int64_t nr,
+                       const void *a, size_t a_stride, int64_t nc, float *y, size_t ldy) {
+    float buf[EXACT_ROWS * EXACT_CHUNK], part[EXACT_COLS * EXACT_ROWS];
+    const int64_t bs = ctn_type_block_size(wtype), bb = ctn_type_block_bytes(wtype);
+    for (int64_t r0 = 0; r0 < nr; r0 += EXACT_ROWS) {
+        const int64_t rn = nr - r0 < EXACT_ROWS ? nr - r0 : EXACT_ROWS;
+        for (int64_t off = 0; off < n; off += EXACT_CHUNK) {
+            const int64_t len = n - off < EXACT_CHUNK ? n - off : EXACT_CHUNK;
+            for (int64_t r = 0; r < rn; r++)
+                ctn_dequantize_row(wtype,
+                                   (const uint8_t *)w + (size_t)(r0 + r) * w_stride +
+                                       (size_t)(off / bs * bb),
+                                   buf + r * EXACT_CHUNK, len);
+            for (int64_t c0 = 0; c0 < nc; c0 += EXACT_COLS) {
+                const int64_t m = nc - c0 < EXACT_COLS ? nc - c0 : EXACT_COLS;
+                st.f32_gemm(len, buf, EXACT_CHUNK * sizeof(float), rn,
+                            (const uint8_t *)a + (size_t)c0 * a_stride + (size_t)off * 4, a_stride,
+                            m, part, EXACT_ROWS);
+                for (int64_t c = 0; c < m; c++)
+                    for (int64_t r = 0; r < rn; r++) {
+                        float *o = y + (size_t)(c0 + c) * ldy + r0 + r;
+                        *o = off == 0 ? part[c * EXACT_ROWS + r] : *o + part[c * EXACT_ROWS + r];
+                    }
+            }
+        }
+    }
+}
+
+#define EXACT(T)                                                                               \
+    static void gemm_exact_##T(int64_t n, const void *w, size_t ws, int64_t nr, const void *a,  \
+                               size_t as, int64_t nc, float *y, size_t ldy) {                  \
+        gemm_exact(CTN_TYPE_##T, n, w, ws, nr, a, as, nc, y, ldy);                             \
+    }
+EXACT(F16)
+EXACT(BF16)
+EXACT(Q8_0)
+EXACT(Q4_0)
+EXACT(Q4_1)
+EXACT(Q5_0)
+EXACT(Q5_1)
+EXACT(Q4_K)
+EXACT(Q5_K)
+EXACT(Q6_K)
+#undef EXACT
+
+/* The exact product of each type of descs[], in its order (F32's is the F32 kernel). */
+static const ctn__gemm_fn exact_fns[N_DESCS] = {
+    NULL,           gemm_exact_F16,  gemm_exact_BF16, gemm_exact_Q8_0,
+    gemm_exact_Q4_0, gemm_exact_Q4_1, gemm_exact_Q5_0, gemm_exact_Q5_1,
+    gemm_exact_Q4_K, gemm_exact_Q5_K, gemm_exact_Q6_K,
+};
 
 #ifdef CTN_X86
 static uint64_t xgetbv0(void) {
@@ -526,6 +589,13 @@ static void build(void) {
 #endif
         st.kerns[i] =
             (ctn_kern){descs[i].wtype, descs[i].atype, descs[i].block, ff, g ? g : descs[i].scalar};
+    }
+    st.f32_gemm = st.kerns[0].gemm; /* descs[0] is F32 */
+    for (int i = 0; i < N_DESCS; i++) {
+        const int64_t bs = ctn_type_block_size(descs[i].wtype);
+        st.exact[i] = i == 0 ? st.kerns[0]
+                             : (ctn_kern){descs[i].wtype, CTN_TYPE_F32, bs, st.kerns[0].from_float,
+                                          exact_fns[i]};
     }
 }
 
@@ -594,6 +664,13 @@ const ctn_kern *ctn_kern_get(int wtype) {
     init();
     for (int i = 0; i < N_DESCS; i++)
         if (st.kerns[i].wtype == wtype) return &st.kerns[i];
+    return NULL;
+}
+
+const ctn_kern *ctn_kern_get_f32act(int wtype) {
+    init();
+    for (int i = 0; i < N_DESCS; i++)
+        if (st.exact[i].wtype == wtype) return &st.exact[i];
     return NULL;
 }
 

@@ -59,6 +59,15 @@ typedef struct {
 
 /* The kernel for a weight type on the current ISA, or NULL when the type has none. */
 const ctn_kern *ctn_kern_get(int wtype);
+/*
+ * The exact product for a weight type: activations stay F32 (atype F32, from_float a copy)
+ * and the weight rows are dequantized, a tile at a time, to F32 (ctn_dequantize_row) and
+ * multiplied by the F32 kernel. So a quantized model's products carry only the weights'
+ * rounding, not the activations' conversion to Q8_0 / Q8_1 / Q8_K (or F16 / BF16) as well.
+ * Slower than ctn_kern_get's (F32 arithmetic instead of integer dot products); batch
+ * invariant as the F32 kernel is. NULL when the type has no kernel.
+ */
+const ctn_kern *ctn_kern_get_f32act(int wtype);
 /* Bytes of one activation row of n elements of atype (n a multiple of its block). */
 size_t ctn_kern_act_bytes(int atype, int64_t n);
 

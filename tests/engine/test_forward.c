@@ -212,6 +212,14 @@ TEST(random_models_match_reference) {
                ctn_type_name(sh->type), sh->dim, sh->n_head, sh->n_kv, sh->ff, e,
                tolerance(sh->type));
         CHECK(e <= tolerance(sh->type));
+        /* With F32 activations (f32_act) the engine computes what the reference computes,
+         * the dequantized weights times unrounded activations: F32's tolerance and the same
+         * greedy tokens for every weight type. */
+        fp.f32_act = true;
+        const double ex = vs_reference(L.m, &fp, seq, 12, 6, true);
+        printf("  %-5s with f32_act: max normalised error %.3g (tolerance %.0e)\n",
+               ctn_type_name(sh->type), ex, tolerance(CTN_TYPE_F32));
+        CHECK(ex <= tolerance(CTN_TYPE_F32));
         unload(&L);
     }
 }

@@ -1126,9 +1126,95 @@ TEST(allocation_failures) {
     unload(&L);
 }
 
+/*
+ * The same discipline with the engine's own thread live (not manual stepping): the N-th
+ * allocation of an engine's life fails, and every one after it, over ctn_gen_new (its
+ * state, its thread's start), submission, admission by the thread, a session and its
+ * forks, and steps, whichever thread makes that allocation. Each case ends cleanly: the
+ * start fails with CTN_ENOMEM, or every accepted request gets exactly one on_done within
+ * a bounded wait (no hang), normally or with CTN_ENOMEM, and ctn_gen_free joins the thread;
+ * the ASan copy checks that nothing leaks.
+ */
+TEST(allocation_failures_with_the_engine_thread) {
+    loaded L;
+    CHECK(load_random(&L, &SMALL) == 0);
+    long n = 0;
+    int starts_failed = 0, requests_failed = 0, hung = 0;
+    QUIET = true;
+    for (; n < 20000; n++) {
+        static collector c;
+        collector_init(&c);
+        ctn_gen_params p = {0};
+        p.fwd.n_threads = 1;
+        p.fwd.n_ctx = 64;
+        p.admit_timeout_s = 0.002;
+        p.max_running = 4;
+        p.step_tokens = 32;
+        ctn_gen *e = NULL;
+        char err[256];
+        ctn__alloc_fail_after = n;
+        const int rc = ctn_gen_new(&e, L.m, NULL, &p, err, sizeof err);
+        if (rc < 0) {
+            ctn__alloc_fail_after = -1;
+            CHECK_EQ_INT(rc, CTN_ENOMEM);
+            starts_failed++;
+            collector_close(&c);
+            continue;
+        }
+        bool accepted[4] = {false};
+        req_t a = R(12, 0), b = R(2, 3), f = R(20, 4), g = R(5, 2);
+        f.prompt[0] = 88;
+        const int64_t ss = ctn_gen_session_new(e);
+        int64_t kid = 0;
+        if (ss > 0) {
+            accepted[0] = submit_session(e, &c, &a, 0, ss) > 0; /* prompt only: fills it */
+            if (ctn_gen_session_fork(e, ss, 1, &kid) == 0)
+                accepted[1] = submit_session(e, &c, &b, 1, kid) > 0;
+        }
+        accepted[2] = submit(e, &c, &f, 2) > 0;
+        accepted[3] = submit(e, &c, &g, 3) > 0;
+        int expect = 0;
+        for (int i = 0; i < 4; i++)
+            expect += accepted[i];
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 20; /* a bound far above the few ms a case takes: reaching it is a hang */
+        pthread_mutex_lock(&c.mu);
+        while (c.n_done < expect)
+            if (pthread_cond_timedwait(&c.cv, &c.mu, &until) != 0) break;
+        const int done = c.n_done;
+        pthread_mutex_unlock(&c.mu);
+        const bool untouched = ctn__alloc_fail_after > 0; /* the failure was never reached */
+        ctn__alloc_fail_after = -1;
+        if (done != expect) hung++;
+        CHECK_EQ_INT(done, expect); /* all by the engine's thread: none hung */
+        if (ss > 0) ctn_gen_session_close(e, ss);
+        if (kid > 0) ctn_gen_session_close(e, kid);
+        ctn_gen_free(e);
+        for (int i = 0; i < 4; i++) {
+            if (!accepted[i]) continue;
+            CHECK_EQ_INT(c.out[i].done, 1);
+            if (c.out[i].finish == CTN_FINISH_ERROR) {
+                requests_failed++;
+                if (c.out[i].code != CTN_ENOMEM)
+                    printf("  N=%ld request %d: %d %s\n", n, i, c.out[i].code, c.out[i].error);
+                CHECK_EQ_INT(c.out[i].code, CTN_ENOMEM);
+            }
+        }
+        collector_close(&c);
+        if (untouched || hung) break;
+    }
+    QUIET = false;
+    printf("  %ld allocations: %d engine starts and %d requests failed cleanly\n", n,
+           starts_failed, requests_failed);
+    CHECK(hung == 0 && n > 20 && n < 20000 && starts_failed > 0 && requests_failed > 0);
+    unload(&L);
+}
+
 int main(void) {
     RUN(tokens_carry_their_step);
     RUN(allocation_failures);
+    RUN(allocation_failures_with_the_engine_thread);
     RUN(idle_sessions_give_blocks_back);
     RUN(admission_gives_up_with_enomem);
     RUN(alone_equals_batch_chunked_preempted);

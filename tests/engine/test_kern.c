@@ -689,6 +689,76 @@ TEST(isa_selection) {
     CHECK_EQ_INT(ctn_kern_act_bytes(CTN_TYPE_Q8_0, 64), 68);
 }
 
+/*
+ * ctn_kern_get_f32act, the exact products: F32 activations taken as they are, against the
+ * dequantized weights, on every ISA and weight type. Rows of 2816 values (past the 1024-value
+ * chunk, a ragged last one) and 70 columns (past 64). Each value is within float rounding of
+ * sum w * x in double over the dequantized row and the unrounded activations, and, summed
+ * over the matrix, closer to it than the default kernel (which rounds the activations
+ * first); every tiling gives the same bits (batch invariance).
+ */
+TEST(f32act_is_exact_and_batch_invariant) {
+    ctn_isa isas[N_ISAS];
+    const int m = isa_list(isas);
+    enum { N = 2816, NR = 13, NC = 70 };
+    float *x = malloc((size_t)N * NC * sizeof *x), *wf = malloc((size_t)N * sizeof *wf);
+    float *y = malloc((size_t)NR * NC * sizeof *y), *yd = malloc((size_t)NR * NC * sizeof *yd);
+    for (int i = 0; i < m; i++) {
+        ctn_kern_set_isa(isas[i]);
+        for (int t = 0; t < N_WTYPES; t++) {
+            const ctn_kern *k = ctn_kern_get_f32act(wtypes[t]), *kd = ctn_kern_get(wtypes[t]);
+            CHECK(k != NULL && k->atype == CTN_TYPE_F32 && k->wtype == wtypes[t]);
+            if (k == NULL) continue;
+            problem p = {k, N, NR, NC, row_bytes(wtypes[t], N), (size_t)N * 4, NULL, NULL};
+            p.w = malloc(p.ws * NR);
+            p.a = malloc(p.as * NC);
+            for (int64_t r = 0; r < NR; r++) {
+                fill(wf, N);
+                ctn_quantize_row(wtypes[t], wf, p.w + r * p.ws, N);
+            }
+            fill(x, (int64_t)N * NC);
+            for (int64_t c = 0; c < NC; c++)
+                k->from_float(x + c * N, p.a + c * p.as, N);
+            run_gemm(k, &p, y);
+            /* The default kernel on the same weights and activations. */
+            problem q;
+            q.k = kd, q.n = N, q.nr = NR, q.nc = NC, q.ws = p.ws, q.w = p.w;
+            q.as = ctn_kern_act_bytes(kd->atype, N);
+            q.a = malloc(q.as * NC);
+            for (int64_t c = 0; c < NC; c++)
+                kd->from_float(x + c * N, q.a + c * q.as, N);
+            run_gemm(kd, &q, yd);
+            double err_exact = 0, err_default = 0;
+            int bad = 0;
+            for (int64_t r = 0; r < NR; r++) {
+                ctn_dequantize_row(wtypes[t], p.w + r * p.ws, wf, N);
+                for (int64_t c = 0; c < NC; c++) {
+                    double ref = 0, mag = 0;
+                    for (int64_t j = 0; j < N; j++) {
+                        ref += (double)wf[j] * x[c * N + j];
+                        mag += fabs((double)wf[j] * x[c * N + j]);
+                    }
+                    const double e = fabs((double)y[c * NR + r] - ref);
+                    err_exact += e;
+                    err_default += fabs((double)yd[c * NR + r] - ref);
+                    if (e > 3e-6 * mag + 1e-30 && bad++ < 3)
+                        printf("  type %d isa %s (%lld,%lld): %.9g vs %.9g (mag %.3g)\n", wtypes[t],
+                               ctn_isa_name(isas[i]), (long long)r, (long long)c, y[c * NR + r],
+                               ref, mag);
+                }
+            }
+            CHECK_EQ_INT(bad, 0);
+            if (wtypes[t] != CTN_TYPE_F32) CHECK(err_exact < err_default);
+            CHECK_EQ_INT(check_tilings(k->gemm, &p, y), 0);
+            free(q.a);
+            free(p.w);
+            free(p.a);
+        }
+    }
+    ctn_kern_set_isa(isas[m - 1]);
+    free(x), free(wf), free(y), free(yd);
+}
+
 int main(void) {
     setenv("CATENA_ISA", "scalar", 1);
     RUN(isa_from_environment);
@@ -700,6 +770,7 @@ int main(void) {
     RUN(gemm_is_batch_invariant);
     RUN(gemm_wide_batch_is_invariant);
     RUN(gemm_honours_strides);
+    RUN(f32act_is_exact_and_batch_invariant);
     RUN(vec_ops);
     RUN(vec_softmax_silu);
     return test_summary();
