@@ -22,9 +22,11 @@
 #    bench/llamacpp_ppl (llama.cpp through dlopen, F16 KV cache and flash attention AUTO, its
 #    defaults), with llama-perplexity's definitions: mean KL(F32 || Q) over the scored
 #    positions (the second half of each window) and the share of positions whose most
-#    likely token is the same. The F32 row is the floor: catena F32 against its own file
-#    (the file's 16-bit rounding alone) and llama.cpp F32 against catena's F32 (the two
-#    engines' rounding). llamacpp_ppl also checks that llama.cpp tokenizes the text to the
+#    likely token is the same. catena runs twice: with its default kernels (activations
+#    converted to Q8_0 / Q8_K as llama.cpp's are) and with --f32-act (exact products: F32
+#    activations against the dequantized weights). The F32 row is the floor: catena F32
+#    against its own file (the file's 16-bit rounding alone) and llama.cpp F32 against
+#    catena's F32 (the two engines' rounding). llamacpp_ppl also checks that llama.cpp tokenizes the text to the
 #    file's tokens.
 #
 # Prints Markdown for bench/RESULTS.md on stdout; progress on stderr.
@@ -143,10 +145,13 @@ for fam in small big; do
     }
     for t in F32 $types; do
         if [ "$t" = F32 ]; then m=$base-f32.gguf; else m=$(quantized "$base" "$t"); fi
-        say "$name $t: catena, then llama.cpp"
+        say "$name $t: catena, catena --f32-act, then llama.cpp"
         "$catena" perplexity -m "$m" --kl-divergence --kl-divergence-base "$ref" -t "$threads" \
             -v >"$tmp/out" 2>"$tmp/err" || { cat "$tmp/err" >&2; exit 1; }
         c=$(summary "$tmp/err")
+        "$catena" perplexity -m "$m" --kl-divergence --kl-divergence-base "$ref" -t "$threads" \
+            --f32-act -v >"$tmp/out" 2>"$tmp/err" || { cat "$tmp/err" >&2; exit 1; }
+        x=$(summary "$tmp/err")
         "$lppl" -m "$m" --base "$ref" -t "$threads" -f "$text" >"$tmp/out" 2>"$tmp/err" || {
             cat "$tmp/err" >&2
             exit 1
@@ -154,8 +159,8 @@ for fam in small big; do
         l=$(summary "$tmp/out")
         v=$(sed -n 's/^llamacpp_ppl: CPU backend //p' "$tmp/err")
         [ -n "$v" ] && variant=$v
-        [ -n "$c" ] && [ -n "$l" ] || { say "no summary line for $name $t"; exit 1; }
-        echo "$name $t $c $l" >>"$rows"
+        [ -n "$c" ] && [ -n "$l" ] && [ -n "$x" ] || { say "no summary line for $name $t"; exit 1; }
+        echo "$name $t $c $l $x" >>"$rows"
     done
 done
 
@@ -174,14 +179,15 @@ echo "- **Work:** $n_text bytes of generated TinyStories-like text; windows of $
 echo "- **Reference:** catena's F32 logits (\`catena perplexity --kl-divergence-base\`, llama-perplexity's file format: 16-bit log-probabilities); KLD = mean KL(F32 || Q) per position, same top = share of positions where the most likely token agrees"
 echo "- **Command:** \`sh bench/run_kld.sh\` (THREADS=$threads CTX=$ctx CHUNKS_SMALL=$chunks_small CHUNKS_BIG=$chunks_big TYPES=\"$types\")"
 echo
-echo "| model | type | catena KLD | llama.cpp KLD | catena / llama.cpp | catena same top | llama.cpp same top | PPL(Q) catena | PPL(Q) llama.cpp |"
+echo "| model | type | catena KLD | catena --f32-act KLD | llama.cpp KLD | catena / llama.cpp | --f32-act / llama.cpp | same top: catena, --f32-act, llama.cpp | PPL(Q) catena, llama.cpp |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 awk '{
-    # name type  c_kld c_unc c_top c_ppl c_base  l_kld l_unc l_top l_ppl l_base
-    ratio = ($2 != "F32" && $8 > 0 && $3 > 0) ? sprintf("%.2f×", $3 / $8) : "—"
+    # name type  c_kld c_unc c_top c_ppl c_base  l_kld l_unc l_top l_ppl l_base  x_kld x_unc x_top x_ppl x_base
+    ratio = ($2 != "F32" && $8 > 0 && $3 > 0) ? sprintf("%.3f×", $3 / $8) : "—"
+    xratio = ($2 != "F32" && $8 > 0 && $13 > 0) ? sprintf("%.3f×", $13 / $8) : "—"
     type = $2 == "F32" ? "F32 (floor)" : $2
-    printf "| %s | %s | %.3g ± %.1g | %.3g ± %.1g | %s | %.2f%% | %.2f%% | %.4f | %.4f |\n",
-        $1, type, $3, $4, $8, $9, ratio, 100 * $5, 100 * $10, $6, $11
+    printf "| %s | %s | %.3g ± %.1g | %.3g ± %.1g | %.3g ± %.1g | %s | %s | %.2f%%, %.2f%%, %.2f%% | %.4f, %.4f |\n",
+        $1, type, $3, $4, $13, $14, $8, $9, ratio, xratio, 100 * $5, 100 * $15, 100 * $10, $6, $11
 }' "$rows"
 echo
 awk 'NR == 1 || $1 != prev { printf "PPL(F32) of %s on this text: %.4f (catena).\n", $1, $7 } { prev = $1 }' "$rows"
