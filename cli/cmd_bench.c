@@ -373,7 +373,8 @@ int ctn_cmd_bench(int argc, char **argv) {
         return usage(stderr);
     }
     if ((n_par > 1 || loras != NULL) && f32_act) {
-        fprintf(stderr, "catena bench: --f32-act measures one sequence: drop --parallel and --lora\n");
+        fprintf(stderr,
+                "catena bench: --f32-act measures one sequence: drop --parallel and --lora\n");
         return 2;
     }
     if (n_par > 1 || loras != NULL)

@@ -505,10 +505,10 @@ static void gemm_exact(int wtype, int64_t n, const void *w, size_t w_stride, int
     }
 }
 
-#define EXACT(T)                                                                               \
-    static void gemm_exact_##T(int64_t n, const void *w, size_t ws, int64_t nr, const void *a,  \
-                               size_t as, int64_t nc, float *y, size_t ldy) {                  \
-        gemm_exact(CTN_TYPE_##T, n, w, ws, nr, a, as, nc, y, ldy);                             \
+#define EXACT(T)                                                                                   \
+    static void gemm_exact_##T(int64_t n, const void *w, size_t ws, int64_t nr, const void *a,     \
+                               size_t as, int64_t nc, float *y, size_t ldy) {                      \
+        gemm_exact(CTN_TYPE_##T, n, w, ws, nr, a, as, nc, y, ldy);                                 \
     }
 EXACT(F16)
 EXACT(BF16)
@@ -524,9 +524,17 @@ EXACT(Q6_K)
 
 /* The exact product of each type of descs[], in its order (F32's is the F32 kernel). */
 static const ctn__gemm_fn exact_fns[N_DESCS] = {
-    NULL,           gemm_exact_F16,  gemm_exact_BF16, gemm_exact_Q8_0,
-    gemm_exact_Q4_0, gemm_exact_Q4_1, gemm_exact_Q5_0, gemm_exact_Q5_1,
-    gemm_exact_Q4_K, gemm_exact_Q5_K, gemm_exact_Q6_K,
+    NULL,
+    gemm_exact_F16,
+    gemm_exact_BF16,
+    gemm_exact_Q8_0,
+    gemm_exact_Q4_0,
+    gemm_exact_Q4_1,
+    gemm_exact_Q5_0,
+    gemm_exact_Q5_1,
+    gemm_exact_Q4_K,
+    gemm_exact_Q5_K,
+    gemm_exact_Q6_K,
 };
 
 #ifdef CTN_X86

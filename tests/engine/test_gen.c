@@ -1120,8 +1120,8 @@ TEST(allocation_failures) {
         if (untouched) break;
     }
     QUIET = false;
-    printf("  %ld allocations: %d engine starts and %d requests failed cleanly\n", n,
-           starts_failed, requests_failed);
+    printf("  %ld allocations: %d engine starts and %d requests failed cleanly\n", n, starts_failed,
+           requests_failed);
     CHECK(n > 20 && n < 20000 && starts_failed > 0 && requests_failed > 0);
     unload(&L);
 }
@@ -1205,8 +1205,8 @@ TEST(allocation_failures_with_the_engine_thread) {
         if (untouched || hung) break;
     }
     QUIET = false;
-    printf("  %ld allocations: %d engine starts and %d requests failed cleanly\n", n,
-           starts_failed, requests_failed);
+    printf("  %ld allocations: %d engine starts and %d requests failed cleanly\n", n, starts_failed,
+           requests_failed);
     CHECK(hung == 0 && n > 20 && n < 20000 && starts_failed > 0 && requests_failed > 0);
     unload(&L);
 }

@@ -9,8 +9,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "error.h"
 #include "gen.h"
 #include "lora.h"
@@ -53,6 +55,7 @@ typedef struct {
     int32_t toks[NOUT];
     int n, done;
     ctn_finish finish;
+    int code;      /* of an error result */
     char err[256]; /* a refused submission's reason */
 } out_t;
 
@@ -68,6 +71,7 @@ static void on_done(void *ud, int64_t id, const ctn_gen_result *r) {
     out_t *o = ud;
     o->done++;
     o->finish = r->finish;
+    o->code = r->code;
 }
 
 static ctn_gen *engine(const ctn_model *m, bool no_cache) {
@@ -304,10 +308,110 @@ TEST(budget_unloads_idle_adapters_lru) {
     unload(&L);
 }
 
+/*
+ * Allocation failures over the adapter registry (SQLite's discipline): for every N, the N-th
+ * allocation after the engine's start fails, once and then persistently, while three
+ * adapters are registered under a budget of two (the third unloads the idle least recently
+ * used one), requests run with each adapter and with the base, and one adapter is removed
+ * while its request runs. Each case ends cleanly: a registration fails with CTN_ENOMEM (and
+ * frees its adapter), a submission is refused, or a request ends exactly once, normally or
+ * with CTN_ENOMEM; the ASan copy checks that nothing leaks.
+ */
+TEST(allocation_failures_in_the_registry) {
+    loaded L;
+    if (load_random(&L, 48) < 0) {
+        CHECK(0);
+        return;
+    }
+    ctn_lora *probe = lorarand_make(L.m, 4, 0x7Fu, 9, 0.08f);
+    const size_t bytes = probe->bytes;
+    ctn_lora_free(probe);
+    int cases = 0, adds_failed = 0, requests_failed = 0;
+    for (int once = 0; once < 2; once++) {
+        long n = 0;
+        for (; n < 5000; n++) {
+            char err[256];
+            ctn_gen_params p = {0};
+            p.manual = true;
+            p.fwd.n_threads = 1;
+            p.fwd.n_ctx = 128;
+            p.fwd.kv_memory = 4u << 20;
+            p.lora_budget = 2 * bytes + bytes / 2; /* room for two */
+            p.admit_timeout_s = 0.001;
+            ctn_gen *e = NULL;
+            CHECK(ctn_gen_new(&e, L.m, NULL, &p, err, sizeof err) == 0);
+            ctn_lora *ad[3];
+            for (int i = 0; i < 3; i++)
+                ad[i] = lorarand_make(L.m, 4, 0x7Fu, 10 + (uint64_t)i, 0.08f); /* not hooked */
+            int32_t pr[20];
+            prompt_of(3, pr);
+            out_t o[4];
+            memset(o, 0, sizeof o);
+            bool accepted[4] = {false};
+            const long failed_before = ctn__alloc_n_failed;
+            ctn__alloc_fail_once = once;
+            ctn__alloc_fail_after = n;
+            int32_t id[3];
+            for (int i = 0; i < 2; i++) {
+                id[i] = ctn_gen_lora_add(e, ad[i], err, sizeof err);
+                if (id[i] < 0) {
+                    CHECK_EQ_INT(id[i], CTN_ENOMEM);
+                    adds_failed++;
+                }
+            }
+            if (id[0] > 0) accepted[0] = submit(e, pr, 20, id[0], 1, 0, &o[0]) > 0;
+            ctn_gen_step(e, NULL); /* the first adapter is now the most recently used */
+            id[2] = ctn_gen_lora_add(e, ad[2], err, sizeof err); /* unloads the second */
+            if (id[2] < 0) {
+                CHECK_EQ_INT(id[2], CTN_ENOMEM);
+                adds_failed++;
+            }
+            if (id[1] > 0) accepted[1] = submit(e, pr, 20, id[1], 0.5f, 0, &o[1]) > 0;
+            if (id[2] > 0) accepted[2] = submit(e, pr, 20, id[2], 1, 0, &o[2]) > 0;
+            accepted[3] = submit(e, pr, 20, 0, 0, 0, &o[3]) > 0;
+            if (id[0] > 0) ctn_gen_lora_remove(e, id[0]); /* in use: lives to its request's end */
+            /* A request waiting for memory is retried for admit_timeout_s: steps that run
+             * nothing then return 0, so wait on the results, not on the step. */
+            for (int guard = 0; guard < 20000; guard++) {
+                int left = 0;
+                for (int i = 0; i < 4; i++)
+                    left += accepted[i] && o[i].done == 0;
+                if (left == 0) break;
+                if (ctn_gen_step(e, NULL) == 0) {
+                    const struct timespec us = {0, 200000};
+                    nanosleep(&us, NULL);
+                }
+            }
+            const bool untouched = ctn__alloc_n_failed == failed_before;
+            ctn__alloc_fail_after = -1;
+            ctn__alloc_fail_once = false;
+            for (int i = 0; i < 4; i++) {
+                if (!accepted[i]) continue;
+                if (o[i].done != 1)
+                    printf("  N=%ld (once %d) request %d: done %d\n", n, once, i, o[i].done);
+                CHECK_EQ_INT(o[i].done, 1);
+                if (o[i].finish == CTN_FINISH_ERROR) {
+                    requests_failed++;
+                    CHECK_EQ_INT(o[i].code, CTN_ENOMEM);
+                }
+            }
+            ctn_gen_free(e);
+            cases++;
+            if (untouched) break;
+        }
+        CHECK(n > 5 && n < 5000);
+    }
+    printf("  %d cases: %d registrations and %d requests failed cleanly\n", cases, adds_failed,
+           requests_failed);
+    CHECK(adds_failed > 0 && requests_failed > 0);
+    unload(&L);
+}
+
 int main(void) {
     RUN(mixed_adapters_equal_alone);
     RUN(prefix_cache_keeps_adapters_apart);
     RUN(bad_requests_and_removal);
     RUN(budget_unloads_idle_adapters_lru);
+    RUN(allocation_failures_in_the_registry);
     return test_summary();
 }
