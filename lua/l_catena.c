@@ -807,29 +807,27 @@ static int pump(lua_State *L, lctx *ctx) {
 static run_wait *start_wait(lua_State *L, ctn_node *root, int input_idx, int cfg_idx, int flags) {
     lctx *ctx = get_ctx(L);
     char err[512];
-    ctn_val *in = ctn_l_to_val(L, input_idx, "input", err, sizeof err);
-    if (in == NULL) luaL_error(L, "catena: %s", err);
+    /*
+     * Everything that may raise (config fields read through metamethods, the copy without
+     * callbacks, the callbacks' reference) runs before any C value is made, so an error
+     * leaves nothing behind; the conversions themselves report errors in err, not by
+     * raising.
+     */
     ctn_val *cfg = NULL;
     int cbref = LUA_NOREF;
     const char *run_name = NULL;
+    int copy = 0; /* stack index of the config without callbacks and run_name */
     if (cfg_idx != 0 && !lua_isnil(L, cfg_idx)) {
-        if (!lua_istable(L, cfg_idx)) {
-            ctn_val_unref(in);
-            luaL_error(L, "catena: config: must be a table of keys");
-        }
+        if (!lua_istable(L, cfg_idx)) luaL_error(L, "catena: config: must be a table of keys");
         /* callbacks (functions) and run_name stay on the Lua side; the rest goes down the
          * graph as the run's config. */
         lua_getfield(L, cfg_idx, "callbacks");
         lua_getfield(L, cfg_idx, "run_name");
         const int has_cb = !lua_isnil(L, -2), has_name = !lua_isnil(L, -1);
-        if (has_cb && !lua_istable(L, -2)) {
-            ctn_val_unref(in);
+        if (has_cb && !lua_istable(L, -2))
             luaL_error(L, "catena: config.callbacks: a table {on_start =, on_stream =, on_end =}");
-        }
-        if (has_name && lua_type(L, -1) != LUA_TSTRING) {
-            ctn_val_unref(in);
+        if (has_name && lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "catena: config.run_name must be a string");
-        }
         if (has_cb || has_name) {
             lua_newtable(L); /* a copy without them */
             lua_pushnil(L);
@@ -843,23 +841,28 @@ static run_wait *start_wait(lua_State *L, ctn_node *root, int input_idx, int cfg
                 lua_insert(L, -2);
                 lua_rawset(L, -4);
             }
-            cfg = ctn_l_to_val(L, -1, "config", err, sizeof err);
-            lua_pop(L, 1);
-        } else {
-            cfg = ctn_l_to_val(L, cfg_idx, "config", err, sizeof err);
+            copy = lua_gettop(L);
         }
-        if (cfg == NULL || cfg->kind != CTN_VOBJ) {
-            lua_pop(L, 2);
-            ctn_val_unref(in);
-            ctn_val_unref(cfg);
-            luaL_error(L, "catena: %s", cfg == NULL ? err : "config: must be a table of keys");
-        }
-        if (has_name) run_name = lua_tostring(L, -1); /* stays on the stack meanwhile */
         if (has_cb) {
-            lua_pushvalue(L, -2);
-            cbref = luaL_ref(L, LUA_REGISTRYINDEX);
+            lua_pushvalue(L, copy - 2);
+            cbref = luaL_ref(L, LUA_REGISTRYINDEX); /* the last call that may raise */
             flags |= CTN_RUN_EVENTS;
         }
+        cfg = ctn_l_to_val(L, copy != 0 ? copy : cfg_idx, "config", err, sizeof err);
+        if (copy != 0) lua_pop(L, 1);
+        if (has_name) run_name = lua_tostring(L, -1); /* stays on the stack meanwhile */
+        if (cfg == NULL || cfg->kind != CTN_VOBJ) {
+            luaL_unref(L, LUA_REGISTRYINDEX, cbref);
+            ctn_val_unref(cfg);
+            lua_pop(L, 2);
+            luaL_error(L, "catena: %s", cfg == NULL ? err : "config: must be a table of keys");
+        }
+    }
+    ctn_val *in = ctn_l_to_val(L, input_idx, "input", err, sizeof err);
+    if (in == NULL) {
+        luaL_unref(L, LUA_REGISTRYINDEX, cbref);
+        ctn_val_unref(cfg);
+        luaL_error(L, "catena: %s", err);
     }
     run_wait *w = calloc(1, sizeof *w);
     if (w == NULL) {

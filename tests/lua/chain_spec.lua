@@ -236,6 +236,17 @@ describe("config", function()
     assert.are.equal(8, catena.lambda(function(x) return x * 2 end):invoke(4))
   end)
 
+  it("a config whose fields raise when read is that error, with the input released", function()
+    local cfg = setmetatable({}, { __index = function(_, k) error("no field " .. k, 0) end })
+    local big = { text = string.rep("x", 1000), items = { 1, 2, 3 } }
+    for _ = 1, 3 do
+      local ok, err = pcall(function() return catena.passthrough():invoke(big, cfg) end)
+      assert.is_false(ok)
+      assert.are.equal("no field callbacks", err)
+    end
+    assert.are.same(big, catena.passthrough():invoke(big))
+  end)
+
   it("a failing callback does not fail the run", function()
     local r = catena.passthrough():invoke(5, { callbacks = { on_end = function() error("bug") end } })
     assert.are.equal(5, r)
