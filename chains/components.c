@@ -484,6 +484,26 @@ static void state_free(ctn_task *t) {
     free(s);
 }
 
+/* Why the text holds no JSON value: where the value that its first '{' or '[' starts goes
+ * wrong (the stream parser's line, column and byte, counted over the whole text), or that
+ * no bracket starts one. */
+static void json_not_found(const char *text, size_t n, char *err, size_t cap) {
+    if (memchr(text, '{', n) == NULL && memchr(text, '[', n) == NULL) {
+        snprintf(err, cap, "no JSON value found in the text (%zu bytes, no '{' or '[')", n);
+        return;
+    }
+    char why[320] = "";
+    ctn_json_stream *s = ctn_json_stream_new();
+    ctn_val *v = NULL;
+    if (s != NULL) {
+        (void)ctn_json_stream_feed(s, text, n, NULL); /* an error stays for finish to say */
+        (void)ctn_json_stream_finish(s, &v, why, sizeof why);
+    }
+    ctn_val_unref(v);
+    ctn_json_stream_free(s);
+    snprintf(err, cap, "no JSON value found in the text (%zu bytes)%s%s", n, *why ? ": " : "", why);
+}
+
 /* The whole text: parse and end the task. */
 static void parse_whole(ctn_task *t, const ctn_val *input) {
     parser_ud *u = ctn_node_ud(ctn_task_node(t));
@@ -502,7 +522,7 @@ static void parse_whole(ctn_task *t, const ctn_val *input) {
         size_t a = 0, b = 0;
         if (ctn_json_find(text, n, &a, &b) < 0) {
             rc = CTN_EFORMAT;
-            snprintf(err, sizeof err, "no JSON value found in the text (%zu bytes)", n);
+            json_not_found(text, n, err, sizeof err);
         } else {
             rc = ctn_json_parse(text + a, b - a, &out, err, sizeof err);
         }
