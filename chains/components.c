@@ -308,6 +308,7 @@ static void setting_of_val(const ctn_val *x, ctn_setting_value *v, ctn_setting_v
 static void model_start(ctn_task *t, ctn_val *input) {
     model_ud *u = ctn_node_ud(ctn_task_node(t));
     ctn_lm_request r = ctn_lm_request_default();
+    r.set.max_tokens = CTN_SETTINGS_DEFAULT_MAX_TOKENS; /* as catena batch; a setting replaces it */
     char *text = NULL, err[512];
     size_t len = 0;
     if (input->kind == CTN_VSTR) {

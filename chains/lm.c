@@ -530,35 +530,40 @@ static int check_params(const ctn_lm_params *p, const char *path, char *err, siz
     return 0;
 }
 
-/* Names the first parameter of b that differs from the loaded model's a, or returns 0. */
+/* A model setting as the user gave it: "ctx 256", "kv_memory 1048576 bytes", "the default
+ * ctx" (0). */
+static void setting_words(char *buf, size_t cap, const char *key, int64_t v, bool bytes) {
+    if (v == 0)
+        snprintf(buf, cap, "the default %s", key);
+    else
+        snprintf(buf, cap, "%s %lld%s", key, (long long)v, bytes ? " bytes" : "");
+}
+
+/* Names the first setting of b that differs from the loaded model's a, in the words of
+ * catena.model{...}, or returns 0. */
 static int check_same(const ctn_lm_params *a, const ctn_lm_params *b, const char *path, char *err,
                       size_t errcap) {
-    char ta[32], tb[32];
-    if (a->threads)
-        snprintf(ta, sizeof ta, "%d", a->threads);
-    else
-        snprintf(ta, sizeof ta, "the default");
-    if (b->threads)
-        snprintf(tb, sizeof tb, "%d", b->threads);
-    else
-        snprintf(tb, sizeof tb, "the default");
-    if (a->threads != b->threads)
-        ctn__errf(err, errcap, "%s is already loaded on this loop with threads %s, not %s", path,
-                  ta, tb);
-    else if (a->kv_memory_bytes != b->kv_memory_bytes)
+    const struct {
+        const char *key;
+        int64_t had, asked;
+        bool bytes;
+    } f[] = {{"ctx", a->n_ctx, b->n_ctx, false},
+             {"threads", a->threads, b->threads, false},
+             {"kv_memory", a->kv_memory_bytes, b->kv_memory_bytes, true},
+             {"lora_budget", a->lora_budget_bytes, b->lora_budget_bytes, true}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        if (f[i].had == f[i].asked) continue;
+        char had[64], asked[64];
+        setting_words(had, sizeof had, f[i].key, f[i].had, f[i].bytes);
+        setting_words(asked, sizeof asked, f[i].key, f[i].asked, f[i].bytes);
         ctn__errf(err, errcap,
-                  "%s is already loaded on this loop with kv_memory_bytes %lld, not %lld", path,
-                  (long long)a->kv_memory_bytes, (long long)b->kv_memory_bytes);
-    else if (a->n_ctx != b->n_ctx)
-        ctn__errf(err, errcap, "%s is already loaded on this loop with n_ctx %d, not %d", path,
-                  a->n_ctx, b->n_ctx);
-    else if (a->lora_budget_bytes != b->lora_budget_bytes)
-        ctn__errf(err, errcap,
-                  "%s is already loaded on this loop with lora_budget_bytes %lld, not %lld", path,
-                  (long long)a->lora_budget_bytes, (long long)b->lora_budget_bytes);
-    else
-        return 0;
-    return CTN_EINVAL;
+                  "%s was asked, but %s is already loaded with %s: one engine serves a model "
+                  "file, so ask for the same settings, or drop every runnable of the loaded one "
+                  "first (it closes when they are collected)",
+                  asked, path, had);
+        return CTN_EINVAL;
+    }
+    return 0;
 }
 
 /* An engine error message, prefixed with the path unless it already names it. */

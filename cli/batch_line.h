@@ -19,7 +19,7 @@
 
 #include "settings.h"
 
-#define CTN__BATCH_DEFAULT_MAX_TOKENS 256
+#define CTN__BATCH_DEFAULT_MAX_TOKENS CTN_SETTINGS_DEFAULT_MAX_TOKENS
 
 typedef struct {
     const char *prompt; /* non-empty, in json */

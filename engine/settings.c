@@ -13,6 +13,7 @@
 
 #include "error.h"
 #include "stop.h"
+#include "str.h"
 
 #define SIZE_MAX_BYTES 1125899906842624.0 /* 2^50 */
 
@@ -80,41 +81,45 @@ int ctn_settings_key(const char *name) {
     return -1;
 }
 
+int ctn_settings_check_run_key(const char *key, const char *const *extra, size_t n, char *err,
+                               size_t errlen) {
+    if (key == NULL) key = "(null)";
+    for (size_t i = 0; i < n; i++)
+        if (extra[i] != NULL && strcmp(extra[i], key) == 0) return 0;
+    const int k = ctn_settings_key(key);
+    if (k >= 0 && !table[k].model) return 0;
+    if (k >= 0) {
+        ctn__errf(err, errlen,
+                  "setting '%s' is the model's, not one run's: give it where the model is "
+                  "loaded",
+                  key);
+        return CTN_EINVAL;
+    }
+    const char *names[CTN_SET_N_KEYS + 16];
+    size_t m = 0;
+    for (int j = 0; j < CTN_SET_N_KEYS; j++)
+        if (!table[j].model) names[m++] = table[j].key;
+    for (size_t i = 0; i < n && m < sizeof names / sizeof names[0]; i++)
+        names[m++] = extra[i];
+    const char *near = ctn_str_suggest(key, names, m);
+    if (near != NULL)
+        ctn__errf(err, errlen, "unknown setting '%s' (did you mean '%s'?)", key, near);
+    else
+        ctn__errf(err, errlen, "unknown setting '%s'", key);
+    return CTN_ENOENT;
+}
+
 bool ctn_settings_given(const ctn_settings *s, ctn_setting_key k) {
     return (unsigned)k < CTN_SET_N_KEYS && (s->given >> k & 1u);
 }
 
-/* Edit distance (insertions, deletions, substitutions, adjacent swaps), capped at 9. */
-static int distance(const char *a, const char *b) {
-    const size_t na = strlen(a), nb = strlen(b);
-    if (na > 30 || nb > 30) return 9;
-    int d[32][32];
-    for (size_t i = 0; i <= na; i++)
-        d[i][0] = (int)i;
-    for (size_t j = 0; j <= nb; j++)
-        d[0][j] = (int)j;
-    for (size_t i = 1; i <= na; i++)
-        for (size_t j = 1; j <= nb; j++) {
-            int v = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-            if (d[i - 1][j] + 1 < v) v = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
-                d[i - 2][j - 2] + 1 < v)
-                v = d[i - 2][j - 2] + 1;
-            d[i][j] = v;
-        }
-    return d[na][nb] < 9 ? d[na][nb] : 9;
-}
-
 static void unknown_key(const char *key, char *err, size_t errlen) {
-    int best = -1, bd = 9;
-    for (int k = 0; k < CTN_SET_N_KEYS; k++) {
-        const int dk = distance(key, table[k].key);
-        if (dk < bd) best = k, bd = dk;
-    }
-    /* A suggestion only when it is close: at most a third of the key's letters off. */
-    if (best >= 0 && bd <= 1 + (int)strlen(key) / 3)
-        ctn__errf(err, errlen, "unknown setting '%s' (did you mean '%s'?)", key, table[best].key);
+    const char *names[CTN_SET_N_KEYS];
+    for (int k = 0; k < CTN_SET_N_KEYS; k++)
+        names[k] = table[k].key;
+    const char *near = ctn_str_suggest(key, names, CTN_SET_N_KEYS);
+    if (near != NULL)
+        ctn__errf(err, errlen, "unknown setting '%s' (did you mean '%s'?)", key, near);
     else
         ctn__errf(err, errlen, "unknown setting '%s'", key);
 }

@@ -148,6 +148,20 @@ int ctn_settings_set_json(ctn_settings *s, const char *key, const struct cJSON *
 /* True when key k was set. */
 bool ctn_settings_given(const ctn_settings *s, ctn_setting_key k);
 
+/* max_tokens where a front end sets none: catena batch's lines and the chains' model node
+ * (-1 or null asks for no limit: until end of text, a stop string or the full context). */
+#define CTN_SETTINGS_DEFAULT_MAX_TOKENS 256
+
+/*
+ * Whether key may be a setting of one run (a chain's config, r:with{...}): a request
+ * setting of the table, or one of the n names of extra (the executor's own, such as tags).
+ * 0; or CTN_EINVAL for a model setting ("setting 'ctx' is the model's, not one run's ...");
+ * or CTN_ENOENT, "unknown setting 'max_token' (did you mean 'max_tokens'?)", the nearest
+ * name of both lists suggested.
+ */
+int ctn_settings_check_run_key(const char *key, const char *const *extra, size_t n, char *err,
+                               size_t errlen);
+
 /* Copies a request's settings into r: sampling, max_tokens, stop strings, ignore_eos (the
  * adapter is the caller's: it names it in its own registry). */
 void ctn_settings_apply(const ctn_settings *s, ctn_gen_request *r);

@@ -117,3 +117,36 @@ cJSON *ctn__json_parse(const char *s, size_t n, bool strict, const char **end, i
     }
     return j;
 }
+
+int ctn_str_distance(const char *a, const char *b) {
+    const size_t na = strlen(a), nb = strlen(b);
+    if (na > 30 || nb > 30) return 9;
+    int d[32][32];
+    for (size_t i = 0; i <= na; i++)
+        d[i][0] = (int)i;
+    for (size_t j = 0; j <= nb; j++)
+        d[0][j] = (int)j;
+    for (size_t i = 1; i <= na; i++)
+        for (size_t j = 1; j <= nb; j++) {
+            int v = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < v) v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    return d[na][nb] < 9 ? d[na][nb] : 9;
+}
+
+const char *ctn_str_suggest(const char *key, const char *const *cands, size_t n) {
+    if (key == NULL) return NULL;
+    const char *best = NULL;
+    int bd = 9;
+    for (size_t i = 0; i < n; i++) {
+        if (cands[i] == NULL) continue;
+        const int d = ctn_str_distance(key, cands[i]);
+        if (d < bd) best = cands[i], bd = d;
+    }
+    return best != NULL && bd <= 1 + (int)strlen(key) / 3 ? best : NULL;
+}

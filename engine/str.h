@@ -53,4 +53,16 @@ struct cJSON *ctn__json_parse(const char *s, size_t n, bool strict, const char *
 /* Sets cJSON's allocator to the hook (once); for code that builds JSON trees. */
 void ctn__json_init(void);
 
+/*
+ * For "did you mean" messages. ctn_str_distance: the edit distance of a and b (insertions,
+ * deletions, substitutions, adjacent swaps), capped at 9. ctn_str_suggest: of the n
+ * candidates (NULL entries skipped), the nearest to key when it is close enough to be
+ * what was meant (at most a third of key's letters off, plus one), else NULL.
+ *
+ *     static const char *const opts[] = {"path", "ctx", "threads"};
+ *     const char *near = ctn_str_suggest("ctxx", opts, 3);   // "ctx"
+ */
+int ctn_str_distance(const char *a, const char *b);
+const char *ctn_str_suggest(const char *key, const char *const *cands, size_t n);
+
 #endif

@@ -17,6 +17,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "l_catena.h"
+#include "settings.h"
 #include "trace_db.h"
 #include "str.h"
 
@@ -804,6 +805,32 @@ static int pump(lua_State *L, lctx *ctx) {
 }
 
 /* Starts root on the value at input_idx with the config table at cfg_idx (0: none). */
+/*
+ * The keys a run's config may have besides the request settings of engine/settings.h: the
+ * executor's (tags append, metadata merges, max_concurrency), the user's own under
+ * configurable (as LangChain's), and, given to invoke / batch / stream only, callbacks and
+ * run_name. Raises, naming the key and the nearest known one, for anything else.
+ */
+static void check_run_config(lua_State *L, int idx, const char *what, bool top) {
+    static const char *const keys[] = {"tags", "metadata", "max_concurrency", "configurable",
+                                       "callbacks", "run_name"};
+    const size_t n = top ? 6 : 4;
+    idx = lua_absindex(L, idx);
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "catena: %s: setting names are strings, not a %s", what,
+                       luaL_typename(L, -1));
+        char err[256];
+        const int rc = ctn_settings_check_run_key(lua_tostring(L, -1), keys, n, err, sizeof err);
+        if (rc == CTN_ENOENT && strstr(err, "did you mean") == NULL)
+            luaL_error(L, "catena: %s: %s (a chain's own keys go under configurable = {...})", what,
+                       err);
+        if (rc < 0) luaL_error(L, "catena: %s: %s", what, err);
+    }
+}
+
 static run_wait *start_wait(lua_State *L, ctn_node *root, int input_idx, int cfg_idx, int flags) {
     lctx *ctx = get_ctx(L);
     char err[512];
@@ -819,6 +846,7 @@ static run_wait *start_wait(lua_State *L, ctn_node *root, int input_idx, int cfg
     int copy = 0; /* stack index of the config without callbacks and run_name */
     if (cfg_idx != 0 && !lua_isnil(L, cfg_idx)) {
         if (!lua_istable(L, cfg_idx)) luaL_error(L, "catena: config: must be a table of keys");
+        check_run_config(L, cfg_idx, "config", true);
         /* callbacks (functions) and run_name stay on the Lua side; the rest goes down the
          * graph as the run's config. */
         lua_getfield(L, cfg_idx, "callbacks");
@@ -1114,6 +1142,8 @@ static int r_batch(lua_State *L) {
     lua_settop(L, 4);
     int maxc = 0, rex = 0;
     if (lua_istable(L, 3)) {
+        static const char *const opts[] = {"max_concurrency", "return_exceptions"};
+        ctn_l_check_options(L, 3, "catena: batch", opts, 2);
         lua_getfield(L, 3, "max_concurrency");
         if (!lua_isnil(L, -1)) {
             if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1)
@@ -1239,6 +1269,7 @@ static int r_stream_events(lua_State *L) {
 static int r_with(lua_State *L) {
     ctn_node **r = check_runnable(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
+    check_run_config(L, 2, "with{...}", false);
     char err[256];
     ctn_val *cfg = ctn_l_to_val(L, 2, "with{...}", err, sizeof err);
     if (cfg == NULL) luaL_error(L, "catena: %s", err);
@@ -1289,6 +1320,8 @@ static int r_with_retry(lua_State *L) {
     double backoff = 0;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
+        static const char *const opts[] = {"attempts", "backoff_ms"};
+        ctn_l_check_options(L, 2, "catena: with_retry", opts, 2);
         lua_getfield(L, 2, "attempts");
         if (!lua_isnil(L, -1)) {
             if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > 1000)
@@ -1449,6 +1482,8 @@ static int m_branch(lua_State *L) {
 /* catena.router{key = "topic", routes = {name = r, ...}, default = r} */
 static int m_router(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
+    static const char *const opts[] = {"key", "routes", "default"};
+    ctn_l_check_options(L, 1, "catena: router{...}", opts, 3);
     lua_getfield(L, 1, "key");
     const char *key = lua_tostring(L, -1);
     if (key == NULL) luaL_error(L, "catena: router{...}: key must be the input key that chooses");

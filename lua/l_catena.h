@@ -45,6 +45,14 @@ typedef int (*ctn_l_protected_fn)(lua_State *L, void *ud, char *err, size_t errc
 int ctn_l_protect(lua_State *L, ctn_l_protected_fn fn, void *ud, char *err, size_t errcap);
 /* Pushes catena.null (a light userdata). */
 void ctn_l_push_null(lua_State *L);
+/*
+ * Raises "WHAT: unknown option 'ctxx' (did you mean 'ctx'?)" (or with the list of options
+ * when none is near) for the first key of the table at idx that is not one of the n names
+ * of allowed, and "WHAT: option names are strings, not a number" for a key that is not a
+ * string. Reads the table raw (no metamethods).
+ */
+void ctn_l_check_options(lua_State *L, int idx, const char *what, const char *const *allowed,
+                         size_t n);
 
 int luaopen_catena(lua_State *L);
 /* Adds prompt, model and parser to the module table on the top of the stack

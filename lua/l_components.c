@@ -143,6 +143,9 @@ static void lua_setting(lua_State *L, int idx, const char *key, ctn_settings *s)
  * chat_template = name or function}; the limits are docs/settings.md's. */
 static int m_model(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
+    static const char *const opts[] = {"path",      "ctx",         "threads",
+                                       "kv_memory", "lora_budget", "chat_template"};
+    ctn_l_check_options(L, 1, "catena.model", opts, sizeof opts / sizeof opts[0]);
     lua_getfield(L, 1, "path");
     const char *path = lua_tostring(L, -1);
     if (path == NULL) luaL_error(L, "catena.model: path must name a GGUF model file");
@@ -226,6 +229,8 @@ static int p_regex(lua_State *L) {
         pattern = lua_tostring(L, 1);
     } else {
         luaL_checktype(L, 1, LUA_TTABLE);
+        static const char *const opts[] = {"pattern", "keys"};
+        ctn_l_check_options(L, 1, "catena.parser.regex", opts, 2);
         lua_getfield(L, 1, "pattern");
         pattern = lua_tostring(L, -1);
         if (pattern == NULL) luaL_error(L, "catena.parser.regex: pattern must be a string");
@@ -304,6 +309,8 @@ static int m_lora_load(lua_State *L) {
     const char *path = luaL_checkstring(L, 3);
     lua_Integer max_rank = 0;
     if (lua_istable(L, 4)) {
+        static const char *const opts[] = {"max_rank"};
+        ctn_l_check_options(L, 4, "catena.lora.load", opts, 1);
         lua_getfield(L, 4, "max_rank");
         if (!lua_isnil(L, -1)) {
             if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > 4096)

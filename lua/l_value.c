@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "l_catena.h"
+#include "str.h"
 
 /* The address whose light userdata is catena.null. */
 static const char null_key = 0;
@@ -222,4 +223,30 @@ ctn_val *ctn_l_to_val(lua_State *L, int idx, const char *where, char *err, size_
     char path[256];
     snprintf(path, sizeof path, "%s", where != NULL ? where : "value");
     return to_val(L, idx, path, strlen(path), sizeof path, 0, err, errcap);
+}
+
+void ctn_l_check_options(lua_State *L, int idx, const char *what, const char *const *allowed,
+                         size_t n) {
+    idx = lua_absindex(L, idx);
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "%s: option names are strings, not a %s", what, luaL_typename(L, -1));
+        const char *k = lua_tostring(L, -1);
+        size_t i = 0;
+        while (i < n && strcmp(allowed[i], k) != 0)
+            i++;
+        if (i < n) continue;
+        const char *near = ctn_str_suggest(k, allowed, n);
+        if (near != NULL) luaL_error(L, "%s: unknown option '%s' (did you mean '%s'?)", what, k, near);
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        for (size_t j = 0; j < n; j++) {
+            if (j > 0) luaL_addstring(&b, ", ");
+            luaL_addstring(&b, allowed[j]);
+        }
+        luaL_pushresult(&b);
+        luaL_error(L, "%s: unknown option '%s' (options: %s)", what, k, lua_tostring(L, -1));
+    }
 }

@@ -117,7 +117,59 @@ describe("model", function()
     -- different settings for a loaded model are refused, naming the setting
     local ok, err = pcall(catena.model, { path = MODEL, threads = 1, ctx = 64 })
     assert.is_false(ok)
-    assert.matches("already loaded on this loop with threads", err.message)
+    assert.matches("ctx 64 was asked, but .* is already loaded with the default ctx", err.message)
+  end)
+
+  it("names unknown options and settings, and the nearest known one", function()
+    local ok, err = pcall(catena.model, { path = MODEL, ctxx = 64 })
+    assert.is_false(ok)
+    assert.matches("catena.model: unknown option 'ctxx' %(did you mean 'ctx'%?%)", err)
+    ok, err = pcall(catena.model, { path = MODEL, zzz = 1 })
+    assert.matches("unknown option 'zzz' %(options: path, ctx, threads, kv_memory", err)
+    ok, err = pcall(function() return llm:with{ max_token = 3 } end)
+    assert.is_false(ok)
+    assert.matches("with{...}: unknown setting 'max_token' %(did you mean 'max_tokens'%?%)", err)
+    ok, err = pcall(function() return llm:with{ temprature = 0 } end)
+    assert.matches("did you mean 'temperature'", err)
+    ok, err = pcall(function() return llm:with{ ctx = 64 } end)
+    assert.matches("setting 'ctx' is the model's, not one run's", err)
+    ok, err = pcall(function() return llm:with{ user_id = 7 } end)
+    assert.matches("unknown setting 'user_id' %(a chain's own keys go under configurable", err)
+    ok, err = pcall(function() return llm:invoke("Once", { max_tokenz = 3 }) end)
+    assert.matches("config: unknown setting 'max_tokenz' %(did you mean 'max_tokens'%?%)", err)
+    ok, err = pcall(function() return llm:batch({ "a" }, { max_concurency = 2 }) end)
+    assert.matches("batch: unknown option 'max_concurency' %(did you mean 'max_concurrency'%?%)", err)
+    ok, err = pcall(function() return llm:with_retry{ attempt = 2 } end)
+    assert.matches("with_retry: unknown option 'attempt' %(did you mean 'attempts'%?%)", err)
+    ok, err = pcall(catena.parser.regex, { patern = "x" })
+    assert.matches("parser.regex: unknown option 'patern' %(did you mean 'pattern'%?%)", err)
+    ok, err = pcall(catena.router, { key = "k", routes = {}, defualt = llm })
+    assert.matches("unknown option 'defualt' %(did you mean 'default'%?%)", err)
+  end)
+
+  it("out-of-range settings give the real range", function()
+    for _, c in ipairs{
+      { { temperature = -1 }, "'temperature' must be a number from 0 to 100, not %-1" },
+      { { top_p = 2 }, "'top_p' must be a number from 0 to 1, not 2" },
+      { { top_k = -3 }, "'top_k' must be an integer from 0 to 2147483647, not %-3" },
+      { { min_p = -0.5 }, "'min_p' must be a number from 0 to 1, not %-0.5" },
+      { { temperature = 1e308 }, "'temperature' must be a number from 0 to 100, not 1e%+308" },
+    } do
+      local ok, err = pcall(function() return llm:with(c[1]):invoke("Once") end)
+      assert.is_false(ok)
+      assert.matches(c[2], err.message)
+    end
+  end)
+
+  it("generates at most 256 tokens when max_tokens is not set (as catena batch)", function()
+    local s0 = catena.stats(llm)
+    llm:with{ ignore_eos = true }:invoke("Once")
+    local s1 = catena.stats(llm)
+    -- the first token comes with the prefill step, the other 255 from decode steps
+    assert.are.equal(255, s1.decode_tokens - s0.decode_tokens)
+    llm:with{ ignore_eos = true, max_tokens = -1 }:invoke("Once") -- no limit: the context
+    local s2 = catena.stats(llm)
+    assert.is_true(s2.decode_tokens - s1.decode_tokens > 1000)
   end)
 
   it("names a missing file", function()
