@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -126,12 +127,22 @@ static int parse_args(int argc, char **argv, options *o) {
             snprintf(o->lora, sizeof o->lora, "%s", val);
             char *colon = strrchr(o->lora, ':');
             char err[512];
-            if (colon != NULL && colon[1] != '\0' &&
-                strspn(colon + 1, "+-.0123456789eE") == strlen(colon + 1)) {
+            struct stat st;
+            /* A path that exists as given keeps its ':'; otherwise what follows the last
+             * ':' must be a scale. */
+            if (colon != NULL && stat(o->lora, &st) != 0) {
                 if (ctn_settings_parse(&o->set, "lora_scale", colon + 1, err, sizeof err) < 0) {
-                    fprintf(stderr, "catena generate: bad value '%s' for --lora: %s\n", val, err);
+                    fprintf(stderr,
+                            "catena generate: --lora %s: no such path, and '%s' after its last "
+                            "':' is no scale (PATH[:SCALE]): %s\n",
+                            val, colon + 1, err);
                     return -1;
                 }
+                if (o->set.lora_scale < 0)
+                    fprintf(stderr,
+                            "catena generate: note: --lora scale %g is negative: the adapter's "
+                            "update is subtracted\n",
+                            (double)o->set.lora_scale);
                 *colon = 0;
             }
         } else {

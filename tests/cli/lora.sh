@@ -3,7 +3,7 @@
 # catena lora inspect and merge; generate --lora equals generating with the merged model
 # (greedy ids); --lora PATH:0 equals the base model; catena batch lines mixing the adapter
 # and the base give what generate gives; a PEFT folder of the same adapter gives what the GGUF
-# file gives; a bad adapter path is an error naming it.
+# file gives; a bad adapter path is an error naming it; a bad PATH:SCALE scale is refused.
 set -u
 CATENA="${CATENA:-build/catena}"
 MODEL="${CTN_SHARED:-../shared}/models/stories260K.gguf"
@@ -59,4 +59,15 @@ check "a PEFT setting catena cannot serve is an error naming it" \
 
 "$CATENA" generate -m "$MODEL" -p "$P" -n 4 --lora "$tmp/missing.gguf" > /dev/null 2> "$tmp/err"
 check "a missing adapter is an error naming it" '[ $? = 1 ] && grep -q "missing.gguf" "$tmp/err"'
+
+# PATH:SCALE with a scale that is no number or out of range is refused naming it; a negative
+# one is run, with a note that it subtracts the update.
+"$CATENA" generate -m "$MODEL" -p "$P" -n 4 --lora "$tmp/a.gguf:abc" > /dev/null 2> "$tmp/err"
+check "--lora PATH:abc: abc is no scale" \
+    '[ $? = 2 ] && grep -q "'"'"'abc'"'"' after its last '"'"':'"'"' is no scale" "$tmp/err"'
+"$CATENA" generate -m "$MODEL" -p "$P" -n 4 --lora "$tmp/a.gguf:500" > /dev/null 2> "$tmp/err"
+check "--lora PATH:500: the range" '[ $? = 2 ] && grep -q "from -100 to 100, not 500" "$tmp/err"'
+neg=$("$CATENA" generate -m "$MODEL" -p "$P" -n 24 --temp 0 --ids --lora "$tmp/a.gguf:-1" 2> "$tmp/err")
+check "--lora PATH:-1 runs and says the update is subtracted" \
+    '[ -n "$neg" ] && [ "$neg" != "$with" ] && grep -q "scale -1 is negative" "$tmp/err"'
 exit $fail
