@@ -749,7 +749,7 @@ static void router_start(ctn_task *t) {
     const ctn_node *n = t->node;
     const ctn_val *v = ctn_val_get(t->input, n->rkey);
     if (t->input == NULL || (t->input->kind != CTN_VOBJ && t->input->kind != CTN_VDOC)) {
-        fail_task(t, CTN_ETYPE, "router needs an object as input, got %s",
+        fail_task(t, CTN_ETYPE, "needs an object as input, got %s",
                   t->input ? ctn_vkind_name(t->input->kind) : "nothing");
         return;
     }
@@ -767,10 +767,10 @@ static void router_start(ctn_task *t) {
             strncat(names, n->keys[i], sizeof names - strlen(names) - 1);
         }
         if (v == NULL || v->kind != CTN_VSTR) {
-            fail_task(t, CTN_ETYPE, "router: input key '%s' must be a string, got %s (routes: %s)",
+            fail_task(t, CTN_ETYPE, "input key '%s' must be a string, got %s (routes: %s)",
                       n->rkey, v ? ctn_vkind_name(v->kind) : "nothing", names);
         } else {
-            fail_task(t, CTN_ENOENT, "router: no route '%.*s' for key '%s' (routes: %s)",
+            fail_task(t, CTN_ENOENT, "no route '%.*s' for key '%s' (routes: %s)",
                       (int)(v->u.str.len > 100 ? 100 : v->u.str.len), v->u.str.p, n->rkey, names);
         }
         return;

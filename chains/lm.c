@@ -597,7 +597,8 @@ static int load(ctn_lm *lm, const char *path, char *err, size_t errcap) {
     }
     rc = ctn_model_load(&lm->m, lm->g, msg, sizeof msg);
     if (rc < 0) {
-        name_path(err, errcap, path, "the model: ", msg);
+        /* Its messages start with "model: ", which the model node's path says already. */
+        name_path(err, errcap, path, "", strncmp(msg, "model: ", 7) == 0 ? msg + 7 : msg);
         return rc;
     }
     /* As `catena batch` makes its engine: 16-position KV blocks, 64 running sequences. */

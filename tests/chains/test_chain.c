@@ -283,7 +283,7 @@ TEST(branch_and_router) {
     ctn_val_set(in, "topic", ctn_val_cstr("law"));
     run_to_end(&loop, ro, in, NULL, 0, &r, NULL);
     CHECK_EQ_INT(r.code, CTN_ENOENT);
-    CHECK_STR(r.msg, "router: no route 'law' for key 'topic' (routes: math, poem)");
+    CHECK_STR(r.msg, "no route 'law' for key 'topic' (routes: math, poem)");
     CHECK_STR(r.path, "router");
     result_free(&r);
     in = ctn_val_obj();

@@ -55,7 +55,10 @@ describe("composition", function()
     assert.are.equal("m:1+1", r:invoke({ topic = "math", q = "1+1" }))
     local ok, err = pcall(function() return r:invoke({ topic = "law", q = "?" }) end)
     assert.is_false(ok)
-    assert.are.equal("router: no route 'law' for key 'topic' (routes: math, poem)", err.message)
+    assert.are.equal("no route 'law' for key 'topic' (routes: math, poem)", err.message)
+    assert.are.equal("router", err.path)
+    -- the path names the node once: no "router: router: ..."
+    assert.are.equal("router: no route 'law' for key 'topic' (routes: math, poem)", tostring(err))
     -- a route (and the default) gets the whole input
     local d = catena.router{ key = "topic", routes = { a = add(1) },
                              default = function(x) return "default for " .. x.topic end }

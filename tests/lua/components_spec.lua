@@ -172,6 +172,13 @@ describe("model", function()
     assert.is_true(s2.decode_tokens - s1.decode_tokens > 1000)
   end)
 
+  it("says what is wrong with a file once, without repeated prefixes", function()
+    local path = SHARED .. "/vocab/ggml-vocab-llama-bpe.gguf" -- a vocabulary, no weights
+    local ok, err = pcall(catena.model, { path = path })
+    assert.is_false(ok)
+    assert.are.equal("model: " .. path .. ": tensor token_embd.weight is missing", tostring(err))
+  end)
+
   it("names a missing file", function()
     local ok, err = pcall(catena.model, { path = "/nonexistent/m.gguf" })
     assert.is_false(ok)
