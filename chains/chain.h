@@ -155,6 +155,12 @@ void ctn_task_fail(ctn_task *t, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+/* ctn_task_fail with more fields for the error (detail, an object, taken; NULL for none). */
+void ctn_task_fail_with(ctn_task *t, int code, ctn_val *detail, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
 /* Emits one output chunk (taken). */
 void ctn_task_emit(ctn_task *t, ctn_val *chunk);
 /* The config the task runs with (an object; borrowed), a key of it, or NULL. */
@@ -175,9 +181,11 @@ void ctn_task_add_tokens(ctn_task *t, int64_t prompt_tokens, int64_t completion_
 
 /* An error as a run reports it. */
 typedef struct {
-    int code;      /* CTN_E* */
-    char *message; /* the cause */
-    char *path;    /* the node path */
+    int code;       /* CTN_E* */
+    char *message;  /* the cause */
+    char *path;     /* the node path */
+    ctn_val *detail; /* NULL, or an object of more fields: a lambda's error value that was not
+                      * a string (cause) and the lambda's Lua traceback (traceback) */
 } ctn_chain_err;
 
 /* One span of the trace: a task from start to end. */

@@ -79,11 +79,12 @@ static void err_free(ctn_chain_err *e) {
     if (e == NULL) return;
     free(e->message);
     free(e->path);
+    ctn_val_unref(e->detail);
     free(e);
 }
 
 /* The error every allocation failure degrades to: static, never freed. */
-static ctn_chain_err oom_err = {CTN_ENOMEM, "out of memory", ""};
+static ctn_chain_err oom_err = {CTN_ENOMEM, "out of memory", "", NULL};
 
 static ctn_chain_err *err_new(const ctn_task *t, int code, const char *msg) {
     ctn_chain_err *e = ctn__calloc(1, sizeof *e);
@@ -365,7 +366,7 @@ static void cancel_task(ctn_task *t, int detach) {
     const ctn__kind *k = ctn__kind_of(t->node);
     if (k->cancel != NULL) k->cancel(t);
     if (t->span >= 0) {
-        ctn_chain_err e = {CTN_ECANCELED, (char *)"cancelled", (char *)""};
+        ctn_chain_err e = {CTN_ECANCELED, (char *)"cancelled", (char *)"", NULL};
         span_end(t, NULL, &e);
     }
     if (detach && t->parent != NULL) kids_remove(t->parent, t);
@@ -1073,6 +1074,23 @@ void ctn_task_fail(ctn_task *t, int code, const char *fmt, ...) {
         va_end(ap);
         task_end(t, NULL, err_new(t, code < 0 ? code : CTN_ECHAIN, msg));
     }
+    leave(r);
+}
+
+void ctn_task_fail_with(ctn_task *t, int code, ctn_val *detail, const char *fmt, ...) {
+    ctn_run *r = t->run;
+    enter(r);
+    if (!t->ended) {
+        char msg[1024];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        ctn_chain_err *e = err_new(t, code < 0 ? code : CTN_ECHAIN, msg);
+        if (e != &oom_err) e->detail = detail, detail = NULL;
+        task_end(t, NULL, e);
+    }
+    ctn_val_unref(detail);
     leave(r);
 }
 

@@ -31,11 +31,6 @@ static const char *help_text =
     "  :graph EXPR       draw the runnable EXPR\n"
     "  :help, :quit      this text; leave (Ctrl-D too)\n";
 
-static int traceback(lua_State *L) {
-    const char *msg = luaL_tolstring(L, 1, NULL);
-    luaL_traceback(L, L, msg, 1);
-    return 1;
-}
 
 /* Prints the value at idx: runnables drawn, chain values as JSON, others with tostring. */
 static void show(lua_State *L, int idx) {
@@ -106,7 +101,7 @@ static int print_stream(lua_State *L) {
 static void run_chunk(lua_State *L, int base) {
     const int n = lua_gettop(L) - base; /* the function */
     (void)n;
-    lua_pushcfunction(L, traceback);
+    lua_pushcfunction(L, ctn_l_traceback);
     lua_insert(L, base + 1);
     const int st = lua_pcall(L, 0, LUA_MULTRET, base + 1);
     if (st != LUA_OK) {

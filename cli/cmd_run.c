@@ -12,13 +12,6 @@
 #include "commands.h"
 #include "l_catena.h"
 
-/* The error of a failed chunk with a traceback (a catena error object via its
- * __tostring). */
-static int traceback(lua_State *L) {
-    const char *msg = luaL_tolstring(L, 1, NULL);
-    luaL_traceback(L, L, msg, 1);
-    return 1;
-}
 
 static int usage(FILE *f) {
     fprintf(f, "usage: catena run [--trace] SCRIPT.lua [ARGS...]\n"
@@ -63,7 +56,7 @@ int ctn_cmd_run(int argc, char **argv) {
         lua_rawseti(L, -2, i - 1);
     }
     lua_setglobal(L, "arg");
-    lua_pushcfunction(L, traceback);
+    lua_pushcfunction(L, ctn_l_traceback);
     const int st = luaL_loadfile(L, strcmp(script, "-") == 0 ? NULL : script);
     int rc = 0;
     if (st != LUA_OK) {

@@ -92,6 +92,35 @@ void ctn_l_push_err(lua_State *L, int code, const char *message, const char *pat
     luaL_setmetatable(L, CTN_L_ERROR);
 }
 
+void ctn_l_push_err_detail(lua_State *L, int code, const char *message, const char *path,
+                           const ctn_val *detail) {
+    ctn_l_push_err(L, code, message, path);
+    static const char *const keys[] = {"cause", "traceback"};
+    for (size_t i = 0; i < 2; i++) {
+        const ctn_val *v = detail != NULL ? ctn_val_get(detail, keys[i]) : NULL;
+        if (v == NULL) continue;
+        ctn_l_push_val(L, v, 1);
+        lua_setfield(L, -2, keys[i]);
+    }
+}
+
+int ctn_l_traceback(lua_State *L) {
+    const char *msg = luaL_tolstring(L, 1, NULL);
+    if (lua_type(L, 1) == LUA_TTABLE && lua_getfield(L, 1, "traceback") == LUA_TSTRING) {
+        lua_pushfstring(L, "%s\n%s", msg, lua_tostring(L, -1));
+        msg = lua_tostring(L, -1);
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* Under pcall: the error object of (code, message, path, detail) as light userdata. */
+static int push_err_p(lua_State *L) {
+    ctn_l_push_err_detail(L, (int)lua_tointeger(L, 1), lua_tostring(L, 2), lua_tostring(L, 3),
+                          lua_touserdata(L, 4));
+    return 1;
+}
+
 /* Raises a catena error object {code, kind, message, path}. */
 static int raise_err(lua_State *L, int code, const char *message, const char *path) {
     ctn_l_push_err(L, code, message, path);
@@ -265,7 +294,20 @@ typedef struct {
     ctn_val *out; /* LUA_OK: the result */
     int code;     /* an error: its code and text (msg, malloc'd) */
     char *msg;
+    ctn_val *detail; /* and its cause (a value that was not a string) and traceback */
 } finish_args;
+
+/* Sets detail[key] = the value at the top of L's stack (popped) when it converts; a value
+ * that does not (a function in a table) is left out. */
+static void detail_set(lua_State *L, ctn_val **detail, const char *key) {
+    char err[128];
+    ctn_val *v = ctn_l_to_val(L, -1, key, err, sizeof err);
+    lua_pop(L, 1);
+    if (v == NULL) return;
+    if (*detail == NULL) *detail = ctn_val_obj();
+    if (*detail == NULL) ctn_val_unref(v);
+    else (void)ctn_val_set(*detail, key, v); /* takes v, also when it fails: left out */
+}
 
 /* Moves the coroutine's results (or its error) to the main thread and reads them there. */
 static int finish_p(lua_State *L, void *ud, char *err, size_t errcap) {
@@ -278,22 +320,71 @@ static int finish_p(lua_State *L, void *ud, char *err, size_t errcap) {
         if (a->out == NULL && n == 0) snprintf(err, errcap, "out of memory");
         return a->out != NULL ? 0 : n > 0 ? CTN_ETYPE : CTN_ENOMEM;
     }
-    /* An error: a catena error object keeps its code, anything else becomes its string. */
+    /*
+     * An error. A catena error object keeps its code, its fields (cause, traceback) and its
+     * path in the message. Any other value that is not a string becomes the cause (a table
+     * as a value), its message the table's message field, its __tostring, or a note; the
+     * lambda's own frames become the traceback.
+     */
     a->code = CTN_ECHAIN;
-    const char *msg = NULL;
-    if (lua_type(L, -1) == LUA_TTABLE) {
-        lua_getfield(L, -1, "code");
-        if (lua_isinteger(L, -1)) a->code = (int)lua_tointeger(L, -1);
-        lua_pop(L, 1);
-        lua_getfield(L, -1, "message");
-        lua_getfield(L, -2, "path");
-        const char *p = lua_tostring(L, -1);
-        if (p != NULL && *p)
-            lua_pushfstring(L, "%s: %s", p, lua_tostring(L, -2));
-        else
-            lua_pushvalue(L, -2);
+    const int ev = lua_gettop(L);
+    if (lua_type(L, ev) == LUA_TTABLE && lua_getmetatable(L, ev)) {
+        luaL_getmetatable(L, CTN_L_ERROR);
+        const int ours = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+        if (ours) {
+            lua_getfield(L, ev, "code");
+            if (lua_isinteger(L, -1)) a->code = (int)lua_tointeger(L, -1);
+            lua_pop(L, 1);
+            lua_getfield(L, ev, "cause");
+            if (!lua_isnil(L, -1)) detail_set(L, &a->detail, "cause");
+            else lua_pop(L, 1);
+            lua_getfield(L, ev, "traceback");
+            if (lua_type(L, -1) == LUA_TSTRING) detail_set(L, &a->detail, "traceback");
+            else lua_pop(L, 1);
+            lua_getfield(L, ev, "message");
+            lua_getfield(L, ev, "path");
+            const char *p = lua_tostring(L, -1);
+            if (p != NULL && *p)
+                lua_pushfstring(L, "%s: %s", p, lua_tostring(L, -2));
+            else
+                lua_pushvalue(L, -2);
+            goto have_msg;
+        }
     }
-    msg = lua_tostring(L, -1);
+    if (lua_type(L, ev) != LUA_TSTRING && lua_type(L, ev) != LUA_TNUMBER) {
+        lua_pushvalue(L, ev);
+        detail_set(L, &a->detail, "cause");
+        const int is_table = lua_type(L, ev) == LUA_TTABLE;
+        if (is_table && lua_getfield(L, ev, "message") == LUA_TSTRING) {
+            /* {message = "...", ...}: that text */
+        } else {
+            if (is_table) lua_pop(L, 1);
+            if (luaL_getmetafield(L, ev, "__tostring") != LUA_TNIL) {
+                lua_pushvalue(L, ev);
+                lua_call(L, 1, 1);
+            } else {
+                lua_pushfstring(L, "a %s was raised as the error (it is the error's cause)",
+                                luaL_typename(L, ev));
+            }
+        }
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            lua_pop(L, 1);
+            lua_pushfstring(L, "a %s was raised as the error (it is the error's cause)",
+                            luaL_typename(L, ev));
+        }
+    } else {
+        lua_pushvalue(L, ev);
+    }
+    /* The lambda's frames: its coroutine's stack is kept until it is reset. */
+    luaL_traceback(L, a->co, NULL, 0);
+    if (strncmp(lua_tostring(L, -1), "stack traceback:", 16) == 0) {
+        lua_pushfstring(L, "stack traceback (in the lambda):%s", lua_tostring(L, -1) + 16);
+        lua_remove(L, -2);
+    }
+    detail_set(L, &a->detail, "traceback");
+have_msg:;
+    const char *msg = lua_tostring(L, -1);
     a->msg = ctn__strdup(msg != NULL ? msg : "(error object is not a string)");
     if (a->msg == NULL) {
         snprintf(err, errcap, "out of memory");
@@ -347,9 +438,11 @@ static void co_resume(lco *c, int nargs) {
         ctn_task_done(t, a.out);
         a.out = NULL;
     } else {
-        ctn_task_fail(t, a.code, "%s", a.msg);
+        ctn_task_fail_with(t, a.code, a.detail, "%s", a.msg);
+        a.detail = NULL;
     }
     ctn_val_unref(a.out);
+    ctn_val_unref(a.detail);
     free(a.msg);
 }
 
@@ -623,6 +716,7 @@ typedef struct run_wait {
     ctn_val *out;
     int code;
     char *message, *path;
+    ctn_val *detail; /* the error's cause and traceback, or NULL */
     /* streaming */
     ctn_val **chunks;
     size_t nchunks, capchunks, head;
@@ -685,6 +779,7 @@ static void w_done(void *ud, const ctn_val *out, const ctn_chain_err *err) {
         w->code = err->code;
         w->message = ctn__strdup(err->message);
         w->path = ctn__strdup(err->path);
+        w->detail = ctn_val_ref(err->detail);
     } else {
         w->out = ctn_val_ref((ctn_val *)out);
     }
@@ -771,7 +866,7 @@ static void wait_free(run_wait *w) {
     w->cbref = LUA_NOREF;
     w->co = NULL; /* its run's cancellation below must not wake anyone */
     if (w->record && w->run != NULL && ctn_run_ended(w->run) && w->ctx->tdb != NULL) {
-        ctn_chain_err e = {w->code, w->message, w->path};
+        ctn_chain_err e = {w->code, w->message, w->path, w->detail};
         ctn_trace_db_record(w->ctx->tdb, w->run, NULL, w->code != 0 ? &e : NULL);
     }
     if (w->run != NULL) ctn_run_free(w->run);
@@ -780,6 +875,7 @@ static void wait_free(run_wait *w) {
         ctn_val_unref(w->chunks[i]);
     free(w->chunks);
     free(w->message);
+    ctn_val_unref(w->detail);
     free(w->path);
     free(w);
 }
@@ -946,8 +1042,17 @@ static int finish_wait(lua_State *L, run_wait *w) {
         snprintf(msg, sizeof msg, "%s", w->message ? w->message : ctn_strerror(w->code));
         snprintf(path, sizeof path, "%s", w->path ? w->path : "");
         const int code = w->code;
+        ctn_val *detail = ctn_val_ref(w->detail);
         wait_free(w);
-        return raise_err(L, code, msg, path);
+        /* Converting the detail may raise (memory): under pcall, so it is released either way. */
+        lua_pushcfunction(L, push_err_p);
+        lua_pushinteger(L, code);
+        lua_pushstring(L, msg);
+        lua_pushstring(L, path);
+        lua_pushlightuserdata(L, detail);
+        lua_pcall(L, 4, 1, 0);
+        ctn_val_unref(detail);
+        return lua_error(L);
     }
     /* Converting the output may raise (memory): under pcall, so w is freed either way. */
     if (!lua_checkstack(L, 3)) {
@@ -998,7 +1103,8 @@ static int results_table_p(lua_State *L) {
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
         if (w[i]->code != 0) {
-            ctn_l_push_err(L, w[i]->code, w[i]->message ? w[i]->message : "", w[i]->path);
+            ctn_l_push_err_detail(L, w[i]->code, w[i]->message ? w[i]->message : "", w[i]->path,
+                                  w[i]->detail);
         } else if (w[i]->out != NULL) {
             ctn_l_push_val(L, w[i]->out, 0);
         } else {

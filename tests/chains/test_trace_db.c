@@ -64,7 +64,7 @@ TEST(runs_and_spans_are_written) {
     CHECK_EQ_INT(ctn_run_start(&loop, pk, s, NULL, &cb, CTN_RUN_TRACE, &r), 0);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK_EQ_INT(status, CTN_ETYPE);
-    ctn_chain_err e = {CTN_ETYPE, "pick needs an object as input, got string", "pick"};
+    ctn_chain_err e = {CTN_ETYPE, "pick needs an object as input, got string", "pick", NULL};
     CHECK_EQ_INT(ctn_trace_db_record(db, r, "picker", &e), 0);
     ctn_run_free(r);
     ctn_val_unref(s);

@@ -29,6 +29,16 @@ rc=$?
 check "a failing script exits 1" '[ $rc = 1 ]'
 check "the error names the node path" 'grep -q "rag.context > retriever: no index" "$tmp/err"'
 
+cat > "$tmp/deep.lua" <<'LUA'
+local catena = require("catena")
+local function parse(x) local v = x.y.z; return v end
+local function step(x) local r = parse(x); return r end
+catena.lambda(function(v) local r = step(v); return r end):invoke({})
+LUA
+"$CATENA" run "$tmp/deep.lua" > "$tmp/out" 2> "$tmp/err"
+check "an error inside a lambda shows the lambda's frames" \
+    'grep -q "stack traceback (in the lambda):" "$tmp/err" && grep -q "deep.lua:2: in upvalue .parse." "$tmp/err" && grep -q "deep.lua:3: in upvalue .step." "$tmp/err"'
+
 "$CATENA" run --trace "$tmp/args.lua" 5 x > "$tmp/out" 2> "$tmp/err"
 check "--trace prints a trace tree to stderr" 'grep -q "^lambda  [0-9.]* ms  -> 10$" "$tmp/err"'
 check "--trace leaves stdout alone" '[ "$(tail -n 1 "$tmp/out")" = 10 ]'
