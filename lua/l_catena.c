@@ -865,6 +865,13 @@ static void wait_free(run_wait *w) {
         luaL_unref(w->ctx->main, LUA_REGISTRYINDEX, w->cbref);
     w->cbref = LUA_NOREF;
     w->co = NULL; /* its run's cancellation below must not wake anyone */
+    /* catena run --trace: every top-level run's tree when it has ended, whatever started it
+     * (invoke, each item of a batch, stream, stream_events). */
+    if (w->print_trace && w->run != NULL && ctn_run_ended(w->run)) {
+        char *t = ctn_run_trace_text(w->run);
+        if (t != NULL) fprintf(stderr, "-- trace\n%s", t);
+        free(t);
+    }
     if (w->record && w->run != NULL && ctn_run_ended(w->run) && w->ctx->tdb != NULL) {
         ctn_chain_err e = {w->code, w->message, w->path, w->detail};
         ctn_trace_db_record(w->ctx->tdb, w->run, NULL, w->code != 0 ? &e : NULL);
@@ -927,6 +934,9 @@ static void check_run_config(lua_State *L, int idx, const char *what, bool top) 
     }
 }
 
+/* A flag of start_wait's alone (not the executor's): streaming inside, no chunks queued. */
+#define CTN_RUN_NO_CHUNKS (1 << 20)
+
 static run_wait *start_wait(lua_State *L, ctn_node *root, int input_idx, int cfg_idx, int flags) {
     lctx *ctx = get_ctx(L);
     char err[512];
@@ -968,6 +978,15 @@ static run_wait *start_wait(lua_State *L, ctn_node *root, int input_idx, int cfg
             copy = lua_gettop(L);
         }
         if (has_cb) {
+            /* on_stream fires for model tokens in every kind of run: an invoke or batch
+             * with it runs streaming inside (the output is the same), without a chunk
+             * queue of its own (on_chunk stays unset below). Read raw: a callbacks table's
+             * metamethods run only inside the loop, under protection. */
+            lua_pushliteral(L, "on_stream");
+            lua_rawget(L, copy - 2);
+            if (!lua_isnil(L, -1) && !(flags & CTN_RUN_STREAM))
+                flags |= CTN_RUN_STREAM | CTN_RUN_NO_CHUNKS;
+            lua_pop(L, 1);
             lua_pushvalue(L, copy - 2);
             cbref = luaL_ref(L, LUA_REGISTRYINDEX); /* the last call that may raise */
             flags |= CTN_RUN_EVENTS;
@@ -1006,8 +1025,10 @@ static run_wait *start_wait(lua_State *L, ctn_node *root, int input_idx, int cfg
         if (ctx->tdb != NULL) w->record = 1;
         if (w->print_trace || w->record) flags |= CTN_RUN_TRACE;
     }
+    const bool chunks = (flags & CTN_RUN_STREAM) && !(flags & CTN_RUN_NO_CHUNKS) && !w->events;
+    flags &= ~CTN_RUN_NO_CHUNKS;
     ctn_run_callbacks cb = {.on_done = w_done,
-                            .on_chunk = (flags & CTN_RUN_STREAM) && !w->events ? w_chunk : NULL,
+                            .on_chunk = chunks ? w_chunk : NULL,
                             .on_event = (flags & CTN_RUN_EVENTS) ? w_event : NULL,
                             .ud = w};
     const int rc = ctn_run_start(&ctx->loop, root, in, cfg, &cb, flags, &w->run);
@@ -1032,11 +1053,6 @@ static int push_out_p(lua_State *L) {
 
 /* Pushes a finished wait's result, or raises its error (freeing w either way). */
 static int finish_wait(lua_State *L, run_wait *w) {
-    if (w->print_trace && w->run != NULL) {
-        char *t = ctn_run_trace_text(w->run);
-        if (t != NULL) fprintf(stderr, "-- trace\n%s", t);
-        free(t);
-    }
     if (w->code != 0) {
         char msg[1024], path[512];
         snprintf(msg, sizeof msg, "%s", w->message ? w->message : ctn_strerror(w->code));

@@ -43,6 +43,17 @@ check "an error inside a lambda shows the lambda's frames" \
 check "--trace prints a trace tree to stderr" 'grep -q "^lambda  [0-9.]* ms  -> 10$" "$tmp/err"'
 check "--trace leaves stdout alone" '[ "$(tail -n 1 "$tmp/out")" = 10 ]'
 
+cat > "$tmp/kinds.lua" <<'LUA'
+local catena = require("catena")
+local c = catena.lambda(function(x) return x + 1 end, "inc")
+c:batch({ 1, 2 })
+for _ in c:stream(10) do end
+for _ in c:stream_events(20) do end
+LUA
+"$CATENA" run --trace "$tmp/kinds.lua" > "$tmp/out" 2> "$tmp/err"
+check "--trace prints a tree for each batch item, a stream and stream_events" \
+    '[ "$(grep -c "^inc (lambda)  [0-9.]* ms  -> " "$tmp/err")" = 4 ] && grep -q -- "-> 3$" "$tmp/err" && grep -q -- "-> 11$" "$tmp/err" && grep -q -- "-> 21$" "$tmp/err"'
+
 "$CATENA" run > /dev/null 2>&1
 check "no script is a usage error (2)" '[ $? = 2 ]'
 "$CATENA" run "$tmp/missing.lua" > /dev/null 2> "$tmp/err"

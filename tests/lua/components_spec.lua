@@ -147,6 +147,18 @@ describe("model", function()
     assert.matches("unknown option 'defualt' %(did you mean 'default'%?%)", err)
   end)
 
+  it("config.callbacks.on_stream sees the model's tokens under invoke and batch too", function()
+    local n = 0
+    local cb = { on_stream = function(ev) if ev.name == "model" then n = n + 1 end end }
+    local m4 = llm:with{ max_tokens = 4, ignore_eos = true }
+    local out = m4:invoke("Once", { callbacks = cb })
+    assert.are.equal(4, n)
+    assert.are.equal(m4:invoke("Once"), out) -- the same output as without callbacks
+    n = 0
+    llm:with{ max_tokens = 3, ignore_eos = true }:batch({ "Once", "Lily" }, nil, { callbacks = cb })
+    assert.are.equal(6, n)
+  end)
+
   it("out-of-range settings give the real range", function()
     for _, c in ipairs{
       { { temperature = -1 }, "'temperature' must be a number from 0 to 100, not %-1" },
