@@ -255,6 +255,10 @@ const char *ctn_trace_db_error(const ctn_trace_db *t) {
     return e;
 }
 
+int ctn_trace_db_pending(const ctn_trace_db *t) {
+    return t != NULL ? t->pending : 0; /* the loop thread's count */
+}
+
 long long ctn_trace_db_runs(const ctn_trace_db *t) {
     ctn_trace_db *m = (ctn_trace_db *)t;
     uv_mutex_lock(&m->mu);

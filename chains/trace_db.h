@@ -37,6 +37,8 @@ int ctn_trace_db_record(ctn_trace_db *db, const ctn_run *run, const char *name,
 const char *ctn_trace_db_error(const ctn_trace_db *db);
 /* Runs written so far. */
 long long ctn_trace_db_runs(const ctn_trace_db *db);
+/* Runs queued and not yet written (their writes finish as the loop runs). */
+int ctn_trace_db_pending(const ctn_trace_db *db);
 /* Closes once pending writes are done (the loop must run for them to finish). */
 void ctn_trace_db_close(ctn_trace_db *db);
 

@@ -29,6 +29,9 @@
 
 typedef struct lco lco;
 
+/* How many catena.trace.sqlite databases may be open at once. */
+#define CTN_L_MAX_TRACE_DBS 16
+
 typedef struct {
     uv_loop_t loop;
     lua_State *main;
@@ -36,7 +39,9 @@ typedef struct {
     lco *idle;   /* finished coroutines kept for reuse */
     int closed;
     int print_trace;    /* catena run --trace: each top-level run's trace tree to stderr */
-    ctn_trace_db *tdb;  /* catena.trace.sqlite: where top-level runs are recorded, or NULL */
+    /* catena.trace.sqlite: the open databases, each recording every top-level run */
+    ctn_trace_db *tdb[CTN_L_MAX_TRACE_DBS];
+    int ntdb;
     uv_signal_t sigint; /* the REPL's Ctrl-C watch (ctn_l_watch_interrupt) */
     int watching, interrupted;
 } lctx;
@@ -872,9 +877,10 @@ static void wait_free(run_wait *w) {
         if (t != NULL) fprintf(stderr, "-- trace\n%s", t);
         free(t);
     }
-    if (w->record && w->run != NULL && ctn_run_ended(w->run) && w->ctx->tdb != NULL) {
+    if (w->record && w->run != NULL && ctn_run_ended(w->run)) {
         ctn_chain_err e = {w->code, w->message, w->path, w->detail};
-        ctn_trace_db_record(w->ctx->tdb, w->run, NULL, w->code != 0 ? &e : NULL);
+        for (int i = 0; i < w->ctx->ntdb; i++)
+            ctn_trace_db_record(w->ctx->tdb[i], w->run, NULL, w->code != 0 ? &e : NULL);
     }
     if (w->run != NULL) ctn_run_free(w->run);
     ctn_val_unref(w->out);
@@ -1022,7 +1028,7 @@ static run_wait *start_wait(lua_State *L, ctn_node *root, int input_idx, int cfg
     if (cfg_idx != 0 && !lua_isnil(L, cfg_idx)) lua_pop(L, 2);
     if (current_co(L) == NULL) {
         if (ctx->print_trace) w->print_trace = 1;
-        if (ctx->tdb != NULL) w->record = 1;
+        if (ctx->ntdb > 0) w->record = 1;
         if (w->print_trace || w->record) flags |= CTN_RUN_TRACE;
     }
     const bool chunks = (flags & CTN_RUN_STREAM) && !(flags & CTN_RUN_NO_CHUNKS) && !w->events;
@@ -1931,34 +1937,50 @@ static int m_document(lua_State *L) {
 #define TRACEDB_MT "catena.tracedb"
 
 /* catena.trace.sqlite(path): records every top-level run of this state into path; returns
- * a handle (:runs(), :error(), :close()). A second call replaces the first database. */
+ * a handle (:runs(), :error(), :close()). Several may be open: each records every run. */
 static int m_trace_sqlite(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     lctx *ctx = get_ctx(L);
+    if (ctx->ntdb == CTN_L_MAX_TRACE_DBS)
+        return luaL_error(L, "catena.trace.sqlite: %d trace databases are open already; close one",
+                          CTN_L_MAX_TRACE_DBS);
     char err[512];
     ctn_trace_db *db = NULL;
     if (ctn_trace_db_open(&ctx->loop, path, &db, err, sizeof err) < 0)
         return raise_err(L, CTN_EIO, err, "");
-    if (ctx->tdb != NULL) ctn_trace_db_close(ctx->tdb);
-    ctx->tdb = db;
+    ctx->tdb[ctx->ntdb++] = db;
     ctn_trace_db **h = lua_newuserdatauv(L, sizeof *h, 0);
     *h = db;
     luaL_setmetatable(L, TRACEDB_MT);
     return 1;
 }
 
+static int tdb_index(const lctx *ctx, const ctn_trace_db *db) {
+    for (int i = 0; i < ctx->ntdb; i++)
+        if (ctx->tdb[i] == db) return i;
+    return -1;
+}
+
+/* Lets db's queued writes finish, unless this is called from inside the loop. */
+static void tdb_flush(lctx *ctx, const ctn_trace_db *db) {
+    if (ctx->running != 0 || ctx->closed) return;
+    while (ctn_trace_db_pending(db) > 0 && uv_run(&ctx->loop, UV_RUN_ONCE) != 0) {
+    }
+}
+
 static ctn_trace_db *check_tdb(lua_State *L) {
     ctn_trace_db **h = luaL_checkudata(L, 1, TRACEDB_MT);
     lctx *ctx = get_ctx(L);
-    if (*h == NULL || ctx->tdb != *h) luaL_error(L, "catena: this trace database is closed");
+    if (*h == NULL || tdb_index(ctx, *h) < 0)
+        luaL_error(L, "catena: this trace database is closed");
     return *h;
 }
 
 static int tdb_runs(lua_State *L) {
     ctn_trace_db *db = check_tdb(L);
-    /* Writes go through the thread pool: let pending ones finish first. */
-    lctx *ctx = get_ctx(L);
-    if (ctx->running == 0) uv_run(&ctx->loop, UV_RUN_NOWAIT);
+    /* Writes go through the thread pool: the runs recorded so far are counted once their
+     * writes are done. */
+    tdb_flush(get_ctx(L), db);
     lua_pushinteger(L, ctn_trace_db_runs(db));
     return 1;
 }
@@ -1973,9 +1995,10 @@ static int tdb_error(lua_State *L) {
 static int tdb_close(lua_State *L) {
     ctn_trace_db **h = luaL_checkudata(L, 1, TRACEDB_MT);
     lctx *ctx = get_ctx(L);
-    if (*h != NULL && ctx->tdb == *h) {
+    const int i = *h != NULL ? tdb_index(ctx, *h) : -1;
+    if (i >= 0) {
         ctn_trace_db_close(*h);
-        ctx->tdb = NULL;
+        ctx->tdb[i] = ctx->tdb[--ctx->ntdb];
         /* Let the queued writes finish, so the file is complete when close returns. */
         if (ctx->running == 0 && !ctx->closed)
             while (uv_run(&ctx->loop, UV_RUN_ONCE) != 0 && uv_loop_alive(&ctx->loop))
@@ -2001,8 +2024,9 @@ static void close_handle(uv_handle_t *h, void *arg) {
 static int ctx_gc(lua_State *L) {
     lctx *ctx = lua_touserdata(L, 1);
     if (ctx->closed) return 0;
-    if (ctx->tdb != NULL) ctn_trace_db_close(ctx->tdb); /* freed when its writes are done */
-    ctx->tdb = NULL;
+    for (int i = 0; i < ctx->ntdb; i++)
+        ctn_trace_db_close(ctx->tdb[i]); /* freed when its writes are done */
+    ctx->ntdb = 0;
     ctx->closed = 1;
     /* Close what is left (timers of abandoned waits) and let libuv finish the closes. */
     uv_walk(&ctx->loop, close_handle, ctx);
