@@ -630,6 +630,34 @@ static void assign_start(ctn_task *t) {
                   t->input ? ctn_vkind_name(t->input->kind) : "nothing");
         return;
     }
+    /* Streaming as LangChain's RunnableAssign: first the input's keys that no branch
+     * replaces, as one chunk, then each branch's chunks as {key = chunk}, as parallel. */
+    if (t->run->flags & CTN_RUN_STREAM) {
+        const ctn_node *n = t->node;
+        const ctn_val *in = t->input;
+        ctn_val *first = ctn_val_obj();
+        for (size_t i = 0; first != NULL && i < in->u.obj.n; i++) {
+            const ctn_val *k = in->u.obj.keys[i];
+            bool replaced = false;
+            for (size_t j = 0; j < n->nkids && !replaced; j++)
+                replaced = strlen(n->keys[j]) == k->u.str.len &&
+                           memcmp(n->keys[j], k->u.str.p, k->u.str.len) == 0;
+            if (!replaced &&
+                ctn_val_setk(first, k->u.str.p, k->u.str.len, ctn_val_ref(in->u.obj.vals[i])) < 0) {
+                ctn_val_unref(first);
+                first = NULL;
+            }
+        }
+        if (first == NULL) {
+            task_end(t, NULL, &oom_err);
+            return;
+        }
+        if (ctn_val_len(first) > 0)
+            ctn_task_emit(t, first);
+        else
+            ctn_val_unref(first);
+        if (t->ended) return; /* the chunk made someone cancel t */
+    }
     fanout_start(t);
 }
 
@@ -966,7 +994,7 @@ const ctn__kind ctn__kinds[CTN__NKINDS] = {
     [CTN_NODE_ASSIGN] = {.name = "assign",
                          .start = assign_start,
                          .child_end = assign_child_end,
-                         .child_chunk = drop_chunk,
+                         .child_chunk = parallel_chunk,
                          .edges = ctn__edges_keyed},
     [CTN_NODE_PICK] = {.name = "pick",
                        .start = pick_start,

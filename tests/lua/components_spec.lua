@@ -159,6 +159,21 @@ describe("model", function()
     assert.are.equal(6, n)
   end)
 
+  it("assign streams as parallel: the input's keys first, then each branch's chunks", function()
+    local a = catena.assign{
+      story = catena.prompt("Once {q}") | llm:with{ max_tokens = 6, ignore_eos = true } | catena.parser.str(),
+      n = function(x) return #x.q end,
+    }
+    local chunks, merged = {}, {}
+    for ch in a:stream({ q = "upon", keep = 1 }) do
+      chunks[#chunks + 1] = ch
+      for k, v in pairs(ch) do merged[k] = type(v) == "string" and (merged[k] or "") .. v or v end
+    end
+    assert.are.same({ q = "upon", keep = 1 }, chunks[1])
+    assert.is_true(#chunks >= 1 + 6) -- one chunk per token of the story, not one for it all
+    assert.are.same(a:invoke({ q = "upon", keep = 1 }), merged)
+  end)
+
   it("out-of-range settings give the real range", function()
     for _, c in ipairs{
       { { temperature = -1 }, "'temperature' must be a number from 0 to 100, not %-1" },
