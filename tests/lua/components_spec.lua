@@ -174,6 +174,25 @@ describe("model", function()
     assert.are.same(a:invoke({ q = "upon", keep = 1 }), merged)
   end)
 
+  it("traces put every node of an assign's model branch under its real parent", function()
+    local a = catena.assign{
+      story = catena.pick("q") | llm:with{ max_tokens = 2 } | catena.parser.str(),
+      n = function(x) return #x.q end,
+    }
+    local name, parent = {}, {}
+    for ev in a:stream_events({ q = "Once" }) do
+      if ev.event == "start" then name[ev.run_id], parent[ev.run_id] = ev.name, ev.parent_id end
+    end
+    local function parent_of(n)
+      for id, nm in pairs(name) do if nm == n then return name[parent[id]] end end
+    end
+    assert.are.equal("assign", parent_of("lambda"))
+    assert.are.equal("assign", parent_of("sequence"))
+    assert.are.equal("sequence", parent_of("parser")) -- not the lambda branch
+    assert.are.equal("sequence", parent_of("bind"))
+    assert.are.equal("bind", parent_of("model"))
+  end)
+
   it("out-of-range settings give the real range", function()
     for _, c in ipairs{
       { { temperature = -1 }, "'temperature' must be a number from 0 to 100, not %-1" },
