@@ -75,6 +75,34 @@ static void show(lua_State *L, int idx) {
     lua_pop(L, 1);
 }
 
+/* :graph EXPR: draws the runnable EXPR evaluates to, or says what :graph expects and what
+ * EXPR gave instead (an error of its own, or a value of another type). */
+static void graph_command(lua_State *L, const char *expr) {
+    static const char *const want = ":graph EXPR draws a runnable, for example :graph chain";
+    while (*expr == ' ' || *expr == '\t')
+        expr++;
+    if (*expr == '\0') {
+        fprintf(stderr, "%s\n", want);
+        return;
+    }
+    const int base = lua_gettop(L);
+    lua_pushfstring(L, "return %s", expr);
+    const char *code = lua_tostring(L, -1);
+    if (luaL_loadbuffer(L, code, strlen(code), "=graph") != LUA_OK ||
+        lua_pcall(L, 0, 1, 0) != LUA_OK) {
+        fprintf(stderr, ":graph: %s\n", luaL_tolstring(L, -1, NULL));
+    } else if (!luaL_testudata(L, -1, CTN_L_RUNNABLE)) {
+        if (lua_isnil(L, -1))
+            fprintf(stderr, "%s; '%s' is nil (not defined?)\n", want, expr);
+        else
+            fprintf(stderr, "%s; '%s' is a %s\n", want, expr, luaL_typename(L, -1));
+    } else {
+        show(L, -1);
+    }
+    lua_settop(L, base);
+}
+
+
 /* r:stream(x) returns an iterator and a closing value: print chunks as they come. */
 static int print_stream(lua_State *L) {
     /* upvalue-free: args are iterator, state, control, closer */
@@ -189,19 +217,8 @@ int ctn_cmd_repl(int argc, char **argv) {
                 trace = !trace;
                 ctn_l_set_print_trace(L, trace);
                 printf("trace trees %s\n", trace ? "on" : "off");
-            } else if (!strncmp(line, ":graph ", 7)) {
-                const int base = lua_gettop(L);
-                char *code = malloc(strlen(line) + 16);
-                sprintf(code, "return %s", line + 7);
-                if (luaL_loadbuffer(L, code, strlen(code), "=graph") == LUA_OK &&
-                    lua_pcall(L, 0, 1, 0) == LUA_OK && luaL_testudata(L, -1, CTN_L_RUNNABLE)) {
-                    show(L, -1);
-                } else {
-                    fprintf(stderr, ":graph: %s\n",
-                            lua_isstring(L, -1) ? lua_tostring(L, -1) : "not a runnable");
-                }
-                free(code);
-                lua_settop(L, base);
+            } else if (!strcmp(line, ":graph") || !strncmp(line, ":graph ", 7)) {
+                graph_command(L, line + 6);
             } else {
                 fprintf(stderr, "unknown command %s (:help)\n", line);
             }

@@ -111,6 +111,12 @@ void ctn_l_push_err_detail(lua_State *L, int code, const char *message, const ch
 
 int ctn_l_traceback(lua_State *L) {
     const char *msg = luaL_tolstring(L, 1, NULL);
+    /* A cancelled run (Ctrl-C, a timeout) is one line: nothing failed, no stack to read. */
+    if (lua_type(L, 1) == LUA_TTABLE && lua_getfield(L, 1, "code") == LUA_TNUMBER &&
+        lua_tointeger(L, -1) == CTN_ECANCELED) {
+        lua_pushstring(L, msg);
+        return 1;
+    }
     if (lua_type(L, 1) == LUA_TTABLE && lua_getfield(L, 1, "traceback") == LUA_TSTRING) {
         lua_pushfstring(L, "%s\n%s", msg, lua_tostring(L, -1));
         msg = lua_tostring(L, -1);

@@ -36,7 +36,7 @@ ctn_val *ctn_l_to_val(lua_State *L, int idx, const char *where, char *err, size_
 void ctn_l_push_err(lua_State *L, int code, const char *message, const char *path);
 /* A message handler for lua_pcall: the error as text (a catena error object via its
  * __tostring), the frames of the lambda it was raised in when it carries them (its
- * traceback field), then the caller's stack traceback. */
+ * traceback field), then the caller's stack traceback; a cancellation is its one line. */
 int ctn_l_traceback(lua_State *L);
 /* The same with the fields of detail (an object, or NULL) added: cause, traceback. */
 void ctn_l_push_err_detail(lua_State *L, int code, const char *message, const char *path,

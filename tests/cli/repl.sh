@@ -38,4 +38,27 @@ wait "$pid"
 rc=$?
 check "Ctrl-C cancels the chain" 'grep -q "cancelled" "$tmp/err2"'
 check "and the session goes on" 'grep -q "still here" "$tmp/out2" && [ $rc = 0 ]'
+check "a cancellation is one line, no traceback" '[ "$(cat "$tmp/err2")" = "lambda: cancelled" ]'
+
+# Ctrl-C during a stream: the same.
+{
+    printf '%s\n' 'slow = catena.lambda(function(v) catena.sleep(20000); return v end)'
+    printf '%s\n' 'for c in slow:stream(1) do print(c) end'
+    sleep 3
+    printf '%s\n' 'print("still here")'
+} | "$CATENA" repl > "$tmp/out3" 2> "$tmp/err3" &
+pid=$!
+sleep 2
+kill -INT "$pid" 2>/dev/null
+wait "$pid"
+rc=$?
+check "Ctrl-C during a stream prints one line" '[ "$(cat "$tmp/err3")" = "lambda: cancelled" ]'
+check "and the session goes on after it" 'grep -q "still here" "$tmp/out3" && [ $rc = 0 ]'
+
+# :graph without a runnable says what it expects.
+printf '%s\n' ':graph 42' ':graph' ':graph nosuch' | "$CATENA" repl > /dev/null 2> "$tmp/err4"
+check ":graph 42 says what :graph expects" \
+    'grep -q "^:graph EXPR draws a runnable, for example :graph chain; .42. is a number$" "$tmp/err4"'
+check ":graph alone and :graph of nil say it too" \
+    '[ "$(grep -c "^:graph EXPR draws a runnable" "$tmp/err4")" = 3 ] && grep -q "is nil" "$tmp/err4"'
 exit $fail
