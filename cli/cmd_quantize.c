@@ -193,6 +193,9 @@ int ctn_cmd_quantize(int argc, char **argv) {
     }
 
     int n_quant = 0, n_kept = 0, n_fallback = 0;
+    int as_type[64] = {0};      /* fallbacks by the type they were written as */
+    long long widths[8] = {0};  /* distinct row lengths that fell back (the first 8) */
+    int n_widths = 0;
     for (int64_t i = 0; i < nt; i++) {
         const ctn_gguf_tensor *t = ctn_gguf_tensor_at(g, i);
         int type = t->type;
@@ -208,6 +211,11 @@ int ctn_cmd_quantize(int argc, char **argv) {
         }
         if (fell_back) {
             n_fallback++;
+            if (type >= 0 && type < 64) as_type[type]++;
+            bool seen = false;
+            for (int j = 0; j < n_widths; j++)
+                seen = seen || widths[j] == (long long)t->ne[0];
+            if (!seen && n_widths < 8) widths[n_widths++] = (long long)t->ne[0];
             printf("%-32.*s %-5s -> %-5s (rows of %lld do not fit %s blocks)\n", (int)t->name.len,
                    t->name.ptr, ctn_type_name(t->type), ctn_type_name(type), (long long)t->ne[0],
                    ctn_type_name(target));
@@ -227,8 +235,25 @@ int ctn_cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "catena quantize: %s\n", err);
         goto done;
     }
-    printf("wrote %s: %d matrices as %s (%d fell back), %d tensors kept\n", pos[1], n_quant,
-           ctn_type_name(target), n_fallback, n_kept);
+    /* What happened, in numbers that add up: how many matrices became the type asked for,
+     * and for the others why not and what they became instead. */
+    if (n_fallback == 0) {
+        printf("wrote %s: %d matrices as %s, %d tensors kept as they were\n", pos[1], n_quant,
+               ctn_type_name(target), n_kept);
+    } else {
+        char rows[128] = "", as[256] = "";
+        for (int j = 0, o = 0; j < n_widths && o < (int)sizeof rows; j++)
+            o += snprintf(rows + o, sizeof rows - (size_t)o, "%s%lld", j ? ", " : "", widths[j]);
+        for (int ty = 0, o = 0, k = 0; ty < 64 && o < (int)sizeof as; ty++)
+            if (as_type[ty] > 0)
+                o += snprintf(as + o, sizeof as - (size_t)o, "%s%s (%d)", k++ ? ", " : "",
+                              ctn_type_name(ty), as_type[ty]);
+        printf("wrote %s: %d of %d matrices as %s; the other %d have rows (%s values) that are "
+               "not a multiple of %s's %lld, written as %s instead; %d tensors kept as they "
+               "were\n",
+               pos[1], n_quant - n_fallback, n_quant, ctn_type_name(target), n_fallback, rows,
+               ctn_type_name(target), (long long)ctn_type_block_size(target), as, n_kept);
+    }
     status = 0;
 done:
     if (bufs != NULL)

@@ -57,6 +57,12 @@ done
 out=$("$CATENA" quantize "$M/stories260K.gguf" "$tmp/k.gguf" Q4_K 2>&1)
 printf '%s' "$out" | grep -q 'blk.0.attn_q.weight *F32 *-> Q5_0 *(rows of 64 do not fit Q4_K' &&
     ok || bad "Q4_K fallback not reported: $out"
+# The summary says what happened, in numbers that add up (not "37 matrices as Q4_K").
+printf '%s' "$out" | tail -n 1 | grep -q "0 of 37 matrices as Q4_K; the other 37 have rows (64, 172 values) that are not a multiple of Q4_K's 256, written as F16 (5), Q5_0 (32) instead; 11 tensors kept as they were$" &&
+    ok || bad "Q4_K summary: $(printf '%s' "$out" | tail -n 1)"
+out=$("$CATENA" quantize "$M/stories260K.gguf" "$tmp/q8.gguf" Q8_0 2>&1)
+printf '%s' "$out" | tail -n 1 | grep -q ": 32 of 37 matrices as Q8_0; the other 5 have rows (172 values)" &&
+    ok || bad "Q8_0 summary: $(printf '%s' "$out" | tail -n 1)"
 s32=$(wc -c <"$M/stories260K.gguf")
 s16=$(wc -c <"$tmp/s_F16.gguf")
 s8=$(wc -c <"$tmp/s_Q8_0.gguf")
