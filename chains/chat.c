@@ -29,13 +29,19 @@ static void put_trim(ctn_strbuf *b, const char *s, size_t n) {
 
 enum { R_SYSTEM, R_USER, R_ASSISTANT };
 
-static int role_of(const ctn_chat_msg *m) {
+static int role_index(const char *role, size_t len) {
     static const char *const names[] = {"system", "user", "assistant"};
     for (int r = 0; r < 3; r++)
-        if (m->role != NULL && m->role_len == strlen(names[r]) &&
-            memcmp(m->role, names[r], m->role_len) == 0)
-            return r;
+        if (role != NULL && len == strlen(names[r]) && memcmp(role, names[r], len) == 0) return r;
     return -1;
+}
+
+static int role_of(const ctn_chat_msg *m) {
+    return role_index(m->role, m->role_len);
+}
+
+bool ctn_chat_role_known(const char *role, size_t len) {
+    return role_index(role, len) >= 0;
 }
 
 static const char *const role_names[] = {"system", "user", "assistant"};
@@ -274,7 +280,7 @@ int ctn_chat_render(ctn_chat_family f, const ctn_chat_msg *msgs, size_t n,
                 ctn__errf(err, errcap,
                           "message %zu has role '%.*s'; the roles are system, user and "
                           "assistant",
-                          i, (int)(rl > 40 ? 40 : rl), msgs[i].role ? msgs[i].role : "");
+                          i + 1, (int)(rl > 40 ? 40 : rl), msgs[i].role ? msgs[i].role : "");
             }
             free(r);
             return CTN_EINVAL;

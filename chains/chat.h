@@ -52,6 +52,7 @@
 #ifndef CTN_CHAT_H
 #define CTN_CHAT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef enum {
@@ -66,6 +67,9 @@ typedef enum {
     CTN_CHAT_DEEPSEEK,
     CTN_CHAT_DEEPSEEK3,
 } ctn_chat_family;
+
+/* Whether a message's role is one the templates render: system, user or assistant. */
+bool ctn_chat_role_known(const char *role, size_t len);
 
 /* The family of a GGUF tokenizer.chat_template (Jinja text), recognised by its distinctive
  * markers, or CTN_CHAT_UNKNOWN (also for NULL). */

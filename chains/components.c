@@ -154,6 +154,16 @@ static void chat_start(ctn_task *t, ctn_val *input) {
                               u->vars[i], j + 1);
                 return;
             }
+            /* Checked here, where the prompt renders, not when a model's template meets it. */
+            if (!ctn_chat_role_known(r->u.str.p, r->u.str.len)) {
+                ctn_val_unref(msgs);
+                ctn_task_fail(t, CTN_EINVAL,
+                              "placeholder '%s', message %zu: unknown role '%.*s' (system, user "
+                              "or assistant)",
+                              u->vars[i], j + 1, (int)(r->u.str.len > 40 ? 40 : r->u.str.len),
+                              r->u.str.p);
+                return;
+            }
             if (push_msg(msgs, r->u.str.p, r->u.str.len, c->u.str.p, c->u.str.len) < 0) {
                 ctn_val_unref(msgs);
                 msgs = NULL;

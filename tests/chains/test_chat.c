@@ -127,11 +127,11 @@ TEST(bad_roles_and_families) {
     CHECK_EQ_INT(ctn_chat_render(CTN_CHAT_CHATML, m, 2, 1, NULL, NULL, &out, &len, err, sizeof err),
                  CTN_EINVAL);
     CHECK(out == NULL && len == 0);
-    CHECK_STR(err, "message 1 has role 'tool'; the roles are system, user and assistant");
+    CHECK_STR(err, "message 2 has role 'tool'; the roles are system, user and assistant");
     const ctn_chat_msg u[] = {MSG("User", "a")};
     CHECK_EQ_INT(ctn_chat_render(CTN_CHAT_LLAMA3, u, 1, 1, NULL, NULL, &out, &len, err, sizeof err),
                  CTN_EINVAL);
-    CHECK_CONTAINS(err, "message 0 has role 'User'");
+    CHECK_CONTAINS(err, "message 1 has role 'User'"); /* counted from 1, as everywhere */
     CHECK_EQ_INT(
         ctn_chat_render(CTN_CHAT_UNKNOWN, m, 1, 1, NULL, NULL, &out, &len, err, sizeof err),
         CTN_EINVAL);

@@ -193,6 +193,22 @@ describe("model", function()
     assert.are.equal("bind", parent_of("model"))
   end)
 
+  it("checks a history's roles where the prompt renders, and counts messages from 1", function()
+    local p = catena.prompt.chat{ { "system", "be brief" }, { "placeholder", "history" }, { "user", "{q}" } }
+    local ok, err = pcall(function()
+      return p:invoke({ q = "hi", history = { { role = "user", content = "a" }, { role = "wizard", content = "b" } } })
+    end)
+    assert.is_false(ok)
+    assert.are.equal("placeholder 'history', message 2: unknown role 'wizard' (system, user or assistant)",
+                     err.message)
+    -- a chat value given to the model directly: its template names the message from 1 too
+    local chat = { type = "chat", messages = { { role = "user", content = "a" }, { role = "x", content = "b" } } }
+    local chatml = catena.model{ path = MODEL, chat_template = "chatml" }
+    ok, err = pcall(function() return chatml:with{ max_tokens = 1 }:invoke(chat) end)
+    assert.is_false(ok)
+    assert.matches("message 2 has role 'x'", err.message)
+  end)
+
   it("out-of-range settings give the real range", function()
     for _, c in ipairs{
       { { temperature = -1 }, "'temperature' must be a number from 0 to 100, not %-1" },
