@@ -42,10 +42,13 @@ int ctn_cmd_run(int argc, char **argv) {
     lua_pushcfunction(L, luaopen_catena);
     lua_setfield(L, -2, "catena");
     lua_pop(L, 1);
-    if (trace) {
-        luaL_requiref(L, "catena", luaopen_catena, 0);
-        lua_pop(L, 1);
-        ctn_l_set_print_trace(L, 1);
+    luaL_requiref(L, "catena", luaopen_catena, 0);
+    lua_pop(L, 1);
+    if (trace) ctn_l_set_print_trace(L, 1);
+    if (ctn_l_catch_interrupt(L) < 0) {
+        fprintf(stderr, "catena run: cannot watch for Ctrl-C\n");
+        lua_close(L);
+        return 1;
     }
     /* arg: the script at 0, its arguments from 1, the command before it at -1. */
     lua_createtable(L, argc - 2, 2);
@@ -71,5 +74,7 @@ int ctn_cmd_run(int argc, char **argv) {
         }
     }
     lua_close(L);
-    return rc;
+    /* Interrupted: 130 (128 + SIGINT) as a shell reports a process Ctrl-C ended, once the
+     * chains are cancelled and the script has had its say. */
+    return ctn_l_interrupts() > 0 ? 130 : rc;
 }

@@ -43,7 +43,10 @@ typedef struct {
     ctn_trace_db *tdb[CTN_L_MAX_TRACE_DBS];
     int ntdb;
     uv_signal_t sigint; /* the REPL's Ctrl-C watch (ctn_l_watch_interrupt) */
-    int watching, interrupted;
+    int watching;
+    volatile sig_atomic_t interrupted; /* set by either watch, taken by pump */
+    uv_async_t int_wake; /* catena run's Ctrl-C (ctn_l_catch_interrupt) wakes the loop */
+    int catching;
 } lctx;
 
 #define CTX_KEY "catena.ctx"
@@ -2018,18 +2021,83 @@ static int tdb_close(lua_State *L) {
 
 /* Closes the module's own handles (sleepers, the Ctrl-C watch); handles of others (a
  * model's, a run's timers) are closed by their owners as they are freed. */
+/* ---- catena run's Ctrl-C ---- */
+
+/*
+ * A signal handler of our own (not libuv's, whose callback runs only when the loop runs):
+ * inside a wait it marks the interrupt and wakes the loop (uv_async_send is async-signal-
+ * safe), so pump cancels the run and the script sees a cancellation error; in plain Lua
+ * code it sets a hook (as lua.c does) that raises one at the next instruction. A second
+ * Ctrl-C before the first was taken kills the process as SIGINT does by default.
+ */
+static lctx *volatile int_ctx;
+static volatile sig_atomic_t int_count;
+
+static void int_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    if (int_ctx != NULL) int_ctx->interrupted = 0;
+    ctn_l_push_err(L, CTN_ECANCELED, "interrupted (Ctrl-C)", "");
+    lua_error(L);
+}
+
+static void int_handler(int sig) {
+    lctx *ctx = int_ctx;
+    int_count++;
+    if (ctx == NULL || ctx->interrupted) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    ctx->interrupted = 1;
+    if (ctx->running == 0)
+        lua_sethook(ctx->main, int_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    uv_async_send(&ctx->int_wake);
+}
+
+static void int_woken(uv_async_t *h) {
+    (void)h; /* pump sees ctx->interrupted when uv_run returns */
+}
+
+static void int_stop(lctx *ctx) {
+    signal(SIGINT, SIG_DFL);
+    int_ctx = NULL;
+    ctx->catching = 0;
+}
+
+int ctn_l_catch_interrupt(lua_State *L) {
+    lctx *ctx = get_ctx(L);
+    if (ctx == NULL) return -1;
+    if (ctx->catching) return 0;
+    if (uv_async_init(&ctx->loop, &ctx->int_wake, int_woken) != 0) return -1;
+    uv_unref((uv_handle_t *)&ctx->int_wake); /* it does not keep the loop alive */
+    ctx->catching = 1;
+    int_ctx = ctx;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = int_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    return sigaction(SIGINT, &sa, NULL) == 0 ? 0 : -1;
+}
+
+int ctn_l_interrupts(void) {
+    return (int)int_count;
+}
+
 static void close_handle(uv_handle_t *h, void *arg) {
     lctx *ctx = arg;
     if (uv_is_closing(h)) return;
     if (h->data == &sleeper_tag)
         uv_close(h, sleeper_closed);
-    else if (h == (uv_handle_t *)&ctx->sigint)
+    else if (h == (uv_handle_t *)&ctx->sigint || h == (uv_handle_t *)&ctx->int_wake)
         uv_close(h, NULL);
 }
 
 static int ctx_gc(lua_State *L) {
     lctx *ctx = lua_touserdata(L, 1);
     if (ctx->closed) return 0;
+    if (ctx->catching) int_stop(ctx);
     for (int i = 0; i < ctx->ntdb; i++)
         ctn_trace_db_close(ctx->tdb[i]); /* freed when its writes are done */
     ctx->ntdb = 0;

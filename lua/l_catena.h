@@ -76,5 +76,13 @@ void ctn_l_set_print_trace(lua_State *L, int on);
 int ctn_l_watch_interrupt(lua_State *L);
 /* Whether Ctrl-C came since the last call (and forgets it). */
 int ctn_l_take_interrupt(lua_State *L);
+/*
+ * catena run's Ctrl-C: SIGINT cancels the run being waited for (the script sees a
+ * cancellation error, code CTN_ECANCELED) or, in plain Lua code, raises one ("interrupted
+ * (Ctrl-C)"); a second Ctrl-C before the first is taken ends the process. 0 or -1.
+ * ctn_l_interrupts: how many came.
+ */
+int ctn_l_catch_interrupt(lua_State *L);
+int ctn_l_interrupts(void);
 
 #endif

@@ -54,6 +54,33 @@ LUA
 check "--trace prints a tree for each batch item, a stream and stream_events" \
     '[ "$(grep -c "^inc (lambda)  [0-9.]* ms  -> " "$tmp/err")" = 4 ] && grep -q -- "-> 3$" "$tmp/err" && grep -q -- "-> 11$" "$tmp/err" && grep -q -- "-> 21$" "$tmp/err"'
 
+# Ctrl-C: the running chain is cancelled first, the script's pcall sees a cancellation
+# error and goes on, then catena exits 130; in plain Lua code it raises one.
+cat > "$tmp/slow.lua" <<'LUA'
+local catena = require("catena")
+local slow = catena.lambda(function(v) catena.sleep(20000); return v end)
+local ok, err = pcall(function() return slow:invoke(1) end)
+print("pcall", ok, err.kind, err.code)
+print("after")
+LUA
+"$CATENA" run "$tmp/slow.lua" > "$tmp/out" 2> "$tmp/err" &
+pid=$!
+sleep 1
+kill -INT "$pid" 2>/dev/null
+wait "$pid"
+rc=$?
+check "Ctrl-C cancels the chain: pcall sees the cancellation, the script goes on, exit 130" \
+    '[ $rc = 130 ] && grep -q "^pcall	false	cancelled	-10$" "$tmp/out" && grep -q "^after$" "$tmp/out"'
+printf 'local n = 0\nwhile true do n = n + 1 end\n' > "$tmp/busy.lua"
+"$CATENA" run "$tmp/busy.lua" > "$tmp/out" 2> "$tmp/err" &
+pid=$!
+sleep 1
+kill -INT "$pid" 2>/dev/null
+wait "$pid"
+rc=$?
+check "Ctrl-C in plain Lua code raises, one line, exit 130" \
+    '[ $rc = 130 ] && [ "$(cat "$tmp/err")" = "catena run: interrupted (Ctrl-C)" ]'
+
 "$CATENA" run > /dev/null 2>&1
 check "no script is a usage error (2)" '[ $? = 2 ]'
 "$CATENA" run "$tmp/missing.lua" > /dev/null 2> "$tmp/err"
