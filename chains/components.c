@@ -139,14 +139,24 @@ static void chat_start(ctn_task *t, ctn_val *input) {
         for (size_t j = 0; j < list->u.arr.n; j++) {
             const ctn_val *m = list->u.arr.items[j];
             const ctn_val *r = NULL, *c = NULL;
+            const char *rp = NULL; /* the role */
+            size_t rl = 0;
             if (m->kind == CTN_VOBJ) {
                 r = ctn_val_get(m, "role");
                 c = ctn_val_get(m, "content");
+                /* A model's message ({type = "ai", content}), so that an answer goes back into
+                 * the history as it came: its type names the role. */
+                if (r == NULL && ctn_message_content(m) != NULL) {
+                    const char t0 = ctn_val_get(m, "type")->u.str.p[0];
+                    rp = t0 == 'a' ? "assistant" : t0 == 'h' ? "user" : "system";
+                    rl = strlen(rp);
+                }
             } else if (m->kind == CTN_VARR && m->u.arr.n == 2) {
                 r = m->u.arr.items[0];
                 c = m->u.arr.items[1];
             }
-            if (r == NULL || c == NULL || r->kind != CTN_VSTR || c->kind != CTN_VSTR) {
+            if (rp == NULL && r != NULL && r->kind == CTN_VSTR) rp = r->u.str.p, rl = r->u.str.len;
+            if (rp == NULL || c == NULL || c->kind != CTN_VSTR) {
                 ctn_val_unref(msgs);
                 ctn_task_fail(t, CTN_ETYPE,
                               "placeholder '%s', message %zu: expected {role = ..., content = ...} "
@@ -155,16 +165,15 @@ static void chat_start(ctn_task *t, ctn_val *input) {
                 return;
             }
             /* Checked here, where the prompt renders, not when a model's template meets it. */
-            if (!ctn_chat_role_known(r->u.str.p, r->u.str.len)) {
+            if (!ctn_chat_role_known(rp, rl)) {
                 ctn_val_unref(msgs);
                 ctn_task_fail(t, CTN_EINVAL,
                               "placeholder '%s', message %zu: unknown role '%.*s' (system, user "
                               "or assistant)",
-                              u->vars[i], j + 1, (int)(r->u.str.len > 40 ? 40 : r->u.str.len),
-                              r->u.str.p);
+                              u->vars[i], j + 1, (int)(rl > 40 ? 40 : rl), rp);
                 return;
             }
-            if (push_msg(msgs, r->u.str.p, r->u.str.len, c->u.str.p, c->u.str.len) < 0) {
+            if (push_msg(msgs, rp, rl, c->u.str.p, c->u.str.len) < 0) {
                 ctn_val_unref(msgs);
                 msgs = NULL;
                 break;
@@ -251,7 +260,51 @@ typedef struct {
     ctn_chat_renderer render;
     void *render_ud;
     void (*free_render_ud)(void *);
+    bool message; /* output an AI message with its metadata, not the bare text */
 } model_ud;
+
+/* {type = "ai", content, response_metadata, usage_metadata}, as LangChain's AIMessage. */
+static ctn_val *ai_message(const model_ud *u, const ctn_lm_result *r) {
+    const char *path = ctn_lm_path(u->lm), *slash = path != NULL ? strrchr(path, '/') : NULL;
+    ctn_val *m = ctn_val_obj(), *meta = ctn_val_obj(), *usage = ctn_val_obj(),
+            *details = ctn_val_obj();
+    if (m == NULL || meta == NULL || usage == NULL || details == NULL) goto nomem;
+    if (ctn_val_set(meta, "finish_reason", ctn_val_cstr(r->finish_name)) < 0 ||
+        ctn_val_set(meta, "model_name", ctn_val_cstr(slash ? slash + 1 : path ? path : "")) < 0 ||
+        ctn_val_set(details, "cache_read", ctn_val_int(r->cached_tokens)) < 0 ||
+        ctn_val_set(usage, "input_tokens", ctn_val_int(r->prompt_tokens)) < 0 ||
+        ctn_val_set(usage, "output_tokens", ctn_val_int(r->completion_tokens)) < 0 ||
+        ctn_val_set(usage, "total_tokens", ctn_val_int(r->prompt_tokens + r->completion_tokens)) <
+            0)
+        goto nomem;
+    ctn_val *d = details;
+    details = NULL;
+    if (ctn_val_set(usage, "input_token_details", d) < 0) goto nomem;
+    if (ctn_val_set(m, "type", ctn_val_cstr("ai")) < 0 ||
+        ctn_val_set(m, "content", ctn_val_str(r->text, r->text_len)) < 0)
+        goto nomem;
+    ctn_val *x = meta;
+    meta = NULL;
+    if (ctn_val_set(m, "response_metadata", x) < 0) goto nomem;
+    x = usage;
+    usage = NULL;
+    if (ctn_val_set(m, "usage_metadata", x) < 0) goto nomem;
+    return m;
+nomem:
+    ctn_val_unref(m), ctn_val_unref(meta), ctn_val_unref(usage), ctn_val_unref(details);
+    return NULL;
+}
+
+const ctn_val *ctn_message_content(const ctn_val *v) {
+    if (v == NULL || v->kind != CTN_VOBJ) return NULL;
+    const ctn_val *ty = ctn_val_get(v, "type"), *c = ctn_val_get(v, "content");
+    if (ty == NULL || ty->kind != CTN_VSTR || c == NULL || c->kind != CTN_VSTR) return NULL;
+    static const char *const types[] = {"ai", "human", "system"};
+    for (int i = 0; i < 3; i++)
+        if (ty->u.str.len == strlen(types[i]) && memcmp(ty->u.str.p, types[i], ty->u.str.len) == 0)
+            return c;
+    return NULL;
+}
 
 /* One generation in flight; outlives its task when the task is cancelled (the engine's
  * on_done still comes). */
@@ -277,6 +330,12 @@ static void gen_done(void *ud, const ctn_lm_result *r) {
                       r->message && *r->message ? r->message : "generation failed");
     } else if (r->finish == CTN_FINISH_CANCELLED) {
         ctn_task_fail(t, CTN_ECANCELED, "the generation was cancelled");
+    } else if (((const model_ud *)ctn_node_ud(ctn_task_node(t)))->message) {
+        ctn_val *m = ai_message(ctn_node_ud(ctn_task_node(t)), r);
+        if (m == NULL)
+            ctn_task_fail(t, CTN_ENOMEM, "out of memory");
+        else
+            ctn_task_done(t, m);
     } else {
         ctn_task_done(t, ctn_val_str(r->text, r->text_len));
     }
@@ -456,6 +515,13 @@ ctn_node *ctn_model_node(ctn_lm *lm, ctn_chat_family family, ctn_chat_renderer r
     return n;
 }
 
+int ctn_model_node_set_message(ctn_node *n, bool message) {
+    if (n == NULL || ctn_node_get_kind(n) != CTN_NODE_CUSTOM || !ctn_node_is_custom(n, &model_ops))
+        return CTN_EINVAL;
+    ((model_ud *)ctn_node_ud(n))->message = message;
+    return 0;
+}
+
 ctn_lm *ctn_model_node_lm(const ctn_node *n) {
     while (n != NULL && ctn_node_get_kind(n) == CTN_NODE_BIND)
         n = ctn_node_kid(n, 0);
@@ -518,6 +584,8 @@ static void json_not_found(const char *text, size_t n, char *err, size_t cap) {
 /* The whole text: parse and end the task. */
 static void parse_whole(ctn_task *t, const ctn_val *input) {
     parser_ud *u = ctn_node_ud(ctn_task_node(t));
+    const ctn_val *content = ctn_message_content(input); /* a model's message: its text */
+    if (content != NULL) input = content;
     size_t n = 0;
     char *text = ctn_val_text(input, &n);
     if (text == NULL) {

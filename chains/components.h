@@ -57,6 +57,19 @@ ctn_node *ctn_model_node(ctn_lm *lm, ctn_chat_family family, ctn_chat_renderer r
  * not one. Borrowed. */
 ctn_lm *ctn_model_node_lm(const ctn_node *n);
 
+/*
+ * What a model node outputs: its text (the default), or, set here before it runs, a message
+ * as LangChain's AIMessage: {type = "ai", content = text, response_metadata =
+ * {finish_reason, model_name}, usage_metadata = {input_tokens, output_tokens, total_tokens,
+ * input_token_details = {cache_read}}}. It streams the text either way. 0, or CTN_EINVAL
+ * when n is not a model node made by ctn_model_node.
+ */
+int ctn_model_node_set_message(ctn_node *n, bool message);
+
+/* The content of a message value ({type = "ai" / "human" / "system", content = text}), or
+ * NULL when v is not one. The parsers read a message as its content. Borrowed. */
+const ctn_val *ctn_message_content(const ctn_val *v);
+
 typedef enum {
     CTN_PARSER_STR,   /* the text itself (streams as it comes) */
     CTN_PARSER_JSON,  /* the JSON value found in the text (streams partial values) */

@@ -55,7 +55,7 @@ struct lm_req {
     bool oom;  /* the engine thread could not keep text or the embedding */
     ctn_finish finish;
     int code; /* the engine's CTN_E* code of an error */
-    int64_t prompt_tokens, completion_tokens;
+    int64_t prompt_tokens, completion_tokens, cached_tokens;
     char errmsg[256];
     float *vec; /* (dim) the embedding */
     int dim;
@@ -220,6 +220,7 @@ static void engine_on_done(void *ud, int64_t id, const ctn_gen_result *res) {
     r->code = res->code;
     r->prompt_tokens = res->prompt_tokens;
     r->completion_tokens = res->completion_tokens;
+    r->cached_tokens = res->cached_tokens;
     snprintf(r->errmsg, sizeof r->errmsg, "%s", res->error != NULL ? res->error : "");
     r->done = true;
     make_ready(lm, r);
@@ -347,6 +348,7 @@ static void finish_req(ctn_lm *lm, lm_req *r) {
         res.finish_name = ctn_finish_name(res.finish);
         res.prompt_tokens = r->prompt_tokens;
         res.completion_tokens = r->completion_tokens;
+        res.cached_tokens = r->cached_tokens;
         res.text = r->text.p != NULL && !r->text_oom ? r->text.p : "";
         res.text_len = r->text.p != NULL && !r->text_oom ? r->text.len : 0;
         res.error = failed ? error_code(r) : 0;

@@ -110,6 +110,7 @@ typedef struct {
     const char *finish_name; /* ctn_finish_name(finish): "stop", "length", "cancelled", ... */
     int64_t prompt_tokens;
     int64_t completion_tokens;
+    int64_t cached_tokens; /* prompt tokens found in the prefix cache or a session */
     const char *text; /* everything passed to on_text, concatenated, NUL-terminated */
     size_t text_len;
     int error;           /* 0, or a CTN_E* code when finish is CTN_FINISH_ERROR */

@@ -63,6 +63,8 @@ struct gseq {
     int32_t *toks;
     int64_t n_toks, cap_toks; /* prompt, then generated tokens */
     int64_t n_prompt, n_gen, max_tokens;
+    int64_t n_cached;  /* prompt positions found computed at the first admission (prefix
+                        * cache, or a session's history); -1 before it */
     bool ignore_eos;
     uint32_t adapter; /* prefix-cache tag: 0 for the base model, else one per (adapter, scale) */
     int32_t lora_id;  /* the adapter's id (0: none), holding one use of it */
@@ -378,6 +380,7 @@ static void seq_finish(ctn_gen *e, gseq *s, ctn_finish why, int code, const char
     res.step = e->cur_step;
     res.prompt_tokens = s->n_prompt;
     res.completion_tokens = s->n_gen;
+    res.cached_tokens = s->n_cached > 0 ? s->n_cached : 0;
     res.preemptions = s->preemptions;
     res.error = error != NULL ? error : "";
     res.text = "";
@@ -620,6 +623,7 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
     s->ignore_eos = r->ignore_eos;
     s->on_token = r->on_token;
     s->on_done = r->on_done;
+    s->n_cached = -1;
     s->ud = r->ud;
     s->t_submit = now_s();
 
@@ -1318,6 +1322,7 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
                 }
             }
         }
+        if (s->n_cached < 0) s->n_cached = s->kv.n_pos;
         const int64_t left = target(s) - s->kv.n_pos;
         int64_t n = left < budget ? left : budget;
         int32_t need = ctn_kv_seq_blocks_needed(e->kv, &s->kv, s->kv.n_pos + n);

@@ -101,6 +101,8 @@ typedef struct {
     int64_t step; /* the engine step the request ended in (0: before any step) */
     int64_t prompt_tokens;
     int64_t completion_tokens; /* tokens passed to on_token */
+    int64_t cached_tokens;     /* prompt tokens whose KV was found computed when it was
+                                  first admitted (the prefix cache, a session's history) */
     int64_t preemptions;       /* times the sequence was preempted and recomputed */
     double ttft_s;             /* submission to first token (0 without one) */
     double total_s;            /* submission to the end */

@@ -143,8 +143,8 @@ static void lua_setting(lua_State *L, int idx, const char *key, ctn_settings *s)
  * chat_template = name or function}; the limits are docs/settings.md's. */
 static int m_model(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    static const char *const opts[] = {"path",      "ctx",         "threads",
-                                       "kv_memory", "lora_budget", "chat_template"};
+    static const char *const opts[] = {"path",        "ctx",           "threads", "kv_memory",
+                                       "lora_budget", "chat_template", "output"};
     ctn_l_check_options(L, 1, "catena.model", opts, sizeof opts / sizeof opts[0]);
     lua_getfield(L, 1, "path");
     const char *path = lua_tostring(L, -1);
@@ -157,6 +157,15 @@ static int m_model(lua_State *L) {
         if (!lua_isnil(L, -1)) lua_setting(L, -1, keys[i], &set);
         lua_pop(L, 1);
     }
+    bool message = false;
+    lua_getfield(L, 1, "output");
+    if (lua_type(L, -1) == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "message"))
+        message = true;
+    else if (!lua_isnil(L, -1) &&
+             (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "text") != 0))
+        luaL_error(L, "catena.model: output must be \"text\" (the default: the generated text) "
+                      "or \"message\" (an AI message with finish reason and token usage)");
+    lua_pop(L, 1);
     ctn_lm_params p = {0};
     p.threads = set.threads;
     p.kv_memory_bytes = set.kv_memory;
@@ -195,6 +204,8 @@ static int m_model(lua_State *L) {
     if (node == NULL) {
         ctn_lm_close(lm);
         if (r != NULL) free_renderer(r);
+    } else if (message) {
+        ctn_model_node_set_message(node, true);
     }
     push_node(L, node, "model", NULL);
     return 1;

@@ -209,6 +209,32 @@ describe("model", function()
     assert.matches("message 2 has role 'x'", err.message)
   end)
 
+  it("output = 'message' carries finish reason and token usage; parsers still give text", function()
+    local mm = catena.model{ path = MODEL, output = "message" }
+    local p = string.rep("Once upon a time there was a girl. ", 6)
+    local m3 = mm:with{ max_tokens = 3, ignore_eos = true }
+    local a = m3:invoke(p)
+    assert.are.equal("ai", a.type)
+    assert.are.equal("length", a.response_metadata.finish_reason)
+    assert.are.equal("stories260K.gguf", a.response_metadata.model_name)
+    assert.are.equal(3, a.usage_metadata.output_tokens)
+    assert.is_true(a.usage_metadata.input_tokens > 32)
+    assert.are.equal(a.usage_metadata.input_tokens + 3, a.usage_metadata.total_tokens)
+    local b = m3:invoke(p) -- the same prompt again: its full blocks come from the prefix cache
+    assert.is_true(b.usage_metadata.input_token_details.cache_read >= 16)
+    -- the text model's text, and parsers give plain text
+    assert.are.equal(llm:with{ max_tokens = 3, ignore_eos = true }:invoke(p), a.content)
+    assert.are.equal(a.content, (m3 | catena.parser.str()):invoke(p))
+    -- an answer goes back into a chat history as it came
+    local chat = catena.prompt.chat{ { "placeholder", "history" }, { "user", "{q}" } }
+    local msgs = chat:invoke({ q = "more", history = { { type = "human", content = "hi" }, a } }).messages
+    assert.are.same({ role = "user", content = "hi" }, msgs[1])
+    assert.are.same({ role = "assistant", content = a.content }, msgs[2])
+    local ok, err = pcall(catena.model, { path = MODEL, output = "json" })
+    assert.is_false(ok)
+    assert.matches('output must be "text"', err)
+  end)
+
   it("out-of-range settings give the real range", function()
     for _, c in ipairs{
       { { temperature = -1 }, "'temperature' must be a number from 0 to 100, not %-1" },
