@@ -1927,6 +1927,8 @@ static int m_array(lua_State *L) {
 static int m_document(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
+    static const char *const opts[] = {"page_content", "metadata"};
+    ctn_l_check_options(L, 1, "catena.document{...}", opts, 2);
     lua_getfield(L, 1, "page_content");
     if (lua_type(L, -1) != LUA_TSTRING)
         luaL_error(L, "catena.document{...}: page_content must be a string");

@@ -145,6 +145,8 @@ describe("model", function()
     assert.matches("parser.regex: unknown option 'patern' %(did you mean 'pattern'%?%)", err)
     ok, err = pcall(catena.router, { key = "k", routes = {}, defualt = llm })
     assert.matches("unknown option 'defualt' %(did you mean 'default'%?%)", err)
+    ok, err = pcall(catena.document, { page_content = "x", metdata = {} })
+    assert.matches("document{...}: unknown option 'metdata' %(did you mean 'metadata'%?%)", err)
   end)
 
   it("config.callbacks.on_stream sees the model's tokens under invoke and batch too", function()
