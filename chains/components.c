@@ -435,7 +435,7 @@ static void model_start(ctn_task *t, ctn_val *input) {
         if (bos != NULL && *bos && len >= strlen(bos) && memcmp(text, bos, strlen(bos)) == 0)
             r.add_bos = 0;
     } else {
-        ctn_task_fail(t, CTN_ETYPE, "the model needs a string or a chat prompt as input, got %s",
+        ctn_task_fail(t, CTN_ETYPE, "needs a string or a chat prompt as input, got %s",
                       ctn_vkind_name(input->kind));
         return;
     }

@@ -626,7 +626,7 @@ static void parallel_chunk(ctn_task *t, ctn_task *c, const ctn_val *chunk) {
 
 static void assign_start(ctn_task *t) {
     if (t->input == NULL || t->input->kind != CTN_VOBJ) {
-        fail_task(t, CTN_ETYPE, "assign needs an object as input, got %s",
+        fail_task(t, CTN_ETYPE, "needs an object as input, got %s",
                   t->input ? ctn_vkind_name(t->input->kind) : "nothing");
         return;
     }
@@ -714,7 +714,7 @@ static void passthrough_feed_end(ctn_task *t, const ctn_val *whole) {
 static void pick_start(ctn_task *t) {
     const ctn_node *n = t->node;
     if (t->input == NULL || (t->input->kind != CTN_VOBJ && t->input->kind != CTN_VDOC)) {
-        fail_task(t, CTN_ETYPE, "pick needs an object as input, got %s",
+        fail_task(t, CTN_ETYPE, "needs an object as input, got %s",
                   t->input ? ctn_vkind_name(t->input->kind) : "nothing");
         return;
     }
@@ -900,7 +900,7 @@ static void map_launch(ctn_task *t) {
 
 static void map_start(ctn_task *t) {
     if (t->input == NULL || t->input->kind != CTN_VARR) {
-        fail_task(t, CTN_ETYPE, "map needs an array as input, got %s",
+        fail_task(t, CTN_ETYPE, "needs an array as input, got %s",
                   t->input ? ctn_vkind_name(t->input->kind) : "nothing");
         return;
     }

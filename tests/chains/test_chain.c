@@ -222,7 +222,7 @@ TEST(parallel_assign_pick_passthrough) {
     /* assign needs an object. */
     run_to_end(&loop, asg, ctn_val_int(3), NULL, 0, &r, NULL);
     CHECK_EQ_INT(r.code, CTN_ETYPE);
-    CHECK_CONTAINS(r.msg, "assign needs an object as input, got integer");
+    CHECK_STR(r.msg, "needs an object as input, got integer"); /* the path names the node */
     result_free(&r);
     ctn_node_unref(asg);
 
