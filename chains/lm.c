@@ -496,6 +496,10 @@ static void last_close(ctn_lm *lm) {
     uv_close((uv_handle_t *)&lm->async, on_closed);
 }
 
+void ctn_lm_detach(ctn_lm *lm) {
+    if (lm != NULL) unregister(lm);
+}
+
 void ctn_lm_close(ctn_lm *lm) {
     if (lm == NULL || lm->closing || lm->close_deferred || lm->refs <= 0) return;
     pthread_mutex_lock(&registry_lock);
@@ -560,8 +564,7 @@ static int check_same(const ctn_lm_params *a, const ctn_lm_params *b, const char
         setting_words(asked, sizeof asked, f[i].key, f[i].asked, f[i].bytes);
         ctn__errf(err, errcap,
                   "%s was asked, but %s is already loaded with %s: one engine serves a model "
-                  "file, so ask for the same settings, or drop every runnable of the loaded one "
-                  "first (it closes when they are collected)",
+                  "file, so ask for the same settings, or catena.unload the loaded one first",
                   asked, path, had);
         return CTN_EINVAL;
     }

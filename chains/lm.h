@@ -78,6 +78,10 @@ int ctn_lm_open(uv_loop_t *loop, const char *path, const ctn_lm_params *p, ctn_l
 /* Drops a reference; the last one shuts the model down as described at the top. NULL is a
  * no-op. */
 void ctn_lm_close(ctn_lm *lm);
+/* Takes lm out of its loop's registry: the next ctn_lm_open of its path starts a new engine
+ * with the settings it asks for, while lm goes on serving its holders until their last
+ * ctn_lm_close. Idempotent; NULL is a no-op. */
+void ctn_lm_detach(ctn_lm *lm);
 
 /* ---- generation -------------------------------------------------------------------------- */
 

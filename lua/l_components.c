@@ -310,6 +310,16 @@ static int m_stats(lua_State *L) {
     return 1;
 }
 
+/* catena.unload(llm): the model's file is loaded afresh by the next catena.model{...} (with
+ * the settings that asks for); runnables made from llm keep working until collected. */
+static int m_unload(lua_State *L) {
+    ctn_node **r = luaL_checkudata(L, 1, CTN_L_RUNNABLE);
+    ctn_lm *lm = ctn_model_node_lm(*r);
+    if (lm == NULL) luaL_argerror(L, 1, "not a model (catena.model{...})");
+    ctn_lm_detach(lm);
+    return 0;
+}
+
 /* catena.lora.load(llm, name, path [, {max_rank = N}]): the adapter at path (a PEFT folder
  * or a GGUF LoRA file) for llm's model, under name (llm:with{lora = name}). */
 static int m_lora_load(lua_State *L) {
@@ -364,6 +374,8 @@ void ctn_l_open_components(lua_State *L) {
     lua_setfield(L, -2, "prompt");
     lua_pushcfunction(L, m_model);
     lua_setfield(L, -2, "model");
+    lua_pushcfunction(L, m_unload);
+    lua_setfield(L, -2, "unload");
     static const luaL_Reg parsers[] = {
         {"str", p_str}, {"json", p_json}, {"list", p_list}, {"regex", p_regex}, {NULL, NULL}};
     luaL_newlib(L, parsers);

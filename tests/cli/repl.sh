@@ -61,19 +61,21 @@ check ":graph 42 says what :graph expects" \
     'grep -q "^:graph EXPR draws a runnable, for example :graph chain; .42. is a number$" "$tmp/err4"'
 check ":graph alone and :graph of nil say it too" \
     '[ "$(grep -c "^:graph EXPR draws a runnable" "$tmp/err4")" = 3 ] && grep -q "is nil" "$tmp/err4"'
-# A model's settings change in the session without a restart: drop its runnables, collect,
-# load it again with others (the error for a loaded model says so).
+# A model's settings change in the session without a restart: catena.unload it, load it
+# again with others (the error for a loaded model says so).
 S="${CTN_SHARED:-../shared}/models/stories260K.gguf"
 if [ -f "$S" ]; then
     printf '%s\n' "llm = catena.model{path = \"$S\"}" '=llm:with{max_tokens = 2}:invoke("Once")' \
         "ok, e = pcall(catena.model, {path = \"$S\", ctx = 256})" '=e.message' \
-        'llm = nil' 'collectgarbage()' \
+        'old = llm:with{max_tokens = 1}' 'catena.unload(llm)' \
         "llm = catena.model{path = \"$S\", ctx = 256, output = \"message\"}" \
-        '=llm:with{max_tokens = -1, ignore_eos = true}:invoke("Once").usage_metadata.output_tokens' |
+        '=llm:with{max_tokens = -1, ignore_eos = true}:invoke("Once").usage_metadata.output_tokens' \
+        '=old:invoke("Once")' |
         "$CATENA" repl > "$tmp/out5" 2> "$tmp/err5"
     check "a loaded model with other settings is refused in catena.model's words" \
         'grep -q "ctx 256 was asked, but .* is already loaded with the default ctx" "$tmp/out5"'
-    check "dropped and collected, it loads again with the new ctx (2 + 255 tokens fill 256)" \
-        '[ "$(tail -n 1 "$tmp/out5")" = 255 ]'
+    check "after catena.unload it loads again with the new ctx (2 + 255 tokens fill 256)" \
+        '[ "$(tail -n 2 "$tmp/out5" | head -n 1)" = 255 ]'
+    check "and what was made from the old one goes on working" '[ "$(tail -n 1 "$tmp/out5")" = "\" upon\"" ]'
 fi
 exit $fail
