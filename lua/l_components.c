@@ -1,6 +1,6 @@
 /*
  * The components of the catena Lua module: catena.prompt, catena.prompt.chat, catena.model
- * and catena.parser.* (the nodes themselves are in chains/components.c).
+ * and catena.parser.* (the nodes themselves are in stdlib/components.c).
  */
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs the peers that catena is compared with, for bench/ and tests/compat/:
-#   - llama.cpp's prebuilt CPU libraries, from the npm package node-llama-cpp (pinned in
-#     bench/package.json), into bench/node_modules;
+#   - llama.cpp's prebuilt CPU libraries, from the npm package node-llama-cpp, and
+#     LangChain.js's text splitters (@langchain/textsplitters), pinned in bench/package.json,
+#     into bench/node_modules;
 #   - the llama.cpp source tree those libraries were built from (its vocab test files),
 #     cloned from the git bundle inside that package into build/peers/llama.cpp.
 # Idempotent: whatever is already in place is kept. On failure it prints
@@ -21,7 +22,8 @@ unavailable() {
 }
 
 have_libs() {
-    ls "$libdir"/libllama*.so >/dev/null 2>&1 && [ -f "$bundle" ]
+    ls "$libdir"/libllama*.so >/dev/null 2>&1 && [ -f "$bundle" ] &&
+        [ -f "$bench/node_modules/@langchain/textsplitters/package.json" ]
 }
 
 if ! have_libs; then
@@ -32,7 +34,7 @@ if ! have_libs; then
     if ! (cd "$bench" && npm install --ignore-scripts --no-audit --no-fund \
               --no-package-lock --loglevel=error >&2); then
         [ "$had_modules" = 0 ] && rm -rf "$bench/node_modules"
-        unavailable "npm install node-llama-cpp failed (offline or registry unreachable?)"
+        unavailable "npm install of the peers failed (offline or registry unreachable?)"
     fi
     if ! have_libs; then
         [ "$had_modules" = 0 ] && rm -rf "$bench/node_modules"

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for the JSON reader (chains/json.h). Byte 0 seeds the chunk sizes; the
+ * libFuzzer target for the JSON reader (stdlib/json.h). Byte 0 seeds the chunk sizes; the
  * rest is the text. Checked on every input:
  *   - the stream parser gives the same result (code, value, message) under random chunking
  *     as fed in one piece, and its last snapshot is the final value;

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for prompt templates (chains/template.h). The input is the template
+ * libFuzzer target for prompt templates (stdlib/template.h). The input is the template
  * source. A plain reference renderer written here, straight from the grammar, must agree
  * with the library: both reject the source or both accept it, and then both give the same
  * text for a fixed variables object (or both report the same missing variable). The

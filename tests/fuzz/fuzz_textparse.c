@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for the list parser (chains/textparse.h). Byte 0 seeds the chunk sizes;
+ * libFuzzer target for the list parser (stdlib/textparse.h). Byte 0 seeds the chunk sizes;
  * the rest is the text. The stream under random chunking must report items that are always
  * a prefix of the one-shot parse's array, with counts that add up, and finish with exactly
  * that array; every item is a non-empty string with no whitespace at either end.

@@ -1,5 +1,5 @@
 /*
- * Prompt templates (chains/template.h): variables and escaped braces, the parse errors with
+ * Prompt templates (stdlib/template.h): variables and escaped braces, the parse errors with
  * their byte offsets, variable order, rendering of every kind of value, the single-input
  * rule, and missing variables.
  */

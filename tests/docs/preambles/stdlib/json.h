@@ -1,4 +1,4 @@
-/* Free names of chains/json.h's example (tests/docs/check_examples.sh). */
+/* Free names of stdlib/json.h's example (tests/docs/check_examples.sh). */
 const char *answer, *chunk;
 size_t n, len;
 int rc;

@@ -1,5 +1,5 @@
 /*
- * The model bridge (chains/lm.h) on the real stories260K model: text through the loop equals
+ * The model bridge (stdlib/lm.h) on the real stories260K model: text through the loop equals
  * the engine's own, concurrent requests are batched and unchanged, one model per (loop,
  * file), cancel and close end every request with exactly one on_done and nothing after it,
  * load errors name the path, and every piece of text is whole UTF-8.

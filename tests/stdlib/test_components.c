@@ -1,5 +1,5 @@
 /*
- * The component nodes (chains/components.h) inside chains: a parser after a producer that
+ * The component nodes (stdlib/components.h) inside chains: a parser after a producer that
  * streams gets the text as it comes and emits partial results (JSON snapshots, list items)
  * before the producer ends, with the same final value as parsing the whole text; prompts
  * report missing variables; chat prompts expand placeholders.

@@ -1,5 +1,5 @@
 /*
- * JSON reading (chains/json.h): the strict grammar and its error positions, numbers and
+ * JSON reading (stdlib/json.h): the strict grammar and its error positions, numbers and
  * strings at their edges, the finder, and the streaming parser, which must give the same
  * value as the one-shot parse for every way of cutting the text, with snapshots that only
  * grow.

@@ -1,5 +1,5 @@
 /*
- * Chat templates (chains/chat.h): every family renders (system, user, assistant, user) with
+ * Chat templates (stdlib/chat.h): every family renders (system, user, assistant, user) with
  * the generation prompt to the exact text its official template (and llama.cpp) produces,
  * detection from real template markers, names, and bad roles.
  */

@@ -1,5 +1,5 @@
 /*
- * List and regex output parsers (chains/textparse.h): every list form, introductions and
+ * List and regex output parsers (stdlib/textparse.h): every list form, introductions and
  * trailing prose, the streaming parser's timing and its agreement with the one-shot parse
  * at every split point, and the regex parser's keys, named groups, unset groups and errors.
  */

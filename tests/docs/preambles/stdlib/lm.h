@@ -1,4 +1,4 @@
-/* Free names of chains/lm.h's example (tests/docs/check_examples.sh). */
+/* Free names of stdlib/lm.h's example (tests/docs/check_examples.sh). */
 uv_loop_t *loop;
 char err[256];
 void on_text(void *ud, const char *piece, size_t len);

@@ -1,2 +1,0 @@
-/* Free names of chains/chat.h's example (tests/docs/check_examples.sh). */
-const char *gguf_chat_template;

@@ -1,3 +1,0 @@
-/* Free names of chains/components.h's example (tests/docs/check_examples.sh). */
-char err[256];
-ctn_lm *lm;
