@@ -1,0 +1,133 @@
+/*
+ * Document loaders: the bytes of a file in, chain documents (value.h, CTN_VDOC) out, each
+ * with its metadata. Text, Markdown (md4c, GFM tables; YAML front matter through libyaml),
+ * JSON and JSON Lines (records chosen by a path), PDF (poppler).
+ *
+ *     ctn_val *docs = ctn_val_arr();
+ *     ctn_load_ctx c = {.source = "notes/install.md"};
+ *     char err[256];
+ *     int rc = ctn_load_markdown(&c, data, n, docs, err, sizeof err);
+ *     if (rc < 0) fprintf(stderr, "%s\n", err);   // names the file and where in it
+ *     ctn_val_unref(docs);
+ *
+ * A loader appends its documents to docs (an array) and returns 0, or returns a CTN_E* code
+ * with a message naming the source and the place (byte offset, line, page, record) and
+ * leaves docs as it was. The functions are pure: no file access, no globals, safe to call on
+ * any thread (the chain nodes and the ingest run them on the libuv thread pool); reading
+ * the file is ctn_load_file's job, choosing a loader by extension ctn_loader_for's.
+ *
+ * Text is decoded by ctn_text_decode first (every loader): UTF-8 with or without a BOM,
+ * UTF-16 LE/BE with a BOM; bytes that are not valid become U+FFFD, each run of them reported
+ * through warn with the source and byte offset. Document text is always valid UTF-8.
+ *
+ * Metadata every loader sets: "source" (c->source). Then, by loader:
+ *   text      one document.
+ *   markdown  one document per section (the text under a heading, up to the next heading of
+ *             the same or a higher level), with "section" (the heading path, "Install >
+ *             Linux"; "" before the first heading), "headings" (the path as an array),
+ *             "level"; the front matter's fields; "images" (an array of {alt, src}) when
+ *             the section has images, whose alt text stays in the text; "blocks": an array
+ *             of [start, end, kind] byte ranges of the text that a splitter must treat as
+ *             units ("code": never split inside; "table": split only between rows, with
+ *             "header_end", the end of the header row and its delimiter line, repeated in
+ *             every piece).
+ *   json      one document per chosen record; "pointer" (its JSON Pointer, "/items/3/body")
+ *             and the fields named in meta_fields.
+ *   pdf       one document per page, "page" (from 1), "pages", "title" and "author" when
+ *             the document info has them, "images" (an array of {x, y, width, height} in
+ *             points from the top left) when the page has images; a page without a text
+ *             layer gets "no_text": true and a warning naming the page.
+ */
+#ifndef CTN_LOADER_H
+#define CTN_LOADER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "value.h"
+
+typedef struct {
+    const char *source; /* path or name, for "source" and every message; not NULL */
+    /* Warnings (invalid bytes, an empty page): the message names the source and the place.
+     * NULL: they are dropped. Called on the loader's thread. */
+    void (*warn)(void *ud, const char *msg);
+    void *warn_ud;
+} ctn_load_ctx;
+
+/*
+ * Decodes n bytes to UTF-8 as described above: *out (malloc'd, NUL-terminated; the caller
+ * frees it) and *outlen. 0, or CTN_ENOMEM. A UTF-16 text of odd length has its last byte
+ * reported and replaced.
+ */
+int ctn_text_decode(const ctn_load_ctx *c, const char *data, size_t n, char **out,
+                    size_t *outlen);
+
+int ctn_load_text(const ctn_load_ctx *c, const char *data, size_t n, ctn_val *docs, char *err,
+                  size_t errcap);
+int ctn_load_markdown(const ctn_load_ctx *c, const char *data, size_t n, ctn_val *docs,
+                      char *err, size_t errcap);
+
+/*
+ * Which part of each JSON record is the text, as a JSON Pointer (RFC 6901: "/items/0/body",
+ * "" for the whole record, "~1" and "~0" for '/' and '~') in which a segment "*" takes
+ * every element of an array (or member of an object), so "/items/" "*" "/body" gives one
+ * document per item. A string is the text as it is; another value its compact JSON.
+ */
+typedef struct {
+    const char *text;               /* NULL: "" (the whole record) */
+    const char *const *meta_fields; /* pointers, each stored under its last segment's name */
+    size_t n_meta_fields;
+    bool lines; /* JSON Lines: one value per line (blank lines skipped), each a record */
+} ctn_json_sel;
+
+/*
+ * JSON (one value, one record) or JSON Lines (each line a record). A pointer that matches
+ * nothing in a record is an error naming the record (its line for JSON Lines) and the first
+ * segment that did not match; a malformed value an error with its line and column.
+ * meta_fields are resolved against the value that holds the text's last segment (for
+ * "/items/" "*" "/body", each item), else against the record.
+ */
+int ctn_load_json(const ctn_load_ctx *c, const ctn_json_sel *sel, const char *data, size_t n,
+                  ctn_val *docs, char *err, size_t errcap);
+
+/* PDF through poppler: CTN_EFORMAT for a broken file, CTN_EUNSUPPORTED for an encrypted one
+ * (both named in the message). */
+int ctn_load_pdf(const ctn_load_ctx *c, const char *data, size_t n, ctn_val *docs, char *err,
+                 size_t errcap);
+
+/* ---- files -------------------------------------------------------------------------------- */
+
+typedef enum {
+    CTN_LOADER_NONE,
+    CTN_LOADER_TEXT,
+    CTN_LOADER_MARKDOWN,
+    CTN_LOADER_JSON,
+    CTN_LOADER_JSONL,
+    CTN_LOADER_PDF,
+} ctn_loader_kind;
+
+/* The loader for a path by its extension (.txt .text .md .markdown .json .jsonl .ndjson .pdf,
+ * any case); CTN_LOADER_NONE for others. */
+ctn_loader_kind ctn_loader_for(const char *path);
+/* "text", "markdown", "json", "jsonl", "pdf", "none". */
+const char *ctn_loader_name(ctn_loader_kind k);
+
+/* The whole file at path: *data (malloc'd, with a NUL after it) and *n. CTN_EIO with a
+ * message naming the path and the system's reason. */
+int ctn_load_file(const char *path, char **data, size_t *n, char *err, size_t errcap);
+
+/* Loads the file at path with loader k (CTN_LOADER_NONE: by extension; sel for JSON, NULL
+ * for the whole record). */
+int ctn_load_path(const ctn_load_ctx *c, ctn_loader_kind k, const ctn_json_sel *sel,
+                  const char *path, ctn_val *docs, char *err, size_t errcap);
+
+/*
+ * The files under root (a file is itself) whose path relative to root matches glob
+ * (fnmatch with FNM_PATHNAME, "**" matching any number of folders; NULL: every file with a
+ * known extension), sorted, symbolic links to folders not followed: *paths (a malloc'd
+ * array of malloc'd strings; free each and it) and *n. CTN_EIO naming what could not be read.
+ */
+int ctn_list_files(const char *root, const char *glob, char ***paths, size_t *n, char *err,
+                   size_t errcap);
+
+#endif
