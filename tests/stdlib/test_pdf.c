@@ -7,6 +7,7 @@
  * page without text, broken and encrypted files, and allocation failures.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 
@@ -385,6 +386,53 @@ TEST(bad_arguments) {
     ctn_val_unref(docs);
 }
 
+/* The loaders run on the libuv thread pool: loads on several threads at once, from the same
+ * read-only bytes, give what one load alone gives. */
+typedef struct {
+    const char *data;
+    size_t n;
+    const ctn_val *want;
+    int ok;
+} concurrent_job;
+
+static void *concurrent_loads(void *arg) {
+    concurrent_job *j = arg;
+    j->ok = 1;
+    for (int i = 0; i < 8; i++) {
+        ctn_load_ctx c = {.source = "blank.pdf"};
+        ctn_val *docs = ctn_val_arr();
+        char err[256] = "";
+        if (ctn_load_pdf(&c, j->data, j->n, docs, err, sizeof err) != 0 ||
+            !ctn_val_equal(docs, j->want))
+            j->ok = 0;
+        ctn_val_unref(docs);
+    }
+    return NULL;
+}
+
+TEST(loads_on_several_threads_at_once) {
+    size_t n = 0;
+    char *data = mkpdf_bytes("blank", &n, NULL);
+    CHECK(data != NULL);
+    if (data == NULL) return;
+    ctn_load_ctx c = {.source = "blank.pdf"};
+    ctn_val *want = ctn_val_arr();
+    char err[256] = "";
+    CHECK_EQ_INT(ctn_load_pdf(&c, data, n, want, err, sizeof err), 0);
+    concurrent_job jobs[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (concurrent_job){.data = data, .n = n, .want = want};
+        CHECK(pthread_create(&th[i], NULL, concurrent_loads, &jobs[i]) == 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(jobs[i].ok);
+    }
+    ctn_val_unref(want);
+    free(data);
+}
+
 /*
  * Fail the N-th of our allocations, for every N, once and for good: each failure is
  * CTN_ENOMEM with docs as it was and nothing leaked (ASan's leak check in the _asan build).
@@ -449,6 +497,7 @@ int main(void) {
     RUN(lone_surrogate_from_a_tounicode_map_is_fffd);
     RUN(appends_after_what_docs_holds_and_is_repeatable);
     RUN(bad_arguments);
+    RUN(loads_on_several_threads_at_once);
     RUN(allocation_failures);
     mkpdf_cleanup();
     return test_summary();
