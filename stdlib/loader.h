@@ -16,9 +16,10 @@
  * any thread (the chain nodes and the ingest run them on the libuv thread pool); reading
  * the file is ctn_load_file's job, choosing a loader by extension ctn_loader_for's.
  *
- * Text is decoded by ctn_text_decode first (every loader): UTF-8 with or without a BOM,
- * UTF-16 LE/BE with a BOM; bytes that are not valid become U+FFFD, each run of them reported
- * through warn with the source and byte offset. Document text is always valid UTF-8.
+ * Text is decoded by ctn_text_decode first (every loader but PDF, whose text comes from
+ * poppler as UTF-8 and is checked by the page): UTF-8 with or without a BOM, UTF-16 LE/BE
+ * with a BOM; bytes that are not valid become U+FFFD, each run of them reported through warn
+ * with the source and byte offset. Document text is always valid UTF-8.
  *
  * Metadata every loader sets: "source" (c->source). Then, by loader:
  *   text      one document.
@@ -36,7 +37,12 @@
  *   pdf       one document per page, "page" (from 1), "pages", "title" and "author" when
  *             the document info has them, "images" (an array of {x, y, width, height} in
  *             points from the top left) when the page has images; a page without a text
- *             layer gets "no_text": true and a warning naming the page.
+ *             layer gets "no_text": true, an empty text and a warning naming the page (it
+ *             keeps its place, so document i is page i + 1); a PDF without pages gives no
+ *             documents and a warning. The text is in poppler's reading order (columns one
+ *             after the other), a table row on one line with a tab between its cells, an
+ *             empty line where a gap wider than a line separates two lines (stdlib/load_pdf.c
+ *             says exactly how).
  */
 #ifndef CTN_LOADER_H
 #define CTN_LOADER_H
@@ -90,8 +96,10 @@ typedef struct {
 int ctn_load_json(const ctn_load_ctx *c, const ctn_json_sel *sel, const char *data, size_t n,
                   ctn_val *docs, char *err, size_t errcap);
 
-/* PDF through poppler: CTN_EFORMAT for a broken file, CTN_EUNSUPPORTED for an encrypted one
- * (both named in the message). */
+/* PDF through poppler: CTN_EFORMAT for a broken file (with poppler's reason), CTN_ENOTSUP for
+ * an encrypted one that needs a password ("x.pdf: encrypted (a password is needed)"). The
+ * bytes are read in place (borrowed for the call). Poppler and GLib abort when their own
+ * memory runs out; only ours gives CTN_ENOMEM. */
 int ctn_load_pdf(const ctn_load_ctx *c, const char *data, size_t n, ctn_val *docs, char *err,
                  size_t errcap);
 
