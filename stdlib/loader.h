@@ -18,8 +18,11 @@
  *
  * Text is decoded by ctn_text_decode first (every loader but PDF, whose text comes from
  * poppler as UTF-8 and is checked by the page): UTF-8 with or without a BOM, UTF-16 LE/BE
- * with a BOM; bytes that are not valid become U+FFFD, each run of them reported through warn
- * with the source and byte offset. Document text is always valid UTF-8.
+ * with a BOM (the BOM dropped); each maximal run of bytes that are not valid (strict UTF-8;
+ * unpaired surrogates and an odd last byte in UTF-16) becomes one U+FFFD and one warning,
+ * "notes/a.txt: invalid UTF-8 at byte 1234 (3 bytes replaced by U+FFFD)", the offset
+ * counting the file's bytes from 0. Document text is always valid UTF-8; a NUL is valid and
+ * kept.
  *
  * Metadata every loader sets: "source" (c->source). Then, by loader:
  *   text      one document.
@@ -32,8 +35,8 @@
  *             units ("code": never split inside; "table": split only between rows, with
  *             "header_end", the end of the header row and its delimiter line, repeated in
  *             every piece).
- *   json      one document per chosen record; "pointer" (its JSON Pointer, "/items/3/body")
- *             and the fields named in meta_fields.
+ *   json      one document per chosen value; "pointer" (its JSON Pointer, "/items/3/body"),
+ *             "line" (from 1) for JSON Lines, and the fields named in meta_fields.
  *   pdf       one document per page, "page" (from 1), "pages", "title" and "author" when
  *             the document info has them, "images" (an array of {x, y, width, height} in
  *             points from the top left) when the page has images; a page without a text
@@ -62,8 +65,8 @@ typedef struct {
 
 /*
  * Decodes n bytes to UTF-8 as described above: *out (malloc'd, NUL-terminated; the caller
- * frees it) and *outlen. 0, or CTN_ENOMEM. A UTF-16 text of odd length has its last byte
- * reported and replaced.
+ * frees it) and *outlen. 0, CTN_ENOMEM, or CTN_EINVAL (c, its source, out or outlen NULL).
+ * A UTF-16 text of odd length has its last byte reported and replaced.
  */
 int ctn_text_decode(const ctn_load_ctx *c, const char *data, size_t n, char **out,
                     size_t *outlen);
@@ -77,7 +80,10 @@ int ctn_load_markdown(const ctn_load_ctx *c, const char *data, size_t n, ctn_val
  * Which part of each JSON record is the text, as a JSON Pointer (RFC 6901: "/items/0/body",
  * "" for the whole record, "~1" and "~0" for '/' and '~') in which a segment "*" takes
  * every element of an array (or member of an object), so "/items/" "*" "/body" gives one
- * document per item. A string is the text as it is; another value its compact JSON.
+ * document per item ("*" over an empty one gives none). A string is the text as it is;
+ * another value its compact JSON. A meta field is a pointer without "*"; a record that
+ * lacks it gets no such key, and its name may not be "source", "pointer" or "line", nor
+ * that of another field (CTN_EINVAL).
  */
 typedef struct {
     const char *text;               /* NULL: "" (the whole record) */
@@ -87,11 +93,13 @@ typedef struct {
 } ctn_json_sel;
 
 /*
- * JSON (one value, one record) or JSON Lines (each line a record). A pointer that matches
- * nothing in a record is an error naming the record (its line for JSON Lines) and the first
- * segment that did not match; a malformed value an error with its line and column.
- * meta_fields are resolved against the value that holds the text's last segment (for
- * "/items/" "*" "/body", each item), else against the record.
+ * JSON (one value, one record) or JSON Lines (each line a record; lines of white space
+ * skipped). A pointer that matches nothing in a record is an error naming the record (its
+ * line for JSON Lines) and the first segment that did not match (CTN_ENOENT, or CTN_ETYPE
+ * where the value is not a container): "data.jsonl: line 7: /items/" "*" "/body: no member
+ * \"body\" in /items/2"; a malformed value is CTN_EFORMAT with its line and column. One bad
+ * record fails the whole file. meta_fields are resolved against the value that holds the
+ * text's last segment (for "/items/" "*" "/body", each item), else against the record.
  */
 int ctn_load_json(const ctn_load_ctx *c, const ctn_json_sel *sel, const char *data, size_t n,
                   ctn_val *docs, char *err, size_t errcap);
@@ -121,7 +129,7 @@ ctn_loader_kind ctn_loader_for(const char *path);
 const char *ctn_loader_name(ctn_loader_kind k);
 
 /* The whole file at path: *data (malloc'd, with a NUL after it) and *n. CTN_EIO with a
- * message naming the path and the system's reason. */
+ * message naming the path and the system's reason, also for a folder. */
 int ctn_load_file(const char *path, char **data, size_t *n, char *err, size_t errcap);
 
 /* Loads the file at path with loader k (CTN_LOADER_NONE: by extension; sel for JSON, NULL
@@ -130,10 +138,13 @@ int ctn_load_path(const ctn_load_ctx *c, ctn_loader_kind k, const ctn_json_sel *
                   const char *path, ctn_val *docs, char *err, size_t errcap);
 
 /*
- * The files under root (a file is itself) whose path relative to root matches glob
- * (fnmatch with FNM_PATHNAME, "**" matching any number of folders; NULL: every file with a
- * known extension), sorted, symbolic links to folders not followed: *paths (a malloc'd
- * array of malloc'd strings; free each and it) and *n. CTN_EIO naming what could not be read.
+ * The files under root (a root that is a file is itself, whatever the glob) whose path
+ * relative to root matches glob (fnmatch with FNM_PATHNAME, a segment "**" matching any
+ * number of folders, none included; NULL: every file with a known extension), each as root
+ * "/" relative path, sorted by bytes, symbolic links to folders not followed. Names starting
+ * with '.' are skipped unless a glob segment starting with '.' names them. *paths (a
+ * malloc'd array of malloc'd strings, NULL when there are none; free each and it) and *n.
+ * CTN_EIO naming what could not be read; CTN_EINVAL for an empty glob.
  */
 int ctn_list_files(const char *root, const char *glob, char ***paths, size_t *n, char *err,
                    size_t errcap);
