@@ -30,8 +30,10 @@
 #include "str.h"
 #include "unicode.h"
 
-/* Block quotes and lists open at once, at most. */
+/* Block quotes and list items open at once, at most (each adds to every line's prefix). The
+ * stack also holds the lists, at most one more than the items. */
 #define MAX_DEPTH 32
+#define MAX_STACK (2 * MAX_DEPTH + 2)
 /* Images inside the alt text of images, at most. */
 #define MAX_IMAGES 32
 /* Front matter is metadata: its size, its top-level fields (copied onto every section) and
@@ -221,8 +223,9 @@ typedef struct {
     size_t line_begin;
     int line_state;  /* 0: nothing on the line yet, 1: only its prefix, 2: text */
     bool need_blank; /* a block ended: the next one starts after a blank line */
-    container stack[MAX_DEPTH];
+    container stack[MAX_STACK];
     size_t depth;
+    size_t nest; /* the block quotes and items on the stack */
     leaf leaf;
 
     bool in_heading; /* a top-level heading: its text goes to head, not out */
@@ -492,13 +495,15 @@ static int push_heading(md_state *r, unsigned level) {
 /* ---- md4c callbacks ----------------------------------------------------------------------- */
 
 static int push_container(md_state *r, container k) {
-    if (r->depth == MAX_DEPTH) {
+    const bool deeper = k.kind == C_QUOTE || k.kind == C_LI;
+    if ((deeper && r->nest == MAX_DEPTH) || r->depth == MAX_STACK) {
         const size_t line = line_of(r, r->last != NULL ? r->last : r->body);
         RERR(r, "%s: block quotes and lists nest more than %d deep (after line %zu)", r->c->source,
              MAX_DEPTH, line);
         return fail(r, CTN_EFORMAT);
     }
     r->stack[r->depth++] = k;
+    r->nest += deeper;
     return 0;
 }
 
@@ -636,7 +641,7 @@ static int leave_block(MD_BLOCKTYPE type, void *detail, void *ud) {
         end_implicit(r);
         end_line(r);
         CTN_ASSERT(r->depth > 0);
-        r->depth--;
+        r->nest -= r->stack[--r->depth].kind == C_QUOTE;
         r->need_blank = true;
         break;
     case MD_BLOCK_LI: {
@@ -649,6 +654,7 @@ static int leave_block(MD_BLOCKTYPE type, void *detail, void *ud) {
             newline(r);
         }
         r->depth--;
+        r->nest--;
         r->need_blank = true;
         break;
     }
@@ -1117,7 +1123,10 @@ static int load_text(const ctn_load_ctx *c, const char *text, size_t len, ctn_va
                      size_t errcap) {
     md_state r = {.c = c, .err = err, .errcap = errcap, .text = text, .len = len};
     r.docs = ctn_val_arr();
-    if (r.docs == NULL) return CTN_ENOMEM;
+    if (r.docs == NULL) {
+        ERR("%s: out of memory", c->source);
+        return CTN_ENOMEM;
+    }
     size_t body = 0;
     int rc = front_matter(&r, &body);
     if (rc == 0) {
@@ -1136,8 +1145,8 @@ static int load_text(const ctn_load_ctx *c, const char *text, size_t len, ctn_va
         if (r.rc == 0) flush_section(&r);
         rc = r.rc;
     }
-    if (rc == CTN_ENOMEM) ERR("%s: out of memory", c->source);
     if (rc == 0) rc = append_all(docs, r.docs);
+    if (rc == CTN_ENOMEM) ERR("%s: out of memory", c->source);
     for (size_t i = 0; i < r.npath; i++)
         free(r.path[i].text);
     for (size_t i = 0; i < r.nimg; i++)
