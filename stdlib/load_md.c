@@ -3,12 +3,12 @@
  * every block, span and run of text; the callbacks render the tree as plain Markdown-ish
  * text, one document per section, and libyaml reads the front matter.
  *
- * md4c does not recurse on the caller's side: it reports nesting as enter/leave pairs, so
- * the renderer keeps its own stack of open block quotes and lists, bounded by MAX_DEPTH
- * (each line of text repeats the prefix of every open container, so an unbounded depth
- * would make output grow with depth times lines). Everything it allocates goes through
- * the allocation hook (alloc.h); md4c and libyaml allocate with plain malloc, which the
- * failure tests cannot reach, and their own failures still come back as CTN_ENOMEM.
+ * md4c reports nesting as enter/leave pairs, not as a tree, so nothing here recurses: the
+ * renderer keeps its own stack of open block quotes and lists, bounded by MAX_DEPTH (each
+ * line of text repeats the prefix of every open container, so an unbounded depth would make
+ * the output grow with depth times lines). The loader allocates through the hook
+ * (alloc.h); md4c and libyaml allocate with plain malloc, which the failure tests cannot
+ * reach, and their own failures still come back as CTN_ENOMEM.
  *
  * Until ctn_text_decode joins the tree, ctn_load_markdown takes UTF-8 only: it strips a BOM
  * and rejects invalid bytes with their offset, then hands the text to load_text, which is
@@ -186,7 +186,7 @@ typedef enum {
 typedef struct {
     size_t start, end, header_end;
     bool table;
-} span;
+} range;
 
 typedef struct {
     unsigned level;
@@ -216,8 +216,8 @@ typedef struct {
     ctn_strbuf out;
     unsigned level;
     ctn_val *images; /* an array, created with its first image */
-    span *spans;
-    size_t nspans, capspans;
+    range *ranges;
+    size_t nranges, capranges;
 
     /* Lines: the prefix of the open containers is written before a line's first byte. */
     size_t line_begin;
@@ -373,15 +373,15 @@ static void block_close(md_state *r) {
     r->need_blank = true;
 }
 
-static int add_span(md_state *r, span s) {
-    if (r->nspans == r->capspans) {
-        const size_t cap = r->capspans ? 2 * r->capspans : 8;
-        span *p = ctn__realloc(r->spans, cap * sizeof *p);
+static int add_range(md_state *r, range s) {
+    if (r->nranges == r->capranges) {
+        const size_t cap = r->capranges ? 2 * r->capranges : 8;
+        range *p = ctn__realloc(r->ranges, cap * sizeof *p);
         if (p == NULL) return fail(r, CTN_ENOMEM);
-        r->spans = p;
-        r->capspans = cap;
+        r->ranges = p;
+        r->capranges = cap;
     }
-    r->spans[r->nspans++] = s;
+    r->ranges[r->nranges++] = s;
     return 0;
 }
 
@@ -417,11 +417,11 @@ static ctn_val *section_meta(md_state *r) {
         rc = ctn_val_set(m, "images", r->images);
         r->images = NULL;
     }
-    if (rc == 0 && r->nspans > 0) {
+    if (rc == 0 && r->nranges > 0) {
         ctn_val *bl = ctn_val_arr();
         rc = bl != NULL ? 0 : CTN_ENOMEM;
-        for (size_t i = 0; rc == 0 && i < r->nspans; i++) {
-            const span *s = &r->spans[i];
+        for (size_t i = 0; rc == 0 && i < r->nranges; i++) {
+            const range *s = &r->ranges[i];
             ctn_val *e = ctn_val_arr();
             rc = e != NULL ? 0 : CTN_ENOMEM;
             if (rc == 0) rc = ctn_val_push(e, ctn_val_int((int64_t)s->start));
@@ -457,8 +457,8 @@ static int flush_section(md_state *r) {
     while (n > 0 && (r->out.p[n - 1] == '\n' || r->out.p[n - 1] == ' '))
         n--;
     if (n > 0) {
-        for (size_t i = 0; i < r->nspans; i++)
-            CTN_ASSERT(r->spans[i].end <= n && r->spans[i].header_end <= r->spans[i].end);
+        for (size_t i = 0; i < r->nranges; i++)
+            CTN_ASSERT(r->ranges[i].end <= n && r->ranges[i].header_end <= r->ranges[i].end);
         ctn_val *m = section_meta(r);
         if (m == NULL || ctn_val_push(r->docs, ctn_val_doc(r->out.p, n, m)) < 0)
             return fail(r, CTN_ENOMEM);
@@ -468,7 +468,7 @@ static int flush_section(md_state *r) {
     r->line_begin = 0;
     r->line_state = 0;
     r->need_blank = false;
-    r->nspans = 0;
+    r->nranges = 0;
     ctn_val_unref(r->images);
     r->images = NULL;
     return 0;
@@ -477,6 +477,7 @@ static int flush_section(md_state *r) {
 /* A top-level heading closed: it replaces the headings of its level and deeper in the path
  * and starts the next section. */
 static int push_heading(md_state *r, unsigned level) {
+    if (level < 1 || level > 6) level = level < 1 ? 1 : 6; /* md4c's are 1-6; the path has 6 */
     size_t a = 0, b = r->head.len;
     while (a < b && r->head.p[a] == ' ')
         a++;
@@ -687,7 +688,7 @@ static int leave_block(MD_BLOCKTYPE type, void *detail, void *ud) {
         put_fence(r, f);
         const size_t end = r->out.len;
         block_close(r);
-        if (!r->out.oom) add_span(r, (span){r->block_start, end, end, false});
+        if (!r->out.oom) add_range(r, (range){r->block_start, end, end, false});
         break;
     }
     case MD_BLOCK_HTML:
@@ -697,7 +698,7 @@ static int leave_block(MD_BLOCKTYPE type, void *detail, void *ud) {
         const size_t end = r->out.len > r->table_start ? r->out.len - 1 : r->table_start;
         const size_t he = r->header_end < end ? r->header_end : end;
         block_close(r);
-        if (!r->out.oom) add_span(r, (span){r->table_start, end, he, true});
+        if (!r->out.oom) add_range(r, (range){r->table_start, end, he, true});
         break;
     }
     case MD_BLOCK_THEAD:
@@ -1171,7 +1172,7 @@ static int load_text(const ctn_load_ctx *c, const char *text, size_t len, ctn_va
     ctn_sb_free(&r.lang);
     ctn_sb_free(&r.aligns);
     ctn_sb_free(&r.alt);
-    free(r.spans);
+    free(r.ranges);
     ctn_val_unref(r.images);
     ctn_val_unref(r.fm);
     ctn_val_unref(r.docs);
