@@ -22,15 +22,36 @@
  *
  * Metadata every loader sets: "source" (c->source). Then, by loader:
  *   text      one document.
- *   markdown  one document per section (the text under a heading, up to the next heading of
- *             the same or a higher level), with "section" (the heading path, "Install >
- *             Linux"; "" before the first heading), "headings" (the path as an array),
- *             "level"; the front matter's fields; "images" (an array of {alt, src}) when
- *             the section has images, whose alt text stays in the text; "blocks": an array
- *             of [start, end, kind] byte ranges of the text that a splitter must treat as
- *             units ("code": never split inside; "table": split only between rows, with
- *             "header_end", the end of the header row and its delimiter line, repeated in
- *             every piece).
+ *   markdown  one document per section, as LangChain's MarkdownHeaderTextSplitter cuts them:
+ *             every heading (ATX or setext) outside quotes and lists starts one, up to
+ *             the next heading of any level; the heading line itself is not in the text
+ *             (LangChain's strip_headers), and a section without text gives no document.
+ *             Metadata: "section" (the path of enclosing headings, "Install > Linux"; ""
+ *             before the first heading), "headings" (the path as an array of plain-text
+ *             headings), "level" (the heading's, 1-6; 0 before the first heading); the
+ *             front matter's fields; "images" (an array of {alt, src}) when the section
+ *             has images, whose alt text stays in the text; "blocks", when the section has
+ *             code or tables: an array of byte ranges of the text that a splitter must
+ *             treat as units, [start, end, "code"] (the whole fenced block: never split
+ *             inside) and [start, end, "table", header_end] (split only between rows, and
+ *             repeat text[start, header_end), the header row and its delimiter line, in
+ *             every piece; header_end is where the first body row starts, end when there
+ *             is none). Ranges begin at a line's start and end after the block's last
+ *             byte, before its newline.
+ *             The text is the parse tree written back as plain Markdown: paragraphs apart
+ *             by a blank line, emphasis markers dropped (code spans keep their text),
+ *             links as their text, images as their alt text, "- " / "1. " items indented
+ *             by nesting, "> " quotes, code as ``` fences with the language, tables as
+ *             "| a | b |" rows under a "| --- | --- |" line ('|' in a cell as "\|"),
+ *             HTML kept as written; entities decoded (numeric ones and amp lt gt quot apos
+ *             nbsp copy reg hellip mdash ndash; others stay as written).
+ *             Front matter: a first line "---" up to a line "---" or "...", read by
+ *             libyaml; it must be one mapping (at most 64 fields, 64 KiB, no aliases)
+ *             whose plain scalars resolve by the YAML 1.2 core schema (null, booleans,
+ *             64-bit integers, doubles; everything else, quoted or tagged, a string).
+ *             Fields named like the loader's own keys are dropped with a warning. Errors
+ *             (CTN_EFORMAT): invalid YAML (line and column of the file), front matter that
+ *             is not a mapping, quotes and lists nested more than 32 deep.
  *   json      one document per chosen record; "pointer" (its JSON Pointer, "/items/3/body")
  *             and the fields named in meta_fields.
  *   pdf       one document per page, "page" (from 1), "pages", "title" and "author" when
