@@ -836,9 +836,10 @@ static void split_section(splitter *s, emitter *e, const ctn_val *blocks) {
     emit_all(s, e, 0);
 }
 
-/* Sectioning a plain document as Markdown first needs the Markdown loader (split_md.c). */
-int ctn__split_md_sections(const ctn_val *doc, const char *name, ctn_val *sections, char *err,
-                           size_t errcap);
+/* Sectioning a plain document as Markdown needs the Markdown loader (split_md.c): the
+ * sections' documents are appended to sections. */
+int ctn__split_md_sections(const ctn_split_opts *o, const char *text, size_t n, const char *name,
+                           ctn_val *sections, char *err, size_t errcap);
 
 /* ---- ctn_split_docs ---------------------------------------------------------------------- */
 
@@ -881,34 +882,51 @@ static int split_one(ctn_split_kind kind, const ctn_split_opts *o, const ctn_val
     return rc;
 }
 
-/* A plain document split as Markdown: sectioned by the loader, each section split as one
- * and numbered on from the last, so "chunk" counts through the whole document. */
-static int split_md_doc(const ctn_split_opts *o, const ctn_val *doc, const ctn_val *text,
-                        const ctn_val *meta, const char *name, ctn_val *out, char *msg,
-                        size_t msgcap) {
+/*
+ * A plain document split as Markdown: sectioned by the loader, each section split as one,
+ * its chunks numbered on from the last section's, so "chunk" counts through the whole
+ * document. A chunk's metadata is the document's with the section's over it (a "source"
+ * only when the document had one), and its offsets are into its section's text, which the
+ * loader writes anew (heading lines out, the Markdown normalised).
+ */
+static int split_md_doc(const ctn_split_opts *o, const ctn_val *text, const ctn_val *meta,
+                        const char *name, ctn_val *out, char *msg, size_t msgcap) {
     ctn_val *secs = ctn_val_arr();
     if (secs == NULL) {
         ctn__errf(msg, msgcap, "out of memory");
         return CTN_ENOMEM;
     }
-    ctn_val *tmp = NULL;
-    if (doc->kind != CTN_VDOC) {
-        tmp = ctn_val_doc(text->u.str.p, text->u.str.len, NULL);
-        if (tmp == NULL) {
-            ctn_val_unref(secs);
-            ctn__errf(msg, msgcap, "out of memory");
-            return CTN_ENOMEM;
-        }
-        doc = tmp;
+    char lmsg[256] = "";
+    int rc =
+        ctn__split_md_sections(o, text->u.str.p, text->u.str.len, name, secs, lmsg, sizeof lmsg);
+    if (rc < 0) {
+        /* The loader's messages begin with the source, which the caller adds again. */
+        size_t nl = strlen(name);
+        const char *m = lmsg;
+        if (strncmp(m, name, nl) == 0 && m[nl] == ':') m += nl + (m[nl + 1] == ' ' ? 2 : 1);
+        ctn__errf(msg, msgcap, "%s", m[0] ? m : ctn_strerror(rc));
     }
-    (void)meta;
-    int rc = ctn__split_md_sections(doc, name, secs, msg, msgcap);
-    ctn_val_unref(tmp);
+    bool has_source = ctn_val_get(meta, "source") != NULL;
     size_t index = 0;
     for (size_t i = 0; rc == 0 && i < ctn_val_len(secs); i++) {
         const ctn_val *sec = ctn_val_at(secs, i);
-        rc = split_one(CTN_SPLIT_MARKDOWN, o, sec->u.doc.text, sec->u.doc.meta, name, out, &index,
-                       msg, msgcap);
+        const ctn_val *sm = sec->u.doc.meta;
+        ctn_val *m = base_meta(meta);
+        for (size_t k = 0; m != NULL && k < sm->u.obj.n; k++) {
+            const ctn_val *key = sm->u.obj.keys[k];
+            if (!has_source && strcmp(key->u.str.p, "source") == 0) continue;
+            if (ctn_val_setk(m, key->u.str.p, key->u.str.len, ctn_val_ref(sm->u.obj.vals[k])) < 0) {
+                ctn_val_unref(m);
+                m = NULL;
+            }
+        }
+        if (m == NULL) {
+            ctn__errf(msg, msgcap, "out of memory");
+            rc = CTN_ENOMEM;
+            break;
+        }
+        rc = split_one(CTN_SPLIT_MARKDOWN, o, sec->u.doc.text, m, name, out, &index, msg, msgcap);
+        ctn_val_unref(m);
     }
     ctn_val_unref(secs);
     return rc;
@@ -943,7 +961,7 @@ int ctn_split_docs(ctn_split_kind kind, const ctn_split_opts *o, const ctn_val *
                       ctn_vkind_name(d->kind));
             rc = CTN_EINVAL;
         } else if (kind == CTN_SPLIT_MARKDOWN && ctn_val_get(meta, "section") == NULL) {
-            rc = split_md_doc(o, d, text, meta, name, out, msg, sizeof msg);
+            rc = split_md_doc(o, text, meta, name, out, msg, sizeof msg);
         } else {
             size_t index = 0;
             rc = split_one(kind, o, text, meta, name, out, &index, msg, sizeof msg);

@@ -138,8 +138,11 @@ int ctn_split_text(const ctn_split_opts *o, const char *text, size_t len, char *
  *           into pieces of whole rows, each starting with text[start, header_end); then
  *           consecutive pieces that are ranges of the text are packed while they fit. A
  *           table's rows are measured one by one (in tokens, the sum of the rows' counts).
- *           A malformed "blocks" is CTN_EFORMAT. "chunk" counts through all the sections
- *           of a document the splitter sectioned itself.
+ *           A malformed "blocks" is CTN_EFORMAT. A document without "section" is sectioned
+ *           by ctn_load_markdown first: its chunks carry its metadata with the section's
+ *           over it (a "source" only when it had one), "chunk" counts through all its
+ *           sections, and the offsets are into the section's text, which the loader
+ *           writes anew (heading lines out, the Markdown normalised).
  * token     chunks are trimmed when strip_whitespace is set (LangChain's never are).
  */
 int ctn_split_docs(ctn_split_kind kind, const ctn_split_opts *o, const ctn_val *docs, ctn_val *out,

@@ -602,6 +602,57 @@ TEST(markdown_bad_blocks) {
     ctn_val_unref(out);
 }
 
+TEST(markdown_plain_document_is_sectioned) {
+    /* The Markdown loader sections it first; its metadata joins the document's. */
+    static const char md[] = "# Guide\n\nIntro words here.\n\n## Table\n\n"
+                             "| k | v |\n|---|---|\n| a | 1 |\n| b | 2 |\n| c | 3 |\n";
+    ctn_val *docs = ctn_val_arr(), *out = ctn_val_arr();
+    ctn_val *d = doc(md, "guide.md");
+    ctn_val_set(d->u.doc.meta, "tag", ctn_val_int(5));
+    ctn_val_push(docs, d);
+    ctn_val_push(docs, ctn_val_cstr("no source here, one section"));
+    ctn_split_opts o = opts(30, 0);
+    char err[256] = "";
+    int rc = ctn_split_docs(CTN_SPLIT_MARKDOWN, &o, docs, out, err, sizeof err);
+    CHECK_EQ_INT(rc, 0);
+    if (rc < 0) printf("  %s\n", err);
+    const char *want[] = {
+        "Intro words here.",
+        "| k | v |\n| --- | --- |\n| a | 1 |",
+        "| k | v |\n| --- | --- |\n| b | 2 |",
+        "| k | v |\n| --- | --- |\n| c | 3 |",
+        "no source here, one section",
+    };
+    CHECK_EQ_INT(ctn_val_len(out), 5);
+    for (size_t i = 0; i < 5 && i < ctn_val_len(out); i++) {
+        const ctn_val *c = ctn_val_at(out, i);
+        CHECK_STR(doc_text(c), want[i]);
+        CHECK_EQ_INT(meta_int(c, "chunk"), i < 4 ? (int64_t)i : 0);
+        CHECK(ctn_val_get(c, "blocks") == NULL);
+        CHECK(ctn_val_get(c, "section") != NULL);
+    }
+    if (ctn_val_len(out) == 5) {
+        const ctn_val *c1 = ctn_val_at(out, 1);
+        CHECK_STR(ctn_val_get(c1, "section")->u.str.p, "Guide > Table");
+        CHECK_STR(ctn_val_get(c1, "source")->u.str.p, "guide.md");
+        CHECK_EQ_INT(meta_int(c1, "tag"), 5);
+        CHECK_EQ_INT(meta_int(c1, "level"), 2);
+        /* A document without a source gets none from the loader. */
+        CHECK(ctn_val_get(ctn_val_at(out, 4), "source") == NULL);
+    }
+    ctn_val_unref(out);
+    ctn_val_unref(docs);
+    /* The loader's errors name the document once. */
+    docs = ctn_val_arr();
+    out = ctn_val_arr();
+    ctn_val_push(docs, ctn_val_str("ab\xff", 3));
+    CHECK_EQ_INT(ctn_split_docs(CTN_SPLIT_MARKDOWN, &o, docs, out, err, sizeof err), CTN_EFORMAT);
+    CHECK_STR(err, "docs[0]: invalid UTF-8 at byte 2");
+    CHECK_EQ_INT(ctn_val_len(out), 0);
+    ctn_val_unref(out);
+    ctn_val_unref(docs);
+}
+
 /* ---- tokens from a vocabulary ------------------------------------------------------------ */
 
 static ctn_vocab *shared_vocab(const char *name) {
@@ -757,6 +808,8 @@ TEST(allocation_failures) {
     ctn_val_push(docs, ctn_val_cstr("one two  three four\ffive six seven eight nine"));
     ctn_val_push(docs, md_section());
     ctn_val_push(md, md_section());
+    ctn_val_push(md,
+                 doc("# A\n\ntext one two three\n\n## B\n\n```\ncode\n```\n\nmore words", "a.md"));
     CHECK_EQ_INT(split_all(docs, md, want), 0);
     CHECK(ctn_val_len(want) > 20);
     for (int once = 0; once < 2; once++) {
@@ -809,6 +862,7 @@ int main(void) {
     RUN(markdown_section_fits);
     RUN(markdown_tables_between_rows_code_whole);
     RUN(markdown_bad_blocks);
+    RUN(markdown_plain_document_is_sectioned);
     RUN(vocab_token_ends);
     RUN(long_text_linear);
     RUN(allocation_failures);
