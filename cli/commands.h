@@ -17,5 +17,7 @@ int ctn_cmd_perplexity(int argc, char **argv);
 int ctn_cmd_run(int argc, char **argv);
 int ctn_cmd_repl(int argc, char **argv);
 int ctn_cmd_lora(int argc, char **argv);
+int ctn_cmd_ingest(int argc, char **argv);
+int ctn_cmd_kb(int argc, char **argv);
 
 #endif

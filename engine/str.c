@@ -38,6 +38,9 @@ bool ctn_sb_reserve(ctn_strbuf *b, size_t need) {
         b->oom = true;
         return false;
     }
+    /* The buffer is a string from the first byte on, so that ctn_sb_take right after a
+     * reserve (nothing added) gives "" rather than uninitialised memory. */
+    if (b->p == NULL) q[0] = '\0';
     b->p = q;
     b->cap = cap;
     return true;

@@ -2240,6 +2240,7 @@ int luaopen_catena(lua_State *L) {
     lua_pop(L, 1);
     luaL_newlib(L, module_functions);
     ctn_l_open_components(L);
+    ctn_l_open_rag(L);
     lua_newtable(L);
     lua_pushcfunction(L, m_trace_sqlite);
     lua_setfield(L, -2, "sqlite");

@@ -553,6 +553,13 @@ int ctn_kb_put(ctn_kb *kb, const ctn_kb_coll *c, const ctn_kb_doc *d, const ctn_
                   c->embed_dim);
         return CTN_EINVAL;
     }
+    if (emb == NULL && c->embed_model[0] != '\0' && ctn_val_len(chunks) > 0) {
+        ctn__errf(err, errcap,
+                  "%s: %s: collection '%s' is embedded with '%s': its chunks need embeddings "
+                  "of that model",
+                  kb->path, d->uri, c->name, c->embed_model);
+        return CTN_EINVAL;
+    }
     char *mj = d->meta != NULL ? ctn_val_to_json(d->meta, 0) : ctn__strdup("{}");
     if (mj == NULL) {
         ctn__errf(err, errcap, "%s: out of memory", kb->path);

@@ -496,6 +496,14 @@ static void last_close(ctn_lm *lm) {
     uv_close((uv_handle_t *)&lm->async, on_closed);
 }
 
+ctn_lm *ctn_lm_ref(ctn_lm *lm) {
+    if (lm == NULL) return NULL;
+    pthread_mutex_lock(&registry_lock);
+    lm->refs++;
+    pthread_mutex_unlock(&registry_lock);
+    return lm;
+}
+
 void ctn_lm_detach(ctn_lm *lm) {
     if (lm != NULL) unregister(lm);
 }
@@ -1003,6 +1011,23 @@ const char *ctn_lm_eos_text(const ctn_lm *lm) {
 const char *ctn_lm_path(const ctn_lm *lm) {
     return lm != NULL ? lm->path : NULL;
 }
+
+const char *ctn_lm_arch(const ctn_lm *lm) { return lm->m->arch->name; }
+
+int ctn_lm_embed_dim(const ctn_lm *lm) { return (int)lm->m->hp.n_embd; }
+
+int ctn_lm_pooling(const ctn_lm *lm) {
+    char key[96];
+    int64_t t = 0;
+    snprintf(key, sizeof key, "%s.pooling_type", lm->m->arch->name);
+    if (ctn_gguf_get_int(lm->g, key, &t) == 0) {
+        if (t == 2) return CTN_POOL_CLS;
+        if (t == 3) return CTN_POOL_LAST;
+    }
+    return CTN_POOL_MEAN;
+}
+
+const struct ctn_vocab *ctn_lm_vocab(const ctn_lm *lm) { return lm->v; }
 
 void ctn_lm_get_stats(const ctn_lm *lm, ctn_lm_stats *out) {
     memset(out, 0, sizeof *out);

@@ -78,6 +78,9 @@ int ctn_lm_open(uv_loop_t *loop, const char *path, const ctn_lm_params *p, ctn_l
 /* Drops a reference; the last one shuts the model down as described at the top. NULL is a
  * no-op. */
 void ctn_lm_close(ctn_lm *lm);
+/* One more reference to an open lm (for a node that keeps it), paired with a ctn_lm_close;
+ * returns lm. NULL stays NULL. */
+ctn_lm *ctn_lm_ref(ctn_lm *lm);
 /* Takes lm out of its loop's registry: the next ctn_lm_open of its path starts a new engine
  * with the settings it asks for, while lm goes on serving its holders until their last
  * ctn_lm_close. Idempotent; NULL is a no-op. */
@@ -179,6 +182,15 @@ const char *ctn_lm_bos_text(const ctn_lm *lm);
 const char *ctn_lm_eos_text(const ctn_lm *lm);
 /* The canonical path the model was loaded from. */
 const char *ctn_lm_path(const ctn_lm *lm);
+/* general.architecture ("llama", "qwen2", ...) and the width of its embeddings. */
+const char *ctn_lm_arch(const ctn_lm *lm);
+int ctn_lm_embed_dim(const ctn_lm *lm);
+/* The pooling its GGUF asks for (<arch>.pooling_type: 1 mean, 2 CLS, 3 last, as llama.cpp
+ * numbers them), else CTN_POOL_MEAN, llama.cpp's choice for a model that names none. */
+int ctn_lm_pooling(const ctn_lm *lm);
+/* The model's vocabulary (engine/vocab.h), for token lengths; owned by lm. Tokenizing is
+ * safe from any thread while lm is open. */
+const struct ctn_vocab *ctn_lm_vocab(const ctn_lm *lm);
 
 /* ---- statistics -------------------------------------------------------------------------- */
 

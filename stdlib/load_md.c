@@ -1191,15 +1191,16 @@ int ctn_load_markdown(const ctn_load_ctx *c, const char *data, size_t n, ctn_val
         ERR("%s: %zu bytes is more than the Markdown parser takes (4 GiB)", c->source, n);
         return CTN_ERANGE;
     }
-    const size_t bom = n >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
-    const unsigned char *u = (const unsigned char *)data;
-    for (size_t i = bom; i < n;) {
-        const int k = ctn__utf8_char(u + i, n - i);
-        if (k <= 0) {
-            ERR("%s: invalid UTF-8 at byte %zu", c->source, i);
-            return CTN_EFORMAT;
-        }
-        i += (size_t)k;
+    /* The bytes are decoded as every loader's are (BOM, UTF-16, invalid runs as U+FFFD
+     * with a warning each), so md4c only ever sees valid UTF-8. */
+    char *text = NULL;
+    size_t len = 0;
+    int rc = ctn_text_decode(c, data, n, &text, &len);
+    if (rc < 0) {
+        ERR("%s: out of memory", c->source);
+        return rc;
     }
-    return load_text(c, data + bom, n - bom, docs, err, errcap);
+    rc = load_text(c, text, len, docs, err, errcap);
+    free(text);
+    return rc;
 }

@@ -153,6 +153,11 @@ const char *ctn_loader_name(ctn_loader_kind k);
  * message naming the path and the system's reason, also for a folder. */
 int ctn_load_file(const char *path, char **data, size_t *n, char *err, size_t errcap);
 
+/* Loads n bytes with loader k (CTN_LOADER_NONE: by c->source's extension; sel for JSON, NULL
+ * for whole records). CTN_ENOTSUP naming the source when no loader fits. */
+int ctn_load_data(const ctn_load_ctx *c, ctn_loader_kind k, const ctn_json_sel *sel,
+                  const char *data, size_t n, ctn_val *docs, char *err, size_t errcap);
+
 /* Loads the file at path with loader k (CTN_LOADER_NONE: by extension; sel for JSON, NULL
  * for the whole record). */
 int ctn_load_path(const ctn_load_ctx *c, ctn_loader_kind k, const ctn_json_sel *sel,

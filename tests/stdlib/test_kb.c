@@ -220,11 +220,14 @@ TEST(documents_replace_remove_prune) {
     CHECK_EQ_INT(count(p, "SELECT count(*) FROM chunks_tri WHERE chunks_tri MATCH '트라이'"), 0);
     CHECK_EQ_INT(ctn_kb_check(kb, err, sizeof err), 0);
 
-    /* Prune: under docs/, only b.md is still there; other/ is untouched. */
+    /* Chunks without vectors do not go into a collection that has a model. */
     d.uri = "docs/b.md";
-    CHECK_EQ_INT(ctn_kb_put(kb, &c, &d, ch2, NULL, err, sizeof err), 0);
+    CHECK_EQ_INT(ctn_kb_put(kb, &c, &d, ch2, NULL, err, sizeof err), CTN_EINVAL);
+    CHECK_CONTAINS(err, "need embeddings of that model");
+    /* Prune: under docs/, only b.md is still there; other/ is untouched. */
+    CHECK_EQ_INT(ctn_kb_put(kb, &c, &d, ch2, &v, err, sizeof err), 0);
     d.uri = "other/c.md";
-    CHECK_EQ_INT(ctn_kb_put(kb, &c, &d, ch2, NULL, err, sizeof err), 0);
+    CHECK_EQ_INT(ctn_kb_put(kb, &c, &d, ch2, &v, err, sizeof err), 0);
     const char *pre[] = {"docs/"}, *keep[] = {"docs/b.md"};
     int64_t removed = -1;
     CHECK_EQ_INT(ctn_kb_prune(kb, &c, pre, 1, keep, 1, &removed, err, sizeof err), 0);
@@ -236,7 +239,7 @@ TEST(documents_replace_remove_prune) {
     CHECK_EQ_INT(ctn_kb_remove(kb, &c, "other/c.md", &r, err, sizeof err), 0);
     CHECK_EQ_INT(r, 0);
     CHECK_EQ_INT(count(p, "SELECT count(*) FROM chunks"), 2);
-    CHECK_EQ_INT(count(p, "SELECT count(*) FROM embeddings"), 0);
+    CHECK_EQ_INT(count(p, "SELECT count(*) FROM embeddings"), 2);
     CHECK_EQ_INT(ctn_kb_check(kb, err, sizeof err), 0);
     ctn_val_unref(ch);
     ctn_val_unref(ch2);

@@ -447,16 +447,22 @@ TEST(front_matter_cannot_override_the_loaders_keys) {
     ctn_val_unref(docs);
 }
 
-TEST(utf8_is_required_and_a_bom_stripped) {
+TEST(invalid_utf8_is_replaced_and_warned_and_a_bom_stripped) {
     ctn_val *docs = ctn_val_arr();
     ctn_val_push(docs, ctn_val_cstr("earlier"));
-    CHECK_EQ_INT(load_n("# T\n\nok \xC3\xA9 \xFF here", 16, docs), CTN_EFORMAT);
-    CHECK_CONTAINS(err, "doc.md: invalid UTF-8 at byte 11");
-    CHECK_EQ_INT(load_n("abc\xE2\x82", 5, docs), CTN_EFORMAT); /* cut short at the end */
-    CHECK_CONTAINS(err, "invalid UTF-8 at byte 3");
-    CHECK_EQ_INT(load_n("\xED\xA0\x80", 3, docs), CTN_EFORMAT); /* a surrogate */
-    CHECK_CONTAINS(err, "at byte 0");
-    CHECK_EQ_INT(ctn_val_len(docs), 1);
+    ctn_sb_free(&warnings);
+    CHECK_EQ_INT(load_n("# T\n\nok \xC3\xA9 \xFF here", 17, docs), 0);
+    CHECK_STR(text(docs, 1), "ok \xC3\xA9 \xEF\xBF\xBD here");
+    CHECK_CONTAINS(warnings.p, "doc.md: invalid UTF-8 at byte 11 (1 byte replaced by U+FFFD)");
+    CHECK_EQ_INT(load_n("abc\xE2\x82", 5, docs), 0); /* cut short at the end */
+    CHECK_CONTAINS(warnings.p, "invalid UTF-8 at byte 3");
+    CHECK_EQ_INT(load_n("\xED\xA0\x80", 3, docs), 0); /* a surrogate */
+    CHECK_CONTAINS(warnings.p, "at byte 0");
+    CHECK_EQ_INT(ctn_val_len(docs), 4);
+    ctn_sb_free(&warnings);
+    ctn_val_unref(docs);
+    docs = ctn_val_arr();
+    ctn_val_push(docs, ctn_val_cstr("earlier"));
     const char *bom = "\xEF\xBB\xBF---\nt: 1\n---\n# H\n\nbody";
     CHECK_EQ_INT(load_n(bom, strlen(bom), docs), 0);
     CHECK_EQ_INT(ctn_val_len(docs), 2);
@@ -617,7 +623,7 @@ int main(void) {
     RUN(front_matter_fields_on_every_section);
     RUN(front_matter_errors);
     RUN(front_matter_cannot_override_the_loaders_keys);
-    RUN(utf8_is_required_and_a_bom_stripped);
+    RUN(invalid_utf8_is_replaced_and_warned_and_a_bom_stripped);
     RUN(hostile_nesting_is_an_error_not_a_crash);
     RUN(md4c_quirks);
     RUN(example_docs_load);
