@@ -460,9 +460,13 @@ int ctn_split_check(ctn_split_kind kind, const ctn_split_opts *o, char *err, siz
             ERR("separators: %zu given, at most %d", o->n_separators, MAX_SEPARATORS);
             return CTN_EINVAL;
         }
+        /* A separator that is not UTF-8 could match inside a character and cut it. */
         for (size_t i = 0; i < o->n_separators; i++)
             if (o->separators[i] == NULL) {
                 ERR("separators[%zu] is NULL", i);
+                return CTN_EINVAL;
+            } else if (!ctn__utf8_valid(o->separators[i], strlen(o->separators[i]))) {
+                ERR("separators[%zu] is not valid UTF-8", i);
                 return CTN_EINVAL;
             }
     } else if (o->n_separators != 0) {
@@ -547,10 +551,17 @@ typedef struct {
     size_t byte, cp;
 } cp_cursor;
 
-static size_t cp_at(const char *t, cp_cursor *c, size_t off) {
+/* The cursor stays on character boundaries, so that counting on from it counts as from the
+ * start; an offset inside a character (an end a token callback put there) is counted as
+ * after it. */
+static size_t cp_at(const char *t, size_t tn, cp_cursor *c, size_t off) {
     if (off < c->byte) c->byte = c->cp = 0;
-    c->cp += count_cp(t + c->byte, off - c->byte);
-    c->byte = off;
+    while (c->byte < off) {
+        size_t k = (unsigned char)t[c->byte] < 0x80 ? 1 : char_len(t + c->byte, tn - c->byte);
+        if (c->byte + k > off) return c->cp + 1;
+        c->byte += k;
+        c->cp++;
+    }
     return c->cp;
 }
 
@@ -559,6 +570,7 @@ typedef struct {
     ctn_val *out;
     ctn_val *base; /* the document's metadata less "blocks", shared by its chunks */
     const char *t;
+    size_t tn;
     size_t index; /* the next chunk's "chunk" */
     cp_cursor cs, ce;
 } emitter;
@@ -577,8 +589,9 @@ static int emit(emitter *e, const chunk *c, int64_t page) {
     if (rc == 0 && page > 0) rc = ctn_val_set(m, "page", ctn_val_int(page));
     if (rc == 0) rc = ctn_val_set(m, "chunk", ctn_val_int((int64_t)e->index));
     if (rc == 0)
-        rc = ctn_val_set(m, "start_index", ctn_val_int((int64_t)cp_at(e->t, &e->cs, c->a)));
-    if (rc == 0) rc = ctn_val_set(m, "end_index", ctn_val_int((int64_t)cp_at(e->t, &e->ce, c->b)));
+        rc = ctn_val_set(m, "start_index", ctn_val_int((int64_t)cp_at(e->t, e->tn, &e->cs, c->a)));
+    if (rc == 0)
+        rc = ctn_val_set(m, "end_index", ctn_val_int((int64_t)cp_at(e->t, e->tn, &e->ce, c->b)));
     if (rc < 0) {
         ctn_val_unref(m);
         return CTN_ENOMEM;
@@ -864,7 +877,7 @@ static int split_one(ctn_split_kind kind, const ctn_split_opts *o, const ctn_val
     splitter s;
     splitter_init(&s, o, text->u.str.p, text->u.str.len, msg, msgcap);
     s.name = name;
-    emitter e = {out, base_meta(meta), s.t, *index, {0, 0}, {0, 0}};
+    emitter e = {out, base_meta(meta), s.t, s.tn, *index, {0, 0}, {0, 0}};
     if (e.base == NULL) nomem(&s);
     if (s.rc == 0) switch (kind) {
         case CTN_SPLIT_RECURSIVE:
@@ -945,7 +958,7 @@ int ctn_split_docs(ctn_split_kind kind, const ctn_split_opts *o, const ctn_val *
     for (size_t i = 0; i < docs->u.arr.n; i++) {
         const ctn_val *d = docs->u.arr.items[i];
         const ctn_val *text = d, *meta = NULL;
-        char name[96];
+        char name[200];
         if (d->kind == CTN_VDOC) {
             text = d->u.doc.text;
             meta = d->u.doc.meta;

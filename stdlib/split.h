@@ -110,8 +110,9 @@ typedef struct {
 ctn_split_opts ctn_split_defaults(void);
 
 /* CTN_EINVAL with a message naming the setting when o cannot work with kind (chunk_size 0,
- * overlap not below the size, the token splitter without tokens, a NULL separator, more
- * than 256 separators: the recursion goes one level deeper per separator). */
+ * overlap not below the size, the token splitter without tokens, a NULL separator or one
+ * that is not UTF-8, more than 256 separators: the recursion goes one level deeper per separator).
+ */
 int ctn_split_check(ctn_split_kind kind, const ctn_split_opts *o, char *err, size_t errcap);
 
 /*

@@ -170,6 +170,10 @@ TEST(check_names_the_setting) {
     o.n_separators = 2;
     CHECK_EQ_INT(ctn_split_check(CTN_SPLIT_RECURSIVE, &o, err, sizeof err), CTN_EINVAL);
     CHECK_CONTAINS(err, "separators[1] is NULL");
+    const char *cut[] = {"\n", "\x98\x80"};
+    o.separators = cut;
+    CHECK_EQ_INT(ctn_split_check(CTN_SPLIT_RECURSIVE, &o, err, sizeof err), CTN_EINVAL);
+    CHECK_CONTAINS(err, "separators[1] is not valid UTF-8");
     o = opts(5, 1);
     o.keep_separator = (ctn_keep_sep)7;
     CHECK_EQ_INT(ctn_split_check(CTN_SPLIT_RECURSIVE, &o, err, sizeof err), CTN_EINVAL);
