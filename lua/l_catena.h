@@ -53,6 +53,13 @@ int ctn_l_protect(lua_State *L, ctn_l_protected_fn fn, void *ud, char *err, size
 /* Pushes catena.null (a light userdata). */
 void ctn_l_push_null(lua_State *L);
 /*
+ * luaL_error, with the position of the first caller outside catena's own Lua glue (chunks
+ * named "=catena...", such as catena.kb's methods), so a bad option passed to kb:ingest
+ * points at the user's line, not the glue's. Never returns.
+ */
+int ctn_l_error(lua_State *L, const char *fmt, ...);
+
+/*
  * Raises "WHAT: unknown option 'ctxx' (did you mean 'ctx'?)" (or with the list of options
  * when none is near) for the first key of the table at idx that is not one of the n names
  * of allowed, and "WHAT: option names are strings, not a number" for a key that is not a

@@ -16,7 +16,7 @@
 #include "rag.h"
 
 static void push_node(lua_State *L, ctn_node *node, const char *what, const char *msg) {
-    if (node == NULL) luaL_error(L, "catena.%s: %s", what, msg && *msg ? msg : "out of memory");
+    if (node == NULL) ctn_l_error(L, "catena.%s: %s", what, msg && *msg ? msg : "out of memory");
     ctn_node **p = lua_newuserdatauv(L, sizeof *p, 0);
     *p = node;
     luaL_setmetatable(L, CTN_L_RUNNABLE);
@@ -32,7 +32,7 @@ static const char *opt_str(lua_State *L, int idx, const char *what, const char *
     lua_getfield(L, idx, key);
     const char *s = NULL;
     if (lua_type(L, -1) == LUA_TSTRING) s = lua_tostring(L, -1);
-    else if (!lua_isnil(L, -1)) luaL_error(L, "catena.%s: %s must be a string", what, key);
+    else if (!lua_isnil(L, -1)) ctn_l_error(L, "catena.%s: %s must be a string", what, key);
     lua_pop(L, 1); /* the string stays alive in the options table */
     return s;
 }
@@ -41,7 +41,7 @@ static bool opt_bool(lua_State *L, int idx, const char *what, const char *key, b
     lua_getfield(L, idx, key);
     bool b = def;
     if (lua_isboolean(L, -1)) b = lua_toboolean(L, -1);
-    else if (!lua_isnil(L, -1)) luaL_error(L, "catena.%s: %s must be true or false", what, key);
+    else if (!lua_isnil(L, -1)) ctn_l_error(L, "catena.%s: %s must be true or false", what, key);
     lua_pop(L, 1);
     return b;
 }
@@ -52,7 +52,7 @@ static lua_Integer opt_int(lua_State *L, int idx, const char *what, const char *
     lua_Integer v = def;
     if (!lua_isnil(L, -1)) {
         if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < lo || lua_tointeger(L, -1) > hi)
-            luaL_error(L, "catena.%s: %s must be an integer from %I to %I", what, key, lo, hi);
+            ctn_l_error(L, "catena.%s: %s must be an integer from %I to %I", what, key, lo, hi);
         v = lua_tointeger(L, -1);
     }
     lua_pop(L, 1);
@@ -66,7 +66,8 @@ static ctn_lm *opt_model(lua_State *L, int idx, const char *what, const char *ke
     if (!lua_isnil(L, -1)) {
         ctn_node **r = luaL_testudata(L, -1, CTN_L_RUNNABLE);
         lm = r != NULL ? ctn_model_node_lm(*r) : NULL;
-        if (lm == NULL) luaL_error(L, "catena.%s: %s must be a model (catena.model{...})", what, key);
+        if (lm == NULL)
+            ctn_l_error(L, "catena.%s: %s must be a model (catena.model{...})", what, key);
     }
     lua_pop(L, 1);
     return lm;
@@ -90,13 +91,13 @@ static const char **opt_strings(lua_State *L, int idx, const char *what, const c
         lua_remove(L, -2); /* the string stays alive in the options table */
         return a;
     }
-    if (!lua_istable(L, -1)) luaL_error(L, "catena.%s: %s must be a list of strings", what, key);
+    if (!lua_istable(L, -1)) ctn_l_error(L, "catena.%s: %s must be a list of strings", what, key);
     size_t len = lua_rawlen(L, -1);
     const char **a = lua_newuserdatauv(L, (len + 1) * sizeof *a, 0);
     for (size_t i = 0; i < len; i++) {
         lua_rawgeti(L, -2, (lua_Integer)i + 1);
         if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "catena.%s: %s[%d] must be a string", what, key, (int)i + 1);
+            ctn_l_error(L, "catena.%s: %s[%d] must be a string", what, key, (int)i + 1);
         a[i] = lua_tostring(L, -1);
         lua_pop(L, 1);
     }
@@ -108,7 +109,8 @@ static const char **opt_strings(lua_State *L, int idx, const char *what, const c
 /* ---- loaders ------------------------------------------------------------------------------ */
 
 static int loader(lua_State *L, ctn_loader_kind kind, const char *what) {
-    if (lua_isnoneornil(L, 1)) lua_newtable(L), lua_replace(L, 1);
+    lua_settop(L, 1);
+    if (lua_isnil(L, 1)) lua_newtable(L), lua_replace(L, 1);
     if (lua_type(L, 1) == LUA_TSTRING) { /* catena.loader.text("a.txt") */
         lua_createtable(L, 0, 1);
         lua_pushvalue(L, 1);
@@ -169,7 +171,7 @@ static void split_settings(lua_State *L, int idx, const char *what, ctn_split_ki
     else if (lua_type(L, -1) == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "end"))
         o->keep_separator = CTN_KEEP_END;
     else if (!lua_isnil(L, -1))
-        luaL_error(L, "catena.%s: keep_separator must be true, false, \"start\" or \"end\"", what);
+        ctn_l_error(L, "catena.%s: keep_separator must be true, false, \"start\" or \"end\"", what);
     lua_pop(L, 1);
     *lm = NULL;
     lua_getfield(L, idx, "length");
@@ -182,17 +184,18 @@ static void split_settings(lua_State *L, int idx, const char *what, ctn_split_ki
         ctn_node **r = luaL_testudata(L, -1, CTN_L_RUNNABLE);
         *lm = r != NULL ? ctn_model_node_lm(*r) : NULL;
         if (*lm == NULL)
-            luaL_error(L, "catena.%s: length must be \"chars\" or a model (lengths in its "
+            ctn_l_error(L, "catena.%s: length must be \"chars\" or a model (lengths in its "
                           "tokens)", what);
     }
     lua_pop(L, 1);
     if (*lm == NULL) *lm = opt_model(L, idx, what, "model");
     if (kind == CTN_SPLIT_TOKEN && *lm == NULL && tokens == NULL)
-        luaL_error(L, "catena.%s: the token splitter needs model = a model (its tokenizer)", what);
+        ctn_l_error(L, "catena.%s: the token splitter needs model = a model (its tokenizer)", what);
 }
 
 static int splitter(lua_State *L, ctn_split_kind kind, const char *what) {
-    if (lua_isnoneornil(L, 1)) lua_newtable(L), lua_replace(L, 1);
+    lua_settop(L, 1);
+    if (lua_isnil(L, 1)) lua_newtable(L), lua_replace(L, 1);
     luaL_checktype(L, 1, LUA_TTABLE);
     static const char *const opts[] = {"chunk_size",     "chunk_overlap", "separators",
                                        "keep_separator", "strip_whitespace", "length",
@@ -235,6 +238,9 @@ static ctn_kb *open_kb(lua_State *L, const char *path, int flags, const char *wh
     return kb;
 }
 
+/* prim.fail(msg): the glue's error(), at the position of the first caller outside it. */
+static int k_fail(lua_State *L) { return ctn_l_error(L, "%s", luaL_checkstring(L, 1)); }
+
 /* prim.open(path): creates or migrates the file. */
 static int k_open(lua_State *L) {
     ctn_kb_close(open_kb(L, luaL_checkstring(L, 1), 0, "kb.open"));
@@ -245,7 +251,7 @@ static ctn_kb_dtype parse_dtype(lua_State *L, const char *s) {
     if (s == NULL || !strcmp(s, "f32")) return CTN_KB_F32;
     if (!strcmp(s, "f16")) return CTN_KB_F16;
     if (!strcmp(s, "int8")) return CTN_KB_INT8;
-    luaL_error(L, "catena.kb: dtype must be \"f32\", \"f16\" or \"int8\", not '%s'", s);
+    ctn_l_error(L, "catena.kb: dtype must be \"f32\", \"f16\" or \"int8\", not '%s'", s);
     return CTN_KB_F32;
 }
 
@@ -254,7 +260,7 @@ static int parse_pooling(lua_State *L, const char *s) {
     if (!strcmp(s, "mean")) return CTN_POOL_MEAN;
     if (!strcmp(s, "cls")) return CTN_POOL_CLS;
     if (!strcmp(s, "last")) return CTN_POOL_LAST;
-    luaL_error(L, "catena.kb: pooling must be \"mean\", \"cls\" or \"last\", not '%s'", s);
+    ctn_l_error(L, "catena.kb: pooling must be \"mean\", \"cls\" or \"last\", not '%s'", s);
     return CTN_POOL_NONE;
 }
 
@@ -306,19 +312,20 @@ static int k_adder(lua_State *L) {
 /* prim.ingester(path, collection options, ingest options at 3): the kb.ingest runnable. */
 static int k_ingester(lua_State *L) {
     ctn_kb_target t = read_target(L, "kb:ingest");
-    if (lua_isnoneornil(L, 3)) lua_newtable(L), lua_replace(L, 3);
+    lua_settop(L, 3);
+    if (lua_isnil(L, 3)) lua_newtable(L), lua_replace(L, 3);
     luaL_checktype(L, 3, LUA_TTABLE);
     static const char *const opts[] = {"splitter",   "chunk_size", "chunk_overlap", "separators",
                                        "keep_separator", "strip_whitespace", "length",
                                        "glob",       "prune",      "text",          "meta",
                                        "collection", "embed",      "dtype",         "pooling",
                                        "labels",     "max_files"};
-    ctn_l_check_options(L, 3, "kb:ingest", opts, sizeof opts / sizeof opts[0]);
+    ctn_l_check_options(L, 3, "catena.kb:ingest", opts, sizeof opts / sizeof opts[0]);
     ctn_ingest_opts o = ctn_ingest_defaults();
     const char *sp = opt_str(L, 3, "kb:ingest", "splitter");
     if (sp != NULL) {
         int k = ctn_split_parse(sp);
-        if (k < 0) luaL_error(L, "catena.kb:ingest: splitter must be recursive, markdown, page "
+        if (k < 0) ctn_l_error(L, "catena.kb:ingest: splitter must be recursive, markdown, page "
                                  "or token, not '%s'", sp);
         o.splitter = (ctn_split_kind)k;
     }
@@ -326,11 +333,11 @@ static int k_ingester(lua_State *L) {
     bool tokens = false; /* length = "tokens": the collection's embedding model's */
     split_settings(L, 3, "kb:ingest", o.splitter, &o.split, &lm, &tokens);
     if (lm != NULL && lm != t.embed)
-        luaL_error(L, "catena.kb:ingest: lengths in tokens use the collection's embedding model: "
+        ctn_l_error(L, "catena.kb:ingest: lengths in tokens use the collection's embedding model: "
                       "give length = \"tokens\"");
     if (lm != NULL || tokens || o.splitter == CTN_SPLIT_TOKEN) {
         if (t.embed == NULL)
-            luaL_error(L, "catena.kb:ingest: lengths in tokens need the collection's embedding "
+            ctn_l_error(L, "catena.kb:ingest: lengths in tokens need the collection's embedding "
                           "model (embed = a model)");
         o.split.tokens = ctn_split_vocab_tokens; /* the node binds it to embed's vocabulary */
     }
@@ -452,6 +459,7 @@ static int k_remove(lua_State *L) {
 static const char kb_glue[] =
     "local prim, kb = ...\n"
     "local KB, Coll = {}, {}\n"
+    "local error = prim.fail -- raises at the user's line, not the glue's\n"
     "KB.__index, Coll.__index = KB, Coll\n"
     "KB.__name, Coll.__name = 'catena.kb', 'catena.kb.collection'\n"
     "KB.__tostring = function(k) return 'catena.kb(' .. k.path .. ')' end\n"
@@ -460,23 +468,23 @@ static const char kb_glue[] =
     "local copts = {embed = true, labels = true, dtype = true, pooling = true}\n"
     "local function coll_options(name, o, where)\n"
     "  if o ~= nil and type(o) ~= 'table' then error('catena.' .. where .. ': options must be "
-    "a table', 3) end\n"
+    "a table') end\n"
     "  local r = {name = name}\n"
     "  for k, v in pairs(o or {}) do\n"
     "    if not copts[k] then error('catena.' .. where .. \": unknown option '\" .. tostring(k) "
-    ".. \"' (embed, labels, dtype, pooling)\", 3) end\n"
+    ".. \"' (embed, labels, dtype, pooling)\") end\n"
     "    r[k] = v\n"
     "  end\n"
     "  return r\n"
     "end\n"
     "function kb.open(path)\n"
     "  if type(path) ~= 'string' then error('catena.kb.open: give the path of the knowledge "
-    "base file', 2) end\n"
+    "base file') end\n"
     "  prim.open(path)\n"
     "  return setmetatable({path = path}, KB)\n"
     "end\n"
     "function KB:collection(name, o)\n"
-    "  if type(name) ~= 'string' then error('catena.kb:collection: give a collection name', 2) "
+    "  if type(name) ~= 'string' then error('catena.kb:collection: give a collection name') "
     "end\n"
     "  local c = setmetatable({kb = self, options = coll_options(name, o, 'kb:collection')}, "
     "Coll)\n"
@@ -523,7 +531,7 @@ void ctn_l_open_rag(lua_State *L) {
                                      {"adder", k_adder},     {"ingester", k_ingester},
                                      {"stats", k_stats},     {"list", k_list},
                                      {"chunks", k_chunks},   {"remove", k_remove},
-                                     {NULL, NULL}};
+                                     {"fail", k_fail},       {NULL, NULL}};
     if (luaL_loadbuffer(L, kb_glue, sizeof kb_glue - 1, "=catena.kb") != LUA_OK) lua_error(L);
     luaL_newlib(L, prims);
     lua_newtable(L);

@@ -1,6 +1,7 @@
 /*
  * Conversions between Lua values and chain values (l_catena.h says which maps to which).
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -225,6 +226,21 @@ ctn_val *ctn_l_to_val(lua_State *L, int idx, const char *where, char *err, size_
     return to_val(L, idx, path, strlen(path), sizeof path, 0, err, errcap);
 }
 
+int ctn_l_error(lua_State *L, const char *fmt, ...) {
+    lua_Debug ar;
+    int level = 1;
+    while (lua_getstack(L, level, &ar) && lua_getinfo(L, "S", &ar) &&
+           strncmp(ar.source, "=catena", 7) == 0)
+        level++;
+    luaL_where(L, level);
+    va_list ap;
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
 void ctn_l_check_options(lua_State *L, int idx, const char *what, const char *const *allowed,
                          size_t n) {
     idx = lua_absindex(L, idx);
@@ -232,14 +248,15 @@ void ctn_l_check_options(lua_State *L, int idx, const char *what, const char *co
     while (lua_next(L, idx) != 0) {
         lua_pop(L, 1);
         if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "%s: option names are strings, not a %s", what, luaL_typename(L, -1));
+            ctn_l_error(L, "%s: option names are strings, not a %s", what, luaL_typename(L, -1));
         const char *k = lua_tostring(L, -1);
         size_t i = 0;
         while (i < n && strcmp(allowed[i], k) != 0)
             i++;
         if (i < n) continue;
         const char *near = ctn_str_suggest(k, allowed, n);
-        if (near != NULL) luaL_error(L, "%s: unknown option '%s' (did you mean '%s'?)", what, k, near);
+        if (near != NULL)
+            ctn_l_error(L, "%s: unknown option '%s' (did you mean '%s'?)", what, k, near);
         luaL_Buffer b;
         luaL_buffinit(L, &b);
         for (size_t j = 0; j < n; j++) {
@@ -247,6 +264,6 @@ void ctn_l_check_options(lua_State *L, int idx, const char *what, const char *co
             luaL_addstring(&b, allowed[j]);
         }
         luaL_pushresult(&b);
-        luaL_error(L, "%s: unknown option '%s' (options: %s)", what, k, lua_tostring(L, -1));
+        ctn_l_error(L, "%s: unknown option '%s' (options: %s)", what, k, lua_tostring(L, -1));
     }
 }

@@ -195,13 +195,13 @@ const char *ctn_kb_path(const ctn_kb *kb) { return kb->path; }
 
 /* ---- collections ------------------------------------------------------------------------- */
 
-static int read_coll(ctn_kb *kb, const char *name, ctn_kb_coll *c, bool *found, int64_t *nemb,
-                     char *err, size_t errcap) {
+static int read_coll(ctn_kb *kb, const char *name, ctn_kb_coll *c, bool *found,
+                     int64_t *nchunks, char *err, size_t errcap) {
     sqlite3_stmt *st;
     int rc = prepare(kb,
                      "SELECT id, coalesce(embed_model, ''), coalesce(embed_dim, 0),"
-                     " (SELECT count(*) FROM embeddings e JOIN chunks k ON k.id = e.chunk"
-                     "  JOIN documents d ON d.id = k.document WHERE d.collection = c.id)"
+                     " (SELECT count(*) FROM chunks k JOIN documents d ON d.id = k.document"
+                     "  WHERE d.collection = c.id)"
                      " FROM collections c WHERE name = ?1",
                      &st, err, errcap);
     if (rc < 0) return rc;
@@ -213,7 +213,7 @@ static int read_coll(ctn_kb *kb, const char *name, ctn_kb_coll *c, bool *found, 
         snprintf(c->embed_model, sizeof c->embed_model, "%s",
                  (const char *)sqlite3_column_text(st, 1));
         c->embed_dim = sqlite3_column_int(st, 2);
-        *nemb = sqlite3_column_int64(st, 3);
+        *nchunks = sqlite3_column_int64(st, 3);
     } else if (s != SQLITE_DONE) {
         rc = sqlerr(kb, "reading collections", err, errcap);
     }
@@ -261,8 +261,8 @@ int ctn_kb_collection(ctn_kb *kb, const char *name, const ctn_kb_coll_opts *o, c
     int rc = exec(kb, "BEGIN IMMEDIATE", "begin", err, errcap);
     if (rc < 0) return rc;
     bool found = false;
-    int64_t nemb = 0;
-    rc = read_coll(kb, name, out, &found, &nemb, err, errcap);
+    int64_t nchunks = 0;
+    rc = read_coll(kb, name, out, &found, &nchunks, err, errcap);
     if (rc == 0 && !found && !o->create) {
         ctn__errf(err, errcap, "%s: no collection '%s'", kb->path, name);
         rc = CTN_ENOENT;
@@ -293,12 +293,20 @@ int ctn_kb_collection(ctn_kb *kb, const char *name, const ctn_kb_coll_opts *o, c
     } else if (rc == 0 && o->embed_model != NULL) {
         bool same = strcmp(out->embed_model, o->embed_model) == 0 &&
                     out->embed_dim == o->embed_dim;
-        if (!same && (out->embed_model[0] != '\0' || nemb > 0)) {
+        if (!same && out->embed_model[0] == '\0' && nchunks > 0) {
+            /* Its chunks have no vectors: a model adopted now would leave them unfindable. */
+            ctn__errf(err, errcap,
+                      "%s: collection '%s' has no embedding model and holds %lld chunks "
+                      "without vectors; '%s' can embed only an empty collection: remove its "
+                      "documents or use another collection",
+                      kb->path, name, (long long)nchunks, o->embed_model);
+            rc = CTN_EINVAL;
+        } else if (!same && out->embed_model[0] != '\0') {
             ctn__errf(err, errcap,
                       "%s: collection '%s' is embedded with '%s' (dimension %d); '%s' "
                       "(dimension %d) was asked for: use that model or another collection",
-                      kb->path, name, out->embed_model[0] ? out->embed_model : "(none)",
-                      out->embed_dim, o->embed_model, o->embed_dim);
+                      kb->path, name, out->embed_model, out->embed_dim, o->embed_model,
+                      o->embed_dim);
             rc = CTN_EINVAL;
         } else if (!same) {
             sqlite3_stmt *st = NULL;

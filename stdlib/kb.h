@@ -78,7 +78,8 @@ typedef struct {
 
 /*
  * Finds (or with o->create makes) the collection name. With o->embed_model, the collection
- * must record that model: one without a model takes it (when it holds no embeddings yet);
+ * must record that model: one without a model takes it only while it holds no chunks (chunks
+ * stored without vectors would stay unfindable by vector; CTN_EINVAL says so);
  * one with another model is CTN_EINVAL naming both ("collection 'docs' is embedded with
  * 'bge-small:384'; 'stories:64' was asked for"), so vectors of two models never mix.
  */

@@ -290,13 +290,19 @@ static void splitter_after(uv_work_t *w, int status) {
 static bool splittable(const ctn_val *v) { return v->kind == CTN_VSTR || v->kind == CTN_VDOC; }
 
 static void splitter_start(ctn_task *t, ctn_val *input) {
-    bool ok = input != NULL && (splittable(input) || input->kind == CTN_VARR);
-    for (size_t i = 0; ok && input->kind == CTN_VARR && i < ctn_val_len(input); i++)
-        ok = splittable(ctn_val_at(input, i));
-    if (!ok) {
+    if (input == NULL || !(splittable(input) || input->kind == CTN_VARR)) {
         ctn_task_fail(t, CTN_ETYPE, "needs a document, a string or an array of them, got %s",
                       input != NULL ? ctn_vkind_name(input->kind) : "nothing");
         return;
+    }
+    for (size_t i = 0; input->kind == CTN_VARR && i < ctn_val_len(input); i++) {
+        if (!splittable(ctn_val_at(input, i))) {
+            ctn_task_fail(t, CTN_ETYPE,
+                          "needs a document, a string or an array of them; item %zu of the "
+                          "array is %s (make documents with catena.document{...})",
+                          i + 1, ctn_vkind_name(ctn_val_at(input, i)->kind));
+            return;
+        }
     }
     job_start(t, input, splitter_work, splitter_after);
 }
