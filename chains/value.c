@@ -252,9 +252,13 @@ ctn_val *ctn_val_copy(const ctn_val *v) {
         }
         return o;
     }
-    case CTN_VDOC:
-        return ctn_val_doc(v->u.doc.text->u.str.p, v->u.doc.text->u.str.len,
-                           ctn_val_copy(v->u.doc.meta));
+    case CTN_VDOC: {
+        /* ctn_val_doc takes a NULL meta for an empty one: a copy that ran out of memory
+         * must not pass for that. */
+        ctn_val *m = ctn_val_copy(v->u.doc.meta);
+        if (m == NULL && v->u.doc.meta != NULL) return NULL;
+        return ctn_val_doc(v->u.doc.text->u.str.p, v->u.doc.text->u.str.len, m);
+    }
     }
     return NULL;
 }

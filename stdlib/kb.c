@@ -781,6 +781,13 @@ int ctn_kb_check(ctn_kb *kb, char *err, size_t errcap) {
     }
     sqlite3_finalize(st);
     if (rc < 0) return rc;
+    /* FTS5's integrity-check is an INSERT command: SQLite refuses it on a read-only handle,
+     * which says nothing about the file. */
+    if (sqlite3_db_readonly(kb->db, "main") == 1) {
+        ctn__errf(err, errcap, "%s: the full-text index check needs the file opened for "
+                  "writing (it changes nothing)", kb->path);
+        return CTN_EINVAL;
+    }
     static const char *const fts[] = {
         "INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)",
         "INSERT INTO chunks_tri(chunks_tri, rank) VALUES ('integrity-check', 1)",

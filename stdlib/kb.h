@@ -175,7 +175,8 @@ int ctn_kb_chunks(ctn_kb *kb, const ctn_kb_coll *c, const char *uri, ctn_val *ou
                   size_t errcap);
 
 /* Runs SQLite's integrity_check and the FTS5 indexes' integrity-check: 0 when the file is
- * sound, CTN_EFORMAT with the first problem otherwise. */
+ * sound, CTN_EFORMAT with the first problem otherwise. The FTS5 check needs kb opened for
+ * writing (CTN_EINVAL on a CTN_KB_READONLY one), though it changes nothing. */
 int ctn_kb_check(ctn_kb *kb, char *err, size_t errcap);
 
 #endif
