@@ -15,6 +15,7 @@
 #include "error.h"
 #include "json.h"
 #include "str.h"
+#include "unicode.h"
 
 struct ctn_kb {
     sqlite3 *db;
@@ -800,4 +801,138 @@ int ctn_kb_check(ctn_kb *kb, char *err, size_t errcap) {
         }
     }
     return 0;
+}
+
+/* ---- keyword search (BM25 through FTS5) ------------------------------------------------- */
+
+/* Hangul, CJK ideographs, kana and the fullwidth forms: text the trigram index serves. */
+static bool is_cjk(uint32_t c) {
+    return (c >= 0x1100 && c <= 0x11FF) || (c >= 0x2E80 && c <= 0x9FFF) ||
+           (c >= 0xA960 && c <= 0xA97F) || (c >= 0xAC00 && c <= 0xD7FF) ||
+           (c >= 0xF900 && c <= 0xFAFF) || (c >= 0xFF00 && c <= 0xFFEF) ||
+           (c >= 0x20000 && c <= 0x3FFFF);
+}
+
+char *ctn_kb_fts_query(const char *q, size_t n, bool trigram, bool *cjk) {
+    ctn_strbuf b = {0};
+    ctn_sb_puts(&b, ""); /* an empty query is "" (no terms), not NULL */
+    if (cjk != NULL) *cjk = false;
+    size_t i = 0;
+    while (i < n) {
+        /* A word: a run of bytes that are not ASCII space, punctuation or control, nor part
+         * of invalid UTF-8. Inside quotes FTS5 reads it as a phrase of its tokenizer's
+         * tokens, so no operator, column filter or syntax of the user's text applies. */
+        size_t a = i, cps = 0;
+        while (i < n) {
+            const unsigned char c = (unsigned char)q[i];
+            if (c < 0x80) {
+                if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                      c == '_'))
+                    break;
+                i++, cps++;
+                continue;
+            }
+            uint32_t cp;
+            const size_t len = ctn__utf8_decode((const unsigned char *)q + i, n - i, &cp);
+            if (len == 0) break;
+            if (cjk != NULL && is_cjk(cp)) *cjk = true;
+            i += len, cps++;
+        }
+        if (i > a && (!trigram || cps >= 3)) { /* trigram: 3 characters or none match */
+            if (b.len > 0) ctn_sb_puts(&b, " OR ");
+            ctn_sb_puts(&b, "\"");
+            ctn_sb_put(&b, q + a, i - a);
+            ctn_sb_puts(&b, "\"");
+        }
+        if (i == a) i++; /* a separator byte */
+    }
+    return ctn_sb_take(&b);
+}
+
+/* One index's best k into hits (score: -bm25, higher is better); *found of them. */
+static int fts_search(ctn_kb *kb, const ctn_kb_coll *c, const char *table, const char *match,
+                      size_t k, ctn_kb_hit *hits, size_t *found, char *err, size_t errcap) {
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT f.rowid, bm25(%s) FROM %s f JOIN chunks k ON k.id = f.rowid"
+             " JOIN documents d ON d.id = k.document"
+             " WHERE %s MATCH ?1 AND d.collection = ?2 ORDER BY bm25(%s), f.rowid LIMIT ?3",
+             table, table, table, table);
+    sqlite3_stmt *st;
+    int rc = prepare(kb, sql, &st, err, errcap);
+    if (rc < 0) return rc;
+    sqlite3_bind_text(st, 1, match, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, c->id);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)k);
+    size_t nf = 0;
+    int s;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW && nf < k)
+        hits[nf++] = (ctn_kb_hit){sqlite3_column_int64(st, 0), -sqlite3_column_double(st, 1)};
+    if (s != SQLITE_ROW && s != SQLITE_DONE) rc = sqlerr(kb, "keyword search", err, errcap);
+    sqlite3_finalize(st);
+    *found = nf;
+    return rc;
+}
+
+static int cmp_hit(const void *a, const void *b) {
+    const ctn_kb_hit *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return x->chunk < y->chunk ? -1 : x->chunk > y->chunk;
+}
+
+int ctn_kb_bm25(ctn_kb *kb, const ctn_kb_coll *c, const char *query, size_t n, size_t k,
+                ctn_kb_hit *hits, size_t *found, char *err, size_t errcap) {
+    *found = 0;
+    if (k < 1 || k > 10000) {
+        ctn__errf(err, errcap, "%s: keyword search: k %zu is not from 1 to 10000", kb->path, k);
+        return CTN_EINVAL;
+    }
+    bool cjk = false;
+    char *words = ctn_kb_fts_query(query, n, false, &cjk);
+    char *tri = cjk ? ctn_kb_fts_query(query, n, true, NULL) : NULL;
+    ctn_kb_hit *a = ctn__malloc(k * sizeof *a), *b = cjk ? ctn__malloc(k * sizeof *b) : NULL;
+    int rc = 0;
+    if (words == NULL || (cjk && (tri == NULL || b == NULL)) || a == NULL) {
+        ctn__errf(err, errcap, "%s: out of memory", kb->path);
+        rc = CTN_ENOMEM;
+    }
+    size_t na = 0, nb = 0;
+    if (rc == 0 && words[0] != '\0')
+        rc = fts_search(kb, c, "chunks_fts", words, k, a, &na, err, errcap);
+    if (rc == 0 && cjk && tri[0] != '\0')
+        rc = fts_search(kb, c, "chunks_tri", tri, k, b, &nb, err, errcap);
+    if (rc == 0 && nb == 0) {
+        memcpy(hits, a, na * sizeof *a);
+        *found = na;
+    } else if (rc == 0) {
+        /* Both indexes: reciprocal-rank fusion (k = 60) of the word and trigram lists. */
+        size_t m = 0;
+        ctn_kb_hit *all = ctn__malloc((na + nb) * sizeof *all);
+        if (all == NULL) {
+            ctn__errf(err, errcap, "%s: out of memory", kb->path);
+            rc = CTN_ENOMEM;
+        }
+        for (int l = 0; rc == 0 && l < 2; l++) {
+            const ctn_kb_hit *lst = l == 0 ? a : b;
+            for (size_t r = 0; r < (l == 0 ? na : nb); r++) {
+                const double s = 1.0 / (60.0 + (double)r + 1.0);
+                size_t j = 0;
+                while (j < m && all[j].chunk != lst[r].chunk)
+                    j++;
+                if (j == m) all[m++] = (ctn_kb_hit){lst[r].chunk, 0};
+                all[j].score += s;
+            }
+        }
+        if (rc == 0) {
+            qsort(all, m, sizeof *all, cmp_hit);
+            *found = m < k ? m : k;
+            memcpy(hits, all, *found * sizeof *all);
+        }
+        free(all);
+    }
+    free(words);
+    free(tri);
+    free(a);
+    free(b);
+    return rc;
 }

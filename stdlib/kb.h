@@ -174,6 +174,31 @@ int ctn_kb_list(ctn_kb *kb, const ctn_kb_coll *c,
 int ctn_kb_chunks(ctn_kb *kb, const ctn_kb_coll *c, const char *uri, ctn_val *out, char *err,
                   size_t errcap);
 
+/* ---- keyword search ----------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t chunk; /* the chunk's id */
+    double score;  /* higher is better */
+} ctn_kb_hit;
+
+/*
+ * BM25 over the collection's chunks through FTS5 (its bm25(): k1 1.2, b 0.75): the best k
+ * (1 to 10000) in hits, *found of them, best first (ties by chunk id). Any text is a valid
+ * query: it is cut into words at ASCII spaces, punctuation and invalid UTF-8, each word
+ * searched as a quoted phrase, any of them matching (OR), so quotes, operators (AND, NOT,
+ * NEAR, *, ^), column filters and parentheses in it are words or separators, never FTS5
+ * syntax. A query with Hangul, CJK or kana is also searched in the trigram index (its words
+ * of 3 characters or more: a shorter one matches nothing there) and both lists are fused by
+ * reciprocal rank (k = 60; the scores are then the fused ones). A query without words finds
+ * nothing (0, *found = 0).
+ */
+int ctn_kb_bm25(ctn_kb *kb, const ctn_kb_coll *c, const char *query, size_t n, size_t k,
+                ctn_kb_hit *hits, size_t *found, char *err, size_t errcap);
+/* The FTS5 MATCH expression ctn_kb_bm25 makes of query (malloc'd; "" when it has no words;
+ * NULL: out of memory); trigram drops the words under 3 characters; *cjk (may be NULL): the
+ * query has Hangul, CJK or kana. */
+char *ctn_kb_fts_query(const char *query, size_t n, bool trigram, bool *cjk);
+
 /* Runs SQLite's integrity_check and the FTS5 indexes' integrity-check: 0 when the file is
  * sound, CTN_EFORMAT with the first problem otherwise. The FTS5 check needs kb opened for
  * writing (CTN_EINVAL on a CTN_KB_READONLY one), though it changes nothing. */

@@ -350,6 +350,85 @@ TEST(allocation_failures_leave_the_file_as_it_was) {
     ctn_kb_close(kb);
 }
 
+
+/* Chunk ids of the hits, for comparing with what was stored. */
+static size_t search(ctn_kb *kb, const ctn_kb_coll *c, const char *q, ctn_kb_hit *h, size_t k) {
+    char err[256] = "";
+    size_t found = 99;
+    const int rc = ctn_kb_bm25(kb, c, q, strlen(q), k, h, &found, err, sizeof err);
+    if (rc != 0) printf("  query <%s> failed: %s\n", q, err);
+    CHECK_EQ_INT(rc, 0);
+    return rc == 0 ? found : 0;
+}
+
+TEST(keyword_search_takes_any_text) {
+    char err[256] = "";
+    ctn_kb *kb = open_new("bm25.sqlite");
+    ctn_kb_coll c, other;
+    ctn_kb_coll_opts co = {.create = true};
+    CHECK_EQ_INT(ctn_kb_collection(kb, "docs", &co, &c, err, sizeof err), 0);
+    CHECK_EQ_INT(ctn_kb_collection(kb, "other", &co, &other, err, sizeof err), 0);
+    static const char *const texts[] = {
+        "Install catena on Debian with make demo.",
+        "The knowledge base keeps chunks in SQLite with FTS5 indexes.",
+        "Vector search scores every chunk against the query.",
+        "설치 방법은 데비안에서 make demo 명령을 실행하는 것입니다.",
+        "知识库把文档切成块并保存在数据库里。",
+        "Quotes \"like this\" and operators AND OR NOT NEAR are plain words here.",
+    };
+    ctn_val *ch = ctn_val_arr();
+    for (int i = 0; i < 6; i++)
+        ctn_val_push(ch, chunk(texts[i], i, 0, NULL));
+    ctn_kb_doc d = {.uri = "a.md", .hash = "h"};
+    CHECK_EQ_INT(ctn_kb_put(kb, &c, &d, ch, NULL, err, sizeof err), 0);
+    ctn_val *och = ctn_val_arr();
+    ctn_val_push(och, chunk("Install elsewhere: another collection entirely.", 0, 0, NULL));
+    CHECK_EQ_INT(ctn_kb_put(kb, &other, &d, och, NULL, err, sizeof err), 0);
+    ctn_kb_hit h[10];
+    /* Plain words: OR semantics, ranked by BM25, only this collection. */
+    size_t n = search(kb, &c, "install debian", h, 10);
+    CHECK(n >= 1);
+    const int64_t first = h[0].chunk;
+    n = search(kb, &c, "Install", h, 10);
+    CHECK_EQ_INT(n, 1);
+    CHECK_EQ_INT(h[0].chunk, first);
+    n = search(kb, &c, "chunks query", h, 10); /* no stemming: "chunks" is not "chunk" */
+    CHECK(n >= 2 && h[0].score >= h[1].score);
+    /* Hostile text: never an FTS5 syntax error. */
+    static const char *const hostile[] = {
+        "\"", "\"unbalanced", "a\"b\"c", "AND", "OR OR", "NOT install", "install NOT",
+        "NEAR(install debian, 2)", "text:install", "-install", "+install", "^install",
+        "inst*", "*", "(", "())(", "{text}: x", "a AND (b OR", "'", "''", "\\", "%", "_",
+        "install; DROP TABLE chunks; --", "\x01\x02", "\xff\xfe invalid", "", "   ",
+        "?!.,;:", "NEAR", "\"\"", "col:\"x\"", "🙂", "a\tb\nc",
+    };
+    for (size_t i = 0; i < sizeof hostile / sizeof hostile[0]; i++)
+        (void)search(kb, &c, hostile[i], h, 10);
+    CHECK_EQ_INT(search(kb, &c, "?!.,;:", h, 10), 0);
+    CHECK_EQ_INT(search(kb, &c, "AND", h, 10), 1); /* the word, in the quotes chunk */
+    CHECK_EQ_INT(search(kb, &c, "NOT install", h, 10), 2);
+    /* Korean and Chinese: the trigram index finds substrings of 3 characters or more. */
+    n = search(kb, &c, "데비안에서 설치하는 방법은?", h, 10);
+    CHECK(n >= 1);
+    CHECK_EQ_INT(h[0].chunk, first + 3);
+    n = search(kb, &c, "文档切成块", h, 10);
+    CHECK(n >= 1);
+    CHECK_EQ_INT(h[0].chunk, first + 4);
+    /* The query expression itself. */
+    char *q = ctn_kb_fts_query("say \"NOT\" x:y", 14, false, NULL);
+    CHECK_STR(q, "\"say\" OR \"NOT\" OR \"x\" OR \"y\"");
+    free(q);
+    bool cjk = false;
+    q = ctn_kb_fts_query("설치 방법은", strlen("설치 방법은"), true, &cjk);
+    CHECK_STR(q, "\"방법은\"");
+    CHECK(cjk);
+    free(q);
+    CHECK_EQ_INT(ctn_kb_bm25(kb, &c, "x", 1, 0, h, &n, err, sizeof err), CTN_EINVAL);
+    ctn_val_unref(ch);
+    ctn_val_unref(och);
+    ctn_kb_close(kb);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/ctn_kb_XXXXXX");
     if (mkdtemp(dir) == NULL) return 1;
@@ -358,6 +437,7 @@ int main(void) {
     RUN(documents_replace_remove_prune);
     RUN(vector_forms);
     RUN(allocation_failures_leave_the_file_as_it_was);
+    RUN(keyword_search_takes_any_text);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) return 1;
