@@ -32,6 +32,7 @@ static const struct {
     {"lora", ctn_cmd_lora, "merge a LoRA adapter into a model, or inspect one (merge|inspect ...)"},
     {"ingest", ctn_cmd_ingest,
      "load, split and embed files into a knowledge base (PATH... --db KB.sqlite ...)"},
+    {"search", ctn_cmd_search, "the best chunks of a knowledge base for a query (bm25|vector|hybrid)"},
     {"kb", ctn_cmd_kb, "a knowledge base's statistics, documents and checks (stats|list|...)"},
     {"run", ctn_cmd_run, "run a Lua chain script ([--trace] SCRIPT.lua [ARGS...])"},
     {"repl", ctn_cmd_repl, "an interactive Lua session with the chain library (also: bare catena)"},

@@ -14,6 +14,8 @@
 #include "alloc.h"
 #include "error.h"
 #include "json.h"
+#include "quant.h"
+#include "types.h"
 #include "str.h"
 #include "unicode.h"
 
@@ -725,6 +727,32 @@ static int set_col(ctn_val *meta, sqlite3_stmt *st, int col, const char *key) {
                                               (size_t)sqlite3_column_bytes(st, col)));
 }
 
+/* The chunk document of a row whose columns are text, metadata, idx, page, section,
+ * start_index, end_index (*out; rc CTN_ENOMEM, or CTN_EFORMAT for metadata that is not an
+ * object, err not set). */
+static int row_doc(sqlite3_stmt *st, ctn_val **out, char *err, size_t errcap) {
+    *out = NULL;
+    ctn_val *meta = NULL;
+    const char *mj = (const char *)sqlite3_column_text(st, 1);
+    int rc = ctn_json_parse(mj, strlen(mj), &meta, err, errcap);
+    if (rc == 0 && meta->kind != CTN_VOBJ) rc = CTN_EFORMAT;
+    if (rc == 0)
+        rc = set_col(meta, st, 2, "chunk") < 0 || set_col(meta, st, 3, "page") < 0 ||
+                     set_col(meta, st, 4, "section") < 0 ||
+                     set_col(meta, st, 5, "start_index") < 0 ||
+                     set_col(meta, st, 6, "end_index") < 0
+                 ? CTN_ENOMEM
+                 : 0;
+    if (rc == 0) {
+        *out = ctn_val_doc((const char *)sqlite3_column_text(st, 0),
+                           (size_t)sqlite3_column_bytes(st, 0), meta);
+        if (*out == NULL) rc = CTN_ENOMEM;
+    } else {
+        ctn_val_unref(meta);
+    }
+    return rc;
+}
+
 int ctn_kb_chunks(ctn_kb *kb, const ctn_kb_coll *c, const char *uri, ctn_val *out, char *err,
                   size_t errcap) {
     sqlite3_stmt *st;
@@ -740,21 +768,9 @@ int ctn_kb_chunks(ctn_kb *kb, const ctn_kb_coll *c, const char *uri, ctn_val *ou
     if (tmp == NULL) rc = CTN_ENOMEM;
     int s = SQLITE_DONE;
     while (rc == 0 && (s = sqlite3_step(st)) == SQLITE_ROW) {
-        ctn_val *meta = NULL;
-        const char *mj = (const char *)sqlite3_column_text(st, 1);
-        rc = ctn_json_parse(mj, strlen(mj), &meta, err, errcap);
-        if (rc == 0 && meta->kind != CTN_VOBJ) rc = CTN_EFORMAT;
-        if (rc == 0)
-            rc = set_col(meta, st, 2, "chunk") < 0 || set_col(meta, st, 3, "page") < 0 ||
-                         set_col(meta, st, 4, "section") < 0 ||
-                         set_col(meta, st, 5, "start_index") < 0 ||
-                         set_col(meta, st, 6, "end_index") < 0
-                     ? CTN_ENOMEM
-                     : 0;
-        if (rc == 0)
-            rc = ctn_val_push(tmp, ctn_val_doc((const char *)sqlite3_column_text(st, 0),
-                                               (size_t)sqlite3_column_bytes(st, 0), meta));
-        else ctn_val_unref(meta);
+        ctn_val *d;
+        rc = row_doc(st, &d, err, errcap);
+        if (rc == 0) rc = ctn_val_push(tmp, d);
     }
     if (rc == 0 && s != SQLITE_DONE) rc = sqlerr(kb, "reading chunks", err, errcap);
     else if (rc == CTN_ENOMEM) ctn__errf(err, errcap, "%s: out of memory", kb->path);
@@ -764,6 +780,98 @@ int ctn_kb_chunks(ctn_kb *kb, const ctn_kb_coll *c, const char *uri, ctn_val *ou
     for (size_t i = 0; rc == 0 && i < ctn_val_len(tmp); i++)
         rc = ctn_val_push(out, ctn_val_ref(ctn_val_at(tmp, i)));
     ctn_val_unref(tmp);
+    return rc;
+}
+
+int ctn_kb_chunk(ctn_kb *kb, const ctn_kb_coll *c, int64_t chunk, ctn_val **out, char *err,
+                 size_t errcap) {
+    *out = NULL;
+    sqlite3_stmt *st;
+    int rc = prepare(kb,
+                     "SELECT k.text, k.metadata, k.idx, k.page, k.section, k.start_index,"
+                     " k.end_index, d.uri FROM chunks k JOIN documents d ON d.id = k.document"
+                     " WHERE k.id = ?1 AND d.collection = ?2",
+                     &st, err, errcap);
+    if (rc < 0) return rc;
+    sqlite3_bind_int64(st, 1, chunk);
+    sqlite3_bind_int64(st, 2, c->id);
+    const int s = sqlite3_step(st);
+    ctn_val *d = NULL;
+    if (s == SQLITE_ROW) {
+        rc = row_doc(st, &d, err, errcap);
+        /* The hit's document: "source" is its uri when the metadata has none. */
+        if (rc == 0 && ctn_val_get(d, "source") == NULL &&
+            ctn_val_set(d->u.doc.meta, "source",
+                        ctn_val_cstr((const char *)sqlite3_column_text(st, 7))) < 0)
+            rc = CTN_ENOMEM;
+        if (rc == CTN_ENOMEM) ctn__errf(err, errcap, "%s: out of memory", kb->path);
+        else if (rc == CTN_EFORMAT)
+            ctn__errf(err, errcap, "%s: chunk %" PRId64 ": stored chunk metadata is not a JSON "
+                      "object", kb->path, chunk);
+    } else if (s == SQLITE_DONE) {
+        ctn__errf(err, errcap, "%s: collection '%s' has no chunk %" PRId64, kb->path, c->name,
+                  chunk);
+        rc = CTN_ENOENT;
+    } else {
+        rc = sqlerr(kb, "reading a chunk", err, errcap);
+    }
+    sqlite3_finalize(st);
+    if (rc == 0) *out = d;
+    else ctn_val_unref(d);
+    return rc;
+}
+
+int ctn_kb_each_vector(ctn_kb *kb, const ctn_kb_coll *c,
+                       int (*fn)(void *ud, int64_t chunk, const float *vec, int dim), void *ud,
+                       char *err, size_t errcap) {
+    if (c->embed_model[0] == '\0' || c->embed_dim <= 0) {
+        ctn__errf(err, errcap, "%s: collection '%s' has no embedding model: it has no vectors "
+                  "to search", kb->path, c->name);
+        return CTN_EINVAL;
+    }
+    sqlite3_stmt *st;
+    int rc = prepare(kb,
+                     "SELECT e.chunk, e.dtype, e.dim, e.scale, e.vector FROM embeddings e"
+                     " JOIN chunks k ON k.id = e.chunk JOIN documents d ON d.id = k.document"
+                     " WHERE d.collection = ?1 AND e.model = ?2 ORDER BY e.chunk",
+                     &st, err, errcap);
+    if (rc < 0) return rc;
+    sqlite3_bind_int64(st, 1, c->id);
+    sqlite3_bind_text(st, 2, c->embed_model, -1, SQLITE_STATIC);
+    const int dim = c->embed_dim;
+    float *v = ctn__malloc((size_t)dim * sizeof *v);
+    if (v == NULL) {
+        ctn__errf(err, errcap, "%s: out of memory", kb->path);
+        rc = CTN_ENOMEM;
+    }
+    int s = SQLITE_DONE;
+    while (rc == 0 && (s = sqlite3_step(st)) == SQLITE_ROW) {
+        const int64_t id = sqlite3_column_int64(st, 0);
+        const char *t = (const char *)sqlite3_column_text(st, 1);
+        const double scale = sqlite3_column_double(st, 3);
+        const void *blob = sqlite3_column_blob(st, 4);
+        const size_t bytes = (size_t)sqlite3_column_bytes(st, 4);
+        const size_t per = !strcmp(t, "f32") ? 4 : !strcmp(t, "f16") ? 2 : 1;
+        if (sqlite3_column_int(st, 2) != dim || bytes != per * (size_t)dim || blob == NULL) {
+            ctn__errf(err, errcap, "%s: chunk %" PRId64 ": a stored %s vector of %zu bytes and "
+                      "dimension %d where the collection's dimension is %d", kb->path, id, t,
+                      bytes, sqlite3_column_int(st, 2), dim);
+            rc = CTN_EFORMAT;
+            break;
+        }
+        if (per == 4) {
+            memcpy(v, blob, bytes);
+        } else if (per == 2) {
+            ctn_dequantize_row(CTN_TYPE_F16, blob, v, dim);
+        } else {
+            for (int i = 0; i < dim; i++)
+                v[i] = (float)(((const int8_t *)blob)[i] * scale);
+        }
+        rc = fn(ud, id, v, dim);
+    }
+    if (rc == 0 && s != SQLITE_DONE) rc = sqlerr(kb, "reading vectors", err, errcap);
+    sqlite3_finalize(st);
+    free(v);
     return rc;
 }
 
@@ -880,6 +988,28 @@ static int cmp_hit(const void *a, const void *b) {
     return x->chunk < y->chunk ? -1 : x->chunk > y->chunk;
 }
 
+long ctn_kb_rrf(const ctn_kb_hit *a, size_t na, const ctn_kb_hit *b, size_t nb, ctn_kb_hit *out,
+                size_t k) {
+    ctn_kb_hit *all = ctn__malloc((na + nb + 1) * sizeof *all);
+    if (all == NULL) return CTN_ENOMEM;
+    size_t m = 0;
+    for (int l = 0; l < 2; l++) {
+        const ctn_kb_hit *lst = l == 0 ? a : b;
+        for (size_t r = 0; r < (l == 0 ? na : nb); r++) {
+            size_t j = 0; /* lists of at most a few thousand: a scan is fine */
+            while (j < m && all[j].chunk != lst[r].chunk)
+                j++;
+            if (j == m) all[m++] = (ctn_kb_hit){lst[r].chunk, 0};
+            all[j].score += 1.0 / (60.0 + (double)r + 1.0);
+        }
+    }
+    qsort(all, m, sizeof *all, cmp_hit);
+    const size_t n = m < k ? m : k;
+    memcpy(out, all, n * sizeof *out);
+    free(all);
+    return (long)n;
+}
+
 int ctn_kb_bm25(ctn_kb *kb, const ctn_kb_coll *c, const char *query, size_t n, size_t k,
                 ctn_kb_hit *hits, size_t *found, char *err, size_t errcap) {
     *found = 0;
@@ -904,31 +1034,14 @@ int ctn_kb_bm25(ctn_kb *kb, const ctn_kb_coll *c, const char *query, size_t n, s
     if (rc == 0 && nb == 0) {
         memcpy(hits, a, na * sizeof *a);
         *found = na;
-    } else if (rc == 0) {
-        /* Both indexes: reciprocal-rank fusion (k = 60) of the word and trigram lists. */
-        size_t m = 0;
-        ctn_kb_hit *all = ctn__malloc((na + nb) * sizeof *all);
-        if (all == NULL) {
+    } else if (rc == 0) { /* both indexes: their lists fused */
+        const long m = ctn_kb_rrf(a, na, b, nb, hits, k);
+        if (m < 0) {
             ctn__errf(err, errcap, "%s: out of memory", kb->path);
             rc = CTN_ENOMEM;
+        } else {
+            *found = (size_t)m;
         }
-        for (int l = 0; rc == 0 && l < 2; l++) {
-            const ctn_kb_hit *lst = l == 0 ? a : b;
-            for (size_t r = 0; r < (l == 0 ? na : nb); r++) {
-                const double s = 1.0 / (60.0 + (double)r + 1.0);
-                size_t j = 0;
-                while (j < m && all[j].chunk != lst[r].chunk)
-                    j++;
-                if (j == m) all[m++] = (ctn_kb_hit){lst[r].chunk, 0};
-                all[j].score += s;
-            }
-        }
-        if (rc == 0) {
-            qsort(all, m, sizeof *all, cmp_hit);
-            *found = m < k ? m : k;
-            memcpy(hits, all, *found * sizeof *all);
-        }
-        free(all);
     }
     free(words);
     free(tri);

@@ -174,6 +174,20 @@ int ctn_kb_list(ctn_kb *kb, const ctn_kb_coll *c,
 int ctn_kb_chunks(ctn_kb *kb, const ctn_kb_coll *c, const char *uri, ctn_val *out, char *err,
                   size_t errcap);
 
+/* One chunk of c by id as a document (*out, the caller's), its metadata as ctn_kb_chunks
+ * gives it plus "source" (the document's uri) when it has none; CTN_ENOENT when c has no
+ * such chunk. */
+int ctn_kb_chunk(ctn_kb *kb, const ctn_kb_coll *c, int64_t chunk, ctn_val **out, char *err,
+                 size_t errcap);
+
+/* Calls fn for every vector of c's embedding model, in chunk order, decoded to floats (dim:
+ * the collection's); fn's nonzero return stops the walk and is returned. A collection
+ * without a model is CTN_EINVAL; a stored vector of the wrong size CTN_EFORMAT naming its
+ * chunk. */
+int ctn_kb_each_vector(ctn_kb *kb, const ctn_kb_coll *c,
+                       int (*fn)(void *ud, int64_t chunk, const float *vec, int dim), void *ud,
+                       char *err, size_t errcap);
+
 /* ---- keyword search ----------------------------------------------------------------------- */
 
 typedef struct {
@@ -194,6 +208,11 @@ typedef struct {
  */
 int ctn_kb_bm25(ctn_kb *kb, const ctn_kb_coll *c, const char *query, size_t n, size_t k,
                 ctn_kb_hit *hits, size_t *found, char *err, size_t errcap);
+/* Reciprocal-rank fusion (k = 60, as LangChain's EnsembleRetriever and most hybrid search):
+ * each chunk scores the sum of 1 / (60 + rank) over the ranked lists a and b (rank from 1);
+ * the best k into out (ties by chunk id). Returns how many, or CTN_ENOMEM. */
+long ctn_kb_rrf(const ctn_kb_hit *a, size_t na, const ctn_kb_hit *b, size_t nb, ctn_kb_hit *out,
+                size_t k);
 /* The FTS5 MATCH expression ctn_kb_bm25 makes of query (malloc'd; "" when it has no words;
  * NULL: out of memory); trigram drops the words under 3 characters; *cjk (may be NULL): the
  * query has Hangul, CJK or kana. */
