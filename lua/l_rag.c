@@ -359,6 +359,32 @@ static int k_ingester(lua_State *L) {
     return 1;
 }
 
+/* prim.retriever(path, collection options, {k, mode, fetch_k}): the retriever runnable. */
+static int k_retriever(lua_State *L) {
+    ctn_kb_target t = read_target(L, "kb:retriever");
+    lua_settop(L, 3);
+    if (lua_isnil(L, 3)) lua_newtable(L), lua_replace(L, 3);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    static const char *const opts[] = {"k", "mode", "fetch_k", "collection",
+                                       "embed", "dtype", "pooling", "labels"};
+    ctn_l_check_options(L, 3, "catena.kb:retriever", opts, sizeof opts / sizeof opts[0]);
+    ctn_retriever_opts o = {.k = 4, .mode = CTN_RETRIEVE_VECTOR};
+    o.k = (size_t)opt_int(L, 3, "kb:retriever", "k", 4, 1, 1000);
+    const char *m = opt_str(L, 3, "kb:retriever", "mode");
+    if (m == NULL) o.mode = t.embed != NULL ? CTN_RETRIEVE_VECTOR : CTN_RETRIEVE_BM25;
+    else if (!strcmp(m, "vector")) o.mode = CTN_RETRIEVE_VECTOR;
+    else if (!strcmp(m, "bm25")) o.mode = CTN_RETRIEVE_BM25;
+    else if (!strcmp(m, "hybrid")) o.mode = CTN_RETRIEVE_HYBRID;
+    else ctn_l_error(L, "catena.kb:retriever: mode must be \"vector\", \"bm25\" or \"hybrid\", "
+                        "not '%s'", m);
+    const lua_Integer fk = (lua_Integer)(o.k * 4 > 20 ? o.k * 4 : 20);
+    o.fetch_k = (size_t)opt_int(L, 3, "kb:retriever", "fetch_k", fk, (lua_Integer)o.k, 10000);
+    char err[512] = "";
+    ctn_node *n = ctn_kb_retriever_node(&t, &o, err, sizeof err);
+    push_node(L, n, "kb:retriever", err);
+    return 1;
+}
+
 static int push_stats(void *ud, const ctn_kb_coll_stats *s) {
     lua_State *L = ud;
     lua_createtable(L, 0, 7);
@@ -493,6 +519,7 @@ static const char kb_glue[] =
     "end\n"
     "function Coll:adder() return prim.adder(self.kb.path, self.options) end\n"
     "function Coll:ingester(o) return prim.ingester(self.kb.path, self.options, o) end\n"
+    "function Coll:retriever(o) return prim.retriever(self.kb.path, self.options, o) end\n"
     "function Coll:add(docs) return self:adder():invoke(docs) end\n"
     "function Coll:ingest(paths, o) return self:ingester(o):invoke(paths) end\n"
     "function Coll:list() return prim.list(self.kb.path, self.options.name) end\n"
@@ -511,6 +538,10 @@ static const char kb_glue[] =
     "function KB:ingest(paths, o)\n"
     "  local c, rest = split_opts(o)\n"
     "  return self:collection((o or {}).collection or 'default', c):ingest(paths, rest)\n"
+    "end\n"
+    "function KB:retriever(o)\n"
+    "  local c, rest = split_opts(o)\n"
+    "  return self:collection((o or {}).collection or 'default', c):retriever(rest)\n"
     "end\n"
     "function KB:stats() return prim.stats(self.path) end\n"
     "function KB:list(name) return prim.list(self.path, name) end\n"
@@ -531,7 +562,8 @@ void ctn_l_open_rag(lua_State *L) {
                                      {"adder", k_adder},     {"ingester", k_ingester},
                                      {"stats", k_stats},     {"list", k_list},
                                      {"chunks", k_chunks},   {"remove", k_remove},
-                                     {"fail", k_fail},       {NULL, NULL}};
+                                     {"fail", k_fail},       {"retriever", k_retriever},
+                                     {NULL, NULL}};
     if (luaL_loadbuffer(L, kb_glue, sizeof kb_glue - 1, "=catena.kb") != LUA_OK) lua_error(L);
     luaL_newlib(L, prims);
     lua_newtable(L);

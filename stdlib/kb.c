@@ -783,6 +783,12 @@ int ctn_kb_chunks(ctn_kb *kb, const ctn_kb_coll *c, const char *uri, ctn_val *ou
     return rc;
 }
 
+int ctn_kb_read_begin(ctn_kb *kb, char *err, size_t errcap) {
+    return exec(kb, "BEGIN", "begin a read", err, errcap);
+}
+
+void ctn_kb_read_end(ctn_kb *kb) { sqlite3_exec(kb->db, "COMMIT", NULL, NULL, NULL); }
+
 int ctn_kb_chunk(ctn_kb *kb, const ctn_kb_coll *c, int64_t chunk, ctn_val **out, char *err,
                  size_t errcap) {
     *out = NULL;

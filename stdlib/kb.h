@@ -174,6 +174,12 @@ int ctn_kb_list(ctn_kb *kb, const ctn_kb_coll *c,
 int ctn_kb_chunks(ctn_kb *kb, const ctn_kb_coll *c, const char *uri, ctn_val *out, char *err,
                   size_t errcap);
 
+/* A read transaction: every read between these sees the file as it was at the first one,
+ * whatever other connections commit meanwhile (WAL), so a search and the reading of its
+ * hits agree. */
+int ctn_kb_read_begin(ctn_kb *kb, char *err, size_t errcap);
+void ctn_kb_read_end(ctn_kb *kb);
+
 /* One chunk of c by id as a document (*out, the caller's), its metadata as ctn_kb_chunks
  * gives it plus "source" (the document's uri) when it has none; CTN_ENOENT when c has no
  * such chunk. */

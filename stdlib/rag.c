@@ -13,6 +13,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "str.h"
+#include "vsearch.h"
 
 /* ---- shared pieces ----------------------------------------------------------------------- */
 
@@ -935,6 +936,277 @@ ctn_node *ctn_kb_ingest_node(const ctn_kb_target *t, const ctn_ingest_opts *o, c
     ctn_node *n = oom ? NULL : ctn_node_custom(&ingest_ops, u, "kb.ingest");
     if (n == NULL) {
         ingest_free(u);
+        ctn__errf(err, errcap, "out of memory");
+    }
+    return n;
+}
+
+/* ---- kb retriever ------------------------------------------------------------------------ */
+
+typedef struct {
+    target tg;
+    ctn_retriever_opts o;
+} retriever_ud;
+
+/* A task of the retriever: the query embedded on the loop (vector and hybrid), then the
+ * search and the reading of the hits on the pool. */
+typedef struct {
+    pool_job job; /* first: the pool callbacks get it */
+    const retriever_ud *u;
+    char *query;
+    size_t qlen;
+    float *qvec;
+    uint64_t handle;
+    bool embedding; /* the embedding is out: its callback frees a cancelled task */
+} ret_job;
+
+static void ret_free(ret_job *r) {
+    free(r->query);
+    free(r->qvec);
+    job_free(&r->job); /* frees r: the job is its first member */
+}
+
+static int ret_add_vector(void *ud, int64_t chunk, const float *vec, int dim) {
+    (void)dim;
+    char err[256];
+    return ctn_vs_add(ud, chunk, vec, err, sizeof err);
+}
+
+/* The vector list: the query against every stored vector of the collection. */
+static int ret_vector(ctn_kb *kb, const ctn_kb_coll *c, const float *q, size_t k,
+                      ctn_kb_hit *hits, size_t *found, char *err, size_t errcap) {
+    ctn_vs *vs = NULL;
+    *found = 0;
+    int rc = ctn_vs_new(c->embed_dim, CTN_KB_F32, CTN_VS_COSINE, &vs, err, errcap);
+    if (rc == 0) rc = ctn_kb_each_vector(kb, c, ret_add_vector, vs, err, errcap);
+    if (rc == CTN_ENOMEM) ctn__errf(err, errcap, "out of memory");
+    ctn_vs_hit *vh = rc == 0 ? ctn__malloc(k * sizeof *vh) : NULL;
+    if (rc == 0 && vh == NULL) {
+        ctn__errf(err, errcap, "out of memory");
+        rc = CTN_ENOMEM;
+    }
+    if (rc == 0 && ctn_vs_count(vs) > 0) rc = ctn_vs_search(vs, q, 1, k, NULL, vh, found, err, errcap);
+    for (size_t i = 0; rc == 0 && i < *found; i++)
+        hits[i] = (ctn_kb_hit){vh[i].id, vh[i].score};
+    free(vh);
+    ctn_vs_free(vs);
+    return rc;
+}
+
+static void ret_work(uv_work_t *w) {
+    ret_job *r = w->data;
+    pool_job *j = &r->job;
+    const retriever_ud *u = r->u;
+    ctn_kb *kb = NULL;
+    ctn_kb_coll c;
+    const size_t k = u->o.k, fetch = u->o.mode == CTN_RETRIEVE_HYBRID ? u->o.fetch_k : k;
+    ctn_kb_hit *kw = ctn__malloc(fetch * sizeof *kw), *vec = ctn__malloc(fetch * sizeof *vec);
+    ctn_kb_hit *hits = ctn__malloc(fetch * sizeof *hits);
+    size_t nk = 0, nv = 0, n = 0;
+    bool reading = false; /* one snapshot for the search and the reading of its hits */
+    if (kw == NULL || vec == NULL || hits == NULL) {
+        j->rc = CTN_ENOMEM;
+        snprintf(j->err, sizeof j->err, "out of memory");
+        goto out;
+    }
+    if ((j->rc = ctn_kb_open(u->tg.path, CTN_KB_READONLY, &kb, j->err, sizeof j->err)) < 0 ||
+        (j->rc = ctn_kb_collection(kb, u->tg.collection, NULL, &c, j->err, sizeof j->err)) < 0 ||
+        (j->rc = ctn_kb_read_begin(kb, j->err, sizeof j->err)) < 0)
+        goto out;
+    reading = true;
+    if (u->o.mode != CTN_RETRIEVE_BM25) { /* the query's vector must be of the stored ones' model */
+        char id[256];
+        ctn_kb_model_id(ctn_lm_path(u->tg.embed), ctn_lm_arch(u->tg.embed),
+                        ctn_lm_embed_dim(u->tg.embed), id, sizeof id);
+        if (strcmp(id, c.embed_model) != 0) {
+            snprintf(j->err, sizeof j->err, "%s: collection '%s' is embedded with '%s'; the "
+                     "retriever's model is '%s'", u->tg.path, c.name,
+                     c.embed_model[0] ? c.embed_model : "(no model)", id);
+            j->rc = CTN_EINVAL;
+            goto out;
+        }
+    }
+    if (u->o.mode != CTN_RETRIEVE_VECTOR &&
+        (j->rc = ctn_kb_bm25(kb, &c, r->query, r->qlen, fetch, kw, &nk, j->err,
+                             sizeof j->err)) < 0)
+        goto out;
+    if (u->o.mode != CTN_RETRIEVE_BM25 &&
+        (j->rc = ret_vector(kb, &c, r->qvec, fetch, vec, &nv, j->err, sizeof j->err)) < 0)
+        goto out;
+    if (u->o.mode == CTN_RETRIEVE_HYBRID) {
+        long m = ctn_kb_rrf(vec, nv, kw, nk, hits, k);
+        if (m < 0) {
+            j->rc = CTN_ENOMEM;
+            snprintf(j->err, sizeof j->err, "out of memory");
+            goto out;
+        }
+        n = (size_t)m;
+    } else {
+        const size_t nl = u->o.mode == CTN_RETRIEVE_BM25 ? nk : nv;
+        n = nl < k ? nl : k;
+        memcpy(hits, u->o.mode == CTN_RETRIEVE_BM25 ? kw : vec, n * sizeof *hits);
+    }
+    ctn_val *docs = ctn_val_arr();
+    if (docs == NULL) j->rc = CTN_ENOMEM;
+    for (size_t i = 0; j->rc == 0 && i < n; i++) {
+        ctn_val *d = NULL;
+        j->rc = ctn_kb_chunk(kb, &c, hits[i].chunk, &d, j->err, sizeof j->err);
+        if (j->rc == 0 && ctn_val_set(d->u.doc.meta, "score", ctn_val_num(hits[i].score)) < 0)
+            j->rc = CTN_ENOMEM;
+        if (j->rc == 0) j->rc = ctn_val_push(docs, d);
+        else ctn_val_unref(d);
+    }
+    if (j->rc == CTN_ENOMEM) snprintf(j->err, sizeof j->err, "out of memory");
+    if (j->rc == 0) j->out = docs;
+    else ctn_val_unref(docs);
+out:
+    if (reading) ctn_kb_read_end(kb);
+    ctn_kb_close(kb);
+    free(kw);
+    free(vec);
+    free(hits);
+}
+
+static void ret_after(uv_work_t *w, int status) {
+    ret_job *r = w->data;
+    pool_job *j = &r->job;
+    if (j->t != NULL) {
+        ctn_task_set_data(j->t, NULL);
+        if (status == UV_ECANCELED) ctn_task_fail(j->t, CTN_ECANCELED, "cancelled");
+        else if (j->rc < 0) ctn_task_fail(j->t, j->rc, "%s", j->err);
+        else ctn_task_done(j->t, j->out), j->out = NULL;
+    }
+    ret_free(r);
+}
+
+static void ret_queue(ret_job *r) {
+    int q = uv_queue_work(ctn_task_loop(r->job.t), &r->job.work, ret_work, ret_after);
+    if (q < 0) {
+        ctn_task_set_data(r->job.t, NULL);
+        ctn_task_fail(r->job.t, CTN_EIO, "cannot queue work on the thread pool: %s",
+                      uv_strerror(q));
+        ret_free(r);
+    }
+}
+
+static void ret_on_embedding(void *ud, const float *vec, int dim, int err, const char *msg) {
+    ret_job *r = ud;
+    r->embedding = false;
+    if (r->job.t == NULL) { /* cancelled while the embedding was out */
+        ret_free(r);
+        return;
+    }
+    if (err == 0 && dim == ctn_lm_embed_dim(r->u->tg.embed)) {
+        r->qvec = ctn__malloc((size_t)dim * sizeof *vec);
+        if (r->qvec != NULL) {
+            memcpy(r->qvec, vec, (size_t)dim * sizeof *vec);
+            ret_queue(r);
+            return;
+        }
+        err = CTN_ENOMEM, msg = "out of memory";
+    }
+    ctn_task_set_data(r->job.t, NULL);
+    ctn_task_fail(r->job.t, err != 0 ? err : CTN_EFORMAT, "embedding the query: %s",
+                  err != 0 ? msg : "wrong dimension");
+    ret_free(r);
+}
+
+static void ret_cancel(ctn_task *t) {
+    ret_job *r = ctn_task_data(t);
+    if (r == NULL) return;
+    r->job.t = NULL;
+    if (r->embedding) ctn_lm_cancel(r->u->tg.embed, r->handle); /* its callback frees r */
+    /* On the pool: ret_after frees it. */
+}
+
+static void ret_start(ctn_task *t, ctn_val *input) {
+    const retriever_ud *u = ctn_node_ud(ctn_task_node(t));
+    const ctn_val *q = input != NULL && input->kind == CTN_VDOC ? input->u.doc.text : input;
+    if (q == NULL || q->kind != CTN_VSTR) {
+        ctn_task_fail(t, CTN_ETYPE, "needs a query (a string or a document), got %s",
+                      input != NULL ? ctn_vkind_name(input->kind) : "nothing");
+        return;
+    }
+    ret_job *r = ctn__calloc(1, sizeof *r);
+    char *text = ctn__malloc(q->u.str.len + 1);
+    if (r == NULL || text == NULL) {
+        free(r);
+        free(text);
+        ctn_task_fail(t, CTN_ENOMEM, "out of memory");
+        return;
+    }
+    memcpy(text, q->u.str.p, q->u.str.len);
+    text[q->u.str.len] = '\0';
+    r->query = text, r->qlen = q->u.str.len;
+    r->u = u;
+    r->job.t = t;
+    r->job.work.data = r;
+    ctn_task_set_data(t, r);
+    if (u->o.mode == CTN_RETRIEVE_BM25) {
+        ret_queue(r);
+        return;
+    }
+    char err[256] = "";
+    const int pool = u->tg.pooling != CTN_POOL_NONE ? u->tg.pooling : ctn_lm_pooling(u->tg.embed);
+    r->embedding = true;
+    const int rc = ctn_lm_embed(u->tg.embed, r->query, r->qlen, pool, ret_on_embedding, r,
+                                &r->handle, err, sizeof err);
+    if (rc < 0) {
+        r->embedding = false;
+        ctn_task_set_data(t, NULL);
+        ctn_task_fail(t, rc, "embedding the query: %s", err);
+        ret_free(r);
+    }
+}
+
+static void retriever_free(void *p) {
+    retriever_ud *u = p;
+    if (u == NULL) return;
+    target_close(&u->tg);
+    free(u);
+}
+
+static char *retriever_describe(const void *p) {
+    const retriever_ud *u = p;
+    static const char *const modes[] = {"vector", "bm25", "hybrid"};
+    char buf[700];
+    snprintf(buf, sizeof buf, "%s / %s, %s k=%zu", u->tg.path, u->tg.collection,
+             modes[u->o.mode], u->o.k);
+    return ctn__strdup(buf);
+}
+
+static const ctn_node_ops retriever_ops = {.kind = "retriever",
+                                           .start = ret_start,
+                                           .cancel = ret_cancel,
+                                           .free_ud = retriever_free,
+                                           .describe = retriever_describe};
+
+ctn_node *ctn_kb_retriever_node(const ctn_kb_target *t, const ctn_retriever_opts *o, char *err,
+                                size_t errcap) {
+    if (o->k < 1 || o->k > 1000 || (o->mode == CTN_RETRIEVE_HYBRID && o->fetch_k < o->k) ||
+        o->fetch_k > 10000 || (unsigned)o->mode > CTN_RETRIEVE_HYBRID) {
+        ctn__errf(err, errcap, "retriever: k must be from 1 to 1000 and fetch_k from k to "
+                  "10000 (k %zu, fetch_k %zu)", o->k, o->fetch_k);
+        return NULL;
+    }
+    if (o->mode != CTN_RETRIEVE_BM25 && t->embed == NULL) {
+        ctn__errf(err, errcap, "retriever: %s search needs the collection's embedding model "
+                  "(embed = a model)", o->mode == CTN_RETRIEVE_VECTOR ? "vector" : "hybrid");
+        return NULL;
+    }
+    retriever_ud *u = ctn__calloc(1, sizeof *u);
+    if (u == NULL) {
+        ctn__errf(err, errcap, "out of memory");
+        return NULL;
+    }
+    if (target_copy(&u->tg, t, err, errcap) < 0) {
+        free(u);
+        return NULL;
+    }
+    u->o = *o;
+    ctn_node *n = ctn_node_custom(&retriever_ops, u, "retriever");
+    if (n == NULL) {
+        retriever_free(u);
         ctn__errf(err, errcap, "out of memory");
     }
     return n;

@@ -87,4 +87,25 @@ ctn_node *ctn_kb_add_node(const ctn_kb_target *t, char *err, size_t errcap);
 ctn_node *ctn_kb_ingest_node(const ctn_kb_target *t, const ctn_ingest_opts *o,
                              ctn_warn_fn warn, void *warn_ud, char *err, size_t errcap);
 
+/*
+ * A retriever over a collection. Input: the query (a string, or a document's text). Output:
+ * an array of the k best chunks as documents (ctn_kb_chunk: text, the stored metadata,
+ * "source"), each with metadata "score", best first. Modes: CTN_RETRIEVE_BM25 (keyword
+ * search, ctn_kb_bm25), CTN_RETRIEVE_VECTOR (the query embedded with t->embed, which must be
+ * the collection's model, and compared with every stored vector by cosine, vsearch.h) and
+ * CTN_RETRIEVE_HYBRID (both lists of fetch_k fused by reciprocal rank, ctn_kb_rrf). The
+ * search runs on the thread pool, reading the file as it is then: a document being
+ * replaced by an ingest at the same time is seen whole, before or after (its write is one
+ * transaction). The vectors are read from the file for every query (no cache yet).
+ */
+typedef enum { CTN_RETRIEVE_VECTOR, CTN_RETRIEVE_BM25, CTN_RETRIEVE_HYBRID } ctn_retrieve_mode;
+typedef struct {
+    size_t k;       /* 1 to 1000 */
+    ctn_retrieve_mode mode;
+    size_t fetch_k; /* hybrid: each list's length, k to 10000 */
+} ctn_retriever_opts;
+
+ctn_node *ctn_kb_retriever_node(const ctn_kb_target *t, const ctn_retriever_opts *o, char *err,
+                                size_t errcap);
+
 #endif

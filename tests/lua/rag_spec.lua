@@ -273,6 +273,38 @@ describe("catena.kb", function()
     assert.are.equal(r.added - 1, st.documents)
   end)
 
+  it("retrieves by keyword, by vector and by both, as a runnable", function()
+    assert(os.execute("rm -rf '" .. tmp .. "/rcorpus' && cp -r examples/docs '" .. tmp .. "/rcorpus'"))
+    write("rcorpus/boats.txt", "The quiet harbour keeps seven blue boats.\n")
+    local kb = catena.kb.open(tmp .. "/retrieve.sqlite")
+    local docs = kb:collection("docs", { embed = llm })
+    docs:ingest({ tmp .. "/rcorpus" }, { splitter = "markdown", chunk_size = 400, chunk_overlap = 0 })
+    local hits = docs:retriever{ k = 3, mode = "bm25" }:invoke("how do I install on Debian?")
+    assert.are.equal(3, #hits)
+    assert.are.equal("Install > Linux", hits[1].metadata.section)
+    assert.is_true(hits[1].metadata.score >= hits[2].metadata.score)
+    -- a chunk's own text is its own nearest vector
+    local v = docs:retriever{ k = 2 }:invoke("The quiet harbour keeps seven blue boats.")
+    assert.matches("boats.txt$", v[1].metadata.source)
+    assert.is_true(v[1].metadata.score > 0.999)
+    local h = docs:retriever{ k = 5, mode = "hybrid" }
+    local batch = h:batch{ "refunds", "install" }
+    assert.are.same({ 5, 5 }, { #batch[1], #batch[2] })
+    local chain = catena.lambda(function(q) return q .. " on Debian" end) | h
+      | catena.lambda(function(ds) return ds[1].metadata.source end)
+    assert.matches("%.%a+$", chain:invoke("install"))
+    -- errors
+    local err = raised(function() kb:collection("docs"):retriever{ mode = "vector" } end)
+    assert.matches("vector search needs the collection's embedding model", message(err), 1, true)
+    err = raised(function() docs:retriever{ mode = "fuzzy" } end)
+    assert.matches("rag_spec.lua:%d+: catena.kb:retriever: mode must be", message(err))
+    err = raised(function() docs:retriever{ kk = 1 } end)
+    assert.matches("unknown option 'kk' (did you mean 'k'?)", message(err), 1, true)
+    err = raised(function() return docs:retriever{ mode = "bm25" }:invoke(42) end)
+    assert.matches("needs a query", err.message, 1, true)
+    assert.are.same({}, kb:collection("empty"):retriever{ mode = "bm25" }:invoke("install"))
+  end)
+
   it("refuses bad options at the caller's line", function()
     local kb = catena.kb.open(tmp .. "/opts.sqlite")
     local c = kb:collection("c", { embed = llm })

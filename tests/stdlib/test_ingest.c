@@ -368,6 +368,75 @@ TEST(rag_nodes_allocation_failures) {
     CHECK(runs > 5 && failed > 0 && ok > 0);
 }
 
+
+/* The retriever: hybrid (the query embedded, both lists, the hits read) under failing
+ * allocations: each run ends once, with the reference hits or a clean error. */
+TEST(retriever_allocation_failures) {
+    char db[160];
+    snprintf(db, sizeof db, "%s/retr.sqlite", dir);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    ctn_lm *lm = open_lm(&loop);
+    outcome o;
+    CHECK_EQ_INT(ingest(&loop, db, lm, &o), 0);
+    CHECK_EQ_INT(o.rc, 0);
+    char err[512] = "";
+    ctn_kb_target t = {.path = db, .collection = "docs", .embed = lm};
+    ctn_retriever_opts ro = {.k = 4, .mode = CTN_RETRIEVE_HYBRID, .fetch_k = 20};
+    ctn_node *node = ctn_kb_retriever_node(&t, &ro, err, sizeof err);
+    CHECK(node != NULL);
+    ctn_val *q = ctn_val_cstr("How do I install it on Debian?");
+    char want[4096] = "";
+    int runs = 0, failed = 0, same = 0;
+    for (long n = -1; n < 100000; n += 1 + (n > 0 ? n / 4 : 0)) {
+        node_out r;
+        memset(&r, 0, sizeof r);
+        ctn_run_callbacks cb = {.on_done = node_done, .ud = &r};
+        ctn_run *run = NULL;
+        const long before = ctn__alloc_n_failed;
+        if (n >= 0) {
+            ctn__alloc_fail_once = true;
+            ctn__alloc_fail_after = n;
+        }
+        int rc = ctn_run_start(&loop, node, q, NULL, &cb, 0, &run);
+        if (rc == 0) uv_run(&loop, UV_RUN_DEFAULT);
+        ctn__alloc_fail_after = -1;
+        ctn__alloc_fail_once = false;
+        const bool touched = ctn__alloc_n_failed > before;
+        if (rc == 0) {
+            ctn_run_free(run);
+            uv_run(&loop, UV_RUN_DEFAULT);
+            CHECK_EQ_INT(r.n_done, 1);
+        }
+        runs++;
+        if (r.out != NULL) {
+            char *j = ctn_val_to_json(r.out, 0);
+            CHECK(j != NULL);
+            if (n < 0) {
+                CHECK_EQ_INT(ctn_val_len(r.out), 4);
+                snprintf(want, sizeof want, "%s", j ? j : "");
+            } else {
+                CHECK_STR(j ? j : "", want);
+                same++;
+            }
+            free(j);
+            ctn_val_unref(r.out);
+        } else {
+            if (!(rc == CTN_ENOMEM || r.code == CTN_ENOMEM))
+                printf("  n=%ld: %d %d %s\n", n, rc, r.code, r.msg);
+            CHECK(rc == CTN_ENOMEM || r.code == CTN_ENOMEM);
+            failed++;
+        }
+        if (n >= 0 && !touched) break;
+    }
+    printf("  %d runs: %d failed cleanly, %d gave the same hits\n", runs, failed, same);
+    CHECK(runs > 5 && failed > 0 && same > 0);
+    ctn_val_unref(q);
+    ctn_node_unref(node);
+    close_lm(&loop, lm);
+    CHECK_EQ_INT(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
     const char *shared = getenv("CTN_SHARED");
     snprintf(model_path, sizeof model_path, "%s/models/stories260K.gguf",
@@ -384,6 +453,7 @@ int main(void) {
     RUN(ingest_allocation_failures);
     RUN(ingest_allocation_failures_with_embeddings);
     RUN(rag_nodes_allocation_failures);
+    RUN(retriever_allocation_failures);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) return 1;
