@@ -448,7 +448,7 @@ int lcpp_model_open(lcpp_model **out, const char *path, uint32_t n_ctx, char *er
  */
 static int open_timed(lcpp_model **out, const char *path, uint32_t n_ctx, uint32_t n_batch,
                       uint32_t n_seq_max, bool set_unified, bool kv_unified, int32_t n_threads,
-                      char *err, size_t errlen)
+                      bool embed, char *err, size_t errlen)
 {
     *out = NULL;
     if (n_batch == 0 || n_batch > INT32_MAX || n_threads < 1 || n_seq_max == 0) {
@@ -485,6 +485,10 @@ static int open_timed(lcpp_model **out, const char *path, uint32_t n_ctx, uint32
     cp.n_threads = n_threads;
     cp.n_threads_batch = n_threads;
     cp.no_perf = true;
+    if (embed) {
+        cp.embeddings = true;
+        cp.pooling_type = 1; /* LLAMA_POOLING_TYPE_MEAN */
+    }
     if (context_make(m, path, cp, err, errlen) < 0) return -1;
     *out = m;
     return 0;
@@ -493,15 +497,15 @@ static int open_timed(lcpp_model **out, const char *path, uint32_t n_ctx, uint32
 int lcpp_model_open_bench(lcpp_model **out, const char *path, uint32_t n_ctx, uint32_t n_batch,
                           int32_t n_threads, char *err, size_t errlen)
 {
-    return open_timed(out, path, n_ctx, n_batch, 1, false, false, n_threads, err, errlen);
+    return open_timed(out, path, n_ctx, n_batch, 1, false, false, n_threads, false, err, errlen);
 }
 
 int lcpp_model_open_par(lcpp_model **out, const char *path, uint32_t n_ctx, uint32_t n_batch,
                         uint32_t n_seq_max, bool kv_unified, int32_t n_threads, char *err,
                         size_t errlen)
 {
-    return open_timed(out, path, n_ctx, n_batch, n_seq_max, true, kv_unified, n_threads, err,
-                      errlen);
+    return open_timed(out, path, n_ctx, n_batch, n_seq_max, true, kv_unified, n_threads, false,
+                      err, errlen);
 }
 
 void lcpp_model_free(lcpp_model *m)
@@ -639,6 +643,58 @@ int lcpp_model_set_lora(lcpp_model *m, const char *path, float scale, char *err,
     if (set_adapters(m->ctx, &a, 1, &sc) != 0) {
         seterr(err, errlen, "llama_set_adapters_lora failed for %s", path);
         return -1;
+    }
+    return 0;
+}
+
+/* ---- embeddings ------------------------------------------------------------------------- */
+
+int lcpp_model_open_embed(lcpp_model **out, const char *path, uint32_t n_ctx, uint32_t n_seq_max,
+                          bool kv_unified, int32_t n_threads, char *err, size_t errlen)
+{
+    return open_timed(out, path, n_ctx, n_ctx, n_seq_max, true, kv_unified, n_threads, true, err,
+                      errlen);
+}
+
+int32_t lcpp_model_n_embd(const lcpp_model *m)
+{
+    static int32_t (*n_embd)(const void *model);
+    if (!n_embd) {
+        int miss = 0;
+        *(void **)&n_embd = sym(L.h_llama, "llama_model_n_embd", &miss, NULL, 0);
+        if (miss) return -1;
+    }
+    return n_embd(m->model);
+}
+
+int lcpp_model_embed_batch(lcpp_model *m, const int32_t *const *seqs, const int32_t *lens,
+                           int32_t n_seq, float *out)
+{
+    static float *(*get_seq)(void *ctx, int32_t seq_id);
+    if (!get_seq) {
+        int miss = 0;
+        *(void **)&get_seq = sym(L.h_llama, "llama_get_embeddings_seq", &miss, NULL, 0);
+        if (miss) return -1;
+    }
+    int32_t dim = lcpp_model_n_embd(m), n = 0;
+    if (dim < 1 || n_seq < 1) return -1;
+    for (int32_t s = 0; s < n_seq; s++) {
+        if (lens[s] < 1 || lens[s] > m->cap - n) return -1;
+        for (int32_t i = 0; i < lens[s]; i++, n++) {
+            m->token[n] = seqs[s][i];
+            m->pos[n] = i;
+            m->seq[n] = s;
+            m->want[n] = 1;
+        }
+    }
+    /* Each batch starts from an empty cache: the sequence ids are reused. */
+    L.memory_clear(L.get_memory(m->ctx), true);
+    struct lcpp_batch b = {n, m->token, NULL, m->pos, m->n_seq_id, m->seq_id, m->want};
+    if (L.decode(m->ctx, b) != 0) return -1;
+    for (int32_t s = 0; s < n_seq; s++) {
+        const float *e = get_seq(m->ctx, s);
+        if (!e) return -1;
+        memcpy(out + (size_t)s * dim, e, (size_t)dim * sizeof *out);
     }
     return 0;
 }

@@ -170,4 +170,29 @@ int lcpp_model_set_lora(lcpp_model *m, const char *path, float scale, char *err,
  */
 void lcpp_cpu_variant(char *buf, size_t cap);
 
+/*
+ * Embeddings (bench/llamacpp_embed.c), set up as llama.cpp's own embedding example does:
+ * llama_context_params embeddings = true and pooling_type MEAN (the final hidden states after
+ * the output norm, averaged over each sequence's tokens), one context of n_ctx positions
+ * that is also the largest batch (n_batch = n_ubatch = n_ctx, so a batch is one llama_decode
+ * and one graph), up to n_seq_max sequences in it, kv_unified as in lcpp_model_open_par (the
+ * example sets it when the number of prompts is not known in advance). Other settings are
+ * llama.cpp's defaults (F16 KV cache, flash attention AUTO). 0 or -1 (err).
+ */
+int lcpp_model_open_embed(lcpp_model **out, const char *path, uint32_t n_ctx, uint32_t n_seq_max,
+                          bool kv_unified, int32_t n_threads, char *err, size_t errlen);
+/* llama_model_n_embd: the width of the embeddings, or -1. */
+int32_t lcpp_model_n_embd(const lcpp_model *m);
+/*
+ * Embeds n_seq sequences (sequence s: lens[s] tokens at seqs[s], all fed, positions from 0)
+ * as one llama_decode after emptying the cache, and copies each pooled vector as llama.cpp
+ * returns it (llama_get_embeddings_seq, not normalised: the example normalises after) to
+ * out[s * n_embd ...] (n_seq x n_embd floats).
+ * The tokens of all sequences together must fit the n_ctx the model was opened with and
+ * n_seq must not pass its n_seq_max. Only for a model opened with lcpp_model_open_embed.
+ * Returns 0 or -1.
+ */
+int lcpp_model_embed_batch(lcpp_model *m, const int32_t *const *seqs, const int32_t *lens,
+                           int32_t n_seq, float *out);
+
 #endif
