@@ -569,6 +569,21 @@ static int feed(parser *p, const char *s, size_t n) {
     if (p->state == S_ERROR) return p->rc;
     for (size_t i = 0; i < n;) {
         if (p->stream && p->state == S_DONE) return 0;
+        if (p->state == S_STRING && p->sub == ST_CHAR) {
+            /* A run of plain ASCII in a string (no quote, backslash, control byte or
+             * newline): what step_string does one byte at a time, in one append. */
+            size_t j = i;
+            while (j < n && (unsigned char)s[j] >= 0x20 && (unsigned char)s[j] < 0x80 &&
+                   s[j] != '"' && s[j] != '\\')
+                j++;
+            if (j > i) {
+                if (buf_put(&p->tok, s + i, j - i) < 0) return oom(p), p->rc;
+                p->off += j - i;
+                p->col += j - i;
+                i = j;
+                continue;
+            }
+        }
         unsigned char c = (unsigned char)s[i];
         int r = step(p, c);
         if (r < 0) return p->rc;

@@ -48,9 +48,28 @@ static size_t char_len(const char *s, size_t n) {
 }
 
 /* Code points in s[0, n), as char_len steps through them. */
+static bool ascii8(const char *s) { /* the 8 bytes at s are all ASCII */
+    uint64_t w;
+    memcpy(&w, s, 8);
+    return (w & 0x8080808080808080ull) == 0;
+}
+
+/* Code points in s[0, n) of valid UTF-8 that starts and ends at character boundaries: the
+ * bytes that are not continuation bytes. */
+static size_t count_cp_valid(const char *s, size_t n) {
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return c;
+}
+
 static size_t count_cp(const char *s, size_t n) {
     size_t c = 0;
     for (size_t i = 0; i < n;) {
+        if (i + 8 <= n && ascii8(s + i)) {
+            i += 8, c += 8;
+            continue;
+        }
         if ((unsigned char)s[i] < 0x80) {
             i++;
         } else {
@@ -138,6 +157,8 @@ typedef struct {
     chunk *ch;
     size_t nch, chcap;
 
+    bool valid; /* t is valid UTF-8: code points can be counted by bytes */
+
     int rc; /* the first failure; once set, everything stops */
     char *err;
     size_t errcap;
@@ -157,7 +178,8 @@ static void nomem(splitter *s) {
  * lengthFunction, called on the piece alone). */
 static size_t units(splitter *s, size_t a, size_t b) {
     if (s->rc < 0) return 0;
-    if (s->o->tokens == NULL) return count_cp(s->t + a, b - a);
+    if (s->o->tokens == NULL)
+        return s->valid ? count_cp_valid(s->t + a, b - a) : count_cp(s->t + a, b - a);
     size_t *ends = NULL, count = 0;
     char msg[256] = "";
     int rc = s->o->tokens(s->o->tokens_ud, s->t + a, b - a, &ends, &count, msg, sizeof msg);
@@ -406,6 +428,7 @@ static void splitter_init(splitter *s, const ctn_split_opts *o, const char *t, s
     s->nseps = o->separators ? o->n_separators : sizeof default_seps / sizeof *default_seps;
     s->err = err;
     s->errcap = errcap;
+    s->valid = ctn__utf8_valid(t, tn) != 0;
 }
 
 static void chunks_clear(splitter *s) {
@@ -554,8 +577,15 @@ typedef struct {
 /* The cursor stays on character boundaries, so that counting on from it counts as from the
  * start; an offset inside a character (an end a token callback put there) is counted as
  * after it. */
-static size_t cp_at(const char *t, size_t tn, cp_cursor *c, size_t off) {
+static size_t cp_at(const char *t, size_t tn, bool valid, cp_cursor *c, size_t off) {
     if (off < c->byte) c->byte = c->cp = 0;
+    if (valid && (off >= tn || ((unsigned char)t[off] & 0xC0) != 0x80)) { /* at a boundary */
+        c->cp += count_cp_valid(t + c->byte, off - c->byte);
+        c->byte = off;
+        return c->cp;
+    }
+    while (c->byte + 8 <= off && ascii8(t + c->byte))
+        c->byte += 8, c->cp += 8;
     while (c->byte < off) {
         size_t k = (unsigned char)t[c->byte] < 0x80 ? 1 : char_len(t + c->byte, tn - c->byte);
         if (c->byte + k > off) return c->cp + 1;
@@ -573,6 +603,7 @@ typedef struct {
     size_t tn;
     size_t index; /* the next chunk's "chunk" */
     cp_cursor cs, ce;
+    bool valid; /* t is valid UTF-8 (the splitter's) */
 } emitter;
 
 static int emit(emitter *e, const chunk *c, int64_t page) {
@@ -589,9 +620,9 @@ static int emit(emitter *e, const chunk *c, int64_t page) {
     if (rc == 0 && page > 0) rc = ctn_val_set(m, "page", ctn_val_int(page));
     if (rc == 0) rc = ctn_val_set(m, "chunk", ctn_val_int((int64_t)e->index));
     if (rc == 0)
-        rc = ctn_val_set(m, "start_index", ctn_val_int((int64_t)cp_at(e->t, e->tn, &e->cs, c->a)));
+        rc = ctn_val_set(m, "start_index", ctn_val_int((int64_t)cp_at(e->t, e->tn, e->valid, &e->cs, c->a)));
     if (rc == 0)
-        rc = ctn_val_set(m, "end_index", ctn_val_int((int64_t)cp_at(e->t, e->tn, &e->ce, c->b)));
+        rc = ctn_val_set(m, "end_index", ctn_val_int((int64_t)cp_at(e->t, e->tn, e->valid, &e->ce, c->b)));
     if (rc < 0) {
         ctn_val_unref(m);
         return CTN_ENOMEM;
@@ -877,7 +908,7 @@ static int split_one(ctn_split_kind kind, const ctn_split_opts *o, const ctn_val
     splitter s;
     splitter_init(&s, o, text->u.str.p, text->u.str.len, msg, msgcap);
     s.name = name;
-    emitter e = {out, base_meta(meta), s.t, s.tn, *index, {0, 0}, {0, 0}};
+    emitter e = {out, base_meta(meta), s.t, s.tn, *index, {0, 0}, {0, 0}, s.valid};
     if (e.base == NULL) nomem(&s);
     if (s.rc == 0) switch (kind) {
         case CTN_SPLIT_RECURSIVE:
