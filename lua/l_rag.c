@@ -483,7 +483,7 @@ static int k_remove(lua_State *L) {
 /* The objects, in Lua: a knowledge base is {path}, a collection {kb, options}; their methods
  * call the primitives, and add / ingest invoke the runnables (so they wait as invoke does). */
 static const char kb_glue[] =
-    "local prim, kb = ...\n"
+    "local prim, kb, catena = ...\n"
     "local KB, Coll = {}, {}\n"
     "local error = prim.fail -- raises at the user's line, not the glue's\n"
     "KB.__index, Coll.__index = KB, Coll\n"
@@ -544,6 +544,36 @@ static const char kb_glue[] =
     "  return self:collection((o or {}).collection or 'default', c):retriever(rest)\n"
     "end\n"
     "function KB:stats() return prim.stats(self.path) end\n"
+    "local function doc_text(d, i, sources)\n"
+    "  if type(d) == 'string' then return d end\n"
+    "  if type(d) ~= 'table' or type(d.page_content) ~= 'string' then\n"
+    "    error('item ' .. i .. ' is not a document or a string', 0)\n"
+    "  end\n"
+    "  if not sources then return d.page_content end\n"
+    "  local m = d.metadata or {}\n"
+    "  local where = tostring(m.source or '?')\n"
+    "  if m.page ~= nil then where = where .. ', page ' .. tostring(m.page) end\n"
+    "  if m.section ~= nil and m.section ~= '' then where = where .. ', ' .. m.section end\n"
+    "  return '[' .. i .. '] ' .. where .. '\\n' .. d.page_content\n"
+    "end\n"
+    "local fopts = {separator = true, sources = true}\n"
+    "function catena.format_docs(o)\n"
+    "  if o ~= nil and type(o) ~= 'table' then error('catena.format_docs: options must be a "
+    "table {separator =, sources =}') end\n"
+    "  for k in pairs(o or {}) do\n"
+    "    if not fopts[k] then error(\"catena.format_docs: unknown option '\" .. tostring(k) .. "
+    "\"' (separator, sources)\") end\n"
+    "  end\n"
+    "  local sep = (o or {}).separator or '\\n\\n'\n"
+    "  if type(sep) ~= 'string' then error('catena.format_docs: separator must be a string') end\n"
+    "  local sources = (o or {}).sources == true\n"
+    "  return catena.lambda(function(docs)\n"
+    "    if type(docs) ~= 'table' then error('needs an array of documents', 0) end\n"
+    "    local parts = {}\n"
+    "    for i, d in ipairs(docs) do parts[i] = doc_text(d, i, sources) end\n"
+    "    return table.concat(parts, sep)\n"
+    "  end, 'format_docs')\n"
+    "end\n"
     "function KB:list(name) return prim.list(self.path, name) end\n"
     "return kb\n";
 
@@ -567,6 +597,7 @@ void ctn_l_open_rag(lua_State *L) {
     if (luaL_loadbuffer(L, kb_glue, sizeof kb_glue - 1, "=catena.kb") != LUA_OK) lua_error(L);
     luaL_newlib(L, prims);
     lua_newtable(L);
-    lua_call(L, 2, 1);
+    lua_pushvalue(L, -4); /* the module: the glue adds catena.format_docs to it */
+    lua_call(L, 3, 1);
     lua_setfield(L, -2, "kb");
 }

@@ -305,6 +305,20 @@ describe("catena.kb", function()
     assert.are.same({}, kb:collection("empty"):retriever{ mode = "bm25" }:invoke("install"))
   end)
 
+  it("formats documents for a prompt, with their sources when asked", function()
+    local d = {
+      catena.document{ page_content = "first", metadata = { source = "a.md", section = "Intro" } },
+      catena.document{ page_content = "second", metadata = { source = "b.pdf", page = 2 } },
+      "a bare string",
+    }
+    assert.are.equal("first\n\nsecond\n\na bare string", catena.format_docs():invoke(d))
+    assert.are.equal("[1] a.md, Intro\nfirst | [2] b.pdf, page 2\nsecond | a bare string",
+      catena.format_docs{ sources = true, separator = " | " }:invoke(d))
+    assert.matches("unknown option 'sep'", message(raised(catena.format_docs, { sep = "," })), 1, true)
+    local err = raised(function() return catena.format_docs():invoke({ 42 }) end)
+    assert.matches("item 1 is not a document or a string", err.message, 1, true)
+  end)
+
   it("refuses bad options at the caller's line", function()
     local kb = catena.kb.open(tmp .. "/opts.sqlite")
     local c = kb:collection("c", { embed = llm })
