@@ -64,3 +64,12 @@ int ctn__cli_parse_long(const char *s, long lo, long hi, long *out) {
     *out = v;
     return 0;
 }
+
+int ctn__cli_parse_double(const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (*s == '\0' || *end != '\0' || errno != 0 || !(v >= lo && v <= hi)) return -1;
+    *out = v;
+    return 0;
+}

@@ -22,5 +22,7 @@ double ctn__cli_now_s(void);
 
 /* A whole decimal number in lo..hi into *out; 0, or -1 (nothing written) otherwise. */
 int ctn__cli_parse_long(const char *s, long lo, long hi, long *out);
+/* A whole finite decimal number in lo..hi into *out; 0, or -1 (nothing written) otherwise. */
+int ctn__cli_parse_double(const char *s, double lo, double hi, double *out);
 
 #endif

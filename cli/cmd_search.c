@@ -12,11 +12,12 @@
 #include "cli.h"
 #include "commands.h"
 #include "error.h"
+#include "json.h"
 #include "kb.h"
 #include "lm.h"
+#include "retrieve.h"
 #include "str.h"
 #include "value.h"
-#include "vsearch.h"
 
 static void search_usage(FILE *f) {
     fprintf(f,
@@ -30,11 +31,17 @@ static void search_usage(FILE *f) {
             "  --embed MODEL.gguf    the collection's embedding model (vector and hybrid)\n"
             "  --pooling mean|cls|last  as the ingest had it (default: the model's)\n"
             "  -k N                  hits to print (default 5, at most 1000)\n"
+            "  --fetch-k N           hybrid: each list's length; MMR: its candidates\n"
+            "                        (default 4 k, at least 50)\n"
+            "  --filter JSON         only chunks whose metadata match, e.g.\n"
+            "                        '{\"source\": \"a.md\", \"page\": {\"$gte\": 2}}'\n"
+            "  --mmr                 diversify the hits (maximal marginal relevance)\n"
+            "  --lambda X            MMR: 1 relevance only, 0 diversity only (default 0.5)\n"
+            "  --k1 X, --b X         BM25's parameters (default 1.2 and 0.75)\n"
+            "  --weights V,B         hybrid: the vector and keyword lists' weights (1,1)\n"
             "  --json                one JSON array of hits\n"
             "  -t, --threads N       threads of the embedding engine\n");
 }
-
-typedef enum { MODE_BM25, MODE_VECTOR, MODE_HYBRID } search_mode;
 
 /* ---- the query's embedding ---------------------------------------------------------------- */
 
@@ -91,38 +98,6 @@ out:
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     return status;
-}
-
-/* ---- vector search over the collection ---------------------------------------------------- */
-
-static int add_vector(void *ud, int64_t chunk, const float *vec, int dim) {
-    (void)dim;
-    char err[256];
-    return ctn_vs_add(ud, chunk, vec, err, sizeof err);
-}
-
-/* The k best chunks by cosine into hits; *found of them; 0 or 1 (printed). */
-static int vector_hits(ctn_kb *kb, const ctn_kb_coll *c, const float *q, size_t k,
-                       ctn_kb_hit *hits, size_t *found) {
-    char err[512] = "";
-    ctn_vs *vs = NULL;
-    int rc = ctn_vs_new(c->embed_dim, CTN_KB_F32, CTN_VS_COSINE, &vs, err, sizeof err);
-    if (rc == 0) rc = ctn_kb_each_vector(kb, c, add_vector, vs, err, sizeof err);
-    if (rc < 0 && err[0] == '\0') snprintf(err, sizeof err, "%s", ctn_strerror(rc));
-    ctn_vs_hit *vh = rc == 0 ? malloc(k * sizeof *vh) : NULL;
-    if (rc == 0 && vh == NULL) rc = CTN_ENOMEM, snprintf(err, sizeof err, "out of memory");
-    *found = 0;
-    if (rc == 0 && ctn_vs_count(vs) > 0)
-        rc = ctn_vs_search(vs, q, 1, k, NULL, vh, found, err, sizeof err);
-    for (size_t i = 0; rc == 0 && i < *found; i++)
-        hits[i] = (ctn_kb_hit){vh[i].id, vh[i].score};
-    free(vh);
-    ctn_vs_free(vs);
-    if (rc < 0) {
-        fprintf(stderr, "catena search: vector search: %s\n", err);
-        return 1;
-    }
-    return 0;
 }
 
 /* ---- printing ---------------------------------------------------------------------------- */
@@ -198,10 +173,11 @@ static int print_hits(ctn_kb *kb, const ctn_kb_coll *c, const ctn_kb_hit *hits, 
 }
 
 int ctn_cmd_search(int argc, char **argv) {
-    const char *db = NULL, *coll = "default", *embed = NULL;
+    const char *db = NULL, *coll = "default", *embed = NULL, *filter_json = NULL;
     int mode = -1, pooling = CTN_POOL_NONE;
-    long k = 5, threads = 0;
+    long k = 5, threads = 0, fetch_k = 0;
     bool json = false;
+    ctn_search_opts so = ctn_search_defaults();
     ctn_strbuf q = {0};
     bool words_only = false; /* after "--": every argument is a word of the query */
     for (int i = 1; i < argc; i++) {
@@ -215,9 +191,13 @@ int ctn_cmd_search(int argc, char **argv) {
             words_only = true;
             continue;
         }
-        bool value = !strcmp(a, "--db") || !strcmp(a, "--collection") || !strcmp(a, "--mode") ||
-                     !strcmp(a, "--embed") || !strcmp(a, "--pooling") || !strcmp(a, "-k") ||
-                     !strcmp(a, "-t") || !strcmp(a, "--threads");
+        static const char *const valued[] = {"--db",     "--collection", "--mode",  "--embed",
+                                             "--pooling", "-k",          "-t",      "--threads",
+                                             "--fetch-k", "--filter",    "--lambda", "--k1",
+                                             "--b",       "--weights"};
+        bool value = false;
+        for (size_t j = 0; j < sizeof valued / sizeof valued[0]; j++)
+            value = value || !strcmp(a, valued[j]);
         if (value && v == NULL) {
             fprintf(stderr, "catena search: %s needs a value\n", a);
             ctn_sb_free(&q);
@@ -235,9 +215,13 @@ int ctn_cmd_search(int argc, char **argv) {
             coll = v;
         } else if (!strcmp(a, "--embed")) {
             embed = v;
+        } else if (!strcmp(a, "--filter")) {
+            filter_json = v;
         } else if (!strcmp(a, "--mode")) {
-            mode = !strcmp(v, "bm25") ? MODE_BM25 : !strcmp(v, "vector") ? MODE_VECTOR
-                                                  : !strcmp(v, "hybrid") ? MODE_HYBRID : -1;
+            mode = !strcmp(v, "bm25")     ? CTN_RETRIEVE_BM25
+                   : !strcmp(v, "vector") ? CTN_RETRIEVE_VECTOR
+                   : !strcmp(v, "hybrid") ? CTN_RETRIEVE_HYBRID
+                                          : -1;
             if (mode < 0) fprintf(stderr, "catena search: --mode: '%s' is not bm25, vector or "
                                           "hybrid\n", v), bad = 1;
         } else if (!strcmp(a, "--pooling")) {
@@ -248,9 +232,32 @@ int ctn_cmd_search(int argc, char **argv) {
         } else if (!strcmp(a, "-k")) {
             if (ctn__cli_parse_long(v, 1, 1000, &k) < 0)
                 fprintf(stderr, "catena search: -k: '%s' is not 1..1000\n", v), bad = 1;
+        } else if (!strcmp(a, "--fetch-k")) {
+            if (ctn__cli_parse_long(v, 1, 10000, &fetch_k) < 0)
+                fprintf(stderr, "catena search: --fetch-k: '%s' is not 1..10000\n", v), bad = 1;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             if (ctn__cli_parse_long(v, 1, 1024, &threads) < 0)
                 fprintf(stderr, "catena search: %s: '%s' is not 1..1024\n", a, v), bad = 1;
+        } else if (!strcmp(a, "--lambda")) {
+            if (ctn__cli_parse_double(v, 0, 1, &so.lambda) < 0)
+                fprintf(stderr, "catena search: --lambda: '%s' is not from 0 to 1\n", v), bad = 1;
+        } else if (!strcmp(a, "--k1")) {
+            if (ctn__cli_parse_double(v, 0, 100, &so.bm25.k1) < 0)
+                fprintf(stderr, "catena search: --k1: '%s' is not from 0 to 100\n", v), bad = 1;
+        } else if (!strcmp(a, "--b")) {
+            if (ctn__cli_parse_double(v, 0, 1, &so.bm25.b) < 0)
+                fprintf(stderr, "catena search: --b: '%s' is not from 0 to 1\n", v), bad = 1;
+        } else if (!strcmp(a, "--weights")) {
+            char wv[64], *comma;
+            snprintf(wv, sizeof wv, "%s", v);
+            if ((comma = strchr(wv, ',')) == NULL ||
+                (*comma = '\0', ctn__cli_parse_double(wv, 0, 1e6, &so.w_vector) < 0) ||
+                ctn__cli_parse_double(comma + 1, 0, 1e6, &so.w_bm25) < 0 ||
+                so.w_vector + so.w_bm25 <= 0)
+                fprintf(stderr, "catena search: --weights: '%s' is not V,B (two numbers from 0 "
+                                "to 1e6, not both 0)\n", v), bad = 1;
+        } else if (!strcmp(a, "--mmr")) {
+            so.mmr = true;
         } else if (!strcmp(a, "--json")) {
             json = true;
         } else {
@@ -270,62 +277,75 @@ int ctn_cmd_search(int argc, char **argv) {
         ctn_sb_free(&q);
         return 2;
     }
-    if (mode < 0) mode = embed != NULL ? MODE_HYBRID : MODE_BM25;
-    if (mode != MODE_BM25 && embed == NULL) {
-        fprintf(stderr, "catena search: --mode %s needs the collection's model: --embed "
-                        "MODEL.gguf\n", mode == MODE_VECTOR ? "vector" : "hybrid");
+    if (mode < 0) mode = embed != NULL ? CTN_RETRIEVE_HYBRID : CTN_RETRIEVE_BM25;
+    so.mode = (ctn_retrieve_mode)mode;
+    so.k = (size_t)k;
+    /* Each list fetches more than k for the fusion or MMR to choose from. */
+    so.fetch_k = fetch_k > 0 ? (size_t)fetch_k : (size_t)(k * 4 > 50 ? k * 4 : 50);
+    char err[512] = "";
+    if (fetch_k > 0 && fetch_k < k) {
+        fprintf(stderr, "catena search: --fetch-k %ld is under -k %ld\n", fetch_k, k);
         ctn_sb_free(&q);
         return 2;
     }
-    char err[512] = "";
+    if (ctn_search_check(&so, err, sizeof err) < 0) {
+        fprintf(stderr, "catena search: %s\n", err);
+        ctn_sb_free(&q);
+        return 2;
+    }
+    if (mode != CTN_RETRIEVE_BM25 && embed == NULL) {
+        fprintf(stderr, "catena search: --mode %s needs the collection's model: --embed "
+                        "MODEL.gguf\n", mode == CTN_RETRIEVE_VECTOR ? "vector" : "hybrid");
+        ctn_sb_free(&q);
+        return 2;
+    }
+    ctn_kb_filter *filter = NULL;
+    if (filter_json != NULL) {
+        ctn_val *fv = NULL;
+        int rc = ctn_json_parse(filter_json, strlen(filter_json), &fv, err, sizeof err);
+        if (rc == 0) rc = ctn_kb_filter_new(fv, &filter, err, sizeof err);
+        ctn_val_unref(fv);
+        if (rc < 0) {
+            fprintf(stderr, "catena search: --filter: %s\n", err);
+            ctn_sb_free(&q);
+            return 2;
+        }
+        so.bm25.filter = filter;
+    }
     ctn_kb *kb = NULL;
     ctn_kb_coll c;
     int status = 1;
     embed_out eo = {0};
-    ctn_kb_hit *kw = NULL, *vec = NULL, *out = NULL;
-    /* Each list fetches more than k for the fusion to choose from. */
-    const size_t fetch = mode == MODE_HYBRID ? (size_t)(k * 4 > 50 ? k * 4 : 50) : (size_t)k;
+    ctn_kb_hit *out = malloc(so.k * sizeof *out);
+    bool reading = false;
+    if (out == NULL) {
+        fprintf(stderr, "catena search: out of memory\n");
+        goto done;
+    }
     if (ctn_kb_open(db, CTN_KB_READONLY, &kb, err, sizeof err) < 0 ||
         ctn_kb_collection(kb, coll, NULL, &c, err, sizeof err) < 0) {
         fprintf(stderr, "catena search: %s\n", err);
         goto done;
     }
-    kw = malloc(fetch * sizeof *kw), vec = malloc(fetch * sizeof *vec);
-    out = malloc(fetch * sizeof *out);
-    if (kw == NULL || vec == NULL || out == NULL) {
-        fprintf(stderr, "catena search: out of memory\n");
+    if (mode != CTN_RETRIEVE_BM25 &&
+        embed_query(embed, &c, (int)threads, pooling, q.p, &eo) != 0)
         goto done;
-    }
-    size_t nk = 0, nv = 0, n = 0;
-    if (mode != MODE_VECTOR &&
-        ctn_kb_bm25(kb, &c, q.p, q.len, fetch, kw, &nk, err, sizeof err) < 0) {
+    size_t n = 0;
+    const char *text = q.p;
+    const size_t len = q.len;
+    if (ctn_kb_read_begin(kb, err, sizeof err) < 0 ||
+        (reading = true, ctn_kb_search(kb, &c, NULL, &so, 1, &text, &len, eo.vec, out, &n, err,
+                                        sizeof err)) < 0) {
         fprintf(stderr, "catena search: %s\n", err);
         goto done;
     }
-    if (mode != MODE_BM25) {
-        if (embed_query(embed, &c, (int)threads, pooling, q.p, &eo) != 0 ||
-            vector_hits(kb, &c, eo.vec, fetch, vec, &nv) != 0)
-            goto done;
-    }
-    if (mode == MODE_HYBRID) {
-        const long m = ctn_kb_rrf(vec, nv, kw, nk, out, (size_t)k);
-        if (m < 0) {
-            fprintf(stderr, "catena search: out of memory\n");
-            goto done;
-        }
-        n = (size_t)m;
-    } else {
-        const ctn_kb_hit *src = mode == MODE_BM25 ? kw : vec;
-        n = (mode == MODE_BM25 ? nk : nv) < (size_t)k ? (mode == MODE_BM25 ? nk : nv) : (size_t)k;
-        memcpy(out, src, n * sizeof *out);
-    }
     status = print_hits(kb, &c, out, n, json);
 done:
-    free(kw);
-    free(vec);
+    if (reading) ctn_kb_read_end(kb);
     free(out);
     free(eo.vec);
     ctn_kb_close(kb);
+    ctn_kb_filter_free(filter);
     ctn_sb_free(&q);
     return status;
 }

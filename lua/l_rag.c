@@ -359,28 +359,73 @@ static int k_ingester(lua_State *L) {
     return 1;
 }
 
-/* prim.retriever(path, collection options, {k, mode, fetch_k}): the retriever runnable. */
+static double opt_num(lua_State *L, int idx, const char *what, const char *key, double def,
+                      double lo, double hi) {
+    lua_getfield(L, idx, key);
+    double v = def;
+    if (!lua_isnil(L, -1)) {
+        if (!lua_isnumber(L, -1) || !(lua_tonumber(L, -1) >= lo && lua_tonumber(L, -1) <= hi)) {
+            char range[64]; /* lua_pushfstring has no %g */
+            snprintf(range, sizeof range, "from %g to %g", lo, hi);
+            ctn_l_error(L, "catena.%s: %s must be a number %s", what, key, range);
+        }
+        v = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* prim.retriever(path, collection options, {k, mode, fetch_k, filter, mmr, lambda, k1, b,
+ * weights}): the retriever runnable. */
 static int k_retriever(lua_State *L) {
     ctn_kb_target t = read_target(L, "kb:retriever");
     lua_settop(L, 3);
     if (lua_isnil(L, 3)) lua_newtable(L), lua_replace(L, 3);
     luaL_checktype(L, 3, LUA_TTABLE);
-    static const char *const opts[] = {"k", "mode", "fetch_k", "collection",
-                                       "embed", "dtype", "pooling", "labels"};
+    static const char *const opts[] = {"k",      "mode",    "fetch_k", "filter", "mmr",
+                                       "lambda", "k1",      "b",       "weights", "collection",
+                                       "embed",  "dtype",   "pooling", "labels"};
     ctn_l_check_options(L, 3, "catena.kb:retriever", opts, sizeof opts / sizeof opts[0]);
-    ctn_retriever_opts o = {.k = 4, .mode = CTN_RETRIEVE_VECTOR};
-    o.k = (size_t)opt_int(L, 3, "kb:retriever", "k", 4, 1, 1000);
+    ctn_retriever_opts o = {.search = ctn_search_defaults()};
+    ctn_search_opts *so = &o.search;
+    so->k = (size_t)opt_int(L, 3, "kb:retriever", "k", 4, 1, 1000);
     const char *m = opt_str(L, 3, "kb:retriever", "mode");
-    if (m == NULL) o.mode = t.embed != NULL ? CTN_RETRIEVE_VECTOR : CTN_RETRIEVE_BM25;
-    else if (!strcmp(m, "vector")) o.mode = CTN_RETRIEVE_VECTOR;
-    else if (!strcmp(m, "bm25")) o.mode = CTN_RETRIEVE_BM25;
-    else if (!strcmp(m, "hybrid")) o.mode = CTN_RETRIEVE_HYBRID;
+    if (m == NULL) so->mode = t.embed != NULL ? CTN_RETRIEVE_VECTOR : CTN_RETRIEVE_BM25;
+    else if (!strcmp(m, "vector")) so->mode = CTN_RETRIEVE_VECTOR;
+    else if (!strcmp(m, "bm25")) so->mode = CTN_RETRIEVE_BM25;
+    else if (!strcmp(m, "hybrid")) so->mode = CTN_RETRIEVE_HYBRID;
     else ctn_l_error(L, "catena.kb:retriever: mode must be \"vector\", \"bm25\" or \"hybrid\", "
                         "not '%s'", m);
-    const lua_Integer fk = (lua_Integer)(o.k * 4 > 20 ? o.k * 4 : 20);
-    o.fetch_k = (size_t)opt_int(L, 3, "kb:retriever", "fetch_k", fk, (lua_Integer)o.k, 10000);
+    const lua_Integer fk = (lua_Integer)(so->k * 4 > 20 ? so->k * 4 : 20);
+    so->fetch_k = (size_t)opt_int(L, 3, "kb:retriever", "fetch_k", fk, (lua_Integer)so->k,
+                                  10000);
+    so->mmr = opt_bool(L, 3, "kb:retriever", "mmr", false);
+    so->lambda = opt_num(L, 3, "kb:retriever", "lambda", 0.5, 0, 1);
+    so->bm25.k1 = opt_num(L, 3, "kb:retriever", "k1", 1.2, 0, 100);
+    so->bm25.b = opt_num(L, 3, "kb:retriever", "b", 0.75, 0, 1);
+    lua_getfield(L, 3, "weights");
+    if (!lua_isnil(L, -1)) {
+        if (!lua_istable(L, -1))
+            ctn_l_error(L, "catena.kb:retriever: weights must be a table {vector = w, bm25 = w}");
+        static const char *const wk[] = {"vector", "bm25"};
+        ctn_l_check_options(L, -1, "catena.kb:retriever weights", wk, 2);
+        so->w_vector = opt_num(L, lua_gettop(L), "kb:retriever weights", "vector", 1, 0, 1e6);
+        so->w_bm25 = opt_num(L, lua_gettop(L), "kb:retriever weights", "bm25", 1, 0, 1e6);
+    }
+    lua_pop(L, 1);
     char err[512] = "";
+    ctn_val *filter = NULL;
+    lua_getfield(L, 3, "filter");
+    if (!lua_isnil(L, -1)) {
+        if (!lua_istable(L, -1))
+            ctn_l_error(L, "catena.kb:retriever: filter must be a table of fields");
+        if ((filter = ctn_l_to_val(L, -1, "filter", err, sizeof err)) == NULL)
+            ctn_l_error(L, "catena.kb:retriever: %s", err);
+    }
+    lua_pop(L, 1);
+    o.filter = filter;
     ctn_node *n = ctn_kb_retriever_node(&t, &o, err, sizeof err);
+    ctn_val_unref(filter);
     push_node(L, n, "kb:retriever", err);
     return 1;
 }

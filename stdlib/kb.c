@@ -14,6 +14,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "json.h"
+#include "kb-filter.h"
 #include "quant.h"
 #include "types.h"
 #include "str.h"
@@ -68,9 +69,22 @@ static const char schema_v1[] =
     " INSERT INTO chunks_tri(rowid, text) VALUES (new.id, new.text); END;"
     "CREATE INDEX chunks_document ON chunks(document);";
 
+/* Version 2: a collection counts the changes to it (generation, one more per transaction
+ * that changed its documents) and has a random identity (uid), so that a reader holding its
+ * vectors in memory knows when they are stale, even across a file made anew. */
+static const char schema_v2[] =
+    "ALTER TABLE collections ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE collections ADD COLUMN uid INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE collections SET uid = random();";
+
 /* migrations[v] takes a file from version v to v + 1 (v = 0: an empty file). A later schema
  * change appends its statements here; the file moves through each in one transaction. */
-static const char *const migrations[CTN_KB_SCHEMA_VERSION] = {schema_v1};
+static const char *const migrations[CTN_KB_SCHEMA_VERSION] = {schema_v1, schema_v2};
+
+/* One more change to collection c, inside the transaction that made it. */
+static int bump(ctn_kb *kb, const ctn_kb_coll *c, char *err, size_t errcap);
+/* Registers the ranking function ctn_bm25 (BM25 with k1 and b) on the connection. */
+static int register_bm25(ctn_kb *kb, char *err, size_t errcap);
 
 static int sqlerr(ctn_kb *kb, const char *what, char *err, size_t errcap) {
     int code = sqlite3_errcode(kb->db);
@@ -179,7 +193,8 @@ int ctn_kb_open(const char *path, int flags, ctn_kb **out, char *err, size_t err
     if (!ro && (rc = exec(kb, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL",
                           "setting WAL mode", err, errcap)) < 0)
         goto fail;
-    if ((rc = migrate(kb, ro, err, errcap)) < 0) goto fail;
+    if ((rc = migrate(kb, ro, err, errcap)) < 0 || (rc = register_bm25(kb, err, errcap)) < 0)
+        goto fail;
     *out = kb;
     return 0;
 fail:
@@ -277,7 +292,7 @@ int ctn_kb_collection(ctn_kb *kb, const char *name, const ctn_kb_coll_opts *o, c
             ctn__errf(err, errcap, "%s: out of memory", kb->path);
             rc = CTN_ENOMEM;
         } else if ((rc = prepare(kb, "INSERT INTO collections(name, embed_model, embed_dim,"
-                                 " labels) VALUES (?1, ?2, ?3, ?4)", &st, err, errcap)) == 0) {
+                                 " labels, uid) VALUES (?1, ?2, ?3, ?4, random())", &st, err, errcap)) == 0) {
             sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
             if (o->embed_model != NULL) {
                 sqlite3_bind_text(st, 2, o->embed_model, -1, SQLITE_STATIC);
@@ -601,6 +616,7 @@ int ctn_kb_put(ctn_kb *kb, const ctn_kb_coll *c, const ctn_kb_doc *d, const ctn_
     sqlite3_finalize(st);
     free(mj);
     if (rc == 0) rc = put_chunks(kb, sqlite3_last_insert_rowid(kb->db), chunks, emb, err, errcap);
+    if (rc == 0) rc = bump(kb, c, err, errcap);
     return finish_tx(kb, rc, err, errcap);
 }
 
@@ -611,8 +627,42 @@ int ctn_kb_remove(ctn_kb *kb, const ctn_kb_coll *c, const char *uri, int *remove
     if (rc < 0) return rc;
     int64_t id = 0;
     rc = doc_id(kb, c, uri, &id, NULL, 0, err, errcap);
-    if (rc == 0 && id != 0 && (rc = delete_doc(kb, id, err, errcap)) == 0) *removed = 1;
+    if (rc == 0 && id != 0 && (rc = delete_doc(kb, id, err, errcap)) == 0 &&
+        (rc = bump(kb, c, err, errcap)) == 0)
+        *removed = 1;
     return finish_tx(kb, rc, err, errcap);
+}
+
+static int bump(ctn_kb *kb, const ctn_kb_coll *c, char *err, size_t errcap) {
+    sqlite3_stmt *st;
+    int rc = prepare(kb, "UPDATE collections SET generation = generation + 1 WHERE id = ?1", &st,
+                     err, errcap);
+    if (rc < 0) return rc;
+    sqlite3_bind_int64(st, 1, c->id);
+    if (sqlite3_step(st) != SQLITE_DONE) rc = sqlerr(kb, "counting a change", err, errcap);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int ctn_kb_generation(ctn_kb *kb, const ctn_kb_coll *c, int64_t *uid, int64_t *gen, char *err,
+                      size_t errcap) {
+    sqlite3_stmt *st;
+    int rc = prepare(kb, "SELECT uid, generation FROM collections WHERE id = ?1", &st, err,
+                     errcap);
+    if (rc < 0) return rc;
+    sqlite3_bind_int64(st, 1, c->id);
+    const int s = sqlite3_step(st);
+    if (s == SQLITE_ROW) {
+        *uid = sqlite3_column_int64(st, 0);
+        *gen = sqlite3_column_int64(st, 1);
+    } else if (s == SQLITE_DONE) {
+        ctn__errf(err, errcap, "%s: collection '%s' is gone", kb->path, c->name);
+        rc = CTN_ENOENT;
+    } else {
+        rc = sqlerr(kb, "reading a collection", err, errcap);
+    }
+    sqlite3_finalize(st);
+    return rc;
 }
 
 static bool has_prefix(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
@@ -653,6 +703,7 @@ int ctn_kb_prune(ctn_kb *kb, const ctn_kb_coll *c, const char *const *prefixes, 
     if (rc == 0 && s != SQLITE_DONE) rc = sqlerr(kb, "reading documents", err, errcap);
     sqlite3_finalize(st);
     for (size_t i = 0; rc == 0 && i < nids; i++) rc = delete_doc(kb, ids[i], err, errcap);
+    if (rc == 0 && nids > 0) rc = bump(kb, c, err, errcap);
     if (rc == 0) *removed = (int64_t)nids;
     free(ids);
     return finish_tx(kb, rc, err, errcap);
@@ -827,14 +878,70 @@ int ctn_kb_chunk(ctn_kb *kb, const ctn_kb_coll *c, int64_t chunk, ctn_val **out,
     return rc;
 }
 
+/* A stored vector (columns 1 to 4 of st: dtype, dim, scale, vector) into v (dim floats):
+ * CTN_EFORMAT naming the chunk when it is not of the collection's size. */
+static int decode_vec(ctn_kb *kb, sqlite3_stmt *st, int64_t id, float *v, int dim, char *err,
+                      size_t errcap) {
+    const char *t = (const char *)sqlite3_column_text(st, 1);
+    const double scale = sqlite3_column_double(st, 3);
+    const void *blob = sqlite3_column_blob(st, 4);
+    const size_t bytes = (size_t)sqlite3_column_bytes(st, 4);
+    if (t == NULL) t = "";
+    const size_t per = !strcmp(t, "f32") ? 4 : !strcmp(t, "f16") ? 2 : 1;
+    if (sqlite3_column_int(st, 2) != dim || bytes != per * (size_t)dim || blob == NULL) {
+        ctn__errf(err, errcap, "%s: chunk %" PRId64 ": a stored %s vector of %zu bytes and "
+                  "dimension %d where the collection's dimension is %d", kb->path, id, t, bytes,
+                  sqlite3_column_int(st, 2), dim);
+        return CTN_EFORMAT;
+    }
+    if (per == 4) {
+        memcpy(v, blob, bytes);
+    } else if (per == 2) {
+        ctn_dequantize_row(CTN_TYPE_F16, blob, v, dim);
+    } else {
+        for (int i = 0; i < dim; i++)
+            v[i] = (float)(((const int8_t *)blob)[i] * scale);
+    }
+    return 0;
+}
+
+static int no_model(ctn_kb *kb, const ctn_kb_coll *c, char *err, size_t errcap) {
+    ctn__errf(err, errcap, "%s: collection '%s' has no embedding model: it has no vectors to "
+              "search", kb->path, c->name);
+    return CTN_EINVAL;
+}
+
+int ctn_kb_vector(ctn_kb *kb, const ctn_kb_coll *c, int64_t chunk, float *vec, char *err,
+                  size_t errcap) {
+    if (c->embed_model[0] == '\0' || c->embed_dim <= 0) return no_model(kb, c, err, errcap);
+    sqlite3_stmt *st;
+    int rc = prepare(kb,
+                     "SELECT e.chunk, e.dtype, e.dim, e.scale, e.vector FROM embeddings e"
+                     " JOIN chunks k ON k.id = e.chunk JOIN documents d ON d.id = k.document"
+                     " WHERE e.chunk = ?3 AND d.collection = ?1 AND e.model = ?2",
+                     &st, err, errcap);
+    if (rc < 0) return rc;
+    sqlite3_bind_int64(st, 1, c->id);
+    sqlite3_bind_text(st, 2, c->embed_model, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, chunk);
+    const int s = sqlite3_step(st);
+    if (s == SQLITE_ROW) {
+        rc = decode_vec(kb, st, chunk, vec, c->embed_dim, err, errcap);
+    } else if (s == SQLITE_DONE) {
+        ctn__errf(err, errcap, "%s: collection '%s' has no vector for chunk %" PRId64, kb->path,
+                  c->name, chunk);
+        rc = CTN_ENOENT;
+    } else {
+        rc = sqlerr(kb, "reading a vector", err, errcap);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int ctn_kb_each_vector(ctn_kb *kb, const ctn_kb_coll *c,
                        int (*fn)(void *ud, int64_t chunk, const float *vec, int dim), void *ud,
                        char *err, size_t errcap) {
-    if (c->embed_model[0] == '\0' || c->embed_dim <= 0) {
-        ctn__errf(err, errcap, "%s: collection '%s' has no embedding model: it has no vectors "
-                  "to search", kb->path, c->name);
-        return CTN_EINVAL;
-    }
+    if (c->embed_model[0] == '\0' || c->embed_dim <= 0) return no_model(kb, c, err, errcap);
     sqlite3_stmt *st;
     int rc = prepare(kb,
                      "SELECT e.chunk, e.dtype, e.dim, e.scale, e.vector FROM embeddings e"
@@ -853,26 +960,7 @@ int ctn_kb_each_vector(ctn_kb *kb, const ctn_kb_coll *c,
     int s = SQLITE_DONE;
     while (rc == 0 && (s = sqlite3_step(st)) == SQLITE_ROW) {
         const int64_t id = sqlite3_column_int64(st, 0);
-        const char *t = (const char *)sqlite3_column_text(st, 1);
-        const double scale = sqlite3_column_double(st, 3);
-        const void *blob = sqlite3_column_blob(st, 4);
-        const size_t bytes = (size_t)sqlite3_column_bytes(st, 4);
-        const size_t per = !strcmp(t, "f32") ? 4 : !strcmp(t, "f16") ? 2 : 1;
-        if (sqlite3_column_int(st, 2) != dim || bytes != per * (size_t)dim || blob == NULL) {
-            ctn__errf(err, errcap, "%s: chunk %" PRId64 ": a stored %s vector of %zu bytes and "
-                      "dimension %d where the collection's dimension is %d", kb->path, id, t,
-                      bytes, sqlite3_column_int(st, 2), dim);
-            rc = CTN_EFORMAT;
-            break;
-        }
-        if (per == 4) {
-            memcpy(v, blob, bytes);
-        } else if (per == 2) {
-            ctn_dequantize_row(CTN_TYPE_F16, blob, v, dim);
-        } else {
-            for (int i = 0; i < dim; i++)
-                v[i] = (float)(((const int8_t *)blob)[i] * scale);
-        }
+        if ((rc = decode_vec(kb, st, id, v, dim, err, errcap)) < 0) break;
         rc = fn(ud, id, v, dim);
     }
     if (rc == 0 && s != SQLITE_DONE) rc = sqlerr(kb, "reading vectors", err, errcap);
@@ -963,21 +1051,154 @@ char *ctn_kb_fts_query(const char *q, size_t n, bool trigram, bool *cjk) {
     return ctn_sb_take(&b);
 }
 
+/* ---- BM25 with the caller's k1 and b ------------------------------------------------------ */
+
+/* FTS5's own bm25() fixes k1 = 1.2 and b = 0.75. ctn_bm25(table, k1, b) is the same formula
+ * (FTS5's: idf = ln((N - n + 0.5) / (n + 0.5)), at least 1e-6; the score negated, lower is
+ * better) with the two as arguments; the per-query figures (N, the average length, each
+ * phrase's idf) are worked out at the first row and kept for the rest. */
+typedef struct {
+    double avgdl;
+    int nphrase;
+    double *freq; /* per phrase: its count in the row being scored */
+    double idf[]; /* per phrase */
+} bm25_query;
+
+static int count_row(const Fts5ExtensionApi *api, Fts5Context *fts, void *ud) {
+    (void)api, (void)fts;
+    (*(sqlite3_int64 *)ud)++;
+    return SQLITE_OK;
+}
+
+static bm25_query *bm25_prepare(const Fts5ExtensionApi *api, Fts5Context *fts, int *rc) {
+    bm25_query *q = api->xGetAuxdata(fts, 0);
+    if (q != NULL) return q;
+    const int np = api->xPhraseCount(fts);
+    sqlite3_int64 nrow = 0, ntok = 0;
+    if ((*rc = api->xRowCount(fts, &nrow)) != SQLITE_OK ||
+        (*rc = api->xColumnTotalSize(fts, -1, &ntok)) != SQLITE_OK)
+        return NULL;
+    q = sqlite3_malloc64(sizeof *q + 2 * (size_t)(np > 0 ? np : 1) * sizeof(double));
+    if (q == NULL) {
+        *rc = SQLITE_NOMEM;
+        return NULL;
+    }
+    q->nphrase = np;
+    q->freq = q->idf + (np > 0 ? np : 1);
+    q->avgdl = nrow > 0 ? (double)ntok / (double)nrow : 1.0;
+    for (int i = 0; i < np; i++) {
+        sqlite3_int64 hit = 0;
+        if ((*rc = api->xQueryPhrase(fts, i, &hit, count_row)) != SQLITE_OK) {
+            sqlite3_free(q);
+            return NULL;
+        }
+        double idf = log(((double)nrow - (double)hit + 0.5) / ((double)hit + 0.5));
+        q->idf[i] = idf > 0 ? idf : 1e-6;
+    }
+    if ((*rc = api->xSetAuxdata(fts, q, sqlite3_free)) != SQLITE_OK) return NULL;
+    return q;
+}
+
+static void bm25_fn(const Fts5ExtensionApi *api, Fts5Context *fts, sqlite3_context *ctx, int nv,
+                    sqlite3_value **v) {
+    if (nv != 2) {
+        sqlite3_result_error(ctx, "ctn_bm25 takes k1 and b", -1);
+        return;
+    }
+    const double k1 = sqlite3_value_double(v[0]), b = sqlite3_value_double(v[1]);
+    int rc = SQLITE_OK;
+    bm25_query *q = bm25_prepare(api, fts, &rc);
+    if (q == NULL) {
+        sqlite3_result_error_code(ctx, rc);
+        return;
+    }
+    int ninst = 0, len = 0;
+    if ((rc = api->xInstCount(fts, &ninst)) != SQLITE_OK ||
+        (rc = api->xColumnSize(fts, -1, &len)) != SQLITE_OK) {
+        sqlite3_result_error_code(ctx, rc);
+        return;
+    }
+    for (int p = 0; p < q->nphrase; p++)
+        q->freq[p] = 0;
+    for (int i = 0; i < ninst; i++) {
+        int ip, ic, io;
+        if ((rc = api->xInst(fts, i, &ip, &ic, &io)) != SQLITE_OK) {
+            sqlite3_result_error_code(ctx, rc);
+            return;
+        }
+        if (ip >= 0 && ip < q->nphrase) q->freq[ip] += 1;
+    }
+    double score = 0;
+    for (int p = 0; p < q->nphrase; p++) {
+        const double f = q->freq[p];
+        if (f > 0) score += q->idf[p] * (f * (k1 + 1)) / (f + k1 * (1 - b + b * len / q->avgdl));
+    }
+    sqlite3_result_double(ctx, -score);
+}
+
+/* Registers ctn_bm25 on kb's connection (FTS5 hands its API over by a pointer query). */
+static int register_bm25(ctn_kb *kb, char *err, size_t errcap) {
+    fts5_api *api = NULL;
+    sqlite3_stmt *st;
+    int rc = prepare(kb, "SELECT fts5(?1)", &st, err, errcap);
+    if (rc < 0) return rc;
+    sqlite3_bind_pointer(st, 1, (void *)&api, "fts5_api_ptr", NULL);
+    sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (api == NULL || api->iVersion < 2 ||
+        api->xCreateFunction(api, "ctn_bm25", NULL, bm25_fn, NULL) != SQLITE_OK) {
+        ctn__errf(err, errcap, "%s: this SQLite's FTS5 cannot take a ranking function",
+                  kb->path);
+        return CTN_ENOTSUP;
+    }
+    return 0;
+}
+
+ctn_kb_bm25_opts ctn_kb_bm25_defaults(void) {
+    return (ctn_kb_bm25_opts){.k1 = 1.2, .b = 0.75};
+}
+
 /* One index's best k into hits (score: -bm25, higher is better); *found of them. */
 static int fts_search(ctn_kb *kb, const ctn_kb_coll *c, const char *table, const char *match,
-                      size_t k, ctn_kb_hit *hits, size_t *found, char *err, size_t errcap) {
-    char sql[512];
-    snprintf(sql, sizeof sql,
-             "SELECT f.rowid, bm25(%s) FROM %s f JOIN chunks k ON k.id = f.rowid"
-             " JOIN documents d ON d.id = k.document"
-             " WHERE %s MATCH ?1 AND d.collection = ?2 ORDER BY bm25(%s), f.rowid LIMIT ?3",
-             table, table, table, table);
+                      const ctn_kb_bm25_opts *o, size_t k, ctn_kb_hit *hits, size_t *found,
+                      char *err, size_t errcap) {
+    const bool fts_own = o->k1 == 1.2 && o->b == 0.75; /* FTS5's bm25() is the same then */
+    char rank[64];
+    if (fts_own) snprintf(rank, sizeof rank, "bm25(%s)", table);
+    else snprintf(rank, sizeof rank, "ctn_bm25(%s, ?4, ?5)", table);
+    const char *cond = o->filter != NULL ? ctn__kb_filter_sql(o->filter) : "1";
+    ctn_strbuf q = {0};
+    ctn_sb_puts(&q, "SELECT f.rowid, ");
+    ctn_sb_puts(&q, rank);
+    ctn_sb_puts(&q, " AS r FROM ");
+    ctn_sb_puts(&q, table);
+    ctn_sb_puts(&q, " f JOIN chunks k ON k.id = f.rowid JOIN documents d ON d.id = k.document"
+                    " WHERE f.");
+    ctn_sb_puts(&q, table);
+    ctn_sb_puts(&q, " MATCH ?1 AND d.collection = ?2 AND (");
+    ctn_sb_puts(&q, cond);
+    ctn_sb_puts(&q, ") ORDER BY r, f.rowid LIMIT ?3");
+    char *sql = ctn_sb_take(&q);
+    if (sql == NULL) {
+        ctn__errf(err, errcap, "%s: out of memory", kb->path);
+        return CTN_ENOMEM;
+    }
     sqlite3_stmt *st;
     int rc = prepare(kb, sql, &st, err, errcap);
+    free(sql);
     if (rc < 0) return rc;
     sqlite3_bind_text(st, 1, match, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, c->id);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)k);
+    if (!fts_own) {
+        sqlite3_bind_double(st, 4, o->k1);
+        sqlite3_bind_double(st, 5, o->b);
+    }
+    if (o->filter != NULL && ctn__kb_filter_bind(o->filter, st) != SQLITE_OK) {
+        rc = sqlerr(kb, "binding the filter", err, errcap);
+        sqlite3_finalize(st);
+        return rc;
+    }
     size_t nf = 0;
     int s;
     while ((s = sqlite3_step(st)) == SQLITE_ROW && nf < k)
@@ -988,39 +1209,64 @@ static int fts_search(ctn_kb *kb, const ctn_kb_coll *c, const char *table, const
     return rc;
 }
 
-static int cmp_hit(const void *a, const void *b) {
+typedef struct {
+    int64_t chunk;
+    double score;
+} contrib;
+
+static int by_chunk(const void *a, const void *b) {
+    const contrib *x = a, *y = b;
+    if (x->chunk != y->chunk) return x->chunk < y->chunk ? -1 : 1;
+    return x->score < y->score ? -1 : x->score > y->score; /* a fixed order for the sums */
+}
+
+static int best_first(const void *a, const void *b) {
     const ctn_kb_hit *x = a, *y = b;
     if (x->score != y->score) return x->score > y->score ? -1 : 1;
     return x->chunk < y->chunk ? -1 : x->chunk > y->chunk;
 }
 
-long ctn_kb_rrf(const ctn_kb_hit *a, size_t na, const ctn_kb_hit *b, size_t nb, ctn_kb_hit *out,
-                size_t k) {
-    ctn_kb_hit *all = ctn__malloc((na + nb + 1) * sizeof *all);
+long ctn_kb_rrf(const ctn_kb_hit *const *lists, const size_t *ns, const double *w, size_t m,
+                ctn_kb_hit *out, size_t k) {
+    size_t total = 0;
+    for (size_t l = 0; l < m; l++)
+        total += ns[l];
+    contrib *all = ctn__malloc((total + 1) * sizeof *all);
     if (all == NULL) return CTN_ENOMEM;
-    size_t m = 0;
-    for (int l = 0; l < 2; l++) {
-        const ctn_kb_hit *lst = l == 0 ? a : b;
-        for (size_t r = 0; r < (l == 0 ? na : nb); r++) {
-            size_t j = 0; /* lists of at most a few thousand: a scan is fine */
-            while (j < m && all[j].chunk != lst[r].chunk)
-                j++;
-            if (j == m) all[m++] = (ctn_kb_hit){lst[r].chunk, 0};
-            all[j].score += 1.0 / (60.0 + (double)r + 1.0);
-        }
+    size_t t = 0;
+    for (size_t l = 0; l < m; l++)
+        for (size_t r = 0; r < ns[l]; r++)
+            all[t++] = (contrib){lists[l][r].chunk, w[l] / (60.0 + (double)r + 1.0)};
+    qsort(all, t, sizeof *all, by_chunk);
+    ctn_kb_hit *u = (ctn_kb_hit *)all; /* the same layout: summed in place */
+    size_t nu = 0;
+    for (size_t i = 0; i < t;) {
+        const int64_t id = all[i].chunk;
+        double s = 0;
+        for (; i < t && all[i].chunk == id; i++)
+            s += all[i].score;
+        u[nu++] = (ctn_kb_hit){id, s};
     }
-    qsort(all, m, sizeof *all, cmp_hit);
-    const size_t n = m < k ? m : k;
-    memcpy(out, all, n * sizeof *out);
+    qsort(u, nu, sizeof *u, best_first);
+    const size_t n = nu < k ? nu : k;
+    memmove(out, u, n * sizeof *out);
     free(all);
     return (long)n;
 }
 
-int ctn_kb_bm25(ctn_kb *kb, const ctn_kb_coll *c, const char *query, size_t n, size_t k,
-                ctn_kb_hit *hits, size_t *found, char *err, size_t errcap) {
+int ctn_kb_bm25(ctn_kb *kb, const ctn_kb_coll *c, const char *query, size_t n,
+                const ctn_kb_bm25_opts *o, size_t k, ctn_kb_hit *hits, size_t *found, char *err,
+                size_t errcap) {
     *found = 0;
+    const ctn_kb_bm25_opts def = ctn_kb_bm25_defaults();
+    if (o == NULL) o = &def;
     if (k < 1 || k > 10000) {
         ctn__errf(err, errcap, "%s: keyword search: k %zu is not from 1 to 10000", kb->path, k);
+        return CTN_EINVAL;
+    }
+    if (!(o->k1 >= 0 && o->k1 <= 100) || !(o->b >= 0 && o->b <= 1)) {
+        ctn__errf(err, errcap, "%s: keyword search: k1 must be from 0 to 100 and b from 0 to 1 "
+                  "(k1 %g, b %g)", kb->path, o->k1, o->b);
         return CTN_EINVAL;
     }
     bool cjk = false;
@@ -1034,14 +1280,17 @@ int ctn_kb_bm25(ctn_kb *kb, const ctn_kb_coll *c, const char *query, size_t n, s
     }
     size_t na = 0, nb = 0;
     if (rc == 0 && words[0] != '\0')
-        rc = fts_search(kb, c, "chunks_fts", words, k, a, &na, err, errcap);
+        rc = fts_search(kb, c, "chunks_fts", words, o, k, a, &na, err, errcap);
     if (rc == 0 && cjk && tri[0] != '\0')
-        rc = fts_search(kb, c, "chunks_tri", tri, k, b, &nb, err, errcap);
+        rc = fts_search(kb, c, "chunks_tri", tri, o, k, b, &nb, err, errcap);
     if (rc == 0 && nb == 0) {
         memcpy(hits, a, na * sizeof *a);
         *found = na;
     } else if (rc == 0) { /* both indexes: their lists fused */
-        const long m = ctn_kb_rrf(a, na, b, nb, hits, k);
+        const ctn_kb_hit *lists[2] = {a, b};
+        const size_t ns[2] = {na, nb};
+        const double w[2] = {1, 1};
+        const long m = ctn_kb_rrf(lists, ns, w, 2, hits, k);
         if (m < 0) {
             ctn__errf(err, errcap, "%s: out of memory", kb->path);
             rc = CTN_ENOMEM;
@@ -1054,4 +1303,51 @@ int ctn_kb_bm25(ctn_kb *kb, const ctn_kb_coll *c, const char *query, size_t n, s
     free(a);
     free(b);
     return rc;
+}
+
+/* ---- metadata filters -------------------------------------------------------------------- */
+
+int ctn_kb_filter_chunks(ctn_kb *kb, const ctn_kb_coll *c, const ctn_kb_filter *f,
+                         int64_t **ids, size_t *n, char *err, size_t errcap) {
+    *ids = NULL, *n = 0;
+    ctn_strbuf q = {0};
+    ctn_sb_puts(&q, "SELECT k.id FROM chunks k JOIN documents d ON d.id = k.document"
+                    " WHERE d.collection = ?1 AND (");
+    ctn_sb_puts(&q, ctn__kb_filter_sql(f));
+    ctn_sb_puts(&q, ") ORDER BY k.id");
+    char *sql = ctn_sb_take(&q);
+    if (sql == NULL) {
+        ctn__errf(err, errcap, "%s: out of memory", kb->path);
+        return CTN_ENOMEM;
+    }
+    sqlite3_stmt *st;
+    int rc = prepare(kb, sql, &st, err, errcap);
+    free(sql);
+    if (rc < 0) return rc;
+    sqlite3_bind_int64(st, 1, c->id);
+    if (ctn__kb_filter_bind(f, st) != SQLITE_OK) rc = sqlerr(kb, "binding the filter", err, errcap);
+    int64_t *v = NULL;
+    size_t m = 0, cap = 0;
+    int s = SQLITE_DONE;
+    while (rc == 0 && (s = sqlite3_step(st)) == SQLITE_ROW) {
+        if (m == cap) {
+            size_t nc = cap ? 2 * cap : 64;
+            int64_t *g = ctn__realloc(v, nc * sizeof *v);
+            if (g == NULL) {
+                ctn__errf(err, errcap, "%s: out of memory", kb->path);
+                rc = CTN_ENOMEM;
+                break;
+            }
+            v = g, cap = nc;
+        }
+        v[m++] = sqlite3_column_int64(st, 0);
+    }
+    if (rc == 0 && s != SQLITE_DONE) rc = sqlerr(kb, "filtering chunks", err, errcap);
+    sqlite3_finalize(st);
+    if (rc < 0) {
+        free(v);
+        return rc;
+    }
+    *ids = v, *n = m;
+    return 0;
 }

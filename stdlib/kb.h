@@ -14,7 +14,9 @@
  *
  * Schema (PRAGMA user_version is its version; ctn_kb_open migrates an older file in one
  * transaction and refuses a newer one):
- *   collections(id, name UNIQUE, embed_model, embed_dim, labels JSON, created)
+ *   collections(id, name UNIQUE, embed_model, embed_dim, labels JSON, created, generation
+ *               (one more for every transaction that changed the collection's documents),
+ *               uid (random, made with the collection))
  *   documents(id, collection, uri, hash, mtime, size, loader, metadata JSON, ingested,
  *             UNIQUE(collection, uri))
  *   chunks(id, document, idx, text, page, section, start_index, end_index, metadata JSON,
@@ -45,7 +47,7 @@
 
 typedef struct ctn_kb ctn_kb;
 
-enum { CTN_KB_SCHEMA_VERSION = 1 };
+enum { CTN_KB_SCHEMA_VERSION = 2 };
 
 enum {
     CTN_KB_READONLY = 1, /* open an existing file for reading only */
@@ -193,6 +195,43 @@ int ctn_kb_chunk(ctn_kb *kb, const ctn_kb_coll *c, int64_t chunk, ctn_val **out,
 int ctn_kb_each_vector(ctn_kb *kb, const ctn_kb_coll *c,
                        int (*fn)(void *ud, int64_t chunk, const float *vec, int dim), void *ud,
                        char *err, size_t errcap);
+/* The vector of one chunk of c, decoded into vec (the collection's dim floats); CTN_ENOENT
+ * when the chunk has none. */
+int ctn_kb_vector(ctn_kb *kb, const ctn_kb_coll *c, int64_t chunk, float *vec, char *err,
+                  size_t errcap);
+
+/* The collection's random identity and change count (schema): the same pair read in two
+ * transactions means the same documents, chunks and vectors, so what a reader built from
+ * them may be kept. */
+int ctn_kb_generation(ctn_kb *kb, const ctn_kb_coll *c, int64_t *uid, int64_t *gen, char *err,
+                      size_t errcap);
+
+/* ---- metadata filters --------------------------------------------------------------------- */
+
+/*
+ * A filter on the chunks (LangChain's vector-store filters, with Chroma's and MongoDB's
+ * operators), made from an object:
+ *     {source = "docs/a.md", page = {["$gte"] = 2, ["$lt"] = 5}, section = {"Install", "Use"},
+ *      lang = {["$ne"] = "ko"}, ["$or"] = {{labels = "public"}, {year = {["$gt"] = 2020}}}}
+ * Every field of the object must hold (AND). A field's value is a string, number or boolean
+ * (equal), null (missing), an array (any of them: $in) or an object of operators, all of
+ * which must hold: $eq $ne $gt $gte $lt $lte $in $nin $exists. $ne and $nin also match a
+ * chunk without the field (as MongoDB's do). $and and $or take arrays of filters, $not one.
+ * Fields: "source" (the chunk's, else its document's uri), "page", "section",
+ * "start_index", "end_index", "chunk" (its index in the document), "labels" (any label of
+ * the chunk's metadata, its document's metadata or its collection: $eq $ne $in $nin) and
+ * any other name: the chunk's metadata field, else its document's (a dotted name reaches
+ * into nested objects: "author.name"). Values are bound as SQL parameters, never pasted.
+ * A malformed filter is CTN_EINVAL naming the field and operator; nothing is searched.
+ */
+typedef struct ctn_kb_filter ctn_kb_filter;
+
+int ctn_kb_filter_new(const ctn_val *spec, ctn_kb_filter **out, char *err, size_t errcap);
+void ctn_kb_filter_free(ctn_kb_filter *f); /* NULL is a no-op */
+
+/* The ids of c's chunks that pass f, ascending, into *ids (malloc'd; NULL when none). */
+int ctn_kb_filter_chunks(ctn_kb *kb, const ctn_kb_coll *c, const ctn_kb_filter *f,
+                         int64_t **ids, size_t *n, char *err, size_t errcap);
 
 /* ---- keyword search ----------------------------------------------------------------------- */
 
@@ -201,8 +240,18 @@ typedef struct {
     double score;  /* higher is better */
 } ctn_kb_hit;
 
+typedef struct {
+    double k1, b;                /* BM25's: k1 from 0 to 100, b from 0 to 1 */
+    const ctn_kb_filter *filter; /* NULL: every chunk */
+} ctn_kb_bm25_opts;
+
+/* k1 1.2, b 0.75 (FTS5's, Lucene's and rank_bm25's), no filter. */
+ctn_kb_bm25_opts ctn_kb_bm25_defaults(void);
+
 /*
- * BM25 over the collection's chunks through FTS5 (its bm25(): k1 1.2, b 0.75): the best k
+ * BM25 over the collection's chunks through FTS5 with o's k1 and b (NULL: the defaults;
+ * FTS5's own bm25() then, a ranking function of the same formula otherwise) over the
+ * chunks that pass o->filter, applied inside the query: the best k
  * (1 to 10000) in hits, *found of them, best first (ties by chunk id). Any text is a valid
  * query: it is cut into words at ASCII spaces, punctuation and invalid UTF-8, each word
  * searched as a quoted phrase, any of them matching (OR), so quotes, operators (AND, NOT,
@@ -212,13 +261,15 @@ typedef struct {
  * reciprocal rank (k = 60; the scores are then the fused ones). A query without words finds
  * nothing (0, *found = 0).
  */
-int ctn_kb_bm25(ctn_kb *kb, const ctn_kb_coll *c, const char *query, size_t n, size_t k,
-                ctn_kb_hit *hits, size_t *found, char *err, size_t errcap);
-/* Reciprocal-rank fusion (k = 60, as LangChain's EnsembleRetriever and most hybrid search):
- * each chunk scores the sum of 1 / (60 + rank) over the ranked lists a and b (rank from 1);
- * the best k into out (ties by chunk id). Returns how many, or CTN_ENOMEM. */
-long ctn_kb_rrf(const ctn_kb_hit *a, size_t na, const ctn_kb_hit *b, size_t nb, ctn_kb_hit *out,
-                size_t k);
+int ctn_kb_bm25(ctn_kb *kb, const ctn_kb_coll *c, const char *query, size_t n,
+                const ctn_kb_bm25_opts *o, size_t k, ctn_kb_hit *hits, size_t *found, char *err,
+                size_t errcap);
+/* Reciprocal-rank fusion (k = 60, as LangChain's EnsembleRetriever and most hybrid search)
+ * of m ranked lists (lists[l], ns[l] hits, best first) with weights w[l]: each chunk scores
+ * the sum of w / (60 + rank) over the lists it is in, rank from 1; the best k into out (ties
+ * by chunk id; out may be one of the lists). Returns how many, or CTN_ENOMEM. */
+long ctn_kb_rrf(const ctn_kb_hit *const *lists, const size_t *ns, const double *w, size_t m,
+                ctn_kb_hit *out, size_t k);
 /* The FTS5 MATCH expression ctn_kb_bm25 makes of query (malloc'd; "" when it has no words;
  * NULL: out of memory); trigram drops the words under 3 characters; *cjk (may be NULL): the
  * query has Hangul, CJK or kana. */

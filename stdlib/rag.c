@@ -13,7 +13,6 @@
 #include "alloc.h"
 #include "error.h"
 #include "str.h"
-#include "vsearch.h"
 
 /* ---- shared pieces ----------------------------------------------------------------------- */
 
@@ -945,52 +944,35 @@ ctn_node *ctn_kb_ingest_node(const ctn_kb_target *t, const ctn_ingest_opts *o, c
 
 typedef struct {
     target tg;
-    ctn_retriever_opts o;
+    ctn_search_opts o;
+    ctn_kb_filter *filter;
+    char *filter_json; /* for describe */
+    ctn_vcache *cache;
 } retriever_ud;
 
-/* A task of the retriever: the query embedded on the loop (vector and hybrid), then the
+enum { MAX_RET_QUERIES = 64 };
+
+/* A task of the retriever: the queries embedded on the loop (vector and hybrid), then the
  * search and the reading of the hits on the pool. */
 typedef struct {
     pool_job job; /* first: the pool callbacks get it */
     const retriever_ud *u;
-    char *query;
-    size_t qlen;
-    float *qvec;
-    uint64_t handle;
-    bool embedding; /* the embedding is out: its callback frees a cancelled task */
+    size_t nq;
+    char *query[MAX_RET_QUERIES];
+    size_t qlen[MAX_RET_QUERIES];
+    float *qvec; /* nq * dim */
+    uint64_t handle[MAX_RET_QUERIES];
+    bool out[MAX_RET_QUERIES]; /* that embedding is out */
+    size_t pending;            /* embeddings out */
+    int erc;                   /* the first embedding failure */
+    char emsg[256];
 } ret_job;
 
 static void ret_free(ret_job *r) {
-    free(r->query);
+    for (size_t i = 0; i < r->nq; i++)
+        free(r->query[i]);
     free(r->qvec);
     job_free(&r->job); /* frees r: the job is its first member */
-}
-
-static int ret_add_vector(void *ud, int64_t chunk, const float *vec, int dim) {
-    (void)dim;
-    char err[256];
-    return ctn_vs_add(ud, chunk, vec, err, sizeof err);
-}
-
-/* The vector list: the query against every stored vector of the collection. */
-static int ret_vector(ctn_kb *kb, const ctn_kb_coll *c, const float *q, size_t k,
-                      ctn_kb_hit *hits, size_t *found, char *err, size_t errcap) {
-    ctn_vs *vs = NULL;
-    *found = 0;
-    int rc = ctn_vs_new(c->embed_dim, CTN_KB_F32, CTN_VS_COSINE, &vs, err, errcap);
-    if (rc == 0) rc = ctn_kb_each_vector(kb, c, ret_add_vector, vs, err, errcap);
-    if (rc == CTN_ENOMEM) ctn__errf(err, errcap, "out of memory");
-    ctn_vs_hit *vh = rc == 0 ? ctn__malloc(k * sizeof *vh) : NULL;
-    if (rc == 0 && vh == NULL) {
-        ctn__errf(err, errcap, "out of memory");
-        rc = CTN_ENOMEM;
-    }
-    if (rc == 0 && ctn_vs_count(vs) > 0) rc = ctn_vs_search(vs, q, 1, k, NULL, vh, found, err, errcap);
-    for (size_t i = 0; rc == 0 && i < *found; i++)
-        hits[i] = (ctn_kb_hit){vh[i].id, vh[i].score};
-    free(vh);
-    ctn_vs_free(vs);
-    return rc;
 }
 
 static void ret_work(uv_work_t *w) {
@@ -999,12 +981,10 @@ static void ret_work(uv_work_t *w) {
     const retriever_ud *u = r->u;
     ctn_kb *kb = NULL;
     ctn_kb_coll c;
-    const size_t k = u->o.k, fetch = u->o.mode == CTN_RETRIEVE_HYBRID ? u->o.fetch_k : k;
-    ctn_kb_hit *kw = ctn__malloc(fetch * sizeof *kw), *vec = ctn__malloc(fetch * sizeof *vec);
-    ctn_kb_hit *hits = ctn__malloc(fetch * sizeof *hits);
-    size_t nk = 0, nv = 0, n = 0;
+    ctn_kb_hit *hits = ctn__malloc(u->o.k * sizeof *hits);
+    size_t n = 0;
     bool reading = false; /* one snapshot for the search and the reading of its hits */
-    if (kw == NULL || vec == NULL || hits == NULL) {
+    if (hits == NULL) {
         j->rc = CTN_ENOMEM;
         snprintf(j->err, sizeof j->err, "out of memory");
         goto out;
@@ -1026,26 +1006,11 @@ static void ret_work(uv_work_t *w) {
             goto out;
         }
     }
-    if (u->o.mode != CTN_RETRIEVE_VECTOR &&
-        (j->rc = ctn_kb_bm25(kb, &c, r->query, r->qlen, fetch, kw, &nk, j->err,
-                             sizeof j->err)) < 0)
+    ctn_search_opts o = u->o;
+    o.bm25.filter = u->filter;
+    if ((j->rc = ctn_kb_search(kb, &c, u->cache, &o, r->nq, (const char *const *)r->query,
+                               r->qlen, r->qvec, hits, &n, j->err, sizeof j->err)) < 0)
         goto out;
-    if (u->o.mode != CTN_RETRIEVE_BM25 &&
-        (j->rc = ret_vector(kb, &c, r->qvec, fetch, vec, &nv, j->err, sizeof j->err)) < 0)
-        goto out;
-    if (u->o.mode == CTN_RETRIEVE_HYBRID) {
-        long m = ctn_kb_rrf(vec, nv, kw, nk, hits, k);
-        if (m < 0) {
-            j->rc = CTN_ENOMEM;
-            snprintf(j->err, sizeof j->err, "out of memory");
-            goto out;
-        }
-        n = (size_t)m;
-    } else {
-        const size_t nl = u->o.mode == CTN_RETRIEVE_BM25 ? nk : nv;
-        n = nl < k ? nl : k;
-        memcpy(hits, u->o.mode == CTN_RETRIEVE_BM25 ? kw : vec, n * sizeof *hits);
-    }
     ctn_val *docs = ctn_val_arr();
     if (docs == NULL) j->rc = CTN_ENOMEM;
     for (size_t i = 0; j->rc == 0 && i < n; i++) {
@@ -1062,8 +1027,6 @@ static void ret_work(uv_work_t *w) {
 out:
     if (reading) ctn_kb_read_end(kb);
     ctn_kb_close(kb);
-    free(kw);
-    free(vec);
     free(hits);
 }
 
@@ -1089,25 +1052,37 @@ static void ret_queue(ret_job *r) {
     }
 }
 
+typedef struct {
+    ret_job *r;
+    size_t i;
+} ret_slot;
+
+/* One query's embedding: when the last is in, the search is queued (or the task fails with
+ * the first failure). */
 static void ret_on_embedding(void *ud, const float *vec, int dim, int err, const char *msg) {
-    ret_job *r = ud;
-    r->embedding = false;
-    if (r->job.t == NULL) { /* cancelled while the embedding was out */
+    ret_slot *sl = ud;
+    ret_job *r = sl->r;
+    const size_t i = sl->i;
+    free(sl);
+    r->out[i] = false;
+    r->pending--;
+    const int want = ctn_lm_embed_dim(r->u->tg.embed);
+    if (r->erc == 0 && (err != 0 || dim != want)) {
+        r->erc = err != 0 ? err : CTN_EFORMAT;
+        snprintf(r->emsg, sizeof r->emsg, "%s", err != 0 ? msg : "wrong dimension");
+    }
+    if (r->erc == 0) memcpy(r->qvec + i * (size_t)want, vec, (size_t)want * sizeof *vec);
+    if (r->pending > 0) return;
+    if (r->job.t == NULL) { /* cancelled while the embeddings were out */
         ret_free(r);
         return;
     }
-    if (err == 0 && dim == ctn_lm_embed_dim(r->u->tg.embed)) {
-        r->qvec = ctn__malloc((size_t)dim * sizeof *vec);
-        if (r->qvec != NULL) {
-            memcpy(r->qvec, vec, (size_t)dim * sizeof *vec);
-            ret_queue(r);
-            return;
-        }
-        err = CTN_ENOMEM, msg = "out of memory";
+    if (r->erc == 0) {
+        ret_queue(r);
+        return;
     }
     ctn_task_set_data(r->job.t, NULL);
-    ctn_task_fail(r->job.t, err != 0 ? err : CTN_EFORMAT, "embedding the query: %s",
-                  err != 0 ? msg : "wrong dimension");
+    ctn_task_fail(r->job.t, r->erc, "embedding the query: %s", r->emsg);
     ret_free(r);
 }
 
@@ -1115,63 +1090,109 @@ static void ret_cancel(ctn_task *t) {
     ret_job *r = ctn_task_data(t);
     if (r == NULL) return;
     r->job.t = NULL;
-    if (r->embedding) ctn_lm_cancel(r->u->tg.embed, r->handle); /* its callback frees r */
+    for (size_t i = 0; i < r->nq; i++) /* their callbacks free r with the last */
+        if (r->out[i]) ctn_lm_cancel(r->u->tg.embed, r->handle[i]);
     /* On the pool: ret_after frees it. */
+}
+
+static const ctn_val *query_text(const ctn_val *v) {
+    const ctn_val *q = v != NULL && v->kind == CTN_VDOC ? v->u.doc.text : v;
+    return q != NULL && q->kind == CTN_VSTR ? q : NULL;
 }
 
 static void ret_start(ctn_task *t, ctn_val *input) {
     const retriever_ud *u = ctn_node_ud(ctn_task_node(t));
-    const ctn_val *q = input != NULL && input->kind == CTN_VDOC ? input->u.doc.text : input;
-    if (q == NULL || q->kind != CTN_VSTR) {
-        ctn_task_fail(t, CTN_ETYPE, "needs a query (a string or a document), got %s",
-                      input != NULL ? ctn_vkind_name(input->kind) : "nothing");
+    const bool many = input != NULL && input->kind == CTN_VARR;
+    const size_t nq = many ? ctn_val_len(input) : 1;
+    if (nq < 1 || nq > MAX_RET_QUERIES) {
+        ctn_task_fail(t, CTN_EINVAL, "needs from 1 to %d queries, got %zu", MAX_RET_QUERIES, nq);
+        return;
+    }
+    for (size_t i = 0; i < nq; i++) {
+        const ctn_val *v = many ? ctn_val_at(input, i) : input;
+        if (query_text(v) != NULL) continue;
+        const char *got = v != NULL ? ctn_vkind_name(v->kind) : "nothing";
+        if (many) ctn_task_fail(t, CTN_ETYPE, "query %zu: needs a string or a document, got %s",
+                                i + 1, got);
+        else ctn_task_fail(t, CTN_ETYPE, "needs a query (a string or a document, or an array "
+                           "of them), got %s", got);
         return;
     }
     ret_job *r = ctn__calloc(1, sizeof *r);
-    char *text = ctn__malloc(q->u.str.len + 1);
-    if (r == NULL || text == NULL) {
-        free(r);
-        free(text);
+    if (r == NULL) {
         ctn_task_fail(t, CTN_ENOMEM, "out of memory");
         return;
     }
-    memcpy(text, q->u.str.p, q->u.str.len);
-    text[q->u.str.len] = '\0';
-    r->query = text, r->qlen = q->u.str.len;
+    for (size_t i = 0; i < nq; i++, r->nq++) {
+        const ctn_val *q = query_text(many ? ctn_val_at(input, i) : input);
+        if ((r->query[i] = ctn__strndup(q->u.str.p, q->u.str.len)) == NULL) break;
+        r->qlen[i] = q->u.str.len;
+    }
+    const bool embed = u->o.mode != CTN_RETRIEVE_BM25;
+    const size_t dim = embed ? (size_t)ctn_lm_embed_dim(u->tg.embed) : 0;
+    if (r->nq < nq || (embed && (r->qvec = ctn__malloc(nq * dim * sizeof(float))) == NULL)) {
+        ret_free(r);
+        ctn_task_fail(t, CTN_ENOMEM, "out of memory");
+        return;
+    }
     r->u = u;
     r->job.t = t;
     r->job.work.data = r;
     ctn_task_set_data(t, r);
-    if (u->o.mode == CTN_RETRIEVE_BM25) {
+    if (!embed) {
         ret_queue(r);
         return;
     }
-    char err[256] = "";
     const int pool = u->tg.pooling != CTN_POOL_NONE ? u->tg.pooling : ctn_lm_pooling(u->tg.embed);
-    r->embedding = true;
-    const int rc = ctn_lm_embed(u->tg.embed, r->query, r->qlen, pool, ret_on_embedding, r,
-                                &r->handle, err, sizeof err);
-    if (rc < 0) {
-        r->embedding = false;
-        ctn_task_set_data(t, NULL);
-        ctn_task_fail(t, rc, "embedding the query: %s", err);
-        ret_free(r);
+    r->pending = 1; /* held while the requests go out, so no callback finishes r meanwhile */
+    for (size_t i = 0; i < nq && r->erc == 0; i++) {
+        char err[256] = "";
+        ret_slot *sl = ctn__malloc(sizeof *sl);
+        int rc = CTN_ENOMEM;
+        if (sl != NULL) {
+            *sl = (ret_slot){r, i};
+            r->out[i] = true, r->pending++;
+            rc = ctn_lm_embed(u->tg.embed, r->query[i], r->qlen[i], pool, ret_on_embedding, sl,
+                              &r->handle[i], err, sizeof err);
+            if (rc < 0) r->out[i] = false, r->pending--, free(sl);
+        } else {
+            snprintf(err, sizeof err, "out of memory");
+        }
+        if (rc < 0) {
+            r->erc = rc;
+            snprintf(r->emsg, sizeof r->emsg, "%s", err);
+            for (size_t j = 0; j < i; j++) /* the ones out: their callbacks come back */
+                if (r->out[j]) ctn_lm_cancel(u->tg.embed, r->handle[j]);
+        }
     }
+    if (--r->pending > 0) return;
+    /* Nothing out (every request answered at once, or a failure with none out). */
+    if (r->erc == 0) {
+        ret_queue(r);
+        return;
+    }
+    ctn_task_set_data(t, NULL);
+    ctn_task_fail(t, r->erc, "embedding the query: %s", r->emsg);
+    ret_free(r);
 }
 
 static void retriever_free(void *p) {
     retriever_ud *u = p;
     if (u == NULL) return;
     target_close(&u->tg);
+    ctn_kb_filter_free(u->filter);
+    free(u->filter_json);
+    ctn_vcache_free(u->cache);
     free(u);
 }
 
 static char *retriever_describe(const void *p) {
     const retriever_ud *u = p;
     static const char *const modes[] = {"vector", "bm25", "hybrid"};
-    char buf[700];
-    snprintf(buf, sizeof buf, "%s / %s, %s k=%zu", u->tg.path, u->tg.collection,
-             modes[u->o.mode], u->o.k);
+    char buf[900];
+    snprintf(buf, sizeof buf, "%s / %s, %s%s k=%zu%s%.300s", u->tg.path, u->tg.collection,
+             modes[u->o.mode], u->o.mmr ? " mmr" : "", u->o.k,
+             u->filter_json != NULL ? " filter=" : "", u->filter_json ? u->filter_json : "");
     return ctn__strdup(buf);
 }
 
@@ -1183,15 +1204,11 @@ static const ctn_node_ops retriever_ops = {.kind = "retriever",
 
 ctn_node *ctn_kb_retriever_node(const ctn_kb_target *t, const ctn_retriever_opts *o, char *err,
                                 size_t errcap) {
-    if (o->k < 1 || o->k > 1000 || (o->mode == CTN_RETRIEVE_HYBRID && o->fetch_k < o->k) ||
-        o->fetch_k > 10000 || (unsigned)o->mode > CTN_RETRIEVE_HYBRID) {
-        ctn__errf(err, errcap, "retriever: k must be from 1 to 1000 and fetch_k from k to "
-                  "10000 (k %zu, fetch_k %zu)", o->k, o->fetch_k);
-        return NULL;
-    }
-    if (o->mode != CTN_RETRIEVE_BM25 && t->embed == NULL) {
+    if (ctn_search_check(&o->search, err, errcap) < 0) return NULL;
+    if (o->search.mode != CTN_RETRIEVE_BM25 && t->embed == NULL) {
         ctn__errf(err, errcap, "retriever: %s search needs the collection's embedding model "
-                  "(embed = a model)", o->mode == CTN_RETRIEVE_VECTOR ? "vector" : "hybrid");
+                  "(embed = a model)", o->search.mode == CTN_RETRIEVE_VECTOR ? "vector"
+                                                                             : "hybrid");
         return NULL;
     }
     retriever_ud *u = ctn__calloc(1, sizeof *u);
@@ -1203,11 +1220,21 @@ ctn_node *ctn_kb_retriever_node(const ctn_kb_target *t, const ctn_retriever_opts
         free(u);
         return NULL;
     }
-    u->o = *o;
-    ctn_node *n = ctn_node_custom(&retriever_ops, u, "retriever");
-    if (n == NULL) {
-        retriever_free(u);
-        ctn__errf(err, errcap, "out of memory");
+    u->o = o->search;
+    u->o.bm25.filter = NULL;
+    if (o->filter != NULL) {
+        if (ctn_kb_filter_new(o->filter, &u->filter, err, errcap) < 0) {
+            retriever_free(u);
+            return NULL;
+        }
+        if ((u->filter_json = ctn_val_to_json(o->filter, 0)) == NULL) goto oom;
     }
+    if ((u->cache = ctn_vcache_new()) == NULL) goto oom;
+    ctn_node *n = ctn_node_custom(&retriever_ops, u, "retriever");
+    if (n == NULL) goto oom;
     return n;
+oom:
+    retriever_free(u);
+    ctn__errf(err, errcap, "out of memory");
+    return NULL;
 }

@@ -25,6 +25,7 @@
 #include "kb.h"
 #include "lm.h"
 #include "loader.h"
+#include "retrieve.h"
 #include "split.h"
 
 typedef void (*ctn_warn_fn)(void *ud, const char *msg);
@@ -88,21 +89,22 @@ ctn_node *ctn_kb_ingest_node(const ctn_kb_target *t, const ctn_ingest_opts *o,
                              ctn_warn_fn warn, void *warn_ud, char *err, size_t errcap);
 
 /*
- * A retriever over a collection. Input: the query (a string, or a document's text). Output:
- * an array of the k best chunks as documents (ctn_kb_chunk: text, the stored metadata,
- * "source"), each with metadata "score", best first. Modes: CTN_RETRIEVE_BM25 (keyword
- * search, ctn_kb_bm25), CTN_RETRIEVE_VECTOR (the query embedded with t->embed, which must be
- * the collection's model, and compared with every stored vector by cosine, vsearch.h) and
- * CTN_RETRIEVE_HYBRID (both lists of fetch_k fused by reciprocal rank, ctn_kb_rrf). The
- * search runs on the thread pool, reading the file as it is then: a document being
- * replaced by an ingest at the same time is seen whole, before or after (its write is one
- * transaction). The vectors are read from the file for every query (no cache yet).
+ * A retriever over a collection. Input: the query (a string, or a document's text), or an
+ * array of 1 to 64 queries (the versions of a question: their lists are fused, retrieve.h).
+ * Output: an array of the k best chunks as documents (ctn_kb_chunk: text, the stored
+ * metadata, "source"), each with metadata "score", best first. Modes (retrieve.h):
+ * CTN_RETRIEVE_BM25 (keyword search, ctn_kb_bm25), CTN_RETRIEVE_VECTOR (the queries embedded
+ * with t->embed, which must be the collection's model, and compared with every stored vector
+ * by cosine) and CTN_RETRIEVE_HYBRID (both lists fused by reciprocal rank), with MMR on
+ * request. The filter (kb.h, ctn_kb_filter_new; copied, and refused at once when malformed)
+ * limits every list. The search runs on the thread pool, reading the file as it is then: a
+ * document being replaced by an ingest at the same time is seen whole, before or after (its
+ * write is one transaction). The collection's vectors are held in memory between queries and
+ * read again when the collection has changed.
  */
-typedef enum { CTN_RETRIEVE_VECTOR, CTN_RETRIEVE_BM25, CTN_RETRIEVE_HYBRID } ctn_retrieve_mode;
 typedef struct {
-    size_t k;       /* 1 to 1000 */
-    ctn_retrieve_mode mode;
-    size_t fetch_k; /* hybrid: each list's length, k to 10000 */
+    ctn_search_opts search; /* its bm25.filter is not used: */
+    const ctn_val *filter;  /* a filter object, or NULL */
 } ctn_retriever_opts;
 
 ctn_node *ctn_kb_retriever_node(const ctn_kb_target *t, const ctn_retriever_opts *o, char *err,

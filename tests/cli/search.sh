@@ -58,6 +58,33 @@ has "$out" '"rank": 1' && has "$out" '"source": ' && ok || bad "--json fields: $
 out=$("$CATENA" search --db "$kb" --collection docs --embed "$M" -k 4 install on Debian 2>&1)
 [ $? = 0 ] && [ "$(echo "$out" | grep -c '^[0-9]\. ')" = 4 ] && ok || bad "hybrid: $out"
 
+# A filter: only chunks of that source, whatever the query matches.
+out=$("$CATENA" search --db "$kb" --collection docs --filter \
+    '{"source": "'"$tmp/docs/boats.txt"'"}' install boats 2>&1)
+[ $? = 0 ] && [ "$(echo "$out" | grep -c '^[0-9]\. ')" -ge 1 ] &&
+    [ "$(echo "$out" | grep '^[0-9]\. ' | grep -vc boats.txt)" = 0 ] && ok || bad "filter: $out"
+out=$("$CATENA" search --db "$kb" --collection docs --filter '{"source": "nowhere"}' install 2>&1)
+[ $? = 0 ] && [ "$(echo "$out" | grep -c '^[0-9]\. ')" = 0 ] && ok || bad "empty filter: $out"
+out=$("$CATENA" search --db "$kb" --filter '{"page": {"$near": 2}}' x 2>&1)
+[ $? = 2 ] && has "$out" "--filter: filter: 'page': unknown operator '\$near'" && ok ||
+    bad "bad filter: $out"
+out=$("$CATENA" search --db "$kb" --filter '{"page": ' x 2>&1)
+[ $? = 2 ] && has "$out" "--filter: " && ok || bad "filter not JSON: $out"
+
+# MMR over the vector list, and BM25's k1 and b.
+out=$("$CATENA" search --db "$kb" --collection docs --mode vector --embed "$M" --mmr -k 3 \
+    --fetch-k 10 --lambda 0.5 "$text" 2>&1)
+[ $? = 0 ] && [ "$(echo "$out" | grep -c '^[0-9]\. ')" = 3 ] &&
+    has "$(echo "$out" | head -n 1)" "boats.txt" && ok || bad "mmr: $out"
+a=$("$CATENA" search --db "$kb" --collection docs --json install Debian 2>&1 | grep '"score"')
+b=$("$CATENA" search --db "$kb" --collection docs --json --k1 0.3 --b 0 install Debian 2>&1 |
+    grep '"score"')
+[ -n "$a" ] && [ "$a" != "$b" ] && ok || bad "k1 and b change the scores: $a / $b"
+out=$("$CATENA" search --db "$kb" --mmr x 2>&1)
+[ $? = 2 ] && has "$out" "mmr compares the chunks' vectors" && ok || bad "mmr on bm25: $out"
+out=$("$CATENA" search --db "$kb" --weights 0,0 x 2>&1)
+[ $? = 2 ] && has "$out" "--weights: '0,0'" && ok || bad "bad weights: $out"
+
 # Errors.
 "$CATENA" search --db "$kb" > /dev/null 2>&1
 [ $? = 2 ] && ok || bad "no query is a usage error"

@@ -59,7 +59,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     /* The chunks' ids, in insert order, run on from the first. */
     ctn_kb_hit h[1];
     size_t f = 0;
-    CHECK(ctn_kb_bm25(kb, &coll, "Install", 7, 1, h, &f, err, sizeof err) == 0 && f == 1);
+    CHECK(ctn_kb_bm25(kb, &coll, "Install", 7, NULL, 1, h, &f, err, sizeof err) == 0 && f == 1);
     first_id = h[0].chunk;
     unlink(path);
     return 0;
@@ -70,7 +70,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[512] = "";
     ctn_kb_hit h[4], again[4];
     size_t f = 99, f2 = 99;
-    const int rc = ctn_kb_bm25(kb, &coll, q, size, 4, h, &f, err, sizeof err);
+    const int rc = ctn_kb_bm25(kb, &coll, q, size, NULL, 4, h, &f, err, sizeof err);
     if (rc != 0) fprintf(stderr, "fuzz_kb_query: %s\n", err);
     CHECK(rc == 0);
     CHECK(f <= 4);
@@ -78,7 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         CHECK(h[i].chunk >= first_id && h[i].chunk < first_id + n_chunks);
         if (i > 0) CHECK(h[i - 1].score >= h[i].score);
     }
-    CHECK(ctn_kb_bm25(kb, &coll, q, size, 4, again, &f2, err, sizeof err) == 0 && f2 == f);
+    CHECK(ctn_kb_bm25(kb, &coll, q, size, NULL, 4, again, &f2, err, sizeof err) == 0 && f2 == f);
     for (size_t i = 0; i < f; i++)
         CHECK(again[i].chunk == h[i].chunk && again[i].score == h[i].score);
     for (int tri = 0; tri < 2; tri++) {

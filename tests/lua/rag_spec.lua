@@ -305,6 +305,58 @@ describe("catena.kb", function()
     assert.are.same({}, kb:collection("empty"):retriever{ mode = "bm25" }:invoke("install"))
   end)
 
+  it("filters, diversifies and fuses what it retrieves", function()
+    local kb = catena.kb.open(tmp .. "/retrieve.sqlite") -- the one the test above made
+    local docs = kb:collection("docs", { embed = llm })
+    local err = raised(function()
+      return docs:retriever{ k = 10, mode = "bm25", filter = { source = { ["$in"] = {} } } }
+    end)
+    assert.matches("'source': $in needs a non-empty array", message(err), 1, true)
+    local boats = tmp .. "/rcorpus/boats.txt"
+    local f = docs:retriever{ k = 10, mode = "hybrid", filter = { source = boats } }
+    local hits = f:invoke("install on Debian")
+    assert.is_true(#hits >= 1)
+    for _, d in ipairs(hits) do assert.are.equal(boats, d.metadata.source) end
+    local sec = docs:retriever{ k = 10, mode = "bm25",
+      filter = { section = { ["$ne"] = "Install > Linux" }, ["$or"] = { { page = { ["$exists"] = false } } } } }
+    for _, d in ipairs(sec:invoke("install Debian")) do
+      assert.are_not.equal("Install > Linux", d.metadata.section)
+    end
+    err = raised(function() docs:retriever{ filter = { page = { ["$near"] = 1 } } } end)
+    assert.matches("rag_spec.lua:%d+: .*'page': unknown operator '%$near'", message(err))
+    err = raised(function() docs:retriever{ filter = "source = x" } end)
+    assert.matches("filter must be a table", message(err), 1, true)
+    -- k1 and b change BM25's scores, not which chunks match
+    local a = docs:retriever{ k = 5, mode = "bm25" }:invoke("install Debian")
+    local b = docs:retriever{ k = 5, mode = "bm25", k1 = 0.5, b = 0.1 }:invoke("install Debian")
+    assert.are.equal(#a, #b)
+    assert.are_not.equal(a[1].metadata.score, b[1].metadata.score)
+    err = raised(function() docs:retriever{ mode = "bm25", b = 2 } end)
+    assert.matches("b must be a number from 0 to 1", message(err), 1, true)
+    -- MMR: the most relevant first, then no near-copies of what was picked
+    local m = docs:retriever{ k = 3, mmr = true, fetch_k = 10, lambda = 0.5 }
+      :invoke("The quiet harbour keeps seven blue boats.")
+    assert.are.equal(3, #m)
+    assert.matches("boats.txt$", m[1].metadata.source)
+    err = raised(function() docs:retriever{ mode = "bm25", mmr = true } end)
+    assert.matches("mmr compares the chunks' vectors", message(err), 1, true)
+    -- hybrid weights: with the keyword list weighing nothing, the vector order
+    local vec = docs:retriever{ k = 4 }:invoke("refunds")
+    local hw = docs:retriever{ k = 4, mode = "hybrid", weights = { vector = 1, bm25 = 0 } }:invoke("refunds")
+    for i = 1, #vec do assert.are.equal(vec[i].page_content, hw[i].page_content) end
+    err = raised(function() docs:retriever{ mode = "hybrid", weights = { vector = 0, bm25 = 0 } } end)
+    assert.matches("not both 0", message(err), 1, true)
+    -- several versions of a question in one call: their lists fused
+    local many = docs:retriever{ k = 4, mode = "hybrid" }:invoke({ "install on Debian", "refunds" })
+    assert.are.equal(4, #many)
+    local seen = {}
+    for _, d in ipairs(many) do
+      assert.is_nil(seen[d.page_content]); seen[d.page_content] = true
+    end
+    err = raised(function() return docs:retriever{ mode = "bm25" }:invoke({ "a", 7 }) end)
+    assert.matches("query 2: needs a string or a document", err.message, 1, true)
+  end)
+
   it("formats documents for a prompt, with their sources when asked", function()
     local d = {
       catena.document{ page_content = "first", metadata = { source = "a.md", section = "Intro" } },

@@ -382,7 +382,8 @@ TEST(retriever_allocation_failures) {
     CHECK_EQ_INT(o.rc, 0);
     char err[512] = "";
     ctn_kb_target t = {.path = db, .collection = "docs", .embed = lm};
-    ctn_retriever_opts ro = {.k = 4, .mode = CTN_RETRIEVE_HYBRID, .fetch_k = 20};
+    ctn_retriever_opts ro = {.search = ctn_search_defaults()};
+    ro.search.k = 4, ro.search.mode = CTN_RETRIEVE_HYBRID, ro.search.fetch_k = 20;
     ctn_node *node = ctn_kb_retriever_node(&t, &ro, err, sizeof err);
     CHECK(node != NULL);
     ctn_val *q = ctn_val_cstr("How do I install it on Debian?");

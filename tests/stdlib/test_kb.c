@@ -355,7 +355,7 @@ TEST(allocation_failures_leave_the_file_as_it_was) {
 static size_t search(ctn_kb *kb, const ctn_kb_coll *c, const char *q, ctn_kb_hit *h, size_t k) {
     char err[256] = "";
     size_t found = 99;
-    const int rc = ctn_kb_bm25(kb, c, q, strlen(q), k, h, &found, err, sizeof err);
+    const int rc = ctn_kb_bm25(kb, c, q, strlen(q), NULL, k, h, &found, err, sizeof err);
     if (rc != 0) printf("  query <%s> failed: %s\n", q, err);
     CHECK_EQ_INT(rc, 0);
     return rc == 0 ? found : 0;
@@ -423,7 +423,7 @@ TEST(keyword_search_takes_any_text) {
     CHECK_STR(q, "\"방법은\"");
     CHECK(cjk);
     free(q);
-    CHECK_EQ_INT(ctn_kb_bm25(kb, &c, "x", 1, 0, h, &n, err, sizeof err), CTN_EINVAL);
+    CHECK_EQ_INT(ctn_kb_bm25(kb, &c, "x", 1, NULL, 0, h, &n, err, sizeof err), CTN_EINVAL);
     ctn_val_unref(ch);
     ctn_val_unref(och);
     ctn_kb_close(kb);
