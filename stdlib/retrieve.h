@@ -10,7 +10,10 @@
  *     ctn_kb_read_begin(kb, err, sizeof err);                  // one snapshot for all of it
  *     rc = ctn_kb_search(kb, &coll, cache, &o, 1, &query, &qlen, qvec, hits, &found, err,
  *                        sizeof err);
- *     ... ctn_kb_chunk(kb, &coll, hits[i].chunk, &doc, ...) ...
+ *     ctn_val *doc;
+ *     for (size_t i = 0; rc == 0 && i < found; i++)              // the hits as documents
+ *         if (ctn_kb_chunk(kb, &coll, hits[i].chunk, &doc, err, sizeof err) == 0)
+ *             ctn_val_unref(doc);
  *     ctn_kb_read_end(kb);
  *
  * The vectors of the collection are read into an exact in-memory index (vsearch.h, f32,
