@@ -40,6 +40,10 @@ static void ingest_usage(FILE *f) {
             "  --json-meta POINTER   a field kept as metadata (repeatable)\n"
             "  --prune               remove documents of the named folders whose files are gone\n"
             "  --label LABEL         label of a new collection (repeatable)\n"
+            "  --contextualize MODEL.gguf  a model writes each chunk a one-line context in its\n"
+            "                        document, put before the chunk for embedding and search\n"
+            "                        (the document is prefilled once, each chunk from a fork)\n"
+            "  --context-tokens N    at most N tokens per context (default 64)\n"
             "  -t, --threads N       threads of the embedding engine\n"
             "  -q, --quiet           no per-file lines or progress bar\n");
 }
@@ -111,20 +115,28 @@ static int parse_pooling(const char *s) {
 }
 
 /* Runs the loop until the ingest is over, then lets the model close. */
-static int run_ingest(ctn_kb *kb, ctn_ingest_opts *o, const char *embed_path, int threads,
-                      bool tokens, bool quiet) {
+static int run_ingest(ctn_kb *kb, ctn_ingest_opts *o, const char *embed_path,
+                      const char *ctx_path, int threads, bool tokens, bool quiet) {
     uv_loop_t loop;
     uv_loop_init(&loop);
     char err[512] = "";
-    ctn_lm *lm = NULL;
+    ctn_lm *lm = NULL, *cm = NULL;
     int status = 1;
+    ctn_lm_params lp = {.threads = threads};
     if (embed_path != NULL) {
-        ctn_lm_params lp = {.threads = threads};
         if (ctn_lm_open(&loop, embed_path, &lp, &lm, err, sizeof err) < 0) {
             fprintf(stderr, "catena ingest: %s\n", err);
             goto out;
         }
         o->embed = lm;
+    }
+    /* The same file is the same engine (one model per loop and file). */
+    if (ctx_path != NULL) {
+        if (ctn_lm_open(&loop, ctx_path, &lp, &cm, err, sizeof err) < 0) {
+            fprintf(stderr, "catena ingest: --contextualize: %s\n", err);
+            goto out;
+        }
+        o->contextualize = cm;
     }
     if (tokens) {
         if (lm == NULL) {
@@ -160,11 +172,19 @@ static int run_ingest(ctn_kb *kb, ctn_ingest_opts *o, const char *embed_path, in
         printf(", %lld embedded (%lld tokens, %.0f tokens/s)", (long long)p->embedded,
                (long long)p->embed_tokens, tps);
     printf(" in %.2f s\n", p->elapsed_s);
+    if (cm != NULL)
+        printf("contexts: %lld chunks, %lld tokens written; prefill %lld tokens computed, "
+               "%lld one request per chunk would compute (%.1fx fewer)\n",
+               (long long)p->contextualized, (long long)p->context_tokens,
+               (long long)p->context_prefill, (long long)p->context_naive,
+               p->context_prefill > 0 ? (double)p->context_naive / (double)p->context_prefill
+                                      : 0.0);
     fflush(stdout);
     if (u.rc < 0 && u.rc != CTN_ECANCELED) fprintf(stderr, "catena ingest: %s\n", u.msg);
     status = u.interrupted ? 130 : u.rc < 0 || p->failed > 0 ? 1 : 0;
 out:
     ctn_lm_close(lm);
+    ctn_lm_close(cm);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     return status;
@@ -173,7 +193,7 @@ out:
 int ctn_cmd_ingest(int argc, char **argv) {
     static const char *paths[MAX_PATHS], *labels[MAX_LABELS], *meta[MAX_META];
     size_t np = 0, nl = 0, nm = 0;
-    const char *db = NULL, *embed = NULL;
+    const char *db = NULL, *embed = NULL, *ctx_model = NULL;
     bool tokens = false, quiet = false, length_set = false;
     long threads = 0;
     ctn_ingest_opts o = ctn_ingest_defaults();
@@ -270,6 +290,17 @@ int ctn_cmd_ingest(int argc, char **argv) {
                 fprintf(stderr, "catena ingest: %s: '%s' is not 1..1024\n", a, v);
                 return 2;
             }
+        } else if (!strcmp(a, "--contextualize")) {
+            NEED_VALUE;
+            ctx_model = v;
+        } else if (!strcmp(a, "--context-tokens")) {
+            NEED_VALUE;
+            long ct;
+            if (ctn__cli_parse_long(v, 1, 1024, &ct) < 0) {
+                fprintf(stderr, "catena ingest: %s: '%s' is not 1..1024\n", a, v);
+                return 2;
+            }
+            o.context_tokens = (int)ct;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             quiet = true;
         } else if (a[0] == '-' && a[1] != '\0') {
@@ -317,7 +348,7 @@ int ctn_cmd_ingest(int argc, char **argv) {
         fprintf(stderr, "catena ingest: %s\n", err);
         return 1;
     }
-    int status = run_ingest(kb, &o, embed, (int)threads, tokens, quiet);
+    int status = run_ingest(kb, &o, embed, ctx_model, (int)threads, tokens, quiet);
     ctn_kb_close(kb);
     return status;
 }

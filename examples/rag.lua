@@ -44,6 +44,41 @@ for _, qa in ipairs(questions) do
   end
   assert(#r.docs == 3 and r.docs[1].metadata.source:find(qa[2], 1, true))
 end
+
+-- A conversation: question, answer, follow-up. The follow-up is first rewritten with the
+-- history into a question that stands alone (history-aware retrieval), then searched; the
+-- turns are kept per session in SQLite (here the knowledge base's own file), as LangChain's
+-- RunnableWithMessageHistory keeps them. A story model rewrites nonsense; a chat model
+-- turns "And what does it need first?" into "What does installing catena need first?".
+local store = catena.history.sqlite(db)
+local contextual = catena.retriever.history_aware{
+  retriever = retriever, llm = llm, input_key = "question" }
+local transcript = catena.lambda(function(x)
+  local lines = {}
+  for _, m in ipairs(x.history) do
+    lines[#lines + 1] = (m.type == "human" and "User: " or "Assistant: ") .. m.content
+  end
+  return table.concat(lines, "\n")
+end, "transcript")
+local chat_answer = catena.parallel{
+  context = catena.pick("docs") | catena.format_docs{ sources = true },
+  transcript = transcript,
+  question = catena.pick("question"),
+} | catena.prompt("Answer from the context.\n\nContext:\n{context}\n\n{transcript}\nUser: "
+    .. "{question}\nAssistant:")
+  | llm:with{ max_tokens = 32, temperature = 0 } | catena.parser.str()
+local chat = (catena.assign{ docs = contextual } | catena.assign{ answer = chat_answer })
+  :with_history{ store = store, input_key = "question", output_key = "answer" }
+
+local cfg = { configurable = { session_id = "reader-1" } }
+for _, q in ipairs({ "How do I install catena on Debian?", "And what does it need first?" }) do
+  local r = chat:invoke({ question = q }, cfg)
+  print("Q: " .. q)
+  print("A: " .. r.answer:gsub("%s+", " "))
+  print(("  (%d documents, first %s)"):format(#r.docs, r.docs[1] and r.docs[1].metadata.source or "-"))
+end
+local turns = store:messages("reader-1")
+assert(#turns == 4 and turns[3].content == "And what does it need first?" and turns[4].type == "ai")
 os.remove(db)
 os.remove(db .. "-wal")
 os.remove(db .. "-shm")

@@ -926,13 +926,13 @@ static int pump(lua_State *L, lctx *ctx) {
 /*
  * The keys a run's config may have besides the request settings of engine/settings.h: the
  * executor's (tags append, metadata merges, max_concurrency), the user's own under
- * configurable (as LangChain's), and, given to invoke / batch / stream only, callbacks and
- * run_name. Raises, naming the key and the nearest known one, for anything else.
+ * configurable (as LangChain's), the model node's session and n (stdlib/components.c), and,
+ * given to invoke / batch / stream only, callbacks and run_name. Raises, naming the key and the nearest known one, for anything else.
  */
 static void check_run_config(lua_State *L, int idx, const char *what, bool top) {
-    static const char *const keys[] = {"tags", "metadata", "max_concurrency", "configurable",
-                                       "callbacks", "run_name"};
-    const size_t n = top ? 6 : 4;
+    static const char *const keys[] = {"tags",    "metadata", "max_concurrency", "configurable",
+                                       "session", "n",        "callbacks",       "run_name"};
+    const size_t n = top ? 8 : 6;
     idx = lua_absindex(L, idx);
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
@@ -2241,6 +2241,7 @@ int luaopen_catena(lua_State *L) {
     luaL_newlib(L, module_functions);
     ctn_l_open_components(L);
     ctn_l_open_rag(L);
+    ctn_l_open_history(L);
     lua_newtable(L);
     lua_pushcfunction(L, m_trace_sqlite);
     lua_setfield(L, -2, "sqlite");

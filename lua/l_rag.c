@@ -319,7 +319,8 @@ static int k_ingester(lua_State *L) {
                                        "keep_separator", "strip_whitespace", "length",
                                        "glob",       "prune",      "text",          "meta",
                                        "collection", "embed",      "dtype",         "pooling",
-                                       "labels",     "max_files"};
+                                       "labels",     "max_files",  "contextualize",
+                                       "context_tokens"};
     ctn_l_check_options(L, 3, "catena.kb:ingest", opts, sizeof opts / sizeof opts[0]);
     ctn_ingest_opts o = ctn_ingest_defaults();
     const char *sp = opt_str(L, 3, "kb:ingest", "splitter");
@@ -347,6 +348,8 @@ static int k_ingester(lua_State *L) {
     o.glob = opt_str(L, 3, "kb:ingest", "glob");
     o.prune = opt_bool(L, 3, "kb:ingest", "prune", false);
     o.max_files = (int)opt_int(L, 3, "kb:ingest", "max_files", 0, 0, 64);
+    o.contextualize = opt_model(L, 3, "kb:ingest", "contextualize");
+    o.context_tokens = (int)opt_int(L, 3, "kb:ingest", "context_tokens", 0, 1, 1024);
     ctn_json_sel sel = {0};
     sel.text = opt_str(L, 3, "kb:ingest", "text");
     sel.meta_fields = opt_strings(L, 3, "kb:ingest", "meta", &nm);

@@ -308,10 +308,38 @@ const ctn_val *ctn_message_content(const ctn_val *v) {
 
 /* One generation in flight; outlives its task when the task is cancelled (the engine's
  * on_done still comes). */
+typedef struct fan_req fan_req;
 typedef struct {
     ctn_task *t; /* NULL once the task is gone */
     uint64_t handle;
+    fan_req *fan; /* n > 1: the task's data is this gen_req with only fan set */
 } gen_req;
+
+/*
+ * n completions of one prompt (the run's setting n > 1, as OpenAI's n): the prompt is
+ * computed once, by a prompt-only request on a new engine session, which is forked n ways;
+ * each fork samples its own completion with seed + i. The output is the array of the n
+ * texts (or messages), in order; nothing is streamed. Outlives its task when the task is
+ * cancelled: the last on_done frees it.
+ */
+typedef struct {
+    fan_req *f;
+    int i; /* -1: the prefill */
+    uint64_t handle;
+    bool live; /* submitted, on_done not yet come */
+} fan_part;
+
+struct fan_req {
+    ctn_task *t; /* NULL once the task is gone */
+    const model_ud *u;
+    gen_req holder; /* the task's data */
+    int n, pending;
+    fan_part *parts; /* (n + 1) the prefill, then the forks */
+    ctn_val **outs;  /* (n) */
+    int code;        /* the first failure */
+    char why[256];
+    int64_t prompt_tokens, completion_tokens;
+};
 
 static void gen_text(void *ud, const char *piece, size_t len) {
     gen_req *g = ud;
@@ -339,6 +367,143 @@ static void gen_done(void *ud, const ctn_lm_result *r) {
     } else {
         ctn_task_done(t, ctn_val_str(r->text, r->text_len));
     }
+}
+
+static void fan_free(fan_req *f) {
+    for (int i = 0; f->outs != NULL && i < f->n; i++)
+        ctn_val_unref(f->outs[i]);
+    free(f->outs);
+    free(f->parts);
+    free(f);
+}
+
+/* The end of the task, once every part has ended. */
+static void fan_finish(fan_req *f) {
+    ctn_task *t = f->t;
+    if (t != NULL) {
+        ctn_task_set_data(t, NULL);
+        ctn_task_add_tokens(t, f->prompt_tokens, f->completion_tokens);
+        if (f->code < 0) {
+            ctn_task_fail(t, f->code, "%s", f->why);
+        } else {
+            ctn_val *a = ctn_val_arr();
+            for (int i = 0; a != NULL && i < f->n; i++) {
+                if (ctn_val_push(a, f->outs[i]) < 0) {
+                    ctn_val_unref(a);
+                    a = NULL;
+                }
+                f->outs[i] = NULL;
+            }
+            if (a == NULL)
+                ctn_task_fail(t, CTN_ENOMEM, "out of memory");
+            else
+                ctn_task_done(t, a);
+        }
+    }
+    fan_free(f);
+}
+
+static void fan_fail(fan_req *f, int code, const char *why) {
+    if (f->code < 0) return;
+    f->code = code;
+    snprintf(f->why, sizeof f->why, "%s", why);
+}
+
+static void fan_done(void *ud, const ctn_lm_result *r) {
+    fan_part *p = ud;
+    fan_req *f = p->f;
+    p->live = false;
+    if (r->finish == CTN_FINISH_ERROR) {
+        fan_fail(f, r->error < 0 ? r->error : CTN_ECHAIN,
+                 r->message && *r->message ? r->message : "generation failed");
+    } else if (r->finish == CTN_FINISH_CANCELLED) {
+        fan_fail(f, CTN_ECANCELED, "the generation was cancelled");
+    } else if (p->i < 0) {
+        f->prompt_tokens = r->prompt_tokens;
+    } else {
+        f->completion_tokens += r->completion_tokens;
+        ctn_val *v = f->u->message ? ai_message(f->u, r) : ctn_val_str(r->text, r->text_len);
+        if (v == NULL) fan_fail(f, CTN_ENOMEM, "out of memory");
+        f->outs[p->i] = v;
+    }
+    if (f->code < 0 && f->t != NULL) /* the rest is of no use */
+        for (int i = 0; i <= f->n; i++)
+            if (f->parts[i].live) ctn_lm_cancel(f->u->lm, f->parts[i].handle);
+    if (--f->pending == 0) fan_finish(f);
+}
+
+static void fan_cancel(fan_req *f) {
+    f->t = NULL;
+    for (int i = 0; i <= f->n; i++)
+        if (f->parts[i].live) ctn_lm_cancel(f->u->lm, f->parts[i].handle);
+}
+
+/* Submits the prefill and the n forks of request r (its prompt set) for task t. */
+static void fan_start(ctn_task *t, const model_ud *u, const ctn_lm_request *r, int n) {
+    char err[512];
+    fan_req *f = ctn__calloc(1, sizeof *f);
+    if (f == NULL || (f->parts = ctn__calloc((size_t)n + 1, sizeof *f->parts)) == NULL ||
+        (f->outs = ctn__calloc((size_t)n, sizeof *f->outs)) == NULL) {
+        if (f != NULL) free(f->parts);
+        free(f);
+        ctn_task_fail(t, CTN_ENOMEM, "out of memory");
+        return;
+    }
+    f->t = t;
+    f->u = u;
+    f->n = n;
+    f->holder.fan = f;
+    const int64_t sid = ctn_lm_session_new(u->lm);
+    if (sid < 0) {
+        fan_free(f);
+        ctn_task_fail(t, sid, "cannot make an engine session for n = %d", n);
+        return;
+    }
+    ctn_lm_request pre = *r;
+    pre.session_id = sid;
+    pre.set.max_tokens = 0;
+    f->parts[0] = (fan_part){f, -1, 0, true};
+    ctn_lm_callbacks cb = {NULL, fan_done};
+    int rc = ctn_lm_generate(u->lm, &pre, &cb, &f->parts[0], &f->parts[0].handle, err, sizeof err);
+    if (rc < 0) {
+        ctn_lm_session_close(u->lm, sid);
+        fan_free(f);
+        ctn_task_fail(t, rc, "%s", err);
+        return;
+    }
+    f->pending = 1;
+    /* Queued after the prefill: the forks copy the session once it is filled. */
+    int64_t kids[16];
+    rc = ctn_lm_session_fork(u->lm, sid, n, kids);
+    ctn_lm_session_close(u->lm, sid);
+    if (rc < 0) {
+        fan_fail(f, rc, "cannot fork the engine session");
+        ctn_lm_cancel(u->lm, f->parts[0].handle);
+    }
+    for (int i = 0; rc == 0 && i < n; i++) {
+        ctn_lm_request k = *r;
+        k.prompt = NULL;
+        k.prompt_len = 0;
+        k.ids = NULL;
+        k.n_ids = 0;
+        k.session_id = kids[i];
+        k.set.sampling.seed = r->set.sampling.seed + (uint64_t)i;
+        f->parts[i + 1] = (fan_part){f, i, 0, true};
+        rc = ctn_lm_generate(u->lm, &k, &cb, &f->parts[i + 1], &f->parts[i + 1].handle, err,
+                             sizeof err);
+        if (rc < 0) {
+            f->parts[i + 1].live = false;
+            fan_fail(f, rc, err);
+            for (int j = 0; j <= i; j++)
+                if (f->parts[j].live) ctn_lm_cancel(u->lm, f->parts[j].handle);
+            for (int j = i; j < n; j++)
+                ctn_lm_session_close(u->lm, kids[j]);
+            break;
+        }
+        f->pending++;
+        ctn_lm_session_close(u->lm, kids[i]); /* once its request has ended */
+    }
+    ctn_task_set_data(t, &f->holder);
 }
 
 /*
@@ -453,6 +618,31 @@ static void model_start(ctn_task *t, ctn_val *input) {
             goto out;
         }
     }
+    /* The run's session (a conversation's key): this node's engine session for it. */
+    const ctn_val *sv = ctn_task_setting(t, "session");
+    char key[320];
+    if (sv != NULL && sv->kind != CTN_VNULL) {
+        if (sv->kind != CTN_VSTR || sv->u.str.len == 0 || sv->u.str.len > 256 ||
+            memchr(sv->u.str.p, 0, sv->u.str.len) != NULL) {
+            ctn_task_fail(t, CTN_EINVAL,
+                          "setting 'session' must be a conversation's key: a string of 1 to 256 "
+                          "bytes without NUL, got %s",
+                          sv->kind == CTN_VSTR ? "another string" : ctn_vkind_name(sv->kind));
+            goto out;
+        }
+        snprintf(key, sizeof key, "%p:%.*s", (void *)u, (int)sv->u.str.len, sv->u.str.p);
+        r.session = key;
+    }
+    const ctn_val *nv = ctn_task_setting(t, "n");
+    if (nv != NULL && nv->kind != CTN_VNULL && (nv->kind != CTN_VINT || nv->u.i < 1 || nv->u.i > 16)) {
+        ctn_task_fail(t, CTN_EINVAL, "setting 'n' must be an integer from 1 to 16 (completions of one prompt)");
+        goto out;
+    }
+    if (nv != NULL && nv->kind == CTN_VINT && nv->u.i > 1) {
+        r.session = NULL; /* the n completions fork a session of their own */
+        fan_start(t, u, &r, (int)nv->u.i);
+        goto out;
+    }
     {
         gen_req *g = ctn__calloc(1, sizeof *g);
         if (g == NULL) {
@@ -476,6 +666,10 @@ static void model_cancel(ctn_task *t) {
     model_ud *u = ctn_node_ud(ctn_task_node(t));
     gen_req *g = ctn_task_data(t);
     if (g == NULL) return;
+    if (g->fan != NULL) {
+        fan_cancel(g->fan);
+        return;
+    }
     g->t = NULL; /* its on_done frees it */
     ctn_lm_cancel(u->lm, g->handle);
 }

@@ -9,6 +9,7 @@
  */
 #include "ingest.h"
 
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "str.h"
+#include "vocab.h"
 
 typedef struct ing_file ing_file;
 
@@ -59,6 +61,7 @@ struct ctn_ingest {
     size_t n_removed;
     int fatal_rc;
     char fatal_err[512];
+    int64_t ctx_n_ctx; /* the contextualizing model's context length */
 };
 
 struct ing_file {
@@ -80,7 +83,24 @@ struct ing_file {
     size_t n_chunks, next_chunk, n_embedded;
     int in_flight;
     uint64_t *handles;
+    /* Contextual chunks: the windows' prompts, the window of each chunk, the contexts
+     * written, and the context requests (window prefills, then one per chunk). */
+    char **win;
+    size_t n_win;
+    size_t *win_of;
+    char **ctx;
+    struct ctx_req *creqs;
+    size_t n_creqs;
+    int ctx_pending;
 };
+
+/* One contextualizing request: a window's prefill (chunk SIZE_MAX) or a chunk's context. */
+typedef struct ctx_req {
+    ing_file *f;
+    size_t chunk;
+    uint64_t handle;
+    bool live;
+} ctx_req;
 
 ctn_ingest_opts ctn_ingest_defaults(void) {
     ctn_ingest_opts o = {0};
@@ -133,6 +153,148 @@ static void write_file(ing_file *f) {
     ctn_val_unref(meta);
 }
 
+
+/* ---- contextual chunks --------------------------------------------------------------------- */
+
+static const char WIN_HEAD[] = "<document>\n", WIN_TAIL[] = "\n</document>\n";
+static const char CHUNK_HEAD[] = "Here is a passage of that document:\n<passage>\n";
+static const char CHUNK_TAIL[] =
+    "\n</passage>\nIn one short sentence, say where this passage stands in the document and "
+    "what it is about, so that a search finds it. Write only that sentence.\nContext:";
+
+static const ctn_val *chunk_text(const ing_file *f, size_t i) {
+    const ctn_val *ch = ctn_val_at(f->chunks, i);
+    return ch->kind == CTN_VDOC ? ch->u.doc.text : ch;
+}
+
+/* Tokens of text as the engine would take it (BOS when bos), or a CTN_E* code. */
+static int64_t count_tokens(const ctn_vocab *v, const char *text, size_t len, bool bos) {
+    int32_t *ids = NULL;
+    size_t n = 0;
+    const int rc = ctn_tokenize(v, text, len, bos, true, &ids, &n);
+    free(ids);
+    return rc < 0 ? rc : (int64_t)n;
+}
+
+static char *wrap(const char *head, const char *body, size_t len, const char *tail) {
+    ctn_strbuf b = {0};
+    ctn_sb_puts(&b, head);
+    ctn_sb_put(&b, body, len);
+    ctn_sb_puts(&b, tail);
+    return ctn_sb_take(&b);
+}
+
+/* A window's prompt of the chunks [from, to), their texts joined by newlines. */
+static char *chunks_window(const ing_file *f, size_t from, size_t to) {
+    ctn_strbuf b = {0};
+    ctn_sb_puts(&b, WIN_HEAD);
+    for (size_t i = from; i < to; i++) {
+        const ctn_val *t = chunk_text(f, i);
+        if (i > from) ctn_sb_puts(&b, "\n");
+        ctn_sb_put(&b, t->u.str.p, t->u.str.len);
+    }
+    ctn_sb_puts(&b, WIN_TAIL);
+    return ctn_sb_take(&b);
+}
+
+/*
+ * The windows of f's document (pool thread): the whole document when it fits the model's
+ * context beside its longest chunk's prompt and the context written; else runs of whole
+ * consecutive chunks that do.
+ */
+static int plan_windows(ing_file *f) {
+    ctn_ingest *ing = f->ing;
+    const ctn_vocab *v = ctn_lm_vocab(ing->o.contextualize);
+    const int64_t out_toks = ing->o.context_tokens > 0 ? ing->o.context_tokens : 64;
+    f->win_of = ctn__calloc(f->n_chunks, sizeof *f->win_of);
+    f->win = ctn__calloc(f->n_chunks, sizeof *f->win);
+    f->ctx = ctn__calloc(f->n_chunks, sizeof *f->ctx);
+    int64_t *ct = ctn__calloc(f->n_chunks, sizeof *ct);
+    int rc = f->win_of == NULL || f->win == NULL || f->ctx == NULL || ct == NULL ? CTN_ENOMEM : 0;
+    int64_t max_ct = 0;
+    for (size_t i = 0; rc == 0 && i < f->n_chunks; i++) {
+        const ctn_val *t = chunk_text(f, i);
+        char *p = wrap(CHUNK_HEAD, t->u.str.p, t->u.str.len, CHUNK_TAIL);
+        const int64_t n = p == NULL ? CTN_ENOMEM : count_tokens(v, p, strlen(p), false);
+        free(p);
+        if (n < 0) rc = (int)n;
+        else ct[i] = n;
+        if (n > max_ct) max_ct = n;
+    }
+    /* The room a window has: the context less the longest chunk prompt, the context
+     * written, and the token the engine samples first. */
+    const int64_t room = ing->ctx_n_ctx - max_ct - out_toks - 2;
+    if (rc == 0 && room < 16) {
+        ctn__errf(f->err, sizeof f->err,
+                  "%s: a chunk's prompt has %" PRId64 " tokens: too long to contextualize "
+                  "within the model's context of %" PRId64 " (smaller chunks, or fewer "
+                  "context tokens)",
+                  f->path, max_ct, ing->ctx_n_ctx);
+        free(ct);
+        return CTN_EINVAL;
+    }
+    if (rc == 0) {
+        /* The whole document, when it fits. */
+        ctn_strbuf b = {0};
+        ctn_sb_puts(&b, WIN_HEAD);
+        for (size_t i = 0; i < ctn_val_len(f->docs); i++) {
+            const ctn_val *d = ctn_val_at(f->docs, i);
+            const ctn_val *t = d->kind == CTN_VDOC ? d->u.doc.text : d;
+            if (t->kind != CTN_VSTR) continue;
+            if (i > 0) ctn_sb_puts(&b, "\n\n");
+            ctn_sb_put(&b, t->u.str.p, t->u.str.len);
+        }
+        ctn_sb_puts(&b, WIN_TAIL);
+        char *whole = ctn_sb_take(&b);
+        const int64_t n = whole == NULL ? CTN_ENOMEM : count_tokens(v, whole, strlen(whole), true);
+        if (n < 0) {
+            rc = (int)n;
+            free(whole);
+        } else if (n <= room) {
+            f->win[0] = whole;
+            f->n_win = 1;
+        } else {
+            free(whole);
+        }
+    }
+    for (size_t from = 0; rc == 0 && f->n_win == 0 && from < f->n_chunks;) {
+        /* The longest run from `from` whose window fits (at least the one chunk). */
+        size_t to = from + 1;
+        char *best = NULL;
+        while (rc == 0) {
+            char *w = chunks_window(f, from, to);
+            const int64_t n = w == NULL ? CTN_ENOMEM : count_tokens(v, w, strlen(w), true);
+            if (n < 0) {
+                rc = (int)n;
+                free(w);
+                break;
+            }
+            if (n > room && to > from + 1) {
+                free(w);
+                to--;
+                break;
+            }
+            free(best);
+            best = w;
+            if (n > room || to == f->n_chunks) break; /* a lone chunk too long: cut below */
+            to++;
+        }
+        if (rc < 0) {
+            free(best);
+            break;
+        }
+        f->win[f->n_win] = best;
+        for (size_t i = from; i < to; i++)
+            f->win_of[i] = f->n_win;
+        f->n_win++;
+        from = to;
+    }
+    free(ct);
+    if (rc == CTN_ENOMEM) ctn__errf(f->err, sizeof f->err, "%s: out of memory", f->path);
+    else if (rc < 0) ctn__errf(f->err, sizeof f->err, "%s: tokenizing for contexts failed", f->path);
+    return rc;
+}
+
 static void prepare_work(uv_work_t *w) {
     ing_file *f = w->data;
     ctn_ingest *ing = f->ing;
@@ -167,7 +329,11 @@ static void prepare_work(uv_work_t *w) {
                            sizeof f->err);
     if (f->rc < 0) goto out;
     f->n_chunks = ctn_val_len(f->chunks);
-    if (ing->o.embed == NULL) write_file(f);
+    if (ing->o.contextualize != NULL && f->n_chunks > 0) {
+        f->rc = plan_windows(f);
+        if (f->rc < 0) goto out;
+    }
+    if (ing->o.embed == NULL && ing->o.contextualize == NULL) write_file(f);
 out:
     free(data);
 }
@@ -185,6 +351,9 @@ static void report(ctn_ingest *ing, bool force) {
         ctn_lm_get_stats(ing->o.embed, &s);
         ing->p.embed_tokens = s.engine.prefill_tokens - ing->prefill0;
     }
+    /* The same model contextualizing: its context prefill is not the embeddings'. */
+    if (ing->o.embed != NULL && ing->o.embed == ing->o.contextualize)
+        ing->p.embed_tokens -= ing->p.context_prefill;
     if (ing->o.on_progress == NULL || (!force && now - ing->last_report < 100)) return;
     ing->last_report = now;
     ing->o.on_progress(ing->o.ud, &ing->p);
@@ -204,6 +373,12 @@ static void free_file(ing_file *f) {
     ctn_sb_free(&f->warnings);
     free(f->vecs);
     free(f->handles);
+    for (size_t i = 0; f->win != NULL && i < f->n_win; i++) free(f->win[i]);
+    free(f->win);
+    free(f->win_of);
+    for (size_t i = 0; f->ctx != NULL && i < f->n_chunks; i++) free(f->ctx[i]);
+    free(f->ctx);
+    free(f->creqs);
     free(f);
 }
 
@@ -340,6 +515,9 @@ static void embed_fill(ctn_ingest *ing) {
     }
 }
 
+static void to_embed(ing_file *f);
+static void start_contexts(ing_file *f);
+
 static void prepare_after(uv_work_t *w, int status) {
     ing_file *f = w->data;
     ctn_ingest *ing = f->ing;
@@ -347,7 +525,8 @@ static void prepare_after(uv_work_t *w, int status) {
         ctn__errf(f->err, sizeof f->err, "%s: cancelled", f->path);
         f->rc = CTN_ECANCELED;
     }
-    if (f->rc < 0 || f->state == CTN_KB_SAME || ing->o.embed == NULL) {
+    if (f->rc < 0 || f->state == CTN_KB_SAME ||
+        (ing->o.embed == NULL && ing->o.contextualize == NULL)) {
         file_done(f);
         return;
     }
@@ -355,6 +534,180 @@ static void prepare_after(uv_work_t *w, int status) {
         start_write(f);
         return;
     }
+    if (ing->o.contextualize != NULL) start_contexts(f);
+    else to_embed(f);
+}
+
+/* ---- contexts (loop) ----------------------------------------------------------------------- */
+
+/* Every context has come: each chunk becomes "context\n\ntext" with metadata.context. */
+static void contexts_done(ing_file *f) {
+    ctn_ingest *ing = f->ing;
+    for (size_t i = 0; f->rc == 0 && i < f->n_chunks; i++) {
+        const char *c = f->ctx[i];
+        if (c == NULL || *c == '\0') continue;
+        ctn_val *old = f->chunks->u.arr.items[i];
+        const ctn_val *t = old->kind == CTN_VDOC ? old->u.doc.text : old;
+        ctn_val *meta = old->kind == CTN_VDOC ? ctn_val_copy(old->u.doc.meta) : ctn_val_obj();
+        char *text = wrap(c, "\n\n", 2, "");
+        char *full = text != NULL ? wrap(text, t->u.str.p, t->u.str.len, "") : NULL;
+        ctn_val *nd = NULL;
+        if (meta != NULL && full != NULL && ctn_val_set(meta, "context", ctn_val_cstr(c)) == 0) {
+            nd = ctn_val_doc(full, strlen(full), meta);
+            meta = NULL;
+        }
+        ctn_val_unref(meta);
+        free(text);
+        free(full);
+        if (nd == NULL) {
+            ctn__errf(f->err, sizeof f->err, "%s: out of memory", f->path);
+            f->rc = CTN_ENOMEM;
+            break;
+        }
+        ctn_val_unref(old);
+        f->chunks->u.arr.items[i] = nd;
+        ing->p.contextualized++;
+    }
+    if (f->rc < 0) file_done(f);
+    else if (ing->o.embed != NULL) to_embed(f);
+    else start_write(f);
+}
+
+static void ctx_on_done(void *ud, const ctn_lm_result *r) {
+    ctx_req *q = ud;
+    ing_file *f = q->f;
+    ctn_ingest *ing = f->ing;
+    q->live = false;
+    ing->p.context_prefill += r->prompt_tokens - r->cached_tokens;
+    if (q->chunk != SIZE_MAX) {
+        ing->p.context_naive += r->prompt_tokens;
+        ing->p.context_tokens += r->completion_tokens;
+    }
+    if (r->finish == CTN_FINISH_ERROR || r->finish == CTN_FINISH_CANCELLED) {
+        if (f->rc == 0) {
+            f->rc = r->finish == CTN_FINISH_CANCELLED ? CTN_ECANCELED
+                                                      : (r->error < 0 ? r->error : CTN_ECHAIN);
+            if (q->chunk == SIZE_MAX)
+                ctn__errf(f->err, sizeof f->err, "%s: contextualizing: %s", f->path,
+                          r->finish == CTN_FINISH_CANCELLED ? "cancelled" : r->message);
+            else
+                ctn__errf(f->err, sizeof f->err, "%s: chunk %zu: its context: %s", f->path,
+                          q->chunk, r->finish == CTN_FINISH_CANCELLED ? "cancelled" : r->message);
+            for (size_t i = 0; i < f->n_creqs; i++)
+                if (f->creqs[i].live) ctn_lm_cancel(ing->o.contextualize, f->creqs[i].handle);
+        }
+    } else if (q->chunk != SIZE_MAX) {
+        /* One line, spaces trimmed. */
+        size_t a = 0, b = r->text_len;
+        while (a < b && (r->text[a] == ' ' || r->text[a] == '\t' || r->text[a] == '\n')) a++;
+        while (b > a && (r->text[b - 1] == ' ' || r->text[b - 1] == '\t' ||
+                         r->text[b - 1] == '\n' || r->text[b - 1] == '\r'))
+            b--;
+        f->ctx[q->chunk] = ctn__strndup(r->text + a, b - a);
+        if (f->ctx[q->chunk] == NULL && f->rc == 0) {
+            ctn__errf(f->err, sizeof f->err, "%s: out of memory", f->path);
+            f->rc = CTN_ENOMEM;
+        }
+    }
+    if (--f->ctx_pending == 0) {
+        if (f->rc < 0) file_done(f);
+        else contexts_done(f);
+        report(ing, false);
+    }
+}
+
+/*
+ * Each window is prefilled once into a new engine session (a prompt-only request), forked
+ * once per chunk of it, and each fork writes its chunk's context. Everything is submitted
+ * at once; the engine orders a session's requests and forks as they were submitted.
+ */
+static void start_contexts(ing_file *f) {
+    ctn_ingest *ing = f->ing;
+    ctn_lm *lm = ing->o.contextualize;
+    f->stage = 1;
+    f->creqs = ctn__calloc(f->n_win + f->n_chunks, sizeof *f->creqs);
+    int64_t *kids = ctn__calloc(f->n_chunks, sizeof *kids);
+    int rc = f->creqs == NULL || kids == NULL ? CTN_ENOMEM : 0;
+    if (rc < 0) ctn__errf(f->err, sizeof f->err, "%s: out of memory", f->path);
+    const ctn_lm_callbacks cb = {NULL, ctx_on_done};
+    for (size_t w = 0; rc == 0 && w < f->n_win; w++) {
+        size_t n = 0;
+        for (size_t i = 0; i < f->n_chunks; i++) n += f->win_of[i] == w;
+        if (n == 0) continue;
+        const int64_t sid = ctn_lm_session_new(lm);
+        if (sid < 0) {
+            rc = (int)sid;
+            ctn__errf(f->err, sizeof f->err, "%s: cannot make an engine session", f->path);
+            break;
+        }
+        ctn_lm_request pre = ctn_lm_request_default();
+        pre.prompt = f->win[w];
+        pre.prompt_len = strlen(f->win[w]);
+        pre.set.max_tokens = 0;
+        pre.session_id = sid;
+        ctx_req *q = &f->creqs[f->n_creqs];
+        *q = (ctx_req){f, SIZE_MAX, 0, true};
+        rc = ctn_lm_generate(lm, &pre, &cb, q, &q->handle, f->err, sizeof f->err);
+        if (rc < 0) {
+            q->live = false;
+            ctn_lm_session_close(lm, sid);
+            break;
+        }
+        f->n_creqs++;
+        f->ctx_pending++;
+        /* Forks in batches of at most 64 (the bridge's limit per call). */
+        size_t done = 0;
+        while (rc == 0 && done < n) {
+            const int k = n - done > 64 ? 64 : (int)(n - done);
+            rc = ctn_lm_session_fork(lm, sid, k, kids + done);
+            if (rc < 0) ctn__errf(f->err, sizeof f->err, "%s: cannot fork the engine session",
+                                  f->path);
+            else done += (size_t)k;
+        }
+        ctn_lm_session_close(lm, sid);
+        size_t j = 0;
+        for (size_t i = 0; i < f->n_chunks; i++) {
+            if (f->win_of[i] != w) continue;
+            if (rc < 0 || j >= done) {
+                if (j < done) ctn_lm_session_close(lm, kids[j]);
+                j++;
+                continue;
+            }
+            const ctn_val *t = chunk_text(f, i);
+            char *p = wrap(CHUNK_HEAD, t->u.str.p, t->u.str.len, CHUNK_TAIL);
+            ctn_lm_request r = ctn_lm_request_default();
+            r.prompt = p;
+            r.prompt_len = p != NULL ? strlen(p) : 0;
+            r.add_bos = 0; /* the window has it */
+            r.set.max_tokens = ing->o.context_tokens > 0 ? ing->o.context_tokens : 64;
+            static const char *const nl = "\n";
+            r.set.stop[0] = nl;
+            r.set.n_stop = 1;
+            r.session_id = kids[j];
+            q = &f->creqs[f->n_creqs];
+            *q = (ctx_req){f, i, 0, true};
+            rc = p == NULL ? CTN_ENOMEM
+                           : ctn_lm_generate(lm, &r, &cb, q, &q->handle, f->err, sizeof f->err);
+            if (p == NULL) ctn__errf(f->err, sizeof f->err, "%s: out of memory", f->path);
+            free(p);
+            if (rc < 0) q->live = false;
+            else f->n_creqs++, f->ctx_pending++;
+            ctn_lm_session_close(lm, kids[j]);
+            j++;
+        }
+    }
+    free(kids);
+    if (rc < 0) {
+        f->rc = rc;
+        for (size_t i = 0; i < f->n_creqs; i++)
+            if (f->creqs[i].live) ctn_lm_cancel(lm, f->creqs[i].handle);
+        if (f->ctx_pending == 0) file_done(f);
+    }
+}
+
+/* The file's chunks go to the embedding queue. */
+static void to_embed(ing_file *f) {
+    ctn_ingest *ing = f->ing;
     f->stage = 1;
     f->vecs = ctn__malloc(f->n_chunks * (size_t)ing->coll.embed_dim * sizeof *f->vecs);
     f->handles = ctn__calloc(f->n_chunks, sizeof *f->handles);
@@ -610,6 +963,17 @@ int ctn_ingest_start(uv_loop_t *loop, ctn_kb *kb, const ctn_ingest_opts *o, ctn_
         ctn_lm_get_stats(o->embed, &s);
         ing->prefill0 = s.engine.prefill_tokens;
     }
+    if (o->contextualize != NULL) {
+        if (o->context_tokens < 0 || o->context_tokens > 1024) {
+            ctn__errf(err, errcap, "ingest: context_tokens is %d (0 to 1024; 0: 64)",
+                      o->context_tokens);
+            free_ingest(ing);
+            return CTN_EINVAL;
+        }
+        ctn_lm_stats s;
+        ctn_lm_get_stats(o->contextualize, &s);
+        ing->ctx_n_ctx = s.engine.n_ctx;
+    }
     rc = ctn_kb_collection(kb, o->collection != NULL ? o->collection : "default", &co,
                            &ing->coll, err, errcap);
     if (rc == 0 && o->embed == NULL && ing->coll.embed_model[0] != '\0') {
@@ -647,7 +1011,12 @@ void ctn_ingest_cancel(ctn_ingest *ing) {
     /* Embeddings in flight: their on_done comes back with CTN_ECANCELED and finishes the
      * file; queued files are failed by embed_fill. */
     for (ing_file *f = ing->all; f != NULL; f = f->next_all)
-        for (size_t i = 0; f->stage == 1 && i < f->next_chunk; i++)
+    {
+        for (size_t i = 0; f->stage == 1 && f->handles != NULL && i < f->next_chunk; i++)
             if (f->handles[i] != 0) ctn_lm_cancel(ing->o.embed, f->handles[i]);
+        /* Contexts being written: their on_done fails the file. */
+        for (size_t i = 0; f->creqs != NULL && i < f->n_creqs; i++)
+            if (f->creqs[i].live) ctn_lm_cancel(ing->o.contextualize, f->creqs[i].handle);
+    }
     embed_fill(ing);
 }

@@ -45,6 +45,10 @@ typedef struct {
     int64_t chunks;    /* chunks written */
     int64_t embedded;  /* chunks embedded */
     int64_t embed_tokens; /* prompt tokens the engine computed for this ingest's embeddings */
+    /* Contextual chunks (contextualize): chunks given a context, the prompt tokens the
+     * engine computed for them, the prompt tokens one request per chunk with the whole
+     * window in its prompt would have computed, and the context tokens written. */
+    int64_t contextualized, context_prefill, context_naive, context_tokens;
     double elapsed_s;
     bool listing; /* still looking for files */
 } ctn_ingest_progress;
@@ -60,6 +64,19 @@ typedef struct {
     ctn_split_opts split;
     const ctn_json_sel *json; /* how .json / .jsonl files are read; NULL: whole records */
     ctn_lm *embed;            /* the embedding model, or NULL: no embeddings */
+    /*
+     * Contextual chunks (Anthropic's contextual retrieval), or NULL: this model writes, for
+     * each chunk, a one-line context situating it in its document, which is put before the
+     * chunk's text ("context\n\nchunk") before it is embedded and keyword-indexed, and kept
+     * as metadata.context (start_index and end_index still point into the document). The
+     * document is prefilled once into an engine session and every chunk's context is
+     * written from a fork of it, so the document is not computed again per chunk. A document
+     * too long for the model's context is cut into windows of whole consecutive chunks, each
+     * prefilled once; a chunk sees its window. Greedy, at most context_tokens (0: 64)
+     * tokens, ending at the first newline. The prompt is plain text, not a chat template.
+     */
+    ctn_lm *contextualize;
+    int context_tokens;
     int pooling;              /* CTN_POOL_*; CTN_POOL_NONE: the model's (ctn_lm_pooling) */
     ctn_kb_dtype dtype;       /* how vectors are stored */
     bool prune;

@@ -59,6 +59,11 @@ struct lm_req {
     char errmsg[256];
     float *vec; /* (dim) the embedding */
     int dim;
+    /* A keyed session's request: the tokens the session will hold once it ends well (the
+     * whole prompt, then each generated token, appended by the engine thread). */
+    struct lm_sess *ks;
+    int32_t *ks_toks;
+    size_t ks_n, ks_cap;
 
     /* Loop thread only. */
     ctn_strbuf work; /* the buffer swapped out of pend, being delivered */
@@ -111,6 +116,19 @@ struct ctn_lm {
         int32_t id; /* in the engine; reloaded when the budget unloaded it */
         struct lm_adapter *next;
     } * adapters;
+
+    /* Keyed sessions (loop thread), most recently used first. */
+    struct lm_sess {
+        char *key;
+        int64_t sid;   /* the engine session; 0: none yet */
+        int32_t *toks; /* the tokens it holds */
+        size_t n_toks;
+        bool busy; /* a request runs on it */
+        int32_t adapter; /* and scale: its first request's (gen.h) */
+        float scale;
+        struct lm_sess *next;
+    } * sessions;
+    int n_sessions;
 };
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -190,6 +208,20 @@ static void engine_on_token(void *ud, const ctn_gen_token *tk) {
     pthread_mutex_lock(&lm->lock);
     count_in_step(lm, tk->step);
     if (tk->text != NULL) append_pend(r, tk->text, tk->len);
+    if (r->ks != NULL && r->ks_toks != NULL) {
+        if (r->ks_n == r->ks_cap) {
+            const size_t c = 2 * r->ks_cap + 16;
+            int32_t *p = ctn__realloc(r->ks_toks, c * sizeof *p);
+            if (p == NULL) {
+                free(r->ks_toks); /* the session cannot be followed: it is ended at the end */
+                r->ks_toks = NULL;
+            } else {
+                r->ks_toks = p;
+                r->ks_cap = c;
+            }
+        }
+        if (r->ks_toks != NULL) r->ks_toks[r->ks_n++] = tk->token;
+    }
     make_ready(lm, r);
     pthread_mutex_unlock(&lm->lock);
     uv_async_send(&lm->async);
@@ -312,6 +344,7 @@ static void unlink_req(ctn_lm *lm, lm_req *r) {
 }
 
 static void free_req(lm_req *r) {
+    free(r->ks_toks);
     ctn_sb_free(&r->pend);
     free(r->ends);
     ctn_sb_free(&r->work);
@@ -321,6 +354,31 @@ static void free_req(lm_req *r) {
     free(r);
 }
 
+/* Ends a keyed session: its engine session is closed, its tokens forgotten. */
+static void session_reset(ctn_lm *lm, struct lm_sess *ks) {
+    if (ks->sid > 0 && lm->e != NULL) ctn_gen_session_close(lm->e, ks->sid);
+    ks->sid = 0;
+    free(ks->toks);
+    ks->toks = NULL;
+    ks->n_toks = 0;
+}
+
+/* A keyed session's request has ended: the session holds its tokens, or (after a failure,
+ * a cancellation, or tokens the bridge could not follow) is ended. */
+static void session_settle(ctn_lm *lm, lm_req *r, bool failed) {
+    struct lm_sess *ks = r->ks;
+    r->ks = NULL;
+    ks->busy = false;
+    if (failed || r->finish == CTN_FINISH_CANCELLED || r->ks_toks == NULL) {
+        session_reset(lm, ks);
+        return;
+    }
+    free(ks->toks);
+    ks->toks = r->ks_toks;
+    ks->n_toks = r->ks_n;
+    r->ks_toks = NULL;
+}
+
 /* Calls r's on_done (loop thread). The request is freed afterwards, except while the last
  * close is under way: then the close callback frees every request at once, so that nothing
  * a caller's callback can do leaves a dangling request behind. */
@@ -328,6 +386,7 @@ static void finish_req(ctn_lm *lm, lm_req *r) {
     r->delivered = true;
     if (--lm->outstanding == 0 && !lm->closing) uv_unref((uv_handle_t *)&lm->async);
     const bool failed = r->finish == CTN_FINISH_ERROR || r->oom || r->text_oom;
+    if (r->ks != NULL) session_settle(lm, r, failed);
     lm->in_cb++;
     if (r->embed) {
         if (r->on_embd != NULL) {
@@ -433,6 +492,13 @@ static void on_async(uv_async_t *h) {
 /* ---- loading and closing ----------------------------------------------------------------- */
 
 static void free_parts(ctn_lm *lm) {
+    for (struct lm_sess *ks = lm->sessions; ks != NULL;) {
+        struct lm_sess *n = ks->next;
+        free(ks->key);
+        free(ks->toks);
+        free(ks);
+        ks = n;
+    }
     for (struct lm_adapter *a = lm->adapters; a != NULL;) {
         struct lm_adapter *n = a->next;
         free(a->name);
@@ -824,6 +890,9 @@ static int submit(ctn_lm *lm, lm_req *r, ctn_gen_request *g, uint64_t *handle, c
 }
 
 /* The prompt's token ids as the request asks for BOS (*ids malloc'd). */
+static int session_join(ctn_lm *lm, const char *key, lm_req *q, ctn_gen_request *g,
+                        const int32_t *ids, size_t n, char *err, size_t errcap);
+
 static int prompt_ids(const ctn_lm *lm, const ctn_lm_request *r, int32_t **ids, size_t *n,
                       char *err, size_t errcap) {
     *ids = NULL;
@@ -872,8 +941,19 @@ int ctn_lm_generate(ctn_lm *lm, const ctn_lm_request *r, const ctn_lm_callbacks 
                               : "the model is being closed");
         return CTN_EINVAL;
     }
-    if ((r->prompt == NULL && (r->ids == NULL || r->n_ids == 0)) ||
-        (r->prompt != NULL && r->prompt_len == 0)) {
+    if (r->session_id != 0 && r->session != NULL) {
+        ctn__errf(err, errcap, "%s: a request continues a session id or a keyed session, not both",
+                  lm->path);
+        return CTN_EINVAL;
+    }
+    if (r->session != NULL && r->session[0] == '\0') {
+        ctn__errf(err, errcap, "%s: the session key is empty", lm->path);
+        return CTN_EINVAL;
+    }
+    /* A request on a session may bring no prompt: the session's history is one. */
+    const bool no_prompt = (r->prompt == NULL && (r->ids == NULL || r->n_ids == 0)) ||
+                           (r->prompt != NULL && r->prompt_len == 0);
+    if (no_prompt && r->session_id == 0) {
         ctn__errf(err, errcap, "%s: the request has no prompt (neither text nor ids)", lm->path);
         return CTN_EINVAL;
     }
@@ -888,8 +968,11 @@ int ctn_lm_generate(ctn_lm *lm, const ctn_lm_request *r, const ctn_lm_callbacks 
     }
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    int rc = prompt_ids(lm, r, &ids, &n_ids, err, errcap);
-    if (rc < 0) return rc;
+    int rc = 0;
+    if (!no_prompt) {
+        rc = prompt_ids(lm, r, &ids, &n_ids, err, errcap);
+        if (rc < 0) return rc;
+    }
     lm_req *q = ctn__calloc(1, sizeof *q);
     if (q == NULL) {
         free(ids);
@@ -922,14 +1005,128 @@ int ctn_lm_generate(ctn_lm *lm, const ctn_lm_request *r, const ctn_lm_callbacks 
         g.adapter_scale = r->set.lora_scale;
     }
     if (n_ids == 0) {
-        /* A text prompt that tokenized to nothing: the engine names that. */
+        /* A text prompt that tokenized to nothing: the engine names that (on a session,
+         * the session's history is the prompt). */
         g.prompt_ids = NULL;
         g.prompt = "";
     }
+    g.session = r->session_id;
+    struct lm_sess *ks = NULL;
+    if (r->session != NULL && (rc = session_join(lm, r->session, q, &g, ids, n_ids, err,
+                                                 errcap)) < 0) {
+        free(ids);
+        free_req(q);
+        return rc;
+    }
+    ks = q->ks;
     rc = submit(lm, q, &g, handle, err, errcap);
     free(ids);
-    if (rc < 0) free_req(q);
+    if (rc < 0) {
+        if (ks != NULL) {
+            ks->busy = false;
+            session_reset(lm, ks);
+        }
+        free_req(q);
+    }
     return rc;
+}
+
+/* ---- sessions ---------------------------------------------------------------------------- */
+
+int64_t ctn_lm_session_new(ctn_lm *lm) {
+    if (lm == NULL || lm->closing || lm->close_deferred || lm->e == NULL) return CTN_EINVAL;
+    return ctn_gen_session_new(lm->e);
+}
+
+int ctn_lm_session_fork(ctn_lm *lm, int64_t session, int n, int64_t *children) {
+    if (lm == NULL || lm->closing || lm->close_deferred || lm->e == NULL || children == NULL ||
+        n < 1 || n > 64)
+        return CTN_EINVAL;
+    return ctn_gen_session_fork(lm->e, session, n, children);
+}
+
+int ctn_lm_session_close(ctn_lm *lm, int64_t session) {
+    if (lm == NULL || lm->e == NULL) return CTN_ENOENT;
+    return ctn_gen_session_close(lm->e, session);
+}
+
+int ctn_lm_session_count(const ctn_lm *lm) {
+    return lm != NULL ? lm->n_sessions : 0;
+}
+
+/*
+ * Puts request q (prompt ids[0..n), g to be submitted) on the keyed session `key`: when the
+ * session holds a prefix of the prompt, g continues it with the rest; otherwise a new engine
+ * session takes the whole prompt. A key whose session is busy leaves g without one. The
+ * tokens the session will hold are copied into q. 0 or CTN_ENOMEM.
+ */
+static int session_join(ctn_lm *lm, const char *key, lm_req *q, ctn_gen_request *g,
+                        const int32_t *ids, size_t n, char *err, size_t errcap) {
+    struct lm_sess **pp = &lm->sessions, *ks = NULL;
+    for (; *pp != NULL; pp = &(*pp)->next)
+        if (strcmp((*pp)->key, key) == 0) {
+            ks = *pp;
+            *pp = ks->next; /* moved to the front below */
+            lm->n_sessions--;
+            break;
+        }
+    if (ks == NULL) {
+        ks = ctn__calloc(1, sizeof *ks);
+        if (ks == NULL || (ks->key = ctn__strndup(key, strlen(key))) == NULL) {
+            free(ks);
+            ctn__errf(err, errcap, "%s: out of memory", lm->path);
+            return CTN_ENOMEM;
+        }
+    }
+    ks->next = lm->sessions;
+    lm->sessions = ks;
+    lm->n_sessions++;
+    /* Beyond the limit, the least recently used idle session goes. */
+    if (lm->n_sessions > CTN_LM_MAX_SESSIONS) {
+        struct lm_sess **victim = NULL;
+        for (struct lm_sess **tp = &ks->next; *tp != NULL; tp = &(*tp)->next)
+            if (!(*tp)->busy) victim = tp;
+        if (victim != NULL) {
+            struct lm_sess *t = *victim;
+            *victim = t->next;
+            session_reset(lm, t);
+            free(t->key);
+            free(t);
+            lm->n_sessions--;
+        }
+    }
+    /* A session keeps the adapter of its first request (gen.h): another one starts anew. */
+    if (ks->sid > 0 && (ks->adapter != g->adapter || ks->scale != g->adapter_scale))
+        session_reset(lm, ks);
+    if (ks->busy) return 0;
+    q->ks_cap = n + 64;
+    q->ks_toks = ctn__malloc(q->ks_cap * sizeof *q->ks_toks);
+    if (q->ks_toks == NULL) {
+        ctn__errf(err, errcap, "%s: out of memory", lm->path);
+        return CTN_ENOMEM;
+    }
+    memcpy(q->ks_toks, ids, n * sizeof *ids);
+    q->ks_n = n;
+    if (ks->sid > 0 && ks->n_toks > 0 && ks->n_toks < n &&
+        memcmp(ks->toks, ids, ks->n_toks * sizeof *ids) == 0) {
+        g->prompt_ids = ids + ks->n_toks;
+        g->n_prompt_ids = (int64_t)(n - ks->n_toks);
+    } else {
+        session_reset(lm, ks);
+        const int64_t sid = ctn_gen_session_new(lm->e);
+        if (sid < 0) {
+            free(q->ks_toks);
+            q->ks_toks = NULL;
+            return 0; /* no session to be had: the request goes without one */
+        }
+        ks->sid = sid;
+    }
+    g->session = ks->sid;
+    ks->adapter = g->adapter;
+    ks->scale = g->adapter_scale;
+    ks->busy = true;
+    q->ks = ks;
+    return 0;
 }
 
 int ctn_lm_embed(ctn_lm *lm, const char *text, size_t len, int pooling,

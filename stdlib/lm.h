@@ -104,6 +104,13 @@ typedef struct {
      * of one loaded with ctn_lm_lora_load, or NULL; set.lora_scale), as the one settings
      * validator (settings.h, docs/settings.md) checked them; the strings are copied. */
     ctn_settings set;
+    /* Sessions (below). session_id: an engine session of this object (ctn_lm_session_new or
+     * _fork) whose history the request continues; the prompt may then be empty, and BOS is
+     * added as add_bos says (0 for a session that has its BOS already). session: a
+     * conversation's key (NUL-terminated, copied): the object keeps one engine session per
+     * key. 0 / NULL: none; not both. */
+    int64_t session_id;
+    const char *session;
 } ctn_lm_request;
 
 /* Greedy, BOS as the model says, no token limit, no stop strings; the other sampling fields
@@ -147,6 +154,39 @@ int ctn_lm_generate(ctn_lm *lm, const ctn_lm_request *r, const ctn_lm_callbacks 
  * called.
  */
 int ctn_lm_cancel(ctn_lm *lm, uint64_t handle);
+
+/* ---- sessions ---------------------------------------------------------------------------- */
+
+/*
+ * Engine sessions (gen.h) through the bridge, on the loop thread.
+ *
+ * Raw sessions: ctn_lm_session_new makes an empty one (its id > 0, or CTN_ENOMEM /
+ * CTN_EINVAL for a closing object); ctn_lm_session_fork makes n (1 to 64) copies of one,
+ * sharing its KV blocks, once the requests submitted on it before have ended (0, or
+ * CTN_ENOENT / CTN_EINVAL / CTN_ENOMEM); ctn_lm_session_close forgets one once its requests
+ * have ended (0 or CTN_ENOENT). A request with session_id continues the session: the prefill
+ * of a prompt-only request (set.max_tokens 0) on a session, forked n ways, is computed once
+ * for n generations. Sessions still open at the last close go with the engine.
+ *
+ * Keyed sessions (request.session): a chat that sends its whole history every turn. The
+ * object keeps, per key, an engine session and the tokens it holds (the prompt and every
+ * generated token; an end-of-text token is not kept). A request whose prompt's tokens start
+ * with exactly those tokens sends only the rest, so the earlier turns are not computed
+ * again (result.cached_tokens counts them); any other prompt (an edited history, a stop
+ * string the next prompt no longer holds, a reply whose text tokenizes otherwise) closes
+ * that session and starts a new one with the whole prompt, where the prefix cache may still
+ * find its full blocks. One request runs on a key at a time: a second one submitted while
+ * the first runs goes without a session. A request that fails or is cancelled ends its key's
+ * session. At most CTN_LM_MAX_SESSIONS keys are kept; beyond, the least recently used idle
+ * one is closed. Idle sessions hold KV blocks that the engine gives up under memory pressure
+ * (their history is then recomputed).
+ */
+enum { CTN_LM_MAX_SESSIONS = 256 };
+int64_t ctn_lm_session_new(ctn_lm *lm);
+int ctn_lm_session_fork(ctn_lm *lm, int64_t session, int n, int64_t *children);
+int ctn_lm_session_close(ctn_lm *lm, int64_t session);
+/* Keyed sessions the object keeps now. */
+int ctn_lm_session_count(const ctn_lm *lm);
 
 /* ---- embeddings -------------------------------------------------------------------------- */
 

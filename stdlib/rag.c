@@ -775,6 +775,10 @@ static void ingest_done(void *ud, const ctn_ingest_progress *p, int rc, const ch
                    set_int(o, "removed", p->removed) < 0 || set_int(o, "chunks", p->chunks) < 0 ||
                    set_int(o, "pages", p->pages) < 0 || set_int(o, "embedded", p->embedded) < 0 ||
                    set_int(o, "embed_tokens", p->embed_tokens) < 0 ||
+                   set_int(o, "contextualized", p->contextualized) < 0 ||
+                   set_int(o, "context_prefill", p->context_prefill) < 0 ||
+                   set_int(o, "context_naive", p->context_naive) < 0 ||
+                   set_int(o, "context_tokens", p->context_tokens) < 0 ||
                    ctn_val_set(o, "seconds", ctn_val_num(p->elapsed_s)) < 0 ||
                    ctn_val_set(o, "failures", ctn_val_ref(g->failures)) < 0) {
             ctn_val_unref(o);
@@ -853,6 +857,7 @@ static void ingest_free(void *p) {
     ingest_ud *u = p;
     if (u == NULL) return;
     target_close(&u->tg);
+    ctn_lm_close(u->o.contextualize);
     for (size_t i = 0; i < u->n_seps; i++) free(u->seps[i]);
     free(u->seps);
     free(u->glob);
@@ -893,6 +898,8 @@ ctn_node *ctn_kb_ingest_node(const ctn_kb_target *t, const ctn_ingest_opts *o, c
     u->o = *o;
     u->warn = warn;
     u->warn_ud = warn_ud;
+    /* The node keeps its own reference to the contextualizing model. */
+    u->o.contextualize = o->contextualize != NULL ? ctn_lm_ref(o->contextualize) : NULL;
     bool oom = false;
     u->o.paths = NULL;
     u->o.n_paths = 0;

@@ -139,5 +139,25 @@ a=$("$CATENA" kb stats --db "$tmp/clean.sqlite" 2>&1)
 b=$("$CATENA" kb stats --db "$tmp/killed.sqlite" 2>&1)
 [ "$a" = "$b" ] && ok || bad "stats differ: '$a' vs '$b'"
 
+# Contextual chunks: every chunk gets a context from the model, searchable with the chunk,
+# and the prefill computed is reported against one request per chunk.
+cx="$tmp/cx.sqlite"
+out=$("$CATENA" ingest examples/docs/install.md examples/docs/faq.md --db "$cx" $E \
+    --contextualize "$M/stories260K.gguf" --context-tokens 16 --splitter markdown \
+    --chunk-size 300 --chunk-overlap 0 -q 2>&1) && ok || bad "contextualized ingest: $out"
+line=$(echo "$out" | grep '^contexts:')
+n=$(echo "$line" | sed -n 's/^contexts: \([0-9]*\) chunks.*/\1/p')
+chunks=$(echo "$out" | sed -n 's/.*; \([0-9]*\) chunks.*/\1/p')
+[ -n "$n" ] && [ "$n" = "$chunks" ] && ok || bad "contexts for $n of $chunks chunks: $out"
+done_=$(echo "$line" | sed -n 's/.*prefill \([0-9]*\) tokens computed, \([0-9]*\) one.*/\1 \2/p')
+set -- $done_
+[ $# = 2 ] && [ "$1" -lt "$2" ] && ok || bad "prefill computed '$1' against naive '$2': $line"
+bad_ct=$("$CATENA" ingest examples/docs --db "$cx" --contextualize "$M/stories260K.gguf" \
+    --context-tokens 0 2>&1)
+[ $? = 2 ] && has "$bad_ct" "--context-tokens: '0' is not 1..1024" && ok ||
+    bad "--context-tokens 0: $bad_ct"
+bad_m=$("$CATENA" ingest examples/docs --db "$tmp/cx2.sqlite" --contextualize "$tmp/none.gguf" 2>&1)
+[ $? = 1 ] && has "$bad_m" "none.gguf" && ok || bad "missing contextualize model: $bad_m"
+
 echo "ingest: $pass passed, $fail failed"
 [ "$fail" = 0 ]

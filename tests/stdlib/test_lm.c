@@ -135,6 +135,7 @@ typedef struct {
     bool result_matches; /* on_done's text equals the pieces */
     char finish[16];
     int64_t completion_tokens;
+    int64_t prompt_tokens, cached_tokens;
     /* cancel (through lm, with handle) after this many pieces; 0: never */
     int cancel_after;
     ctn_lm *lm;
@@ -206,6 +207,8 @@ static void on_done(void *ud, const ctn_lm_result *r) {
     if (c->done_counter != NULL) (*c->done_counter)++;
     snprintf(c->finish, sizeof c->finish, "%s", r->finish_name);
     c->completion_tokens = r->completion_tokens;
+    c->prompt_tokens = r->prompt_tokens;
+    c->cached_tokens = r->cached_tokens;
     c->result_matches =
         r->text_len == c->n && memcmp(r->text, c->text, c->n) == 0 && r->text[r->text_len] == 0;
     CHECK_STR(r->finish_name, ctn_finish_name(r->finish));
@@ -900,6 +903,190 @@ TEST(allocation_failures_through_the_bridge) {
     free(want);
 }
 
+
+/* ---- sessions ---------------------------------------------------------------------------- */
+
+/* One keyed request: prompt, greedy, max_tokens; 0 or the error. */
+static int submit_keyed(ctn_lm *lm, collect *c, const char *key, const char *prompt,
+                        int max_tokens) {
+    ctn_lm_request r = ctn_lm_request_default();
+    r.prompt = prompt;
+    r.prompt_len = strlen(prompt);
+    r.set.max_tokens = max_tokens;
+    r.session = key;
+    char err[512] = "";
+    c->lm = lm;
+    const int rc = ctn_lm_generate(lm, &r, &callbacks, c, &c->handle, err, sizeof err);
+    if (rc < 0) printf("  generate: %s\n", err);
+    return rc;
+}
+
+/*
+ * A chat that sends its whole history every turn: with a keyed session each turn computes
+ * only what is new (the earlier turns are found in the session, all but the last generated
+ * token, whose KV nothing has computed yet), and the text is what a plain request for the
+ * same prompt gives.
+ */
+TEST(keyed_sessions_compute_only_the_new_turn) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    ctn_lm *lm = open_model(&loop);
+    CHECK(lm != NULL);
+    if (lm == NULL) {
+        uv_loop_close(&loop);
+        return;
+    }
+    collect *c = calloc(1, sizeof *c);
+    char prompt[4096] = "Once upon a time";
+    int64_t held = 0; /* tokens the session holds after the last turn */
+    for (int turn = 0; turn < 4; turn++) {
+        memset(c, 0, sizeof *c);
+        CHECK_EQ_INT(submit_keyed(lm, c, "chat-1", prompt, 9), 0);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        CHECK_EQ_INT(c->n_done, 1);
+        CHECK_STR(c->finish, "length");
+        c->text[c->n] = '\0';
+        char *want = direct_run(prompt, 0, 0, 9, NULL);
+        CHECK_STR(c->text, want);
+        free(want);
+        if (turn == 0) CHECK_EQ_INT(c->cached_tokens, 0);
+        else CHECK_EQ_INT(c->cached_tokens, held - 1);
+        held = c->prompt_tokens + c->completion_tokens;
+        CHECK_EQ_INT(ctn_lm_session_count(lm), 1);
+        /* The next turn: the reply as it came, and more. */
+        strncat(prompt, c->text, sizeof prompt - strlen(prompt) - 40);
+        strcat(prompt, " Then the dog");
+    }
+    /* Another prompt on the key (a history that changed) starts the session again. */
+    memset(c, 0, sizeof *c);
+    CHECK_EQ_INT(submit_keyed(lm, c, "chat-1", "Lily liked", 5), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ_INT(c->n_done, 1);
+    c->text[c->n] = '\0';
+    char *want = direct_run("Lily liked", 0, 0, 5, NULL);
+    CHECK_STR(c->text, want);
+    free(want);
+    /* Keys are kept apart, and an empty key or both kinds of session are refused. */
+    memset(c, 0, sizeof *c);
+    CHECK_EQ_INT(submit_keyed(lm, c, "chat-2", "Lily liked", 5), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ_INT(ctn_lm_session_count(lm), 2);
+    ctn_lm_request r = ctn_lm_request_default();
+    r.prompt = "x";
+    r.prompt_len = 1;
+    r.session = "";
+    char err[256] = "";
+    CHECK_EQ_INT(ctn_lm_generate(lm, &r, &callbacks, c, NULL, err, sizeof err), CTN_EINVAL);
+    CHECK(strstr(err, "session key is empty") != NULL);
+    r.session = "k";
+    r.session_id = 5;
+    CHECK_EQ_INT(ctn_lm_generate(lm, &r, &callbacks, c, NULL, err, sizeof err), CTN_EINVAL);
+    CHECK(strstr(err, "not both") != NULL);
+    /* Without a session, an empty prompt is still refused. */
+    r = ctn_lm_request_default();
+    r.prompt = "";
+    CHECK_EQ_INT(ctn_lm_generate(lm, &r, &callbacks, c, NULL, err, sizeof err), CTN_EINVAL);
+    free(c);
+    close_all(&loop, lm);
+}
+
+/* Beyond CTN_LM_MAX_SESSIONS keys, the least recently used one goes. */
+TEST(keyed_sessions_are_bounded) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    ctn_lm *lm = open_model(&loop);
+    CHECK(lm != NULL);
+    if (lm == NULL) {
+        uv_loop_close(&loop);
+        return;
+    }
+    collect *c = calloc(1, sizeof *c);
+    char key[32], next[256] = "";
+    for (int i = 0; i < CTN_LM_MAX_SESSIONS + 3; i++) {
+        memset(c, 0, sizeof *c);
+        snprintf(key, sizeof key, "k%d", i);
+        CHECK_EQ_INT(submit_keyed(lm, c, key, "The dog ran", 1), 0);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        CHECK_EQ_INT(c->n_done, 1);
+        c->text[c->n] = '\0';
+        if (i == 0) snprintf(next, sizeof next, "The dog ran%s and ran", c->text);
+    }
+    CHECK_EQ_INT(ctn_lm_session_count(lm), CTN_LM_MAX_SESSIONS);
+    /* k0 went (least recently used): its next turn finds nothing (the prompt is shorter than
+     * a KV block, so the prefix cache has none of it); the newest key still has its turn. */
+    memset(c, 0, sizeof *c);
+    CHECK_EQ_INT(submit_keyed(lm, c, "k0", next, 1), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ_INT(c->cached_tokens, 0);
+    snprintf(key, sizeof key, "k%d", CTN_LM_MAX_SESSIONS + 2);
+    memset(c, 0, sizeof *c);
+    CHECK_EQ_INT(submit_keyed(lm, c, key, next, 1), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(c->cached_tokens > 0);
+    CHECK_EQ_INT(ctn_lm_session_count(lm), CTN_LM_MAX_SESSIONS);
+    free(c);
+    close_all(&loop, lm);
+}
+
+/* A prompt-only request fills a raw session; forks of it sample as plain requests do with
+ * the same prompt and seed, and the prompt is computed once. */
+TEST(forks_of_a_filled_session) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    ctn_lm *lm = open_model(&loop);
+    CHECK(lm != NULL);
+    if (lm == NULL) {
+        uv_loop_close(&loop);
+        return;
+    }
+    collect *c = calloc(5, sizeof *c);
+    const char *prompt = "One day, Tom went to the park with his";
+    const int64_t sid = ctn_lm_session_new(lm);
+    CHECK(sid > 0);
+    ctn_lm_request r = ctn_lm_request_default();
+    r.prompt = prompt;
+    r.prompt_len = strlen(prompt);
+    r.set.max_tokens = 0;
+    r.session_id = sid;
+    char err[256] = "";
+    c[0].lm = lm;
+    CHECK_EQ_INT(ctn_lm_generate(lm, &r, &callbacks, &c[0], NULL, err, sizeof err), 0);
+    int64_t kids[4];
+    CHECK_EQ_INT(ctn_lm_session_fork(lm, sid, 4, kids), 0);
+    CHECK_EQ_INT(ctn_lm_session_fork(lm, sid, 0, kids), CTN_EINVAL);
+    CHECK_EQ_INT(ctn_lm_session_close(lm, sid), 0);
+    for (int i = 0; i < 4; i++) {
+        ctn_lm_request k = ctn_lm_request_default();
+        k.session_id = kids[i];
+        k.set.max_tokens = 12;
+        k.set.sampling.temp = 0.9f;
+        k.set.sampling.top_k = 0;
+        k.set.sampling.top_p = 1.0f;
+        k.set.sampling.min_p = 0;
+        k.set.sampling.seed = 100 + (uint64_t)i;
+        c[i + 1].lm = lm;
+        CHECK_EQ_INT(ctn_lm_generate(lm, &k, &callbacks, &c[i + 1], NULL, err, sizeof err), 0);
+        CHECK_EQ_INT(ctn_lm_session_close(lm, kids[i]), 0);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ_INT(c[0].n_done, 1);
+    CHECK_EQ_INT(c[0].completion_tokens, 0);
+    const int64_t n_prompt = c[0].prompt_tokens;
+    CHECK(n_prompt > 5);
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ_INT(c[i + 1].n_done, 1);
+        CHECK_EQ_INT(c[i + 1].prompt_tokens, n_prompt);
+        CHECK_EQ_INT(c[i + 1].cached_tokens, n_prompt - 1); /* only the last is computed again */
+        c[i + 1].text[c[i + 1].n] = '\0';
+        char *want = direct_run(prompt, 0.9f, 100 + (uint64_t)i, 12, NULL);
+        CHECK_STR(c[i + 1].text, want);
+        free(want);
+    }
+    CHECK_EQ_INT(ctn_lm_session_close(lm, sid), CTN_ENOENT);
+    free(c);
+    close_all(&loop, lm);
+}
+
 int main(void) {
     snprintf(model_path, sizeof model_path, "%s/models/stories260K.gguf", shared_dir());
     if (!have_model()) {
@@ -919,5 +1106,8 @@ int main(void) {
     RUN(embeddings_through_the_same_engine);
     RUN(one_piece_per_token_however_slow_the_loop);
     RUN(allocation_failures_through_the_bridge);
+    RUN(keyed_sessions_compute_only_the_new_turn);
+    RUN(keyed_sessions_are_bounded);
+    RUN(forks_of_a_filled_session);
     return test_summary();
 }

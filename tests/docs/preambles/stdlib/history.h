@@ -1,0 +1,2 @@
+/* Free names of stdlib/history.h's example (tests/docs/check_examples.sh). */
+#include <history.h>
