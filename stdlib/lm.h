@@ -104,6 +104,11 @@ typedef struct {
      * of one loaded with ctn_lm_lora_load, or NULL; set.lora_scale), as the one settings
      * validator (settings.h, docs/settings.md) checked them; the strings are copied. */
     ctn_settings set;
+    /* Candidate token ids whose log-probabilities as the next token after the prompt come
+     * in ctn_lm_result.scores (gen.h: score_ids; copied; at most CTN_GEN_MAX_SCORE_IDS, each
+     * in the vocabulary). With set.max_tokens 0 nothing is generated. */
+    const int32_t *score_ids;
+    int n_score_ids;
 } ctn_lm_request;
 
 /* Greedy, BOS as the model says, no token limit, no stop strings; the other sampling fields
@@ -122,6 +127,10 @@ typedef struct {
     size_t text_len;
     int error;           /* 0, or a CTN_E* code when finish is CTN_FINISH_ERROR */
     const char *message; /* "" or why it failed */
+    /* (n_scores) the log-probabilities of the request's score_ids, in their order; NULL
+     * and 0 when it asked for none or failed before its prompt was computed */
+    const double *scores;
+    int n_scores;
 } ctn_lm_result;
 
 typedef struct {
