@@ -9,8 +9,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "alloc.h" /* ctn__alloc_fail_after */
 #include "error.h"
 #include "forward.h"
 #include "gen.h"
@@ -98,13 +100,15 @@ static void on_token(void *ud, const ctn_gen_token *t) {
     if (o->n_tok++ == 0) o->first = t->token;
 }
 
+static bool QUIET; /* failures expected (the allocation-failure loop) are not printed */
+
 static void on_done(void *ud, int64_t id, const ctn_gen_result *r) {
     out_t *o = ud;
     o->done++;
     o->finish = r->finish;
     o->n_scores = r->n_scores;
     o->cached = r->cached_tokens;
-    if (r->finish == CTN_FINISH_ERROR) printf("  request %lld: %s\n", (long long)id, r->error);
+    if (r->finish == CTN_FINISH_ERROR && !QUIET) printf("  request %lld: %s\n", (long long)id, r->error);
     for (int i = 0; i < r->n_scores && i < CTN_GEN_MAX_SCORE_IDS; i++)
         o->scores[i] = r->scores[i];
 }
@@ -354,11 +358,81 @@ TEST(bad_candidates) {
     unload(&L);
 }
 
+/* The N-th allocation fails (from the engine's start on): each case ends cleanly, with a
+ * refused submission, or one on_done that has the right scores or CTN_ENOMEM's error; the
+ * ASan copy checks that nothing leaks. */
+TEST(allocation_failures) {
+    loaded L;
+    CHECK(load(&L) == 0);
+    int32_t toks[20];
+    for (int j = 0; j < 20; j++)
+        toks[j] = (int32_t)(3 + j * 7 % 190);
+    const int32_t ids[2] = {9, 77};
+    double ref[200];
+    int32_t am;
+    CHECK(reference(&L, toks, 20, ref, &am) == 0);
+    long n = 0;
+    int refused = 0, failed = 0, scored = 0;
+    QUIET = true;
+    for (; n < 5000; n++) {
+        ctn__alloc_fail_after = n;
+        ctn_gen_params p = {0};
+        p.fwd.n_threads = 1;
+        p.fwd.n_ctx = 64;
+        p.manual = true;
+        p.admit_timeout_s = 0.001;
+        ctn_gen *e = NULL;
+        char err[256];
+        if (ctn_gen_new(&e, L.m, NULL, &p, err, sizeof err) < 0) {
+            ctn__alloc_fail_after = -1;
+            continue;
+        }
+        out_t o = {0};
+        ctn_gen_request q = ctn_gen_request_default();
+        q.prompt_ids = toks;
+        q.n_prompt_ids = 20;
+        q.max_tokens = 0;
+        q.score_ids = ids;
+        q.n_score_ids = 2;
+        q.on_done = on_done;
+        q.ud = &o;
+        const int64_t id = ctn_gen_submit(e, &q, err, sizeof err);
+        if (id < 0) {
+            CHECK_EQ_INT((int)id, CTN_ENOMEM);
+            refused++;
+        }
+        for (int guard = 0; guard < 20000 && id > 0 && o.done == 0; guard++)
+            if (ctn_gen_step(e, NULL) == 0) {
+                const struct timespec us = {0, 200000};
+                nanosleep(&us, NULL);
+            }
+        const bool untouched = ctn__alloc_fail_after > 0;
+        ctn__alloc_fail_after = -1;
+        ctn_gen_free(e);
+        if (id > 0) {
+            CHECK_EQ_INT(o.done, 1);
+            if (o.finish == CTN_FINISH_ERROR) {
+                failed++;
+            } else {
+                CHECK(max_err(&o, ref, ids, 2) < 1e-6);
+                scored++;
+            }
+        }
+        if (untouched) break;
+    }
+    QUIET = false;
+    printf("  %ld allocations: %d submissions refused, %d requests failed, %d scored\n", n,
+           refused, failed, scored);
+    CHECK(n > 5 && n < 5000 && refused > 0 && scored > 0);
+    unload(&L);
+}
+
 int main(void) {
     RUN(scores_equal_a_log_softmax);
     RUN(scores_before_generating);
     RUN(scores_in_a_batch);
     RUN(scores_of_a_cached_prompt);
     RUN(bad_candidates);
+    RUN(allocation_failures);
     return test_summary();
 }
