@@ -131,6 +131,34 @@ describe("catena.retriever.rerank", function()
     assert.are.same({}, none:invoke("zebra"))
   end)
 
+  it("judges with the chat template when the model has one", function()
+    -- the same file with a chat template given: the judging prompt becomes system and user
+    -- messages, the assistant's turn opened, and the answer "yes" / "no" follows it
+    local chat = catena.model{ path = MODEL, chat_template = "chatml" }
+    local rr = catena.retriever.rerank{ retriever = retriever, llm = chat, top_n = 2 }
+    local out = rr:invoke("Where is the cat?")
+    assert.are.equal(2, #out)
+    local s = catena.scorer{ llm = chat, candidates = { "yes", "no" } }
+    local lp = s:invoke{ type = "chat", messages = {
+      { role = "system", content = judge },
+      { role = "user", content = "<Query>: Where is the cat?\n<Document>: " .. out[1].page_content } } }
+    local want = math.exp(lp[1]) / (math.exp(lp[1]) + math.exp(lp[2]))
+    assert.is_true(math.abs(out[1].metadata.rerank_score - want) < 1e-12)
+    -- not the plain-text prompt's score
+    local plain = catena.retriever.rerank{ retriever = retriever, llm = llm, top_n = 6 }:invoke("Where is the cat?")
+    for _, d in ipairs(plain) do
+      if d.page_content == out[1].page_content then
+        assert.are_not.equal(d.metadata.rerank_score, out[1].metadata.rerank_score)
+      end
+    end
+    -- a chat prompt given to a scorer whose model has no template fails, naming the fix
+    local err = raised(function()
+      return catena.scorer{ llm = llm, candidates = { "yes" } }:invoke{ type = "chat",
+        messages = { { role = "user", content = "hi" } } }
+    end)
+    assert.matches("no chat template catena recognises", message(err), 1, true)
+  end)
+
   it("refuses bad options with a clear error", function()
     local rerank = catena.retriever.rerank
     local err = raised(function() return rerank{ retriever = retriever, llm = llm, top = 3 } end)
