@@ -116,6 +116,31 @@ describe("catena.retriever.rerank", function()
     assert.is_true(all[1].metadata.rerank_score > all[6].metadata.rerank_score)
   end)
 
+  it("scores every hit in one batch through the engine", function()
+    local kb2 = catena.kb.open(tmp .. "/many.sqlite")
+    local many = kb2:collection("many")
+    local t = {}
+    for i = 1, 12 do t[i] = "The cat number " .. i .. " sat on the mat and looked at the bird." end
+    many:add(t)
+    local rr = catena.retriever.rerank{ retriever = many:retriever{ k = 12, mode = "bm25" },
+                                        llm = llm, top_n = 12 }
+    local before = catena.stats(llm)
+    local out = rr:invoke("cat")
+    local after = catena.stats(llm)
+    assert.are.equal(12, #out)
+    assert.are.equal(12, after.finished - before.finished)
+    -- one at a time would take a step (at least) each; together they share steps (the
+    -- judging prefix computed once, in the prefix cache)
+    assert.is_true(after.steps - before.steps <= 6, "steps: " .. (after.steps - before.steps))
+    assert.is_true(after.prefix_hits > before.prefix_hits)
+  end)
+
+  it("passes the scorer's settings on to the engine", function()
+    local s = catena.scorer{ llm = llm, candidates = { "yes", "no" } }:with{ lora = "nowhere" }
+    local err = raised(function() return s:invoke("The cat") end)
+    assert.matches("adapter 'nowhere' is not loaded", message(err), 1, true)
+  end)
+
   it("takes a template of its own and runs inside a chain", function()
     local t = "Question: {query}\nPassage: {document}"
     local rr = catena.retriever.rerank{ retriever = retriever, llm = llm, top_n = 2, template = t }
