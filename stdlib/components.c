@@ -1,6 +1,6 @@
 /*
- * Prompts, chat prompts, the model node and the output parsers as chain nodes
- * (components.h).
+ * Prompts, chat prompts, the model node, the scorer node and the output parsers as chain
+ * nodes (components.h).
  */
 #include "components.h"
 

@@ -1,7 +1,8 @@
 /*
  * The built-in components as chain nodes (chain.h custom nodes): prompts, chat prompts, the
- * model node over the shared engine (lm.h), and the output parsers. The Lua module builds
- * them; a C service can too.
+ * model node over the shared engine (lm.h), the scorer node (candidate tokens' log-
+ * probabilities after a prompt, through the same engine), and the output parsers. The Lua
+ * module builds them; a C service can too.
  *
  *     ctn_node *p = ctn_prompt_node("Tell me about {topic}.", 22, err, sizeof err);
  *     ctn_node *m = ctn_model_node(lm, CTN_CHAT_UNKNOWN, NULL, NULL, NULL); // takes a reference
