@@ -74,6 +74,10 @@ struct gseq {
     bool embd_raw;
     float *embd; /* (n_embd) the pooled state being built */
     void (*on_embedding)(void *, int64_t, const float *, int64_t);
+    int32_t *score_ids; /* (n_score) candidates to score after the prompt */
+    double *scores;     /* (n_score) their log-probabilities, once scored */
+    int n_score;
+    bool scored;
     gsess *sess;   /* the session it continues, or NULL */
     bool joined;   /* the session's history is in toks (done at first admission) */
     ctn_kv_seq kv; /* allocated while running */
@@ -366,6 +370,8 @@ static void seq_free(ctn_gen *e, gseq *s) {
     ctn_stop_free(s->stop);
     ctn_sampler_free(s->smp);
     free(s->embd);
+    free(s->score_ids);
+    free(s->scores);
     free(s->toks);
     free(s);
 }
@@ -384,6 +390,8 @@ static void seq_finish(ctn_gen *e, gseq *s, ctn_finish why, int code, const char
     res.preemptions = s->preemptions;
     res.error = error != NULL ? error : "";
     res.text = "";
+    res.scores = s->scored ? s->scores : NULL;
+    res.n_scores = s->scored ? s->n_score : 0;
     const double t = now_s();
     res.ttft_s = s->t_first > 0 ? s->t_first - s->t_submit : 0;
     res.total_s = t - s->t_submit;
@@ -465,6 +473,12 @@ static void seq_finish(ctn_gen *e, gseq *s, ctn_finish why, int code, const char
     seq_free(e, s);
 }
 
+/* A request that only computes its prompt (max_tokens 0, no embedding, no scores): it
+ * leaves the last prompt position to the next request on its session. */
+static bool prompt_only(const gseq *s) {
+    return s->max_tokens == 0 && s->pooling == CTN_POOL_NONE && s->n_score == 0;
+}
+
 static int push_tok(gseq *s, int32_t t) {
     if (s->n_toks == s->cap_toks) {
         int64_t cap = s->cap_toks * 2;
@@ -492,6 +506,23 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
         return CTN_EINVAL;
     }
 
+    if (r->n_score_ids < 0 || r->n_score_ids > CTN_GEN_MAX_SCORE_IDS) {
+        ctn__errf(err, errlen, "n_score_ids is %d (0 to %d candidates)", r->n_score_ids,
+                  CTN_GEN_MAX_SCORE_IDS);
+        return CTN_EINVAL;
+    }
+    if (r->n_score_ids > 0 && (r->score_ids == NULL || r->pooling != CTN_POOL_NONE)) {
+        ctn__errf(err, errlen, "%s",
+                  r->score_ids == NULL ? "n_score_ids is set but score_ids is NULL"
+                                       : "scores cannot come with an embedding (pooling)");
+        return CTN_EINVAL;
+    }
+    for (int i = 0; i < r->n_score_ids; i++)
+        if (r->score_ids[i] < 0 || r->score_ids[i] >= e->n_vocab) {
+            ctn__errf(err, errlen, "score id %d is %d, outside the vocabulary of %" PRId64, i,
+                      (int)r->score_ids[i], e->n_vocab);
+            return CTN_EINVAL;
+        }
     if (r->n_stop > 0 && e->v == NULL) {
         ctn__errf(err, errlen, "stop strings need a vocabulary (the engine has none)");
         return CTN_EINVAL;
@@ -618,6 +649,17 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
             ctn__errf(err, errlen, "out of memory");
             goto fail;
         }
+    }
+    if (r->n_score_ids > 0) {
+        s->score_ids = ctn__malloc((size_t)r->n_score_ids * sizeof *s->score_ids);
+        s->scores = ctn__malloc((size_t)r->n_score_ids * sizeof *s->scores);
+        if (s->score_ids == NULL || s->scores == NULL) {
+            rc = CTN_ENOMEM;
+            ctn__errf(err, errlen, "out of memory");
+            goto fail;
+        }
+        memcpy(s->score_ids, r->score_ids, (size_t)r->n_score_ids * sizeof *s->score_ids);
+        s->n_score = r->n_score_ids;
     }
     s->max_tokens = r->max_tokens;
     s->ignore_eos = r->ignore_eos;
@@ -860,7 +902,7 @@ static ctn_finish join_session(ctn_gen *e, gseq *s, int *code, const char **erro
         s->has_kv = true;
         ss->has_kv = false;
         /* Nothing new to compute: the last position is computed again for its logits. */
-        if (s->kv.n_pos >= s->n_toks && s->max_tokens != 0) s->kv.n_pos = s->n_toks - 1;
+        if (s->kv.n_pos >= s->n_toks && !prompt_only(s)) s->kv.n_pos = s->n_toks - 1;
     }
     free(ss->toks);
     ss->toks = NULL;
@@ -997,9 +1039,10 @@ static gseq *latest_not_in_step(const ctn_gen *e, int n_segs) {
 }
 
 /* Positions the sequence wants computed: all its tokens, or all but the last for a
- * prompt-only request (the next request on its session computes that one). */
+ * prompt-only request (the next request on its session computes that one; a scoring
+ * request needs its logits). */
 static int64_t target(const gseq *s) {
-    return s->max_tokens == 0 && s->pooling == CTN_POOL_NONE ? s->n_toks - 1 : s->n_toks;
+    return prompt_only(s) ? s->n_toks - 1 : s->n_toks;
 }
 
 /* The segment of s for its next n tokens: logits when they end a generating request's
@@ -1078,6 +1121,24 @@ static ctn_finish next_token(ctn_gen *e, gseq *s, float *logits, int *code, cons
     /* The context is full when the newest token has no position left to be computed at. */
     if (s->n_toks > e->n_ctx) return CTN_FINISH_LENGTH;
     return (ctn_finish)0;
+}
+
+/*
+ * The log-probabilities of s's candidates from the logits row after its prompt: the
+ * log-softmax over the whole row in double, the maximum subtracted before exp so that no
+ * term overflows (log-sum-exp).
+ */
+static void score(const ctn_gen *e, gseq *s, const float *logits) {
+    double mx = -INFINITY;
+    for (int64_t v = 0; v < e->n_vocab; v++)
+        if (logits[v] > mx) mx = logits[v];
+    double sum = 0;
+    for (int64_t v = 0; v < e->n_vocab; v++)
+        sum += exp((double)logits[v] - mx);
+    const double lse = mx + log(sum);
+    for (int i = 0; i < s->n_score; i++)
+        s->scores[i] = (double)logits[s->score_ids[i]] - lse;
+    s->scored = true;
 }
 
 /* Gives back what a failed admission took (adopted blocks, counted hits and misses). */
@@ -1212,7 +1273,7 @@ static void finish_prompt_only(ctn_gen *e) {
     const int64_t E = e->m->hp.n_embd;
     for (int j = 0; j < e->n_running;) {
         gseq *s = e->running[j];
-        if ((s->max_tokens != 0 && s->pooling == CTN_POOL_NONE) || s->kv.n_pos < target(s)) {
+        if ((s->pooling == CTN_POOL_NONE && !prompt_only(s)) || s->kv.n_pos < target(s)) {
             j++;
             continue;
         }
@@ -1297,8 +1358,7 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
         int code = 0;
         ctn_finish fin = (ctn_finish)0;
         if (ss != NULL && !s->joined) fin = join_session(e, s, &code, &error);
-        if (fin == 0 && s->max_tokens == 0 && s->pooling == CTN_POOL_NONE && s->has_kv &&
-            s->kv.n_pos >= s->n_toks - 1)
+        if (fin == 0 && prompt_only(s) && s->has_kv && s->kv.n_pos >= s->n_toks - 1)
             fin = CTN_FINISH_LENGTH; /* prompt only, and it is all there already */
         if (fin != 0) {
             *wp = s->next;
@@ -1320,6 +1380,15 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
                     undo_admission(e, s, hits, misses);
                     break;
                 }
+            }
+            if (prompt_only(s) && s->kv.n_pos >= target(s)) {
+                /* Prompt only, and the cache had all of it (a segment of no tokens is not a
+                 * step): it ends now, holding the adopted blocks for its session. */
+                *wp = s->next;
+                e->n_waiting--;
+                s->n_cached = s->kv.n_pos;
+                seq_finish(e, s, CTN_FINISH_LENGTH, 0, NULL);
+                continue;
             }
         }
         if (s->n_cached < 0) s->n_cached = s->kv.n_pos;
@@ -1418,8 +1487,16 @@ static int64_t step(ctn_gen *e, ctn_gen_step_info *info) {
         gseq *s = e->seg_seq[i];
         const char *error = NULL;
         int code = 0;
-        const ctn_finish fin =
-            next_token(e, s, e->logits + (size_t)row++ * (size_t)e->n_vocab, &code, &error);
+        float *lg = e->logits + (size_t)row++ * (size_t)e->n_vocab;
+        if (s->n_score > 0 && !s->scored) {
+            score(e, s, lg);
+            if (s->max_tokens == 0) {
+                running_remove(e, s);
+                seq_finish(e, s, CTN_FINISH_LENGTH, 0, NULL);
+                continue;
+            }
+        }
+        const ctn_finish fin = next_token(e, s, lg, &code, &error);
         if (fin != 0) {
             running_remove(e, s);
             seq_finish(e, s, fin, code, error);

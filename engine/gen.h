@@ -62,6 +62,9 @@
 
 typedef struct ctn_gen ctn_gen;
 
+/* The most candidate ids one request may score (ctn_gen_request.score_ids). */
+#define CTN_GEN_MAX_SCORE_IDS 64
+
 typedef struct {
     ctn_fwd_params fwd;  /* threads, context, KV memory (0: room for max_running full
                             contexts, at most 1 GiB), KV type and block size; n_batch is
@@ -110,6 +113,11 @@ typedef struct {
     const char *text;          /* held-back text released at the end (may be empty; valid
                                   during on_done) */
     size_t text_len;
+    /* (n_scores) the log-probabilities of the request's score_ids at the position after its
+     * prompt, in their order (valid during on_done); NULL and 0 when it asked for none or
+     * ended before its prompt was computed. */
+    const double *scores;
+    int n_scores;
 } ctn_gen_result;
 
 /* One generated token, as on_token sees it (valid during the call). */
@@ -157,6 +165,16 @@ typedef struct {
     int pooling; /* ctn_pooling; CTN_POOL_NONE: generate */
     bool embd_raw;
     void (*on_embedding)(void *ud, int64_t id, const float *v, int64_t n);
+    /* Scoring: the log-probabilities of these n_score_ids token ids (copied; at most
+     * CTN_GEN_MAX_SCORE_IDS, each inside the vocabulary) as the next token after the prompt
+     * (a session's history included), from the model's own distribution at that position:
+     * the log-softmax over the whole vocabulary, in double, before sampling parameters or
+     * penalties touch it. They come in ctn_gen_result.scores. With max_tokens 0 the request
+     * computes its prompt, scores it and ends (finish "length") without generating; a prompt
+     * found whole in the prefix cache or a session has its last position computed again for
+     * the logits. Batched with the rest; not with pooling. */
+    const int32_t *score_ids;
+    int n_score_ids;
     /* A generated token (ctn_gen_token: request, step, id and text). Engine thread. */
     void (*on_token)(void *ud, const ctn_gen_token *t);
     /* The end of the request: always called once, last. Engine thread (or the caller of
@@ -197,8 +215,9 @@ void ctn_gen_free(ctn_gen *e);
 /*
  * Queues a request. Returns its id (> 0), or CTN_EINVAL (no prompt, an empty one, a prompt
  * that fills the context, bad sampling parameters or stop strings, stop strings without a
- * vocabulary), CTN_ENOMEM (including a prompt that needs more KV blocks than the whole pool)
- * with the reason in err; then no callback is made.
+ * vocabulary, score ids outside the vocabulary or more than CTN_GEN_MAX_SCORE_IDS of them,
+ * scores with pooling), CTN_ENOMEM (including a prompt that needs more KV blocks than the
+ * whole pool) with the reason in err; then no callback is made.
  */
 int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t errlen);
 /* Cancels a request: it finishes with CTN_FINISH_CANCELLED at the next step boundary and

@@ -211,6 +211,39 @@ static int m_model(lua_State *L) {
     return 1;
 }
 
+/* catena.scorer{llm = model, candidates = {"yes", "no"}}: a runnable whose output is the
+ * log-probability of each candidate's first token after its input (ctn_scorer_node). */
+static int m_scorer(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    static const char *const opts[] = {"llm", "candidates"};
+    ctn_l_check_options(L, 1, "catena.scorer", opts, 2);
+    lua_getfield(L, 1, "llm");
+    ctn_node **m = luaL_testudata(L, -1, CTN_L_RUNNABLE);
+    if (m == NULL || ctn_model_node_lm(*m) == NULL)
+        ctn_l_error(L, "catena.scorer: llm must be a model (catena.model{...})");
+    lua_getfield(L, 1, "candidates");
+    if (!lua_istable(L, -1))
+        ctn_l_error(L, "catena.scorer: candidates must be a list of strings, such as {\"yes\", "
+                       "\"no\"}");
+    const size_t n = lua_rawlen(L, -1);
+    if (n < 1 || n > CTN_GEN_MAX_SCORE_IDS)
+        ctn_l_error(L, "catena.scorer: %d candidates (1 to %d)", (int)n, CTN_GEN_MAX_SCORE_IDS);
+    const char *c[CTN_GEN_MAX_SCORE_IDS];
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, -1, (lua_Integer)i + 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            ctn_l_error(L, "catena.scorer: candidates[%d] must be a string, not %s", (int)i + 1,
+                        luaL_typename(L, -1));
+        c[i] = lua_tostring(L, -1); /* it stays alive in the table */
+        lua_pop(L, 1);
+    }
+    char err[512] = "";
+    ctn_node *node = ctn_scorer_node(*m, c, n, err, sizeof err);
+    if (node == NULL) ctn_l_error(L, "catena.scorer: %s", err[0] ? err : "out of memory");
+    push_node(L, node, "scorer", err);
+    return 1;
+}
+
 /* ---- parsers ---- */
 
 static int parser(lua_State *L, ctn_parser_kind k) {
@@ -376,6 +409,8 @@ void ctn_l_open_components(lua_State *L) {
     lua_setfield(L, -2, "model");
     lua_pushcfunction(L, m_unload);
     lua_setfield(L, -2, "unload");
+    lua_pushcfunction(L, m_scorer);
+    lua_setfield(L, -2, "scorer");
     static const luaL_Reg parsers[] = {
         {"str", p_str}, {"json", p_json}, {"list", p_list}, {"regex", p_regex}, {NULL, NULL}};
     luaL_newlib(L, parsers);

@@ -241,6 +241,17 @@ static ctn_kb *open_kb(lua_State *L, const char *path, int flags, const char *wh
 /* prim.fail(msg): the glue's error(), at the position of the first caller outside it. */
 static int k_fail(lua_State *L) { return ctn_l_error(L, "%s", luaL_checkstring(L, 1)); }
 
+/* prim.model_chats(x): whether the model x renders chat prompts; nil when x is not a model. */
+static int k_model_chats(lua_State *L) {
+    ctn_node **r = luaL_testudata(L, 1, CTN_L_RUNNABLE);
+    if (r == NULL || ctn_model_node_lm(*r) == NULL) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushboolean(L, ctn_model_node_chats(*r));
+    return 1;
+}
+
 /* prim.open(path): creates or migrates the file. */
 static int k_open(lua_State *L) {
     ctn_kb_close(open_kb(L, luaL_checkstring(L, 1), 0, "kb.open"));
@@ -622,6 +633,90 @@ static const char kb_glue[] =
     "    return table.concat(parts, sep)\n"
     "  end, 'format_docs')\n"
     "end\n"
+    "-- catena.retriever.rerank: the retriever's hits judged by a model, as Qwen3-Reranker does.\n"
+    "local judge_system = 'Judge whether the Document meets the requirements of the Query. ' ..\n"
+    "  'Answer only \"yes\" or \"no\".'\n"
+    "local judge_user = '<Query>: {query}\\n<Document>: {document}'\n"
+    "local rropts = {retriever = true, llm = true, top_n = true, template = true}\n"
+    "local function is_runnable(x)\n"
+    "  local mt = getmetatable(x)\n"
+    "  return type(x) == 'userdata' and type(mt) == 'table' and mt.__name == 'catena.runnable'\n"
+    "end\n"
+    "local function fill(tmpl, query, doc)\n"
+    "  return (tmpl:gsub('{(%w+)}', function(k)\n"
+    "    if k == 'query' then return query elseif k == 'document' then return doc end\n"
+    "  end))\n"
+    "end\n"
+    "-- P(yes) / (P(yes) + P(no)) from the two log-probabilities, without overflow.\n"
+    "local function yes_share(ly, ln)\n"
+    "  if ly >= ln then return 1 / (1 + math.exp(ln - ly)) end\n"
+    "  local e = math.exp(ly - ln)\n"
+    "  return e / (1 + e)\n"
+    "end\n"
+    "catena.retriever = catena.retriever or {}\n"
+    "function catena.retriever.rerank(o)\n"
+    "  local w = 'catena.retriever.rerank'\n"
+    "  if type(o) ~= 'table' then error(w .. ': give {retriever =, llm =, top_n =, template =}') end\n"
+    "  for k in pairs(o) do\n"
+    "    if not rropts[k] then error(w .. \": unknown option '\" .. tostring(k) ..\n"
+    "      \"' (retriever, llm, top_n, template)\") end\n"
+    "  end\n"
+    "  if not is_runnable(o.retriever) then error(w .. ': retriever must be a runnable (kb:retriever{...})') end\n"
+    "  local chats = prim.model_chats(o.llm)\n"
+    "  if chats == nil then error(w .. ': llm must be a model (catena.model{...})') end\n"
+    "  local top_n = o.top_n == nil and 3 or o.top_n\n"
+    "  if math.type(top_n) ~= 'integer' or top_n < 1 or top_n > 1000 then\n"
+    "    error(w .. ': top_n must be an integer from 1 to 1000')\n"
+    "  end\n"
+    "  local tmpl = o.template == nil and judge_user or o.template\n"
+    "  if type(tmpl) ~= 'string' or not tmpl:find('{document}', 1, true) then\n"
+    "    error(w .. ': template must be a string with {document} (and {query}) in it')\n"
+    "  end\n"
+    "  -- The answer's first token: after a chat template's assistant header \"yes\" / \"no\"; after\n"
+    "  -- plain text \" yes\" / \" no\", or \"yes\" / \"no\" where the tokenizer puts the space in itself\n"
+    "  -- (SentencePiece: then \" yes\" and \" no\" both begin with the lone space).\n"
+    "  local scorer\n"
+    "  if chats then\n"
+    "    scorer = catena.scorer{llm = o.llm, candidates = {'yes', 'no'}}\n"
+    "  else\n"
+    "    local ok, s = pcall(catena.scorer, {llm = o.llm, candidates = {' yes', ' no'}})\n"
+    "    scorer = ok and s or catena.scorer{llm = o.llm, candidates = {'yes', 'no'}}\n"
+    "  end\n"
+    "  local retriever = o.retriever\n"
+    "  return catena.lambda(function(query)\n"
+    "    if type(query) ~= 'string' then error('rerank needs the query as a string, got ' .. type(query), 0) end\n"
+    "    local hits = retriever:invoke(query)\n"
+    "    if #hits == 0 then return catena.array{} end\n"
+    "    local prompts = {}\n"
+    "    for i, d in ipairs(hits) do\n"
+    "      if type(d) ~= 'table' or type(d.page_content) ~= 'string' then\n"
+    "        error('rerank: hit ' .. i .. ' of the retriever is not a document', 0)\n"
+    "      end\n"
+    "      local user = fill(tmpl, query, d.page_content)\n"
+    "      if chats then\n"
+    "        prompts[i] = {type = 'chat', messages = {{role = 'system', content = judge_system},\n"
+    "                                                 {role = 'user', content = user}}}\n"
+    "      else\n"
+    "        prompts[i] = judge_system .. '\\n\\n' .. user .. '\\n\\nAnswer:'\n"
+    "      end\n"
+    "    end\n"
+    "    local scores = scorer:batch(prompts)\n"
+    "    local ranked = {}\n"
+    "    for i, d in ipairs(hits) do\n"
+    "      d.metadata = d.metadata or {}\n"
+    "      d.metadata.rerank_score = yes_share(scores[i][1], scores[i][2])\n"
+    "      ranked[i] = {d = d, i = i}\n"
+    "    end\n"
+    "    table.sort(ranked, function(a, b)\n"
+    "      local x, y = a.d.metadata.rerank_score, b.d.metadata.rerank_score\n"
+    "      if x ~= y then return x > y end\n"
+    "      return a.i < b.i\n"
+    "    end)\n"
+    "    local out = {}\n"
+    "    for i = 1, math.min(top_n, #ranked) do out[i] = ranked[i].d end\n"
+    "    return out\n"
+    "  end, 'rerank')\n"
+    "end\n"
     "function KB:list(name) return prim.list(self.path, name) end\n"
     "return kb\n";
 
@@ -641,6 +736,7 @@ void ctn_l_open_rag(lua_State *L) {
                                      {"stats", k_stats},     {"list", k_list},
                                      {"chunks", k_chunks},   {"remove", k_remove},
                                      {"fail", k_fail},       {"retriever", k_retriever},
+                                     {"model_chats", k_model_chats},
                                      {NULL, NULL}};
     if (luaL_loadbuffer(L, kb_glue, sizeof kb_glue - 1, "=catena.kb") != LUA_OK) lua_error(L);
     luaL_newlib(L, prims);

@@ -1,6 +1,6 @@
 /*
- * Prompts, chat prompts, the model node and the output parsers as chain nodes
- * (components.h).
+ * Prompts, chat prompts, the model node, the scorer node and the output parsers as chain
+ * nodes (components.h).
  */
 #include "components.h"
 
@@ -14,7 +14,7 @@
 #include "textparse.h"
 #include "str.h"
 #include "alloc.h"
-
+#include "vocab.h"
 
 /* ==== prompt ================================================================================ */
 
@@ -539,22 +539,26 @@ static void setting_of_val(const ctn_val *x, ctn_setting_value *v, ctn_setting_v
     }
 }
 
-static void model_start(ctn_task *t, ctn_val *input) {
-    model_ud *u = ctn_node_ud(ctn_task_node(t));
-    ctn_lm_request r = ctn_lm_request_default();
-    r.set.max_tokens = CTN_SETTINGS_DEFAULT_MAX_TOKENS; /* as catena batch; a setting replaces it */
-    char *text = NULL, err[512];
+/*
+ * The prompt of a model node's input (a string, or a chat prompt rendered with the node's
+ * chat template, the assistant's turn opened) into r; *text holds a rendered prompt (the
+ * caller frees it). 0, or -1 when it failed the task.
+ */
+static int model_prompt(ctn_task *t, const model_ud *u, const ctn_val *input, ctn_lm_request *r,
+                        char **text) {
+    char err[512];
     size_t len = 0;
+    *text = NULL;
     if (input->kind == CTN_VSTR) {
-        r.prompt = input->u.str.p;
-        r.prompt_len = input->u.str.len;
+        r->prompt = input->u.str.p;
+        r->prompt_len = input->u.str.len;
     } else if (input->kind == CTN_VOBJ && ctn_val_get(input, "messages") != NULL &&
                ctn_val_get(input, "type") != NULL && ctn_val_get(input, "type")->kind == CTN_VSTR &&
                strcmp(ctn_val_get(input, "type")->u.str.p, "chat") == 0) {
         const ctn_val *msgs = ctn_val_get(input, "messages");
         int rc;
         if (u->render != NULL) {
-            rc = u->render(u->render_ud, msgs, &text, &len, err, sizeof err);
+            rc = u->render(u->render_ud, msgs, text, &len, err, sizeof err);
         } else {
             ctn_chat_family f = u->family;
             if (f == CTN_CHAT_UNKNOWN && ctn_lm_chat_template(u->lm) != NULL)
@@ -566,13 +570,13 @@ static void model_start(ctn_task *t, ctn_val *input) {
                     "give the model chat_template = \"chatml\" (or another family) or a "
                     "function",
                     ctn_lm_path(u->lm));
-                return;
+                return -1;
             }
             const size_t n = ctn_val_len(msgs);
             ctn_chat_msg *m = ctn__calloc(n + 1, sizeof *m);
             if (m == NULL) {
                 ctn_task_fail(t, CTN_ENOMEM, "out of memory");
-                return;
+                return -1;
             }
             for (size_t i = 0; i < n; i++) {
                 const ctn_val *e = ctn_val_at(msgs, i);
@@ -581,29 +585,36 @@ static void model_start(ctn_task *t, ctn_val *input) {
                     free(m);
                     ctn_task_fail(t, CTN_ETYPE, "message %zu: needs string role and content",
                                   i + 1);
-                    return;
+                    return -1;
                 }
                 m[i] = (ctn_chat_msg){ro->u.str.p, ro->u.str.len, co->u.str.p, co->u.str.len};
             }
-            rc = ctn_chat_render(f, m, n, 1, ctn_lm_bos_text(u->lm), ctn_lm_eos_text(u->lm), &text,
+            rc = ctn_chat_render(f, m, n, 1, ctn_lm_bos_text(u->lm), ctn_lm_eos_text(u->lm), text,
                                  &len, err, sizeof err);
             free(m);
         }
         if (rc < 0) {
             ctn_task_fail(t, rc, "chat template: %s", err);
-            return;
+            return -1;
         }
-        r.prompt = text;
-        r.prompt_len = len;
+        r->prompt = *text;
+        r->prompt_len = len;
         /* A template that writes BOS itself: the tokenizer must not add another. */
         const char *bos = ctn_lm_bos_text(u->lm);
-        if (bos != NULL && *bos && len >= strlen(bos) && memcmp(text, bos, strlen(bos)) == 0)
-            r.add_bos = 0;
+        if (bos != NULL && *bos && len >= strlen(bos) && memcmp(*text, bos, strlen(bos)) == 0)
+            r->add_bos = 0;
     } else {
         ctn_task_fail(t, CTN_ETYPE, "needs a string or a chat prompt as input, got %s",
                       ctn_vkind_name(input->kind));
-        return;
+        return -1;
     }
+    return 0;
+}
+
+/* The request settings the node's task is given into r, through the one validator. 0, or
+ * -1 when it failed the task. */
+static int task_settings(ctn_task *t, ctn_lm_request *r) {
+    char err[512];
     /* Every request setting the node is given goes through the one validator. */
     const ctn_setting_info *tab = ctn_settings_table();
     ctn_setting_value items[CTN_SETTINGS_MAX_STOP + 1];
@@ -612,12 +623,21 @@ static void model_start(ctn_task *t, ctn_val *input) {
         if (sv == NULL) continue;
         ctn_setting_value v;
         setting_of_val(sv, &v, items, sizeof items / sizeof items[0]);
-        const int rc = ctn_settings_set(&r.set, tab[k].key, &v, err, sizeof err);
+        const int rc = ctn_settings_set(&r->set, tab[k].key, &v, err, sizeof err);
         if (rc < 0) {
             ctn_task_fail(t, rc, "%s", err);
-            goto out;
+            return -1;
         }
     }
+    return 0;
+}
+
+static void model_start(ctn_task *t, ctn_val *input) {
+    model_ud *u = ctn_node_ud(ctn_task_node(t));
+    ctn_lm_request r = ctn_lm_request_default();
+    r.set.max_tokens = CTN_SETTINGS_DEFAULT_MAX_TOKENS; /* as catena batch; a setting replaces it */
+    char *text = NULL, err[512];
+    if (model_prompt(t, u, input, &r, &text) < 0 || task_settings(t, &r) < 0) goto out;
     /* The run's session (a conversation's key): this node's engine session for it. */
     const ctn_val *sv = ctn_task_setting(t, "session");
     char key[320];
@@ -716,13 +736,187 @@ int ctn_model_node_set_message(ctn_node *n, bool message) {
     return 0;
 }
 
-ctn_lm *ctn_model_node_lm(const ctn_node *n) {
+/* The model node n is or wraps (through binds and names), or NULL. */
+static ctn_node *model_node_of(ctn_node *n) {
     while (n != NULL && ctn_node_get_kind(n) == CTN_NODE_BIND)
         n = ctn_node_kid(n, 0);
     if (n == NULL || ctn_node_get_kind(n) != CTN_NODE_CUSTOM) return NULL;
-    /* Only a node made by ctn_model_node has model_free as its ud's release. */
-    const model_ud *u = ctn_node_ud(n);
-    return ctn_node_is_custom(n, &model_ops) ? u->lm : NULL;
+    return ctn_node_is_custom(n, &model_ops) ? n : NULL;
+}
+
+ctn_lm *ctn_model_node_lm(const ctn_node *n) {
+    const ctn_node *m = model_node_of((ctn_node *)n);
+    return m != NULL ? ((const model_ud *)ctn_node_ud(m))->lm : NULL;
+}
+
+bool ctn_model_node_chats(const ctn_node *n) {
+    const ctn_node *m = model_node_of((ctn_node *)n);
+    if (m == NULL) return false;
+    const model_ud *u = ctn_node_ud(m);
+    const char *tmpl = ctn_lm_chat_template(u->lm);
+    return u->render != NULL || u->family != CTN_CHAT_UNKNOWN ||
+           (tmpl != NULL && ctn_chat_detect(tmpl) != CTN_CHAT_UNKNOWN);
+}
+
+/* ==== scorer ================================================================================ */
+
+typedef struct {
+    ctn_node *model; /* a reference: the model, its chat template */
+    int32_t ids[CTN_GEN_MAX_SCORE_IDS];
+    int n;
+    char *desc;
+} scorer_ud;
+
+static void score_done(void *ud, const ctn_lm_result *r) {
+    gen_req *g = ud;
+    ctn_task *t = g->t;
+    free(g);
+    if (t == NULL) return;
+    ctn_task_set_data(t, NULL);
+    ctn_task_add_tokens(t, r->prompt_tokens, 0);
+    const scorer_ud *u = ctn_node_ud(ctn_task_node(t));
+    if (r->finish == CTN_FINISH_ERROR) {
+        ctn_task_fail(t, r->error < 0 ? r->error : CTN_ECHAIN, "%s",
+                      r->message && *r->message ? r->message : "scoring failed");
+        return;
+    }
+    if (r->finish == CTN_FINISH_CANCELLED) {
+        ctn_task_fail(t, CTN_ECANCELED, "the scoring was cancelled");
+        return;
+    }
+    if (r->n_scores != u->n) {
+        ctn_task_fail(t, CTN_ECHAIN, "the engine returned %d scores for %d candidates", r->n_scores,
+                      u->n);
+        return;
+    }
+    ctn_val *a = ctn_val_arr();
+    for (int i = 0; a != NULL && i < u->n; i++)
+        if (ctn_val_push(a, ctn_val_num(r->scores[i])) < 0) {
+            ctn_val_unref(a);
+            a = NULL;
+        }
+    if (a == NULL)
+        ctn_task_fail(t, CTN_ENOMEM, "out of memory");
+    else
+        ctn_task_done(t, a);
+}
+
+static void scorer_start(ctn_task *t, ctn_val *input) {
+    const scorer_ud *u = ctn_node_ud(ctn_task_node(t));
+    const model_ud *mu = ctn_node_ud(u->model);
+    ctn_lm_request r = ctn_lm_request_default();
+    char *text = NULL, err[512];
+    if (model_prompt(t, mu, input, &r, &text) < 0 || task_settings(t, &r) < 0) goto out;
+    r.set.max_tokens = 0; /* the prompt, scored; nothing generated */
+    r.score_ids = u->ids;
+    r.n_score_ids = u->n;
+    gen_req *g = ctn__calloc(1, sizeof *g);
+    if (g == NULL) {
+        ctn_task_fail(t, CTN_ENOMEM, "out of memory");
+        goto out;
+    }
+    g->t = t;
+    const ctn_lm_callbacks cb = {NULL, score_done};
+    if (ctn_lm_generate(mu->lm, &r, &cb, g, &g->handle, err, sizeof err) < 0) {
+        free(g);
+        ctn_task_fail(t, CTN_EINVAL, "%s", err);
+        goto out;
+    }
+    ctn_task_set_data(t, g);
+out:
+    free(text);
+}
+
+static void scorer_cancel(ctn_task *t) {
+    const scorer_ud *u = ctn_node_ud(ctn_task_node(t));
+    gen_req *g = ctn_task_data(t);
+    if (g == NULL) return;
+    g->t = NULL; /* its on_done frees it */
+    ctn_lm_cancel(((const model_ud *)ctn_node_ud(u->model))->lm, g->handle);
+}
+
+static void scorer_free(void *p) {
+    scorer_ud *u = p;
+    ctn_node_unref(u->model);
+    free(u->desc);
+    free(u);
+}
+
+static char *scorer_describe(const void *p) {
+    const scorer_ud *u = p;
+    return u->desc != NULL ? ctn__strndup(u->desc, strlen(u->desc)) : NULL;
+}
+
+static const ctn_node_ops scorer_ops = {.kind = "scorer",
+                                        .start = scorer_start,
+                                        .cancel = scorer_cancel,
+                                        .free_ud = scorer_free,
+                                        .describe = scorer_describe};
+
+ctn_node *ctn_scorer_node(ctn_node *model, const char *const *cands, size_t n, char *err,
+                          size_t errcap) {
+    ctn_node *m = model_node_of(model);
+    if (m == NULL) {
+        ctn__errf(err, errcap, "the scorer's model is not a model node (catena.model{...})");
+        return NULL;
+    }
+    if (n < 1 || n > CTN_GEN_MAX_SCORE_IDS) {
+        ctn__errf(err, errcap, "%zu candidates (1 to %d)", n, CTN_GEN_MAX_SCORE_IDS);
+        return NULL;
+    }
+    const ctn_vocab *v = ctn_lm_vocab(((const model_ud *)ctn_node_ud(m))->lm);
+    scorer_ud *u = ctn__calloc(1, sizeof *u);
+    if (u == NULL) {
+        ctn__errf(err, errcap, "out of memory");
+        return NULL;
+    }
+    ctn_strbuf d = {0};
+    ctn_sb_puts(&d, "[");
+    for (size_t i = 0; i < n; i++) {
+        int32_t *toks = NULL;
+        size_t nt = 0;
+        /* As the text would be written in a prompt: no BOS, special tokens parsed. */
+        const int rc = ctn_tokenize(v, cands[i], strlen(cands[i]), false, true, &toks, &nt);
+        const int32_t first = rc == 0 && nt > 0 ? toks[0] : -1;
+        free(toks);
+        if (rc < 0 || first < 0) {
+            ctn__errf(err, errcap, "candidate %zu (\"%s\") %s", i + 1, cands[i],
+                      rc < 0 ? ctn_strerror(rc) : "has no tokens");
+            goto fail;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (u->ids[j] == first) {
+                char piece[64];
+                const int pn = ctn_token_to_piece(v, first, piece, sizeof piece - 1, 0, true);
+                piece[pn >= 0 && pn < (int)sizeof piece ? pn : 0] = '\0';
+                ctn__errf(err, errcap,
+                          "candidates %zu (\"%s\") and %zu (\"%s\") both begin with token %d "
+                          "(\"%s\"): only a candidate's first token is scored",
+                          j + 1, cands[j], i + 1, cands[i], (int)first, piece);
+                goto fail;
+            }
+        u->ids[u->n++] = first;
+        ctn_sb_puts(&d, i > 0 ? ", \"" : "\"");
+        ctn_sb_puts(&d, cands[i]);
+        ctn_sb_puts(&d, "\"");
+    }
+    ctn_sb_puts(&d, "]");
+    u->desc = ctn_sb_take(&d);
+    if (u->desc == NULL) {
+        ctn__errf(err, errcap, "out of memory");
+        goto fail;
+    }
+    u->model = ctn_node_ref(m);
+    ctn_node *node = ctn_node_custom(&scorer_ops, u, NULL);
+    if (node == NULL) {
+        ctn__errf(err, errcap, "out of memory");
+        scorer_free(u);
+    }
+    return node;
+fail:
+    ctn_sb_free(&d);
+    free(u);
+    return NULL;
 }
 
 /* ==== parsers =============================================================================== */

@@ -1,7 +1,8 @@
 /*
  * The built-in components as chain nodes (chain.h custom nodes): prompts, chat prompts, the
- * model node over the shared engine (lm.h), and the output parsers. The Lua module builds
- * them; a C service can too.
+ * model node over the shared engine (lm.h), the scorer node (candidate tokens' log-
+ * probabilities after a prompt, through the same engine), and the output parsers. The Lua
+ * module builds them; a C service can too.
  *
  *     ctn_node *p = ctn_prompt_node("Tell me about {topic}.", 22, err, sizeof err);
  *     ctn_node *m = ctn_model_node(lm, CTN_CHAT_UNKNOWN, NULL, NULL, NULL); // takes a reference
@@ -16,6 +17,7 @@
 #ifndef CTN_COMPONENTS_H
 #define CTN_COMPONENTS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "chain.h"
@@ -56,6 +58,25 @@ ctn_node *ctn_model_node(ctn_lm *lm, ctn_chat_family family, ctn_chat_renderer r
 /* The model of a model node, looking through binds and names (llm:with{...}); NULL when n is
  * not one. Borrowed. */
 ctn_lm *ctn_model_node_lm(const ctn_node *n);
+/* Whether the model node n (through binds and names) renders chat prompts: it has a
+ * renderer, a family, or a GGUF chat template catena recognises. */
+bool ctn_model_node_chats(const ctn_node *n);
+
+/*
+ * The scorer node: how likely each of n candidate continuations is as the next token after
+ * its input, by the model of the model node `model` (looked up through binds and names; a
+ * reference to that node is kept). Each candidate is tokenized as prompt text is (no BOS,
+ * special tokens parsed) and only its FIRST token is scored; a candidate with no tokens, or
+ * two whose first tokens coincide, are refused naming them (as are n outside 1..64). Input:
+ * a string or a chat prompt, rendered as the model node renders it (the assistant's turn
+ * opened). Output: an array of n log-probabilities (the model's log-softmax at the position
+ * after the prompt, before any sampling setting), in the candidates' order. The prompt is
+ * computed through the shared engine with max_tokens 0, so concurrent scorings are batched
+ * with everything else; the model's adapter settings (lora, lora_scale) apply. NULL with the
+ * reason in err.
+ */
+ctn_node *ctn_scorer_node(ctn_node *model, const char *const *candidates, size_t n, char *err,
+                          size_t errcap);
 
 /*
  * What a model node outputs: its text (the default), or, set here before it runs, a message

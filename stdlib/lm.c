@@ -64,6 +64,8 @@ struct lm_req {
     struct lm_sess *ks;
     int32_t *ks_toks;
     size_t ks_n, ks_cap;
+    double *scores; /* (n_score_ids) allocated at submission; n_scores of them came */
+    int n_score_ids, n_scores;
 
     /* Loop thread only. */
     ctn_strbuf work; /* the buffer swapped out of pend, being delivered */
@@ -254,6 +256,10 @@ static void engine_on_done(void *ud, int64_t id, const ctn_gen_result *res) {
     r->completion_tokens = res->completion_tokens;
     r->cached_tokens = res->cached_tokens;
     snprintf(r->errmsg, sizeof r->errmsg, "%s", res->error != NULL ? res->error : "");
+    if (res->scores != NULL && res->n_scores == r->n_score_ids) {
+        memcpy(r->scores, res->scores, (size_t)res->n_scores * sizeof *r->scores);
+        r->n_scores = res->n_scores;
+    }
     r->done = true;
     make_ready(lm, r);
     pthread_mutex_unlock(&lm->lock);
@@ -351,6 +357,7 @@ static void free_req(lm_req *r) {
     free(r->work_ends);
     ctn_sb_free(&r->text);
     free(r->vec);
+    free(r->scores);
     free(r);
 }
 
@@ -412,6 +419,8 @@ static void finish_req(ctn_lm *lm, lm_req *r) {
         res.text_len = r->text.p != NULL && !r->text_oom ? r->text.len : 0;
         res.error = failed ? error_code(r) : 0;
         res.message = failed ? (r->errmsg[0] ? r->errmsg : "out of memory keeping the output") : "";
+        res.scores = r->n_scores > 0 && !failed ? r->scores : NULL;
+        res.n_scores = r->n_scores > 0 && !failed ? r->n_scores : 0;
         r->cb.on_done(r->ud, &res);
     }
     lm->in_cb--;
@@ -986,6 +995,20 @@ int ctn_lm_generate(ctn_lm *lm, const ctn_lm_request *r, const ctn_lm_callbacks 
     g.prompt_ids = ids;
     g.n_prompt_ids = (int64_t)n_ids;
     ctn_settings_apply(&r->set, &g);
+    /* The engine checks the candidates; their scores need a place the engine thread can
+     * copy them to without allocating. */
+    g.score_ids = r->score_ids;
+    g.n_score_ids = r->n_score_ids;
+    if (r->n_score_ids > 0 && r->n_score_ids <= CTN_GEN_MAX_SCORE_IDS) {
+        q->scores = ctn__malloc((size_t)r->n_score_ids * sizeof *q->scores);
+        if (q->scores == NULL) {
+            free(ids);
+            free_req(q);
+            ctn__errf(err, errcap, "%s: out of memory", lm->path);
+            return CTN_ENOMEM;
+        }
+        q->n_score_ids = r->n_score_ids;
+    }
     if (r->set.lora != NULL) {
         struct lm_adapter *ad = adapter_find(lm, r->set.lora);
         if (ad == NULL) {

@@ -111,6 +111,11 @@ typedef struct {
      * key. 0 / NULL: none; not both. */
     int64_t session_id;
     const char *session;
+    /* Candidate token ids whose log-probabilities as the next token after the prompt come
+     * in ctn_lm_result.scores (gen.h: score_ids; copied; at most CTN_GEN_MAX_SCORE_IDS, each
+     * in the vocabulary). With set.max_tokens 0 nothing is generated. */
+    const int32_t *score_ids;
+    int n_score_ids;
 } ctn_lm_request;
 
 /* Greedy, BOS as the model says, no token limit, no stop strings; the other sampling fields
@@ -129,6 +134,10 @@ typedef struct {
     size_t text_len;
     int error;           /* 0, or a CTN_E* code when finish is CTN_FINISH_ERROR */
     const char *message; /* "" or why it failed */
+    /* (n_scores) the log-probabilities of the request's score_ids, in their order; NULL
+     * and 0 when it asked for none or failed before its prompt was computed */
+    const double *scores;
+    int n_scores;
 } ctn_lm_result;
 
 typedef struct {

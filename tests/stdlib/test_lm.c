@@ -903,6 +903,99 @@ TEST(allocation_failures_through_the_bridge) {
     free(want);
 }
 
+/* ---- scores ------------------------------------------------------------------------------- */
+
+typedef struct {
+    int n_done;
+    int n_scores;
+    double scores[CTN_GEN_MAX_SCORE_IDS];
+    int64_t completion_tokens;
+    ctn_finish finish;
+} score_out;
+
+static void score_done(void *ud, const ctn_lm_result *r) {
+    score_out *o = ud;
+    o->n_done++;
+    o->finish = r->finish;
+    o->n_scores = r->n_scores;
+    o->completion_tokens = r->completion_tokens;
+    for (int i = 0; i < r->n_scores && i < CTN_GEN_MAX_SCORE_IDS; i++)
+        o->scores[i] = r->scores[i];
+    if (r->finish == CTN_FINISH_ERROR) printf("  request failed: %s\n", r->message);
+}
+
+/*
+ * The whole vocabulary of stories260K (512 ids) scored after one prompt by 8 concurrent
+ * requests of 64 candidates each: the probabilities sum to 1; a request that also generates
+ * gets the same scores; one without candidates gets none; bad candidates are refused,
+ * naming the id, with no callback.
+ */
+TEST(scores_through_the_bridge) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    ctn_lm *lm = open_model(&loop);
+    CHECK(lm != NULL);
+    if (lm == NULL) {
+        uv_loop_close(&loop);
+        return;
+    }
+    enum { CH = CTN_GEN_MAX_SCORE_IDS, NCH = 512 / CH };
+    static int32_t ids[512];
+    for (int i = 0; i < 512; i++)
+        ids[i] = i;
+    static score_out outs[NCH + 2];
+    memset(outs, 0, sizeof outs);
+    const ctn_lm_callbacks cb = {NULL, score_done};
+    char err[512] = "";
+    for (int k = 0; k < NCH + 2; k++) {
+        ctn_lm_request r = ctn_lm_request_default();
+        r.prompt = "Once upon a time";
+        r.prompt_len = strlen(r.prompt);
+        r.set.max_tokens = k < NCH ? 0 : 3;
+        r.score_ids = k <= NCH ? ids + (k % NCH) * CH : NULL;
+        r.n_score_ids = k <= NCH ? CH : 0;
+        CHECK_EQ_INT(ctn_lm_generate(lm, &r, &cb, &outs[k], NULL, err, sizeof err), 0);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    double sum = 0, best = -INFINITY;
+    for (int k = 0; k < NCH; k++) {
+        CHECK_EQ_INT(outs[k].n_done, 1);
+        CHECK_EQ_INT(outs[k].n_scores, CH);
+        CHECK_EQ_INT(outs[k].completion_tokens, 0);
+        CHECK_EQ_INT(outs[k].finish, CTN_FINISH_LENGTH);
+        for (int i = 0; i < CH; i++) {
+            CHECK(outs[k].scores[i] <= 0);
+            sum += exp(outs[k].scores[i]);
+            if (outs[k].scores[i] > best) best = outs[k].scores[i];
+        }
+    }
+    if (!(fabs(sum - 1) < 1e-9)) printf("  the probabilities sum to %.17g\n", sum);
+    CHECK(fabs(sum - 1) < 1e-9);
+    CHECK(best > log(1.0 / 512)); /* a trained model is not uniform */
+    CHECK_EQ_INT(outs[NCH].n_scores, CH);
+    CHECK_EQ_INT(outs[NCH].completion_tokens, 3);
+    for (int i = 0; i < CH; i++)
+        CHECK(outs[NCH].scores[i] == outs[0].scores[i]);
+    CHECK_EQ_INT(outs[NCH + 1].n_done, 1);
+    CHECK_EQ_INT(outs[NCH + 1].n_scores, 0);
+    /* Refused, naming the id; nothing is called. */
+    score_out bad = {0};
+    ctn_lm_request r = ctn_lm_request_default();
+    r.prompt = "Once upon a time";
+    r.prompt_len = strlen(r.prompt);
+    const int32_t outside[2] = {3, 512};
+    r.score_ids = outside;
+    r.n_score_ids = 2;
+    CHECK_EQ_INT(ctn_lm_generate(lm, &r, &cb, &bad, NULL, err, sizeof err), CTN_EINVAL);
+    CHECK_CONTAINS(err, "score id 1 is 512, outside the vocabulary of 512");
+    r.score_ids = ids;
+    r.n_score_ids = CH + 1;
+    CHECK_EQ_INT(ctn_lm_generate(lm, &r, &cb, &bad, NULL, err, sizeof err), CTN_EINVAL);
+    CHECK_CONTAINS(err, "n_score_ids is 65");
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ_INT(bad.n_done, 0);
+    close_all(&loop, lm);
+}
 
 /* ---- sessions ---------------------------------------------------------------------------- */
 
@@ -1109,5 +1202,6 @@ int main(void) {
     RUN(keyed_sessions_compute_only_the_new_turn);
     RUN(keyed_sessions_are_bounded);
     RUN(forks_of_a_filled_session);
+    RUN(scores_through_the_bridge);
     return test_summary();
 }
