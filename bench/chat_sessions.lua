@@ -5,8 +5,8 @@
 --
 -- The chat is a chat prompt (system line, the history placeholder, the user's question)
 -- into the model (ChatML unless the GGUF has a template), greedy, MAX_TOKENS (default 24)
--- per answer, the questions fixed. It runs twice on one engine, each run with its own
--- system line so that neither finds the other's blocks in the prefix cache:
+-- per answer, the questions fixed. It runs twice, each on a new engine (catena.unload in
+-- between, so neither finds the other's blocks in the prefix cache) after a warm-up:
 --   session:  with_history's engine session: each turn computes only what is new;
 --   no session: the same turns, the run's session taken away: only the prefix cache helps
 --             (whole 16-token blocks of the prompt, where the reply's text tokenizes as
@@ -23,7 +23,7 @@ local now = os.clock
 local ok_sys, system = pcall(require, "system")
 if ok_sys and system.monotime then now = system.monotime end
 
-local llm = catena.model{ path = model, output = "message", chat_template = "chatml" }
+local llm
 local questions = {
   "Tell me a story about Lily.", "What did she find?", "Who was with her?", "Where did they go?",
   "What happened next?", "Was she happy?", "What did her mom say?", "Did it rain?",
@@ -31,8 +31,11 @@ local questions = {
 }
 
 local function run(label, keep_session)
+  if llm ~= nil then catena.unload(llm) end
+  llm = catena.model{ path = model, output = "message", chat_template = "chatml" }
+  llm:with{ max_tokens = 4 }:invoke("warm up") -- first-use costs out of the timings
   local store = catena.history.sqlite(":memory:")
-  local prompt = catena.prompt.chat{ { "system", "You tell stories (" .. label .. ")." },
+  local prompt = catena.prompt.chat{ { "system", "You tell stories." },
                                      { "placeholder", "history" }, { "user", "{input}" } }
   local model_step = llm:with{ max_tokens = max_tokens }
   if not keep_session then
@@ -47,7 +50,7 @@ local function run(label, keep_session)
   end
   local chain = model_step and (prompt | model_step) or prompt
   local chat = chain:with_history{ store = store }
-  local cfg = { configurable = { session_id = label } }
+  local cfg = { configurable = { session_id = "chat" } }
   local prompt_tokens, computed, answers = 0, 0, {}
   local t0 = now()
   for i = 1, turns do
@@ -63,7 +66,6 @@ local function run(label, keep_session)
   return prompt_tokens, computed, dt, answers
 end
 
-llm:with{ max_tokens = 4 }:invoke("warm up") -- first-use costs out of the timings
 local p1, c1, t1, a1 = run("A", true)
 local p2, c2, t2, a2 = run("B", false)
 for i = 1, turns do assert(a1[i] == a2[i], "turn " .. i .. ": the answers differ") end

@@ -220,8 +220,11 @@ int ctn_history_get(ctn_history *h, const char *session, size_t last, ctn_val **
             ctn_val_set(o, "type", ctn_val_cstr((const char *)sqlite3_column_text(st, 0))) < 0 ||
             ctn_val_set(o, "content",
                         ctn_val_str((const char *)sqlite3_column_text(st, 1),
-                                    (size_t)sqlite3_column_bytes(st, 1))) < 0 ||
-            ctn_val_push(a, o) < 0) {
+                                    (size_t)sqlite3_column_bytes(st, 1))) < 0) {
+            ctn_val_unref(o);
+            o = NULL;
+        }
+        if (o == NULL || ctn_val_push(a, o) < 0) { /* push takes o, also when it fails */
             ctn_val_unref(a);
             a = NULL;
         }
