@@ -140,6 +140,14 @@ describe("the model's n", function()
     local ms = m:with{n = 2, max_tokens = 4}:invoke("Lily liked")
     assert.are.equal("ai", ms[2].type)
     assert.are.equal(ms[1].content, ms[2].content) -- greedy: the same twice
+    -- Cancelled while the forks run (a timeout): an error, and the engine goes on.
+    assert.truthy(raised(function()
+      return llm:with{n = 3, max_tokens = 400}:with_timeout(2):invoke("Once upon")
+    end):find("timed out", 1, true))
+    assert.are.equal(2, #llm:with{n = 2, max_tokens = 3}:invoke("Once upon"))
+    -- A prompt found whole in the prefix cache is forked as well.
+    local p = "Once upon a time there was a little girl named Lily who lived in a house"
+    assert.are.same(llm:with{n = 2, max_tokens = 3}:invoke(p), llm:with{n = 2, max_tokens = 3}:invoke(p))
     assert.truthy(raised(llm.invoke, llm, "x", {n = 0}):find("from 1 to 16", 1, true))
     assert.truthy(raised(llm.invoke, llm, "x", {n = 17}):find("from 1 to 16", 1, true))
   end)
