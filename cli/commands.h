@@ -20,5 +20,6 @@ int ctn_cmd_lora(int argc, char **argv);
 int ctn_cmd_ingest(int argc, char **argv);
 int ctn_cmd_kb(int argc, char **argv);
 int ctn_cmd_search(int argc, char **argv);
+int ctn_cmd_serve(int argc, char **argv);
 
 #endif

@@ -34,6 +34,7 @@ static const struct {
      "load, split and embed files into a knowledge base (PATH... --db KB.sqlite ...)"},
     {"search", ctn_cmd_search, "the best chunks of a knowledge base for a query (bm25|vector|hybrid)"},
     {"kb", ctn_cmd_kb, "a knowledge base's statistics, documents and checks (stats|list|...)"},
+    {"serve", ctn_cmd_serve, "an OpenAI-compatible HTTP server for a model (-m MODEL.gguf [--port N])"},
     {"run", ctn_cmd_run, "run a Lua chain script ([--trace] SCRIPT.lua [ARGS...])"},
     {"repl", ctn_cmd_repl, "an interactive Lua session with the chain library (also: bare catena)"},
     {"bench", ctn_cmd_bench, "measure prefill and decode speed (-m MODEL.gguf), one JSON line"},

@@ -1,0 +1,1522 @@
+/*
+ * `catena serve`: an OpenAI-compatible HTTP server for one model and its LoRA adapters, on
+ * the libuv loop. Requests are framed by serve_http.c (http-parser), every generation and
+ * embedding goes to the model's one shared engine (stdlib/lm.h), which batches all of them,
+ * and responses are written as they come: whole JSON bodies, or Server-Sent Events in a
+ * chunked body for stream = true.
+ *
+ * Routes: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions,
+ * POST /v1/embeddings, POST /tokenize, POST /detokenize, GET /metrics. Errors have OpenAI's
+ * shape {"error": {"message", "type", "param", "code"}} and the status that fits.
+ *
+ * Connections: keep-alive with pipelined requests answered in order; a client that sends
+ * part of a request and stalls is answered 408 after --header-timeout seconds; an idle
+ * keep-alive connection is closed after 30 s; a client that goes away cancels its
+ * generation (its KV blocks return at once). At most --max-concurrency requests are held;
+ * more get 503 with Retry-After. SIGINT / SIGTERM: stop accepting, let what runs finish
+ * for up to --shutdown-timeout seconds, cancel the rest, exit.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <uv.h>
+
+#include "alloc.h"
+#include "chat.h"
+#include "cli.h"
+#include "commands.h"
+#include "error.h"
+#include "lm.h"
+#include "serve_http.h"
+#include "settings.h"
+#include "str.h"
+
+enum { MAX_LORAS = 32, IDLE_TIMEOUT_MS = 30000 };
+
+typedef struct server server;
+typedef struct conn conn;
+typedef struct job job;
+
+struct server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    bool listening;
+    uv_signal_t sigint, sigterm;
+    uv_timer_t drain;
+    ctn_lm *lm;
+    const char *model_id; /* the name clients use */
+    ctn_chat_family family;
+    char *api_key;
+    ctn_http_limits lim;
+    int max_concurrency;
+    double header_timeout_s, shutdown_timeout_s;
+    const char *lora_names[MAX_LORAS];
+    int n_loras;
+    bool quiet;
+
+    conn *conns;
+    int n_jobs; /* requests held (generations and embeddings in flight) */
+    bool stopping, stopped;
+    time_t started;
+    /* Counters for /metrics. */
+    int64_t requests_total, requests_rejected, prompt_tokens, completion_tokens;
+    int64_t status_count[6]; /* 1xx..5xx */
+    uint64_t next_id;
+};
+
+struct conn {
+    uv_tcp_t tcp;
+    server *s;
+    conn *prev, *next;
+    ctn_http_conn *http;
+    uv_timer_t timer;
+    int writes;       /* uv_write requests in flight */
+    int handles;      /* handles not yet closed (the socket and the timer) */
+    bool close_after; /* close once the writes are done */
+    bool closing;
+    bool keep_alive;  /* of the request being answered */
+    bool chunked;     /* its body is chunked (SSE over HTTP/1.1) */
+    job *job;         /* its work in flight, or NULL */
+    char peer[64];
+    /* For the access log line. */
+    char method[12], path[96];
+    double t0;
+    int status;
+    size_t bytes;
+};
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+typedef struct {
+    uv_write_t req;
+    conn *c;
+    char *buf;
+} wreq;
+
+static void conn_close(conn *c);
+
+static void on_written(uv_write_t *w, int status) {
+    wreq *r = (wreq *)w;
+    conn *c = r->c;
+    free(r->buf);
+    free(r);
+    c->writes--;
+    if (c->closing) return; /* cancelled by the close */
+    if (status < 0) c->close_after = true;
+    if (c->writes == 0 && c->close_after) conn_close(c);
+}
+
+/* Queues n bytes (copied) on the socket. */
+static void put(conn *c, const char *data, size_t n) {
+    if (c->closing || n == 0) return;
+    wreq *r = ctn__malloc(sizeof *r);
+    char *b = ctn__malloc(n);
+    if (r == NULL || b == NULL) {
+        free(r);
+        free(b);
+        c->close_after = true;
+        if (c->writes == 0) conn_close(c);
+        return;
+    }
+    memcpy(b, data, n);
+    r->c = c;
+    r->buf = b;
+    uv_buf_t ub = uv_buf_init(b, (unsigned)n);
+    if (uv_write(&r->req, (uv_stream_t *)&c->tcp, &ub, 1, on_written) < 0) {
+        free(b);
+        free(r);
+        c->close_after = true;
+        if (c->writes == 0) conn_close(c);
+        return;
+    }
+    c->writes++;
+    c->bytes += n;
+}
+
+static void head(conn *c, int status, const char *ctype, long long length, const char *extra) {
+    char h[512];
+    c->status = status;
+    c->chunked = length < 0 && c->keep_alive;
+    int n = snprintf(h, sizeof h, "HTTP/1.1 %d %s\r\nServer: catena\r\nContent-Type: %s\r\n", status,
+                     ctn_http_reason(status), ctype);
+    if (length >= 0) n += snprintf(h + n, sizeof h - (size_t)n, "Content-Length: %lld\r\n", length);
+    else if (c->chunked) n += snprintf(h + n, sizeof h - (size_t)n, "Transfer-Encoding: chunked\r\n");
+    if (length < 0) n += snprintf(h + n, sizeof h - (size_t)n, "Cache-Control: no-cache\r\n");
+    n += snprintf(h + n, sizeof h - (size_t)n, "Connection: %s\r\n%s\r\n",
+                  c->keep_alive ? "keep-alive" : "close", extra ? extra : "");
+    put(c, h, (size_t)n);
+}
+
+/* One piece of a streamed body (a chunk when chunked). */
+static void body_piece(conn *c, const char *s, size_t n) {
+    if (!c->chunked) {
+        put(c, s, n);
+        return;
+    }
+    ctn_strbuf b = {0};
+    char len[24];
+    snprintf(len, sizeof len, "%zx\r\n", n);
+    ctn_sb_puts(&b, len);
+    ctn_sb_put(&b, s, n);
+    ctn_sb_puts(&b, "\r\n");
+    if (!b.oom) put(c, b.p, b.len);
+    ctn_sb_free(&b);
+}
+
+static void log_request(conn *c) {
+    server *s = c->s;
+    s->requests_total++;
+    if (c->status >= 100 && c->status < 600) s->status_count[c->status / 100]++;
+    if (s->quiet) return;
+    fprintf(stderr, "serve: %s %s %s %d %zu B %.3f s\n", c->peer, c->method, c->path, c->status,
+            c->bytes, ctn__cli_now_s() - c->t0);
+}
+
+static void arm_idle(conn *c);
+
+/* The response is complete: log it, then the next request or the close. */
+static void finish(conn *c) {
+    if (c->chunked) put(c, "0\r\n\r\n", 5);
+    log_request(c);
+    c->chunked = false;
+    if (!c->keep_alive || c->s->stopping) {
+        c->close_after = true;
+        if (c->writes == 0) conn_close(c);
+        return;
+    }
+    const int rc = ctn_http_resume(c->http);
+    if (rc != 0 && !c->closing) {
+        /* A pipelined request that is bad: answered by the read path's rules. */
+        c->close_after = true;
+        if (c->writes == 0) conn_close(c);
+        return;
+    }
+    if (!ctn_http_busy(c->http)) arm_idle(c);
+}
+
+static void send_json(conn *c, int status, cJSON *j, const char *extra) {
+    char *text = j != NULL ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    if (text == NULL) {
+        static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+                                  "\"param\":null,\"code\":null}}";
+        head(c, 500, "application/json", (long long)strlen(oom), NULL);
+        put(c, oom, strlen(oom));
+    } else {
+        head(c, status, "application/json", (long long)strlen(text), extra);
+        put(c, text, strlen(text));
+        free(text);
+    }
+    finish(c);
+}
+
+static cJSON *error_obj(const char *message, const char *type, const char *param,
+                        const char *code) {
+    cJSON *o = cJSON_CreateObject(), *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "message", message);
+    cJSON_AddStringToObject(e, "type", type);
+    if (param) cJSON_AddStringToObject(e, "param", param);
+    else cJSON_AddNullToObject(e, "param");
+    if (code) cJSON_AddStringToObject(e, "code", code);
+    else cJSON_AddNullToObject(e, "code");
+    cJSON_AddItemToObject(o, "error", e);
+    return o;
+}
+
+static void send_error(conn *c, int status, const char *param, const char *code, const char *fmt,
+                       ...) __attribute__((format(printf, 5, 6)));
+static void send_error(conn *c, int status, const char *param, const char *code, const char *fmt,
+                       ...) {
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    const char *type = status == 401   ? "authentication_error"
+                       : status == 404 ? "not_found_error"
+                       : status >= 500 ? "server_error"
+                                       : "invalid_request_error";
+    send_json(c, status, error_obj(msg, type, param, code),
+              status == 503 ? "Retry-After: 1\r\n" : NULL);
+}
+
+/* ---- connections -------------------------------------------------------------------------- */
+
+static void job_detach(job *j);
+
+static void stop_now(server *s);
+
+static void on_closed(uv_handle_t *h) {
+    conn *c = h->data;
+    if (--c->handles > 0) return;
+    ctn_http_free(c->http);
+    free(c);
+}
+
+static void conn_close(conn *c) {
+    if (c->closing) return;
+    c->closing = true;
+    server *s = c->s;
+    if (c->prev) c->prev->next = c->next;
+    else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    if (c->job != NULL) job_detach(c->job); /* the client went: its work is cancelled */
+    c->job = NULL;
+    /* Two handles close; the memory goes with the second. */
+    c->handles = 2;
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, on_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+    /* Shutting down and nothing left: the loop may end. */
+    if (s->stopping && s->conns == NULL) stop_now(s);
+}
+
+static void on_timer(uv_timer_t *t) {
+    conn *c = t->data;
+    if (c->closing || c->job != NULL || ctn_http_busy(c->http)) return;
+    if (ctn_http_partial(c->http)) {
+        /* Part of a request and then nothing: a slow client does not hold the connection. */
+        c->keep_alive = false;
+        snprintf(c->method, sizeof c->method, "-");
+        snprintf(c->path, sizeof c->path, "-");
+        c->t0 = ctn__cli_now_s();
+        c->bytes = 0;
+        send_error(c, 408, NULL, NULL, "the request did not come within %.0f s",
+                   c->s->header_timeout_s);
+        return;
+    }
+    conn_close(c);
+}
+
+static void arm_idle(conn *c) {
+    if (c->closing) return;
+    const double ms = ctn_http_partial(c->http) ? c->s->header_timeout_s * 1000 : IDLE_TIMEOUT_MS;
+    uv_timer_start(&c->timer, on_timer, (uint64_t)ms, 0);
+}
+
+static void on_alloc(uv_handle_t *h, size_t want, uv_buf_t *buf) {
+    (void)h;
+    (void)want;
+    static char slab[65536];
+    *buf = uv_buf_init(slab, sizeof slab);
+}
+
+static void route(conn *c, const ctn_http_req *r);
+
+static void on_request(void *ud, const ctn_http_req *r) {
+    conn *c = ud;
+    uv_timer_stop(&c->timer);
+    c->keep_alive = r->keep_alive;
+    c->t0 = ctn__cli_now_s();
+    c->bytes = 0;
+    c->status = 0;
+    snprintf(c->method, sizeof c->method, "%s", r->method);
+    snprintf(c->path, sizeof c->path, "%s", r->path);
+    route(c, r);
+}
+
+/* A request the framing refused: answered, then the connection closes. */
+static void refuse(conn *c, int rc) {
+    c->keep_alive = false;
+    snprintf(c->method, sizeof c->method, "-");
+    snprintf(c->path, sizeof c->path, "-");
+    c->t0 = ctn__cli_now_s();
+    c->bytes = 0;
+    if (rc < 0) send_error(c, 500, NULL, NULL, "out of memory");
+    else send_error(c, rc, NULL, NULL, "%s", ctn_http_error(c->http));
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
+    conn *c = st->data;
+    if (c->closing) return;
+    if (n < 0) { /* EOF or an error: the client is gone (its work is cancelled) */
+        conn_close(c);
+        return;
+    }
+    if (n == 0) return;
+    if (c->close_after) return; /* answering a refused request: the rest is not read */
+    const int rc = ctn_http_feed(c->http, buf->base, (size_t)n);
+    if (rc != 0) {
+        if (c->job != NULL || ctn_http_busy(c->http)) {
+            /* A bad request pipelined behind one being answered: close after it. */
+            c->keep_alive = false;
+            return;
+        }
+        refuse(c, rc);
+        return;
+    }
+    if (!c->closing && !ctn_http_busy(c->http)) arm_idle(c);
+}
+
+static void on_connection(uv_stream_t *l, int status) {
+    server *s = l->data;
+    if (status < 0 || s->stopping) return;
+    conn *c = ctn__calloc(1, sizeof *c);
+    if (c == NULL) return;
+    c->s = s;
+    c->http = ctn_http_new(&s->lim, on_request, c);
+    uv_tcp_init(s->loop, &c->tcp);
+    c->tcp.data = c;
+    uv_timer_init(s->loop, &c->timer);
+    c->timer.data = c;
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    if (c->http == NULL || uv_accept(l, (uv_stream_t *)&c->tcp) < 0) {
+        conn_close(c);
+        return;
+    }
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    snprintf(c->peer, sizeof c->peer, "?");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        char ip[48] = "";
+        int port = 0;
+        if (ss.ss_family == AF_INET) {
+            uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+        snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    arm_idle(c);
+}
+
+/* ---- jobs: generations and embeddings ------------------------------------------------------ */
+
+enum { JOB_COMPLETION, JOB_CHAT, JOB_EMBED };
+
+struct job {
+    server *s;
+    conn *c; /* NULL once the client is gone */
+    int kind;
+    bool stream, include_usage, sent_role;
+    char id[48];
+    long long created;
+    char model[128];
+    /* Generations: the handle; embeddings: one handle per input, the vectors, the base64
+     * flag and the token count. */
+    uint64_t handle;
+    size_t n_inputs, n_done;
+    uint64_t *handles;
+    float **vecs;
+    int dim;
+    bool base64;
+    int64_t tokens;
+    int err;
+    char errmsg[256];
+};
+
+static void job_free(job *j) {
+    for (size_t i = 0; j->vecs != NULL && i < j->n_inputs; i++)
+        free(j->vecs[i]);
+    free(j->vecs);
+    free(j->handles);
+    free(j);
+}
+
+/* The client went: the engine's work for it is cancelled; the job frees itself at its end. */
+static void job_detach(job *j) {
+    j->c = NULL;
+    if (j->kind == JOB_EMBED) {
+        for (size_t i = 0; i < j->n_inputs; i++)
+            if (j->handles[i] != 0) ctn_lm_cancel(j->s->lm, j->handles[i]);
+    } else {
+        ctn_lm_cancel(j->s->lm, j->handle);
+    }
+}
+
+static void job_end(job *j) {
+    j->s->n_jobs--;
+    if (j->c != NULL) j->c->job = NULL;
+    job_free(j);
+}
+
+static void sse(conn *c, cJSON *j) {
+    char *t = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (t == NULL) return;
+    ctn_strbuf b = {0};
+    ctn_sb_puts(&b, "data: ");
+    ctn_sb_puts(&b, t);
+    ctn_sb_puts(&b, "\n\n");
+    free(t);
+    if (!b.oom) body_piece(c, b.p, b.len);
+    ctn_sb_free(&b);
+}
+
+static cJSON *chunk_base(const job *j) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", j->id);
+    cJSON_AddStringToObject(o, "object",
+                            j->kind == JOB_CHAT ? "chat.completion.chunk" : "text_completion");
+    cJSON_AddNumberToObject(o, "created", (double)j->created);
+    cJSON_AddStringToObject(o, "model", j->model);
+    return o;
+}
+
+/* One streamed choice: a delta (chat) or text (completions); finish NULL while it runs. */
+static void stream_choice(job *j, const char *text, size_t n, const char *finish) {
+    cJSON *o = chunk_base(j), *arr = cJSON_AddArrayToObject(o, "choices"), *ch = cJSON_CreateObject();
+    cJSON_AddNumberToObject(ch, "index", 0);
+    char *t = ctn__strndup(text != NULL ? text : "", n);
+    if (j->kind == JOB_CHAT) {
+        cJSON *d = cJSON_AddObjectToObject(ch, "delta");
+        if (!j->sent_role) {
+            cJSON_AddStringToObject(d, "role", "assistant");
+            j->sent_role = true;
+        }
+        if (text != NULL && t != NULL) cJSON_AddStringToObject(d, "content", t);
+    } else {
+        cJSON_AddStringToObject(ch, "text", t != NULL ? t : "");
+    }
+    free(t);
+    cJSON_AddNullToObject(ch, "logprobs");
+    if (finish) cJSON_AddStringToObject(ch, "finish_reason", finish);
+    else cJSON_AddNullToObject(ch, "finish_reason");
+    cJSON_AddItemToArray(arr, ch);
+    sse(j->c, o);
+}
+
+static cJSON *usage_obj(int64_t prompt, int64_t completion, int64_t cached) {
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddNumberToObject(u, "prompt_tokens", (double)prompt);
+    cJSON_AddNumberToObject(u, "completion_tokens", (double)completion);
+    cJSON_AddNumberToObject(u, "total_tokens", (double)(prompt + completion));
+    if (cached >= 0) {
+        cJSON *d = cJSON_AddObjectToObject(u, "prompt_tokens_details");
+        cJSON_AddNumberToObject(d, "cached_tokens", (double)cached);
+    }
+    return u;
+}
+
+static void gen_text(void *ud, const char *piece, size_t len) {
+    job *j = ud;
+    if (j->c == NULL || !j->stream) return;
+    stream_choice(j, piece, len, NULL);
+}
+
+static const char *finish_reason(ctn_finish f) {
+    return f == CTN_FINISH_LENGTH ? "length" : "stop";
+}
+
+static void gen_done(void *ud, const ctn_lm_result *r) {
+    job *j = ud;
+    conn *c = j->c;
+    server *s = j->s;
+    s->prompt_tokens += r->prompt_tokens;
+    s->completion_tokens += r->completion_tokens;
+    if (c == NULL) {
+        job_end(j);
+        return;
+    }
+    const bool failed = r->finish == CTN_FINISH_ERROR || r->finish == CTN_FINISH_CANCELLED;
+    if (j->stream) {
+        if (failed) {
+            sse(c, error_obj(r->finish == CTN_FINISH_CANCELLED ? "the generation was cancelled"
+                                                               : r->message,
+                             "server_error", NULL, NULL));
+        } else {
+            stream_choice(j, NULL, 0, finish_reason(r->finish));
+            if (j->include_usage) {
+                cJSON *o = chunk_base(j);
+                cJSON_AddArrayToObject(o, "choices");
+                cJSON_AddItemToObject(o, "usage", usage_obj(r->prompt_tokens, r->completion_tokens,
+                                                            r->cached_tokens));
+                sse(c, o);
+            }
+        }
+        body_piece(c, "data: [DONE]\n\n", 14);
+        job_end(j);
+        finish(c);
+        return;
+    }
+    if (failed) {
+        job_end(j);
+        send_error(c, r->finish == CTN_FINISH_CANCELLED ? 503 : 500, NULL, NULL, "%s",
+                   r->finish == CTN_FINISH_CANCELLED ? "the generation was cancelled"
+                                                     : r->message);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject(), *arr, *ch = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", j->id);
+    cJSON_AddStringToObject(o, "object", j->kind == JOB_CHAT ? "chat.completion" : "text_completion");
+    cJSON_AddNumberToObject(o, "created", (double)j->created);
+    cJSON_AddStringToObject(o, "model", j->model);
+    arr = cJSON_AddArrayToObject(o, "choices");
+    cJSON_AddNumberToObject(ch, "index", 0);
+    if (j->kind == JOB_CHAT) {
+        cJSON *m = cJSON_AddObjectToObject(ch, "message");
+        cJSON_AddStringToObject(m, "role", "assistant");
+        cJSON_AddStringToObject(m, "content", r->text);
+    } else {
+        cJSON_AddStringToObject(ch, "text", r->text);
+    }
+    cJSON_AddNullToObject(ch, "logprobs");
+    cJSON_AddStringToObject(ch, "finish_reason", finish_reason(r->finish));
+    cJSON_AddItemToArray(arr, ch);
+    cJSON_AddItemToObject(o, "usage", usage_obj(r->prompt_tokens, r->completion_tokens,
+                                                r->cached_tokens));
+    job_end(j);
+    send_json(c, 200, o, NULL);
+}
+
+/* ---- request bodies ----------------------------------------------------------------------- */
+
+/* The body as a JSON object, or NULL after answering 400. */
+static cJSON *parse_body(conn *c, const ctn_http_req *r) {
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(r->body, r->body_len, &end, 0);
+    if (j == NULL) {
+        const long at = end != NULL ? (long)(end - r->body) : 0;
+        send_error(c, 400, NULL, NULL,
+                   r->body_len == 0 ? "the request has no body (a JSON object is expected)"
+                                    : "the body is not valid JSON (near byte %ld)",
+                   at);
+        return NULL;
+    }
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        send_error(c, 400, NULL, NULL, "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* The model the request names (NULL: the base), or false after answering 404 / 400. */
+static bool pick_model(conn *c, cJSON *body, const char **lora, char *name, size_t cap) {
+    server *s = c->s;
+    *lora = NULL;
+    snprintf(name, cap, "%s", s->model_id);
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(body, "model");
+    if (m == NULL || cJSON_IsNull(m)) return true;
+    if (!cJSON_IsString(m)) {
+        send_error(c, 400, "model", NULL, "'model' must be a string");
+        return false;
+    }
+    if (strcmp(m->valuestring, s->model_id) == 0) return true;
+    for (int i = 0; i < s->n_loras; i++)
+        if (strcmp(m->valuestring, s->lora_names[i]) == 0) {
+            *lora = s->lora_names[i];
+            snprintf(name, cap, "%s", s->lora_names[i]);
+            return true;
+        }
+    send_error(c, 404, "model", "model_not_found", "The model '%s' does not exist (served: %s%s)",
+               m->valuestring, s->model_id, s->n_loras > 0 ? " and its adapters" : "");
+    return false;
+}
+
+/*
+ * The sampling fields of an OpenAI request into r->set through the one settings validator:
+ * OpenAI's defaults first (temperature 1, top_p 1, no top_k or min_p), then the request's.
+ * Fields that would change the answer and are not served are refused by name. false after
+ * answering 400.
+ */
+static bool read_settings(conn *c, cJSON *body, ctn_lm_request *r, bool chat) {
+    static const char *const unsupported[] = {"logprobs", "top_logprobs", "echo", "best_of",
+                                              "suffix", "tools", "tool_choice", "functions",
+                                              "function_call", "response_format", "logit_bias"};
+    for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(body, unsupported[i]);
+        if (x == NULL || cJSON_IsNull(x) || cJSON_IsFalse(x)) continue;
+        if (cJSON_IsObject(x) && x->child == NULL) continue; /* logit_bias {} */
+        if (cJSON_IsArray(x) && x->child == NULL) continue;  /* tools [] */
+        if (!strcmp(unsupported[i], "best_of") && cJSON_IsNumber(x) && x->valuedouble == 1) continue;
+        if (!strcmp(unsupported[i], "top_logprobs") && cJSON_IsNumber(x) && x->valuedouble == 0)
+            continue;
+        send_error(c, 400, unsupported[i], "unsupported_parameter",
+                   "'%s' is not supported by catena serve yet", unsupported[i]);
+        return false;
+    }
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(body, "n");
+    if (n != NULL && !cJSON_IsNull(n) && !(cJSON_IsNumber(n) && n->valuedouble == 1)) {
+        send_error(c, 400, "n", "unsupported_parameter", "'n' other than 1 is not supported yet");
+        return false;
+    }
+    ctn_settings_init(&r->set);
+    r->set.max_tokens = chat ? -1 : 16; /* OpenAI's: the context for chat, 16 for completions */
+    r->set.sampling.temp = 1.0f;
+    r->set.sampling.top_p = 1.0f;
+    r->set.sampling.top_k = 0;
+    r->set.sampling.min_p = 0;
+    static const struct {
+        const char *field, *key;
+    } map[] = {{"temperature", "temperature"},
+               {"top_p", "top_p"},
+               {"seed", "seed"},
+               {"stop", "stop"},
+               {"max_tokens", "max_tokens"},
+               {"max_completion_tokens", "max_tokens"},
+               {"presence_penalty", "presence_penalty"},
+               {"frequency_penalty", "frequency_penalty"},
+               /* vLLM's extra sampling fields */
+               {"top_k", "top_k"},
+               {"min_p", "min_p"},
+               {"repetition_penalty", "repeat_penalty"},
+               {"ignore_eos", "ignore_eos"}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(body, map[i].field);
+        if (x == NULL || cJSON_IsNull(x)) continue;
+        if (!strcmp(map[i].key, "top_k") && cJSON_IsNumber(x) && x->valuedouble == -1) continue;
+        char err[256];
+        if (ctn_settings_set_json(&r->set, map[i].key, x, err, sizeof err) < 0) {
+            send_error(c, 400, map[i].field, NULL, "'%s': %s", map[i].field, err);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool flag(cJSON *body, const char *k) {
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, k));
+}
+
+static job *new_job(conn *c, int kind, const char *model, cJSON *body) {
+    job *j = ctn__calloc(1, sizeof *j);
+    if (j == NULL) return NULL;
+    j->s = c->s;
+    j->c = c;
+    j->kind = kind;
+    j->created = (long long)time(NULL);
+    snprintf(j->model, sizeof j->model, "%s", model);
+    snprintf(j->id, sizeof j->id, "%s-%016" PRIx64,
+             kind == JOB_CHAT ? "chatcmpl" : kind == JOB_COMPLETION ? "cmpl" : "emb",
+             ++c->s->next_id ^ ((uint64_t)j->created << 20));
+    if (body != NULL) {
+        j->stream = flag(body, "stream");
+        const cJSON *so = cJSON_GetObjectItemCaseSensitive(body, "stream_options");
+        j->include_usage = so != NULL && flag((cJSON *)so, "include_usage");
+    }
+    return j;
+}
+
+/* Submits r for the connection's request; answers the errors. */
+static void start_generation(conn *c, job *j, ctn_lm_request *r) {
+    char err[512] = "";
+    ctn_lm_callbacks cb = {gen_text, gen_done};
+    const int rc = ctn_lm_generate(c->s->lm, r, &cb, j, &j->handle, err, sizeof err);
+    if (rc < 0) {
+        job_free(j);
+        send_error(c, rc == CTN_ENOMEM ? 503 : 400, NULL, NULL, "%s", err);
+        return;
+    }
+    c->s->n_jobs++;
+    c->job = j;
+    if (j->stream) head(c, 200, "text/event-stream", -1, NULL);
+}
+
+static bool room(conn *c) {
+    if (c->s->n_jobs < c->s->max_concurrency) return true;
+    c->s->requests_rejected++;
+    send_error(c, 503, NULL, NULL, "the server holds %d requests already; retry later",
+               c->s->max_concurrency);
+    return false;
+}
+
+static void completions(conn *c, const ctn_http_req *rq) {
+    cJSON *body = parse_body(c, rq);
+    if (body == NULL) return;
+    const char *lora;
+    char model[128];
+    ctn_lm_request r = ctn_lm_request_default();
+    if (!pick_model(c, body, &lora, model, sizeof model) || !read_settings(c, body, &r, false)) {
+        cJSON_Delete(body);
+        return;
+    }
+    r.set.lora = lora;
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(body, "prompt");
+    if (cJSON_IsArray(p) && cJSON_GetArraySize(p) == 1 && cJSON_IsString(p->child)) p = p->child;
+    if (!cJSON_IsString(p)) {
+        cJSON_Delete(body);
+        send_error(c, 400, "prompt", NULL,
+                   "'prompt' must be a string (or an array of one string)");
+        return;
+    }
+    if (p->valuestring[0] == '\0') {
+        cJSON_Delete(body);
+        send_error(c, 400, "prompt", NULL, "'prompt' is empty");
+        return;
+    }
+    r.prompt = p->valuestring;
+    r.prompt_len = strlen(p->valuestring);
+    r.session = rq->session;
+    job *j = room(c) ? new_job(c, JOB_COMPLETION, model, body) : NULL;
+    if (j != NULL) start_generation(c, j, &r);
+    else if (c->status == 0) send_error(c, 500, NULL, NULL, "out of memory");
+    cJSON_Delete(body);
+}
+
+/* The text of a message's content: a string, or an array of {type: "text", text} parts. */
+static char *content_text(const cJSON *content, char *why, size_t cap) {
+    if (cJSON_IsString(content)) return ctn__strdup(content->valuestring);
+    if (cJSON_IsNull(content) || content == NULL) return ctn__strdup("");
+    if (!cJSON_IsArray(content)) {
+        snprintf(why, cap, "content must be a string or an array of text parts");
+        return NULL;
+    }
+    ctn_strbuf b = {0};
+    const cJSON *part;
+    cJSON_ArrayForEach(part, content) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "type");
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (!cJSON_IsString(t) || strcmp(t->valuestring, "text") != 0 || !cJSON_IsString(x)) {
+            ctn_sb_free(&b);
+            snprintf(why, cap, "only text parts are served (got a part of type '%s')",
+                     cJSON_IsString(t) ? t->valuestring : "?");
+            return NULL;
+        }
+        ctn_sb_puts(&b, x->valuestring);
+    }
+    return ctn_sb_take(&b);
+}
+
+static void chat_completions(conn *c, const ctn_http_req *rq) {
+    server *s = c->s;
+    cJSON *body = parse_body(c, rq);
+    if (body == NULL) return;
+    const char *lora;
+    char model[128];
+    ctn_lm_request r = ctn_lm_request_default();
+    if (!pick_model(c, body, &lora, model, sizeof model) || !read_settings(c, body, &r, true)) {
+        cJSON_Delete(body);
+        return;
+    }
+    r.set.lora = lora;
+    if (s->family == CTN_CHAT_UNKNOWN) {
+        cJSON_Delete(body);
+        send_error(c, 400, "messages", NULL,
+                   "%s has no chat template catena recognises: start catena serve with "
+                   "--chat-template NAME (chatml, llama2, llama3, mistral, phi3, gemma, ...)",
+                   s->model_id);
+        return;
+    }
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(body, "messages");
+    const int nm = cJSON_IsArray(msgs) ? cJSON_GetArraySize(msgs) : 0;
+    if (nm == 0) {
+        cJSON_Delete(body);
+        send_error(c, 400, "messages", NULL, "'messages' must be a non-empty array");
+        return;
+    }
+    ctn_chat_msg *m = ctn__calloc((size_t)nm, sizeof *m);
+    char **texts = ctn__calloc((size_t)nm, sizeof *texts);
+    char why[256] = "";
+    int bad = -1;
+    const cJSON *e;
+    int i = 0;
+    cJSON_ArrayForEach(e, msgs) {
+        if (m == NULL || texts == NULL) break;
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(e, "role");
+        const char *ro = cJSON_IsString(role) ? role->valuestring : NULL;
+        if (ro != NULL && !strcmp(ro, "developer")) ro = "system";
+        if (ro == NULL || !ctn_chat_role_known(ro, strlen(ro))) {
+            snprintf(why, sizeof why, "role must be system, user or assistant");
+            bad = i;
+            break;
+        }
+        texts[i] = content_text(cJSON_GetObjectItemCaseSensitive(e, "content"), why, sizeof why);
+        if (texts[i] == NULL) {
+            if (!why[0]) snprintf(why, sizeof why, "out of memory");
+            bad = i;
+            break;
+        }
+        m[i] = (ctn_chat_msg){ro, strlen(ro), texts[i], strlen(texts[i])};
+        i++;
+    }
+    char *prompt = NULL;
+    size_t plen = 0;
+    char err[256] = "";
+    int rc = m == NULL || texts == NULL ? CTN_ENOMEM : 0;
+    if (rc == 0 && bad < 0)
+        rc = ctn_chat_render(s->family, m, (size_t)nm, 1, ctn_lm_bos_text(s->lm),
+                             ctn_lm_eos_text(s->lm), &prompt, &plen, err, sizeof err);
+    for (int k = 0; texts != NULL && k < nm; k++)
+        free(texts[k]);
+    free(texts);
+    free(m);
+    if (bad >= 0 || rc < 0) {
+        cJSON_Delete(body);
+        free(prompt);
+        if (bad >= 0) send_error(c, 400, "messages", NULL, "messages[%d]: %s", bad, why);
+        else send_error(c, rc == CTN_ENOMEM ? 500 : 400, "messages", NULL, "chat template: %s", err);
+        return;
+    }
+    r.prompt = prompt;
+    r.prompt_len = plen;
+    /* A template that writes BOS itself: the tokenizer must not add another. */
+    const char *bos = ctn_lm_bos_text(s->lm);
+    if (bos != NULL && *bos && plen >= strlen(bos) && memcmp(prompt, bos, strlen(bos)) == 0)
+        r.add_bos = 0;
+    r.session = rq->session;
+    job *j = room(c) ? new_job(c, JOB_CHAT, model, body) : NULL;
+    if (j != NULL) start_generation(c, j, &r);
+    else if (c->status == 0) send_error(c, 500, NULL, NULL, "out of memory");
+    free(prompt);
+    cJSON_Delete(body);
+}
+
+/* ---- embeddings --------------------------------------------------------------------------- */
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static char *base64(const unsigned char *p, size_t n) {
+    char *o = ctn__malloc((n + 2) / 3 * 4 + 1);
+    if (o == NULL) return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        const unsigned v = (unsigned)p[i] << 16 | (i + 1 < n ? (unsigned)p[i + 1] << 8 : 0) |
+                           (i + 2 < n ? p[i + 2] : 0);
+        o[k++] = B64[v >> 18 & 63];
+        o[k++] = B64[v >> 12 & 63];
+        o[k++] = i + 1 < n ? B64[v >> 6 & 63] : '=';
+        o[k++] = i + 2 < n ? B64[v & 63] : '=';
+    }
+    o[k] = '\0';
+    return o;
+}
+
+typedef struct {
+    job *j;
+    size_t i;
+} emb_part;
+
+static void emb_done(void *ud, const float *vec, int dim, int err, const char *msg) {
+    emb_part *p = ud;
+    job *j = p->j;
+    const size_t i = p->i;
+    free(p);
+    j->handles[i] = 0;
+    if (err == 0 && vec != NULL) {
+        j->vecs[i] = ctn__malloc((size_t)dim * sizeof *vec);
+        if (j->vecs[i] != NULL) memcpy(j->vecs[i], vec, (size_t)dim * sizeof *vec);
+        else err = CTN_ENOMEM, msg = "out of memory";
+        j->dim = dim;
+    }
+    if (err != 0 && j->err == 0) {
+        j->err = err;
+        snprintf(j->errmsg, sizeof j->errmsg, "input %zu: %s", i, msg);
+    }
+    if (++j->n_done < j->n_inputs) return;
+    conn *c = j->c;
+    if (c == NULL) {
+        job_end(j);
+        return;
+    }
+    if (j->err != 0) {
+        const int st = j->err == CTN_ECANCELED ? 503 : j->err == CTN_EINVAL ? 400 : 500;
+        char m[256];
+        snprintf(m, sizeof m, "%s", j->errmsg);
+        job_end(j);
+        send_error(c, st, "input", NULL, "%s", m);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(o, "data");
+    for (size_t k = 0; k < j->n_inputs; k++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "object", "embedding");
+        cJSON_AddNumberToObject(e, "index", (double)k);
+        if (j->base64) {
+            char *b = base64((const unsigned char *)j->vecs[k], (size_t)j->dim * sizeof(float));
+            cJSON_AddStringToObject(e, "embedding", b != NULL ? b : "");
+            free(b);
+        } else {
+            cJSON *v = cJSON_AddArrayToObject(e, "embedding");
+            for (int d = 0; d < j->dim; d++)
+                cJSON_AddItemToArray(v, cJSON_CreateNumber((double)j->vecs[k][d]));
+        }
+        cJSON_AddItemToArray(data, e);
+    }
+    cJSON_AddStringToObject(o, "model", j->model);
+    cJSON *u = cJSON_AddObjectToObject(o, "usage");
+    cJSON_AddNumberToObject(u, "prompt_tokens", (double)j->tokens);
+    cJSON_AddNumberToObject(u, "total_tokens", (double)j->tokens);
+    j->s->prompt_tokens += j->tokens;
+    job_end(j);
+    send_json(c, 200, o, NULL);
+}
+
+static void embeddings(conn *c, const ctn_http_req *rq) {
+    server *s = c->s;
+    cJSON *body = parse_body(c, rq);
+    if (body == NULL) return;
+    const char *lora;
+    char model[128];
+    if (!pick_model(c, body, &lora, model, sizeof model)) {
+        cJSON_Delete(body);
+        return;
+    }
+    if (lora != NULL) {
+        cJSON_Delete(body);
+        send_error(c, 400, "model", NULL, "embeddings come from the base model, not an adapter");
+        return;
+    }
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(body, "encoding_format");
+    bool b64 = false;
+    if (fmt != NULL && !cJSON_IsNull(fmt)) {
+        if (!cJSON_IsString(fmt) ||
+            (strcmp(fmt->valuestring, "float") != 0 && strcmp(fmt->valuestring, "base64") != 0)) {
+            cJSON_Delete(body);
+            send_error(c, 400, "encoding_format", NULL, "'encoding_format' must be float or base64");
+            return;
+        }
+        b64 = !strcmp(fmt->valuestring, "base64");
+    }
+    const cJSON *dims = cJSON_GetObjectItemCaseSensitive(body, "dimensions");
+    if (dims != NULL && !cJSON_IsNull(dims) &&
+        !(cJSON_IsNumber(dims) && dims->valuedouble == ctn_lm_embed_dim(s->lm))) {
+        cJSON_Delete(body);
+        send_error(c, 400, "dimensions", NULL, "the model's embeddings have %d dimensions",
+                   ctn_lm_embed_dim(s->lm));
+        return;
+    }
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(body, "input");
+    size_t n = cJSON_IsString(in) ? 1 : cJSON_IsArray(in) ? (size_t)cJSON_GetArraySize(in) : 0;
+    const cJSON *x;
+    bool ok = n > 0 && n <= 2048;
+    if (cJSON_IsArray(in))
+        cJSON_ArrayForEach(x, in) ok = ok && cJSON_IsString(x) && x->valuestring[0] != '\0';
+    else ok = ok && in->valuestring[0] != '\0';
+    if (!ok) {
+        cJSON_Delete(body);
+        send_error(c, 400, "input", NULL,
+                   "'input' must be a non-empty string or an array of 1 to 2048 non-empty strings");
+        return;
+    }
+    if (!room(c)) {
+        cJSON_Delete(body);
+        return;
+    }
+    job *j = new_job(c, JOB_EMBED, model, NULL);
+    if (j != NULL) {
+        j->n_inputs = n;
+        j->base64 = b64;
+        j->handles = ctn__calloc(n, sizeof *j->handles);
+        j->vecs = ctn__calloc(n, sizeof *j->vecs);
+    }
+    if (j == NULL || j->handles == NULL || j->vecs == NULL) {
+        if (j != NULL) job_free(j);
+        cJSON_Delete(body);
+        send_error(c, 500, NULL, NULL, "out of memory");
+        return;
+    }
+    s->n_jobs++;
+    c->job = j;
+    size_t i = 0, submitted = 0;
+    const cJSON *one = cJSON_IsString(in) ? in : in->child;
+    char err[512] = "";
+    int rc = 0;
+    for (; one != NULL && i < n; one = cJSON_IsString(in) ? NULL : one->next, i++) {
+        int32_t *ids = NULL;
+        size_t nt = 0;
+        if (ctn_tokenize(ctn_lm_vocab(s->lm), one->valuestring, strlen(one->valuestring), true,
+                         false, &ids, &nt) == 0)
+            j->tokens += (int64_t)nt;
+        free(ids);
+        emb_part *p = ctn__malloc(sizeof *p);
+        rc = p == NULL ? CTN_ENOMEM : 0;
+        if (p != NULL) {
+            *p = (emb_part){j, i};
+            rc = ctn_lm_embed(s->lm, one->valuestring, strlen(one->valuestring),
+                              ctn_lm_pooling(s->lm), emb_done, p, &j->handles[i], err, sizeof err);
+            if (rc < 0) free(p);
+        }
+        if (rc < 0) break;
+        submitted++;
+    }
+    cJSON_Delete(body);
+    if (rc < 0) {
+        /* What was submitted still ends through emb_done; the rest counts as failed now. */
+        j->err = rc;
+        snprintf(j->errmsg, sizeof j->errmsg, "input %zu: %s", i, err[0] ? err : "out of memory");
+        j->n_done += n - submitted;
+        for (size_t k = 0; k < submitted; k++)
+            if (j->handles[k] != 0) ctn_lm_cancel(s->lm, j->handles[k]);
+        if (submitted == 0) {
+            const int st = rc == CTN_EINVAL ? 400 : 503;
+            char m[256];
+            snprintf(m, sizeof m, "%s", j->errmsg);
+            job_end(j);
+            send_error(c, st, "input", NULL, "%s", m);
+        }
+    }
+}
+
+/* ---- small routes ------------------------------------------------------------------------- */
+
+static void models(conn *c) {
+    server *s = c->s;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(o, "data");
+    for (int i = -1; i < s->n_loras; i++) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "id", i < 0 ? s->model_id : s->lora_names[i]);
+        cJSON_AddStringToObject(m, "object", "model");
+        cJSON_AddNumberToObject(m, "created", (double)s->started);
+        cJSON_AddStringToObject(m, "owned_by", "catena");
+        cJSON_AddStringToObject(m, "root", s->model_id);
+        if (i < 0) cJSON_AddNullToObject(m, "parent");
+        else cJSON_AddStringToObject(m, "parent", s->model_id);
+        cJSON_AddItemToArray(data, m);
+    }
+    send_json(c, 200, o, NULL);
+}
+
+static void tokenize(conn *c, const ctn_http_req *rq) {
+    cJSON *body = parse_body(c, rq);
+    if (body == NULL) return;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(body, "prompt");
+    if (t == NULL) t = cJSON_GetObjectItemCaseSensitive(body, "content"); /* llama.cpp's name */
+    if (!cJSON_IsString(t)) {
+        cJSON_Delete(body);
+        send_error(c, 400, "prompt", NULL, "'prompt' (or 'content') must be a string");
+        return;
+    }
+    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(body, "add_special_tokens");
+    const bool add = sp == NULL || !cJSON_IsFalse(sp);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    const int rc = ctn_tokenize(ctn_lm_vocab(c->s->lm), t->valuestring, strlen(t->valuestring),
+                                add, true, &ids, &n);
+    cJSON_Delete(body);
+    if (rc < 0) {
+        send_error(c, 500, NULL, NULL, "tokenizing failed: %s", ctn_strerror(rc));
+        return;
+    }
+    cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "tokens");
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
+    free(ids);
+    cJSON_AddNumberToObject(o, "count", (double)n);
+    ctn_lm_stats st;
+    ctn_lm_get_stats(c->s->lm, &st);
+    cJSON_AddNumberToObject(o, "max_model_len", (double)st.engine.n_ctx);
+    send_json(c, 200, o, NULL);
+}
+
+static void detokenize(conn *c, const ctn_http_req *rq) {
+    cJSON *body = parse_body(c, rq);
+    if (body == NULL) return;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(body, "tokens");
+    const int n = cJSON_IsArray(t) ? cJSON_GetArraySize(t) : -1;
+    const int32_t nv = ctn_vocab_n_tokens(ctn_lm_vocab(c->s->lm));
+    int32_t *ids = n > 0 ? ctn__malloc((size_t)n * sizeof *ids) : NULL;
+    int k = 0;
+    const cJSON *x;
+    if (n > 0 && ids != NULL)
+        cJSON_ArrayForEach(x, t) {
+            if (!cJSON_IsNumber(x) || x->valuedouble != (double)(int32_t)x->valuedouble ||
+                x->valuedouble < 0 || x->valuedouble >= nv)
+                break;
+            ids[k++] = (int32_t)x->valuedouble;
+        }
+    if (n < 0 || k < n || (n > 0 && ids == NULL)) {
+        free(ids);
+        cJSON_Delete(body);
+        if (n > 0 && ids == NULL) send_error(c, 500, NULL, NULL, "out of memory");
+        else send_error(c, 400, "tokens", NULL,
+                        "'tokens' must be an array of token ids from 0 to %d (item %d is not)",
+                        nv - 1, k);
+        return;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    const int rc = n == 0 ? 0
+                          : ctn_detokenize(ctn_lm_vocab(c->s->lm), ids, (size_t)n, false, false,
+                                           &text, &len);
+    free(ids);
+    cJSON_Delete(body);
+    if (rc < 0) {
+        send_error(c, 500, NULL, NULL, "detokenizing failed: %s", ctn_strerror(rc));
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "prompt", text != NULL ? text : "");
+    cJSON_AddStringToObject(o, "content", text != NULL ? text : "");
+    free(text);
+    send_json(c, 200, o, NULL);
+}
+
+static void metrics(conn *c) {
+    server *s = c->s;
+    ctn_lm_stats st;
+    ctn_lm_get_stats(s->lm, &st);
+    const ctn_gen_stats *e = &st.engine;
+    ctn_strbuf b = {0};
+    char line[256];
+#define METRIC(type, name, help, fmt, v)                                                           \
+    do {                                                                                           \
+        snprintf(line, sizeof line, "# HELP catena_%s %s\n# TYPE catena_%s %s\ncatena_%s " fmt "\n", \
+                 name, help, name, type, name, v);                                                 \
+        ctn_sb_puts(&b, line);                                                                     \
+    } while (0)
+    METRIC("gauge", "requests_running", "sequences the engine runs", "%d", e->running);
+    METRIC("gauge", "requests_waiting", "sequences waiting for KV blocks or a slot", "%d",
+           e->waiting);
+    METRIC("gauge", "requests_held", "requests the server holds", "%d", s->n_jobs);
+    METRIC("counter", "http_requests_total", "HTTP requests answered", "%" PRId64,
+           s->requests_total);
+    METRIC("counter", "http_requests_rejected_total", "requests refused with 503 (full)",
+           "%" PRId64, s->requests_rejected);
+    METRIC("counter", "prompt_tokens_total", "prompt tokens of answered requests", "%" PRId64,
+           s->prompt_tokens);
+    METRIC("counter", "generation_tokens_total", "tokens generated for answered requests",
+           "%" PRId64, s->completion_tokens);
+    METRIC("counter", "requests_cancelled_total",
+           "requests the engine cancelled (a client gone, a shutdown)", "%" PRId64, e->cancelled);
+    METRIC("counter", "engine_prefill_tokens_total", "prompt tokens the engine computed",
+           "%" PRId64, e->prefill_tokens);
+    METRIC("counter", "engine_decode_tokens_total", "tokens the engine decoded", "%" PRId64,
+           e->decode_tokens);
+    METRIC("gauge", "kv_blocks", "KV cache blocks in the pool", "%d", (int)e->kv_blocks);
+    METRIC("gauge", "kv_blocks_used", "KV cache blocks in use", "%d",
+           (int)(e->kv_blocks - e->kv_free));
+    METRIC("counter", "prefix_cache_hits_total", "prompt blocks found in the prefix cache",
+           "%" PRId64, e->prefix_hits);
+    METRIC("counter", "prefix_cache_misses_total", "prompt blocks the prefix cache lacked",
+           "%" PRId64, e->prefix_misses);
+    METRIC("gauge", "time_to_first_token_mean_seconds", "mean time to the first token", "%.6f",
+           e->ttft_mean_s);
+    METRIC("gauge", "inter_token_mean_seconds", "mean time between a request's tokens", "%.6f",
+           e->itl_mean_s);
+#undef METRIC
+    if (b.oom) {
+        ctn_sb_free(&b);
+        send_error(c, 500, NULL, NULL, "out of memory");
+        return;
+    }
+    head(c, 200, "text/plain; version=0.0.4", (long long)b.len, NULL);
+    put(c, b.p, b.len);
+    ctn_sb_free(&b);
+    finish(c);
+}
+
+/* Compares without stopping at the first difference. */
+static bool same_secret(const char *a, const char *b) {
+    const size_t na = strlen(a), nb = strlen(b);
+    unsigned char d = na != nb;
+    for (size_t i = 0; i < na; i++)
+        d |= (unsigned char)(a[i] ^ b[i < nb ? i : 0]);
+    return d == 0;
+}
+
+static void route(conn *c, const ctn_http_req *r) {
+    server *s = c->s;
+    const char *p = r->path;
+    const bool get = !strcmp(r->method, "GET"), post = !strcmp(r->method, "POST");
+    if (!strcmp(p, "/health") && get) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "status", s->stopping ? "stopping" : "ok");
+        send_json(c, s->stopping ? 503 : 200, o, NULL);
+        return;
+    }
+    if (s->api_key != NULL) {
+        const char *a = r->authorization;
+        if (a == NULL || strncasecmp(a, "Bearer ", 7) != 0 || !same_secret(a + 7, s->api_key)) {
+            send_error(c, 401, NULL, "invalid_api_key",
+                       a == NULL ? "no API key: send Authorization: Bearer KEY"
+                                 : "Incorrect API key provided");
+            return;
+        }
+    }
+    static const struct {
+        const char *path;
+        bool post;
+    } known[] = {{"/v1/models", false},          {"/metrics", false},
+                 {"/v1/completions", true},      {"/v1/chat/completions", true},
+                 {"/v1/embeddings", true},       {"/tokenize", true},
+                 {"/detokenize", true}};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        if (strcmp(p, known[i].path) != 0) continue;
+        if (known[i].post ? !post : !get) {
+            char allow[32];
+            snprintf(allow, sizeof allow, "Allow: %s\r\n", known[i].post ? "POST" : "GET");
+            char msg[160];
+            snprintf(msg, sizeof msg, "%s takes %s, not %s", p, known[i].post ? "POST" : "GET",
+                     r->method);
+            send_json(c, 405, error_obj(msg, "invalid_request_error", NULL, NULL), allow);
+            return;
+        }
+        if (s->stopping && known[i].post) {
+            send_error(c, 503, NULL, NULL, "the server is shutting down");
+            return;
+        }
+        switch (i) {
+        case 0: models(c); return;
+        case 1: metrics(c); return;
+        case 2: completions(c, r); return;
+        case 3: chat_completions(c, r); return;
+        case 4: embeddings(c, r); return;
+        case 5: tokenize(c, r); return;
+        default: detokenize(c, r); return;
+        }
+    }
+    send_error(c, 404, NULL, NULL, "no route %s %s", r->method, p);
+}
+
+/* ---- start and stop ----------------------------------------------------------------------- */
+
+static void on_listener_closed(uv_handle_t *h) { (void)h; }
+static void stop_now(server *s) {
+    if (s->stopped) return;
+    s->stopped = true;
+    /* Whatever still runs is cancelled; its connection is closed. */
+    for (conn *c = s->conns, *n; c != NULL; c = n) {
+        n = c->next;
+        conn_close(c);
+    }
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_close((uv_handle_t *)&s->drain, NULL);
+}
+
+static void on_deadline(uv_timer_t *t) { stop_now(t->data); }
+
+static void on_signal(uv_signal_t *h, int sig) {
+    server *s = h->data;
+    if (s->stopping) { /* a second signal: stop at once */
+        stop_now(s);
+        return;
+    }
+    s->stopping = true;
+    if (!s->quiet) fprintf(stderr, "serve: signal %d: no new connections; finishing what runs\n", sig);
+    if (s->listening) uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+    s->listening = false;
+    /* Idle connections go now; busy ones close after their response (finish sees stopping). */
+    for (conn *c = s->conns, *n; c != NULL; c = n) {
+        n = c->next;
+        if (c->job == NULL && !ctn_http_busy(c->http) && c->writes == 0) conn_close(c);
+    }
+    if (s->conns == NULL) stop_now(s);
+    else uv_timer_start(&s->drain, on_deadline, (uint64_t)(s->shutdown_timeout_s * 1000), 0);
+}
+
+static void serve_usage(FILE *f) {
+    fprintf(f,
+            "usage: catena serve -m MODEL.gguf [options]\n"
+            "  An OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions,\n"
+            "  /v1/embeddings, /v1/models, /tokenize, /detokenize, /health, /metrics.\n"
+            "  --host ADDR            address to bind (default 127.0.0.1)\n"
+            "  --port N               port (default 8080; 0: any free one, printed)\n"
+            "  --model-name NAME      the model's id for clients (default: the file's name)\n"
+            "  --lora NAME=PATH       an adapter clients name as their model (repeatable)\n"
+            "  --chat-template NAME   chatml, llama2, llama3, mistral, phi3, gemma, zephyr,\n"
+            "                         deepseek, deepseek3 (default: the GGUF's, when known)\n"
+            "  --api-key KEY          require Authorization: Bearer KEY (also --api-key-file F)\n"
+            "  --max-body SIZE        largest request body (default 8M)\n"
+            "  --max-header SIZE      largest request line and headers (default 16K)\n"
+            "  --max-concurrency N    requests held at once; more get 503 (default 256)\n"
+            "  --header-timeout S     seconds a started request may take to arrive (default 10)\n"
+            "  --shutdown-timeout S   seconds to finish running requests on SIGTERM (default 10)\n"
+            "  -t, --threads N        threads of the engine\n"
+            "  --ctx N                context length\n"
+            "  --kv-memory SIZE       KV cache memory\n"
+            "  -q, --quiet            no access log\n");
+}
+
+/* Reads the first line of path as the key. */
+static char *read_key(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) return NULL;
+    char *buf = NULL;
+    size_t n = 0;
+    const int rc = ctn__cli_read_all(f, &buf, &n);
+    fclose(f);
+    if (rc < 0) return NULL;
+    buf[strcspn(buf, "\r\n")] = '\0';
+    return buf;
+}
+
+int ctn_cmd_serve(int argc, char **argv) {
+    const char *model = NULL, *host = "127.0.0.1", *name = NULL, *tmpl = NULL;
+    const char *lora_specs[MAX_LORAS];
+    int n_lora = 0;
+    long port = 8080, conc = 256, threads = 0, ctx = 0;
+    double header_timeout = 10, shutdown_timeout = 10;
+    int64_t max_body = 8 << 20, max_header = 16384, kv = 0;
+    char *key = NULL;
+    bool quiet = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+#define NEED_VALUE                                                                                 \
+    if (i + 1 >= argc) {                                                                           \
+        fprintf(stderr, "catena serve: %s needs a value\n", a);                                   \
+        free(key);                                                                                 \
+        return 2;                                                                                  \
+    }                                                                                              \
+    const char *v = argv[++i]
+#define BAD(what)                                                                                  \
+    do {                                                                                           \
+        fprintf(stderr, "catena serve: %s: '%s' is not %s\n", a, v, what);                        \
+        free(key);                                                                                 \
+        return 2;                                                                                  \
+    } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            serve_usage(stdout);
+            free(key);
+            return 0;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            NEED_VALUE;
+            model = v;
+        } else if (!strcmp(a, "--host")) {
+            NEED_VALUE;
+            host = v;
+        } else if (!strcmp(a, "--port")) {
+            NEED_VALUE;
+            if (ctn__cli_parse_long(v, 0, 65535, &port) < 0) BAD("a port (0 to 65535)");
+        } else if (!strcmp(a, "--model-name")) {
+            NEED_VALUE;
+            name = v;
+        } else if (!strcmp(a, "--lora")) {
+            NEED_VALUE;
+            if (strchr(v, '=') == NULL || v[0] == '=') BAD("NAME=PATH");
+            if (n_lora == MAX_LORAS) BAD("within the 32 adapters allowed");
+            lora_specs[n_lora++] = v;
+        } else if (!strcmp(a, "--chat-template")) {
+            NEED_VALUE;
+            if (ctn_chat_family_from_name(v) == CTN_CHAT_UNKNOWN) BAD("a chat template family");
+            tmpl = v;
+        } else if (!strcmp(a, "--api-key")) {
+            NEED_VALUE;
+            free(key);
+            key = ctn__strdup(v);
+        } else if (!strcmp(a, "--api-key-file")) {
+            NEED_VALUE;
+            free(key);
+            key = read_key(v);
+            if (key == NULL || key[0] == '\0') BAD("a readable file with a key on its first line");
+        } else if (!strcmp(a, "--max-body")) {
+            NEED_VALUE;
+            if (ctn_parse_size(v, &max_body) < 0) BAD("a size (like 8M)");
+        } else if (!strcmp(a, "--max-header")) {
+            NEED_VALUE;
+            if (ctn_parse_size(v, &max_header) < 0 || max_header < 256) BAD("a size of 256 or more");
+        } else if (!strcmp(a, "--max-concurrency")) {
+            NEED_VALUE;
+            if (ctn__cli_parse_long(v, 1, 65536, &conc) < 0) BAD("1..65536");
+        } else if (!strcmp(a, "--header-timeout")) {
+            NEED_VALUE;
+            if (ctn__cli_parse_double(v, 0.05, 3600, &header_timeout) < 0) BAD("0.05..3600 seconds");
+        } else if (!strcmp(a, "--shutdown-timeout")) {
+            NEED_VALUE;
+            if (ctn__cli_parse_double(v, 0, 3600, &shutdown_timeout) < 0) BAD("0..3600 seconds");
+        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            NEED_VALUE;
+            if (ctn__cli_parse_long(v, 1, 1024, &threads) < 0) BAD("1..1024");
+        } else if (!strcmp(a, "--ctx")) {
+            NEED_VALUE;
+            if (ctn__cli_parse_long(v, 1, 1 << 24, &ctx) < 0) BAD("1..16777216");
+        } else if (!strcmp(a, "--kv-memory")) {
+            NEED_VALUE;
+            if (ctn_parse_size(v, &kv) < 0) BAD("a size (like 512M)");
+        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            quiet = true;
+        } else {
+            fprintf(stderr, "catena serve: unknown option '%s' (see catena serve --help)\n", a);
+            free(key);
+            return 2;
+        }
+#undef NEED_VALUE
+#undef BAD
+    }
+    if (model == NULL) {
+        fprintf(stderr, "catena serve: -m MODEL.gguf is required\n");
+        serve_usage(stderr);
+        free(key);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    static server s;
+    memset(&s, 0, sizeof s);
+    s.loop = &loop;
+    s.api_key = key;
+    s.lim.max_body_bytes = (size_t)max_body;
+    s.lim.max_header_bytes = (size_t)max_header;
+    s.max_concurrency = (int)conc;
+    s.header_timeout_s = header_timeout;
+    s.shutdown_timeout_s = shutdown_timeout;
+    s.quiet = quiet;
+    s.started = time(NULL);
+    char err[1024];
+    ctn_lm_params lp = {.threads = (int)threads, .n_ctx = (int)ctx, .kv_memory_bytes = kv};
+    int status = 1;
+    if (ctn_lm_open(&loop, model, &lp, &s.lm, err, sizeof err) < 0) {
+        fprintf(stderr, "catena serve: %s\n", err);
+        goto out;
+    }
+    static char lora_names[MAX_LORAS][128];
+    for (int i = 0; i < n_lora; i++) {
+        const char *eq = strchr(lora_specs[i], '=');
+        snprintf(lora_names[i], sizeof lora_names[i], "%.*s", (int)(eq - lora_specs[i]),
+                 lora_specs[i]);
+        if (ctn_lm_lora_load(s.lm, lora_names[i], eq + 1, 0, err, sizeof err) < 0) {
+            fprintf(stderr, "catena serve: --lora %s: %s\n", lora_specs[i], err);
+            goto out;
+        }
+        s.lora_names[s.n_loras++] = lora_names[i];
+    }
+    const char *base = strrchr(model, '/');
+    s.model_id = name != NULL ? name : base != NULL ? base + 1 : model;
+    s.family = tmpl != NULL ? ctn_chat_family_from_name(tmpl)
+                            : ctn_chat_detect(ctn_lm_chat_template(s.lm));
+    struct sockaddr_storage addr;
+    int rc = strchr(host, ':') != NULL
+                 ? uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&addr)
+                 : uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&addr);
+    if (rc < 0) {
+        fprintf(stderr, "catena serve: --host: '%s' is not an IP address\n", host);
+        status = 2;
+        goto out;
+    }
+    uv_tcp_init(&loop, &s.listener);
+    s.listener.data = &s;
+    if ((rc = uv_tcp_bind(&s.listener, (struct sockaddr *)&addr, 0)) < 0 ||
+        (rc = uv_listen((uv_stream_t *)&s.listener, 511, on_connection)) < 0) {
+        fprintf(stderr, "catena serve: cannot listen on %s:%ld: %s\n", host, port, uv_strerror(rc));
+        uv_close((uv_handle_t *)&s.listener, NULL);
+        goto out;
+    }
+    s.listening = true;
+    struct sockaddr_storage bound;
+    int blen = sizeof bound;
+    uv_tcp_getsockname(&s.listener, (struct sockaddr *)&bound, &blen);
+    const int real_port = bound.ss_family == AF_INET6
+                              ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
+                              : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    uv_signal_init(&loop, &s.sigint);
+    uv_signal_init(&loop, &s.sigterm);
+    s.sigint.data = s.sigterm.data = &s;
+    uv_signal_start(&s.sigint, on_signal, SIGINT);
+    uv_signal_start(&s.sigterm, on_signal, SIGTERM);
+    uv_timer_init(&loop, &s.drain);
+    s.drain.data = &s;
+    fprintf(stderr, "catena serve: listening on http://%s:%d (model %s%s%s)\n", host, real_port,
+            s.model_id, s.family != CTN_CHAT_UNKNOWN ? ", chat template " : "",
+            s.family != CTN_CHAT_UNKNOWN ? ctn_chat_family_name(s.family) : "");
+    fflush(stderr);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    status = 0;
+out:
+    ctn_lm_close(s.lm);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    free(key);
+    return status;
+}

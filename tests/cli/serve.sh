@@ -1,0 +1,245 @@
+#!/bin/sh
+# `catena serve` on 127.0.0.1 with stories260K, talked to with curl (and bash's /dev/tcp for
+# raw bytes): health, models, completions (the text catena generate gives), chat, streams
+# (SSE chunks, usage, [DONE]), embeddings (float and base64), tokenize / detokenize, the
+# errors in OpenAI's shape (404, 405, 400, 401, 413, 431, 408, 503), keep-alive and
+# pipelining, a client that goes away cancelling its generation, and SIGTERM letting a
+# running request finish. Every server is started here and stopped before the end; request
+# loops are bounded.
+set -u
+CATENA="${CATENA:-build/catena}"
+M="${CTN_SHARED:-../shared}/models/stories260K.gguf"
+[ -f "$M" ] || {
+    echo "skip: $M is missing"
+    exit 77
+}
+for tool in curl node bash; do
+    command -v $tool >/dev/null 2>&1 || {
+        echo "FAIL: $tool is needed (scripts/setup.sh installs it)"
+        exit 1
+    }
+done
+tmp=$(mktemp -d) || exit 1
+pids=""
+cleanup() {
+    for p in $pids; do kill -9 "$p" 2>/dev/null; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() {
+    fail=$((fail + 1))
+    echo "FAIL: $*"
+}
+has() { case "$1" in *"$2"*) return 0 ;; *) return 1 ;; esac }
+# json FILE EXPR: evaluates EXPR with j = the parsed file (node), prints the result.
+json() { node -e "const j = JSON.parse(require('fs').readFileSync('$1', 'utf8')); console.log($2)"; }
+
+# start NAME ARGS...: a server on a free port; sets PORT (from its first line).
+start() {
+    name=$1
+    shift
+    "$CATENA" serve -m "$M" --port 0 "$@" 2>"$tmp/$name.log" &
+    pid=$!
+    pids="$pids $pid"
+    PORT=""
+    i=0
+    while [ $i -lt 100 ] && [ -z "$PORT" ]; do
+        PORT=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$tmp/$name.log" 2>/dev/null)
+        [ -n "$PORT" ] || sleep 0.1
+        i=$((i + 1))
+    done
+    [ -n "$PORT" ] || bad "$name did not start: $(cat "$tmp/$name.log")"
+}
+U() { echo "http://127.0.0.1:$PORT$1"; }
+# code URL ARGS...: the HTTP status of a request, the body into $tmp/body
+code() {
+    u=$1
+    shift
+    curl -s -o "$tmp/body" -D "$tmp/head" -w '%{http_code}' "$@" "$(U "$u")"
+}
+
+start main --chat-template chatml --header-timeout 1
+main_pid=$pid
+
+# Health and models.
+[ "$(code /health)" = 200 ] && has "$(cat "$tmp/body")" '"ok"' && ok || bad "health: $(cat "$tmp/body")"
+[ "$(code /v1/models)" = 200 ] && [ "$(json "$tmp/body" 'j.data[0].id')" = stories260K.gguf ] && ok ||
+    bad "models: $(cat "$tmp/body")"
+
+# A greedy completion is catena generate's text.
+want=$("$CATENA" generate -m "$M" -p "Once upon a time" -n 24 --temp 0 2>/dev/null)
+[ "$(code /v1/completions -d '{"model":"stories260K.gguf","prompt":"Once upon a time","max_tokens":24,"temperature":0}')" = 200 ] &&
+    ok || bad "completion status: $(cat "$tmp/body")"
+got=$(json "$tmp/body" 'j.choices[0].text')
+[ "$got" = "$want" ] && ok || bad "completion text '$got', catena generate '$want'"
+[ "$(json "$tmp/body" 'j.object + " " + j.choices[0].finish_reason + " " + j.usage.completion_tokens')" = "text_completion length 24" ] &&
+    ok || bad "completion fields: $(cat "$tmp/body")"
+
+# The same streamed: SSE chunks whose texts join to it, the usage, then [DONE].
+curl -sN "$(U /v1/completions)" -d '{"prompt":"Once upon a time","max_tokens":24,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}' >"$tmp/sse"
+node -e "
+const lines = require('fs').readFileSync('$tmp/sse', 'utf8').split('\n').filter(l => l.startsWith('data: '));
+const last = lines.pop();
+if (last !== 'data: [DONE]') { console.log('no [DONE] at the end: ' + last); process.exit(1); }
+const chunks = lines.map(l => JSON.parse(l.slice(6)));
+const usage = chunks.pop();
+if (!usage.usage || usage.usage.completion_tokens !== 24) { console.log('usage chunk: ' + JSON.stringify(usage)); process.exit(1); }
+const text = chunks.map(c => c.choices[0].text).join('');
+if (text !== process.argv[1]) { console.log('streamed \"' + text + '\"'); process.exit(1); }
+if (chunks[chunks.length - 1].choices[0].finish_reason !== 'length') { console.log('no finish_reason'); process.exit(1); }
+" "$want" && ok || bad "completion stream: $(head -c 600 "$tmp/sse")"
+
+# Chat, whole and streamed (the role first, then the content, then the finish).
+[ "$(code /v1/chat/completions -d '{"messages":[{"role":"system","content":"Tell a story."},{"role":"user","content":[{"type":"text","text":"Lily"}]}],"max_tokens":12,"temperature":0}')" = 200 ] &&
+    [ "$(json "$tmp/body" 'j.object + " " + j.choices[0].message.role')" = "chat.completion assistant" ] &&
+    ok || bad "chat: $(cat "$tmp/body")"
+chat=$(json "$tmp/body" 'j.choices[0].message.content')
+curl -sN "$(U /v1/chat/completions)" -d '{"messages":[{"role":"system","content":"Tell a story."},{"role":"user","content":"Lily"}],"max_tokens":12,"temperature":0,"stream":true}' >"$tmp/csse"
+node -e "
+const ls = require('fs').readFileSync('$tmp/csse', 'utf8').split('\n').filter(l => l.startsWith('data: ') && l !== 'data: [DONE]');
+const cs = ls.map(l => JSON.parse(l.slice(6)));
+if (cs[0].choices[0].delta.role !== 'assistant' || cs[0].object !== 'chat.completion.chunk') process.exit(1);
+const t = cs.map(c => c.choices[0].delta.content || '').join('');
+if (t !== process.argv[1]) { console.log('streamed \"' + t + '\"'); process.exit(1); }
+" "$chat" && ok || bad "chat stream: $(head -c 400 "$tmp/csse")"
+
+# X-Session-Id: the next turn of a chat finds the earlier one in the engine session.
+t1='{"messages":[{"role":"user","content":"Lily"}],"max_tokens":8,"temperature":0}'
+[ "$(code /v1/chat/completions -H 'X-Session-Id: chat-7' -d "$t1")" = 200 ] && ok || bad "turn 1: $(cat "$tmp/body")"
+a1=$(json "$tmp/body" 'JSON.stringify(j.choices[0].message.content)')
+p1=$(json "$tmp/body" 'j.usage.prompt_tokens + j.usage.completion_tokens')
+t2="{\"messages\":[{\"role\":\"user\",\"content\":\"Lily\"},{\"role\":\"assistant\",\"content\":$a1},{\"role\":\"user\",\"content\":\"And Tom?\"}],\"max_tokens\":8,\"temperature\":0}"
+[ "$(code /v1/chat/completions -H 'X-Session-Id: chat-7' -d "$t2")" = 200 ] && ok || bad "turn 2: $(cat "$tmp/body")"
+cached=$(json "$tmp/body" 'j.usage.prompt_tokens_details.cached_tokens')
+[ "$cached" = $((p1 - 1)) ] && ok || bad "turn 2 found $cached tokens, turn 1 held $p1"
+
+# Embeddings: float and base64 give the same vector.
+[ "$(code /v1/embeddings -d '{"input":["hello there","a dog"]}')" = 200 ] && cp "$tmp/body" "$tmp/ef" && ok ||
+    bad "embeddings: $(cat "$tmp/body")"
+[ "$(code /v1/embeddings -d '{"input":["hello there","a dog"],"encoding_format":"base64"}')" = 200 ] && ok ||
+    bad "embeddings base64: $(cat "$tmp/body")"
+node -e "
+const f = JSON.parse(require('fs').readFileSync('$tmp/ef', 'utf8')), b = JSON.parse(require('fs').readFileSync('$tmp/body', 'utf8'));
+for (let i = 0; i < 2; i++) {
+  const buf = Buffer.from(b.data[i].embedding, 'base64');
+  const v = new Float32Array(buf.buffer, buf.byteOffset, buf.length / 4);
+  if (v.length !== 64 || f.data[i].embedding.length !== 64) process.exit(1);
+  for (let k = 0; k < 64; k++) if (Math.abs(v[k] - f.data[i].embedding[k]) > 1e-6) process.exit(1);
+}
+" && ok || bad "base64 and float embeddings differ"
+
+# Tokenize and detokenize.
+[ "$(code /tokenize -d '{"prompt":"Once upon a time","add_special_tokens":false}')" = 200 ] && ok || bad "tokenize: $(cat "$tmp/body")"
+ids=$(json "$tmp/body" 'JSON.stringify(j.tokens)')
+[ "$(code /detokenize -d "{\"tokens\":$ids}")" = 200 ] && [ "$(json "$tmp/body" 'j.prompt')" = "Once upon a time" ] &&
+    ok || bad "detokenize of $ids: $(cat "$tmp/body")"
+
+# Errors, in OpenAI's shape.
+err_is() { # STATUS GOT WHAT
+    [ "$2" = "$1" ] && [ -n "$(json "$tmp/body" 'j.error.message')" ] && ok || bad "$3: status $2: $(cat "$tmp/body")"
+}
+err_is 404 "$(code /nope)" "unknown route"
+err_is 405 "$(code /v1/completions)" "GET of a POST route"
+grep -qi '^Allow: POST' "$tmp/head" && ok || bad "405 without Allow: $(cat "$tmp/head")"
+err_is 400 "$(code /v1/completions -d '{"prompt":')" "malformed JSON"
+err_is 400 "$(code /v1/completions -d '[1,2]')" "JSON that is not an object"
+err_is 400 "$(code /v1/completions -d '{"prompt":"x","logprobs":3}')" "logprobs"
+[ "$(json "$tmp/body" 'j.error.param')" = logprobs ] && ok || bad "unsupported param not named: $(cat "$tmp/body")"
+err_is 400 "$(code /v1/completions -d '{"prompt":"x","temperature":"hot"}')" "a bad temperature"
+err_is 400 "$(code /v1/completions -d '{"prompt":""}')" "an empty prompt"
+err_is 400 "$(code /v1/chat/completions -d '{"messages":[{"role":"wizard","content":"x"}]}')" "a bad role"
+err_is 404 "$(code /v1/completions -d '{"model":"gpt-4","prompt":"x"}')" "an unknown model"
+[ "$(json "$tmp/body" 'j.error.code')" = model_not_found ] && ok || bad "model_not_found: $(cat "$tmp/body")"
+head -c 9000000 /dev/zero >"$tmp/big"
+err_is 413 "$(code /v1/completions --data-binary @"$tmp/big")" "a body past --max-body"
+err_is 431 "$(code /health -H "X-Pad: $(head -c 20000 /dev/zero | tr '\0' a)")" "headers past --max-header"
+
+# Keep-alive: two requests on one connection; pipelined ones answered in order.
+n=$(curl -s -o /dev/null -o /dev/null -w '%{num_connects}\n' "$(U /health)" "$(U /v1/models)" | awk '{s += $1} END {print s}')
+[ "$n" = 1 ] && ok || bad "keep-alive: $n connections for two requests"
+bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT
+printf 'GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
+timeout 5 cat <&3" >"$tmp/pipe" 2>/dev/null
+[ "$(grep -o 'HTTP/1.1 200' "$tmp/pipe" | wc -l)" = 2 ] && grep -q '"status":"ok"' "$tmp/pipe" && grep -q '"object":"list"' "$tmp/pipe" &&
+    ok || bad "pipelining: $(cat "$tmp/pipe")"
+# A client that sends part of a request and stalls gets 408 (--header-timeout 1).
+bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT
+printf 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"pro' >&3
+timeout 5 cat <&3" >"$tmp/slow" 2>/dev/null
+has "$(head -1 "$tmp/slow")" "408" && ok || bad "slow client: $(cat "$tmp/slow")"
+# Garbage gets 400 and the server goes on.
+bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT; printf 'NOT HTTP AT ALL\r\n\r\n' >&3; timeout 5 cat <&3" >"$tmp/junk" 2>/dev/null
+has "$(head -1 "$tmp/junk")" "400" && ok || bad "garbage: $(cat "$tmp/junk")"
+
+# A client that goes away cancels its generation: nothing left running, no more KV held
+# than before (the idle session above keeps its blocks).
+curl -s "$(U /metrics)" >"$tmp/m0"
+kv0=$(sed -n 's/^catena_kv_blocks_used \(.*\)/\1/p' "$tmp/m0")
+c0=$(sed -n 's/^catena_requests_cancelled_total \(.*\)/\1/p' "$tmp/m0")
+curl -s -m 0.5 "$(U /v1/completions)" -d '{"prompt":"Once upon a time","max_tokens":-1,"ignore_eos":true,"stream":true}' >/dev/null 2>&1
+held="?"
+i=0
+while [ $i -lt 50 ]; do
+    curl -s "$(U /metrics)" >"$tmp/m"
+    held=$(sed -n 's/^catena_requests_held \(.*\)/\1/p' "$tmp/m")
+    kv=$(sed -n 's/^catena_kv_blocks_used \(.*\)/\1/p' "$tmp/m")
+    [ "$held" = 0 ] && [ "$kv" = "$kv0" ] && break
+    sleep 0.1
+    i=$((i + 1))
+done
+c1=$(sed -n 's/^catena_requests_cancelled_total \(.*\)/\1/p' "$tmp/m")
+[ "$held" = 0 ] && [ "$kv" = "$kv0" ] && [ "$c1" = $((c0 + 1)) ] && ok ||
+    bad "after the client left: held $held, KV blocks $kv (before: $kv0), cancelled $c0 -> $c1"
+grep -q '^catena_http_requests_total [1-9]' "$tmp/m" && ok || bad "metrics: $(head -20 "$tmp/m")"
+
+# The access log names each request.
+grep -q 'POST /v1/completions 200' "$tmp/main.log" && grep -q 'GET /nope 404' "$tmp/main.log" && ok ||
+    bad "access log: $(tail -5 "$tmp/main.log")"
+
+# SIGTERM while a request runs: it finishes, then the server exits 0.
+curl -s "$(U /v1/completions)" -d '{"prompt":"Once upon a time","max_tokens":120,"ignore_eos":true}' >"$tmp/last" &
+cpid=$!
+sleep 0.1
+kill -TERM $main_pid
+wait $cpid
+wait $main_pid
+rc=$?
+[ "$rc" = 0 ] && ok || bad "exit status after SIGTERM: $rc"
+[ "$(json "$tmp/last" 'j.usage.completion_tokens')" = 120 ] && ok || bad "the running request after SIGTERM: $(cat "$tmp/last")"
+
+# API keys and a full server.
+echo "sekrit" >"$tmp/key"
+start keyed --api-key-file "$tmp/key" --max-concurrency 1
+[ "$(code /health)" = 200 ] && ok || bad "health needs no key"
+err_is 401 "$(code /v1/models)" "no key"
+err_is 401 "$(code /v1/models -H 'Authorization: Bearer wrong')" "a wrong key"
+[ "$(code /v1/models -H 'Authorization: Bearer sekrit')" = 200 ] && ok || bad "the right key: $(cat "$tmp/body")"
+# One long request held (--max-concurrency 1): the next is refused with 503 and Retry-After.
+curl -s "$(U /v1/completions)" -H 'Authorization: Bearer sekrit' -d '{"prompt":"Once","max_tokens":-1,"ignore_eos":true,"stream":true}' >/dev/null &
+cpid=$!
+i=0
+held=0
+while [ $i -lt 100 ] && [ "$held" != 1 ]; do
+    held=$(curl -s -H 'Authorization: Bearer sekrit' "$(U /metrics)" | sed -n 's/^catena_requests_held \(.*\)/\1/p')
+    [ "$held" = 1 ] || sleep 0.02
+    i=$((i + 1))
+done
+st=$(code /v1/completions -H 'Authorization: Bearer sekrit' -d '{"prompt":"x","max_tokens":1}')
+[ "$held" = 1 ] && [ "$st" = 503 ] && grep -qi '^Retry-After:' "$tmp/head" && ok ||
+    bad "a full server (held $held): $st $(cat "$tmp/head")"
+kill $cpid 2>/dev/null
+wait $cpid 2>/dev/null
+
+# Bad command lines.
+out=$("$CATENA" serve 2>&1)
+[ $? = 2 ] && has "$out" "-m MODEL.gguf is required" && ok || bad "no model: $out"
+out=$("$CATENA" serve -m "$M" --port 99999 2>&1)
+[ $? = 2 ] && has "$out" "--port: '99999'" && ok || bad "bad port: $out"
+out=$("$CATENA" serve -m "$M" --host nowhere 2>&1)
+[ $? = 2 ] && has "$out" "not an IP address" && ok || bad "bad host: $out"
+
+echo "serve: $pass passed, $fail failed"
+[ "$fail" = 0 ]
