@@ -6,7 +6,8 @@
  * chunked body for stream = true.
  *
  * Routes: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions,
- * POST /v1/embeddings, POST /tokenize, POST /detokenize, GET /metrics. Errors have OpenAI's
+ * POST /v1/embeddings, POST /tokenize, POST /detokenize, GET /metrics, and with
+ * --allow-lora-loading POST /v1/load_lora_adapter and /v1/unload_lora_adapter. Errors have OpenAI's
  * shape {"error": {"message", "type", "param", "code"}} and the status that fits.
  *
  * Connections: keep-alive with pipelined requests answered in order; a client that sends
@@ -60,8 +61,9 @@ struct server {
     ctn_http_limits lim;
     int max_concurrency;
     double header_timeout_s, shutdown_timeout_s;
-    const char *lora_names[MAX_LORAS];
+    char *lora_names[MAX_LORAS]; /* adapters clients may name (owned) */
     int n_loras;
+    bool allow_lora_loading; /* /v1/load_lora_adapter and /v1/unload_lora_adapter */
     bool quiet;
 
     conn *conns;
@@ -408,9 +410,22 @@ struct job {
     char id[48];
     long long created;
     char model[128];
-    /* Generations: the handle; embeddings: one handle per input, the vectors, the base64
-     * flag and the token count. */
-    uint64_t handle;
+    /* Generations: n choices. With n > 1 the prompt is computed once, by a prompt-only
+     * request on a new engine session (part 0), which is forked n ways (parts 1..n); with
+     * n = 1 part 1 is the one request. */
+    int n;
+    struct choice {
+        job *j;
+        int index; /* -1: the prefill */
+        uint64_t handle;
+        bool live, sent_role;
+        char *text;
+        ctn_finish finish;
+        int64_t completion_tokens;
+    } *ch;
+    int pending;
+    int64_t prompt_tokens, cached_tokens;
+    /* Embeddings: one handle per input, the vectors, the base64 flag and the token count. */
     size_t n_inputs, n_done;
     uint64_t *handles;
     float **vecs;
@@ -422,6 +437,9 @@ struct job {
 };
 
 static void job_free(job *j) {
+    for (int i = 0; j->ch != NULL && i <= j->n; i++)
+        free(j->ch[i].text);
+    free(j->ch);
     for (size_t i = 0; j->vecs != NULL && i < j->n_inputs; i++)
         free(j->vecs[i]);
     free(j->vecs);
@@ -436,7 +454,8 @@ static void job_detach(job *j) {
         for (size_t i = 0; i < j->n_inputs; i++)
             if (j->handles[i] != 0) ctn_lm_cancel(j->s->lm, j->handles[i]);
     } else {
-        ctn_lm_cancel(j->s->lm, j->handle);
+        for (int i = 0; i <= j->n; i++)
+            if (j->ch[i].live) ctn_lm_cancel(j->s->lm, j->ch[i].handle);
     }
 }
 
@@ -470,15 +489,16 @@ static cJSON *chunk_base(const job *j) {
 }
 
 /* One streamed choice: a delta (chat) or text (completions); finish NULL while it runs. */
-static void stream_choice(job *j, const char *text, size_t n, const char *finish) {
+static void stream_choice(job *j, struct choice *cc, const char *text, size_t n,
+                          const char *finish) {
     cJSON *o = chunk_base(j), *arr = cJSON_AddArrayToObject(o, "choices"), *ch = cJSON_CreateObject();
-    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON_AddNumberToObject(ch, "index", cc->index);
     char *t = ctn__strndup(text != NULL ? text : "", n);
     if (j->kind == JOB_CHAT) {
         cJSON *d = cJSON_AddObjectToObject(ch, "delta");
-        if (!j->sent_role) {
+        if (!cc->sent_role) {
             cJSON_AddStringToObject(d, "role", "assistant");
-            j->sent_role = true;
+            cc->sent_role = true;
         }
         if (text != NULL && t != NULL) cJSON_AddStringToObject(d, "content", t);
     } else {
@@ -505,74 +525,104 @@ static cJSON *usage_obj(int64_t prompt, int64_t completion, int64_t cached) {
 }
 
 static void gen_text(void *ud, const char *piece, size_t len) {
-    job *j = ud;
-    if (j->c == NULL || !j->stream) return;
-    stream_choice(j, piece, len, NULL);
+    struct choice *cc = ud;
+    job *j = cc->j;
+    if (j->c == NULL || !j->stream || cc->index < 0) return;
+    stream_choice(j, cc, piece, len, NULL);
 }
 
 static const char *finish_reason(ctn_finish f) {
     return f == CTN_FINISH_LENGTH ? "length" : "stop";
 }
 
-static void gen_done(void *ud, const ctn_lm_result *r) {
-    job *j = ud;
+/* Every part has ended: the response (or the end of the stream). */
+static void gen_finish(job *j) {
     conn *c = j->c;
     server *s = j->s;
-    s->prompt_tokens += r->prompt_tokens;
-    s->completion_tokens += r->completion_tokens;
+    int64_t completion = 0;
+    for (int i = 1; i <= j->n; i++)
+        completion += j->ch[i].completion_tokens;
+    s->prompt_tokens += j->prompt_tokens;
+    s->completion_tokens += completion;
     if (c == NULL) {
         job_end(j);
         return;
     }
-    const bool failed = r->finish == CTN_FINISH_ERROR || r->finish == CTN_FINISH_CANCELLED;
     if (j->stream) {
-        if (failed) {
-            sse(c, error_obj(r->finish == CTN_FINISH_CANCELLED ? "the generation was cancelled"
-                                                               : r->message,
-                             "server_error", NULL, NULL));
-        } else {
-            stream_choice(j, NULL, 0, finish_reason(r->finish));
-            if (j->include_usage) {
-                cJSON *o = chunk_base(j);
-                cJSON_AddArrayToObject(o, "choices");
-                cJSON_AddItemToObject(o, "usage", usage_obj(r->prompt_tokens, r->completion_tokens,
-                                                            r->cached_tokens));
-                sse(c, o);
-            }
+        if (j->err != 0) {
+            sse(c, error_obj(j->errmsg, "server_error", NULL, NULL));
+        } else if (j->include_usage) {
+            cJSON *o = chunk_base(j);
+            cJSON_AddArrayToObject(o, "choices");
+            cJSON_AddItemToObject(o, "usage", usage_obj(j->prompt_tokens, completion,
+                                                        j->cached_tokens));
+            sse(c, o);
         }
         body_piece(c, "data: [DONE]\n\n", 14);
         job_end(j);
         finish(c);
         return;
     }
-    if (failed) {
+    if (j->err != 0) {
+        char m[256];
+        snprintf(m, sizeof m, "%s", j->errmsg);
+        const int st = j->err == CTN_ECANCELED ? 503 : j->err == CTN_EINVAL ? 400 : 500;
         job_end(j);
-        send_error(c, r->finish == CTN_FINISH_CANCELLED ? 503 : 500, NULL, NULL, "%s",
-                   r->finish == CTN_FINISH_CANCELLED ? "the generation was cancelled"
-                                                     : r->message);
+        send_error(c, st, NULL, NULL, "%s", m);
         return;
     }
-    cJSON *o = cJSON_CreateObject(), *arr, *ch = cJSON_CreateObject();
+    cJSON *o = cJSON_CreateObject(), *arr;
     cJSON_AddStringToObject(o, "id", j->id);
     cJSON_AddStringToObject(o, "object", j->kind == JOB_CHAT ? "chat.completion" : "text_completion");
     cJSON_AddNumberToObject(o, "created", (double)j->created);
     cJSON_AddStringToObject(o, "model", j->model);
     arr = cJSON_AddArrayToObject(o, "choices");
-    cJSON_AddNumberToObject(ch, "index", 0);
-    if (j->kind == JOB_CHAT) {
-        cJSON *m = cJSON_AddObjectToObject(ch, "message");
-        cJSON_AddStringToObject(m, "role", "assistant");
-        cJSON_AddStringToObject(m, "content", r->text);
-    } else {
-        cJSON_AddStringToObject(ch, "text", r->text);
+    for (int i = 1; i <= j->n; i++) {
+        const struct choice *cc = &j->ch[i];
+        cJSON *ch = cJSON_CreateObject();
+        cJSON_AddNumberToObject(ch, "index", cc->index);
+        if (j->kind == JOB_CHAT) {
+            cJSON *m = cJSON_AddObjectToObject(ch, "message");
+            cJSON_AddStringToObject(m, "role", "assistant");
+            cJSON_AddStringToObject(m, "content", cc->text != NULL ? cc->text : "");
+        } else {
+            cJSON_AddStringToObject(ch, "text", cc->text != NULL ? cc->text : "");
+        }
+        cJSON_AddNullToObject(ch, "logprobs");
+        cJSON_AddStringToObject(ch, "finish_reason", finish_reason(cc->finish));
+        cJSON_AddItemToArray(arr, ch);
     }
-    cJSON_AddNullToObject(ch, "logprobs");
-    cJSON_AddStringToObject(ch, "finish_reason", finish_reason(r->finish));
-    cJSON_AddItemToArray(arr, ch);
-    cJSON_AddItemToObject(o, "usage", usage_obj(r->prompt_tokens, r->completion_tokens,
-                                                r->cached_tokens));
+    cJSON_AddItemToObject(o, "usage", usage_obj(j->prompt_tokens, completion, j->cached_tokens));
     job_end(j);
     send_json(c, 200, o, NULL);
+}
+
+static void gen_done(void *ud, const ctn_lm_result *r) {
+    struct choice *cc = ud;
+    job *j = cc->j;
+    cc->live = false;
+    const bool failed = r->finish == CTN_FINISH_ERROR || r->finish == CTN_FINISH_CANCELLED;
+    if (failed && j->err == 0) {
+        j->err = r->finish == CTN_FINISH_CANCELLED ? CTN_ECANCELED : r->error < 0 ? r->error : CTN_ECHAIN;
+        snprintf(j->errmsg, sizeof j->errmsg, "%s",
+                 r->finish == CTN_FINISH_CANCELLED ? "the generation was cancelled" : r->message);
+        for (int i = 0; i <= j->n; i++) /* the other choices are of no use now */
+            if (j->ch[i].live) ctn_lm_cancel(j->s->lm, j->ch[i].handle);
+    }
+    if (!failed) {
+        if (cc->index < 0 || j->n == 1) { /* the prompt's counts: the prefill's, or the one request's */
+            j->prompt_tokens = r->prompt_tokens;
+            j->cached_tokens = r->cached_tokens;
+        }
+        if (cc->index >= 0) {
+            cc->finish = r->finish;
+            cc->completion_tokens = r->completion_tokens;
+            cc->text = ctn__strndup(r->text, r->text_len);
+            if (j->c != NULL && j->stream && j->err == 0)
+                stream_choice(j, cc, NULL, 0, finish_reason(r->finish));
+        }
+    }
+    if (--j->pending == 0) gen_finish(j);
 }
 
 /* ---- request bodies ----------------------------------------------------------------------- */
@@ -643,8 +693,10 @@ static bool read_settings(conn *c, cJSON *body, ctn_lm_request *r, bool chat) {
         return false;
     }
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(body, "n");
-    if (n != NULL && !cJSON_IsNull(n) && !(cJSON_IsNumber(n) && n->valuedouble == 1)) {
-        send_error(c, 400, "n", "unsupported_parameter", "'n' other than 1 is not supported yet");
+    if (n != NULL && !cJSON_IsNull(n) &&
+        !(cJSON_IsNumber(n) && n->valuedouble >= 1 && n->valuedouble <= 16 &&
+          n->valuedouble == (int)n->valuedouble)) {
+        send_error(c, 400, "n", NULL, "'n' must be an integer from 1 to 16");
         return false;
     }
     ctn_settings_init(&r->set);
@@ -681,6 +733,11 @@ static bool read_settings(conn *c, cJSON *body, ctn_lm_request *r, bool chat) {
     return true;
 }
 
+static int n_of(cJSON *body) {
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(body, "n");
+    return cJSON_IsNumber(n) ? (int)n->valuedouble : 1;
+}
+
 static bool flag(cJSON *body, const char *k) {
     return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, k));
 }
@@ -704,17 +761,80 @@ static job *new_job(conn *c, int kind, const char *model, cJSON *body) {
     return j;
 }
 
-/* Submits r for the connection's request; answers the errors. */
-static void start_generation(conn *c, job *j, ctn_lm_request *r) {
+/*
+ * Submits the n choices of request r for the connection's request; answers the errors.
+ * n > 1: the prompt fills a new engine session once (a prompt-only request), forks of it
+ * take choice i with seed + i, as the model node's n does (stdlib/components.c).
+ */
+static void start_generation(conn *c, job *j, ctn_lm_request *r, int n) {
+    server *s = c->s;
     char err[512] = "";
-    ctn_lm_callbacks cb = {gen_text, gen_done};
-    const int rc = ctn_lm_generate(c->s->lm, r, &cb, j, &j->handle, err, sizeof err);
+    const ctn_lm_callbacks cb = {gen_text, gen_done};
+    j->n = n;
+    j->ch = ctn__calloc((size_t)n + 1, sizeof *j->ch);
+    if (j->ch == NULL) {
+        job_free(j);
+        send_error(c, 500, NULL, NULL, "out of memory");
+        return;
+    }
+    for (int i = 0; i <= n; i++)
+        j->ch[i] = (struct choice){.j = j, .index = i - 1};
+    int rc;
+    if (n == 1) {
+        rc = ctn_lm_generate(s->lm, r, &cb, &j->ch[1], &j->ch[1].handle, err, sizeof err);
+        if (rc == 0) j->ch[1].live = true, j->pending = 1;
+    } else {
+        const int64_t sid = ctn_lm_session_new(s->lm);
+        rc = sid < 0 ? (int)sid : 0;
+        if (rc < 0) snprintf(err, sizeof err, "cannot make an engine session");
+        ctn_lm_request pre = *r;
+        pre.session = NULL;
+        pre.session_id = sid;
+        pre.set.max_tokens = 0;
+        if (rc == 0)
+            rc = ctn_lm_generate(s->lm, &pre, &cb, &j->ch[0], &j->ch[0].handle, err, sizeof err);
+        if (rc == 0) j->ch[0].live = true, j->pending = 1;
+        int64_t kids[64];
+        const int frc = rc == 0 ? ctn_lm_session_fork(s->lm, sid, n, kids) : -1;
+        if (sid > 0) ctn_lm_session_close(s->lm, sid);
+        if (rc == 0 && frc < 0) {
+            rc = frc;
+            snprintf(err, sizeof err, "cannot fork the engine session");
+            ctn_lm_cancel(s->lm, j->ch[0].handle);
+        }
+        for (int i = 0; rc == 0 && i < n; i++) {
+            ctn_lm_request k = *r;
+            k.prompt = NULL;
+            k.prompt_len = 0;
+            k.ids = NULL;
+            k.n_ids = 0;
+            k.session = NULL;
+            k.session_id = kids[i];
+            k.set.sampling.seed = r->set.sampling.seed + (uint64_t)i;
+            rc = ctn_lm_generate(s->lm, &k, &cb, &j->ch[i + 1], &j->ch[i + 1].handle, err,
+                                 sizeof err);
+            if (rc == 0) j->ch[i + 1].live = true, j->pending++;
+            else for (int m = i; m < n; m++) ctn_lm_session_close(s->lm, kids[m]);
+            if (rc == 0) ctn_lm_session_close(s->lm, kids[i]); /* once its request has ended */
+        }
+        if (rc < 0 && j->pending > 0) {
+            /* What was submitted is cancelled; its ends answer the request. */
+            j->err = rc;
+            snprintf(j->errmsg, sizeof j->errmsg, "%s", err);
+            for (int i = 0; i <= n; i++)
+                if (j->ch[i].live) ctn_lm_cancel(s->lm, j->ch[i].handle);
+            s->n_jobs++;
+            c->job = j;
+            if (j->stream) head(c, 200, "text/event-stream", -1, NULL);
+            return;
+        }
+    }
     if (rc < 0) {
         job_free(j);
         send_error(c, rc == CTN_ENOMEM ? 503 : 400, NULL, NULL, "%s", err);
         return;
     }
-    c->s->n_jobs++;
+    s->n_jobs++;
     c->job = j;
     if (j->stream) head(c, 200, "text/event-stream", -1, NULL);
 }
@@ -755,7 +875,7 @@ static void completions(conn *c, const ctn_http_req *rq) {
     r.prompt_len = strlen(p->valuestring);
     r.session = rq->session;
     job *j = room(c) ? new_job(c, JOB_COMPLETION, model, body) : NULL;
-    if (j != NULL) start_generation(c, j, &r);
+    if (j != NULL) start_generation(c, j, &r, n_of(body));
     else if (c->status == 0) send_error(c, 500, NULL, NULL, "out of memory");
     cJSON_Delete(body);
 }
@@ -862,7 +982,7 @@ static void chat_completions(conn *c, const ctn_http_req *rq) {
         r.add_bos = 0;
     r.session = rq->session;
     job *j = room(c) ? new_job(c, JOB_CHAT, model, body) : NULL;
-    if (j != NULL) start_generation(c, j, &r);
+    if (j != NULL) start_generation(c, j, &r, n_of(body));
     else if (c->status == 0) send_error(c, 500, NULL, NULL, "out of memory");
     free(prompt);
     cJSON_Delete(body);
@@ -1206,6 +1326,79 @@ static void metrics(conn *c) {
     finish(c);
 }
 
+/*
+ * vLLM's runtime adapter API: {"lora_name", "lora_path"} loads an adapter clients may then
+ * name as their model; {"lora_name"} unloads one (requests running with it finish). Only
+ * with --allow-lora-loading, as vLLM asks VLLM_ALLOW_RUNTIME_LORA_UPDATING.
+ */
+static void lora_route(conn *c, const ctn_http_req *rq, bool load) {
+    server *s = c->s;
+    if (!s->allow_lora_loading) {
+        send_error(c, 404, NULL, NULL,
+                   "adapters are not loaded at run time: start catena serve with "
+                   "--allow-lora-loading");
+        return;
+    }
+    cJSON *body = parse_body(c, rq);
+    if (body == NULL) return;
+    const cJSON *nm = cJSON_GetObjectItemCaseSensitive(body, "lora_name");
+    const cJSON *path = cJSON_GetObjectItemCaseSensitive(body, "lora_path");
+    if (!cJSON_IsString(nm) || nm->valuestring[0] == '\0' || strlen(nm->valuestring) > 120 ||
+        (load && (!cJSON_IsString(path) || path->valuestring[0] == '\0'))) {
+        cJSON_Delete(body);
+        send_error(c, 400, load ? "lora_path" : "lora_name", NULL,
+                   load ? "give {\"lora_name\": NAME, \"lora_path\": PATH}"
+                        : "give {\"lora_name\": NAME}");
+        return;
+    }
+    const char *name = nm->valuestring;
+    int at = -1;
+    for (int i = 0; i < s->n_loras; i++)
+        if (strcmp(s->lora_names[i], name) == 0) at = i;
+    char err[512] = "", msg[256];
+    if (load) {
+        if (at >= 0 || strcmp(name, s->model_id) == 0) {
+            snprintf(msg, sizeof msg, "the adapter '%s' is already loaded", name);
+            cJSON_Delete(body);
+            send_error(c, 400, "lora_name", NULL, "%s", msg);
+            return;
+        }
+        if (s->n_loras == MAX_LORAS) {
+            cJSON_Delete(body);
+            send_error(c, 400, "lora_name", NULL, "at most %d adapters are served", MAX_LORAS);
+            return;
+        }
+        char *own = ctn__strdup(name);
+        const int rc = own == NULL ? CTN_ENOMEM
+                                   : ctn_lm_lora_load(s->lm, name, path->valuestring, 0, err,
+                                                      sizeof err);
+        if (rc < 0) {
+            free(own);
+            cJSON_Delete(body);
+            send_error(c, rc == CTN_ENOMEM ? 500 : 400, "lora_path", NULL, "%s",
+                       err[0] ? err : "out of memory");
+            return;
+        }
+        s->lora_names[s->n_loras++] = own;
+        snprintf(msg, sizeof msg, "Success: LoRA adapter '%s' added successfully.", name);
+    } else {
+        if (at < 0) {
+            snprintf(msg, sizeof msg, "no adapter '%s' is loaded", name);
+            cJSON_Delete(body);
+            send_error(c, 404, "lora_name", NULL, "%s", msg);
+            return;
+        }
+        ctn_lm_lora_unload(s->lm, name);
+        free(s->lora_names[at]);
+        s->lora_names[at] = s->lora_names[--s->n_loras];
+        snprintf(msg, sizeof msg, "Success: LoRA adapter '%s' removed successfully.", name);
+    }
+    cJSON_Delete(body);
+    head(c, 200, "text/plain; charset=utf-8", (long long)strlen(msg), NULL);
+    put(c, msg, strlen(msg));
+    finish(c);
+}
+
 /* Compares without stopping at the first difference. */
 static bool same_secret(const char *a, const char *b) {
     const size_t na = strlen(a), nb = strlen(b);
@@ -1240,7 +1433,8 @@ static void route(conn *c, const ctn_http_req *r) {
     } known[] = {{"/v1/models", false},          {"/metrics", false},
                  {"/v1/completions", true},      {"/v1/chat/completions", true},
                  {"/v1/embeddings", true},       {"/tokenize", true},
-                 {"/detokenize", true}};
+                 {"/detokenize", true},          {"/v1/load_lora_adapter", true},
+                 {"/v1/unload_lora_adapter", true}};
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
         if (strcmp(p, known[i].path) != 0) continue;
         if (known[i].post ? !post : !get) {
@@ -1263,7 +1457,8 @@ static void route(conn *c, const ctn_http_req *r) {
         case 3: chat_completions(c, r); return;
         case 4: embeddings(c, r); return;
         case 5: tokenize(c, r); return;
-        default: detokenize(c, r); return;
+        case 6: detokenize(c, r); return;
+        default: lora_route(c, r, i == 7); return;
         }
     }
     send_error(c, 404, NULL, NULL, "no route %s %s", r->method, p);
@@ -1315,6 +1510,7 @@ static void serve_usage(FILE *f) {
             "  --port N               port (default 8080; 0: any free one, printed)\n"
             "  --model-name NAME      the model's id for clients (default: the file's name)\n"
             "  --lora NAME=PATH       an adapter clients name as their model (repeatable)\n"
+            "  --allow-lora-loading   serve /v1/load_lora_adapter and /v1/unload_lora_adapter\n"
             "  --chat-template NAME   chatml, llama2, llama3, mistral, phi3, gemma, zephyr,\n"
             "                         deepseek, deepseek3 (default: the GGUF's, when known)\n"
             "  --api-key KEY          require Authorization: Bearer KEY (also --api-key-file F)\n"
@@ -1350,7 +1546,7 @@ int ctn_cmd_serve(int argc, char **argv) {
     double header_timeout = 10, shutdown_timeout = 10;
     int64_t max_body = 8 << 20, max_header = 16384, kv = 0;
     char *key = NULL;
-    bool quiet = false;
+    bool quiet = false, allow_lora = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
 #define NEED_VALUE                                                                                 \
@@ -1424,6 +1620,8 @@ int ctn_cmd_serve(int argc, char **argv) {
         } else if (!strcmp(a, "--kv-memory")) {
             NEED_VALUE;
             if (ctn_parse_size(v, &kv) < 0) BAD("a size (like 512M)");
+        } else if (!strcmp(a, "--allow-lora-loading")) {
+            allow_lora = true;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             quiet = true;
         } else {
@@ -1453,6 +1651,7 @@ int ctn_cmd_serve(int argc, char **argv) {
     s.header_timeout_s = header_timeout;
     s.shutdown_timeout_s = shutdown_timeout;
     s.quiet = quiet;
+    s.allow_lora_loading = allow_lora;
     s.started = time(NULL);
     char err[1024];
     ctn_lm_params lp = {.threads = (int)threads, .n_ctx = (int)ctx, .kv_memory_bytes = kv};
@@ -1461,16 +1660,16 @@ int ctn_cmd_serve(int argc, char **argv) {
         fprintf(stderr, "catena serve: %s\n", err);
         goto out;
     }
-    static char lora_names[MAX_LORAS][128];
     for (int i = 0; i < n_lora; i++) {
         const char *eq = strchr(lora_specs[i], '=');
-        snprintf(lora_names[i], sizeof lora_names[i], "%.*s", (int)(eq - lora_specs[i]),
-                 lora_specs[i]);
-        if (ctn_lm_lora_load(s.lm, lora_names[i], eq + 1, 0, err, sizeof err) < 0) {
-            fprintf(stderr, "catena serve: --lora %s: %s\n", lora_specs[i], err);
+        char *nm = ctn__strndup(lora_specs[i], (size_t)(eq - lora_specs[i]));
+        if (nm == NULL || ctn_lm_lora_load(s.lm, nm, eq + 1, 0, err, sizeof err) < 0) {
+            fprintf(stderr, "catena serve: --lora %s: %s\n", lora_specs[i],
+                    nm == NULL ? "out of memory" : err);
+            free(nm);
             goto out;
         }
-        s.lora_names[s.n_loras++] = lora_names[i];
+        s.lora_names[s.n_loras++] = nm;
     }
     const char *base = strrchr(model, '/');
     s.model_id = name != NULL ? name : base != NULL ? base + 1 : model;
@@ -1517,6 +1716,8 @@ out:
     ctn_lm_close(s.lm);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
+    for (int i = 0; i < s.n_loras; i++)
+        free(s.lora_names[i]);
     free(key);
     return status;
 }

@@ -116,6 +116,17 @@ t2="{\"messages\":[{\"role\":\"user\",\"content\":\"Lily\"},{\"role\":\"assistan
 cached=$(json "$tmp/body" 'j.usage.prompt_tokens_details.cached_tokens')
 [ "$cached" = $((p1 - 1)) ] && ok || bad "turn 2 found $cached tokens, turn 1 held $p1"
 
+# n = 3: three choices from forks of one prefill, each what one request with seed + i gives.
+[ "$(code /v1/completions -d '{"prompt":"Once upon a time","max_tokens":8,"n":3,"seed":5,"temperature":0.9}')" = 200 ] &&
+    cp "$tmp/body" "$tmp/n3" && ok || bad "n = 3: $(cat "$tmp/body")"
+for i in 0 1 2; do
+    code /v1/completions -d "{\"prompt\":\"Once upon a time\",\"max_tokens\":8,\"seed\":$((5 + i)),\"temperature\":0.9}" >/dev/null
+    [ "$(json "$tmp/n3" "j.choices[$i].index + ':' + j.choices[$i].text")" = "$i:$(json "$tmp/body" 'j.choices[0].text')" ] &&
+        ok || bad "n = 3, choice $i: $(cat "$tmp/n3") against $(cat "$tmp/body")"
+done
+err_is_n() { [ "$1" = 400 ] && [ "$(json "$tmp/body" 'j.error.param')" = n ] && ok || bad "n = 0: $1 $(cat "$tmp/body")"; }
+err_is_n "$(code /v1/completions -d '{"prompt":"x","n":0}')"
+
 # Embeddings: float and base64 give the same vector.
 [ "$(code /v1/embeddings -d '{"input":["hello there","a dog"]}')" = 200 ] && cp "$tmp/body" "$tmp/ef" && ok ||
     bad "embeddings: $(cat "$tmp/body")"
@@ -232,6 +243,30 @@ st=$(code /v1/completions -H 'Authorization: Bearer sekrit' -d '{"prompt":"x","m
     bad "a full server (held $held): $st $(cat "$tmp/head")"
 kill $cpid 2>/dev/null
 wait $cpid 2>/dev/null
+
+# Adapters: --lora at the start, and vLLM's runtime API with --allow-lora-loading.
+MKLORA="${MKLORA:-build/tools/mklora}"
+if [ -x "$MKLORA" ]; then
+    "$MKLORA" "$M" -o "$tmp/a.gguf" --rank 4 --targets q,v --seed 3 --alpha 8 --std 0.3 >/dev/null 2>&1 ||
+        bad "mklora failed"
+    "$MKLORA" "$M" -o "$tmp/b.gguf" --rank 4 --targets q,v --seed 4 --alpha 8 --std 0.3 >/dev/null 2>&1
+    start lora --lora story="$tmp/a.gguf" --allow-lora-loading -q
+    [ "$(code /v1/models)" = 200 ] && [ "$(json "$tmp/body" 'j.data.map(m => m.id).join(",")')" = "stories260K.gguf,story" ] &&
+        ok || bad "models with an adapter: $(cat "$tmp/body")"
+    want=$("$CATENA" generate -m "$M" -p "Once upon a time" -n 16 --temp 0 --lora "$tmp/a.gguf" 2>/dev/null)
+    code /v1/completions -d '{"model":"story","prompt":"Once upon a time","max_tokens":16,"temperature":0}' >/dev/null
+    [ "$(json "$tmp/body" 'j.choices[0].text')" = "$want" ] && [ "$(json "$tmp/body" 'j.model')" = story ] && ok ||
+        bad "the adapter's completion: $(cat "$tmp/body"), catena generate --lora: $want"
+    [ "$(code /v1/load_lora_adapter -d "{\"lora_name\":\"b\",\"lora_path\":\"$tmp/b.gguf\"}")" = 200 ] &&
+        has "$(cat "$tmp/body")" "added successfully" && ok || bad "load_lora_adapter: $(cat "$tmp/body")"
+    [ "$(code /v1/completions -d '{"model":"b","prompt":"Once","max_tokens":4}')" = 200 ] && ok || bad "the loaded adapter: $(cat "$tmp/body")"
+    err_is 400 "$(code /v1/load_lora_adapter -d "{\"lora_name\":\"c\",\"lora_path\":\"$tmp/none.gguf\"}")" "a missing adapter file"
+    [ "$(code /v1/unload_lora_adapter -d '{"lora_name":"b"}')" = 200 ] && ok || bad "unload: $(cat "$tmp/body")"
+    err_is 404 "$(code /v1/completions -d '{"model":"b","prompt":"Once"}')" "an unloaded adapter"
+    err_is 404 "$(code /v1/unload_lora_adapter -d '{"lora_name":"b"}')" "unloading twice"
+else
+    bad "no $MKLORA (built with the tests): the adapter checks cannot run"
+fi
 
 # Bad command lines.
 out=$("$CATENA" serve 2>&1)
