@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs the peers that catena is compared with, for bench/ and tests/compat/:
 #   - llama.cpp's prebuilt CPU libraries, from the npm package node-llama-cpp, and
-#     LangChain.js's text splitters (@langchain/textsplitters), pinned in bench/package.json,
+#     LangChain.js's text splitters (@langchain/textsplitters), and the OpenAI clients that
+#     catena serve is tested with (openai, @langchain/openai), pinned in bench/package.json,
 #     into bench/node_modules;
 #   - the llama.cpp source tree those libraries were built from (its vocab test files),
 #     cloned from the git bundle inside that package into build/peers/llama.cpp.
@@ -23,7 +24,9 @@ unavailable() {
 
 have_libs() {
     ls "$libdir"/libllama*.so >/dev/null 2>&1 && [ -f "$bundle" ] &&
-        [ -f "$bench/node_modules/@langchain/textsplitters/package.json" ]
+        [ -f "$bench/node_modules/@langchain/textsplitters/package.json" ] &&
+        [ -f "$bench/node_modules/@langchain/openai/package.json" ] &&
+        [ -f "$bench/node_modules/openai/package.json" ]
 }
 
 if ! have_libs; then

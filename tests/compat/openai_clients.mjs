@@ -1,0 +1,76 @@
+// catena serve against real clients: the OpenAI Node SDK (npm `openai`) for models, chat
+// (whole and streamed), completions and embeddings, and LangChain.js's ChatOpenAI pointed at
+// the server (invoke and stream). Run by openai_clients.sh, which starts the server on
+// 127.0.0.1 and passes the repository's root, the server's address, the model id and the
+// text `catena generate` gives for the completion below. Prints one line per check; exits 1 on the first failure.
+import { createRequire } from "node:module";
+import path from "node:path";
+
+const [root, base, model, want] = process.argv.slice(2);
+// The clients live in bench/node_modules (scripts/setup-peers.sh installs them).
+const require = createRequire(path.join(root, "bench", "package.json"));
+const OpenAI = require("openai").default ?? require("openai");
+const { ChatOpenAI } = require("@langchain/openai");
+const client = new OpenAI({ baseURL: base + "/v1", apiKey: "sekrit", maxRetries: 0 });
+let n = 0;
+function check(ok, what, got) {
+  if (!ok) {
+    console.log("FAIL: " + what + ": " + JSON.stringify(got));
+    process.exit(1);
+  }
+  n++;
+}
+
+const models = await client.models.list();
+check(models.data.some((m) => m.id === model), "models.list names the model", models.data);
+
+const c = await client.completions.create({ model, prompt: "Once upon a time", max_tokens: 24, temperature: 0 });
+check(c.choices[0].text === want, "a greedy completion is catena generate's text", c.choices[0].text);
+check(c.usage.completion_tokens === 24 && c.choices[0].finish_reason === "length", "completion usage", c.usage);
+
+const msgs = [{ role: "system", content: "Tell a story." }, { role: "user", content: "Lily" }];
+const chat = await client.chat.completions.create({ model, messages: msgs, max_tokens: 12, temperature: 0 });
+const text = chat.choices[0].message.content;
+check(chat.choices[0].message.role === "assistant" && text.length > 0, "chat", chat);
+
+let streamed = "", usage = null, roles = 0;
+const st = await client.chat.completions.create({
+  model, messages: msgs, max_tokens: 12, temperature: 0, stream: true, stream_options: { include_usage: true },
+});
+for await (const ch of st) {
+  if (ch.usage) usage = ch.usage;
+  for (const choice of ch.choices) {
+    if (choice.delta.role) roles++;
+    streamed += choice.delta.content || "";
+  }
+}
+check(streamed === text, "a streamed chat is the whole one", streamed);
+check(roles === 1 && usage && usage.completion_tokens === 12, "the stream's role and usage", usage);
+
+const two = await client.chat.completions.create({ model, messages: msgs, max_tokens: 6, n: 2, seed: 3, temperature: 0.9 });
+check(two.choices.length === 2 && two.choices[1].index === 1, "n = 2", two.choices);
+
+const e = await client.embeddings.create({ model, input: ["hello there", "a dog"] });
+check(e.data.length === 2 && e.data[0].embedding.length === 64, "embeddings (the SDK asks for base64)", e.data.length);
+
+try {
+  await client.completions.create({ model: "nope", prompt: "x" });
+  check(false, "an unknown model is refused", "no error");
+} catch (err) {
+  check(err.status === 404 && /does not exist/.test(err.message), "an unknown model: 404 in OpenAI's shape", err.message);
+}
+try {
+  await new OpenAI({ baseURL: base + "/v1", apiKey: "wrong", maxRetries: 0 }).models.list();
+  check(false, "a wrong key is refused", "no error");
+} catch (err) {
+  check(err.status === 401, "a wrong key: 401", err.status);
+}
+
+const lc = new ChatOpenAI({ model, temperature: 0, maxTokens: 12, apiKey: "sekrit", configuration: { baseURL: base + "/v1" } });
+const m = await lc.invoke([["system", "Tell a story."], ["human", "Lily"]]);
+check(m.content === text, "ChatOpenAI.invoke gives the same answer", m.content);
+let lcs = "";
+for await (const chunk of await lc.stream([["system", "Tell a story."], ["human", "Lily"]])) lcs += chunk.content;
+check(lcs === text, "ChatOpenAI.stream gives it too", lcs);
+
+console.log(`openai clients: ${n} checks passed`);
