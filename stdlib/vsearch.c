@@ -281,8 +281,10 @@ static void scan(const ctn_vs *vs, const unsigned char *qa, size_t abytes, size_
     }
 }
 
-/* One multi-threaded search: thread ith scans its share of the rows (whole tiles) into its
- * own heaps, hs + ith * nq, and its own score tile, y + ith * nq * TILE. */
+/* One multi-threaded search: the threads take tiles of rows in turn from next, so that one
+ * slowed by another process on its core does less of the work, each into its own heaps,
+ * hs + ith * nq, through its own score tile, y + ith * nq * TILE. A thread's tiles come in
+ * increasing order, so its rows are still visited in order (scan's tie rule holds). */
 typedef struct {
     const ctn_vs *vs;
     const unsigned char *qa;
@@ -290,16 +292,19 @@ typedef struct {
     const uint8_t *allow;
     float *y; /* (threads, nq, TILE) */
     heap *hs; /* (threads, nq) */
+    atomic_size_t next; /* the next tile to take */
 } scan_job;
 
-static void scan_share(void *ctx, int ith, int nth) {
-    const scan_job *j = ctx;
-    const size_t tiles = (j->vs->n + TILE - 1) / TILE;
-    const size_t r0 = tiles * (size_t)ith / (size_t)nth * TILE;
-    size_t r1 = tiles * (size_t)(ith + 1) / (size_t)nth * TILE;
-    if (r1 > j->vs->n) r1 = j->vs->n;
-    scan(j->vs, j->qa, j->abytes, j->nq, j->allow, r0, r1, j->y + (size_t)ith * j->nq * TILE,
-         j->hs + (size_t)ith * j->nq);
+static void scan_tiles(void *ctx, int ith, int nth) {
+    scan_job *j = ctx;
+    (void)nth;
+    for (;;) {
+        const size_t r0 = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed) * TILE;
+        if (r0 >= j->vs->n) break;
+        const size_t r1 = r0 + TILE < j->vs->n ? r0 + TILE : j->vs->n;
+        scan(j->vs, j->qa, j->abytes, j->nq, j->allow, r0, r1,
+             j->y + (size_t)ith * j->nq * TILE, j->hs + (size_t)ith * j->nq);
+    }
 }
 
 int ctn_vs_search(const ctn_vs *vs, const float *queries, size_t nq, size_t k,
@@ -351,8 +356,9 @@ int ctn_vs_search(const ctn_vs *vs, const float *queries, size_t nq, size_t k,
     if (tp == NULL) {
         scan(vs, qa, abytes, nq, allow, 0, vs->n, y, hs);
     } else {
-        scan_job job = {vs, qa, abytes, nq, allow, y, hs};
-        ctn_pool_run(tp, scan_share, &job);
+        scan_job job = {vs, qa, abytes, nq, allow, y, hs, 0};
+        atomic_init(&job.next, 0);
+        ctn_pool_run(tp, scan_tiles, &job);
         /* Each thread kept the best of its rows, so the best of all are among them: pushed
          * into thread 0's heaps, they leave the same set a single scan keeps (the order of
          * candidates is total: goodness, then position). */

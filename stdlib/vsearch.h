@@ -34,9 +34,9 @@
  * allowed rows are read and scored.
  *
  * Threads: a collection of 4096 vectors or more is split over the threads given by
- * ctn_vs_set_threads (none by default), each scanning a contiguous share of the rows with its
- * own candidates per query, merged at the end; the hits are the same, in the same order, as
- * on one thread.
+ * ctn_vs_set_threads (none by default): each takes the next 256 rows as it finishes the last
+ * and keeps its own candidates per query, merged at the end; the hits are the same, in the
+ * same order, as on one thread.
  *
  * A ctn_vs is not locked: add, set_threads and search may not run at the same time; searches
  * may run at the same time as each other (one of them uses the threads, the others run on

@@ -238,14 +238,15 @@ TEST(threads_give_the_same_hits_as_one_thread) {
     const int dim = 40;
     const size_t n = 5000, nq = 4;
     float *x = dataset(n, dim), *q = dataset(nq, dim);
-    /* Copies of row 100 in every thread's share: ties that only the position breaks. */
+    /* Copies of row 100 in tiles far apart, which different threads take when both run:
+     * ties that only the position breaks. */
     memcpy(x + 2600 * dim, x + 100 * dim, dim * sizeof *x);
     memcpy(x + 4900 * dim, x + 100 * dim, dim * sizeof *x);
     memcpy(q + 3 * dim, x + 100 * dim, dim * sizeof *x);
     uint8_t *allow = calloc((n + 7) / 8, 1);
     for (size_t i = 0; i < n; i++)
         if (i % 3 != 1 || (i > 2000 && i < 2300)) allow[i / 8] |= (uint8_t)(1u << (i % 8));
-    /* k = 3000 is more than a thread's share of the rows (about 1700 on 3 threads). */
+    /* k = 3000 is more than the rows of a thread's heaps when the threads share the 5000. */
     static const size_t ks[] = {10, 3000};
     const size_t kmax = 3000;
     ctn_vs_hit *h1 = malloc(nq * kmax * sizeof *h1), *hn = malloc(nq * kmax * sizeof *hn);
