@@ -9,6 +9,7 @@
  *     ctn_vs *vs;
  *     if (ctn_vs_new(384, CTN_KB_F32, CTN_VS_COSINE, &vs, err, sizeof err) < 0) ...
  *     ctn_vs_add(vs, chunk_id, vec, err, sizeof err);          // copied (normalised: cosine)
+ *     ctn_vs_set_threads(vs, 0, err, sizeof err);              // every CPU, for 4096 rows or more
  *     ctn_vs_hit hits[2 * 10];
  *     size_t found[2];
  *     ctn_vs_search(vs, queries, 2, 10, NULL, hits, found, err, sizeof err);

@@ -397,6 +397,56 @@ TEST(allocation_failures_leave_nothing_half_done) {
     free(x);
 }
 
+TEST(allocation_failures_with_threads) {
+    /* Starting the threads: all of them or none, the old ones kept. */
+    for (long n = 0;; n++) {
+        char err[256] = "";
+        ctn_vs *vs = NULL;
+        CHECK_EQ_INT(ctn_vs_new(8, CTN_KB_F32, CTN_VS_DOT, &vs, err, sizeof err), 0);
+        const long before = ctn__alloc_n_failed;
+        ctn__alloc_fail_after = n;
+        const int rc = ctn_vs_set_threads(vs, 3, err, sizeof err);
+        ctn__alloc_fail_after = -1;
+        if (rc < 0) {
+            CHECK_EQ_INT(rc, CTN_ENOMEM);
+            CHECK(strstr(err, "cannot start 3 threads") != NULL);
+            CHECK_EQ_INT(ctn_vs_threads(vs), 1);
+        } else {
+            CHECK_EQ_INT(ctn_vs_threads(vs), 3);
+        }
+        ctn_vs_free(vs);
+        if (ctn__alloc_n_failed == before) break;
+        CHECK(n < 100);
+    }
+    /* A threaded search: an error and nothing written, or the one-thread answer. */
+    const int dim = 8;
+    const size_t n = 4500;
+    float *x = dataset(n, dim);
+    ctn_vs *vs = build(x, n, dim, CTN_KB_INT8, CTN_VS_COSINE);
+    ctn_vs_hit want[2 * 5], got[2 * 5];
+    size_t fw[2], fg[2];
+    char err[256] = "";
+    CHECK_EQ_INT(ctn_vs_search(vs, x, 2, 5, NULL, want, fw, err, sizeof err), 0);
+    CHECK_EQ_INT(ctn_vs_set_threads(vs, 2, err, sizeof err), 0);
+    for (long f = 0;; f++) {
+        const long before = ctn__alloc_n_failed;
+        fg[0] = fg[1] = 9;
+        ctn__alloc_fail_after = f;
+        const int rc = ctn_vs_search(vs, x, 2, 5, NULL, got, fg, err, sizeof err);
+        ctn__alloc_fail_after = -1;
+        if (rc < 0) {
+            CHECK_EQ_INT(rc, CTN_ENOMEM);
+            CHECK(fg[0] == 9 && fg[1] == 9);
+        } else {
+            check_same(want, fw, got, fg, 2, 5);
+        }
+        if (ctn__alloc_n_failed == before) break;
+        CHECK(f < 100);
+    }
+    ctn_vs_free(vs);
+    free(x);
+}
+
 int main(void) {
     RUN(f32_is_exact_on_every_metric);
     RUN(f16_and_int8_recall);
@@ -406,5 +456,6 @@ int main(void) {
     RUN(thread_counts_are_checked);
     RUN(bad_input_is_refused_by_name);
     RUN(allocation_failures_leave_nothing_half_done);
+    RUN(allocation_failures_with_threads);
     return test_summary();
 }
