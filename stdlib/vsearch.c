@@ -2,7 +2,8 @@
  * Exact kNN over vectors in memory (vsearch.h). The rows are kept in the storage type the
  * engine's kernels read as weights (F32, F16, Q8_0), padded with zeros to the kernel's block,
  * and scored a tile of rows at a time against every query with one gemm call per run of
- * allowed rows; each query keeps its best candidates in a min-heap.
+ * allowed rows; each query keeps its best candidates in a min-heap. With threads, each takes
+ * tiles in turn into heaps of its own, merged at the end (scan_tiles).
  *
  * The ranking key is "goodness", higher better: the product for COSINE and DOT, and
  * 2 x.q - |x|^2 for L2 (|q|^2 is the same for every row of a query, so the order is the
@@ -321,8 +322,8 @@ int ctn_vs_search(const ctn_vs *vs, const float *queries, size_t nq, size_t k,
         pool = vs->rescore ? vs->rescore : (8 * k > 64 ? 8 * k : 64);
         if (pool < k) pool = k;
     }
-    /* The pool, unless the collection is small or another search holds it (then this one
-     * runs on the calling thread: the same results, later). */
+    /* The threads, unless the collection is small or another search holds them (then this
+     * one runs on the calling thread alone: the same results, later). */
     ctn_pool *tp = NULL;
     if (vs->pool != NULL && vs->n >= MT_ROWS &&
         !atomic_exchange_explicit((atomic_bool *)&vs->pool_busy, true, memory_order_acquire))
