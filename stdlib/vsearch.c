@@ -2,7 +2,8 @@
  * Exact kNN over vectors in memory (vsearch.h). The rows are kept in the storage type the
  * engine's kernels read as weights (F32, F16, Q8_0), padded with zeros to the kernel's block,
  * and scored a tile of rows at a time against every query with one gemm call per run of
- * allowed rows; each query keeps its best candidates in a min-heap.
+ * allowed rows; each query keeps its best candidates in a min-heap. With threads, each takes
+ * tiles in turn into heaps of its own, merged at the end (scan_tiles).
  *
  * The ranking key is "goodness", higher better: the product for COSINE and DOT, and
  * 2 x.q - |x|^2 for L2 (|q|^2 is the same for every row of a query, so the order is the
@@ -11,6 +12,7 @@
 #include "vsearch.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,10 +20,14 @@
 #include "alloc.h"
 #include "error.h"
 #include "kern.h"
+#include "pool.h"
 #include "quant.h"
 #include "types.h"
 
-enum { TILE = 256 }; /* rows scored per gemm tile: TILE * nq floats of scores */
+enum {
+    TILE = 256,     /* rows scored per gemm tile: TILE * nq floats of scores */
+    MT_ROWS = 4096, /* collections smaller than this are searched on one thread */
+};
 
 struct ctn_vs {
     int dim;
@@ -37,6 +43,8 @@ struct ctn_vs {
     float *norm2; /* |x|^2 of each stored row (L2) */
     float *orig;  /* CTN_KB_INT8: the rows as given (prepared, dim floats each), rescoring */
     size_t rescore;
+    ctn_pool *pool;        /* ctn_vs_set_threads: NULL, one thread */
+    atomic_bool pool_busy; /* a search holds the pool (set by searches, which take vs const) */
 };
 
 static int wtype_of(ctn_kb_dtype t) {
@@ -74,6 +82,7 @@ int ctn_vs_new(int dim, ctn_kb_dtype dtype, ctn_vs_metric metric, ctn_vs **out, 
     vs->metric = metric;
     vs->wtype = wt;
     vs->kern = k;
+    atomic_init(&vs->pool_busy, false);
     const int64_t blk = k->block > ctn_type_block_size(wt) ? k->block : ctn_type_block_size(wt);
     vs->npad = (dim + blk - 1) / blk * blk;
     vs->row_bytes = (size_t)(vs->npad / ctn_type_block_size(wt) * ctn_type_block_bytes(wt));
@@ -87,12 +96,32 @@ void ctn_vs_free(ctn_vs *vs) {
     free(vs->ids);
     free(vs->norm2);
     free(vs->orig);
+    ctn_pool_free(vs->pool);
     free(vs);
 }
 
 size_t ctn_vs_count(const ctn_vs *vs) { return vs->n; }
 int ctn_vs_dim(const ctn_vs *vs) { return vs->dim; }
 void ctn_vs_set_rescore(ctn_vs *vs, size_t rescore) { vs->rescore = rescore; }
+
+int ctn_vs_set_threads(ctn_vs *vs, int n, char *err, size_t errcap) {
+    if (n < 0 || n > 512) {
+        ctn__errf(err, errcap, "vector search: %d threads: give 0 (the default) to 512", n);
+        return CTN_EINVAL;
+    }
+    if (n == 0) n = ctn_pool_default_threads();
+    if (vs->pool != NULL && ctn_pool_threads(vs->pool) == n) return 0;
+    ctn_pool *p = NULL;
+    if (n > 1 && ctn_pool_new(&p, n) < 0) {
+        ctn__errf(err, errcap, "vector search: cannot start %d threads (out of memory)", n);
+        return CTN_ENOMEM;
+    }
+    ctn_pool_free(vs->pool);
+    vs->pool = p;
+    return 0;
+}
+
+int ctn_vs_threads(const ctn_vs *vs) { return vs->pool ? ctn_pool_threads(vs->pool) : 1; }
 
 /* x (dim floats) checked, normalised for COSINE and padded into y (npad floats). */
 static int prepare(const ctn_vs *vs, const float *x, float *y, const char *what, size_t i,
@@ -219,47 +248,14 @@ static bool allowed(const uint8_t *allow, size_t i) {
     return allow == NULL || (allow[i / 8] >> (i % 8) & 1) != 0;
 }
 
-int ctn_vs_search(const ctn_vs *vs, const float *queries, size_t nq, size_t k,
-                  const uint8_t *allow, ctn_vs_hit *hits, size_t *found, char *err,
-                  size_t errcap) {
-    if (nq < 1 || nq > 1024 || k < 1 || k > 10000) {
-        ctn__errf(err, errcap, "vector search: %zu queries for %zu hits each: queries must be "
-                  "from 1 to 1024 and hits from 1 to 10000", nq, k);
-        return CTN_EINVAL;
-    }
-    const bool int8 = vs->dtype == CTN_KB_INT8;
-    size_t pool = k;
-    if (int8) {
-        pool = vs->rescore ? vs->rescore : (8 * k > 64 ? 8 * k : 64);
-        if (pool < k) pool = k;
-    }
-    const size_t np = (size_t)vs->npad, abytes = ctn_kern_act_bytes(vs->kern->atype, vs->npad);
-    float *q = ctn__malloc(nq * np * sizeof *q);
-    float *qn2 = ctn__malloc(nq * sizeof *qn2);
-    unsigned char *qa = ctn__malloc(nq * abytes);
-    float *y = ctn__malloc(nq * TILE * sizeof *y);
-    cand *store = ctn__malloc(nq * pool * sizeof *store);
-    heap *hs = ctn__calloc(nq, sizeof *hs);
-    int rc = 0;
-    if (q == NULL || qn2 == NULL || qa == NULL || y == NULL || store == NULL || hs == NULL) {
-        ctn__errf(err, errcap, "vector search: out of memory");
-        rc = CTN_ENOMEM;
-        goto done;
-    }
-    for (size_t i = 0; i < nq && rc == 0; i++) {
-        rc = prepare(vs, queries + i * (size_t)vs->dim, q + i * np, "query", i, err, errcap);
-        double s = 0;
-        for (size_t j = 0; rc == 0 && j < np; j++)
-            s += (double)q[i * np + j] * q[i * np + j];
-        qn2[i] = (float)s;
-        if (rc == 0) vs->kern->from_float(q + i * np, qa + i * abytes, vs->npad);
-        hs[i] = (heap){store + i * pool, 0, pool};
-    }
-    if (rc < 0) goto done;
-
+/* The rows [r0, r1) scored against the nq queries (qa, abytes apart) into the heaps hs, a
+ * tile of rows at a time through y (nq * TILE floats). The rows are visited in order, so a
+ * row that only ties the worst kept one loses to it, as the order of addition says. */
+static void scan(const ctn_vs *vs, const unsigned char *qa, size_t abytes, size_t nq,
+                 const uint8_t *allow, size_t r0, size_t r1, float *y, heap *hs) {
     const bool l2 = vs->metric == CTN_VS_L2;
-    for (size_t t0 = 0; t0 < vs->n; t0 += TILE) {
-        const size_t t1 = t0 + TILE < vs->n ? t0 + TILE : vs->n;
+    for (size_t t0 = r0; t0 < r1; t0 += TILE) {
+        const size_t t1 = t0 + TILE < r1 ? t0 + TILE : r1;
         size_t a = t0;
         while (a < t1) {
             while (a < t1 && !allowed(allow, a))
@@ -284,7 +280,98 @@ int ctn_vs_search(const ctn_vs *vs, const float *queries, size_t nq, size_t k,
             a = b;
         }
     }
+}
 
+/* One multi-threaded search: the threads take tiles of rows in turn from next, so that one
+ * slowed by another process on its core does less of the work, each into its own heaps,
+ * hs + ith * nq, through its own score tile, y + ith * nq * TILE. A thread's tiles come in
+ * increasing order, so its rows are still visited in order (scan's tie rule holds). */
+typedef struct {
+    const ctn_vs *vs;
+    const unsigned char *qa;
+    size_t abytes, nq;
+    const uint8_t *allow;
+    float *y; /* (threads, nq, TILE) */
+    heap *hs; /* (threads, nq) */
+    atomic_size_t next; /* the next tile to take */
+} scan_job;
+
+static void scan_tiles(void *ctx, int ith, int nth) {
+    scan_job *j = ctx;
+    (void)nth;
+    for (;;) {
+        const size_t r0 = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed) * TILE;
+        if (r0 >= j->vs->n) break;
+        const size_t r1 = r0 + TILE < j->vs->n ? r0 + TILE : j->vs->n;
+        scan(j->vs, j->qa, j->abytes, j->nq, j->allow, r0, r1,
+             j->y + (size_t)ith * j->nq * TILE, j->hs + (size_t)ith * j->nq);
+    }
+}
+
+int ctn_vs_search(const ctn_vs *vs, const float *queries, size_t nq, size_t k,
+                  const uint8_t *allow, ctn_vs_hit *hits, size_t *found, char *err,
+                  size_t errcap) {
+    if (nq < 1 || nq > 1024 || k < 1 || k > 10000) {
+        ctn__errf(err, errcap, "vector search: %zu queries for %zu hits each: queries must be "
+                  "from 1 to 1024 and hits from 1 to 10000", nq, k);
+        return CTN_EINVAL;
+    }
+    const bool int8 = vs->dtype == CTN_KB_INT8;
+    size_t pool = k;
+    if (int8) {
+        pool = vs->rescore ? vs->rescore : (8 * k > 64 ? 8 * k : 64);
+        if (pool < k) pool = k;
+    }
+    /* The threads, unless the collection is small or another search holds them (then this
+     * one runs on the calling thread alone: the same results, later). */
+    ctn_pool *tp = NULL;
+    if (vs->pool != NULL && vs->n >= MT_ROWS &&
+        !atomic_exchange_explicit((atomic_bool *)&vs->pool_busy, true, memory_order_acquire))
+        tp = vs->pool;
+    const size_t nth = tp ? (size_t)ctn_pool_threads(tp) : 1;
+    const size_t np = (size_t)vs->npad, abytes = ctn_kern_act_bytes(vs->kern->atype, vs->npad);
+    float *q = ctn__malloc(nq * np * sizeof *q);
+    float *qn2 = ctn__malloc(nq * sizeof *qn2);
+    unsigned char *qa = ctn__malloc(nq * abytes);
+    float *y = ctn__malloc(nth * nq * TILE * sizeof *y);
+    cand *store = ctn__malloc(nth * nq * pool * sizeof *store);
+    heap *hs = ctn__calloc(nth * nq, sizeof *hs);
+    int rc = 0;
+    if (q == NULL || qn2 == NULL || qa == NULL || y == NULL || store == NULL || hs == NULL) {
+        ctn__errf(err, errcap, "vector search: out of memory");
+        rc = CTN_ENOMEM;
+        goto done;
+    }
+    for (size_t i = 0; i < nq && rc == 0; i++) {
+        rc = prepare(vs, queries + i * (size_t)vs->dim, q + i * np, "query", i, err, errcap);
+        double s = 0;
+        for (size_t j = 0; rc == 0 && j < np; j++)
+            s += (double)q[i * np + j] * q[i * np + j];
+        qn2[i] = (float)s;
+        if (rc == 0) vs->kern->from_float(q + i * np, qa + i * abytes, vs->npad);
+    }
+    for (size_t i = 0; i < nth * nq; i++)
+        hs[i] = (heap){store + i * pool, 0, pool};
+    if (rc < 0) goto done;
+
+    if (tp == NULL) {
+        scan(vs, qa, abytes, nq, allow, 0, vs->n, y, hs);
+    } else {
+        scan_job job = {vs, qa, abytes, nq, allow, y, hs, 0};
+        atomic_init(&job.next, 0);
+        ctn_pool_run(tp, scan_tiles, &job);
+        /* Each thread kept the best of its rows, so the best of all are among them: pushed
+         * into thread 0's heaps, they leave the same set a single scan keeps (the order of
+         * candidates is total: goodness, then position). */
+        for (size_t t = 1; t < nth; t++)
+            for (size_t c = 0; c < nq; c++) {
+                const heap *o = &hs[t * nq + c];
+                for (size_t i = 0; i < o->n; i++)
+                    heap_push(&hs[c], o->h[i]);
+            }
+    }
+
+    const bool l2 = vs->metric == CTN_VS_L2;
     for (size_t c = 0; c < nq; c++) {
         heap *h = &hs[c];
         if (int8) { /* the pool again, in f32: the query against the rows as they were given */
@@ -314,5 +401,7 @@ done:
     free(y);
     free(store);
     free(hs);
+    if (tp != NULL)
+        atomic_store_explicit((atomic_bool *)&vs->pool_busy, false, memory_order_release);
     return rc;
 }

@@ -9,6 +9,7 @@
  *     ctn_vs *vs;
  *     if (ctn_vs_new(384, CTN_KB_F32, CTN_VS_COSINE, &vs, err, sizeof err) < 0) ...
  *     ctn_vs_add(vs, chunk_id, vec, err, sizeof err);          // copied (normalised: cosine)
+ *     ctn_vs_set_threads(vs, 0, err, sizeof err);              // every CPU, for 4096 rows or more
  *     ctn_vs_hit hits[2 * 10];
  *     size_t found[2];
  *     ctn_vs_search(vs, queries, 2, 10, NULL, hits, found, err, sizeof err);
@@ -33,8 +34,14 @@
  * positions of the vectors in the order they were added (bit i of allow[i / 8]); only
  * allowed rows are read and scored.
  *
- * A ctn_vs is not locked: add and search may not run at the same time; searches may run at
- * the same time as each other.
+ * Threads: a collection of 4096 vectors or more is split over the threads given by
+ * ctn_vs_set_threads (none by default): each takes the next 256 rows as it finishes the last
+ * and keeps its own candidates per query, merged at the end; the hits are the same, in the
+ * same order, as on one thread.
+ *
+ * A ctn_vs is not locked: add, set_threads and search may not run at the same time; searches
+ * may run at the same time as each other (one of them uses the threads, the others run on
+ * their callers' threads).
  */
 #ifndef CTN_VSEARCH_H
 #define CTN_VSEARCH_H
@@ -67,6 +74,17 @@ int ctn_vs_dim(const ctn_vs *vs);
 
 /* Candidates the CTN_KB_INT8 search rescores per query (0: the default, 8 * k and at least 64). */
 void ctn_vs_set_rescore(ctn_vs *vs, size_t rescore);
+
+/*
+ * The threads a search of a large collection uses: n from 1 (none: the caller's thread
+ * alone, as a new ctn_vs has) to 512, 0 for ctn_pool_default_threads() (the CPUs this
+ * process may run on). The workers are started here and kept, idle, until the next call or
+ * ctn_vs_free. CTN_EINVAL for n out of range, CTN_ENOMEM when the threads cannot be started;
+ * on an error the threads stay as they were.
+ */
+int ctn_vs_set_threads(ctn_vs *vs, int n, char *err, size_t errcap);
+/* The threads set (1 when none). */
+int ctn_vs_threads(const ctn_vs *vs);
 
 /*
  * Searches nq queries (nq * dim floats, query q at queries + q * dim) for their k best

@@ -50,6 +50,9 @@ void ctn__from_q8_K_avx512(const float *x, void *a, int64_t n);
 /*
  * Matrix-vector products stream the weights once: the rows of the next tile are fetched
  * while this one is computed (each row is a stream too short for the hardware prefetcher).
+ * So do products with a few activation rows (one column tile: nc < 2 * CM, as a search of
+ * a handful of queries or a small decode batch makes), where each weight row is read once
+ * too: without it, 4 queries over 100k x 384 F32 rows took 1.9 times one query, 1.1 with.
  */
 static inline void prefetch_rows(const char *p, size_t bytes, const char *end) {
     if (p + bytes > end) bytes = p < end ? (size_t)(end - p) : 0;
@@ -65,8 +68,10 @@ static inline void prefetch_rows(const char *p, size_t bytes, const char *end) {
             const int64_t r1 = r0 + RBLK < nr ? r0 + RBLK : nr;                                    \
             int64_t c = 0, r;                                                                      \
             for (; c + CM <= nc; c += CM) {                                                        \
-                for (r = r0; r + RM <= r1; r += RM)                                                \
+                for (r = r0; r + RM <= r1; r += RM) {                                              \
+                    if (nc < 2 * CM) prefetch_rows(W + (r + RM) * ws, RM * ws, W + nr * ws);       \
                     tile(RM, CM, VNNI, n, W + r * ws, ws, A + c * as, as, y + c * ldy + r, ldy);   \
+                }                                                                                  \
                 for (; r < r1; r++)                                                                \
                     tile(1, CM, VNNI, n, W + r * ws, ws, A + c * as, as, y + c * ldy + r, ldy);    \
             }                                                                                      \

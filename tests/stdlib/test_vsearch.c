@@ -2,7 +2,8 @@
  * Exact kNN (stdlib/vsearch.h) against a brute-force reference computed in double over the
  * original f32 vectors: recall@10 = 1.0 for f32 on every metric, int8 with rescoring >= 0.99,
  * several queries in one pass equal to one at a time (the same bits), filters applied before
- * scoring, bad input refused, and allocation failures leaving nothing half done.
+ * scoring, bad input refused, and allocation failures leaving nothing half done. A search
+ * split over threads gives the same hits, bits and order as one thread.
  */
 #include <math.h>
 #include <stdbool.h>
@@ -12,6 +13,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "pool.h"
 #include "test.h"
 #include "vsearch.h"
 
@@ -219,6 +221,106 @@ TEST(filters_apply_before_scoring) {
     free(q);
 }
 
+/* The hits of two searches are the same: ids, positions, score bits, order. */
+static void check_same(const ctn_vs_hit *a, const size_t *fa, const ctn_vs_hit *b,
+                       const size_t *fb, size_t nq, size_t k) {
+    for (size_t c = 0; c < nq; c++) {
+        CHECK_EQ_INT(fa[c], fb[c]);
+        for (size_t i = 0; i < fa[c] && i < fb[c]; i++) {
+            const ctn_vs_hit *x = &a[c * k + i], *y = &b[c * k + i];
+            CHECK(x->id == y->id && x->pos == y->pos &&
+                  memcmp(&x->score, &y->score, sizeof x->score) == 0);
+        }
+    }
+}
+
+TEST(threads_give_the_same_hits_as_one_thread) {
+    const int dim = 40;
+    const size_t n = 5000, nq = 4;
+    float *x = dataset(n, dim), *q = dataset(nq, dim);
+    /* Copies of row 100 in tiles far apart, which different threads take when both run:
+     * ties that only the position breaks. */
+    memcpy(x + 2600 * dim, x + 100 * dim, dim * sizeof *x);
+    memcpy(x + 4900 * dim, x + 100 * dim, dim * sizeof *x);
+    memcpy(q + 3 * dim, x + 100 * dim, dim * sizeof *x);
+    uint8_t *allow = calloc((n + 7) / 8, 1);
+    for (size_t i = 0; i < n; i++)
+        if (i % 3 != 1 || (i > 2000 && i < 2300)) allow[i / 8] |= (uint8_t)(1u << (i % 8));
+    /* k = 3000 is more than the rows of a thread's heaps when the threads share the 5000. */
+    static const size_t ks[] = {10, 3000};
+    const size_t kmax = 3000;
+    ctn_vs_hit *h1 = malloc(nq * kmax * sizeof *h1), *hn = malloc(nq * kmax * sizeof *hn);
+    ref_hit *ref = malloc(10 * sizeof *ref);
+    size_t f1[4], fn[4];
+    char err[256] = "";
+    for (int t = 0; t < 3; t++)
+        for (int m = 0; m < 3; m++) {
+            ctn_vs *vs = build(x, n, dim, (ctn_kb_dtype)t, (ctn_vs_metric)m);
+            CHECK_EQ_INT(ctn_vs_threads(vs), 1);
+            for (int ki = 0; ki < 2; ki++)
+                for (int f = 0; f < 2; f++) {
+                    const size_t k = ks[ki];
+                    const uint8_t *al = f ? allow : NULL;
+                    CHECK_EQ_INT(ctn_vs_set_threads(vs, 1, err, sizeof err), 0);
+                    CHECK_EQ_INT(ctn_vs_search(vs, q, nq, k, al, h1, f1, err, sizeof err), 0);
+                    CHECK_EQ_INT(ctn_vs_set_threads(vs, 3, err, sizeof err), 0);
+                    CHECK_EQ_INT(ctn_vs_threads(vs), 3);
+                    CHECK_EQ_INT(ctn_vs_search(vs, q, nq, k, al, hn, fn, err, sizeof err), 0);
+                    check_same(h1, f1, hn, fn, nq, k);
+                    CHECK_EQ_INT(ctn_vs_set_threads(vs, 2, err, sizeof err), 0);
+                    CHECK_EQ_INT(ctn_vs_search(vs, q, nq, k, al, hn, fn, err, sizeof err), 0);
+                    check_same(h1, f1, hn, fn, nq, k);
+                    /* The copies of row 100 come in the order they were added. */
+                    if (!f && m != CTN_VS_DOT) {
+                        CHECK(hn[3 * k].pos == 100 && hn[3 * k + 1].pos == 2600 &&
+                              hn[3 * k + 2].pos == 4900);
+                    }
+                    /* f32: the top 10 of the brute-force reference, on every metric. */
+                    for (size_t c = 0; t == CTN_KB_F32 && k == 10 && c < nq; c++) {
+                        const size_t nr = brute(x, n, dim, q + c * dim, (ctn_vs_metric)m, k, al,
+                                                ref);
+                        size_t same = 0;
+                        for (size_t i = 0; i < fn[c]; i++)
+                            for (size_t j = 0; j < nr; j++)
+                                same += ref[j].pos == hn[c * k + i].pos;
+                        CHECK_EQ_INT(same, nr);
+                    }
+                    if (f) /* only allowed rows */
+                        for (size_t i = 0; i < fn[0]; i++)
+                            CHECK(allow[hn[i].pos / 8] >> (hn[i].pos % 8) & 1);
+                    else
+                        CHECK_EQ_INT(fn[0], k);
+                }
+            ctn_vs_free(vs);
+        }
+    free(h1);
+    free(hn);
+    free(ref);
+    free(allow);
+    free(x);
+    free(q);
+}
+
+TEST(thread_counts_are_checked) {
+    char err[256] = "";
+    ctn_vs *vs = NULL;
+    CHECK_EQ_INT(ctn_vs_new(8, CTN_KB_F32, CTN_VS_DOT, &vs, err, sizeof err), 0);
+    CHECK_EQ_INT(ctn_vs_set_threads(vs, -1, err, sizeof err), CTN_EINVAL);
+    CHECK(strstr(err, "-1 threads") != NULL);
+    CHECK_EQ_INT(ctn_vs_set_threads(vs, 513, err, sizeof err), CTN_EINVAL);
+    CHECK_EQ_INT(ctn_vs_threads(vs), 1);
+    CHECK_EQ_INT(ctn_vs_set_threads(vs, 0, err, sizeof err), 0);
+    CHECK_EQ_INT(ctn_vs_threads(vs), ctn_pool_default_threads());
+    /* A small collection is searched on the caller's thread, with the same answer. */
+    const float v[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    CHECK_EQ_INT(ctn_vs_add(vs, 9, v, err, sizeof err), 0);
+    ctn_vs_hit h;
+    size_t f;
+    CHECK_EQ_INT(ctn_vs_search(vs, v, 1, 1, NULL, &h, &f, err, sizeof err), 0);
+    CHECK(f == 1 && h.id == 9 && h.score == 204);
+    ctn_vs_free(vs);
+}
+
 TEST(bad_input_is_refused_by_name) {
     char err[256] = "";
     ctn_vs *vs = NULL;
@@ -295,12 +397,65 @@ TEST(allocation_failures_leave_nothing_half_done) {
     free(x);
 }
 
+TEST(allocation_failures_with_threads) {
+    /* Starting the threads: all of them or none, the old ones kept. */
+    for (long n = 0;; n++) {
+        char err[256] = "";
+        ctn_vs *vs = NULL;
+        CHECK_EQ_INT(ctn_vs_new(8, CTN_KB_F32, CTN_VS_DOT, &vs, err, sizeof err), 0);
+        const long before = ctn__alloc_n_failed;
+        ctn__alloc_fail_after = n;
+        const int rc = ctn_vs_set_threads(vs, 3, err, sizeof err);
+        ctn__alloc_fail_after = -1;
+        if (rc < 0) {
+            CHECK_EQ_INT(rc, CTN_ENOMEM);
+            CHECK(strstr(err, "cannot start 3 threads") != NULL);
+            CHECK_EQ_INT(ctn_vs_threads(vs), 1);
+        } else {
+            CHECK_EQ_INT(ctn_vs_threads(vs), 3);
+        }
+        ctn_vs_free(vs);
+        if (ctn__alloc_n_failed == before) break;
+        CHECK(n < 100);
+    }
+    /* A threaded search: an error and nothing written, or the one-thread answer. */
+    const int dim = 8;
+    const size_t n = 4500;
+    float *x = dataset(n, dim);
+    ctn_vs *vs = build(x, n, dim, CTN_KB_INT8, CTN_VS_COSINE);
+    ctn_vs_hit want[2 * 5], got[2 * 5];
+    size_t fw[2], fg[2];
+    char err[256] = "";
+    CHECK_EQ_INT(ctn_vs_search(vs, x, 2, 5, NULL, want, fw, err, sizeof err), 0);
+    CHECK_EQ_INT(ctn_vs_set_threads(vs, 2, err, sizeof err), 0);
+    for (long f = 0;; f++) {
+        const long before = ctn__alloc_n_failed;
+        fg[0] = fg[1] = 9;
+        ctn__alloc_fail_after = f;
+        const int rc = ctn_vs_search(vs, x, 2, 5, NULL, got, fg, err, sizeof err);
+        ctn__alloc_fail_after = -1;
+        if (rc < 0) {
+            CHECK_EQ_INT(rc, CTN_ENOMEM);
+            CHECK(fg[0] == 9 && fg[1] == 9);
+        } else {
+            check_same(want, fw, got, fg, 2, 5);
+        }
+        if (ctn__alloc_n_failed == before) break;
+        CHECK(f < 100);
+    }
+    ctn_vs_free(vs);
+    free(x);
+}
+
 int main(void) {
     RUN(f32_is_exact_on_every_metric);
     RUN(f16_and_int8_recall);
     RUN(many_queries_in_one_pass_equal_one_at_a_time);
     RUN(filters_apply_before_scoring);
+    RUN(threads_give_the_same_hits_as_one_thread);
+    RUN(thread_counts_are_checked);
     RUN(bad_input_is_refused_by_name);
     RUN(allocation_failures_leave_nothing_half_done);
+    RUN(allocation_failures_with_threads);
     return test_summary();
 }
