@@ -4,7 +4,7 @@
 # on the same vectors and queries, in the same run; then BM25 and hybrid retrieval latency
 # over a knowledge base of synthetic chunks (no peer).
 #
-#   scripts/setup-peers.sh && cmake --build build --target vsearch_bench membw && \
+#   scripts/setup-peers.sh --vsearch && cmake --build build --target vsearch_bench membw && \
 #   sh bench/run_vsearch.sh
 #
 # 1. Data: bench/vsearch_bench gen writes $N unit vectors of $DIM floats and $QUERIES unit
@@ -70,14 +70,14 @@ if [ -f /usr/include/faiss/IndexFlat.h ] && command -v g++ >/dev/null 2>&1; then
         -llapack || die "faiss_knn does not build against libfaiss-dev"
     faiss=$tmp/faiss_knn
 else
-    say "FAISS skipped: libfaiss-dev (or g++) is not installed; scripts/setup-peers.sh installs it"
+    say "FAISS skipped: libfaiss-dev (or g++) is not installed; scripts/setup-peers.sh --vsearch installs it"
 fi
 sv=
 if command -v node >/dev/null 2>&1 && [ -f bench/vsearch/node_modules/sqlite-vec/package.json ] &&
     [ -f bench/vsearch/node_modules/better-sqlite3/package.json ]; then
     sv=bench/vsearch/sqlite_vec.mjs
 else
-    say "sqlite-vec skipped: bench/vsearch/node_modules is missing; scripts/setup-peers.sh installs it"
+    say "sqlite-vec skipped: bench/vsearch/node_modules is missing; scripts/setup-peers.sh --vsearch installs it"
 fi
 
 raw=$tmp/raw.jsonl

