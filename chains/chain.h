@@ -195,7 +195,8 @@ typedef struct {
     const char *kind;          /* "sequence", "lambda", "model", ... */
     const char *key;           /* the parallel/assign key it ran under, or NULL */
     uint64_t start_ns, end_ns; /* uv_hrtime; end_ns 0 while running */
-    char *input, *output;      /* JSON summaries (at most 200 bytes), or NULL */
+    char *input, *output;      /* JSON summaries (at most 200 bytes; documents: their
+                                  metadata and text starts, 2000), or NULL */
     int64_t prompt_tokens, completion_tokens;
     int err_code; /* 0: ended with a value */
     char *err_message;

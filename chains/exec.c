@@ -153,12 +153,66 @@ static void bury(ctn_task *t) {
 
 #define SUMMARY_MAX 200
 
+/* A retriever's hits: up to this many, each its metadata's source, page, section and scores
+ * and the start of its text, the whole cut at HITS_MAX bytes. */
+#define HITS_SHOWN 20
+#define HITS_TEXT 60
+#define HITS_MAX 2000
+
+static bool all_docs(const ctn_val *v) {
+    if (v->kind != CTN_VARR || v->u.arr.n == 0) return false;
+    for (size_t i = 0; i < v->u.arr.n; i++)
+        if (v->u.arr.items[i]->kind != CTN_VDOC) return false;
+    return true;
+}
+
+/* [{source, page, section, score, rerank_score, text}, ...] of an array of documents, or NULL. */
+static ctn_val *hits_of(const ctn_val *v) {
+    static const char *const keys[] = {"source", "page", "section", "score", "rerank_score"};
+    ctn_val *a = ctn_val_arr();
+    for (size_t i = 0; a != NULL && i < v->u.arr.n && i < HITS_SHOWN; i++) {
+        const ctn_val *d = v->u.arr.items[i];
+        ctn_val *o = ctn_val_obj();
+        for (size_t k = 0; o != NULL && k < sizeof keys / sizeof keys[0]; k++) {
+            ctn_val *x = ctn_val_get(d->u.doc.meta, keys[k]);
+            if (x != NULL && ctn_val_set(o, keys[k], ctn_val_ref(x)) < 0) {
+                ctn_val_unref(o);
+                o = NULL;
+            }
+        }
+        const ctn_val *t = d->u.doc.text;
+        size_t n = t->u.str.len > HITS_TEXT ? HITS_TEXT : t->u.str.len;
+        while (n < t->u.str.len && n > 0 && ((unsigned char)t->u.str.p[n] & 0xC0) == 0x80)
+            n--;
+        if (o != NULL && ctn_val_set(o, "text", ctn_val_str(t->u.str.p, n)) < 0) {
+            ctn_val_unref(o);
+            o = NULL;
+        }
+        if (o == NULL || ctn_val_push(a, o) < 0) {
+            ctn_val_unref(a);
+            a = NULL;
+        }
+    }
+    return a;
+}
+
 static char *summary(const ctn_val *v) {
     if (v == NULL) return NULL;
-    char *j = ctn_val_to_json(v, 0);
-    if (j != NULL && strlen(j) > SUMMARY_MAX) {
+    size_t max = SUMMARY_MAX;
+    char *j = NULL;
+    if (all_docs(v)) {
+        ctn_val *h = hits_of(v);
+        j = h != NULL ? ctn_val_to_json(h, 0) : NULL;
+        ctn_val_unref(h);
+        max = HITS_MAX;
+    }
+    if (j == NULL) {
+        j = ctn_val_to_json(v, 0);
+        max = SUMMARY_MAX;
+    }
+    if (j != NULL && strlen(j) > max) {
         /* Cut at a character boundary and mark the cut. */
-        size_t n = SUMMARY_MAX;
+        size_t n = max;
         while (n > 0 && ((unsigned char)j[n] & 0xC0) == 0x80)
             n--;
         memcpy(j + n, "...", 4);

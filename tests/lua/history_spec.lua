@@ -208,3 +208,27 @@ describe("catena.retriever.history_aware", function()
     assert.truthy(raised(catena.retriever.history_aware, {retriever = ret}):find("llm must be", 1, true))
   end)
 end)
+
+describe("traces of a retriever", function()
+  it("show the query and every hit's source and score", function()
+    local kb = catena.kb.open(tmp .. "/tr.sqlite")
+    local docs = {}
+    for i = 1, 6 do
+      docs[i] = catena.document{page_content = string.rep("The dog ran in the park number " .. i .. ". ", 12),
+                                metadata = {source = "doc" .. i .. ".md"}}
+    end
+    kb:add(docs)
+    local ret = kb:retriever{k = 6, mode = "bm25"}
+    local start, out
+    for ev in ret:stream_events("dog park") do
+      if ev.event == "start" then start = ev.input end
+      if ev.event == "end" then out = ev.output end
+    end
+    assert.are.equal('"dog park"', start)
+    for i = 1, 6 do assert.truthy(out:find('"source":"doc' .. i .. '.md"', 1, true), out) end
+    local _, scores = out:gsub('"score":', "")
+    assert.are.equal(6, scores)
+    assert.is_true(#out <= 2003)
+  end)
+end)
+
