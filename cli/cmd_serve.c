@@ -74,7 +74,25 @@ struct server {
     int64_t requests_total, requests_rejected, prompt_tokens, completion_tokens;
     int64_t status_count[6]; /* 1xx..5xx */
     uint64_t next_id;
+    struct hist {
+        int64_t count[16]; /* per bucket, the last one +Inf */
+        int64_t n;
+        double sum;
+    } ttft, itl; /* time to first token, time between a request's tokens */
 };
+
+/* Upper bounds of the histograms' buckets, in seconds (then +Inf). */
+static const double TTFT_LE[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+static const double ITL_LE[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
+
+static void observe(struct hist *h, const double *le, int n_le, double v) {
+    int b = 0;
+    while (b < n_le && v > le[b])
+        b++;
+    h->count[b]++;
+    h->n++;
+    h->sum += v;
+}
 
 struct conn {
     uv_tcp_t tcp;
@@ -410,6 +428,7 @@ struct job {
     char id[48];
     long long created;
     char model[128];
+    double t0; /* when it was submitted */
     /* Generations: n choices. With n > 1 the prompt is computed once, by a prompt-only
      * request on a new engine session (part 0), which is forked n ways (parts 1..n); with
      * n = 1 part 1 is the one request. */
@@ -419,6 +438,7 @@ struct job {
         int index; /* -1: the prefill */
         uint64_t handle;
         bool live, sent_role;
+        double t_last; /* when its last piece came (0: none yet) */
         char *text;
         ctn_finish finish;
         int64_t completion_tokens;
@@ -527,6 +547,13 @@ static cJSON *usage_obj(int64_t prompt, int64_t completion, int64_t cached) {
 static void gen_text(void *ud, const char *piece, size_t len) {
     struct choice *cc = ud;
     job *j = cc->j;
+    /* One piece per token (whole characters): the latency histograms. */
+    const double now = ctn__cli_now_s();
+    if (cc->t_last == 0)
+        observe(&j->s->ttft, TTFT_LE, (int)(sizeof TTFT_LE / sizeof TTFT_LE[0]), now - j->t0);
+    else
+        observe(&j->s->itl, ITL_LE, (int)(sizeof ITL_LE / sizeof ITL_LE[0]), now - cc->t_last);
+    cc->t_last = now;
     if (j->c == NULL || !j->stream || cc->index < 0) return;
     stream_choice(j, cc, piece, len, NULL);
 }
@@ -749,6 +776,7 @@ static job *new_job(conn *c, int kind, const char *model, cJSON *body) {
     j->c = c;
     j->kind = kind;
     j->created = (long long)time(NULL);
+    j->t0 = ctn__cli_now_s();
     snprintf(j->model, sizeof j->model, "%s", model);
     snprintf(j->id, sizeof j->id, "%s-%016" PRIx64,
              kind == JOB_CHAT ? "chatcmpl" : kind == JOB_COMPLETION ? "cmpl" : "emb",
@@ -1315,6 +1343,34 @@ static void metrics(conn *c) {
     METRIC("gauge", "inter_token_mean_seconds", "mean time between a request's tokens", "%.6f",
            e->itl_mean_s);
 #undef METRIC
+    const struct {
+        const char *name, *help;
+        const struct hist *h;
+        const double *le;
+        int n_le;
+    } hs[] = {{"time_to_first_token_seconds", "from a request's arrival to its first token",
+               &s->ttft, TTFT_LE, (int)(sizeof TTFT_LE / sizeof TTFT_LE[0])},
+              {"inter_token_seconds", "between one token of a request and the next", &s->itl,
+               ITL_LE, (int)(sizeof ITL_LE / sizeof ITL_LE[0])}};
+    for (size_t k = 0; k < sizeof hs / sizeof hs[0]; k++) {
+        snprintf(line, sizeof line, "# HELP catena_%s %s\n# TYPE catena_%s histogram\n",
+                 hs[k].name, hs[k].help, hs[k].name);
+        ctn_sb_puts(&b, line);
+        int64_t cum = 0;
+        for (int i = 0; i <= hs[k].n_le; i++) {
+            cum += hs[k].h->count[i];
+            if (i < hs[k].n_le)
+                snprintf(line, sizeof line, "catena_%s_bucket{le=\"%g\"} %" PRId64 "\n",
+                         hs[k].name, hs[k].le[i], cum);
+            else
+                snprintf(line, sizeof line, "catena_%s_bucket{le=\"+Inf\"} %" PRId64 "\n",
+                         hs[k].name, cum);
+            ctn_sb_puts(&b, line);
+        }
+        snprintf(line, sizeof line, "catena_%s_sum %.6f\ncatena_%s_count %" PRId64 "\n",
+                 hs[k].name, hs[k].h->sum, hs[k].name, hs[k].h->n);
+        ctn_sb_puts(&b, line);
+    }
     if (b.oom) {
         ctn_sb_free(&b);
         send_error(c, 500, NULL, NULL, "out of memory");

@@ -205,6 +205,16 @@ c1=$(sed -n 's/^catena_requests_cancelled_total \(.*\)/\1/p' "$tmp/m")
 [ "$held" = 0 ] && [ "$kv" = "$kv0" ] && [ "$c1" = $((c0 + 1)) ] && ok ||
     bad "after the client left: held $held, KV blocks $kv (before: $kv0), cancelled $c0 -> $c1"
 grep -q '^catena_http_requests_total [1-9]' "$tmp/m" && ok || bad "metrics: $(head -20 "$tmp/m")"
+# The latency histograms: cumulative buckets ending in +Inf, which equals the count.
+node -e "
+const lines = require('fs').readFileSync('$tmp/m', 'utf8').split('\n');
+for (const h of ['time_to_first_token_seconds', 'inter_token_seconds']) {
+  const p = 'catena_' + h;
+  const b = lines.filter(l => l.startsWith(p + '_bucket{le=')).map(l => [l.split('\"')[1], Number(l.split(' ')[1])]);
+  const n = Number((lines.find(l => l.startsWith(p + '_count ')) || ' -1').split(' ')[1]);
+  if (b.length < 5 || b[b.length - 1][0] !== '+Inf' || b[b.length - 1][1] !== n || n < 5) process.exit(1);
+  for (let i = 1; i < b.length; i++) if (b[i][1] < b[i - 1][1]) process.exit(1);
+}" && ok || bad "histograms: $(grep -A3 'histogram' "$tmp/m" | head -20)"
 
 # The access log names each request.
 grep -q 'POST /v1/completions 200' "$tmp/main.log" && grep -q 'GET /nope 404' "$tmp/main.log" && ok ||
