@@ -32,17 +32,24 @@
 #include <time.h>
 #include <uv.h>
 
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
 #include "alloc.h"
+#include "chain.h"
 #include "chat.h"
 #include "cli.h"
 #include "commands.h"
 #include "error.h"
+#include "json.h"
+#include "l_catena.h"
 #include "lm.h"
 #include "serve_http.h"
 #include "settings.h"
 #include "str.h"
 
-enum { MAX_LORAS = 32, IDLE_TIMEOUT_MS = 30000 };
+enum { MAX_LORAS = 32, MAX_CHAINS = 32, IDLE_TIMEOUT_MS = 30000 };
 
 typedef struct server server;
 typedef struct conn conn;
@@ -64,6 +71,13 @@ struct server {
     char *lora_names[MAX_LORAS]; /* adapters clients may name (owned) */
     int n_loras;
     bool allow_lora_loading; /* /v1/load_lora_adapter and /v1/unload_lora_adapter */
+    /* Chains served the LangServe way: a Lua state whose loop the server runs on. */
+    lua_State *L;
+    struct served {
+        char *name;
+        ctn_node *node;
+    } chains[MAX_CHAINS];
+    int n_chains;
     bool quiet;
 
     conn *conns;
@@ -418,7 +432,8 @@ static void on_connection(uv_stream_t *l, int status) {
 
 /* ---- jobs: generations and embeddings ------------------------------------------------------ */
 
-enum { JOB_COMPLETION, JOB_CHAT, JOB_EMBED };
+enum { JOB_COMPLETION, JOB_CHAT, JOB_EMBED, JOB_CHAIN };
+enum { CH_INVOKE, CH_BATCH, CH_STREAM, CH_EVENTS };
 
 struct job {
     server *s;
@@ -445,6 +460,20 @@ struct job {
     } *ch;
     int pending;
     int64_t prompt_tokens, cached_tokens;
+    /* Chains: the runs (one, or one per input of a batch), their outputs. */
+    int mode;
+    size_t n_runs, runs_done;
+    ctn_run **runs;
+    ctn_val **outs;
+    struct runref {
+        job *j;
+        size_t i;
+    } *refs; /* each run's callbacks' ud */
+    const struct served *chain;
+    int64_t *parent; /* stream_events: each span's parent, as their starts came */
+    size_t n_parent, cap_parent;
+    bool detaching;
+    int err_status;
     /* Embeddings: one handle per input, the vectors, the base64 flag and the token count. */
     size_t n_inputs, n_done;
     uint64_t *handles;
@@ -457,6 +486,14 @@ struct job {
 };
 
 static void job_free(job *j) {
+    for (size_t i = 0; j->runs != NULL && i < j->n_runs; i++) {
+        ctn_run_free(j->runs[i]);
+        ctn_val_unref(j->outs[i]);
+    }
+    free(j->runs);
+    free(j->outs);
+    free(j->refs);
+    free(j->parent);
     for (int i = 0; j->ch != NULL && i <= j->n; i++)
         free(j->ch[i].text);
     free(j->ch);
@@ -468,8 +505,20 @@ static void job_free(job *j) {
 }
 
 /* The client went: the engine's work for it is cancelled; the job frees itself at its end. */
+static void job_end(job *j);
+
 static void job_detach(job *j) {
     j->c = NULL;
+    if (j->kind == JOB_CHAIN) {
+        /* Each cancel ends its run from inside the call (ctn_run_cancel): the job is freed
+         * once the loop is over. */
+        j->detaching = true;
+        for (size_t i = 0; i < j->n_runs; i++)
+            if (j->runs[i] != NULL && !ctn_run_ended(j->runs[i])) ctn_run_cancel(j->runs[i]);
+        j->detaching = false;
+        if (j->runs_done == j->n_runs) job_end(j);
+        return;
+    }
     if (j->kind == JOB_EMBED) {
         for (size_t i = 0; i < j->n_inputs; i++)
             if (j->handles[i] != 0) ctn_lm_cancel(j->s->lm, j->handles[i]);
@@ -1455,6 +1504,378 @@ static void lora_route(conn *c, const ctn_http_req *rq, bool load) {
     finish(c);
 }
 
+
+/* ---- chains, the LangServe way ------------------------------------------------------------ */
+
+/* A cJSON item as a chain value (through the text: one JSON reader for chain values). */
+static ctn_val *to_val(const cJSON *x) {
+    char *t = cJSON_PrintUnformatted(x);
+    if (t == NULL) return NULL;
+    ctn_val *v = NULL;
+    char err[128];
+    if (ctn_json_parse(t, strlen(t), &v, err, sizeof err) < 0) v = NULL;
+    free(t);
+    return v;
+}
+
+static cJSON *to_cjson(const ctn_val *v) {
+    char *t = v != NULL ? ctn_val_to_json(v, 0) : NULL;
+    cJSON *j = t != NULL ? cJSON_Parse(t) : NULL;
+    free(t);
+    return j != NULL ? j : cJSON_CreateNull();
+}
+
+/*
+ * LangServe's config as a run's config: tags, metadata, configurable, max_concurrency and
+ * the request settings of engine/settings.h are kept (a bad setting is an error); other keys
+ * (run_name, recursion_limit, callbacks, ...) are dropped, as LangServe drops the keys a
+ * route does not take. NULL with *why on an error.
+ */
+static ctn_val *run_config(const cJSON *cfg, char *why, size_t cap) {
+    cJSON *keep = cJSON_CreateObject();
+    const cJSON *x;
+    if (cfg != NULL && !cJSON_IsNull(cfg) && !cJSON_IsObject(cfg)) {
+        snprintf(why, cap, "'config' must be an object");
+        cJSON_Delete(keep);
+        return NULL;
+    }
+    if (cfg != NULL && cJSON_IsObject(cfg))
+        cJSON_ArrayForEach(x, cfg) {
+            const char *k = x->string;
+            static const char *const own[] = {"tags", "metadata", "configurable",
+                                              "max_concurrency"};
+            bool take = false;
+            for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+                take = take || !strcmp(k, own[i]);
+            char err[256];
+            if (!take && ctn_settings_check_run_key(k, NULL, 0, err, sizeof err) == 0) {
+                ctn_settings probe;
+                ctn_settings_init(&probe);
+                if (ctn_settings_set_json(&probe, k, x, err, sizeof err) < 0) {
+                    snprintf(why, cap, "config.%s: %s", k, err);
+                    cJSON_Delete(keep);
+                    return NULL;
+                }
+                take = true;
+            }
+            if (take) cJSON_AddItemToObject(keep, k, cJSON_Duplicate(x, 1));
+        }
+    ctn_val *v = to_val(keep);
+    cJSON_Delete(keep);
+    if (v == NULL) snprintf(why, cap, "out of memory");
+    return v;
+}
+
+static void chain_error(conn *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void chain_error(conn *c, int status, const char *fmt, ...) {
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "detail", msg);
+    send_json(c, status, o, NULL);
+}
+
+static int status_of(int code) {
+    return code == CTN_ECANCELED ? 503 : code == CTN_ETYPE || code == CTN_EINVAL ? 422 : 500;
+}
+
+/* One SSE message of LangServe's streams: event NAME, data JSON (or none). */
+static void sse_event(conn *c, const char *event, cJSON *data) {
+    ctn_strbuf b = {0};
+    ctn_sb_puts(&b, "event: ");
+    ctn_sb_puts(&b, event);
+    ctn_sb_puts(&b, "\n");
+    if (data != NULL) {
+        char *t = cJSON_PrintUnformatted(data);
+        cJSON_Delete(data);
+        if (t != NULL) {
+            ctn_sb_puts(&b, "data: ");
+            ctn_sb_puts(&b, t);
+            ctn_sb_puts(&b, "\n");
+            free(t);
+        }
+    }
+    ctn_sb_puts(&b, "\n");
+    if (!b.oom) body_piece(c, b.p, b.len);
+    ctn_sb_free(&b);
+}
+
+static void chain_chunk(void *ud, const ctn_val *chunk) {
+    job *j = ((struct runref *)ud)->j;
+    if (j->c == NULL || j->mode != CH_STREAM) return;
+    sse_event(j->c, "data", to_cjson(chunk));
+}
+
+/* LangChain's name for a node kind in stream_events (on_<kind>_start ...). */
+static const char *event_kind(const char *k) {
+    if (k == NULL) return "chain";
+    if (!strcmp(k, "model")) return "chat_model";
+    if (!strcmp(k, "retriever") || !strcmp(k, "prompt") || !strcmp(k, "parser")) return k;
+    return "chain";
+}
+
+/* A span's summary as JSON when it is whole, else as the text it is. */
+static cJSON *summary_json(const char *s) {
+    if (s == NULL) return cJSON_CreateNull();
+    cJSON *j = cJSON_Parse(s);
+    return j != NULL ? j : cJSON_CreateString(s);
+}
+
+static void chain_event(void *ud, const ctn_event *ev) {
+    job *j = ((struct runref *)ud)->j;
+    if (j->c == NULL || j->mode != CH_EVENTS) return;
+    const ctn_span *sp = ev->span;
+    const char *phase = ev->kind == CTN_EV_START ? "start" : ev->kind == CTN_EV_STREAM ? "stream" : "end";
+    char name[64], rid[96];
+    snprintf(name, sizeof name, "on_%s_%s", event_kind(sp->kind), phase);
+    snprintf(rid, sizeof rid, "%s-%" PRId64, j->id, sp->id);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "event", name);
+    cJSON_AddStringToObject(o, "name", sp->parent_id < 0 ? j->chain->name : sp->label ? sp->label : "");
+    cJSON_AddStringToObject(o, "run_id", rid);
+    /* Spans are numbered from 0 in start order: a start records its parent. */
+    if (ev->kind == CTN_EV_START && sp->id >= 0 && (size_t)sp->id == j->n_parent) {
+        if (j->n_parent == j->cap_parent) {
+            const size_t cap = j->cap_parent ? 2 * j->cap_parent : 16;
+            int64_t *np = ctn__realloc(j->parent, cap * sizeof *np);
+            if (np != NULL) j->parent = np, j->cap_parent = cap;
+        }
+        if (j->n_parent < j->cap_parent) j->parent[j->n_parent++] = sp->parent_id;
+    }
+    cJSON *parents = cJSON_AddArrayToObject(o, "parent_ids");
+    for (int64_t p = sp->parent_id, guard = 0; p >= 0 && guard < 1000; guard++) {
+        char pid[96];
+        snprintf(pid, sizeof pid, "%s-%" PRId64, j->id, p);
+        cJSON_AddItemToArray(parents, cJSON_CreateString(pid));
+        p = (size_t)p < j->n_parent ? j->parent[p] : -1;
+    }
+    cJSON_AddArrayToObject(o, "tags");
+    cJSON_AddObjectToObject(o, "metadata");
+    cJSON *d = cJSON_AddObjectToObject(o, "data");
+    if (ev->kind == CTN_EV_START) cJSON_AddItemToObject(d, "input", summary_json(sp->input));
+    else if (ev->kind == CTN_EV_STREAM) cJSON_AddItemToObject(d, "chunk", to_cjson(ev->chunk));
+    else if (sp->err_code == 0) cJSON_AddItemToObject(d, "output", summary_json(sp->output));
+    sse_event(j->c, "data", o);
+}
+
+static void chain_done(void *ud, const ctn_val *out, const ctn_chain_err *err);
+
+/* The run of input i; false after answering (or failing the stream). */
+static bool chain_start(conn *c, job *j, size_t i, ctn_val *input, const ctn_val *cfg) {
+    const int flags = j->mode == CH_STREAM   ? CTN_RUN_STREAM
+                      : j->mode == CH_EVENTS ? CTN_RUN_STREAM | CTN_RUN_EVENTS
+                                             : 0;
+    j->refs[i] = (struct runref){j, i};
+    const ctn_run_callbacks cb = {chain_chunk, chain_event, chain_done, &j->refs[i]};
+    return ctn_run_start(c->s->loop, j->chain->node, input, cfg, &cb, flags, &j->runs[i]) == 0;
+}
+
+static void chain_all_done(job *j);
+
+static void chain_done(void *ud, const ctn_val *out, const ctn_chain_err *err) {
+    job *j = ((struct runref *)ud)->j;
+    const size_t i = ((struct runref *)ud)->i;
+    if (err != NULL && j->err == 0) {
+        j->err = err->code != 0 ? err->code : CTN_ECHAIN;
+        snprintf(j->errmsg, sizeof j->errmsg, "%s%s%s", err->path && *err->path ? err->path : "",
+                 err->path && *err->path ? ": " : "", err->message ? err->message : "failed");
+    }
+    j->outs[i] = out != NULL ? ctn_val_ref((ctn_val *)out) : ctn_val_null();
+    if (++j->runs_done == j->n_runs) chain_all_done(j);
+}
+
+/* Every run has ended: the response, or the end of the stream (not while runs are being
+ * started or cancelled: the caller calls it after). */
+static void chain_all_done(job *j) {
+    if (j->detaching) return;
+    conn *c = j->c;
+    if (c == NULL) {
+        job_end(j);
+        return;
+    }
+    if (j->mode == CH_STREAM || j->mode == CH_EVENTS) {
+        if (j->err != 0) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddNumberToObject(e, "status_code", status_of(j->err));
+            cJSON_AddStringToObject(e, "message", j->errmsg);
+            sse_event(c, "error", e);
+        }
+        sse_event(c, "end", NULL);
+        job_end(j);
+        finish(c);
+        return;
+    }
+    if (j->err != 0) {
+        char m[256];
+        snprintf(m, sizeof m, "%s", j->errmsg);
+        const int st = status_of(j->err);
+        job_end(j);
+        chain_error(c, st, "%s", m);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject(), *meta;
+    if (j->mode == CH_BATCH) {
+        cJSON *a = cJSON_AddArrayToObject(o, "output");
+        for (size_t k = 0; k < j->n_runs; k++)
+            cJSON_AddItemToArray(a, to_cjson(j->outs[k]));
+        meta = cJSON_AddObjectToObject(o, "metadata");
+        cJSON *ids = cJSON_AddArrayToObject(meta, "run_ids");
+        for (size_t k = 0; k < j->n_runs; k++) {
+            char rid[96];
+            snprintf(rid, sizeof rid, "%s-r%zu", j->id, k);
+            cJSON_AddItemToArray(ids, cJSON_CreateString(rid));
+        }
+    } else {
+        cJSON_AddItemToObject(o, "output", to_cjson(j->outs[0]));
+        meta = cJSON_AddObjectToObject(o, "metadata");
+        cJSON_AddStringToObject(meta, "run_id", j->id);
+        cJSON_AddArrayToObject(meta, "feedback_tokens");
+    }
+    job_end(j);
+    send_json(c, 200, o, NULL);
+}
+
+static void chain_route(conn *c, const ctn_http_req *rq, const struct served *ch, const char *what) {
+    server *s = c->s;
+    if (!strcmp(what, "input_schema") || !strcmp(what, "output_schema") ||
+        !strcmp(what, "config_schema")) {
+        if (strcmp(rq->method, "GET") != 0) {
+            send_json(c, 405, error_obj("schemas are read with GET", "invalid_request_error", NULL, NULL),
+                      "Allow: GET\r\n");
+            return;
+        }
+        /* A chain's values are any JSON: the schemas say so, as LangServe's do for Any. */
+        char title[160];
+        snprintf(title, sizeof title, "%s%s", ch->name,
+                 what[0] == 'i' ? "Input" : what[0] == 'o' ? "Output" : "Config");
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "title", title);
+        if (what[0] == 'c') {
+            cJSON_AddStringToObject(o, "type", "object");
+            cJSON *p = cJSON_AddObjectToObject(o, "properties");
+            cJSON *cf = cJSON_AddObjectToObject(p, "configurable");
+            cJSON_AddStringToObject(cf, "type", "object");
+        }
+        send_json(c, 200, o, NULL);
+        return;
+    }
+    int mode = !strcmp(what, "invoke")          ? CH_INVOKE
+               : !strcmp(what, "batch")         ? CH_BATCH
+               : !strcmp(what, "stream")        ? CH_STREAM
+               : !strcmp(what, "stream_events") ? CH_EVENTS
+                                                : -1;
+    if (mode < 0) {
+        send_error(c, 404, NULL, NULL, "no route %s /%s/%s (invoke, batch, stream, stream_events, "
+                   "input_schema, output_schema, config_schema)", rq->method, ch->name, what);
+        return;
+    }
+    if (strcmp(rq->method, "POST") != 0) {
+        send_json(c, 405, error_obj("this route takes POST", "invalid_request_error", NULL, NULL),
+                  "Allow: POST\r\n");
+        return;
+    }
+    if (s->stopping) {
+        send_error(c, 503, NULL, NULL, "the server is shutting down");
+        return;
+    }
+    cJSON *body = parse_body(c, rq);
+    if (body == NULL) return;
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(body, mode == CH_BATCH ? "inputs" : "input");
+    if (in == NULL || (mode == CH_BATCH && (!cJSON_IsArray(in) || cJSON_GetArraySize(in) == 0 ||
+                                            cJSON_GetArraySize(in) > 1024))) {
+        cJSON_Delete(body);
+        chain_error(c, 422, mode == CH_BATCH ? "'inputs' must be an array of 1 to 1024 inputs"
+                                             : "the body needs 'input'");
+        return;
+    }
+    if (!room(c)) {
+        cJSON_Delete(body);
+        return;
+    }
+    const size_t n = mode == CH_BATCH ? (size_t)cJSON_GetArraySize(in) : 1;
+    job *j = new_job(c, JOB_CHAIN, ch->name, NULL);
+    if (j != NULL) {
+        j->mode = mode;
+        j->chain = ch;
+        j->n_runs = n;
+        j->runs = ctn__calloc(n, sizeof *j->runs);
+        j->outs = ctn__calloc(n, sizeof *j->outs);
+        j->refs = ctn__calloc(n, sizeof *j->refs);
+        snprintf(j->id, sizeof j->id, "run-%016" PRIx64, ++s->next_id ^ ((uint64_t)j->created << 20));
+    }
+    if (j == NULL || j->runs == NULL || j->outs == NULL || j->refs == NULL) {
+        if (j != NULL) job_free(j);
+        cJSON_Delete(body);
+        send_error(c, 500, NULL, NULL, "out of memory");
+        return;
+    }
+    /* The inputs and configs (a batch may give one config, or one per input). */
+    const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(body, "config");
+    ctn_val **ins = ctn__calloc(n, sizeof *ins), **cfgs = ctn__calloc(n, sizeof *cfgs);
+    char why[300] = "";
+    const cJSON *x = mode == CH_BATCH ? in->child : in;
+    for (size_t i = 0; ins != NULL && cfgs != NULL && i < n && !why[0]; i++, x = x ? x->next : NULL) {
+        const cJSON *ci = cJSON_IsArray(cfg) ? cJSON_GetArrayItem(cfg, (int)i) : cfg;
+        if ((ins[i] = to_val(x)) == NULL) snprintf(why, sizeof why, "out of memory");
+        else if ((cfgs[i] = run_config(ci, why, sizeof why)) == NULL && !why[0])
+            snprintf(why, sizeof why, "out of memory");
+    }
+    cJSON_Delete(body);
+    if (ins == NULL || cfgs == NULL || why[0]) {
+        for (size_t i = 0; ins != NULL && cfgs != NULL && i < n; i++)
+            ctn_val_unref(ins[i]), ctn_val_unref(cfgs[i]);
+        free(ins);
+        free(cfgs);
+        job_free(j);
+        chain_error(c, why[0] && strcmp(why, "out of memory") != 0 ? 422 : 500, "%s",
+                    why[0] ? why : "out of memory");
+        return;
+    }
+    s->n_jobs++;
+    c->job = j;
+    if (mode == CH_STREAM || mode == CH_EVENTS) {
+        head(c, 200, "text/event-stream", -1, NULL);
+        if (mode == CH_STREAM) {
+            cJSON *m = cJSON_CreateObject();
+            cJSON_AddStringToObject(m, "run_id", j->id);
+            sse_event(c, "metadata", m);
+        }
+    }
+    /* A run may end inside ctn_run_start (a chain that does not wait); the job ends with
+     * the last one, so it is held until every run has been started. */
+    j->runs_done = 0;
+    size_t started = 0;
+    j->detaching = true; /* chain_all_done waits for the loop below */
+    for (size_t i = 0; i < n; i++) {
+        if (!chain_start(c, j, i, ins[i], cfgs[i])) break;
+        started++;
+    }
+    for (size_t i = 0; i < n; i++)
+        ctn_val_unref(ins[i]), ctn_val_unref(cfgs[i]);
+    free(ins);
+    free(cfgs);
+    j->detaching = false;
+    if (started < n) {
+        /* The rest could not start: they count as failed, and what runs is cancelled. */
+        if (j->err == 0) {
+            j->err = CTN_ENOMEM;
+            snprintf(j->errmsg, sizeof j->errmsg, "out of memory starting the runs");
+        }
+        for (size_t k = started; k < n; k++)
+            j->outs[k] = ctn_val_null();
+        j->runs_done += n - started;
+        j->detaching = true;
+        for (size_t k = 0; k < started; k++)
+            if (!ctn_run_ended(j->runs[k])) ctn_run_cancel(j->runs[k]);
+        j->detaching = false;
+    }
+    if (j->runs_done == j->n_runs) chain_all_done(j);
+}
+
 /* Compares without stopping at the first difference. */
 static bool same_secret(const char *a, const char *b) {
     const size_t na = strlen(a), nb = strlen(b);
@@ -1517,6 +1938,14 @@ static void route(conn *c, const ctn_http_req *r) {
         default: lora_route(c, r, i == 7); return;
         }
     }
+    /* /NAME/ACTION of a served chain. */
+    for (int i = 0; i < s->n_chains; i++) {
+        const size_t nl = strlen(s->chains[i].name);
+        if (p[0] == '/' && strncmp(p + 1, s->chains[i].name, nl) == 0 && p[1 + nl] == '/') {
+            chain_route(c, r, &s->chains[i], p + 2 + nl);
+            return;
+        }
+    }
     send_error(c, 404, NULL, NULL, "no route %s %s", r->method, p);
 }
 
@@ -1567,6 +1996,8 @@ static void serve_usage(FILE *f) {
             "  --model-name NAME      the model's id for clients (default: the file's name)\n"
             "  --lora NAME=PATH       an adapter clients name as their model (repeatable)\n"
             "  --allow-lora-loading   serve /v1/load_lora_adapter and /v1/unload_lora_adapter\n"
+            "  --chain NAME=FILE.lua  serve the runnable FILE returns the LangServe way:\n"
+            "                         /NAME/invoke, /batch, /stream, /stream_events, schemas\n"
             "  --chat-template NAME   chatml, llama2, llama3, mistral, phi3, gemma, zephyr,\n"
             "                         deepseek, deepseek3 (default: the GGUF's, when known)\n"
             "  --api-key KEY          require Authorization: Bearer KEY (also --api-key-file F)\n"
@@ -1596,8 +2027,8 @@ static char *read_key(const char *path) {
 
 int ctn_cmd_serve(int argc, char **argv) {
     const char *model = NULL, *host = "127.0.0.1", *name = NULL, *tmpl = NULL;
-    const char *lora_specs[MAX_LORAS];
-    int n_lora = 0;
+    const char *lora_specs[MAX_LORAS], *chain_specs[MAX_CHAINS];
+    int n_lora = 0, n_chain = 0;
     long port = 8080, conc = 256, threads = 0, ctx = 0;
     double header_timeout = 10, shutdown_timeout = 10;
     int64_t max_body = 8 << 20, max_header = 16384, kv = 0;
@@ -1676,6 +2107,13 @@ int ctn_cmd_serve(int argc, char **argv) {
         } else if (!strcmp(a, "--kv-memory")) {
             NEED_VALUE;
             if (ctn_parse_size(v, &kv) < 0) BAD("a size (like 512M)");
+        } else if (!strcmp(a, "--chain")) {
+            NEED_VALUE;
+            const char *eq = strchr(v, '=');
+            if (eq == NULL || eq == v || eq[1] == '\0' || memchr(v, '/', (size_t)(eq - v)) != NULL)
+                BAD("NAME=FILE.lua (a name without '/')");
+            if (n_chain == MAX_CHAINS) BAD("within the 32 chains allowed");
+            chain_specs[n_chain++] = v;
         } else if (!strcmp(a, "--allow-lora-loading")) {
             allow_lora = true;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
@@ -1695,11 +2133,53 @@ int ctn_cmd_serve(int argc, char **argv) {
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    uv_loop_t loop;
-    uv_loop_init(&loop);
+    uv_loop_t own;
+    uv_loop_t *loopp = &own;
     static server s;
     memset(&s, 0, sizeof s);
-    s.loop = &loop;
+    char err[1024];
+    int status = 1;
+    bool own_loop = false;
+    /* Chains: a Lua state with the catena module; the server runs on the module's loop, so
+     * the chains' lambdas and models work as under catena run. */
+    if (n_chain > 0) {
+        s.L = luaL_newstate();
+        if (s.L == NULL) {
+            fprintf(stderr, "catena serve: out of memory\n");
+            free(key);
+            return 1;
+        }
+        luaL_openlibs(s.L);
+        luaL_getsubtable(s.L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+        lua_pushcfunction(s.L, luaopen_catena);
+        lua_setfield(s.L, -2, "catena");
+        lua_pop(s.L, 1);
+        luaL_requiref(s.L, "catena", luaopen_catena, 0);
+        lua_pop(s.L, 1);
+        loopp = ctn_l_loop(s.L);
+        for (int i = 0; i < n_chain; i++) {
+            const char *eq = strchr(chain_specs[i], '=');
+            char *nm = ctn__strndup(chain_specs[i], (size_t)(eq - chain_specs[i]));
+            lua_pushcfunction(s.L, ctn_l_traceback);
+            int st = nm == NULL ? LUA_ERRMEM : luaL_loadfile(s.L, eq + 1);
+            if (st == LUA_OK) st = lua_pcall(s.L, 0, 1, -2);
+            ctn_node **pn = st == LUA_OK ? luaL_testudata(s.L, -1, CTN_L_RUNNABLE) : NULL;
+            if (pn == NULL) {
+                fprintf(stderr, "catena serve: --chain %s: %s\n", chain_specs[i],
+                        nm == NULL          ? "out of memory"
+                        : st != LUA_OK ? lua_tostring(s.L, -1)
+                                       : "the file must return a runnable (return chain)");
+                free(nm);
+                goto out;
+            }
+            s.chains[s.n_chains++] = (struct served){nm, ctn_node_ref(*pn)};
+            lua_pop(s.L, 2);
+        }
+    } else {
+        uv_loop_init(&own);
+        own_loop = true;
+    }
+    s.loop = loopp;
     s.api_key = key;
     s.lim.max_body_bytes = (size_t)max_body;
     s.lim.max_header_bytes = (size_t)max_header;
@@ -1709,10 +2189,11 @@ int ctn_cmd_serve(int argc, char **argv) {
     s.quiet = quiet;
     s.allow_lora_loading = allow_lora;
     s.started = time(NULL);
-    char err[1024];
     ctn_lm_params lp = {.threads = (int)threads, .n_ctx = (int)ctx, .kv_memory_bytes = kv};
-    int status = 1;
-    if (ctn_lm_open(&loop, model, &lp, &s.lm, err, sizeof err) < 0) {
+    /* A chain file that loads the same model with other settings has it already: the
+     * server then shares that engine (one model per loop and file). */
+    if (ctn_lm_open(loopp, model, n_chain > 0 && !threads && !ctx && !kv ? NULL : &lp, &s.lm,
+                    err, sizeof err) < 0) {
         fprintf(stderr, "catena serve: %s\n", err);
         goto out;
     }
@@ -1740,7 +2221,7 @@ int ctn_cmd_serve(int argc, char **argv) {
         status = 2;
         goto out;
     }
-    uv_tcp_init(&loop, &s.listener);
+    uv_tcp_init(loopp, &s.listener);
     s.listener.data = &s;
     if ((rc = uv_tcp_bind(&s.listener, (struct sockaddr *)&addr, 0)) < 0 ||
         (rc = uv_listen((uv_stream_t *)&s.listener, 511, on_connection)) < 0) {
@@ -1755,23 +2236,29 @@ int ctn_cmd_serve(int argc, char **argv) {
     const int real_port = bound.ss_family == AF_INET6
                               ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
                               : ntohs(((struct sockaddr_in *)&bound)->sin_port);
-    uv_signal_init(&loop, &s.sigint);
-    uv_signal_init(&loop, &s.sigterm);
+    uv_signal_init(loopp, &s.sigint);
+    uv_signal_init(loopp, &s.sigterm);
     s.sigint.data = s.sigterm.data = &s;
     uv_signal_start(&s.sigint, on_signal, SIGINT);
     uv_signal_start(&s.sigterm, on_signal, SIGTERM);
-    uv_timer_init(&loop, &s.drain);
+    uv_timer_init(loopp, &s.drain);
     s.drain.data = &s;
-    fprintf(stderr, "catena serve: listening on http://%s:%d (model %s%s%s)\n", host, real_port,
-            s.model_id, s.family != CTN_CHAT_UNKNOWN ? ", chat template " : "",
-            s.family != CTN_CHAT_UNKNOWN ? ctn_chat_family_name(s.family) : "");
+    fprintf(stderr, "catena serve: listening on http://%s:%d (model %s%s%s%s%d chain%s)\n", host,
+            real_port, s.model_id, s.family != CTN_CHAT_UNKNOWN ? ", chat template " : "",
+            s.family != CTN_CHAT_UNKNOWN ? ctn_chat_family_name(s.family) : "", ", ",
+            s.n_chains, s.n_chains == 1 ? "" : "s");
     fflush(stderr);
-    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_run(loopp, UV_RUN_DEFAULT);
     status = 0;
 out:
     ctn_lm_close(s.lm);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
+    for (int i = 0; i < s.n_chains; i++) {
+        ctn_node_unref(s.chains[i].node);
+        free(s.chains[i].name);
+    }
+    if (loopp != NULL) uv_run(loopp, UV_RUN_DEFAULT);
+    if (own_loop) uv_loop_close(&own);
+    if (s.L != NULL) lua_close(s.L); /* closes the module and its loop */
     for (int i = 0; i < s.n_loras; i++)
         free(s.lora_names[i]);
     free(key);

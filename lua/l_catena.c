@@ -74,6 +74,11 @@ static lctx *get_ctx(lua_State *L) {
     return c;
 }
 
+uv_loop_t *ctn_l_loop(lua_State *L) {
+    lctx *c = get_ctx(L);
+    return c != NULL ? &c->loop : NULL;
+}
+
 /* The coroutine record of L when L is one of ours, else NULL. */
 static lco *current_co(lua_State *L) {
     if (!lua_isyieldable(L)) return NULL;

@@ -77,6 +77,9 @@ void ctn_l_open_rag(lua_State *L);
 /* catena.history, r:with_history, catena.retriever.multi_query and .history_aware
  * (l_history.c). */
 void ctn_l_open_history(lua_State *L);
+/* The libuv loop the module of L runs its chains on (NULL before luaopen_catena). A host
+ * that runs that loop itself (catena serve) may start chains of L on it with ctn_run_start. */
+uv_loop_t *ctn_l_loop(lua_State *L);
 /* Opens (or finds) the model at path on the state's loop (stdlib/lm.h). */
 int ctn_l_open_model(lua_State *L, const char *path, const ctn_lm_params *p, ctn_lm **out,
                      char *err, size_t errcap);

@@ -60,6 +60,14 @@ vsearch_peers() {
     [ -f /usr/include/faiss/IndexFlat.h ] && echo "FAISS:               /usr/include/faiss (libfaiss-dev)"
     return 0
 }
+# LangChain.js's RemoteRunnable, for tests/compat/remote_runnable (@langchain/core 0.3: 1.x
+# no longer ships runnables/remote), pinned in bench/langserve/package.json. Best effort.
+ls_dir="$bench/langserve"
+if [ ! -f "$ls_dir/node_modules/@langchain/core/package.json" ] && command -v npm >/dev/null 2>&1; then
+    (cd "$ls_dir" && npm install --ignore-scripts --no-audit --no-fund --no-package-lock \
+        --loglevel=error >&2) || echo "langserve client unavailable: npm install failed"
+fi
+
 # Benchmarks only (nothing in the test suite uses them): `scripts/setup-peers.sh --vsearch`,
 # which bench/run_vsearch.sh names; `make test` does not pay for them.
 [ "${1:-}" = --vsearch ] && vsearch_peers

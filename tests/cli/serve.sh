@@ -278,6 +278,54 @@ else
     bad "no $MKLORA (built with the tests): the adapter checks cannot run"
 fi
 
+# Chains the LangServe way (tests/cli/chains/): invoke, batch, stream, stream_events,
+# schemas, and their errors.
+export CATENA_MODEL="$M" TEST_KB="$tmp/kb.sqlite"
+start chains --chain story=tests/cli/chains/story.lua --chain upper=tests/cli/chains/upper.lua \
+    --chain docs=tests/cli/chains/docs.lua
+cat >"$tmp/local.lua" <<'LUA'
+io.write(dofile("tests/cli/chains/story.lua"):invoke({ who = "Lily" }))
+LUA
+want=$("$CATENA" run "$tmp/local.lua" 2>/dev/null)
+[ "$(code /story/invoke -d '{"input":{"who":"Lily"},"config":{},"kwargs":{}}')" = 200 ] &&
+    [ "$(json "$tmp/body" 'j.output')" = "$want" ] && [ -n "$(json "$tmp/body" 'j.metadata.run_id')" ] &&
+    ok || bad "chain invoke: $(cat "$tmp/body"), catena run: $want"
+[ "$(code /upper/batch -d '{"inputs":["a","b",{"n":1}],"config":[{},{"tags":["x"]},{}]}')" = 200 ] &&
+    [ "$(json "$tmp/body" 'JSON.stringify(j.output) + " " + j.metadata.run_ids.length')" = '["A","B",{"got":{"n":1}}] 3' ] &&
+    ok || bad "chain batch: $(cat "$tmp/body")"
+curl -sN "$(U /story/stream)" -d '{"input":{"who":"Lily"}}' >"$tmp/cs"
+node -e "
+const t = require('fs').readFileSync('$tmp/cs', 'utf8').split('\n\n').filter(Boolean);
+if (!t[0].startsWith('event: metadata') || t[t.length - 1] !== 'event: end') process.exit(1);
+const data = t.filter(m => m.startsWith('event: data')).map(m => JSON.parse(m.split('\ndata: ')[1]));
+if (data.length < 2 || data.join('') !== process.argv[1]) process.exit(1);
+" "$want" && ok || bad "chain stream: $(head -c 500 "$tmp/cs")"
+curl -sN "$(U /story/stream_events)" -d '{"input":{"who":"Lily"}}' >"$tmp/ce"
+node -e "
+const ev = require('fs').readFileSync('$tmp/ce', 'utf8').split('\n\n').filter(m => m.startsWith('event: data')).map(m => JSON.parse(m.split('\ndata: ')[1]));
+const names = ev.map(e => e.event);
+if (names[0] !== 'on_chain_start' || names[names.length - 1] !== 'on_chain_end') process.exit(1);
+if (!names.includes('on_chat_model_stream') || ev[ev.length - 1].data.output !== process.argv[1]) process.exit(1);
+if (ev.some(e => e.parent_ids.length === 0 && e.name !== 'story')) process.exit(1);
+" "$want" && ok || bad "chain stream_events: $(head -c 600 "$tmp/ce")"
+[ "$(code /docs/invoke -d '{"input":"dog"}')" = 200 ] && [ "$(json "$tmp/body" 'j.output[0].metadata.source')" = b.md ] &&
+    ok || bad "a served retriever: $(cat "$tmp/body")"
+[ "$(code /upper/input_schema)" = 200 ] && [ "$(json "$tmp/body" 'j.title')" = upperInput ] && ok ||
+    bad "input_schema: $(cat "$tmp/body")"
+[ "$(code /upper/invoke -d '{"input":{"fail":true}}')" = 500 ] && has "$(json "$tmp/body" 'j.detail')" "asked to fail" &&
+    ok || bad "a failing chain: $(cat "$tmp/body")"
+[ "$(code /upper/invoke -d '{"inputs":[1]}')" = 422 ] && ok || bad "invoke without input: $(cat "$tmp/body")"
+[ "$(code /upper/invoke -d '{"input":"x","config":{"temperature":"hot"}}')" = 422 ] &&
+    has "$(cat "$tmp/body")" "config.temperature" && ok || bad "a bad config: $(cat "$tmp/body")"
+[ "$(code /upper/invoke)" = 405 ] && ok || bad "GET of invoke: $(cat "$tmp/body")"
+[ "$(code /upper/nothing -d '{}')" = 404 ] && ok || bad "an unknown chain route: $(cat "$tmp/body")"
+[ "$(code /nochain/invoke -d '{}')" = 404 ] && ok || bad "an unknown chain: $(cat "$tmp/body")"
+out=$("$CATENA" serve -m "$M" --chain bad="$tmp/none.lua" 2>&1)
+[ $? = 1 ] && has "$out" "none.lua" && ok || bad "a missing chain file: $out"
+echo 'return 42' >"$tmp/num.lua"
+out=$("$CATENA" serve -m "$M" --chain num="$tmp/num.lua" 2>&1)
+[ $? = 1 ] && has "$out" "must return a runnable" && ok || bad "a chain file that returns no runnable: $out"
+
 # Bad command lines.
 out=$("$CATENA" serve 2>&1)
 [ $? = 2 ] && has "$out" "-m MODEL.gguf is required" && ok || bad "no model: $out"
