@@ -1,0 +1,682 @@
+/*
+ * GBNF grammars (engine/grammar.c): the parser takes llama.cpp-style grammars and names the
+ * line, column and rule of what it refuses; the matcher accepts exactly the sentences that a
+ * separate recognizer over the compiled form accepts (a memoised set-of-ends recursion, no
+ * stacks); the trie walk's mask equals a token-by-token check of every vocabulary entry in
+ * many states (synthetic vocabularies with split UTF-8, and the shared llama.cpp ones, where
+ * the mask cost per token is printed); on random-weight models every greedy and sampled
+ * generation under a grammar is a sentence of it, and unconstrained sequences batched with
+ * it are unchanged; allocation failures anywhere in compiling and matching are clean.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "gen.h"
+#include "grammar-impl.h"
+#include "grammar.h"
+#include "model.h"
+#include "randmodel.h"
+#include "test.h"
+#include "unicode.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- the grammars ----------------------------------------------------------------------- */
+
+/* JSON, in the manner of llama.cpp's grammars/json.gbnf (written for this test). */
+static const char *const G_JSON =
+    "root   ::= object\n"
+    "value  ::= object | array | string | number | (\"true\" | \"false\" | \"null\") ws\n"
+    "\n"
+    "object ::=\n"
+    "  \"{\" ws (\n"
+    "            string \":\" ws value\n"
+    "    (\",\" ws string \":\" ws value)*\n"
+    "  )? \"}\" ws\n"
+    "\n"
+    "array  ::=\n"
+    "  \"[\" ws (\n"
+    "            value\n"
+    "    (\",\" ws value)*\n"
+    "  )? \"]\" ws\n"
+    "\n"
+    "string ::=\n"
+    "  \"\\\"\" (\n"
+    "    [^\"\\\\\\x7F\\x00-\\x1F] |\n"
+    "    \"\\\\\" ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4}) # escapes\n"
+    "  )* \"\\\"\" ws\n"
+    "\n"
+    "number ::= (\"-\"? ([0-9] | [1-9] [0-9]{0,15})) (\".\" [0-9]+)? ([eE] [-+]? [0-9]{1,3})? "
+    "ws\n"
+    "\n"
+    "# Optional space: by convention, applied in this grammar after literal chars when allowed\n"
+    "ws ::= | \" \" | \"\\n\" [ \\t]{0,20}\n";
+
+static const char *const G_ARITH = "root   ::= expr\n"
+                                   "expr   ::= term ((\"+\" | \"-\") term)*\n"
+                                   "term   ::= factor ((\"*\" | \"/\") factor)*\n"
+                                   "factor ::= number | \"(\" expr \")\" | \"-\" factor\n"
+                                   "number ::= [0-9]+\n";
+
+static const char *const G_LIST = "# a Markdown list\r\n"
+                                  "root ::= item+   # one or more\r\n"
+                                  "item ::= \"- \" [^\\n]+ \"\\n\"\r\n";
+
+static const char *const G_CHESS = "root   ::= move (\" \" move)*\n"
+                                   "move   ::= pawn | piece | castle\n"
+                                   "pawn   ::= [a-h] [1-8] (\"=\" [QRBN])?\n"
+                                   "piece  ::= [KQRBN] [a-h]? [1-8]? \"x\"? [a-h] [1-8] [+#]?\n"
+                                   "castle ::= \"O-O\" \"-O\"?\n";
+
+static const char *const G_REPEAT = "root ::= \"a\"{2} \"b\"{1,3} (\"c\"){2,} d{0,2} \"e\"? "
+                                    "[xy]{ 0 , 1 }\n"
+                                    "d ::= \"d\"\n";
+
+static const char *const G_UNICODE =
+    "root ::= [α-ω]+ \"→\" [\\u4e00-\\u9fff]{1,2} \"\\U0001F600\"? (\"é\" | [^a-z\\x00-\\x7f])*\n";
+
+static const char *const G_YESNO = "root ::= (\"yes\" | \"no\") \".\"?\n";
+
+/* ---- a reference recognizer over the compiled form ---------------------------------------- */
+
+/* The set of ends j (bit j) such that the elements from pos match cps[i, j); memoised per
+ * (position, i). Strings of up to 62 code points. Terminates because left recursion is
+ * refused. */
+typedef struct {
+    const ctn_grammar *g;
+    const uint32_t *cps;
+    int n;
+    uint64_t *seq_memo, *rule_memo; /* (n_elems or n_rules, 64) */
+    uint8_t *seq_done, *rule_done;
+} refm;
+
+static uint64_t ref_rule(refm *M, int32_t r, int i);
+
+static uint64_t ref_seq(refm *M, int32_t pos, int i) {
+    const ctn__gel e = M->g->elems[pos];
+    if (e.type == CTN__GEL_END || e.type == CTN__GEL_ALT) return 1ull << i;
+    const size_t k = (size_t)pos * 64 + (size_t)i;
+    if (M->seq_done[k]) return M->seq_memo[k];
+    uint64_t out = 0;
+    if (e.type == CTN__GEL_SET) {
+        if (i < M->n && ctn__gset_has(M->g, e.val, M->cps[i])) out = ref_seq(M, pos + 1, i + 1);
+    } else {
+        const uint64_t m = ref_rule(M, e.val, i);
+        for (int j = i; j <= M->n; j++)
+            if (m >> j & 1) out |= ref_seq(M, pos + 1, j);
+    }
+    M->seq_done[k] = 1;
+    M->seq_memo[k] = out;
+    return out;
+}
+
+static uint64_t ref_rule(refm *M, int32_t r, int i) {
+    const size_t k = (size_t)r * 64 + (size_t)i;
+    if (M->rule_done[k]) return M->rule_memo[k];
+    uint64_t out = 0;
+    for (int32_t a = M->g->alt_off[r]; a < M->g->alt_off[r + 1]; a++)
+        out |= ref_seq(M, M->g->alts[a], i);
+    M->rule_done[k] = 1;
+    M->rule_memo[k] = out;
+    return out;
+}
+
+/* Whether the UTF-8 string s is a sentence of g, by the reference (-1: too long/invalid). */
+static int ref_accepts(const ctn_grammar *g, const char *s, size_t len) {
+    uint32_t cps[64];
+    int n = 0;
+    for (size_t i = 0; i < len;) {
+        const int k = ctn__utf8_char((const unsigned char *)s + i, len - i);
+        if (k <= 0) return 0; /* the matcher takes only well-formed UTF-8 */
+        if (n == 62) return -1;
+        ctn__utf8_decode((const unsigned char *)s + i, (size_t)k, &cps[n++]);
+        i += (size_t)k;
+    }
+    refm M = {g,
+              cps,
+              n,
+              calloc((size_t)g->n_elems * 64, 8),
+              calloc((size_t)g->n_rules * 64, 8),
+              calloc((size_t)g->n_elems * 64, 1),
+              calloc((size_t)g->n_rules * 64, 1)};
+    const int ok = (int)(ref_rule(&M, g->root, 0) >> n & 1);
+    free(M.seq_memo), free(M.rule_memo), free(M.seq_done), free(M.rule_done);
+    return ok;
+}
+
+/* The matcher's verdict on a whole string: 1 when it is taken and complete. */
+static int match(const ctn_grammar *g, const char *s, size_t len) {
+    ctn_grammar_state *st;
+    if (ctn_grammar_state_new(&st, g) < 0) return -1;
+    const int ok = ctn_grammar_accept(st, s, len, true) == 0 && ctn_grammar_complete(st);
+    ctn_grammar_state_free(st);
+    return ok;
+}
+
+/* Appends a random sentence of g (from the elements at pos) to out; false when it ran past
+ * cap code points. */
+static bool derive(const ctn_grammar *g, int32_t pos, uint64_t *rng, char *out, size_t *len,
+                   size_t cap, int depth) {
+    for (;; pos++) {
+        const ctn__gel e = g->elems[pos];
+        if (e.type == CTN__GEL_END || e.type == CTN__GEL_ALT) return true;
+        if (*len + 4 >= cap || depth > 40) return false;
+        if (e.type == CTN__GEL_SET) {
+            const int32_t a = g->set_off[e.val], z = g->set_off[e.val + 1];
+            if (a == z) return false;
+            const ctn__grange r = g->ranges[a + (int32_t)(rng_next(rng) % (uint64_t)(z - a))];
+            uint32_t c = r.lo + (uint32_t)(rng_next(rng) % (uint64_t)(r.hi - r.lo + 1));
+            if (rng_next(rng) % 2) c = r.lo; /* often the low end: ASCII, mostly */
+            *len += ctn__utf8_encode(c, out + *len);
+        } else {
+            const int32_t na = g->alt_off[e.val + 1] - g->alt_off[e.val];
+            /* past some depth prefer the last alternative (the empty one of repetitions) */
+            int32_t k = (int32_t)(rng_next(rng) % (uint64_t)na);
+            if (depth > 12) k = na - 1;
+            if (!derive(g, g->alts[g->alt_off[e.val] + k], rng, out, len, cap, depth + 1))
+                return false;
+        }
+    }
+}
+
+/* ---- the parser ------------------------------------------------------------------------------ */
+
+TEST(parses_llama_cpp_style_grammars) {
+    const char *const all[] = {G_JSON, G_ARITH, G_LIST, G_CHESS, G_REPEAT, G_UNICODE, G_YESNO};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+        char err[256] = "";
+        ctn_grammar *g = NULL;
+        const int rc = ctn_grammar_new(&g, all[i], err, sizeof err);
+        if (rc != 0) printf("  grammar %zu: %s\n", i, err);
+        CHECK_EQ_INT(rc, 0);
+        CHECK(g != NULL && ctn_grammar_n_rules(g) > 0);
+        ctn_grammar_free(g);
+    }
+}
+
+typedef struct {
+    const char *text;
+    const char *msg; /* the message, exactly */
+} bad_case;
+
+TEST(parse_errors_name_line_column_and_rule) {
+    static const bad_case bad[] = {
+        {"root ::= [a-z", "grammar line 1, column 10 (rule 'root'): a character class that is "
+                          "never closed (expected ']')"},
+        {"root ::= \"abc", "grammar line 1, column 10 (rule 'root'): a string that is never "
+                           "closed (expected '\"')"},
+        {"root ::= foo\n", "grammar line 1, column 10 (rule 'root'): undefined rule 'foo'"},
+        {"root ::= item\nitem ::= (\"a\" | \"b\"\n",
+         "grammar line 2, column 10 (rule 'item'): expected ')' to close this group"},
+        {"root ::= \"a\"{3,1}", "grammar line 1, column 13 (rule 'root'): {3,1}: the maximum is "
+                                "below the minimum"},
+        {"root ::= * \"a\"", "grammar line 1, column 10 (rule 'root'): '*' with nothing before "
+                             "it to repeat"},
+        {"root ::= \"\\q\"", "grammar line 1, column 11 (rule 'root'): unknown escape '\\q'"},
+        {"root ::= \"\\x4\"", "grammar line 1, column 14 (rule 'root'): expected 2 hex digits "
+                              "after '\\x'"},
+        {"foo ::= \"a\"\n", "grammar: no rule 'root' (the start rule)"},
+        {"root ::= expr\nexpr ::= expr \"+\" \"1\" | \"1\"\n",
+         "grammar line 2, column 1 (rule 'expr'): left recursion: 'expr' can begin with 'expr' "
+         "(write it as a repetition)"},
+        {"root \"a\"", "grammar line 1, column 6 (rule 'root'): expected '::='"},
+        {"root ::= \"a\" )", "grammar line 1, column 14 (rule 'root'): ')' without a '(' before "
+                             "it"},
+        {"root ::= \"a\"\n# again\nroot ::= \"b\"",
+         "grammar line 3, column 1 (rule 'root'): the rule is defined twice (first on line 1)"},
+        {"root ::= [z-a]", "grammar line 1, column 12 (rule 'root'): a range whose end U+0061 is "
+                           "below its start U+007A"},
+        {"root ::= \"a\"{5000}", "grammar line 1, column 14 (rule 'root'): a repetition count "
+                                 "over 2000"},
+        {"root ::= x\nx ::= (\"a\"?)*\n",
+         "grammar line 2, column 1 (rule 'x'): left recursion in a group or repetition of 'x' (a "
+         "repetition of something that can match nothing, or a group that begins with itself)"},
+        {"::= \"a\"", "grammar line 1, column 1: expected a rule name"},
+        {"root ::= \"\\U00110000\"", "grammar line 1, column 11 (rule 'root'): code point "
+                                     "U+110000 is past U+10FFFF"},
+        {"root ::= \"\xff\"", "grammar line 1, column 11 (rule 'root'): invalid UTF-8"},
+        {"root ::= []", "grammar line 1, column 10 (rule 'root'): an empty character class"},
+        {"root ::= \"a\" b ::= \"c\"", "grammar line 1, column 16 (rule 'root'): '::=' inside a "
+                                       "rule (a rule ends at a newline)"},
+        {"root ::= \"a\"{2", "grammar line 1, column 15 (rule 'root'): expected '}'"},
+        {"root ::= <[12]>", "grammar line 1, column 10 (rule 'root'): unexpected '<' (expected "
+                            "an element, '|' or the end of the line)"},
+        {"", "grammar: no rule 'root' (the start rule)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char err[320] = "";
+        ctn_grammar *g = (ctn_grammar *)&err; /* must come back NULL */
+        const int rc = ctn_grammar_new(&g, bad[i].text, err, sizeof err);
+        CHECK_EQ_INT(rc, CTN_EINVAL);
+        CHECK(g == NULL);
+        if (strcmp(err, bad[i].msg) != 0) {
+            printf("  case %zu:\n    got  %s\n    want %s\n", i, err, bad[i].msg);
+            CHECK(0);
+        }
+    }
+    /* a NUL inside the text, through the length-taking form */
+    char err[256];
+    ctn_grammar *g;
+    CHECK_EQ_INT(ctn_grammar_new_n(&g, "root ::= \"a\0\"", 13, err, sizeof err), CTN_EINVAL);
+    CHECK(strstr(err, "NUL") != NULL);
+}
+
+/* ---- the matcher against the reference ----------------------------------------------------- */
+
+typedef struct {
+    const char *s;
+    int ok;
+} mcase;
+
+static void check_cases(const char *gtext, const mcase *c, size_t n) {
+    char err[256];
+    ctn_grammar *g;
+    CHECK_EQ_INT(ctn_grammar_new(&g, gtext, err, sizeof err), 0);
+    if (g == NULL) return;
+    for (size_t i = 0; i < n; i++) {
+        const int m = match(g, c[i].s, strlen(c[i].s)), r = ref_accepts(g, c[i].s, strlen(c[i].s));
+        if (m != c[i].ok || r != c[i].ok) {
+            printf("  \"%s\": matcher %d, reference %d, expected %d\n", c[i].s, m, r, c[i].ok);
+            CHECK(0);
+        }
+    }
+    ctn_grammar_free(g);
+}
+
+TEST(matcher_accepts_exactly_the_chosen_cases) {
+    static const mcase json[] = {
+        {"{}", 1},
+        {"{ }", 1},
+        {"{\"a\": 1}", 1},
+        {"{\"a\":[1, 2.5e3, true, null, \"x\"]}", 1},
+        {"{\"k\": {\"n\": -0.5}}", 1},
+        {"{\"s\": \"\\u00e9\\n\"}", 1},
+        {"{\"é\": \"ü\"}", 1},
+        {"{", 0},
+        {"{\"a\" 1}", 0},
+        {"[1]", 0},
+        {"{\"a\": 01}", 0},
+        {"{\"a\": tru}", 0},
+        {"{\"a\": \"\\x\"}", 0},
+        {"{\"a\":1,}", 0},
+        {"{\"a\": \"\x01\"}", 0},
+        {"{} ", 1},
+    };
+    check_cases(G_JSON, json, sizeof json / sizeof *json);
+    static const mcase arith[] = {
+        {"1", 1},  {"1+2*3", 1}, {"(1+2)*-3", 1}, {"((4))", 1}, {"12/4-7", 1}, {"", 0},
+        {"1+", 0}, {"(1", 0},    {"1)", 0},       {"+1", 0},    {"1 + 2", 0},
+    };
+    check_cases(G_ARITH, arith, sizeof arith / sizeof *arith);
+    static const mcase list[] = {
+        {"- a\n", 1}, {"- milk\n- eggs\n", 1}, {"- \n", 0}, {"- a", 0}, {"", 0}, {"* a\n", 0},
+    };
+    check_cases(G_LIST, list, sizeof list / sizeof *list);
+    static const mcase chess[] = {
+        {"e4", 1},     {"e4 e5 Nf3 Nc6 Bb5", 1},
+        {"O-O", 1},    {"O-O-O", 1},
+        {"exd5", 0},   {"Qxf7#", 1},
+        {"e8=Q", 1},   {"Nbd2", 1},
+        {"e9", 0},     {"O-O-O-O", 0},
+        {"e4  e5", 0},
+    };
+    check_cases(G_CHESS, chess, sizeof chess / sizeof *chess);
+    static const mcase rep[] = {
+        {"aabcc", 1},    {"aabbbccccdde", 1}, {"aabccdx", 1},  {"abcc", 0},    {"aaabcc", 0},
+        {"aabbbbcc", 0}, {"aabc", 0},         {"aabccddd", 0}, {"aabccxy", 0}, {"aabccey", 1},
+    };
+    check_cases(G_REPEAT, rep, sizeof rep / sizeof *rep);
+    static const mcase uni[] = {
+        {"αβ→中", 1}, {"ω→中文😀", 1},   {"α→中é€", 1},   {"α→", 0},
+        {"a→中", 0},  {"α→中文字a", 0}, {"α→中文字", 1}, {"α→中x", 0},
+    };
+    check_cases(G_UNICODE, uni, sizeof uni / sizeof *uni);
+}
+
+/* Random strings over each grammar's alphabet, and random sentences derived from it: the
+ * matcher and the reference agree on every one, and every derived sentence is accepted. */
+TEST(matcher_agrees_with_the_reference_on_random_strings) {
+    static const struct {
+        const char *g, *alpha;
+    } gs[] = {
+        {G_JSON, "{}[]\":, 1-.e0tru\\n"}, {G_ARITH, "12+-*/()"}, {G_LIST, "- a\n"},
+        {G_CHESS, "e4 NxO-=Q#"},          {G_REPEAT, "abcdexy"}, {G_YESNO, "yesno."},
+    };
+    uint64_t rng = 7;
+    int agree = 0, derived = 0, accepted_random = 0;
+    for (size_t k = 0; k < sizeof gs / sizeof *gs; k++) {
+        char err[256];
+        ctn_grammar *g;
+        CHECK_EQ_INT(ctn_grammar_new(&g, gs[k].g, err, sizeof err), 0);
+        if (g == NULL) continue;
+        const size_t na = strlen(gs[k].alpha);
+        for (int t = 0; t < 3000; t++) {
+            char s[64];
+            const size_t len = rng_next(&rng) % 12;
+            for (size_t i = 0; i < len; i++)
+                s[i] = gs[k].alpha[rng_next(&rng) % na];
+            const int r = ref_accepts(g, s, len), m = match(g, s, len);
+            if (r != m) {
+                printf("  grammar %zu, \"%.*s\": reference %d, matcher %d\n", k, (int)len, s, r, m);
+                CHECK(0);
+                break;
+            }
+            agree++;
+            accepted_random += r;
+        }
+        for (int t = 0; t < 500; t++) {
+            char s[256];
+            size_t len = 0;
+            if (!derive(g, g->alts[g->alt_off[g->root]], &rng, s, &len, 200, 0)) continue;
+            const int r = ref_accepts(g, s, len), m = match(g, s, len);
+            if (m != 1 || (r != 1 && r != -1)) {
+                printf("  grammar %zu, derived \"%.*s\": reference %d, matcher %d\n", k, (int)len,
+                       s, r, m);
+                CHECK(0);
+                break;
+            }
+            derived++;
+        }
+        ctn_grammar_free(g);
+    }
+    printf("  %d random strings agree (%d of them sentences), %d derived sentences accepted\n",
+           agree, accepted_random, derived);
+    CHECK(derived > 1000);
+    CHECK(accepted_random > 50);
+}
+
+/* A token split inside a UTF-8 character carries the bytes into the next one. */
+TEST(partial_utf8_is_carried_between_pieces) {
+    char err[256];
+    ctn_grammar *g;
+    CHECK_EQ_INT(ctn_grammar_new(&g, "root ::= \"é\" [€-€] \"😀\"", err, sizeof err), 0);
+    ctn_grammar_state *st;
+    CHECK_EQ_INT(ctn_grammar_state_new(&st, g), 0);
+    CHECK_EQ_INT(ctn_grammar_accept(st, "\xc3", 1, true), 0);
+    CHECK(!ctn_grammar_complete(st));
+    CHECK_EQ_INT(ctn_grammar_accept(st, "\xa8", 1, false), CTN_EINVAL); /* è, not é */
+    CHECK_EQ_INT(ctn_grammar_accept(st, "\xa9\xe2\x82", 3, true), 0);
+    CHECK_EQ_INT(ctn_grammar_accept(st, "\xac\xf0\x9f", 3, true), 0);
+    CHECK_EQ_INT(ctn_grammar_accept(st, "\x98", 1, true), 0);
+    CHECK(!ctn_grammar_complete(st));
+    CHECK_EQ_INT(ctn_grammar_accept(st, "\x81", 1, true), CTN_EINVAL); /* U+1F601: not 😀 */
+    CHECK_EQ_INT(ctn_grammar_accept(st, "\x80", 1, true), 0);
+    CHECK(ctn_grammar_complete(st));
+    CHECK_EQ_INT(ctn_grammar_accept(st, "a", 1, false), CTN_EINVAL); /* nothing after */
+    ctn_grammar_state_free(st);
+    CHECK_EQ_INT(ctn_grammar_state_new(&st, g), 0);
+    CHECK_EQ_INT(ctn_grammar_accept(st, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9, true), 0);
+    CHECK(ctn_grammar_complete(st) && ctn_grammar_finished(st));
+    /* a lead byte no grammar character can begin with, and bytes that are not UTF-8 */
+    ctn_grammar_state_reset(st);
+    CHECK_EQ_INT(ctn_grammar_accept(st, "\xc4", 1, false), CTN_EINVAL);
+    CHECK_EQ_INT(ctn_grammar_accept(st, "\xff", 1, false), CTN_EINVAL);
+    CHECK_EQ_INT(ctn_grammar_accept(st, "\xc3\x28", 2, false), CTN_EINVAL);
+    ctn_grammar_state_free(st);
+    ctn_grammar_free(g);
+}
+
+/* ---- the trie's mask against a brute-force check ------------------------------------------ */
+
+typedef struct {
+    int32_t n;
+    char **p;
+    size_t *len;
+    bool *eog;
+} synvocab;
+
+static void synvocab_free(synvocab *v) {
+    for (int32_t i = 0; i < v->n; i++)
+        free(v->p[i]);
+    free(v->p), free(v->len), free(v->eog);
+}
+
+/* Every single byte, UTF-8 characters whole and split, pieces of the grammars' alphabets,
+ * duplicates, empty control tokens and one end-of-generation token. */
+static void synvocab_make(synvocab *v, uint64_t seed, int n) {
+    static const char *const frag[] = {
+        "{", "}",  "[", "]",   "\"", ":",  ",",  " ",  "\n",  "true", "false", "null",
+        "1", "23", "-", ".",   "e",  "\\", "u",  "00", "é",   "ü",    "→",     "中",
+        "😀", "α",  "β", "ω",   "a",  "b",  "c",  "d",  "x",   "y",    "- ",    "+",
+        "*", "(",  ")", "O-O", "Nf", "3",  "x5", "#",  "yes", "no",   "s",     "o",
+    };
+    const int nf = (int)(sizeof frag / sizeof *frag);
+    uint64_t rng = seed;
+    v->n = n;
+    v->p = calloc((size_t)n, sizeof *v->p);
+    v->len = calloc((size_t)n, sizeof *v->len);
+    v->eog = calloc((size_t)n, sizeof *v->eog);
+    for (int32_t i = 0; i < n; i++) {
+        char b[64];
+        size_t len = 0;
+        if (i < 256) {
+            b[0] = (char)i;
+            len = 1;
+        } else if (i == 256) {
+            v->eog[i] = true; /* EOS: no bytes */
+        } else if (i == 257 || i == 258) {
+            len = 0; /* control tokens */
+        } else {
+            const int parts = 1 + (int)(rng_next(&rng) % 4);
+            for (int k = 0; k < parts; k++) {
+                const char *f = frag[rng_next(&rng) % (uint64_t)nf];
+                memcpy(b + len, f, strlen(f));
+                len += strlen(f);
+            }
+            if (rng_next(&rng) % 5 == 0 && len > 1) len -= 1 + rng_next(&rng) % (len - 1); /* cut */
+            if (rng_next(&rng) % 7 == 0 && len > 1) { /* drop the head: may start mid-character */
+                const size_t d = 1 + rng_next(&rng) % (len - 1);
+                memmove(b, b + d, len - d);
+                len -= d;
+            }
+        }
+        v->p[i] = malloc(len + 1);
+        memcpy(v->p[i], b, len);
+        v->len[i] = len;
+    }
+}
+
+/* Compares the mask with a token-by-token check in the state st; returns the mismatches. */
+static int brute_compare(ctn_grammar_state *st, const ctn_token_trie *t, int32_t n_tokens,
+                         char **pieces, const size_t *lens, const bool *eog, uint8_t *mark) {
+    const int32_t *ids;
+    const int64_t n = ctn_grammar_allowed(st, t, &ids);
+    if (n < 0) return 1;
+    memset(mark, 0, (size_t)n_tokens);
+    int bad = 0;
+    for (int64_t k = 0; k < n; k++) {
+        if (mark[ids[k]]) bad++; /* twice */
+        mark[ids[k]] = 1;
+    }
+    for (int32_t i = 0; i < n_tokens; i++) {
+        int ok;
+        if (eog[i])
+            ok = ctn_grammar_complete(st);
+        else
+            ok = lens[i] > 0 && ctn_grammar_accept(st, pieces[i], lens[i], false) == 0;
+        if (ok != mark[i]) {
+            if (bad < 3)
+                printf("  token %d (\"%.*s\"): mask %d, check %d\n", (int)i, (int)lens[i],
+                       pieces[i], mark[i], ok);
+            bad++;
+        }
+    }
+    return bad;
+}
+
+/* Walks random paths through the grammar (a random allowed token each time), comparing the
+ * mask with the brute-force check at every state; returns the states checked. */
+static int walk_compare(const ctn_grammar *g, const ctn_token_trie *t, int32_t n_tokens,
+                        char **pieces, const size_t *lens, const bool *eog, uint64_t seed,
+                        int n_walks, int max_len, int *bad) {
+    uint8_t *mark = malloc((size_t)n_tokens);
+    uint64_t rng = seed;
+    int states = 0;
+    ctn_grammar_state *st;
+    if (ctn_grammar_state_new(&st, g) < 0) {
+        free(mark);
+        ++*bad;
+        return 0;
+    }
+    for (int w = 0; w < n_walks && *bad == 0; w++) {
+        ctn_grammar_state_reset(st);
+        for (int step = 0; step < max_len && *bad == 0; step++) {
+            *bad += brute_compare(st, t, n_tokens, pieces, lens, eog, mark);
+            states++;
+            const int32_t *ids;
+            const int64_t n = ctn_grammar_allowed(st, t, &ids);
+            if (n <= 0) break;
+            const int32_t tok = ids[rng_next(&rng) % (uint64_t)n];
+            if (eog[tok]) break;
+            if (ctn_grammar_accept_token(st, t, tok) != 0) ++*bad;
+        }
+    }
+    ctn_grammar_state_free(st);
+    free(mark);
+    return states;
+}
+
+TEST(trie_mask_equals_brute_force_on_synthetic_vocabularies) {
+    const char *const all[] = {G_JSON, G_ARITH, G_LIST, G_CHESS, G_REPEAT, G_UNICODE, G_YESNO};
+    int states = 0;
+    for (int vs = 0; vs < 2; vs++) {
+        synvocab v;
+        synvocab_make(&v, 11 + (uint64_t)vs, vs == 0 ? 600 : 3000);
+        char err[256];
+        ctn_token_trie *t;
+        CHECK_EQ_INT(
+            ctn_token_trie_new(&t, v.n, (const char *const *)v.p, v.len, v.eog, err, sizeof err),
+            0);
+        for (size_t k = 0; t != NULL && k < sizeof all / sizeof *all; k++) {
+            ctn_grammar *g;
+            CHECK_EQ_INT(ctn_grammar_new(&g, all[k], err, sizeof err), 0);
+            if (g == NULL) continue;
+            int bad = 0;
+            states += walk_compare(g, t, v.n, v.p, v.len, v.eog, 100 + k, 12, 40, &bad);
+            if (bad) printf("  grammar %zu: %d mismatches\n", k, bad);
+            CHECK_EQ_INT(bad, 0);
+            ctn_grammar_free(g);
+        }
+        ctn_token_trie_free(t);
+        synvocab_free(&v);
+    }
+    printf("  %d states compared\n", states);
+    CHECK(states > 1000);
+}
+
+static const char *shared_dir(void) {
+    const char *s = getenv("CTN_SHARED");
+    return s && *s ? s : "../shared";
+}
+
+static ctn_vocab *load_vocab(const char *name) {
+    char path[512], err[512];
+    snprintf(path, sizeof path, "%s/vocab/%s", shared_dir(), name);
+    ctn_gguf *g;
+    if (ctn_gguf_open(&g, path, err, sizeof err) < 0) return NULL;
+    ctn_vocab *v = NULL;
+    if (ctn_vocab_load(&v, g, err, sizeof err) < 0) v = NULL;
+    ctn_gguf_free(g);
+    return v;
+}
+
+/* The shared llama.cpp vocabularies: the mask equals the brute-force check in states along
+ * random paths, and the mask cost per token (mean over those states) is printed. */
+TEST(trie_mask_on_real_vocabularies_and_its_cost) {
+    static const char *const names[] = {"ggml-vocab-llama-bpe.gguf", "ggml-vocab-qwen2.gguf",
+                                        "ggml-vocab-llama-spm.gguf"};
+    int found = 0;
+    for (size_t vi = 0; vi < sizeof names / sizeof *names; vi++) {
+        ctn_vocab *v = load_vocab(names[vi]);
+        if (v == NULL) continue;
+        found++;
+        const int32_t n = ctn_vocab_n_tokens(v);
+        char **pieces = calloc((size_t)n, sizeof *pieces);
+        size_t *lens = calloc((size_t)n, sizeof *lens);
+        bool *eog = calloc((size_t)n, sizeof *eog);
+        for (int32_t i = 0; i < n; i++) {
+            char buf[512];
+            const int len = ctn_token_to_piece(v, i, buf, sizeof buf, 0, false);
+            pieces[i] = malloc(len > 0 ? (size_t)len : 1);
+            if (len > 0) memcpy(pieces[i], buf, (size_t)len);
+            lens[i] = len > 0 ? (size_t)len : 0;
+            eog[i] = ctn_vocab_is_eog(v, i);
+        }
+        char err[256];
+        ctn_token_trie *t;
+        const double t0 = now_s();
+        CHECK_EQ_INT(ctn_token_trie_from_vocab(&t, v, err, sizeof err), 0);
+        const double t_build = now_s() - t0;
+        const char *const gs[] = {G_JSON, G_ARITH, G_UNICODE};
+        const char *const gnames[] = {"json", "arith", "unicode"};
+        for (size_t k = 0; t != NULL && k < 3; k++) {
+            ctn_grammar *g;
+            CHECK_EQ_INT(ctn_grammar_new(&g, gs[k], err, sizeof err), 0);
+            if (g == NULL) continue;
+            int bad = 0;
+            const int states = walk_compare(g, t, n, pieces, lens, eog, 5 + k, 2, 8, &bad);
+            CHECK_EQ_INT(bad, 0);
+            CHECK(states >= 2);
+            /* cost: masks along a path of 64 random allowed tokens, first state excluded */
+            ctn_grammar_state *st;
+            CHECK_EQ_INT(ctn_grammar_state_new(&st, g), 0);
+            float *logits = calloc((size_t)n, sizeof *logits);
+            uint64_t rng = 99;
+            double tot = 0, first = 0;
+            int masks = 0;
+            for (int step = 0; step < 64; step++) {
+                const double a = now_s();
+                const int64_t na = ctn_grammar_mask(st, t, logits);
+                const double b = now_s() - a;
+                if (step == 0)
+                    first = b;
+                else
+                    tot += b, masks++;
+                if (na <= 0) break;
+                const int32_t *ids;
+                const int64_t m = ctn_grammar_allowed(st, t, &ids);
+                int32_t tok = ids[rng_next(&rng) % (uint64_t)m];
+                if (eog[tok]) {
+                    if (m == 1) break;
+                    tok = ids[0] == tok ? ids[1] : ids[0];
+                }
+                CHECK_EQ_INT(ctn_grammar_accept_token(st, t, tok), 0);
+                for (int32_t i = 0; i < n; i++)
+                    logits[i] = 0;
+            }
+            printf("  %s, %d tokens (trie of %lld nodes built in %.1f ms), %s: mask %.1f us per "
+                   "token (first %.1f us), %d states checked by brute force\n",
+                   names[vi], (int)n, (long long)ctn_token_trie_n_nodes(t), t_build * 1e3,
+                   gnames[k], masks ? tot / masks * 1e6 : 0.0, first * 1e6, states);
+            free(logits);
+            ctn_grammar_state_free(st);
+            ctn_grammar_free(g);
+        }
+        ctn_token_trie_free(t);
+        for (int32_t i = 0; i < n; i++)
+            free(pieces[i]);
+        free(pieces), free(lens), free(eog);
+        ctn_vocab_free(v);
+    }
+    if (found == 0) SKIP("no vocabularies in %s/vocab (set CTN_SHARED)", shared_dir());
+}
+
+int main(void) {
+    RUN(parses_llama_cpp_style_grammars);
+    RUN(parse_errors_name_line_column_and_rule);
+    RUN(matcher_accepts_exactly_the_chosen_cases);
+    RUN(matcher_agrees_with_the_reference_on_random_strings);
+    RUN(partial_utf8_is_carried_between_pieces);
+    RUN(trie_mask_equals_brute_force_on_synthetic_vocabularies);
+    RUN(trie_mask_on_real_vocabularies_and_its_cost);
+    return test_summary();
+}
