@@ -15,7 +15,7 @@
 #include "unicode.h"
 
 /* Limits that keep hostile grammars from eating the machine. */
-#define MAX_ELEMS   (1 << 21) /* elements of the compiled grammar */
+#define MAX_ELEMS   (1 << 20) /* elements of the compiled grammar */
 #define MAX_NESTING 200       /* ( ) inside each other */
 
 /* ---- growable arrays ------------------------------------------------------------------- */
@@ -58,6 +58,8 @@ typedef struct {
     int rc;
     prule *rules;
     int32_t n_rules, cap_rules;
+    int32_t *user; /* the written rules' ids */
+    int32_t n_user, cap_user;
     ctn__grange *ranges; /* every set's ranges, set after set */
     int32_t n_ranges, cap_ranges;
     int32_t *set_off; /* (n_sets + 1) */
@@ -123,9 +125,7 @@ static size_t skip_space(const gparse *P, size_t i, bool newline_ok) {
 }
 
 /* The rule named s[i, i+len), made (undefined) when new; -1 when memory ran out. */
-static int32_t rule_id(gparse *P, const char *name, size_t len) {
-    for (int32_t r = 0; r < P->n_rules; r++)
-        if (strlen(P->rules[r].name) == len && memcmp(P->rules[r].name, name, len) == 0) return r;
+static int32_t add_rule(gparse *P, const char *name, size_t len) {
     if (!grow(&P->rules, &P->cap_rules, (int64_t)P->n_rules + 1, sizeof *P->rules)) return -1;
     prule *r = &P->rules[P->n_rules];
     memset(r, 0, sizeof *r);
@@ -138,12 +138,25 @@ static int32_t rule_id(gparse *P, const char *name, size_t len) {
     return P->n_rules++;
 }
 
+/* The written rule named name[0, len), made (undefined) when new; -1 when memory ran out.
+ * Only written rules are searched (their names cannot contain the '_' of made ones). */
+static int32_t rule_id(gparse *P, const char *name, size_t len) {
+    for (int32_t k = 0; k < P->n_user; k++) {
+        const int32_t r = P->user[k];
+        if (strlen(P->rules[r].name) == len && memcmp(P->rules[r].name, name, len) == 0) return r;
+    }
+    if (!grow(&P->user, &P->cap_user, (int64_t)P->n_user + 1, sizeof *P->user)) return -1;
+    const int32_t r = add_rule(P, name, len);
+    if (r >= 0) P->user[P->n_user++] = r;
+    return r;
+}
+
 /* A new rule for a group or repetition inside the written rule P->top: "name_N". */
 static int32_t gen_rule(gparse *P) {
     prule *t = &P->rules[P->top];
     char name[128];
     const int len = snprintf(name, sizeof name, "%.80s_%d", t->name, (int)++t->n_gen);
-    const int32_t r = rule_id(P, name, (size_t)len);
+    const int32_t r = add_rule(P, name, (size_t)len);
     if (r < 0) return -1;
     P->rules[r].defined = true;
     P->rules[r].top = P->top;
@@ -173,7 +186,7 @@ static int cmp_range(const void *a, const void *b) {
 /* Turns the class in P->cls into a set (sorted, merged, complemented when negated,
  * surrogates removed) and returns its id, or -1. */
 static int32_t make_set(gparse *P, bool negate) {
-    qsort(P->cls, (size_t)P->n_cls, sizeof *P->cls, cmp_range);
+    if (P->n_cls > 1) qsort(P->cls, (size_t)P->n_cls, sizeof *P->cls, cmp_range);
     int32_t m = 0;
     for (int32_t i = 0; i < P->n_cls; i++) {
         if (m > 0 && P->cls[i].lo <= P->cls[m - 1].hi + 1) {
@@ -312,6 +325,7 @@ static int64_t parse_char(gparse *P, size_t *i) {
 static bool repeat(gparse *P, int32_t r, int32_t from, int64_t lo, int64_t hi) {
     prule *R = &P->rules[r];
     const int32_t len = R->n - from;
+    if (len == 0) return true; /* "" repeated is still "" */
     if (!grow(&P->copy, &P->cap_copy, len, sizeof *P->copy)) {
         poom(P);
         return false;
@@ -793,6 +807,7 @@ int ctn_grammar_new_n(ctn_grammar **out, const char *text, size_t n, char *err, 
         free(P.rules[r].el);
     }
     free(P.rules);
+    free(P.user);
     free(P.ranges);
     free(P.set_off);
     free(P.cls);
@@ -1024,12 +1039,6 @@ static bool ivec_push(ivec *v, int32_t x) {
 }
 
 typedef struct {
-    int32_t s;      /* stack id (0: empty slot) */
-    uint32_t cp;    /* code point */
-    int32_t off, n; /* its successors: mres[off .. off + n) */
-} gmemo;
-
-typedef struct {
     int32_t off, n; /* the set: lv[off .. off + n) */
     uint8_t part[4];
     int32_t n_part;
@@ -1040,6 +1049,10 @@ struct ctn_grammar_state {
     /* Stack nodes (the top's position in g->elems, the rest's node), hash-consed; node 0 is
      * the empty stack. */
     int32_t *npos, *npar, *nnext;
+    /* Per node: its successors (what the stack becomes once its terminal has taken a
+     * character, which does not depend on the character) are mres[soff .. soff + scnt),
+     * soff -1 until needed; valid until the nodes are compacted. */
+    int32_t *soff, *scnt;
     uint32_t *mark_a, *mark_b; /* per node: stamps for deduplicating sets */
     int32_t n_nodes, cap_nodes;
     uint32_t stamp_a, stamp_b;
@@ -1050,9 +1063,6 @@ struct ctn_grammar_state {
     ivec cur;
     uint8_t part[4];
     int32_t n_part;
-    /* (stack, code point) -> the stacks it becomes; valid until the nodes are compacted */
-    gmemo *memo;
-    int32_t cap_memo, n_memo;
     ivec mres;
     /* scratch */
     ivec work, nxt, acc, lv, allowed, tmp;
@@ -1095,6 +1105,10 @@ static bool grow_nodes(ctn_grammar_state *st) {
     st->npar = p;
     if ((p = ctn__realloc(st->nnext, (size_t)c * sizeof *p)) == NULL) return false;
     st->nnext = p;
+    if ((p = ctn__realloc(st->soff, (size_t)c * sizeof *p)) == NULL) return false;
+    st->soff = p;
+    if ((p = ctn__realloc(st->scnt, (size_t)c * sizeof *p)) == NULL) return false;
+    st->scnt = p;
     if ((u = ctn__realloc(st->mark_a, (size_t)c * sizeof *u)) == NULL) return false;
     st->mark_a = u;
     memset(u + st->cap_nodes, 0, (size_t)(c - st->cap_nodes) * sizeof *u);
@@ -1114,6 +1128,7 @@ static int32_t intern(ctn_grammar_state *st, int32_t pos, int32_t par) {
     const int32_t id = st->n_nodes++;
     st->npos[id] = pos;
     st->npar[id] = par;
+    st->soff[id] = -1;
     st->nnext[id] = st->bucket[h];
     st->bucket[h] = id;
     if (st->n_nodes > 2 * st->n_bucket && st->n_bucket < (1 << 28))
@@ -1146,18 +1161,18 @@ static bool push_alts(ctn_grammar_state *st, int32_t r, int32_t cont) {
 }
 
 /* Expands the stacks on the work list until each has a terminal on top (or is empty), and
- * appends those to out, each once. */
+ * appends those to out, each once. A stack met twice is expanded once (its expansion depends
+ * on nothing else), so rules with many ways to the same place cost no more than one. */
 static bool drain(ctn_grammar_state *st, ivec *out) {
     const ctn_grammar *g = st->g;
     const uint32_t stamp = next_stamp(&st->stamp_b, st->mark_b, st->cap_nodes);
     while (st->work.n > 0) {
         const int32_t s = st->work.p[--st->work.n];
+        if (st->mark_b[s] == stamp) continue;
+        st->mark_b[s] = stamp;
         const int32_t pos = s == 0 ? -1 : st->npos[s];
         if (s == 0 || g->elems[pos].type == CTN__GEL_SET) {
-            if (st->mark_b[s] != stamp) {
-                st->mark_b[s] = stamp;
-                if (!ivec_push(out, s)) return false;
-            }
+            if (!ivec_push(out, s)) return false;
             continue;
         }
         /* a reference: the rest of this sequence goes under each alternative */
@@ -1168,52 +1183,21 @@ static bool drain(ctn_grammar_state *st, ivec *out) {
     return true;
 }
 
-static bool memo_grow(ctn_grammar_state *st) {
-    const int32_t c = st->cap_memo ? st->cap_memo * 2 : 1024;
-    gmemo *m = ctn__calloc((size_t)c, sizeof *m);
-    if (m == NULL) return false;
-    for (int32_t i = 0; i < st->cap_memo; i++) {
-        const gmemo e = st->memo[i];
-        if (e.s == 0) continue;
-        uint32_t h = hash2(e.s, (int32_t)e.cp) & (uint32_t)(c - 1);
-        while (m[h].s != 0)
-            h = (h + 1) & (uint32_t)(c - 1);
-        m[h] = e;
-    }
-    free(st->memo);
-    st->memo = m;
-    st->cap_memo = c;
-    return true;
-}
-
-/* The stacks that stack s (whose terminal takes cp) becomes after cp; NULL: out of memory. */
-static const gmemo *successors(ctn_grammar_state *st, int32_t s, uint32_t cp) {
-    uint32_t h = hash2(s, (int32_t)cp) & (uint32_t)(st->cap_memo - 1);
-    while (st->memo[h].s != 0) {
-        if (st->memo[h].s == s && st->memo[h].cp == cp) return &st->memo[h];
-        h = (h + 1) & (uint32_t)(st->cap_memo - 1);
-    }
+/* Makes the successors of stack s (whose terminal has taken a character) known: false when
+ * memory ran out. */
+static bool successors(ctn_grammar_state *st, int32_t s) {
     const int32_t pos = st->npos[s];
     int32_t cont = st->npar[s];
-    if (!is_seq_end(st->g, pos + 1) && (cont = intern(st, pos + 1, cont)) < 0) return NULL;
+    if (!is_seq_end(st->g, pos + 1) && (cont = intern(st, pos + 1, cont)) < 0) return false;
     const int32_t off = st->mres.n;
     st->work.n = 0;
     if (!ivec_push(&st->work, cont) || !drain(st, &st->mres)) {
         st->mres.n = off;
-        return NULL;
+        return false;
     }
-    if (2 * (st->n_memo + 1) > st->cap_memo) {
-        if (!memo_grow(st)) {
-            st->mres.n = off;
-            return NULL;
-        }
-        h = hash2(s, (int32_t)cp) & (uint32_t)(st->cap_memo - 1);
-        while (st->memo[h].s != 0)
-            h = (h + 1) & (uint32_t)(st->cap_memo - 1);
-    }
-    st->memo[h] = (gmemo){s, cp, off, st->mres.n - off};
-    st->n_memo++;
-    return &st->memo[h];
+    st->soff[s] = off;
+    st->scnt[s] = st->mres.n - off;
+    return true;
 }
 
 /* st->nxt = the set in[0, n) after code point cp. 0, or CTN_ENOMEM. in must not point into
@@ -1225,9 +1209,8 @@ static int step_cp(ctn_grammar_state *st, const int32_t *in, int32_t n, uint32_t
     for (int32_t k = 0; k < n; k++) {
         const int32_t s = in[k];
         if (s == 0 || !ctn__gset_has(g, g->elems[st->npos[s]].val, cp)) continue;
-        const gmemo *m = successors(st, s, cp);
-        if (m == NULL) return CTN_ENOMEM;
-        const int32_t off = m->off, cnt = m->n;
+        if (st->soff[s] < 0 && !successors(st, s)) return CTN_ENOMEM;
+        const int32_t off = st->soff[s], cnt = st->scnt[s];
         for (int32_t j = 0; j < cnt; j++) {
             const int32_t id = st->mres.p[off + j];
             if (st->mark_a[id] == stamp) continue;
@@ -1307,7 +1290,7 @@ static int32_t live_depth(const ctn_grammar_state *st) {
 }
 
 /* Starts the node arena afresh with only the current stacks in it, when the garbage left by
- * earlier tokens has grown past a bound; the memo goes with it. */
+ * earlier tokens has grown past a bound; the known successors go with it. */
 static void compact(ctn_grammar_state *st, bool force) {
     const int32_t live = live_depth(st);
     if (!force && st->n_nodes < 8192 + 8 * live && st->mres.n < (1 << 20)) return;
@@ -1322,8 +1305,6 @@ static void compact(ctn_grammar_state *st, bool force) {
     st->n_nodes = 1;
     for (int32_t i = 0; i < st->n_bucket; i++)
         st->bucket[i] = -1;
-    if (st->cap_memo > 0) memset(st->memo, 0, (size_t)st->cap_memo * sizeof *st->memo);
-    st->n_memo = 0;
     st->mres.n = 0;
     int32_t i = 0;
     for (int32_t k = 0; k < st->cur.n; k++) {
@@ -1340,8 +1321,6 @@ static int state_init(ctn_grammar_state *st) {
     st->n_nodes = 1;
     for (int32_t i = 0; i < st->n_bucket; i++)
         st->bucket[i] = -1;
-    if (st->cap_memo > 0) memset(st->memo, 0, (size_t)st->cap_memo * sizeof *st->memo);
-    st->n_memo = 0;
     st->mres.n = 0;
     st->cur.n = 0;
     st->n_part = 0;
@@ -1355,11 +1334,12 @@ void ctn_grammar_state_free(ctn_grammar_state *st) {
     free(st->npos);
     free(st->npar);
     free(st->nnext);
+    free(st->soff);
+    free(st->scnt);
     free(st->mark_a);
     free(st->mark_b);
     free(st->bucket);
     free(st->cur.p);
-    free(st->memo);
     free(st->mres.p);
     free(st->work.p);
     free(st->nxt.p);
@@ -1383,15 +1363,17 @@ int ctn_grammar_state_new(ctn_grammar_state **out, const ctn_grammar *g) {
     st->npos = ctn__malloc((size_t)st->cap_nodes * sizeof *st->npos);
     st->npar = ctn__malloc((size_t)st->cap_nodes * sizeof *st->npar);
     st->nnext = ctn__malloc((size_t)st->cap_nodes * sizeof *st->nnext);
+    st->soff = ctn__malloc((size_t)st->cap_nodes * sizeof *st->soff);
+    st->scnt = ctn__malloc((size_t)st->cap_nodes * sizeof *st->scnt);
     st->mark_a = ctn__calloc((size_t)st->cap_nodes, sizeof *st->mark_a);
     st->mark_b = ctn__calloc((size_t)st->cap_nodes, sizeof *st->mark_b);
     st->bucket = ctn__malloc((size_t)st->n_bucket * sizeof *st->bucket);
-    if (!st->npos || !st->npar || !st->nnext || !st->mark_a || !st->mark_b || !st->bucket ||
-        !memo_grow(st)) {
+    if (!st->npos || !st->npar || !st->nnext || !st->soff || !st->scnt || !st->mark_a ||
+        !st->mark_b || !st->bucket) {
         ctn_grammar_state_free(st);
         return CTN_ENOMEM;
     }
-    st->npos[0] = st->npar[0] = -1;
+    st->npos[0] = st->npar[0] = st->soff[0] = -1;
     if (state_init(st) < 0) {
         ctn_grammar_state_free(st);
         return CTN_ENOMEM;

@@ -8,7 +8,7 @@
  *     if (ctn_token_trie_from_vocab(&t, vocab, err, sizeof err) < 0) puts(err);
  *     ctn_grammar_state *st;                 // one per sequence
  *     if (ctn_grammar_state_new(&st, g) < 0) ...
- *     int n = ctn_grammar_mask(st, t, logits);        // -inf on every token it cannot take
+ *     int64_t n = ctn_grammar_mask(st, t, logits);    // -inf on every token it cannot take
  *     ...                                             // sample tok from logits
  *     ctn_grammar_accept_token(st, t, tok);           // advance by the token's bytes
  *     ctn_grammar_state_free(st);
@@ -44,8 +44,10 @@
  * Matching follows llama.cpp: the state is a set of stacks over the compiled elements, each
  * stack the rest of one way to parse what came so far; a code point advances every stack
  * whose next terminal takes it. Stacks are persistent (a node is a position and a parent)
- * and hash-consed, so equal stacks are one id, sets deduplicate by id, and the result of
- * advancing a stack by a code point is remembered until the next token is accepted. A token
+ * and hash-consed, so equal stacks are one id and sets deduplicate by id; what a stack
+ * becomes once its terminal has taken a character (which does not depend on the character)
+ * is worked out once per stack and kept, across tokens, until the node store is compacted
+ * (when garbage from earlier tokens outgrows the live stacks). A token
  * whose bytes end inside a UTF-8 character is allowed when some stack can take a character
  * that begins with those bytes; the bytes are carried into the next token, as llama.cpp
  * carries its partial_utf8.

@@ -86,6 +86,13 @@ static const char *const G_UNICODE =
 
 static const char *const G_YESNO = "root ::= (\"yes\" | \"no\") \".\"?\n";
 
+static ctn_grammar *YESNO;
+static const ctn_grammar *g_yesno(void) {
+    char err[256];
+    if (YESNO == NULL && ctn_grammar_new(&YESNO, G_YESNO, err, sizeof err) < 0) abort();
+    return YESNO;
+}
+
 /* ---- a reference recognizer over the compiled form ---------------------------------------- */
 
 /* The set of ends j (bit j) such that the elements from pos match cps[i, j); memoised per
@@ -201,6 +208,20 @@ TEST(parses_llama_cpp_style_grammars) {
         CHECK(g != NULL && ctn_grammar_n_rules(g) > 0);
         ctn_grammar_free(g);
     }
+    /* 50 bounded repetitions make 100,000 rules; past a million elements is refused */
+    static char big[4096] = "root ::=";
+    for (int i = 0; i < 50; i++)
+        strcat(big, " \"a\"{0,2000}");
+    char err[256];
+    ctn_grammar *g = NULL;
+    CHECK_EQ_INT(ctn_grammar_new(&g, big, err, sizeof err), 0);
+    CHECK(g != NULL && ctn_grammar_n_rules(g) == 100001);
+    ctn_grammar_free(g);
+    strcpy(big, "root ::=");
+    for (int i = 0; i < 140; i++) /* a literal repeats whole: 140 x 8,000 elements */
+        strcat(big, " \"abcd\"{2000}");
+    CHECK_EQ_INT(ctn_grammar_new(&g, big, err, sizeof err), CTN_EINVAL);
+    CHECK(strstr(err, "too large") != NULL);
 }
 
 typedef struct {
@@ -340,6 +361,21 @@ TEST(matcher_accepts_exactly_the_chosen_cases) {
         {"a→中", 0},  {"α→中文字a", 0}, {"α→中文字", 1}, {"α→中x", 0},
     };
     check_cases(G_UNICODE, uni, sizeof uni / sizeof *uni);
+    static const mcase any[] = {
+        {"xa", 1},
+        {"é"
+         "a",
+         1},
+        {"\na", 1},
+        {"a", 0},
+        {"xya", 0},
+        {"😀"
+         "a",
+         1},
+    };
+    check_cases("root ::= . \"a\"", any, sizeof any / sizeof *any);
+    static const mcase empty[] = {{"a", 1}, {"", 0}, {"aa", 0}};
+    check_cases("root ::= \"\"+ \"a\" \"\"* \"\"{3}", empty, sizeof empty / sizeof *empty);
 }
 
 /* Random strings over each grammar's alphabet, and random sentences derived from it: the
@@ -670,6 +706,587 @@ TEST(trie_mask_on_real_vocabularies_and_its_cost) {
     if (found == 0) SKIP("no vocabularies in %s/vocab (set CTN_SHARED)", shared_dir());
 }
 
+/* ---- generation under a grammar on a random-weight model ------------------------------------ */
+
+/* Token texts 4.. of the test model: every byte but 0x0A (token 3), then pieces the grammars
+ * can use (U+2581 is a space in SPM texts), whole and split UTF-8 characters among them. */
+static const char *const FRAGS[] = {
+    "{",
+    "}",
+    "[",
+    "]",
+    "\"",
+    ":",
+    ",",
+    "\xe2\x96\x81",
+    "true",
+    "false",
+    "null",
+    "0",
+    "1",
+    "2",
+    "3",
+    "45",
+    "-",
+    ".",
+    "e",
+    "\\",
+    "u",
+    "a",
+    "b",
+    "c",
+    "d",
+    "x",
+    "y",
+    "key",
+    "\"a\"",
+    "\":",
+    "\xe2\x96\x81\"",
+    "{\"",
+    "\"}",
+    "[1",
+    ",\xe2\x96\x81",
+    "+",
+    "*",
+    "/",
+    "(",
+    ")",
+    "12",
+    "7",
+    "-\xe2\x96\x81",
+    "e4",
+    "Nf3",
+    "O-O",
+    "x5",
+    "#",
+    "=Q",
+    "yes",
+    "no",
+    "ye",
+    "s.",
+    ".",
+    "\xc3\xa9",
+    "\xc3",
+    "\xce\xb1",
+    "\xe2\x86\x92",
+    "\xe4\xb8\xad",
+    "\xf0\x9f\x98\x80",
+    "\xf0\x9f",
+    "\x98\x80",
+    "aa",
+    "bb",
+    "cc",
+    "dd",
+    "\xe2\x96\x81-\xe2\x96\x81",
+    "\xe2\x96\x81x",
+};
+#define N_FRAGS ((int)(sizeof FRAGS / sizeof *FRAGS))
+
+typedef struct {
+    ctn_gguf *g;
+    ctn_model *m;
+    ctn_vocab *v;
+    char path[256];
+    const char *texts[600];
+    char bytes[256][8];
+} gmodel;
+
+static int gmodel_load(gmodel *L, uint64_t seed) {
+    char err[512];
+    memset(L, 0, sizeof *L);
+    int n = 0;
+    for (int b = 0; b < 256; b++) {
+        if (b == 0x0A) continue;
+        snprintf(L->bytes[b], sizeof L->bytes[b], "<0x%02X>", b);
+        L->texts[n++] = L->bytes[b];
+    }
+    for (int i = 0; i < N_FRAGS; i++)
+        L->texts[n++] = FRAGS[i];
+    randmodel_shape sh = {CTN_TYPE_F32,    64, 4, 2, 128, 2, false, 4 + n, 10000, 1e-5f, seed,
+                          RANDMODEL_LLAMA, 0};
+    const char *tmp = getenv("TMPDIR");
+    snprintf(L->path, sizeof L->path, "%s/test_grammar-%d-%llu.gguf", tmp && *tmp ? tmp : "/tmp",
+             (int)getpid(), (unsigned long long)seed);
+    if (randmodel_write_tokens(&sh, L->texts, false, L->path, err, sizeof err) < 0 ||
+        ctn_gguf_open(&L->g, L->path, err, sizeof err) < 0 ||
+        ctn_model_load(&L->m, L->g, err, sizeof err) < 0 ||
+        ctn_vocab_load(&L->v, L->g, err, sizeof err) < 0) {
+        printf("  %s: %s\n", L->path, err);
+        return -1;
+    }
+    return 0;
+}
+
+static void gmodel_free(gmodel *L) {
+    ctn_vocab_free(L->v);
+    ctn_model_free(L->m);
+    ctn_gguf_free(L->g);
+    unlink(L->path);
+}
+
+#define MAX_GEN 48
+
+typedef struct {
+    int32_t toks[MAX_GEN + 1];
+    int n;
+    char text[1024]; /* on_token texts, then the released tail */
+    size_t len;
+    int done;
+    ctn_finish finish;
+    int code;
+    char error[200];
+} gout;
+
+static void g_on_token(void *ud, const ctn_gen_token *t) {
+    gout *o = ud;
+    if (o->n <= MAX_GEN) o->toks[o->n] = t->token;
+    o->n++;
+    if (t->text != NULL && o->len + t->len < sizeof o->text) {
+        memcpy(o->text + o->len, t->text, t->len);
+        o->len += t->len;
+    }
+}
+
+static void g_on_done(void *ud, int64_t id, const ctn_gen_result *r) {
+    (void)id;
+    gout *o = ud;
+    o->done++;
+    o->finish = r->finish;
+    o->code = r->code;
+    snprintf(o->error, sizeof o->error, "%s", r->error);
+    if (o->len + r->text_len < sizeof o->text) {
+        memcpy(o->text + o->len, r->text, r->text_len);
+        o->len += r->text_len;
+    }
+}
+
+static bool QUIET; /* submissions expected to fail (allocation-failure loops) say nothing */
+
+static ctn_gen *g_engine(const gmodel *L, bool with_vocab) {
+    ctn_gen_params p = {0};
+    p.fwd.n_threads = 1;
+    p.fwd.n_ctx = 256;
+    p.manual = true;
+    ctn_gen *e = NULL;
+    char err[512];
+    if (ctn_gen_new(&e, L->m, with_vocab ? L->v : NULL, &p, err, sizeof err) < 0)
+        printf("  engine: %s\n", err);
+    return e;
+}
+
+/* A manual engine whose KV pool holds n_blocks blocks of 16 positions. */
+static ctn_gen *g_engine_small(const gmodel *L, int32_t n_blocks) {
+    ctn_gen_params p = {0};
+    p.fwd.n_threads = 1;
+    p.fwd.n_ctx = 256;
+    p.fwd.kv_memory =
+        (size_t)n_blocks * ctn_kv_bytes_per_block(L->m->hp.n_layer,
+                                                  L->m->hp.n_head_kv * L->m->hp.head_dim,
+                                                  CTN_TYPE_F16, 16);
+    p.manual = true;
+    ctn_gen *e = NULL;
+    char err[512];
+    if (ctn_gen_new(&e, L->m, L->v, &p, err, sizeof err) < 0) printf("  engine: %s\n", err);
+    return e;
+}
+
+static int64_t g_submit(ctn_gen *e, gout *o, const char *grammar, uint64_t seed, float temp,
+                        int max_tokens) {
+    ctn_gen_request r = ctn_gen_request_default();
+    int32_t prompt[8];
+    uint64_t rng = seed * 31 + 5;
+    const int n = 1 + (int)(rng_next(&rng) % 8);
+    prompt[0] = 1;
+    for (int i = 1; i < n; i++)
+        prompt[i] = 4 + (int32_t)(rng_next(&rng) % 100);
+    r.prompt_ids = prompt;
+    r.n_prompt_ids = n;
+    r.max_tokens = max_tokens;
+    r.sampling.temp = temp;
+    r.sampling.top_k = temp > 0 ? 0 : 40;
+    r.sampling.top_p = 1.0f;
+    r.sampling.min_p = 0.0f;
+    r.sampling.seed = seed;
+    r.grammar = grammar;
+    r.on_token = g_on_token;
+    r.on_done = g_on_done;
+    r.ud = o;
+    memset(o, 0, sizeof *o);
+    char err[512];
+    const int64_t id = ctn_gen_submit(e, &r, err, sizeof err);
+    if (id < 0 && !QUIET) printf("  submit: %s\n", err);
+    return id;
+}
+
+static void g_run(ctn_gen *e) {
+    for (int k = 0; k < 10000 && ctn_gen_step(e, NULL) > 0; k++) {
+    }
+}
+
+/* The bytes the tokens spell (end-of-generation tokens spell nothing). */
+static size_t spell(const ctn_vocab *v, const gout *o, char *buf, size_t cap) {
+    size_t len = 0;
+    for (int i = 0; i < o->n && i <= MAX_GEN; i++) {
+        char piece[64];
+        const int k = ctn_token_to_piece(v, o->toks[i], piece, sizeof piece, 0, false);
+        if (k > 0 && len + (size_t)k < cap) memcpy(buf + len, piece, (size_t)k), len += (size_t)k;
+    }
+    return len;
+}
+
+TEST(generations_follow_the_grammar) {
+    gmodel L;
+    if (gmodel_load(&L, 77) < 0) {
+        CHECK(0);
+        return;
+    }
+    static const char *const gs[] = {G_JSON,   G_ARITH, G_LIST,   G_CHESS,
+                                     G_REPEAT, G_YESNO, G_UNICODE};
+    int complete = 0, runs = 0;
+    for (size_t k = 0; k < sizeof gs / sizeof *gs; k++) {
+        char err[256];
+        ctn_grammar *g;
+        CHECK_EQ_INT(ctn_grammar_new(&g, gs[k], err, sizeof err), 0);
+        ctn_gen *e = g_engine(&L, true);
+        if (e == NULL || g == NULL) {
+            CHECK(0);
+            ctn_gen_free(e);
+            ctn_grammar_free(g);
+            break;
+        }
+        enum { N = 24 };
+        static gout out[N];
+        for (int i = 0; i < N; i++) /* the first four greedy, the rest sampled */
+            CHECK(g_submit(e, &out[i], gs[k], 1000 * k + (uint64_t)i, i < 4 ? 0.0f : 1.0f,
+                           MAX_GEN) > 0);
+        g_run(e);
+        for (int i = 0; i < N; i++) {
+            const gout *o = &out[i];
+            char text[1024];
+            const size_t len = spell(L.v, o, text, sizeof text);
+            runs++;
+            CHECK_EQ_INT(o->done, 1);
+            if (o->finish == CTN_FINISH_ERROR) {
+                printf("  grammar %zu, request %d: %s\n", k, i, o->error);
+                CHECK(0);
+                continue;
+            }
+            /* the streamed text is the bytes the grammar matched */
+            if (o->len != len || memcmp(o->text, text, len) != 0) {
+                printf("  grammar %zu, request %d: streamed \"%.*s\", spelled \"%.*s\"\n", k, i,
+                       (int)o->len, o->text, (int)len, text);
+                CHECK(0);
+            }
+            ctn_grammar_state *st;
+            CHECK_EQ_INT(ctn_grammar_state_new(&st, g), 0);
+            const int taken = ctn_grammar_accept(st, text, len, true) == 0;
+            if (o->finish == CTN_FINISH_EOS) {
+                complete++;
+                const int r = ref_accepts(g, text, len);
+                if (!taken || !ctn_grammar_complete(st) || r == 0) {
+                    printf("  grammar %zu, request %d ended but \"%.*s\" is not a sentence\n", k, i,
+                           (int)len, text);
+                    CHECK(0);
+                }
+            } else {
+                CHECK_EQ_INT(o->finish, CTN_FINISH_LENGTH);
+                CHECK_EQ_INT(o->n, MAX_GEN);
+                if (!taken) {
+                    printf("  grammar %zu, request %d: \"%.*s\" is not a prefix\n", k, i, (int)len,
+                           text);
+                    CHECK(0);
+                }
+            }
+            ctn_grammar_state_free(st);
+        }
+        ctn_gen_free(e);
+        ctn_grammar_free(g);
+    }
+    printf("  %d generations, %d ended as whole sentences, the rest at max_tokens as prefixes\n",
+           runs, complete);
+    CHECK(complete >= runs / 4);
+    gmodel_free(&L);
+}
+
+/* Unconstrained requests batched with grammar requests get the tokens they get alone; the
+ * grammar requests too. */
+TEST(grammar_sequences_leave_the_batch_unchanged) {
+    gmodel L;
+    if (gmodel_load(&L, 78) < 0) {
+        CHECK(0);
+        return;
+    }
+    enum { N = 6 };
+    static gout alone[2 * N], mixed[2 * N];
+    for (int i = 0; i < 2 * N; i++) { /* even: no grammar; odd: JSON */
+        ctn_gen *e = g_engine(&L, true);
+        CHECK(g_submit(e, &alone[i], i % 2 ? G_JSON : NULL, (uint64_t)i, i % 3 ? 0.8f : 0.0f, 24) >
+              0);
+        g_run(e);
+        ctn_gen_free(e);
+    }
+    ctn_gen *e = g_engine(&L, true);
+    for (int i = 0; i < 2 * N; i++)
+        CHECK(g_submit(e, &mixed[i], i % 2 ? G_JSON : NULL, (uint64_t)i, i % 3 ? 0.8f : 0.0f, 24) >
+              0);
+    g_run(e);
+    ctn_gen_free(e);
+    int differ_from_grammar = 0;
+    for (int i = 0; i < 2 * N; i++) {
+        CHECK_EQ_INT(alone[i].done, 1);
+        CHECK_EQ_INT(mixed[i].done, 1);
+        CHECK_EQ_INT(alone[i].n, mixed[i].n);
+        CHECK(memcmp(alone[i].toks, mixed[i].toks, sizeof(int32_t) * (size_t)alone[i].n) == 0);
+        CHECK(alone[i].len == mixed[i].len &&
+              memcmp(alone[i].text, mixed[i].text, alone[i].len) == 0);
+        if (i % 2 == 0 && i + 1 < 2 * N)
+            differ_from_grammar += alone[i].len != alone[i + 1].len ||
+                                   memcmp(alone[i].text, alone[i + 1].text, alone[i].len) != 0;
+    }
+    CHECK(differ_from_grammar > 0); /* the grammar did constrain its neighbours' twins */
+    gmodel_free(&L);
+}
+
+/* Preempted and recomputed grammar sequences keep their grammar state: the same tokens as
+ * alone. */
+TEST(grammar_state_survives_preemption) {
+    gmodel L;
+    if (gmodel_load(&L, 84) < 0) {
+        CHECK(0);
+        return;
+    }
+    enum { N = 8 };
+    static gout alone[N], crowded[N];
+    for (int i = 0; i < N; i++) {
+        ctn_gen *e = g_engine(&L, true);
+        CHECK(g_submit(e, &alone[i], G_JSON, 40 + (uint64_t)i, 0.9f, MAX_GEN) > 0);
+        g_run(e);
+        ctn_gen_free(e);
+    }
+    ctn_gen *e = g_engine_small(&L, 12);
+    if (e == NULL) {
+        CHECK(0);
+        gmodel_free(&L);
+        return;
+    }
+    for (int i = 0; i < N; i++)
+        CHECK(g_submit(e, &crowded[i], G_JSON, 40 + (uint64_t)i, 0.9f, MAX_GEN) > 0);
+    g_run(e);
+    ctn_gen_stats st;
+    ctn_gen_get_stats(e, &st);
+    ctn_gen_free(e);
+    printf("  %lld preemptions\n", (long long)st.preemptions);
+    CHECK(st.preemptions > 0);
+    for (int i = 0; i < N; i++) {
+        CHECK(crowded[i].done == 1 && crowded[i].finish != CTN_FINISH_ERROR);
+        CHECK_EQ_INT(alone[i].n, crowded[i].n);
+        CHECK(memcmp(alone[i].toks, crowded[i].toks, sizeof(int32_t) * (size_t)alone[i].n) == 0);
+    }
+    gmodel_free(&L);
+}
+
+TEST(bad_grammars_are_refused_at_submit) {
+    gmodel L;
+    if (gmodel_load(&L, 79) < 0) {
+        CHECK(0);
+        return;
+    }
+    ctn_gen *e = g_engine(&L, true);
+    ctn_gen_request r = ctn_gen_request_default();
+    const int32_t prompt[] = {1, 5, 6};
+    r.prompt_ids = prompt;
+    r.n_prompt_ids = 3;
+    r.grammar = "root ::= \"a\" | [b-";
+    char err[512] = "";
+    CHECK_EQ_INT(ctn_gen_submit(e, &r, err, sizeof err), CTN_EINVAL);
+    CHECK_STR(err, "grammar line 1, column 16 (rule 'root'): a character class that is never "
+                   "closed (expected ']')");
+    r.grammar = "root ::= x";
+    CHECK_EQ_INT(ctn_gen_submit(e, &r, err, sizeof err), CTN_EINVAL);
+    CHECK(strstr(err, "undefined rule 'x'") != NULL);
+    r.grammar = "root ::= \"a\"";
+    r.pooling = CTN_POOL_MEAN;
+    CHECK_EQ_INT(ctn_gen_submit(e, &r, err, sizeof err), CTN_EINVAL);
+    r.pooling = CTN_POOL_NONE;
+    ctn_gen_free(e);
+    e = g_engine(&L, false);
+    CHECK_EQ_INT(ctn_gen_submit(e, &r, err, sizeof err), CTN_EINVAL);
+    CHECK(strstr(err, "vocabulary") != NULL);
+    ctn_gen_free(e);
+    /* a grammar the vocabulary cannot spell past a point (its pieces are " w<id>" only):
+     * an error at that token, never a stray token */
+    gmodel P;
+    memset(&P, 0, sizeof P);
+    randmodel_shape sh = {CTN_TYPE_F32,    64, 4, 2, 128, 2, false, 120, 10000, 1e-5f, 81,
+                          RANDMODEL_LLAMA, 0};
+    snprintf(P.path, sizeof P.path, "/tmp/test_grammar-%d-plain.gguf", (int)getpid());
+    CHECK(randmodel_write(&sh, false, P.path, err, sizeof err) == 0 &&
+          ctn_gguf_open(&P.g, P.path, err, sizeof err) == 0 &&
+          ctn_model_load(&P.m, P.g, err, sizeof err) == 0 &&
+          ctn_vocab_load(&P.v, P.g, err, sizeof err) == 0);
+    e = g_engine(&P, true);
+    gout o;
+    CHECK(g_submit(e, &o, "root ::= \" w1\" [0-9] \"q\"", 3, 0.0f, 8) > 0);
+    g_run(e);
+    CHECK_EQ_INT(o.done, 1);
+    CHECK_EQ_INT(o.finish, CTN_FINISH_ERROR);
+    CHECK_EQ_INT(o.code, CTN_ERANGE);
+    CHECK(strstr(o.error, "grammar allows no token") != NULL);
+    CHECK_EQ_INT(o.n, 1); /* " w1<digit>" came as one token, then nothing could */
+    CHECK(o.n == 1 && o.toks[0] >= 10 && o.toks[0] <= 19);
+    ctn_gen_free(e);
+    gmodel_free(&P);
+    gmodel_free(&L);
+}
+
+/* A session's history is not matched: each request's grammar starts at its first token. */
+TEST(grammar_applies_to_generated_tokens_of_a_session) {
+    gmodel L;
+    if (gmodel_load(&L, 80) < 0) {
+        CHECK(0);
+        return;
+    }
+    ctn_gen *e = g_engine(&L, true);
+    const int64_t sess = ctn_gen_session_new(e);
+    CHECK(sess > 0);
+    for (int turn = 0; turn < 3; turn++) {
+        ctn_gen_request r = ctn_gen_request_default();
+        const int32_t prompt[] = {1, 40, 41, 42};
+        r.prompt_ids = turn == 0 ? prompt : prompt + 1;
+        r.n_prompt_ids = turn == 0 ? 4 : 3;
+        r.session = sess;
+        r.max_tokens = 16;
+        r.grammar = G_YESNO;
+        gout o;
+        memset(&o, 0, sizeof o);
+        r.on_token = g_on_token;
+        r.on_done = g_on_done;
+        r.ud = &o;
+        char err[256];
+        CHECK(ctn_gen_submit(e, &r, err, sizeof err) > 0);
+        g_run(e);
+        CHECK_EQ_INT(o.done, 1);
+        CHECK_EQ_INT(o.finish, CTN_FINISH_EOS);
+        char text[256];
+        const size_t len = spell(L.v, &o, text, sizeof text);
+        CHECK(ref_accepts(g_yesno(), text, len) == 1);
+    }
+    ctn_gen_free(e);
+    gmodel_free(&L);
+}
+
+/* ---- allocation failures ----------------------------------------------------------------------
+ */
+
+/* Compiles a grammar, makes the trie of v (or of the synthetic vocabulary) and a state, and
+ * walks 20 tokens with masks: 0, or the first error (which must be CTN_ENOMEM). */
+static int alloc_run(const ctn_vocab *v, const synvocab *sv, const char *gtext) {
+    char err[256];
+    ctn_grammar *g = NULL;
+    ctn_token_trie *t = NULL;
+    ctn_grammar_state *st = NULL;
+    float logits[4096];
+    int rc = ctn_grammar_new(&g, gtext, err, sizeof err);
+    if (rc == 0)
+        rc = v != NULL ? ctn_token_trie_from_vocab(&t, v, err, sizeof err)
+                       : ctn_token_trie_new(&t, sv->n, (const char *const *)sv->p, sv->len, sv->eog,
+                                            err, sizeof err);
+    if (rc == 0) rc = ctn_grammar_state_new(&st, g);
+    uint64_t rng = 3;
+    for (int step = 0; rc == 0 && step < 20; step++) {
+        const int32_t n = ctn_token_trie_n_tokens(t);
+        for (int32_t i = 0; i < n && i < 4096; i++)
+            logits[i] = 1.0f;
+        const int64_t na = ctn_grammar_mask(st, t, logits);
+        if (na < 0) {
+            rc = (int)na;
+            break;
+        }
+        if (na == 0) break;
+        int32_t pick = -1;
+        int64_t k = (int64_t)(rng_next(&rng) % (uint64_t)na);
+        for (int32_t i = 0; i < n; i++)
+            if (logits[i] == 1.0f && k-- == 0) pick = i;
+        rc = ctn_grammar_accept_token(st, t, pick);
+        if (rc == CTN_EINVAL) rc = 0, step = 20; /* an end of generation: done */
+    }
+    if (rc != 0 && rc != CTN_ENOMEM) printf("  rc %d: %s\n", rc, err);
+    ctn_grammar_state_free(st);
+    ctn_token_trie_free(t);
+    ctn_grammar_free(g);
+    return rc;
+}
+
+TEST(allocation_failures_in_compiling_and_matching) {
+    gmodel L;
+    if (gmodel_load(&L, 82) < 0) {
+        CHECK(0);
+        return;
+    }
+    synvocab sv;
+    synvocab_make(&sv, 5, 400);
+    int failures = 0;
+    for (int which = 0; which < 3; which++) {
+        const char *gtext = which == 2 ? G_UNICODE : G_JSON;
+        for (int once = 0; once < 2; once++) {
+            for (long n = 0;; n++) {
+                const long before = ctn__alloc_n_failed;
+                ctn__alloc_fail_once = once;
+                ctn__alloc_fail_after = n;
+                const int rc = alloc_run(which == 0 ? L.v : NULL, &sv, gtext);
+                ctn__alloc_fail_after = -1;
+                ctn__alloc_fail_once = false;
+                const bool hit = ctn__alloc_n_failed != before;
+                if (!hit) {
+                    CHECK_EQ_INT(rc, 0);
+                    break;
+                }
+                failures++;
+                if (!once) CHECK_EQ_INT(rc, CTN_ENOMEM);
+                if (rc != 0 && rc != CTN_ENOMEM) {
+                    CHECK(0);
+                    break;
+                }
+            }
+        }
+    }
+    printf("  %d failed allocations, each a clean CTN_ENOMEM or recovered from\n", failures);
+    CHECK(failures > 100);
+    /* the engine: a request with a grammar under failing allocations ends cleanly */
+    int engine_failures = 0;
+    for (long n = 0;; n++) {
+        ctn_gen *e = g_engine(&L, true);
+        if (e == NULL) {
+            CHECK(0);
+            break;
+        }
+        gout o;
+        const long before = ctn__alloc_n_failed;
+        ctn__alloc_fail_after = n;
+        QUIET = true;
+        const int64_t id = g_submit(e, &o, G_JSON, 9, 0.7f, 12);
+        if (id > 0) g_run(e);
+        ctn__alloc_fail_after = -1;
+        QUIET = false;
+        const bool hit = ctn__alloc_n_failed != before;
+        ctn_gen_free(e); /* a request still waiting for memory is cancelled here */
+        if (id > 0) {
+            CHECK_EQ_INT(o.done, 1);
+            if (o.finish == CTN_FINISH_ERROR || o.finish == CTN_FINISH_CANCELLED) CHECK(hit);
+        } else {
+            CHECK_EQ_INT(id, CTN_ENOMEM);
+        }
+        if (!hit) {
+            CHECK(id > 0 && o.finish != CTN_FINISH_ERROR);
+            break;
+        }
+        engine_failures++;
+    }
+    printf("  %d failed allocations in the engine's grammar requests\n", engine_failures);
+    synvocab_free(&sv);
+    gmodel_free(&L);
+}
+
 int main(void) {
     RUN(parses_llama_cpp_style_grammars);
     RUN(parse_errors_name_line_column_and_rule);
@@ -678,5 +1295,12 @@ int main(void) {
     RUN(partial_utf8_is_carried_between_pieces);
     RUN(trie_mask_equals_brute_force_on_synthetic_vocabularies);
     RUN(trie_mask_on_real_vocabularies_and_its_cost);
+    RUN(generations_follow_the_grammar);
+    RUN(grammar_sequences_leave_the_batch_unchanged);
+    RUN(grammar_state_survives_preemption);
+    RUN(bad_grammars_are_refused_at_submit);
+    RUN(grammar_applies_to_generated_tokens_of_a_session);
+    RUN(allocation_failures_in_compiling_and_matching);
+    ctn_grammar_free(YESNO);
     return test_summary();
 }
