@@ -710,7 +710,10 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
     if (r->grammar != NULL) {
         if ((s->gram = gram_take(e, r->grammar, &rc, err, errlen)) == NULL) goto fail;
         if ((rc = ctn_grammar_state_new(&s->gst, s->gram->g)) < 0) {
-            ctn__errf(err, errlen, "out of memory");
+            ctn__errf(err, errlen, "%s",
+                      rc == CTN_ENOMEM ? "out of memory"
+                                       : "the grammar is too ambiguous at its start (too many "
+                                         "parses)");
             goto fail;
         }
     }
@@ -1179,8 +1182,9 @@ static ctn_finish next_token(ctn_gen *e, gseq *s, float *logits, int *code, cons
             logits[i] = -INFINITY; /* rows past the tokenizer's tokens spell nothing */
         if (n <= 0) {
             *code = n < 0 ? (int)n : CTN_ERANGE;
-            *error = n < 0 ? "out of memory masking the grammar"
-                           : "the grammar allows no token of the vocabulary here";
+            *error = n == CTN_ENOMEM   ? "out of memory masking the grammar"
+                     : n == CTN_ERANGE ? "the grammar is too ambiguous here (too many parses)"
+                                       : "the grammar allows no token of the vocabulary here";
             return CTN_FINISH_ERROR;
         }
     }
@@ -1194,8 +1198,9 @@ static ctn_finish next_token(ctn_gen *e, gseq *s, float *logits, int *code, cons
         const int grc = ctn_grammar_accept_token(s->gst, e->trie, tok);
         if (grc < 0) {
             *code = grc;
-            *error = grc == CTN_ENOMEM ? "out of memory advancing the grammar"
-                                       : "the sampled token is not allowed by the grammar";
+            *error = grc == CTN_ENOMEM   ? "out of memory advancing the grammar"
+                     : grc == CTN_ERANGE ? "the grammar is too ambiguous here (too many parses)"
+                                         : "the sampled token is not allowed by the grammar";
             return CTN_FINISH_ERROR;
         }
     }

@@ -1162,46 +1162,52 @@ static bool push_alts(ctn_grammar_state *st, int32_t r, int32_t cont) {
 
 /* Expands the stacks on the work list until each has a terminal on top (or is empty), and
  * appends those to out, each once. A stack met twice is expanded once (its expansion depends
- * on nothing else), so rules with many ways to the same place cost no more than one. */
-static bool drain(ctn_grammar_state *st, ivec *out) {
+ * on nothing else), so rules with many ways to the same place cost no more than one. 0,
+ * CTN_ENOMEM, or CTN_ERANGE past the limits on stacks. */
+static int drain(ctn_grammar_state *st, ivec *out) {
     const ctn_grammar *g = st->g;
     const uint32_t stamp = next_stamp(&st->stamp_b, st->mark_b, st->cap_nodes);
+    const int32_t start = out->n;
+    int32_t visits = 0;
     while (st->work.n > 0) {
         const int32_t s = st->work.p[--st->work.n];
         if (st->mark_b[s] == stamp) continue;
         st->mark_b[s] = stamp;
+        if (++visits > CTN_GRAMMAR_MAX_STACKS * 16) return CTN_ERANGE;
         const int32_t pos = s == 0 ? -1 : st->npos[s];
         if (s == 0 || g->elems[pos].type == CTN__GEL_SET) {
-            if (!ivec_push(out, s)) return false;
+            if (out->n - start >= CTN_GRAMMAR_MAX_STACKS) return CTN_ERANGE;
+            if (!ivec_push(out, s)) return CTN_ENOMEM;
             continue;
         }
         /* a reference: the rest of this sequence goes under each alternative */
         int32_t cont = st->npar[s];
-        if (!is_seq_end(g, pos + 1) && (cont = intern(st, pos + 1, cont)) < 0) return false;
-        if (!push_alts(st, g->elems[pos].val, cont)) return false;
+        if (!is_seq_end(g, pos + 1) && (cont = intern(st, pos + 1, cont)) < 0) return CTN_ENOMEM;
+        if (!push_alts(st, g->elems[pos].val, cont)) return CTN_ENOMEM;
     }
-    return true;
+    return 0;
 }
 
-/* Makes the successors of stack s (whose terminal has taken a character) known: false when
- * memory ran out. */
-static bool successors(ctn_grammar_state *st, int32_t s) {
+/* Makes the successors of stack s (whose terminal has taken a character) known: 0, or
+ * drain's errors. */
+static int successors(ctn_grammar_state *st, int32_t s) {
     const int32_t pos = st->npos[s];
     int32_t cont = st->npar[s];
-    if (!is_seq_end(st->g, pos + 1) && (cont = intern(st, pos + 1, cont)) < 0) return false;
+    if (!is_seq_end(st->g, pos + 1) && (cont = intern(st, pos + 1, cont)) < 0) return CTN_ENOMEM;
     const int32_t off = st->mres.n;
     st->work.n = 0;
-    if (!ivec_push(&st->work, cont) || !drain(st, &st->mres)) {
+    const int rc = ivec_push(&st->work, cont) ? drain(st, &st->mres) : CTN_ENOMEM;
+    if (rc < 0) {
         st->mres.n = off;
-        return false;
+        return rc;
     }
     st->soff[s] = off;
     st->scnt[s] = st->mres.n - off;
-    return true;
+    return 0;
 }
 
-/* st->nxt = the set in[0, n) after code point cp. 0, or CTN_ENOMEM. in must not point into
- * nxt or mres. */
+/* st->nxt = the set in[0, n) after code point cp. 0, CTN_ENOMEM or CTN_ERANGE (too many
+ * stacks). in must not point into nxt or mres. */
 static int step_cp(ctn_grammar_state *st, const int32_t *in, int32_t n, uint32_t cp) {
     const ctn_grammar *g = st->g;
     st->nxt.n = 0;
@@ -1209,12 +1215,16 @@ static int step_cp(ctn_grammar_state *st, const int32_t *in, int32_t n, uint32_t
     for (int32_t k = 0; k < n; k++) {
         const int32_t s = in[k];
         if (s == 0 || !ctn__gset_has(g, g->elems[st->npos[s]].val, cp)) continue;
-        if (st->soff[s] < 0 && !successors(st, s)) return CTN_ENOMEM;
+        if (st->soff[s] < 0) {
+            const int rc = successors(st, s);
+            if (rc < 0) return rc;
+        }
         const int32_t off = st->soff[s], cnt = st->scnt[s];
         for (int32_t j = 0; j < cnt; j++) {
             const int32_t id = st->mres.p[off + j];
             if (st->mark_a[id] == stamp) continue;
             st->mark_a[id] = stamp;
+            if (st->nxt.n >= CTN_GRAMMAR_MAX_STACKS) return CTN_ERANGE;
             if (!ivec_push(&st->nxt, id)) return CTN_ENOMEM;
         }
     }
@@ -1325,8 +1335,8 @@ static int state_init(ctn_grammar_state *st) {
     st->cur.n = 0;
     st->n_part = 0;
     st->work.n = 0;
-    if (!push_alts(st, st->g->root, 0) || !drain(st, &st->cur)) return CTN_ENOMEM;
-    return 0;
+    if (!push_alts(st, st->g->root, 0)) return CTN_ENOMEM;
+    return drain(st, &st->cur);
 }
 
 void ctn_grammar_state_free(ctn_grammar_state *st) {
@@ -1374,9 +1384,10 @@ int ctn_grammar_state_new(ctn_grammar_state **out, const ctn_grammar *g) {
         return CTN_ENOMEM;
     }
     st->npos[0] = st->npar[0] = st->soff[0] = -1;
-    if (state_init(st) < 0) {
+    const int rc = state_init(st);
+    if (rc < 0) {
         ctn_grammar_state_free(st);
-        return CTN_ENOMEM;
+        return rc;
     }
     *out = st;
     return 0;

@@ -36,10 +36,12 @@
  *     it as repetition (`expr ::= term ("+" term)*`).
  *   Not supported: llama.cpp's token references (<[id]>, <name>).
  *
- * Errors name the place: "grammar line 3, column 12 (rule 'value'): expected ']'",
- * "grammar line 2, column 9 (rule 'root'): undefined rule 'vlaue'", "grammar: no rule
- * 'root'", "grammar line 4, column 1 (rule 'expr'): left recursion: 'expr' can begin with
- * 'expr'". Columns count bytes from 1.
+ * Errors name the place: "grammar line 3, column 12 (rule 'value'): a character class that
+ * is never closed (expected ']')", "grammar line 2, column 9 (rule 'root'): undefined rule
+ * 'vlaue'", "grammar: no rule 'root' (the start rule)", "grammar line 4, column 1 (rule
+ * 'expr'): left recursion: 'expr' can begin with 'expr' (write it as a repetition)".
+ * Columns count bytes from 1. A grammar over a million elements once repetitions are
+ * expanded is refused as too large.
  *
  * Matching follows llama.cpp: the state is a set of stacks over the compiled elements, each
  * stack the rest of one way to parse what came so far; a code point advances every stack
@@ -47,10 +49,10 @@
  * and hash-consed, so equal stacks are one id and sets deduplicate by id; what a stack
  * becomes once its terminal has taken a character (which does not depend on the character)
  * is worked out once per stack and kept, across tokens, until the node store is compacted
- * (when garbage from earlier tokens outgrows the live stacks). A token
- * whose bytes end inside a UTF-8 character is allowed when some stack can take a character
- * that begins with those bytes; the bytes are carried into the next token, as llama.cpp
- * carries its partial_utf8.
+ * (when garbage from earlier tokens outgrows the live stacks). A token whose bytes end
+ * inside a UTF-8 character is allowed when some stack can take a character that begins with
+ * those bytes; the bytes are carried into the next token, as llama.cpp carries its
+ * partial_utf8.
  *
  * The mask: the vocabulary's decoded token bytes (special=false pieces) are stored once in a
  * byte trie, laid out in preorder. ctn_grammar_mask walks it against the state, advancing
@@ -81,6 +83,10 @@ typedef struct ctn_token_trie ctn_token_trie;
 
 /* The most repetitions {m,n} may ask for (llama.cpp's threshold). */
 #define CTN_GRAMMAR_MAX_REPEAT 2000
+/* The most stacks (ways to parse what came so far) a state may hold. A highly ambiguous
+ * grammar ("x"+)+ ... multiplies them with each character; past this the matcher stops with
+ * CTN_ERANGE instead of running out of time, as llama.cpp's would. */
+#define CTN_GRAMMAR_MAX_STACKS 1024
 
 /*
  * Compiles the GBNF text (NUL-terminated, borrowed for the call). 0, CTN_EINVAL with the
@@ -107,7 +113,8 @@ void ctn_token_trie_free(ctn_token_trie *t);
 int32_t ctn_token_trie_n_tokens(const ctn_token_trie *t);
 int64_t ctn_token_trie_n_nodes(const ctn_token_trie *t);
 
-/* A state at the start of g's root rule. 0 or CTN_ENOMEM. */
+/* A state at the start of g's root rule. 0, CTN_ENOMEM, or CTN_ERANGE (the start alone
+ * already has more than CTN_GRAMMAR_MAX_STACKS stacks). */
 int ctn_grammar_state_new(ctn_grammar_state **out, const ctn_grammar *g);
 void ctn_grammar_state_free(ctn_grammar_state *st);
 /* Back to the start of the root rule (keeps the buffers). */
@@ -116,7 +123,8 @@ void ctn_grammar_state_reset(ctn_grammar_state *st);
 /*
  * Advances the state by n bytes of UTF-8 (a token's piece; it may begin or end inside a
  * character). 0; CTN_EINVAL when the grammar cannot take them (the state is then
- * unchanged); CTN_ENOMEM (the state is unchanged too). With commit false only checks.
+ * unchanged); CTN_ENOMEM or CTN_ERANGE (past CTN_GRAMMAR_MAX_STACKS; the state is unchanged
+ * too). With commit false only checks.
  */
 int ctn_grammar_accept(ctn_grammar_state *st, const char *bytes, size_t n, bool commit);
 /* ctn_grammar_accept of token tok's piece in t; for an end-of-generation token, 0 when the
@@ -129,13 +137,14 @@ bool ctn_grammar_finished(const ctn_grammar_state *st);
 
 /*
  * The tokens of t the state can take next: *ids (owned by the state, valid until its next
- * call) gets them in trie order, and the count is returned (0: none), or CTN_ENOMEM.
+ * call) gets them in trie order, and the count is returned (0: none), or CTN_ENOMEM or
+ * CTN_ERANGE (past CTN_GRAMMAR_MAX_STACKS somewhere in the walk).
  */
 int64_t ctn_grammar_allowed(ctn_grammar_state *st, const ctn_token_trie *t, const int32_t **ids);
 /*
  * Sets logits[i] to -inf for every token i (of t's n_tokens) the state cannot take; the
- * others are left as they are. Returns the number allowed (0: none), or CTN_ENOMEM (the
- * logits are then untouched).
+ * others are left as they are. Returns the number allowed (0: none), or ctn_grammar_allowed's
+ * errors (the logits are then untouched).
  */
 int64_t ctn_grammar_mask(ctn_grammar_state *st, const ctn_token_trie *t, float *logits);
 

@@ -461,6 +461,33 @@ TEST(partial_utf8_is_carried_between_pieces) {
     ctn_grammar_free(g);
 }
 
+/* A grammar whose parses multiply with each character stops at CTN_GRAMMAR_MAX_STACKS with
+ * CTN_ERANGE, in time, and the state it had is kept. */
+TEST(ambiguity_past_the_limit_is_an_error) {
+    char err[256];
+    ctn_grammar *g;
+    CHECK_EQ_INT(ctn_grammar_new(&g, "root ::= \"a\"++++++++++++++++++++ \"b\"", err, sizeof err),
+                 0);
+    ctn_grammar_state *st = NULL;
+    CHECK_EQ_INT(ctn_grammar_state_new(&st, g), 0);
+    int n = 0, rc = 0;
+    while (st != NULL && n < 300 && (rc = ctn_grammar_accept(st, "a", 1, true)) == 0)
+        n++;
+    CHECK_EQ_INT(rc, CTN_ERANGE);
+    CHECK(n >= 1 && n < 300);
+    CHECK_EQ_INT(ctn_grammar_accept(st, "b", 1, true), 0); /* the state before it stands */
+    CHECK(ctn_grammar_complete(st));
+    ctn_grammar_state_free(st);
+    ctn_grammar_free(g);
+    /* the same language written plainly has one parse */
+    CHECK_EQ_INT(ctn_grammar_new(&g, "root ::= \"a\"+ \"b\"", err, sizeof err), 0);
+    CHECK_EQ_INT(ctn_grammar_state_new(&st, g), 0);
+    for (int i = 0; i < 300; i++)
+        CHECK_EQ_INT(ctn_grammar_accept(st, "a", 1, true), 0);
+    ctn_grammar_state_free(st);
+    ctn_grammar_free(g);
+}
+
 /* ---- the trie's mask against a brute-force check ------------------------------------------ */
 
 typedef struct {
@@ -1293,6 +1320,7 @@ int main(void) {
     RUN(matcher_accepts_exactly_the_chosen_cases);
     RUN(matcher_agrees_with_the_reference_on_random_strings);
     RUN(partial_utf8_is_carried_between_pieces);
+    RUN(ambiguity_past_the_limit_is_an_error);
     RUN(trie_mask_equals_brute_force_on_synthetic_vocabularies);
     RUN(trie_mask_on_real_vocabularies_and_its_cost);
     RUN(generations_follow_the_grammar);
