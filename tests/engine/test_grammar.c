@@ -6,8 +6,12 @@
  * many states (synthetic vocabularies with split UTF-8, and the shared llama.cpp ones, where
  * the mask cost per token is printed); on random-weight models every greedy and sampled
  * generation under a grammar is a sentence of it, and unconstrained sequences batched with
- * it are unchanged; allocation failures anywhere in compiling and matching are clean.
+ * it are unchanged; allocation failures anywhere in compiling and matching are clean. JSON
+ * schemas (engine/json_schema.c) become grammars whose sentences validate against the schema
+ * (by a validator written here), keywords outside the subset are refused by name, and
+ * generations under them validate.
  */
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +23,7 @@
 #include "gen.h"
 #include "grammar-impl.h"
 #include "grammar.h"
+#include "json_schema.h"
 #include "model.h"
 #include "randmodel.h"
 #include "test.h"
@@ -1314,6 +1319,372 @@ TEST(allocation_failures_in_compiling_and_matching) {
     gmodel_free(&L);
 }
 
+/* ---- JSON Schema to GBNF ----------------------------------------------------------------------
+ */
+
+static const char *const SCHEMAS[] = {
+    "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
+    "\"age\":{\"type\":"
+    "\"integer\"}},\"required\":[\"name\",\"age\"]}",
+    "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"boolean\"},\"b\":{"
+    "\"type\":\"null\"},"
+    "\"c\":{\"type\":\"number\"}}}",
+    "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"integer\"},"
+    "\"tags\":{\"type\":"
+    "\"array\",\"items\":{\"type\":\"string\"},\"maxItems\":3}},\"required\":["
+    "\"id\"]}",
+    "{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,"
+    "\"maxItems\":4}",
+    "{\"type\":\"array\",\"items\":{\"type\":\"number\"},\"minItems\":1}",
+    "{\"type\":\"array\",\"maxItems\":0}",
+    "{\"enum\":[\"red\",\"green\",\"blue\"]}",
+    "{\"const\":{\"k\":[1,2]}}",
+    "{\"type\":[\"string\",\"null\"]}",
+    "{\"type\":\"string\",\"minLength\":2,\"maxLength\":5}",
+    "{}",
+    "true",
+    "{\"type\":\"object\"}",
+    "{\"type\":\"object\",\"properties\":{\"p\":{\"type\":\"object\","
+    "\"properties\":{\"q\":{"
+    "\"enum\":[1,2.5,\"x\",null,true]}},\"required\":[\"q\"]}},\"required\":["
+    "\"p\"]}",
+    "{\"properties\":{\"x\":{\"type\":\"integer\"}},\"required\":[\"x\"]}",
+    "{\"items\":{\"type\":\"boolean\"}}",
+    "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{"
+    "\"type\":"
+    "\"integer\"},\"c\":{\"type\":\"integer\"}},\"required\":[\"b\"]}",
+    "{\"type\":\"array\",\"items\":{\"type\":\"array\",\"items\":{\"type\":"
+    "\"integer\"},"
+    "\"maxItems\":2},\"maxItems\":2}",
+    "{\"type\":\"object\",\"properties\":{\"\xc3\xa9\":{\"type\":\"string\","
+    "\"maxLength\":1},"
+    "\"with space\":{\"const\":\"a\\\"b\"}},\"required\":[\"with space\"],"
+    "\"additionalProperties\":false,\"title\":\"t\",\"description\":\"d\"}",
+    "{\"type\":\"number\"}",
+    "{\"type\":\"boolean\"}",
+    "{\"type\":\"object\",\"properties\":{\"list\":{\"type\":\"array\","
+    "\"items\":{\"type\":"
+    "\"object\",\"properties\":{\"k\":{\"type\":\"string\",\"minLength\":1}},"
+    "\"required\":[\"k\"]}"
+    ",\"minItems\":1,\"maxItems\":2}},\"required\":[\"list\"]}",
+    "{\"type\":\"integer\",\"$comment\":\"c\",\"default\":3,\"examples\":[1]}",
+    "{\"type\":[\"integer\",\"boolean\",\"array\"],\"items\":{\"const\":0},"
+    "\"maxItems\":2}",
+    "{\"type\":\"object\",\"properties\":{\"x\":{\"enum\":[[1],{\"a\":null}]}},"
+    "\"required\":[\"x\"]}",
+    "{\"type\":\"string\",\"maxLength\":0}",
+    "{\"type\":\"array\",\"items\":{\"type\":\"string\",\"minLength\":1,"
+    "\"maxLength\":1},"
+    "\"minItems\":3,\"maxItems\":3}",
+    "{\"type\":\"object\",\"properties\":{\"a\":true,\"b\":{}},\"required\":["
+    "\"a\",\"b\"]}",
+    "{\"type\":\"object\",\"properties\":{\"o1\":{\"type\":\"integer\"},\"o2\":"
+    "{\"type\":"
+    "\"string\"},\"o3\":{\"type\":\"boolean\"},\"o4\":{\"type\":\"null\"}}}",
+    "{\"type\":\"null\"}",
+};
+#define N_SCHEMAS ((int)(sizeof SCHEMAS / sizeof *SCHEMAS))
+
+static int utf8_count(const char *s) {
+    int n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+/* A validator for the subset (json_schema.h), written apart from the converter. */
+static bool validate(const cJSON *sc, const cJSON *v) {
+    if (cJSON_IsTrue(sc)) return true;
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(sc, "const");
+    if (c != NULL) return cJSON_Compare(c, v, true);
+    const cJSON *en = cJSON_GetObjectItemCaseSensitive(sc, "enum");
+    if (en != NULL) {
+        for (const cJSON *x = en->child; x != NULL; x = x->next)
+            if (cJSON_Compare(x, v, true)) return true;
+        return false;
+    }
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(sc, "type");
+    if (ty == NULL) {
+        if (cJSON_GetObjectItemCaseSensitive(sc, "properties") != NULL && !cJSON_IsObject(v))
+            return false;
+        if (cJSON_GetObjectItemCaseSensitive(sc, "items") != NULL && !cJSON_IsArray(v))
+            return false;
+    } else {
+        bool ok = false;
+        const cJSON *first = cJSON_IsArray(ty) ? ty->child : ty;
+        for (const cJSON *t = first; t != NULL && !ok; t = cJSON_IsArray(ty) ? t->next : NULL) {
+            const char *n = t->valuestring;
+            ok = (!strcmp(n, "object") && cJSON_IsObject(v)) ||
+                 (!strcmp(n, "array") && cJSON_IsArray(v)) ||
+                 (!strcmp(n, "string") && cJSON_IsString(v)) ||
+                 (!strcmp(n, "number") && cJSON_IsNumber(v)) ||
+                 (!strcmp(n, "integer") && cJSON_IsNumber(v) &&
+                  v->valuedouble == floor(v->valuedouble)) ||
+                 (!strcmp(n, "boolean") && cJSON_IsBool(v)) ||
+                 (!strcmp(n, "null") && cJSON_IsNull(v));
+        }
+        if (!ok) return false;
+    }
+    if (cJSON_IsObject(v)) {
+        const cJSON *props = cJSON_GetObjectItemCaseSensitive(sc, "properties");
+        const cJSON *req = cJSON_GetObjectItemCaseSensitive(sc, "required");
+        if (props != NULL || req != NULL) {
+            for (const cJSON *k = v->child; k != NULL; k = k->next) {
+                const cJSON *ps = props ? cJSON_GetObjectItemCaseSensitive(props, k->string) : NULL;
+                if (ps == NULL || !validate(ps, k)) return false;
+            }
+            for (const cJSON *r = req ? req->child : NULL; r != NULL; r = r->next)
+                if (cJSON_GetObjectItemCaseSensitive(v, r->valuestring) == NULL) return false;
+        }
+    }
+    if (cJSON_IsArray(v)) {
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(sc, "items");
+        const cJSON *lo = cJSON_GetObjectItemCaseSensitive(sc, "minItems");
+        const cJSON *hi = cJSON_GetObjectItemCaseSensitive(sc, "maxItems");
+        const int n = cJSON_GetArraySize(v);
+        if ((lo && n < lo->valueint) || (hi && n > hi->valueint)) return false;
+        for (const cJSON *x = v->child; x != NULL && it != NULL; x = x->next)
+            if (!validate(it, x)) return false;
+    }
+    if (cJSON_IsString(v)) {
+        const cJSON *lo = cJSON_GetObjectItemCaseSensitive(sc, "minLength");
+        const cJSON *hi = cJSON_GetObjectItemCaseSensitive(sc, "maxLength");
+        const int n = utf8_count(v->valuestring);
+        if ((lo && n < lo->valueint) || (hi && n > hi->valueint)) return false;
+    }
+    return true;
+}
+
+/* Whether text parses as JSON and validates against the schema (-1: a lone surrogate
+ * escape, which JSON's grammar allows and cJSON refuses). */
+static int valid_instance(const cJSON *sc, const char *text, size_t len) {
+    cJSON *v = cJSON_ParseWithLength(text, len);
+    if (v == NULL) {
+        for (size_t i = 0; i + 2 < len; i++)
+            if (text[i] == '\\' && text[i + 1] == 'u' && (text[i + 2] == 'd' || text[i + 2] == 'D'))
+                return -1;
+        return 0;
+    }
+    const int ok = validate(sc, v);
+    cJSON_Delete(v);
+    return ok;
+}
+
+TEST(json_schemas_become_grammars_of_their_instances) {
+    uint64_t rng = 17;
+    int derived = 0, lone = 0;
+    for (int k = 0; k < N_SCHEMAS; k++) {
+        char *gbnf = NULL, err[256];
+        const int rc =
+            ctn_json_schema_to_gbnf(SCHEMAS[k], strlen(SCHEMAS[k]), &gbnf, err, sizeof err);
+        if (rc != 0) printf("  schema %d: %s\n", k, err);
+        CHECK_EQ_INT(rc, 0);
+        if (gbnf == NULL) continue;
+        ctn_grammar *g = NULL;
+        if (ctn_grammar_new(&g, gbnf, err, sizeof err) != 0) {
+            printf("  schema %d: %s\n%s", k, err, gbnf);
+            CHECK(0);
+            free(gbnf);
+            continue;
+        }
+        cJSON *sc = cJSON_Parse(SCHEMAS[k]);
+        int got = 0;
+        for (int t = 0; t < 400; t++) {
+            char text[256];
+            size_t len = 0;
+            if (!derive(g, g->alts[g->alt_off[g->root]], &rng, text, &len, 200, 0)) continue;
+            const int ok = valid_instance(sc, text, len);
+            if (ok < 0) {
+                lone++;
+                continue;
+            }
+            if (!ok) {
+                printf("  schema %d: derived \"%.*s\" does not validate\n%s", k, (int)len, text,
+                       gbnf);
+                CHECK(0);
+                break;
+            }
+            got++;
+        }
+        derived += got;
+        if (got == 0) printf("  schema %d: no sentence derived\n", k);
+        CHECK(got > 0);
+        cJSON_Delete(sc);
+        ctn_grammar_free(g);
+        free(gbnf);
+    }
+    printf("  %d schemas, %d derived instances validate (%d with lone surrogates "
+           "skipped)\n",
+           N_SCHEMAS, derived, lone);
+}
+
+TEST(json_schema_instances_accepted_and_rejected) {
+    static const struct {
+        int schema;
+        const char *text;
+        int ok;
+    } cases[] = {
+        {0, "{\"name\": \"x\", \"age\": 3}", 1},
+        {0, "{ \"name\" : \"Ann\",\"age\":-12 }", 1},
+        {0, "{\"age\": 3, \"name\": \"x\"}", 0}, /* properties come in the schema's order */
+        {0, "{\"name\": \"x\"}", 0},
+        {0, "{\"name\": \"x\", \"age\": 3.5}", 0},
+        {0, "{\"name\": 1, \"age\": 3}", 0},
+        {0, "{\"name\": \"x\", \"age\": 3, \"z\": 1}", 0},
+        {1, "{}", 1},
+        {1, "{\"c\": 1.5e3}", 1},
+        {1, "{\"a\": true, \"c\": 2}", 1},
+        {1, "{\"b\": null, \"a\": true}", 0},
+        {1, "{\"a\": true,}", 0},
+        {3, "[1, 2]", 1},
+        {3, "[1, 2, 3, 4]", 1},
+        {3, "[1]", 0},
+        {3, "[1, 2, 3, 4, 5]", 0},
+        {5, "[]", 1},
+        {5, "[1]", 0},
+        {6, "\"green\"", 1},
+        {6, "\"purple\"", 0},
+        {7, "{\"k\":[1,2]}", 1},
+        {7, "{\"k\": [1, 2]}", 0}, /* a constant is matched as cJSON writes it */
+        {8, "null", 1},
+        {8, "\"s\"", 1},
+        {8, "1", 0},
+        {9, "\"ab\"", 1},
+        {9, "\"abcdef\"", 0},
+        {9, "\"a\"", 0},
+        {9, "\"\\u00e9\\n\"", 1},
+        {16, "{\"b\": 1}", 1},
+        {16, "{\"b\": 2, \"a\": 1, \"c\": 3}", 1},
+        {16, "{\"b\": 2, \"c\": 3}", 1},
+        {16, "{\"a\": 1, \"b\": 2, \"c\": 3}", 0}, /* required first */
+        {16, "{\"b\": 2, \"c\": 3, \"a\": 1}", 0},
+        {16, "{\"a\": 1, \"c\": 3}", 0},
+        {18, "{\"with space\": \"a\\\"b\"}", 1},
+        {18, "{\"with space\": \"a\\\"b\", \"\xc3\xa9\": \"\xc3\xbc\"}", 1},
+        {18, "{\"with space\": \"a\\\"b\", \"\xc3\xa9\": \"ab\"}", 0},
+        {18, "{\"\xc3\xa9\": \"\xc3\xbc\", \"with space\": \"a\\\"b\"}", 0}, /* required first */
+        {23, "[0, 0]", 1},
+        {23, "true", 1},
+        {23, "-7", 1},
+        {23, "[1]", 0},
+        {29, "null", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *gbnf = NULL, err[256];
+        const char *sch = SCHEMAS[cases[i].schema];
+        CHECK_EQ_INT(ctn_json_schema_to_gbnf(sch, strlen(sch), &gbnf, err, sizeof err), 0);
+        ctn_grammar *g = NULL;
+        if (gbnf == NULL || ctn_grammar_new(&g, gbnf, err, sizeof err) != 0) {
+            CHECK(0);
+            free(gbnf);
+            continue;
+        }
+        const int m = match(g, cases[i].text, strlen(cases[i].text));
+        if (m != cases[i].ok) {
+            printf("  schema %d, %s: matcher %d, expected %d\n%s", cases[i].schema, cases[i].text,
+                   m, cases[i].ok, gbnf);
+            CHECK(0);
+        }
+        ctn_grammar_free(g);
+        free(gbnf);
+    }
+}
+
+TEST(json_schema_keywords_outside_the_subset_are_named) {
+    static const struct {
+        const char *schema, *msg;
+    } bad[] = {
+        {"{\"anyOf\":[{\"type\":\"string\"}]}", "schema at /: 'anyOf' is not supported"},
+        {"{\"type\":\"object\",\"properties\":{\"age\":{\"type\":\"integer\","
+         "\"minimum\":0}}}",
+         "schema at /properties/age: 'minimum' is not supported"},
+        {"{\"type\":\"string\",\"pattern\":\"^a$\"}", "schema at /: 'pattern' is not supported"},
+        {"{\"$ref\":\"#/$defs/x\"}", "schema at /: '$ref' is not supported"},
+        {"{\"type\":\"object\",\"additionalProperties\":true}",
+         "schema at /: 'additionalProperties' other than false is not supported"},
+        {"{\"type\":\"array\",\"items\":[{\"type\":\"string\"}]}",
+         "schema at /: 'items' as a list (tuples, prefixItems) is not supported"},
+        {"{\"type\":\"array\",\"items\":{\"type\":\"string\",\"format\":\"date\"}"
+         "}",
+         "schema at /items: 'format' is not supported"},
+        {"{\"type\":\"array\",\"uniqueItems\":true}",
+         "schema at /: 'uniqueItems' is not supported"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{}},\"required\":[\"b\"]}",
+         "schema at /: required property 'b' is not in 'properties'"},
+        {"{\"type\":\"strin\"}", "schema at /: unknown type 'strin'"},
+        {"{\"type\":\"array\",\"minItems\":3,\"maxItems\":1}",
+         "schema at /: 'maxItems' 1 is below 'minItems' 3"},
+        {"{\"type\":\"array\",\"minItems\":-1}",
+         "schema at /: 'minItems' must be a whole number from 0 to 2000"},
+        {"false", "schema at /: the schema false matches nothing"},
+        {"3", "schema at /: a schema must be an object or a boolean"},
+        {"{\"enum\":[]}", "schema at /: 'enum' must be a non-empty array"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char *gbnf = (char *)"x", err[256] = "";
+        CHECK_EQ_INT(
+            ctn_json_schema_to_gbnf(bad[i].schema, strlen(bad[i].schema), &gbnf, err, sizeof err),
+            CTN_EINVAL);
+        CHECK(gbnf == NULL);
+        if (strcmp(err, bad[i].msg) != 0) {
+            printf("  case %zu:\n    got  %s\n    want %s\n", i, err, bad[i].msg);
+            CHECK(0);
+        }
+    }
+    char *gbnf, err[256];
+    CHECK_EQ_INT(ctn_json_schema_to_gbnf("{\"type\":", 8, &gbnf, err, sizeof err), CTN_EINVAL);
+    CHECK(strstr(err, "not valid JSON") != NULL);
+    const char *bad_utf8 = "{\"properties\":{\"a\xff\":{}}}";
+    CHECK_EQ_INT(ctn_json_schema_to_gbnf(bad_utf8, strlen(bad_utf8), &gbnf, err, sizeof err),
+                 CTN_EINVAL);
+    CHECK_STR(err, "schema: not valid UTF-8");
+}
+
+/* On the random model, every generation under a schema's grammar that ends is JSON that
+ * validates against the schema. */
+TEST(generations_under_json_schemas_validate) {
+    gmodel L;
+    if (gmodel_load(&L, 83) < 0) {
+        CHECK(0);
+        return;
+    }
+    int ended = 0, runs = 0;
+    for (int k = 0; k < N_SCHEMAS; k++) {
+        char *gbnf = NULL, err[256];
+        CHECK_EQ_INT(
+            ctn_json_schema_to_gbnf(SCHEMAS[k], strlen(SCHEMAS[k]), &gbnf, err, sizeof err), 0);
+        if (gbnf == NULL) continue;
+        cJSON *sc = cJSON_Parse(SCHEMAS[k]);
+        ctn_gen *e = g_engine(&L, true);
+        enum { N = 6 };
+        static gout out[N];
+        for (int i = 0; i < N; i++)
+            CHECK(g_submit(e, &out[i], gbnf, 500 * (uint64_t)k + (uint64_t)i, i == 0 ? 0.0f : 1.0f,
+                           MAX_GEN) > 0);
+        g_run(e);
+        for (int i = 0; i < N; i++) {
+            runs++;
+            CHECK(out[i].done == 1 && out[i].finish != CTN_FINISH_ERROR);
+            if (out[i].finish != CTN_FINISH_EOS) continue;
+            ended++;
+            const int ok = valid_instance(sc, out[i].text, out[i].len);
+            if (ok == 0) {
+                printf("  schema %d: \"%.*s\" does not validate\n", k, (int)out[i].len,
+                       out[i].text);
+                CHECK(0);
+            }
+        }
+        ctn_gen_free(e);
+        cJSON_Delete(sc);
+        free(gbnf);
+    }
+    printf("  %d generations under %d schemas, %d ended and validate, the rest "
+           "at max_tokens\n",
+           runs, N_SCHEMAS, ended);
+    CHECK(ended >= runs / 4);
+    gmodel_free(&L);
+}
+
 int main(void) {
     RUN(parses_llama_cpp_style_grammars);
     RUN(parse_errors_name_line_column_and_rule);
@@ -1329,6 +1700,10 @@ int main(void) {
     RUN(bad_grammars_are_refused_at_submit);
     RUN(grammar_applies_to_generated_tokens_of_a_session);
     RUN(allocation_failures_in_compiling_and_matching);
+    RUN(json_schemas_become_grammars_of_their_instances);
+    RUN(json_schema_instances_accepted_and_rejected);
+    RUN(json_schema_keywords_outside_the_subset_are_named);
+    RUN(generations_under_json_schemas_validate);
     ctn_grammar_free(YESNO);
     return test_summary();
 }
