@@ -5,14 +5,16 @@
  * stacks); the trie walk's mask equals a token-by-token check of every vocabulary entry in
  * many states (synthetic vocabularies with split UTF-8, and the shared llama.cpp ones, where
  * the mask cost per token is printed); on random-weight models every greedy and sampled
- * generation under a grammar is a sentence of it, and unconstrained sequences batched with
- * it are unchanged; allocation failures anywhere in compiling and matching are clean. JSON
+ * generation under a grammar is a sentence of it (also preempted, in sessions, and submitted
+ * from two threads to a threaded engine), and unconstrained sequences batched with it are
+ * unchanged; allocation failures anywhere in compiling and matching are clean. JSON
  * schemas (engine/json_schema.c) become grammars whose sentences validate against the schema
  * (by a validator written here), keywords outside the subset are refused by name, and
  * generations under them validate.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -1117,6 +1119,96 @@ TEST(grammar_state_survives_preemption) {
     gmodel_free(&L);
 }
 
+/* Requests with grammars submitted from two threads at once to an engine running its own
+ * thread: the first builds the trie while the other waits, equal texts share one compiled
+ * grammar, and every output follows its grammar. */
+typedef struct {
+    ctn_gen *e;
+    gout *out;
+    int first;
+} th_arg;
+
+static const char *const TH_GRAMMARS[] = {G_YESNO, G_ARITH, G_CHESS};
+static pthread_mutex_t TH_MU = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t TH_CV = PTHREAD_COND_INITIALIZER;
+static int TH_LEFT;
+
+static void th_done(void *ud, int64_t id, const ctn_gen_result *r) {
+    g_on_done(ud, id, r);
+    pthread_mutex_lock(&TH_MU);
+    TH_LEFT--;
+    pthread_cond_broadcast(&TH_CV);
+    pthread_mutex_unlock(&TH_MU);
+}
+
+static void *th_submit(void *p) {
+    th_arg *a = p;
+    for (int i = 0; i < 6; i++) {
+        ctn_gen_request r = ctn_gen_request_default();
+        const int32_t prompt[] = {1, 5 + i, 9};
+        r.prompt_ids = prompt;
+        r.n_prompt_ids = 3;
+        r.max_tokens = 24;
+        r.sampling.temp = 1.0f;
+        r.sampling.seed = (uint64_t)(a->first + i);
+        r.grammar = TH_GRAMMARS[(a->first + i) % 3];
+        r.on_token = g_on_token;
+        r.on_done = th_done;
+        r.ud = &a->out[i];
+        char err[256];
+        if (ctn_gen_submit(a->e, &r, err, sizeof err) <= 0) {
+            printf("  submit: %s\n", err);
+            pthread_mutex_lock(&TH_MU);
+            TH_LEFT--;
+            pthread_mutex_unlock(&TH_MU);
+        }
+    }
+    return NULL;
+}
+
+TEST(grammar_requests_from_two_threads) {
+    gmodel L;
+    if (gmodel_load(&L, 85) < 0) {
+        CHECK(0);
+        return;
+    }
+    ctn_gen_params p = {0};
+    p.fwd.n_threads = 1;
+    p.fwd.n_ctx = 256;
+    ctn_gen *e = NULL;
+    char err[512];
+    CHECK_EQ_INT(ctn_gen_new(&e, L.m, L.v, &p, err, sizeof err), 0);
+    static gout out[12];
+    memset(out, 0, sizeof out);
+    th_arg a[2] = {{e, out, 0}, {e, out + 6, 6}};
+    TH_LEFT = 12;
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, th_submit, &a[i]);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    pthread_mutex_lock(&TH_MU);
+    while (TH_LEFT > 0)
+        pthread_cond_wait(&TH_CV, &TH_MU);
+    pthread_mutex_unlock(&TH_MU);
+    ctn_gen_free(e);
+    for (int k = 0; k < 12; k++) {
+        CHECK_EQ_INT(out[k].done, 1);
+        CHECK(out[k].finish == CTN_FINISH_EOS || out[k].finish == CTN_FINISH_LENGTH);
+        ctn_grammar *g;
+        CHECK_EQ_INT(ctn_grammar_new(&g, TH_GRAMMARS[k % 3], err, sizeof err), 0);
+        char text[1024];
+        const size_t len = spell(L.v, &out[k], text, sizeof text);
+        ctn_grammar_state *st;
+        CHECK_EQ_INT(ctn_grammar_state_new(&st, g), 0);
+        CHECK_EQ_INT(ctn_grammar_accept(st, text, len, true), 0);
+        if (out[k].finish == CTN_FINISH_EOS) CHECK(ctn_grammar_complete(st));
+        ctn_grammar_state_free(st);
+        ctn_grammar_free(g);
+    }
+    gmodel_free(&L);
+}
+
 TEST(bad_grammars_are_refused_at_submit) {
     gmodel L;
     if (gmodel_load(&L, 79) < 0) {
@@ -1697,6 +1789,7 @@ int main(void) {
     RUN(generations_follow_the_grammar);
     RUN(grammar_sequences_leave_the_batch_unchanged);
     RUN(grammar_state_survives_preemption);
+    RUN(grammar_requests_from_two_threads);
     RUN(bad_grammars_are_refused_at_submit);
     RUN(grammar_applies_to_generated_tokens_of_a_session);
     RUN(allocation_failures_in_compiling_and_matching);
