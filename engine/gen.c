@@ -720,6 +720,7 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
     if (e->v != NULL) {
         ctn_detok_stream_init(&s->ds, e->v, false);
         s->ds.first = false; /* the text continues the prompt */
+        s->ds.raw = r->grammar != NULL; /* the text is what the grammar matched */
         s->has_ds = true;
     }
     /* Room for the generated tokens grows on demand; the prompt is in the penalty window as

@@ -182,9 +182,11 @@ typedef struct {
      * Each step the sequence's logits row gets -inf on every token the grammar cannot take
      * next, before penalties and the sampling chain; other sequences in the batch are not
      * touched. End of generation is allowed only where the grammar is complete, and when
-     * it can take nothing more the request ends there (finish "stop", as for EOS). A
-     * session's history and the prompt are not matched: the grammar starts at the first
-     * generated token. Needs a vocabulary; not with pooling. */
+     * it can take nothing more the request ends there (finish "stop", as for EOS). The
+     * streamed text is the tokens' pieces as they are (no clean-up of spaces before
+     * punctuation), so it is exactly what the grammar matched. A session's history and the
+     * prompt are not matched: the grammar starts at the first generated token. Needs a
+     * vocabulary; not with pooling. */
     const char *grammar;
     /* A generated token (ctn_gen_token: request, step, id and text). Engine thread. */
     void (*on_token)(void *ud, const ctn_gen_token *t);

@@ -740,6 +740,42 @@ TEST(trie_mask_on_real_vocabularies_and_its_cost) {
     if (found == 0) SKIP("no vocabularies in %s/vocab (set CTN_SHARED)", shared_dir());
 }
 
+/* A vocabulary that cleans up spaces when decoding (Llama 3's: " ," becomes ",") keeps the
+ * pieces as they are in a raw stream, the one a grammar request uses: its text is then what
+ * the grammar matched. */
+TEST(raw_detok_stream_keeps_the_pieces) {
+    ctn_vocab *v = load_vocab("ggml-vocab-llama-bpe.gguf");
+    if (v == NULL) SKIP("no ggml-vocab-llama-bpe.gguf in %s/vocab (set CTN_SHARED)", shared_dir());
+    const char *text = "a , b ? c";
+    int32_t *ids = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(ctn_tokenize(v, text, strlen(text), false, false, &ids, &n), 0);
+    char got[2][64];
+    for (int raw = 0; raw < 2; raw++) {
+        ctn_detok_stream ds;
+        ctn_detok_stream_init(&ds, v, false);
+        ds.first = false;
+        ds.raw = raw;
+        size_t len = 0;
+        char buf[512];
+        for (size_t i = 0; i < n; i++) {
+            const int k = ctn_detok_stream_push(&ds, ids[i], buf, sizeof buf);
+            CHECK(k >= 0);
+            if (k > 0 && len + (size_t)k < sizeof got[raw]) memcpy(got[raw] + len, buf, (size_t)k);
+            len += k > 0 ? (size_t)k : 0;
+        }
+        const int k = ctn_detok_stream_flush(&ds, buf, sizeof buf);
+        if (k > 0 && len + (size_t)k < sizeof got[raw]) memcpy(got[raw] + len, buf, (size_t)k);
+        len += k > 0 ? (size_t)k : 0;
+        got[raw][len < sizeof got[raw] ? len : sizeof got[raw] - 1] = 0;
+        ctn_detok_stream_close(&ds);
+    }
+    CHECK_STR(got[0], "a, b? c"); /* cleaned up, as llama.cpp's detokenizer does */
+    CHECK_STR(got[1], text);
+    free(ids);
+    ctn_vocab_free(v);
+}
+
 /* ---- generation under a grammar on a random-weight model ------------------------------------ */
 
 /* Token texts 4.. of the test model: every byte but 0x0A (token 3), then pieces the grammars
@@ -1786,6 +1822,7 @@ int main(void) {
     RUN(ambiguity_past_the_limit_is_an_error);
     RUN(trie_mask_equals_brute_force_on_synthetic_vocabularies);
     RUN(trie_mask_on_real_vocabularies_and_its_cost);
+    RUN(raw_detok_stream_keeps_the_pieces);
     RUN(generations_follow_the_grammar);
     RUN(grammar_sequences_leave_the_batch_unchanged);
     RUN(grammar_state_survives_preemption);
