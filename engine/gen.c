@@ -20,6 +20,7 @@
 
 #include "alloc.h" /* every allocation can be failed by the tests */
 #include "error.h"
+#include "grammar.h"
 #include "stop.h"
 #include "str.h"
 
@@ -27,6 +28,16 @@
 
 typedef struct gseq gseq;
 typedef struct gsess gsess;
+typedef struct ggram ggram;
+
+/* A compiled grammar, shared read-only by the requests that gave the same text (e->gram_lock
+ * guards the list and refs). */
+struct ggram {
+    char *text;
+    ctn_grammar *g;
+    int refs;
+    ggram *next;
+};
 
 /* A session: the lock guards id, next, used, closed and n_reqs; the rest is the engine
  * thread's. */
@@ -86,6 +97,8 @@ struct gseq {
     double t_blocked; /* when it first could not be admitted into an idle engine (0: not) */
     int64_t preemptions;
     ctn_sampler *smp;
+    ggram *gram;            /* the request's grammar, or NULL */
+    ctn_grammar_state *gst; /* where its generated tokens are in it */
     ctn_stop *stop;
     ctn_detok_stream ds;
     bool has_ds;
@@ -123,6 +136,12 @@ struct ctn_gen {
         uint32_t tag;
     } * tags;
     int n_tags, cap_tags;
+
+    /* Grammars (gram_lock): the vocabulary's token trie, made at the first request with a
+     * grammar, and the compiled grammars in use. */
+    pthread_mutex_t gram_lock;
+    ctn_token_trie *trie;
+    ggram *grams;
 
     /* Shared with submitters (lock). */
     pthread_mutex_t lock;
@@ -360,6 +379,67 @@ static void lora_release(ctn_gen *e, gseq *s) {
     s->lora = NULL;
 }
 
+/* ---- grammars --------------------------------------------------------------------------- */
+
+/* The compiled grammar of text, shared with the requests that gave the same text; the token
+ * trie is made first when the engine has none. NULL with the reason in err. */
+static ggram *gram_take(ctn_gen *e, const char *text, int *rc, char *err, size_t errlen) {
+    pthread_mutex_lock(&e->gram_lock);
+    if (e->trie == NULL && (*rc = ctn_token_trie_from_vocab(&e->trie, e->v, err, errlen)) < 0) {
+        pthread_mutex_unlock(&e->gram_lock);
+        return NULL;
+    }
+    if (ctn_token_trie_n_tokens(e->trie) > e->n_vocab) {
+        pthread_mutex_unlock(&e->gram_lock);
+        *rc = CTN_EINVAL;
+        ctn__errf(err, errlen,
+                  "the vocabulary has %d tokens, more than the model's %" PRId64
+                  " logits: no grammar can be applied",
+                  (int)ctn_token_trie_n_tokens(e->trie), e->n_vocab);
+        return NULL;
+    }
+    for (ggram *q = e->grams; q != NULL; q = q->next)
+        if (strcmp(q->text, text) == 0) {
+            q->refs++;
+            pthread_mutex_unlock(&e->gram_lock);
+            return q;
+        }
+    pthread_mutex_unlock(&e->gram_lock);
+    ggram *q = ctn__calloc(1, sizeof *q);
+    if (q == NULL || (q->text = ctn__strdup(text)) == NULL) {
+        free(q);
+        *rc = CTN_ENOMEM;
+        ctn__errf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if ((*rc = ctn_grammar_new(&q->g, text, err, errlen)) < 0) {
+        free(q->text);
+        free(q);
+        return NULL;
+    }
+    q->refs = 1;
+    pthread_mutex_lock(&e->gram_lock);
+    q->next = e->grams;
+    e->grams = q;
+    pthread_mutex_unlock(&e->gram_lock);
+    return q;
+}
+
+static void gram_release(ctn_gen *e, ggram *q) {
+    if (q == NULL) return;
+    pthread_mutex_lock(&e->gram_lock);
+    if (--q->refs == 0) {
+        ggram **pp = &e->grams;
+        while (*pp != q)
+            pp = &(*pp)->next;
+        *pp = q->next;
+        ctn_grammar_free(q->g);
+        free(q->text);
+        free(q);
+    }
+    pthread_mutex_unlock(&e->gram_lock);
+}
+
 /* ---- sequences ------------------------------------------------------------------------- */
 
 static void seq_free(ctn_gen *e, gseq *s) {
@@ -369,6 +449,8 @@ static void seq_free(ctn_gen *e, gseq *s) {
     if (s->has_ds) ctn_detok_stream_close(&s->ds);
     ctn_stop_free(s->stop);
     ctn_sampler_free(s->smp);
+    ctn_grammar_state_free(s->gst);
+    gram_release(e, s->gram);
     free(s->embd);
     free(s->score_ids);
     free(s->scores);
@@ -527,6 +609,12 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
         ctn__errf(err, errlen, "stop strings need a vocabulary (the engine has none)");
         return CTN_EINVAL;
     }
+    if (r->grammar != NULL && (e->v == NULL || r->pooling != CTN_POOL_NONE)) {
+        ctn__errf(err, errlen, "%s",
+                  e->v == NULL ? "a grammar needs a vocabulary (the engine has none)"
+                               : "a grammar cannot come with an embedding (pooling)");
+        return CTN_EINVAL;
+    }
     gseq *s = ctn__calloc(1, sizeof *s);
     if (s == NULL) {
         ctn__errf(err, errlen, "out of memory");
@@ -619,9 +707,20 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
     if ((rc = ctn_sampler_new(&s->smp, &r->sampling, (int32_t)e->n_vocab, err, errlen)) < 0)
         goto fail;
     if ((rc = ctn_stop_new(&s->stop, r->stop, NULL, r->n_stop, err, errlen)) < 0) goto fail;
+    if (r->grammar != NULL) {
+        if ((s->gram = gram_take(e, r->grammar, &rc, err, errlen)) == NULL) goto fail;
+        if ((rc = ctn_grammar_state_new(&s->gst, s->gram->g)) < 0) {
+            ctn__errf(err, errlen, "%s",
+                      rc == CTN_ENOMEM ? "out of memory"
+                                       : "the grammar is too ambiguous at its start (too many "
+                                         "parses)");
+            goto fail;
+        }
+    }
     if (e->v != NULL) {
         ctn_detok_stream_init(&s->ds, e->v, false);
         s->ds.first = false; /* the text continues the prompt */
+        s->ds.raw = r->grammar != NULL; /* the text is what the grammar matched */
         s->has_ds = true;
     }
     /* Room for the generated tokens grows on demand; the prompt is in the penalty window as
@@ -1077,11 +1176,34 @@ static int32_t blocks_for(const ctn_gen *e, const gseq *s, int64_t n) {
  */
 static ctn_finish next_token(ctn_gen *e, gseq *s, float *logits, int *code, const char **error) {
     int32_t tok;
+    if (s->gst != NULL) {
+        /* The grammar's mask goes on this sequence's row before the sampling chain. */
+        const int64_t n = ctn_grammar_mask(s->gst, e->trie, logits);
+        for (int64_t i = ctn_token_trie_n_tokens(e->trie); i < e->n_vocab; i++)
+            logits[i] = -INFINITY; /* rows past the tokenizer's tokens spell nothing */
+        if (n <= 0) {
+            *code = n < 0 ? (int)n : CTN_ERANGE;
+            *error = n == CTN_ENOMEM   ? "out of memory masking the grammar"
+                     : n == CTN_ERANGE ? "the grammar is too ambiguous here (too many parses)"
+                                       : "the grammar allows no token of the vocabulary here";
+            return CTN_FINISH_ERROR;
+        }
+    }
     const int src = ctn_sampler_sample(s->smp, logits, &tok);
     if (src < 0) {
         *code = src;
         *error = ctn_sampler_errmsg(s->smp);
         return CTN_FINISH_ERROR;
+    }
+    if (s->gst != NULL) {
+        const int grc = ctn_grammar_accept_token(s->gst, e->trie, tok);
+        if (grc < 0) {
+            *code = grc;
+            *error = grc == CTN_ENOMEM   ? "out of memory advancing the grammar"
+                     : grc == CTN_ERANGE ? "the grammar is too ambiguous here (too many parses)"
+                                         : "the sampled token is not allowed by the grammar";
+            return CTN_FINISH_ERROR;
+        }
     }
     ctn_sampler_accept(s->smp, tok);
     if (e->v != NULL && !s->ignore_eos && ctn_vocab_is_eog(e->v, tok)) return CTN_FINISH_EOS;
@@ -1117,6 +1239,8 @@ static ctn_finish next_token(ctn_gen *e, gseq *s, float *logits, int *code, cons
         s->on_token(s->ud, &tk);
     }
     if (hit) return CTN_FINISH_STOP;
+    /* A grammar that can take no more characters: only an end of generation could follow. */
+    if (s->gst != NULL && ctn_grammar_finished(s->gst)) return CTN_FINISH_EOS;
     if (s->max_tokens >= 0 && s->n_gen >= s->max_tokens) return CTN_FINISH_LENGTH;
     /* The context is full when the newest token has no position left to be computed at. */
     if (s->n_toks > e->n_ctx) return CTN_FINISH_LENGTH;
@@ -1573,6 +1697,7 @@ int ctn_gen_new(ctn_gen **out, const ctn_model *m, const ctn_vocab *v, const ctn
     e->cmds_in_tail = &e->cmds_in;
     pthread_mutex_init(&e->lock, NULL);
     pthread_mutex_init(&e->lora_lock, NULL);
+    pthread_mutex_init(&e->gram_lock, NULL);
     pthread_cond_init(&e->wake, NULL);
     p.fwd.n_batch = p.step_tokens > p.max_running ? p.step_tokens : p.max_running;
     if (p.fwd.kv_memory == 0) {
@@ -1686,6 +1811,8 @@ void ctn_gen_free(ctn_gen *e) {
     free(e->tags);
     pthread_mutex_destroy(&e->lock);
     pthread_mutex_destroy(&e->lora_lock);
+    ctn_token_trie_free(e->trie); /* every request has ended: no grammar is left */
+    pthread_mutex_destroy(&e->gram_lock);
     pthread_cond_destroy(&e->wake);
     free(e);
 }

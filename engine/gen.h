@@ -86,7 +86,8 @@ typedef struct {
 } ctn_gen_params;
 
 typedef enum {
-    CTN_FINISH_EOS = 1,   /* an end-of-generation token (not part of the output) */
+    CTN_FINISH_EOS = 1,   /* an end-of-generation token (not part of the output), or a
+                             grammar that can take nothing more */
     CTN_FINISH_STOP,      /* a stop string (not part of the output) */
     CTN_FINISH_LENGTH,    /* max_tokens, or the context is full */
     CTN_FINISH_CANCELLED, /* ctn_gen_cancel, or the engine was freed */
@@ -175,6 +176,18 @@ typedef struct {
      * the logits. Batched with the rest; not with pooling. */
     const int32_t *score_ids;
     int n_score_ids;
+    /* A GBNF grammar (grammar.h) the generated tokens must follow, or NULL. The text is
+     * compiled at submission (errors come back as CTN_EINVAL with the line, column and rule
+     * in err) and the compiled form is shared with other requests that give the same text.
+     * Each step the sequence's logits row gets -inf on every token the grammar cannot take
+     * next, before penalties and the sampling chain; other sequences in the batch are not
+     * touched. End of generation is allowed only where the grammar is complete, and when
+     * it can take nothing more the request ends there (finish "stop", as for EOS). The
+     * streamed text is the tokens' pieces as they are (no clean-up of spaces before
+     * punctuation), so it is exactly what the grammar matched. A session's history and the
+     * prompt are not matched: the grammar starts at the first generated token. Needs a
+     * vocabulary; not with pooling. */
+    const char *grammar;
     /* A generated token (ctn_gen_token: request, step, id and text). Engine thread. */
     void (*on_token)(void *ud, const ctn_gen_token *t);
     /* The end of the request: always called once, last. Engine thread (or the caller of
@@ -215,7 +228,7 @@ void ctn_gen_free(ctn_gen *e);
 /*
  * Queues a request. Returns its id (> 0), or CTN_EINVAL (no prompt, an empty one, a prompt
  * that fills the context, bad sampling parameters or stop strings, stop strings without a
- * vocabulary, score ids outside the vocabulary or more than CTN_GEN_MAX_SCORE_IDS of them,
+ * vocabulary, a grammar that does not compile or comes without a vocabulary, score ids outside the vocabulary or more than CTN_GEN_MAX_SCORE_IDS of them,
  * scores with pooling), CTN_ENOMEM (including a prompt that needs more KV blocks than the
  * whole pool) with the reason in err; then no callback is made.
  */

@@ -1181,11 +1181,12 @@ int ctn_detok_stream_push(ctn_detok_stream *s, int32_t id, char *buf, size_t cap
     s->first = false;
     size_t n = s->n_hold + (size_t)k;
     const size_t maxhold = sizeof s->hold - 4;
-    size_t c = v->clean_spaces ? clean_cut(buf, n) : n;
+    const bool clean = v->clean_spaces && !s->raw;
+    size_t c = clean ? clean_cut(buf, n) : n;
     if (n - c > maxhold) {
         c = n - maxhold; /* pathological run of spaces/apostrophes: give up exactness */
     }
-    size_t m = v->clean_spaces ? clean_spaces(buf, c) : c;
+    size_t m = clean ? clean_spaces(buf, c) : c;
     size_t ready = utf8_ready((const unsigned char *)buf, m);
     size_t tail = m - ready;
     memcpy(s->hold, buf + ready, tail);
@@ -1198,7 +1199,7 @@ int ctn_detok_stream_flush(ctn_detok_stream *s, char *buf, size_t cap) {
     if (s->n_hold > cap) return CTN_ERANGE;
     memcpy(buf, s->hold, s->n_hold);
     size_t n = s->n_hold;
-    if (s->vocab && s->vocab->clean_spaces) n = clean_spaces(buf, n);
+    if (s->vocab && s->vocab->clean_spaces && !s->raw) n = clean_spaces(buf, n);
     s->n_hold = 0;
     return (int)n;
 }

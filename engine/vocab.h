@@ -112,6 +112,9 @@ typedef struct {
     const ctn_vocab *vocab;
     bool special; /* render control tokens as text */
     bool first;   /* no piece emitted yet (SPM strips the leading space) */
+    /* Set after init: no clean-up of spaces, the pieces exactly as ctn_token_to_piece gives
+     * them (a request under a grammar: its text is then the bytes the grammar matched). */
+    bool raw;
     /* pending bytes: an incomplete UTF-8 character, and for vocabularies that clean up
      * spaces on decode (" ," -> ","), a short tail that the next token could still change */
     unsigned char hold[64];

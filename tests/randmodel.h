@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "gguf.h"
 #include "quant.h"
@@ -106,10 +107,12 @@ static inline int add_random(ctn_gguf_writer *w, keep_list *k, uint64_t *rng, co
  * activation, attention score and logit is of order 1 (attention is far from uniform, so
  * RoPE and the causal mask matter); norm weights are 1 + N(0, 0.1); embeddings N(0, 1).
  * The vocabulary is a minimal SPM one: <unk>, <s>, </s>, the byte token <0x0A> (llama.cpp
- * looks for the newline), then arbitrary pieces with descending scores.
+ * looks for the newline), then arbitrary pieces with descending scores; with
+ * randmodel_write_tokens, tokens[0 .. n_vocab-4) are the texts of tokens 4.. instead (SPM
+ * form: U+2581 for a space; "<0xNN>" makes a byte token), borrowed until written.
  */
-static inline int randmodel_write(const randmodel_shape *sh, bool twin, const char *path, char *err,
-                                  size_t errlen) {
+static inline int randmodel_write_tokens(const randmodel_shape *sh, const char *const *tokens,
+                                         bool twin, const char *path, char *err, size_t errlen) {
     ctn_gguf_writer *w = ctn_gguf_writer_new();
     if (!w) return -1;
     keep_list k = {0};
@@ -130,6 +133,11 @@ static inline int randmodel_write(const randmodel_shape *sh, bool twin, const ch
         if (i < 4) {
             snprintf(t, 16, "%s", fixed[i]);
             ttype[i] = fixed_type[i];
+        } else if (tokens != NULL) {
+            const char *x = tokens[i - 4];
+            unsigned b;
+            ttype[i] = strlen(x) == 6 && sscanf(x, "<0x%2X>", &b) == 1 ? 6 : 1;
+            t = (char *)x;
         } else {
             snprintf(t, 16, "\xe2\x96\x81w%d", i);
             ttype[i] = 1;
@@ -207,6 +215,11 @@ static inline int randmodel_write(const randmodel_shape *sh, bool twin, const ch
     ctn_gguf_writer_free(w);
     keep_free(&k);
     return rc < 0 ? -1 : 0;
+}
+
+static inline int randmodel_write(const randmodel_shape *sh, bool twin, const char *path, char *err,
+                                  size_t errlen) {
+    return randmodel_write_tokens(sh, NULL, twin, path, err, errlen);
 }
 
 #endif
