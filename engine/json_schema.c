@@ -268,6 +268,8 @@ static const char *object_rule(conv *C, const cJSON *s, const char *name) {
     }
     const char *out = NULL;
     if (C->rc == 0) {
+        /* The braces use space even when there are no properties ({"properties": {}}). */
+        prim(C, "space");
         /* required properties in order, then the optional ones: each may come or not, in
          * order, commas between (llama.cpp's get_recursive_refs) */
         ctn_strbuf b = {0};

@@ -1718,6 +1718,28 @@ TEST(json_schema_instances_accepted_and_rejected) {
     }
 }
 
+/* An object schema with no properties still defines the space its braces use (fuzz_json_schema
+ * found {"properties":{}} giving a grammar with 'space' undefined). */
+TEST(json_schema_object_without_properties) {
+    static const char *const schemas[] = {"{\"properties\":{}}",
+                                          "{\"type\":\"object\",\"properties\":{}}"};
+    for (size_t k = 0; k < 2; k++) {
+        char *gbnf = NULL, err[256] = "";
+        CHECK_EQ_INT(ctn_json_schema_to_gbnf(schemas[k], strlen(schemas[k]), &gbnf, err, sizeof err), 0);
+        ctn_grammar *g = NULL;
+        const int rc = gbnf != NULL ? ctn_grammar_new(&g, gbnf, err, sizeof err) : -1;
+        if (rc != 0) printf("  %s: %s\n%s", schemas[k], err, gbnf ? gbnf : "");
+        CHECK_EQ_INT(rc, 0);
+        if (g != NULL) {
+            CHECK_EQ_INT(match(g, "{}", 2), 1);
+            CHECK_EQ_INT(match(g, "{ } ", 4), 1);
+            CHECK_EQ_INT(match(g, "{\"a\":1}", 7), 0);
+        }
+        ctn_grammar_free(g);
+        free(gbnf);
+    }
+}
+
 TEST(json_schema_keywords_outside_the_subset_are_named) {
     static const struct {
         const char *schema, *msg;
@@ -1832,6 +1854,7 @@ int main(void) {
     RUN(allocation_failures_in_compiling_and_matching);
     RUN(json_schemas_become_grammars_of_their_instances);
     RUN(json_schema_instances_accepted_and_rejected);
+    RUN(json_schema_object_without_properties);
     RUN(json_schema_keywords_outside_the_subset_are_named);
     RUN(generations_under_json_schemas_validate);
     ctn_grammar_free(YESNO);
