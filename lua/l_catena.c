@@ -931,13 +931,15 @@ static int pump(lua_State *L, lctx *ctx) {
 /*
  * The keys a run's config may have besides the request settings of engine/settings.h: the
  * executor's (tags append, metadata merges, max_concurrency), the user's own under
- * configurable (as LangChain's), the model node's session and n (stdlib/components.c), and,
- * given to invoke / batch / stream only, callbacks and run_name. Raises, naming the key and the nearest known one, for anything else.
+ * configurable (as LangChain's), the model node's session, n and grammar
+ * (stdlib/components.c), and, given to invoke / batch / stream only, callbacks and
+ * run_name. Raises, naming the key and the nearest known one, for anything else.
  */
 static void check_run_config(lua_State *L, int idx, const char *what, bool top) {
-    static const char *const keys[] = {"tags",    "metadata", "max_concurrency", "configurable",
-                                       "session", "n",        "callbacks",       "run_name"};
-    const size_t n = top ? 8 : 6;
+    static const char *const keys[] = {"tags",         "metadata", "max_concurrency",
+                                       "configurable", "session",  "n",
+                                       "grammar",      "callbacks", "run_name"};
+    const size_t n = top ? 9 : 7;
     idx = lua_absindex(L, idx);
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {

@@ -653,6 +653,18 @@ static void model_start(ctn_task *t, ctn_val *input) {
         snprintf(key, sizeof key, "%p:%.*s", (void *)u, (int)sv->u.str.len, sv->u.str.p);
         r.session = key;
     }
+    /* The run's grammar: the completion follows it (engine/grammar.h). */
+    const ctn_val *gv = ctn_task_setting(t, "grammar");
+    if (gv != NULL && gv->kind != CTN_VNULL) {
+        if (gv->kind != CTN_VSTR || gv->u.str.len == 0 ||
+            memchr(gv->u.str.p, 0, gv->u.str.len) != NULL) {
+            ctn_task_fail(t, CTN_EINVAL,
+                          "setting 'grammar' must be GBNF text (a non-empty string), got %s",
+                          gv->kind == CTN_VSTR ? "an empty string" : ctn_vkind_name(gv->kind));
+            goto out;
+        }
+        r.grammar = gv->u.str.p;
+    }
     const ctn_val *nv = ctn_task_setting(t, "n");
     if (nv != NULL && nv->kind != CTN_VNULL && (nv->kind != CTN_VINT || nv->u.i < 1 || nv->u.i > 16)) {
         ctn_task_fail(t, CTN_EINVAL, "setting 'n' must be an integer from 1 to 16 (completions of one prompt)");

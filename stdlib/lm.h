@@ -111,6 +111,9 @@ typedef struct {
      * key. 0 / NULL: none; not both. */
     int64_t session_id;
     const char *session;
+    /* A GBNF grammar the generated tokens follow (gen.h: grammar; compiled when submitted, so
+     * a bad one is CTN_EINVAL naming its line and column), or NULL. */
+    const char *grammar;
     /* Candidate token ids whose log-probabilities as the next token after the prompt come
      * in ctn_lm_result.scores (gen.h: score_ids; copied; at most CTN_GEN_MAX_SCORE_IDS, each
      * in the vocabulary). With set.max_tokens 0 nothing is generated. */

@@ -232,3 +232,32 @@ describe("traces of a retriever", function()
   end)
 end)
 
+
+describe("the model's grammar", function()
+  it("makes every completion follow a GBNF grammar, batched with others", function()
+    local llm = catena.model{path = MODEL}
+    local g = 'root ::= ("yes" | "no" | "maybe so") "."'
+    local seen = {}
+    local outs = llm:with{grammar = g, temperature = 1, max_tokens = 10}:batch({"Is it?", "Really?", "And?", "Sure?"})
+    for _, o in ipairs(outs) do
+      assert.truthy(o == "yes." or o == "no." or o == "maybe so.", o)
+      seen[o] = true
+    end
+    -- A neighbour without a grammar is what it is alone.
+    local alone = llm:with{max_tokens = 8}:invoke("Once upon a time")
+    local both = catena.parallel{
+      a = llm:with{grammar = g, max_tokens = 10},
+      b = llm:with{max_tokens = 8},
+    }:invoke("Once upon a time")
+    assert.are.equal(alone, both.b)
+    assert.truthy(both.a == "yes." or both.a == "no." or both.a == "maybe so.", both.a)
+    -- n completions follow it too.
+    for _, o in ipairs(llm:with{grammar = 'root ::= [0-9]{3}', n = 3, temperature = 1}:invoke("x")) do
+      assert.truthy(o:match("^%d%d%d$"), o)
+    end
+    assert.truthy(raised(function() return llm:with{grammar = 'root ::= "a'}:invoke("x") end)
+                  :find("line 1, column 10", 1, true))
+    assert.truthy(raised(function() return llm:with{grammar = 5}:invoke("x") end)
+                  :find("GBNF text", 1, true))
+  end)
+end)
