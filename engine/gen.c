@@ -89,6 +89,8 @@ struct gseq {
     double *scores;     /* (n_score) their log-probabilities, once scored */
     int n_score;
     bool scored;
+    bool logprobs;    /* each token's log-probability (gen.h) */
+    int top_logprobs; /* and this many alternatives */
     gsess *sess;   /* the session it continues, or NULL */
     bool joined;   /* the session's history is in toks (done at first admission) */
     ctn_kv_seq kv; /* allocated while running */
@@ -171,6 +173,8 @@ struct ctn_gen {
     gseq **seg_seq;
     int64_t *info_ids, *info_tokens;
     float *logits; /* (logits_rows, n_vocab) */
+    float *lp_row; /* (n_vocab) a row before sampling touches it, for logprobs */
+    ctn_gen_logprob lp_top[CTN_GEN_MAX_TOP_LOGPROBS]; /* a token's alternatives */
     size_t logits_rows;
     char *piece;
     ctn_strbuf tail;  /* the text a request releases at its end */
@@ -605,6 +609,17 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
                       (int)r->score_ids[i], e->n_vocab);
             return CTN_EINVAL;
         }
+    if (r->top_logprobs < 0 || r->top_logprobs > CTN_GEN_MAX_TOP_LOGPROBS) {
+        ctn__errf(err, errlen, "top_logprobs is %d (0 to %d alternatives)", r->top_logprobs,
+                  CTN_GEN_MAX_TOP_LOGPROBS);
+        return CTN_EINVAL;
+    }
+    if ((r->top_logprobs > 0 && !r->logprobs) || (r->logprobs && r->pooling != CTN_POOL_NONE)) {
+        ctn__errf(err, errlen, "%s",
+                  r->logprobs ? "logprobs cannot come with an embedding (pooling)"
+                              : "top_logprobs is set but logprobs is off");
+        return CTN_EINVAL;
+    }
     if (r->n_stop > 0 && e->v == NULL) {
         ctn__errf(err, errlen, "stop strings need a vocabulary (the engine has none)");
         return CTN_EINVAL;
@@ -762,6 +777,8 @@ int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t e
     }
     s->max_tokens = r->max_tokens;
     s->ignore_eos = r->ignore_eos;
+    s->logprobs = r->logprobs;
+    s->top_logprobs = r->top_logprobs;
     s->on_token = r->on_token;
     s->on_done = r->on_done;
     s->n_cached = -1;
@@ -1171,6 +1188,49 @@ static int32_t blocks_for(const ctn_gen *e, const gseq *s, int64_t n) {
 }
 
 /*
+ * The log of the sum of exp over a logits row of n, in double, the maximum subtracted before
+ * exp so that no term overflows: logit - row_lse is the log-softmax (scores and logprobs).
+ * A row with at least one finite logit gives a finite value; -inf entries add nothing.
+ */
+static double row_lse(const float *logits, int64_t n) {
+    double mx = -INFINITY;
+    for (int64_t v = 0; v < n; v++)
+        if (logits[v] > mx) mx = logits[v];
+    double sum = 0;
+    for (int64_t v = 0; v < n; v++)
+        sum += exp((double)logits[v] - mx);
+    return mx + log(sum);
+}
+
+/*
+ * The k most likely tokens of a logits row (k <= CTN_GEN_MAX_TOP_LOGPROBS) into top, most
+ * likely first and ties by lowest id, with their log-probabilities (logit - lse); tokens at
+ * -inf (a grammar's mask) are left out. One pass with an insertion into the k kept so far,
+ * which a token below the k-th skips after one comparison: O(n) for a real distribution,
+ * no sort of the row. Returns how many were kept.
+ */
+static int top_tokens(const float *logits, int64_t n, int k, double lse, ctn_gen_logprob *top) {
+    float val[CTN_GEN_MAX_TOP_LOGPROBS];
+    int32_t ids[CTN_GEN_MAX_TOP_LOGPROBS];
+    int m = 0;
+    for (int64_t v = 0; v < n && k > 0; v++) {
+        const float x = logits[v];
+        if (x == -INFINITY || (m == k && !(x > val[m - 1]))) continue;
+        int i = m < k ? m++ : k - 1; /* the slot freed: the end, or the k-th's */
+        while (i > 0 && x > val[i - 1]) { /* strictly: an equal one found first stays ahead */
+            val[i] = val[i - 1];
+            ids[i] = ids[i - 1];
+            i--;
+        }
+        val[i] = x;
+        ids[i] = (int32_t)v;
+    }
+    for (int i = 0; i < m; i++)
+        top[i] = (ctn_gen_logprob){ids[i], (double)val[i] - lse};
+    return m;
+}
+
+/*
  * Samples the next token from the sequence's logits, streams it, and says whether the
  * sequence goes on (0) or how it finishes (*error for CTN_FINISH_ERROR).
  */
@@ -1188,6 +1248,15 @@ static ctn_finish next_token(ctn_gen *e, gseq *s, float *logits, int *code, cons
                                        : "the grammar allows no token of the vocabulary here";
             return CTN_FINISH_ERROR;
         }
+    }
+    /* Log-probabilities come from the row as it is now (the grammar's mask on it), before
+     * the sampler's penalties change it in place: the row is kept for the sampled token. */
+    double lse = 0;
+    int n_top = 0;
+    if (s->logprobs) {
+        lse = row_lse(logits, e->n_vocab);
+        n_top = top_tokens(logits, e->n_vocab, s->top_logprobs, lse, e->lp_top);
+        memcpy(e->lp_row, logits, (size_t)e->n_vocab * sizeof *e->lp_row);
     }
     const int src = ctn_sampler_sample(s->smp, logits, &tok);
     if (src < 0) {
@@ -1235,7 +1304,13 @@ static ctn_finish next_token(ctn_gen *e, gseq *s, float *logits, int *code, cons
         hit = rc == CTN_STOP_HIT;
     }
     if (s->on_token) {
-        const ctn_gen_token tk = {s->id, e->cur_step, tok, out, n_out};
+        ctn_gen_token tk = {s->id, e->cur_step, tok, out, n_out, false, 0, NULL, 0};
+        if (s->logprobs) {
+            tk.has_logprob = true;
+            tk.logprob = (double)e->lp_row[tok] - lse;
+            tk.top = e->lp_top;
+            tk.n_top = n_top;
+        }
         s->on_token(s->ud, &tk);
     }
     if (hit) return CTN_FINISH_STOP;
@@ -1249,17 +1324,10 @@ static ctn_finish next_token(ctn_gen *e, gseq *s, float *logits, int *code, cons
 
 /*
  * The log-probabilities of s's candidates from the logits row after its prompt: the
- * log-softmax over the whole row in double, the maximum subtracted before exp so that no
- * term overflows (log-sum-exp).
+ * log-softmax over the whole row (row_lse).
  */
 static void score(const ctn_gen *e, gseq *s, const float *logits) {
-    double mx = -INFINITY;
-    for (int64_t v = 0; v < e->n_vocab; v++)
-        if (logits[v] > mx) mx = logits[v];
-    double sum = 0;
-    for (int64_t v = 0; v < e->n_vocab; v++)
-        sum += exp((double)logits[v] - mx);
-    const double lse = mx + log(sum);
+    const double lse = row_lse(logits, e->n_vocab);
     for (int i = 0; i < s->n_score; i++)
         s->scores[i] = (double)logits[s->score_ids[i]] - lse;
     s->scored = true;
@@ -1736,8 +1804,9 @@ int ctn_gen_new(ctn_gen **out, const ctn_model *m, const ctn_vocab *v, const ctn
     e->logits_rows = mr < (size_t)p.step_tokens ? mr : (size_t)p.step_tokens;
     e->logits = ctn__malloc(e->logits_rows * (size_t)e->n_vocab * sizeof *e->logits);
     e->piece = ctn__malloc(PIECE_CAP);
+    e->lp_row = ctn__malloc((size_t)e->n_vocab * sizeof *e->lp_row);
     if (!e->running || !e->order || !e->segs || !e->seg_seq || !e->info_ids || !e->info_tokens ||
-        !e->logits || !e->piece) {
+        !e->logits || !e->piece || !e->lp_row) {
         ctn__errf(err, errlen, "out of memory");
         rc = CTN_ENOMEM;
         goto fail;
@@ -1802,6 +1871,7 @@ void ctn_gen_free(ctn_gen *e) {
     free(e->info_ids);
     free(e->info_tokens);
     free(e->logits);
+    free(e->lp_row);
     free(e->piece);
     ctn_sb_free(&e->tail);
     free(e->cancels);

@@ -64,6 +64,9 @@ typedef struct ctn_gen ctn_gen;
 
 /* The most candidate ids one request may score (ctn_gen_request.score_ids). */
 #define CTN_GEN_MAX_SCORE_IDS 64
+/* The most alternatives a generated token may report (ctn_gen_request.top_logprobs), as in
+ * OpenAI's API and vLLM's default max_logprobs. */
+#define CTN_GEN_MAX_TOP_LOGPROBS 20
 
 typedef struct {
     ctn_fwd_params fwd;  /* threads, context, KV memory (0: room for max_running full
@@ -121,6 +124,12 @@ typedef struct {
     int n_scores;
 } ctn_gen_result;
 
+/* A token and its log-probability (ctn_gen_token.top). */
+typedef struct {
+    int32_t token;
+    double logprob;
+} ctn_gen_logprob;
+
 /* One generated token, as on_token sees it (valid during the call). */
 typedef struct {
     int64_t id;       /* the request */
@@ -131,6 +140,14 @@ typedef struct {
     const char *text; /* the text it completes (stop strings held back; may be empty; NULL
                          when the engine has no vocabulary) */
     size_t len;
+    /* With request.logprobs (else false, 0, NULL, 0): the token's log-probability and the
+     * request's top_logprobs most likely tokens at its position, most likely first (ties:
+     * lowest id first), the sampled one among them only if it is one of them. Tokens a
+     * grammar forbids have probability 0 and are never listed, so n_top may be smaller. */
+    bool has_logprob;
+    double logprob;
+    const ctn_gen_logprob *top; /* (n_top) */
+    int n_top;
 } ctn_gen_token;
 
 typedef enum { CTN_POOL_NONE, CTN_POOL_MEAN, CTN_POOL_LAST, CTN_POOL_CLS } ctn_pooling;
@@ -188,6 +205,18 @@ typedef struct {
      * prompt are not matched: the grammar starts at the first generated token. Needs a
      * vocabulary; not with pooling. */
     const char *grammar;
+    /* Log-probabilities of the generated tokens (ctn_gen_token.logprob, .top), as vLLM's
+     * default logprobs_mode "raw_logprobs" gives them: the log-softmax, in double, of the
+     * model's logits row at each position over the whole vocabulary, before penalties,
+     * top-k/top-p/min-p and temperature touch it, so they do not depend on the sampling
+     * parameters (a grammar's mask is applied first, as vLLM applies the structured-output
+     * bitmask before its sampler: forbidden tokens get probability 0). top_logprobs (0 to
+     * CTN_GEN_MAX_TOP_LOGPROBS, only with logprobs) asks for the most likely alternatives
+     * too. Off, nothing is computed; on, one pass for the log-sum-exp, one for the top
+     * alternatives (a bounded insertion, not a sort) and a copy of the row per token.
+     * Batch-invariant as the logits are. */
+    bool logprobs;
+    int top_logprobs;
     /* A generated token (ctn_gen_token: request, step, id and text). Engine thread. */
     void (*on_token)(void *ud, const ctn_gen_token *t);
     /* The end of the request: always called once, last. Engine thread (or the caller of
@@ -229,7 +258,8 @@ void ctn_gen_free(ctn_gen *e);
  * Queues a request. Returns its id (> 0), or CTN_EINVAL (no prompt, an empty one, a prompt
  * that fills the context, bad sampling parameters or stop strings, stop strings without a
  * vocabulary, a grammar that does not compile or comes without a vocabulary, score ids outside the vocabulary or more than CTN_GEN_MAX_SCORE_IDS of them,
- * scores with pooling), CTN_ENOMEM (including a prompt that needs more KV blocks than the
+ * scores with pooling, top_logprobs outside 0 to CTN_GEN_MAX_TOP_LOGPROBS or without logprobs,
+ * logprobs with pooling), CTN_ENOMEM (including a prompt that needs more KV blocks than the
  * whole pool) with the reason in err; then no callback is made.
  */
 int64_t ctn_gen_submit(ctn_gen *e, const ctn_gen_request *r, char *err, size_t errlen);
