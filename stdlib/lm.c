@@ -36,6 +36,15 @@
 
 typedef struct lm_req lm_req;
 
+/* A token's log-probabilities as the engine thread queues them. */
+typedef struct {
+    size_t before; /* pieces queued before the token's own (it comes before the next one) */
+    int32_t token;
+    int n_top;
+    double logprob;
+    ctn_gen_logprob top[CTN_GEN_MAX_TOP_LOGPROBS];
+} lp_rec;
+
 struct lm_req {
     ctn_lm *lm;
     uint64_t handle; /* the engine's request id */
@@ -66,11 +75,17 @@ struct lm_req {
     size_t ks_n, ks_cap;
     double *scores; /* (n_score_ids) allocated at submission; n_scores of them came */
     int n_score_ids, n_scores;
+    lp_rec *lps; /* (n_lps) tokens' log-probabilities not yet taken by the loop */
+    size_t n_lps, cap_lps;
 
     /* Loop thread only. */
     ctn_strbuf work; /* the buffer swapped out of pend, being delivered */
     size_t *work_ends; /* and its piece ends */
     size_t cap_work_ends;
+    lp_rec *work_lps; /* the log-probabilities swapped out of lps */
+    size_t cap_work_lps;
+    void (*on_lp)(void *ud, const ctn_lm_token_logprobs *t);
+    ctn_strbuf lp_text; /* the bytes and texts of one token's log-probabilities */
     ctn_strbuf text; /* everything delivered, NUL-terminated */
     unsigned char hold[4]; /* the start of a UTF-8 character whose rest has not come yet */
     size_t n_hold;
@@ -209,7 +224,25 @@ static void engine_on_token(void *ud, const ctn_gen_token *tk) {
     ctn_lm *lm = r->lm;
     pthread_mutex_lock(&lm->lock);
     count_in_step(lm, tk->step);
+    const size_t before = r->n_ends;
     if (tk->text != NULL) append_pend(r, tk->text, tk->len);
+    if (tk->has_logprob && !r->oom) {
+        if (r->n_lps == r->cap_lps) {
+            const size_t c = r->cap_lps ? 2 * r->cap_lps : 8;
+            lp_rec *p = ctn__realloc(r->lps, c * sizeof *p);
+            if (p != NULL) r->lps = p, r->cap_lps = c;
+        }
+        if (r->n_lps < r->cap_lps) {
+            lp_rec *x = &r->lps[r->n_lps++];
+            x->before = before;
+            x->token = tk->token;
+            x->logprob = tk->logprob;
+            x->n_top = tk->n_top;
+            memcpy(x->top, tk->top, (size_t)tk->n_top * sizeof *x->top);
+        } else {
+            r->oom = true;
+        }
+    }
     if (r->ks != NULL && r->ks_toks != NULL) {
         if (r->ks_n == r->ks_cap) {
             const size_t c = 2 * r->ks_cap + 16;
@@ -355,6 +388,9 @@ static void free_req(lm_req *r) {
     free(r->ends);
     ctn_sb_free(&r->work);
     free(r->work_ends);
+    free(r->lps);
+    free(r->work_lps);
+    ctn_sb_free(&r->lp_text);
     ctn_sb_free(&r->text);
     free(r->vec);
     free(r->scores);
@@ -430,6 +466,84 @@ static void finish_req(ctn_lm *lm, lm_req *r) {
     }
 }
 
+/* Nothing more is delivered to r now: an embedding, a cancelled request, a close asked for
+ * from a callback. */
+static bool stopped(const ctn_lm *lm, const lm_req *r) {
+    return r->embed || r->cancelled || (lm->close_deferred && !lm->closing);
+}
+
+/*
+ * Appends s to b as valid UTF-8: each character as it is, and each maximal run of bytes
+ * that begins a character but is not one (Unicode's "maximal subpart", as Python's
+ * errors="replace" reads it), or a byte that begins none, as one U+FFFD.
+ */
+static void put_utf8_replaced(ctn_strbuf *b, const char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        const unsigned char *u = (const unsigned char *)s + i;
+        const int len = ctn__utf8_char(u, n - i);
+        if (len > 0) {
+            ctn_sb_put(b, s + i, (size_t)len);
+            i += (size_t)len;
+            continue;
+        }
+        size_t bad = 1; /* the longest prefix that is the start of a character */
+        while (bad < 3 && i + bad < n && ctn__utf8_char(u, bad + 1) == 0)
+            bad++;
+        ctn_sb_put(b, "\xEF\xBF\xBD", 3);
+        i += bad;
+    }
+}
+
+/* A token's bytes (as ctn_token_to_piece gives them, control tokens as their text), a NUL,
+ * its text as valid UTF-8 and a NUL, appended to b; *n_bytes is the bytes' length. */
+static void put_token(const ctn_lm *lm, ctn_strbuf *b, int32_t id, size_t *n_bytes) {
+    char tmp[128];
+    int len = ctn_token_to_piece(lm->v, id, tmp, sizeof tmp, 0, true);
+    const size_t at = b->len;
+    if (len < 0) len = 0;
+    if ((size_t)len <= sizeof tmp) {
+        ctn_sb_put(b, tmp, (size_t)len);
+    } else if (ctn_sb_reserve(b, (size_t)len)) {
+        ctn_token_to_piece(lm->v, id, b->p + b->len, (size_t)len, 0, true);
+        b->len += (size_t)len;
+    }
+    ctn_sb_put(b, "", 1);
+    *n_bytes = (size_t)len;
+    /* The text is at most 3 bytes per byte: with that room, b->p stays where it is. */
+    if (ctn_sb_reserve(b, 3 * (size_t)len + 1)) put_utf8_replaced(b, b->p + at, (size_t)len);
+    ctn_sb_put(b, "", 1);
+}
+
+/* Calls r's on_logprobs with one queued token and its alternatives, their bytes and texts
+ * rendered from the vocabulary here on the loop thread. */
+static void give_logprobs(ctn_lm *lm, lm_req *r, const lp_rec *x) {
+    if (r->on_lp == NULL) return;
+    ctn_lm_logprob lp[1 + CTN_GEN_MAX_TOP_LOGPROBS];
+    size_t off[1 + CTN_GEN_MAX_TOP_LOGPROBS];
+    ctn_strbuf *b = &r->lp_text;
+    b->len = 0;
+    for (int i = 0; i <= x->n_top; i++) {
+        lp[i].id = i == 0 ? x->token : x->top[i - 1].token;
+        lp[i].logprob = i == 0 ? x->logprob : x->top[i - 1].logprob;
+        off[i] = b->len;
+        put_token(lm, b, lp[i].id, &lp[i].n_bytes);
+    }
+    if (b->oom) {
+        r->text_oom = true; /* the request fails as when its text cannot be kept */
+        if (!r->done && lm->e != NULL) ctn_gen_cancel(lm->e, (int64_t)r->handle);
+        return;
+    }
+    for (int i = 0; i <= x->n_top; i++) {
+        lp[i].bytes = b->p + off[i];
+        lp[i].text = lp[i].bytes + lp[i].n_bytes + 1;
+    }
+    const ctn_lm_token_logprobs t = {lp[0], lp + 1, x->n_top};
+    lm->in_cb++;
+    r->on_lp(r->ud, &t);
+    lm->in_cb--;
+}
+
 /*
  * Delivers what the engine has produced for r: its new text (whole characters) and, when it
  * has ended, the rest of its text and its on_done. Stops early when a callback asked for the
@@ -450,16 +564,27 @@ static void deliver(ctn_lm *lm, lm_req *r) {
     r->ends = te;
     r->cap_ends = tec;
     r->n_ends = 0;
+    lp_rec *tl = r->work_lps;
+    const size_t tlc = r->cap_work_lps;
+    r->work_lps = r->lps;
+    r->cap_work_lps = r->cap_lps;
+    const size_t n_lps = r->n_lps;
+    r->lps = tl;
+    r->cap_lps = tlc;
+    r->n_lps = 0;
     const bool done = r->done;
     /* The end may have come, and queued r again, since on_async took r off the ready list:
      * r is finished and freed below, so it must not stay there. */
     if (done && r->queued) unqueue(lm, r);
     pthread_mutex_unlock(&lm->lock);
 
-    /* One on_text per piece; a callback may cancel r or close the model in between. */
-    size_t start = 0;
+    /* One on_text per piece, each token's log-probabilities before its piece; a callback
+     * may cancel r or close the model in between. */
+    size_t start = 0, k = 0;
     for (size_t i = 0; i < n_pieces || (i == 0 && done); i++) {
-        if (r->embed || r->cancelled || (lm->close_deferred && !lm->closing)) break;
+        while (k < n_lps && r->work_lps[k].before <= i && !stopped(lm, r) && !r->text_oom)
+            give_logprobs(lm, r, &r->work_lps[k++]);
+        if (stopped(lm, r) || r->text_oom) break;
         const size_t end = i < n_pieces ? r->work_ends[i] : 0;
         const size_t before = r->text.len;
         take_utf8(r, r->work.p != NULL ? r->work.p + start : NULL, end - start,
@@ -475,6 +600,8 @@ static void deliver(ctn_lm *lm, lm_req *r) {
             break;
         }
     }
+    while (k < n_lps && !stopped(lm, r) && !r->text_oom) /* tokens after the last piece */
+        give_logprobs(lm, r, &r->work_lps[k++]);
     if (lm->close_deferred && !lm->closing) return;
     if (done) finish_req(lm, r);
 }
@@ -1035,6 +1162,9 @@ int ctn_lm_generate(ctn_lm *lm, const ctn_lm_request *r, const ctn_lm_callbacks 
     }
     g.session = r->session_id;
     g.grammar = r->grammar;
+    g.logprobs = r->logprobs;
+    g.top_logprobs = r->top_logprobs;
+    q->on_lp = r->on_logprobs;
     struct lm_sess *ks = NULL;
     if (r->session != NULL && (rc = session_join(lm, r->session, q, &g, ids, n_ids, err,
                                                  errcap)) < 0) {

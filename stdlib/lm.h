@@ -88,6 +88,8 @@ void ctn_lm_detach(ctn_lm *lm);
 
 /* ---- generation -------------------------------------------------------------------------- */
 
+struct ctn_lm_token_logprobs;
+
 /*
  * A generation request. The prompt is text (prompt_len bytes, need not be NUL-terminated)
  * or, when prompt is NULL, token ids. Everything is copied by ctn_lm_generate.
@@ -119,7 +121,37 @@ typedef struct {
      * in the vocabulary). With set.max_tokens 0 nothing is generated. */
     const int32_t *score_ids;
     int n_score_ids;
+    /* Log-probabilities of the generated tokens (gen.h: logprobs, top_logprobs; the raw
+     * model's distribution, as vLLM's default): with logprobs, on_logprobs (loop thread, ud
+     * as for the callbacks, may be NULL) gets each generated token in order, with
+     * top_logprobs (0 to CTN_GEN_MAX_TOP_LOGPROBS) alternatives, before the on_text that
+     * carries the token's text (which may come later: a character cut between tokens, a stop
+     * string held back) and before on_done. An end-of-generation token is not one. */
+    bool logprobs;
+    int top_logprobs;
+    void (*on_logprobs)(void *ud, const struct ctn_lm_token_logprobs *t);
 } ctn_lm_request;
+
+/* A token and its log-probability (ctn_lm_token_logprobs). Pointers are borrowed: valid
+ * only during the call. */
+typedef struct {
+    int32_t id;
+    double logprob;      /* natural log; finite */
+    const char *bytes;   /* the bytes the token decodes to on its own (control tokens as
+                            their text), which may be part of a UTF-8 character */
+    size_t n_bytes;
+    const char *text;    /* the same as valid UTF-8, NUL-terminated: a byte sequence that is
+                            not a whole character becomes one U+FFFD (as Python's
+                            errors="replace", which vLLM's token texts go through) */
+} ctn_lm_logprob;
+
+/* One generated token's log-probability and its most likely alternatives, most likely
+ * first (the token itself among them only if it is one of them). */
+typedef struct ctn_lm_token_logprobs {
+    ctn_lm_logprob token;
+    const ctn_lm_logprob *top; /* (n_top) */
+    int n_top;
+} ctn_lm_token_logprobs;
 
 /* Greedy, BOS as the model says, no token limit, no stop strings; the other sampling fields
  * at llama.cpp's CLI defaults (top_k 40, top_p 0.95, min_p 0.05), which matter once

@@ -2,7 +2,8 @@
  * The model bridge (stdlib/lm.h) on the real stories260K model: text through the loop equals
  * the engine's own, concurrent requests are batched and unchanged, one model per (loop,
  * file), cancel and close end every request with exactly one on_done and nothing after it,
- * load errors name the path, and every piece of text is whole UTF-8.
+ * load errors name the path, every piece of text is whole UTF-8, and log-probabilities come
+ * per token with the vocabulary's bytes.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -997,6 +998,166 @@ TEST(scores_through_the_bridge) {
     close_all(&loop, lm);
 }
 
+/* ---- log-probabilities -------------------------------------------------------------------- */
+
+typedef struct {
+    collect c; /* the text and the end */
+    int n_lp;
+    int n_top_seen;
+    char bytes[8192]; /* every token's bytes, concatenated */
+    size_t n_bytes;
+    bool bad;         /* a value, an order, a text or bytes that are wrong */
+    int lp_before_text; /* on_text calls that had a token's logprobs before them */
+    int split;        /* tokens whose bytes are not whole UTF-8 */
+    const ctn_vocab *v;
+    double first_lp, first_top0;
+    int32_t first_id, first_top0_id;
+} lp_out;
+
+/* A token's bytes and text are the vocabulary's and valid UTF-8 (written apart from lm.c). */
+static bool token_ok(const lp_out *o, const ctn_lm_logprob *t) {
+    char buf[512];
+    const int n = ctn_token_to_piece(o->v, t->id, buf, sizeof buf, 0, true);
+    if (n < 0 || (size_t)n != t->n_bytes || memcmp(buf, t->bytes, t->n_bytes) != 0) return false;
+    if (!(t->logprob <= 0) || !isfinite(t->logprob)) return false;
+    const size_t tl = strlen(t->text);
+    if (!valid_utf8((const unsigned char *)t->text, tl)) return false;
+    /* Whole characters are kept; anything else is U+FFFD. */
+    if (valid_utf8((const unsigned char *)t->bytes, t->n_bytes))
+        return tl == t->n_bytes && memcmp(t->text, t->bytes, tl) == 0;
+    return strstr(t->text, "\xEF\xBF\xBD") != NULL;
+}
+
+static void lp_token(void *ud, const ctn_lm_token_logprobs *t) {
+    lp_out *o = ud;
+    if (o->c.n_done > 0) o->c.after_done = true;
+    if (!token_ok(o, &t->token)) o->bad = true;
+    for (int i = 0; i < t->n_top; i++) {
+        if (!token_ok(o, &t->top[i])) o->bad = true;
+        if (i > 0 && t->top[i].logprob > t->top[i - 1].logprob) o->bad = true;
+    }
+    if (t->n_top > 0 && t->token.logprob > t->top[t->n_top - 1].logprob) {
+        bool in = false; /* at least as likely as the last one listed: listed */
+        for (int i = 0; i < t->n_top; i++)
+            in |= t->top[i].id == t->token.id && t->top[i].logprob == t->token.logprob;
+        if (!in) o->bad = true;
+    }
+    if (o->n_lp == 0) {
+        o->first_id = t->token.id;
+        o->first_lp = t->token.logprob;
+        o->first_top0_id = t->n_top > 0 ? t->top[0].id : -1;
+        o->first_top0 = t->n_top > 0 ? t->top[0].logprob : 0;
+    }
+    if (!valid_utf8((const unsigned char *)t->token.bytes, t->token.n_bytes)) o->split++;
+    /* The text has control tokens as nothing, the bytes as their text. */
+    char plain[512];
+    const int n = ctn_token_to_piece(o->v, t->token.id, plain, sizeof plain, 0, false);
+    if (n >= 0 && n <= (int)sizeof plain && o->n_bytes + (size_t)n < sizeof o->bytes) {
+        memcpy(o->bytes + o->n_bytes, plain, (size_t)n);
+        o->n_bytes += (size_t)n;
+    }
+    o->n_lp++;
+    o->n_top_seen = t->n_top;
+}
+
+static void lp_text(void *ud, const char *piece, size_t len) {
+    lp_out *o = ud;
+    if (o->n_lp > 0) o->lp_before_text++;
+    on_text(&o->c, piece, len);
+}
+
+static void lp_done(void *ud, const ctn_lm_result *r) { on_done(&((lp_out *)ud)->c, r); }
+
+static int submit_lp(ctn_lm *lm, lp_out *o, const char *prompt, float temp, uint64_t seed,
+                     int max_tokens, bool logprobs, int top) {
+    ctn_lm_request r = ctn_lm_request_default();
+    r.prompt = prompt;
+    r.prompt_len = strlen(prompt);
+    r.set.sampling.temp = temp;
+    r.set.sampling.top_k = 0;
+    r.set.sampling.top_p = 1.0f;
+    r.set.sampling.min_p = 0;
+    r.set.sampling.seed = seed;
+    r.set.max_tokens = max_tokens;
+    r.logprobs = logprobs;
+    r.top_logprobs = top;
+    r.on_logprobs = lp_token;
+    o->v = ctn_lm_vocab(lm);
+    static const ctn_lm_callbacks cb = {lp_text, lp_done};
+    char err[512] = "";
+    const int rc = ctn_lm_generate(lm, &r, &cb, o, &o->c.handle, err, sizeof err);
+    if (rc < 0) printf("  generate: %s\n", err);
+    return rc;
+}
+
+/*
+ * Log-probabilities through the bridge, on concurrent requests sampled hot enough to split
+ * characters across tokens: one per generated token, before the text it carries; each
+ * token's bytes are the vocabulary's (control tokens as their text), its text valid UTF-8;
+ * the alternatives sorted; the tokens' pieces, made valid, are the text; the same text as without them; the greedy token
+ * is the most likely alternative; top_logprobs out of range is refused, naming it.
+ */
+TEST(logprobs_through_the_bridge) {
+    enum { N = 8, T = 80 };
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    ctn_lm *lm = open_model(&loop);
+    CHECK(lm != NULL);
+    if (lm == NULL) {
+        uv_loop_close(&loop);
+        return;
+    }
+    lp_out *o = calloc(2 * N + 1, sizeof *o);
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ_INT(submit_lp(lm, &o[i], "Once upon a time", 50.0f, 7 + (uint64_t)i, T, true,
+                               i % 3 == 0 ? 0 : 20 - i),
+                     0);
+        CHECK_EQ_INT(submit_lp(lm, &o[N + i], "Once upon a time", 50.0f, 7 + (uint64_t)i, T,
+                               false, 0),
+                     0);
+    }
+    CHECK_EQ_INT(submit_lp(lm, &o[2 * N], "Once upon a time", 0, 0, 20, true, 3), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    int split = 0;
+    for (int i = 0; i < N; i++) {
+        lp_out *a = &o[i], *b = &o[N + i];
+        CHECK_EQ_INT(a->c.n_done, 1);
+        CHECK(!a->bad && !a->c.after_done && !a->c.bad_piece && a->c.result_matches);
+        CHECK_EQ_INT(a->n_lp, (int)a->c.completion_tokens);
+        CHECK_EQ_INT(a->n_top_seen, i % 3 == 0 ? 0 : 20 - i);
+        CHECK_EQ_INT(a->lp_before_text, a->c.n_pieces);
+        /* The same text as without them, and none came there. */
+        CHECK(a->c.n == b->c.n && memcmp(a->c.text, b->c.text, a->c.n) == 0);
+        CHECK_EQ_INT(b->n_lp, 0);
+        size_t n_want = 0;
+        char *want = make_valid(a->bytes, a->n_bytes, &n_want);
+        CHECK(a->c.n == n_want && memcmp(a->c.text, want, n_want) == 0);
+        free(want);
+        split += a->split;
+    }
+    printf("  %d tokens that are not whole UTF-8\n", split);
+    CHECK(split > 0);
+    lp_out *g = &o[2 * N];
+    CHECK_EQ_INT(g->n_lp, 20);
+    CHECK(!g->bad);
+    CHECK_EQ_INT(g->first_id, g->first_top0_id);
+    CHECK(g->first_lp == g->first_top0);
+    /* Refused with a reason; nothing is called. */
+    lp_out bad = {0};
+    ctn_lm_request r = ctn_lm_request_default();
+    r.prompt = "Once upon a time";
+    r.prompt_len = strlen(r.prompt);
+    r.logprobs = true;
+    r.top_logprobs = 21;
+    char err[512] = "";
+    CHECK_EQ_INT(ctn_lm_generate(lm, &r, &callbacks, &bad, NULL, err, sizeof err), CTN_EINVAL);
+    CHECK_CONTAINS(err, "top_logprobs is 21");
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ_INT(bad.c.n_done, 0);
+    free(o);
+    close_all(&loop, lm);
+}
+
 /* ---- sessions ---------------------------------------------------------------------------- */
 
 /* One keyed request: prompt, greedy, max_tokens; 0 or the error. */
@@ -1214,5 +1375,6 @@ int main(void) {
     RUN(keyed_sessions_are_bounded);
     RUN(forks_of_a_filled_session);
     RUN(scores_through_the_bridge);
+    RUN(logprobs_through_the_bridge);
     return test_summary();
 }
