@@ -457,7 +457,10 @@ struct job {
         char *text;
         ctn_finish finish;
         int64_t completion_tokens;
+        cJSON *lp;       /* logprobs not yet sent (streams) or all of them, in the route's shape */
+        size_t lp_chars; /* completions' text_offset: characters of the tokens so far */
     } *ch;
+    bool logprobs; /* the request asked for them */
     int pending;
     int64_t prompt_tokens, cached_tokens;
     /* Chains: the runs (one, or one per input of a batch), their outputs. */
@@ -494,8 +497,10 @@ static void job_free(job *j) {
     free(j->outs);
     free(j->refs);
     free(j->parent);
-    for (int i = 0; j->ch != NULL && i <= j->n; i++)
+    for (int i = 0; j->ch != NULL && i <= j->n; i++) {
         free(j->ch[i].text);
+        cJSON_Delete(j->ch[i].lp);
+    }
     free(j->ch);
     for (size_t i = 0; j->vecs != NULL && i < j->n_inputs; i++)
         free(j->vecs[i]);
@@ -557,6 +562,79 @@ static cJSON *chunk_base(const job *j) {
     return o;
 }
 
+/* ---- logprobs ----------------------------------------------------------------------------- */
+
+/* An empty logprobs value: chat's content array, or the completions' parallel lists. */
+static cJSON *lp_new(int kind) {
+    if (kind == JOB_CHAT) return cJSON_CreateArray();
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddArrayToObject(o, "tokens");
+    cJSON_AddArrayToObject(o, "token_logprobs");
+    cJSON_AddArrayToObject(o, "top_logprobs");
+    cJSON_AddArrayToObject(o, "text_offset");
+    return o;
+}
+
+/* Chat's {token, logprob, bytes}: the token's text (valid UTF-8) and its own bytes. */
+static cJSON *lp_item(const ctn_lm_logprob *t) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "token", t->text);
+    cJSON_AddNumberToObject(o, "logprob", t->logprob);
+    cJSON *b = cJSON_AddArrayToObject(o, "bytes");
+    for (size_t i = 0; i < t->n_bytes; i++)
+        cJSON_AddItemToArray(b, cJSON_CreateNumber((unsigned char)t->bytes[i]));
+    return o;
+}
+
+/* One generated token's logprobs (bridge, loop thread), kept in the choice's shape until its
+ * chunk or the response takes them. */
+static void gen_logprobs(void *ud, const ctn_lm_token_logprobs *t) {
+    struct choice *cc = ud;
+    if (cc->index < 0) return;
+    if (cc->lp == NULL && (cc->lp = lp_new(cc->j->kind)) == NULL) return;
+    if (cc->j->kind == JOB_CHAT) {
+        cJSON *e = lp_item(&t->token), *top = cJSON_AddArrayToObject(e, "top_logprobs");
+        for (int i = 0; i < t->n_top; i++)
+            cJSON_AddItemToArray(top, lp_item(&t->top[i]));
+        cJSON_AddItemToArray(cc->lp, e);
+        return;
+    }
+    /* The legacy shape: per token its text, value, {text: value} of the alternatives and the
+     * sampled token (up to logprobs + 1 of them; a text two ids share is listed once, with
+     * the more likely), and the offset of its text in characters. */
+    cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(cc->lp, "tokens"),
+                         cJSON_CreateString(t->token.text));
+    cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(cc->lp, "token_logprobs"),
+                         cJSON_CreateNumber(t->token.logprob));
+    cJSON *top = cJSON_CreateObject();
+    for (int i = 0; i <= t->n_top; i++) {
+        const ctn_lm_logprob *a = i < t->n_top ? &t->top[i] : &t->token;
+        if (!cJSON_HasObjectItem(top, a->text)) cJSON_AddNumberToObject(top, a->text, a->logprob);
+    }
+    cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(cc->lp, "top_logprobs"), top);
+    cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(cc->lp, "text_offset"),
+                         cJSON_CreateNumber((double)cc->lp_chars));
+    for (const char *p = t->token.text; *p; p++)
+        cc->lp_chars += ((unsigned char)*p & 0xC0) != 0x80;
+}
+
+/* The choice's logprobs field: null when not asked for (or, in a stream, when no token came
+ * since the last chunk); else what came, which moves into ch. */
+static void add_logprobs(cJSON *ch, const job *j, struct choice *cc) {
+    if (!j->logprobs || (j->stream && cc->lp == NULL)) {
+        cJSON_AddNullToObject(ch, "logprobs");
+        return;
+    }
+    cJSON *lp = cc->lp != NULL ? cc->lp : lp_new(j->kind);
+    cc->lp = NULL;
+    if (j->kind == JOB_CHAT) {
+        cJSON *o = cJSON_AddObjectToObject(ch, "logprobs");
+        cJSON_AddItemToObject(o, "content", lp);
+    } else {
+        cJSON_AddItemToObject(ch, "logprobs", lp);
+    }
+}
+
 /* One streamed choice: a delta (chat) or text (completions); finish NULL while it runs. */
 static void stream_choice(job *j, struct choice *cc, const char *text, size_t n,
                           const char *finish) {
@@ -574,7 +652,7 @@ static void stream_choice(job *j, struct choice *cc, const char *text, size_t n,
         cJSON_AddStringToObject(ch, "text", t != NULL ? t : "");
     }
     free(t);
-    cJSON_AddNullToObject(ch, "logprobs");
+    add_logprobs(ch, j, cc);
     if (finish) cJSON_AddStringToObject(ch, "finish_reason", finish);
     else cJSON_AddNullToObject(ch, "finish_reason");
     cJSON_AddItemToArray(arr, ch);
@@ -654,7 +732,7 @@ static void gen_finish(job *j) {
     cJSON_AddStringToObject(o, "model", j->model);
     arr = cJSON_AddArrayToObject(o, "choices");
     for (int i = 1; i <= j->n; i++) {
-        const struct choice *cc = &j->ch[i];
+        struct choice *cc = &j->ch[i];
         cJSON *ch = cJSON_CreateObject();
         cJSON_AddNumberToObject(ch, "index", cc->index);
         if (j->kind == JOB_CHAT) {
@@ -664,7 +742,7 @@ static void gen_finish(job *j) {
         } else {
             cJSON_AddStringToObject(ch, "text", cc->text != NULL ? cc->text : "");
         }
-        cJSON_AddNullToObject(ch, "logprobs");
+        add_logprobs(ch, j, cc);
         cJSON_AddStringToObject(ch, "finish_reason", finish_reason(cc->finish));
         cJSON_AddItemToArray(arr, ch);
     }
@@ -746,6 +824,57 @@ static bool pick_model(conn *c, cJSON *body, const char **lora, char *name, size
     return false;
 }
 
+/* x is an integer from lo to hi. */
+static bool int_in(const cJSON *x, int lo, int hi) {
+    return cJSON_IsNumber(x) && x->valuedouble >= lo && x->valuedouble <= hi &&
+           x->valuedouble == (int)x->valuedouble;
+}
+
+/*
+ * Log-probabilities: chat's boolean logprobs with top_logprobs (0 to 20; above 0 only with
+ * logprobs true, as OpenAI and vLLM check), the legacy completions' integer logprobs (the
+ * alternatives per token: 0 to 20, vLLM's default max_logprobs; OpenAI's own stops at 5).
+ * false after answering 400 naming the field.
+ */
+static bool read_logprobs(conn *c, cJSON *body, ctn_lm_request *r, bool chat) {
+    const cJSON *lp = cJSON_GetObjectItemCaseSensitive(body, "logprobs");
+    const cJSON *top = cJSON_GetObjectItemCaseSensitive(body, "top_logprobs");
+    const bool has_lp = lp != NULL && !cJSON_IsNull(lp), has_top = top != NULL && !cJSON_IsNull(top);
+    if (!chat) {
+        if (has_top) {
+            send_error(c, 400, "top_logprobs", NULL,
+                       "'top_logprobs' is a chat field: /v1/completions takes 'logprobs': N");
+            return false;
+        }
+        if (has_lp && !cJSON_IsFalse(lp) && !int_in(lp, 0, CTN_GEN_MAX_TOP_LOGPROBS)) {
+            send_error(c, 400, "logprobs", NULL,
+                       "'logprobs' must be an integer from 0 to %d (alternatives per token)",
+                       CTN_GEN_MAX_TOP_LOGPROBS);
+            return false;
+        }
+        r->logprobs = has_lp && !cJSON_IsFalse(lp);
+        r->top_logprobs = r->logprobs ? (int)lp->valuedouble : 0;
+        return true;
+    }
+    if (has_lp && !cJSON_IsBool(lp)) {
+        send_error(c, 400, "logprobs", NULL, "'logprobs' must be a boolean");
+        return false;
+    }
+    r->logprobs = cJSON_IsTrue(lp);
+    if (has_top && !int_in(top, 0, CTN_GEN_MAX_TOP_LOGPROBS)) {
+        send_error(c, 400, "top_logprobs", NULL, "'top_logprobs' must be an integer from 0 to %d",
+                   CTN_GEN_MAX_TOP_LOGPROBS);
+        return false;
+    }
+    if (has_top && top->valuedouble > 0 && !r->logprobs) {
+        send_error(c, 400, "top_logprobs", NULL,
+                   "'top_logprobs' needs 'logprobs' to be true");
+        return false;
+    }
+    r->top_logprobs = has_top ? (int)top->valuedouble : 0;
+    return true;
+}
+
 /*
  * The sampling fields of an OpenAI request into r->set through the one settings validator:
  * OpenAI's defaults first (temperature 1, top_p 1, no top_k or min_p), then the request's.
@@ -753,7 +882,7 @@ static bool pick_model(conn *c, cJSON *body, const char **lora, char *name, size
  * answering 400.
  */
 static bool read_settings(conn *c, cJSON *body, ctn_lm_request *r, bool chat) {
-    static const char *const unsupported[] = {"logprobs", "top_logprobs", "echo", "best_of",
+    static const char *const unsupported[] = {"echo", "best_of",
                                               "suffix", "tools", "tool_choice", "functions",
                                               "function_call", "response_format", "logit_bias"};
     for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++) {
@@ -762,8 +891,6 @@ static bool read_settings(conn *c, cJSON *body, ctn_lm_request *r, bool chat) {
         if (cJSON_IsObject(x) && x->child == NULL) continue; /* logit_bias {} */
         if (cJSON_IsArray(x) && x->child == NULL) continue;  /* tools [] */
         if (!strcmp(unsupported[i], "best_of") && cJSON_IsNumber(x) && x->valuedouble == 1) continue;
-        if (!strcmp(unsupported[i], "top_logprobs") && cJSON_IsNumber(x) && x->valuedouble == 0)
-            continue;
         send_error(c, 400, unsupported[i], "unsupported_parameter",
                    "'%s' is not supported by catena serve yet", unsupported[i]);
         return false;
@@ -806,7 +933,7 @@ static bool read_settings(conn *c, cJSON *body, ctn_lm_request *r, bool chat) {
             return false;
         }
     }
-    return true;
+    return read_logprobs(c, body, r, chat);
 }
 
 static int n_of(cJSON *body) {
@@ -848,6 +975,8 @@ static void start_generation(conn *c, job *j, ctn_lm_request *r, int n) {
     char err[512] = "";
     const ctn_lm_callbacks cb = {gen_text, gen_done};
     j->n = n;
+    j->logprobs = r->logprobs;
+    r->on_logprobs = gen_logprobs;
     j->ch = ctn__calloc((size_t)n + 1, sizeof *j->ch);
     if (j->ch == NULL) {
         job_free(j);
