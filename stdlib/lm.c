@@ -473,15 +473,16 @@ static bool stopped(const ctn_lm *lm, const lm_req *r) {
 }
 
 /*
- * Appends s to b as valid UTF-8: each character as it is, and each maximal run of bytes
- * that begins a character but is not one (Unicode's "maximal subpart", as Python's
- * errors="replace" reads it), or a byte that begins none, as one U+FFFD.
+ * Appends s to b as valid UTF-8 without NULs: each character as it is, and each maximal run
+ * of bytes that begins a character but is not one (Unicode's "maximal subpart", as Python's
+ * errors="replace" reads it), a byte that begins none, or a NUL (which would end the C
+ * string), as one U+FFFD.
  */
 static void put_utf8_replaced(ctn_strbuf *b, const char *s, size_t n) {
     size_t i = 0;
     while (i < n) {
         const unsigned char *u = (const unsigned char *)s + i;
-        const int len = ctn__utf8_char(u, n - i);
+        const int len = s[i] == '\0' ? -1 : ctn__utf8_char(u, n - i);
         if (len > 0) {
             ctn_sb_put(b, s + i, (size_t)len);
             i += (size_t)len;

@@ -142,7 +142,8 @@ typedef struct {
     size_t n_bytes;
     const char *text;    /* the same as valid UTF-8, NUL-terminated: a byte sequence that is
                             not a whole character becomes one U+FFFD (as Python's
-                            errors="replace", which vLLM's token texts go through) */
+                            errors="replace", which vLLM's token texts go through), and so
+                            does a NUL byte */
 } ctn_lm_logprob;
 
 /* One generated token's log-probability and its most likely alternatives, most likely

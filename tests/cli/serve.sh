@@ -1,7 +1,7 @@
 #!/bin/sh
 # `catena serve` on 127.0.0.1 with stories260K, talked to with curl (and bash's /dev/tcp for
 # raw bytes): health, models, completions (the text catena generate gives), chat, streams
-# (SSE chunks, usage, [DONE]), embeddings (float and base64), tokenize / detokenize, the
+# (SSE chunks, usage, [DONE]), logprobs on both routes, embeddings (float and base64), tokenize / detokenize, the
 # errors in OpenAI's shape (404, 405, 400, 401, 413, 431, 408, 503), keep-alive and
 # pipelining, a client that goes away cancelling its generation, and SIGTERM letting a
 # running request finish. Every server is started here and stopped before the end; request
@@ -127,6 +127,91 @@ done
 err_is_n() { [ "$1" = 400 ] && [ "$(json "$tmp/body" 'j.error.param')" = n ] && ok || bad "n = 0: $1 $(cat "$tmp/body")"; }
 err_is_n "$(code /v1/completions -d '{"prompt":"x","n":0}')"
 
+# Logprobs. Chat: logprobs.content in OpenAI's shape, one entry per token, the greedy token
+# first among its top_logprobs (sorted), the tokens joining to the content; streamed, each
+# chunk carries its own tokens' entries and they add up to the same.
+lpchk="$tmp/lpchk.js"
+cat >"$lpchk" <<'JS'
+const fs = require('fs');
+const [kind, file, want] = process.argv.slice(2);
+const raw = fs.readFileSync(file);
+const fail = m => { console.log(m); process.exit(1); };
+let text;
+try { text = new TextDecoder('utf-8', { fatal: true }).decode(raw); } catch (e) { fail('not UTF-8'); }
+const sse = kind.endsWith('-stream');
+const bodies = sse ? text.split('\n').filter(l => l.startsWith('data: ') && l !== 'data: [DONE]').map(l => JSON.parse(l.slice(6))) : [JSON.parse(text)];
+const usage = bodies.map(b => b.usage).filter(u => u)[0];
+const valid = b => { try { new TextDecoder('utf-8', { fatal: true }).decode(Buffer.from(b)); return true; } catch (e) { return false; } };
+let out = '', toks = [], split = 0;
+const entry = (e, where) => {
+  if (typeof e.token !== 'string' || typeof e.logprob !== 'number' || !(e.logprob <= 0) || !Array.isArray(e.bytes)) fail('bad entry at ' + where + ': ' + JSON.stringify(e));
+  if (valid(e.bytes) && !e.bytes.includes(0)) { if (Buffer.from(e.bytes).toString('utf8') !== e.token) fail('bytes are not the token: ' + JSON.stringify(e)); }
+  else { split++; if (!e.token.includes('\ufffd')) fail('a partial character without U+FFFD: ' + JSON.stringify(e)); }
+};
+for (const b of bodies) for (const c of b.choices || []) {
+  if (kind.startsWith('chat')) {
+    out += sse ? (c.delta.content || '') : c.message.content;
+    if (c.logprobs === null) continue;
+    for (const e of c.logprobs.content) {
+      entry(e, toks.length);
+      if (e.top_logprobs.length !== +want) fail('top_logprobs has ' + e.top_logprobs.length);
+      e.top_logprobs.forEach((t, i) => { entry(t, toks.length + '.' + i); if (i > 0 && t.logprob > e.top_logprobs[i - 1].logprob) fail('not sorted'); });
+      if (process.env.GREEDY && (e.top_logprobs[0].token !== e.token || e.top_logprobs[0].logprob !== e.logprob)) fail('greedy token not first: ' + JSON.stringify(e));
+      toks.push(e.token);
+    }
+  } else {
+    out += c.text;
+    if (c.logprobs === null) continue;
+    const l = c.logprobs;
+    if (l.tokens.length !== l.token_logprobs.length || l.tokens.length !== l.top_logprobs.length || l.tokens.length !== l.text_offset.length) fail('lists differ in length');
+    l.tokens.forEach((t, i) => {
+      const top = Object.entries(l.top_logprobs[i]);
+      if (top.length < 1 || top.length > +want + 1 || l.top_logprobs[i][t] !== l.token_logprobs[i]) fail('top_logprobs ' + JSON.stringify(l.top_logprobs[i]) + ' for ' + t);
+      if (l.text_offset[i] !== [...toks.join('')].length) fail('text_offset ' + l.text_offset[i]);
+      toks.push(t);
+    });
+  }
+}
+if (!usage || toks.length !== usage.completion_tokens) fail(toks.length + ' entries for ' + JSON.stringify(usage));
+if (process.env.GREEDY && toks.join('') !== out) fail('tokens ' + JSON.stringify(toks.join('')) + ', text ' + JSON.stringify(out));
+if (process.env.SPLIT && split === 0) fail('no token was a partial character');
+JS
+lpc='"messages":[{"role":"user","content":"Lily"}],"max_tokens":16,"temperature":0'
+[ "$(code /v1/chat/completions -d "{$lpc,\"logprobs\":true,\"top_logprobs\":3}")" = 200 ] &&
+    GREEDY=1 node "$lpchk" chat "$tmp/body" 3 && ok || bad "chat logprobs: $(head -c 600 "$tmp/body")"
+curl -sN "$(U /v1/chat/completions)" -d "{$lpc,\"logprobs\":true,\"top_logprobs\":2,\"stream\":true,\"stream_options\":{\"include_usage\":true}}" >"$tmp/lsse"
+GREEDY=1 node "$lpchk" chat-stream "$tmp/lsse" 2 && ok || bad "chat logprobs stream: $(head -c 600 "$tmp/lsse")"
+[ "$(code /v1/chat/completions -d "{$lpc,\"logprobs\":true}")" = 200 ] && GREEDY= node "$lpchk" chat "$tmp/body" 0 &&
+    ok || bad "chat logprobs without top_logprobs: $(head -c 600 "$tmp/body")"
+# Hot sampling splits characters across this model's byte tokens: bytes keep them, the token's
+# text has U+FFFD (so has a NUL byte), and the body stays UTF-8.
+[ "$(code /v1/chat/completions -d '{"messages":[{"role":"user","content":"Lily"}],"max_tokens":80,"temperature":50,"seed":3,"logprobs":true,"top_logprobs":5}')" = 200 ] &&
+    SPLIT=1 node "$lpchk" chat "$tmp/body" 5 && ok || bad "chat logprobs, hot: $(head -c 600 "$tmp/body")"
+# Completions: tokens, token_logprobs, top_logprobs ({token: logprob}, the sampled one
+# included), text_offset; and streamed.
+lpp='"prompt":"Once upon a time","max_tokens":16,"temperature":0'
+[ "$(code /v1/completions -d "{$lpp,\"logprobs\":2}")" = 200 ] && GREEDY=1 node "$lpchk" completion "$tmp/body" 2 &&
+    ok || bad "completion logprobs: $(head -c 600 "$tmp/body")"
+curl -sN "$(U /v1/completions)" -d "{$lpp,\"logprobs\":0,\"stream\":true,\"stream_options\":{\"include_usage\":true}}" >"$tmp/lsse"
+GREEDY=1 node "$lpchk" completion-stream "$tmp/lsse" 0 && ok || bad "completion logprobs stream: $(head -c 600 "$tmp/lsse")"
+# Not asked for: null.
+[ "$(code /v1/completions -d "{$lpp}")" = 200 ] && [ "$(json "$tmp/body" 'j.choices[0].logprobs')" = null ] &&
+    ok || bad "logprobs not asked for: $(head -c 300 "$tmp/body")"
+# Out of range, the wrong type, top_logprobs without logprobs: 400 naming the field.
+err_param() { # STATUS PARAM WHAT
+    [ "$1" = 400 ] && [ "$(json "$tmp/body" 'j.error.param')" = "$2" ] && [ -n "$(json "$tmp/body" 'j.error.message')" ] &&
+        ok || bad "$3: $1 $(cat "$tmp/body")"
+}
+m='"messages":[{"role":"user","content":"x"}]'
+err_param "$(code /v1/chat/completions -d "{$m,\"logprobs\":true,\"top_logprobs\":21}")" top_logprobs "top_logprobs 21"
+err_param "$(code /v1/chat/completions -d "{$m,\"logprobs\":true,\"top_logprobs\":-1}")" top_logprobs "top_logprobs -1"
+err_param "$(code /v1/chat/completions -d "{$m,\"top_logprobs\":2}")" top_logprobs "top_logprobs without logprobs"
+err_param "$(code /v1/chat/completions -d "{$m,\"logprobs\":3}")" logprobs "chat logprobs 3"
+err_param "$(code /v1/completions -d '{"prompt":"x","logprobs":21}')" logprobs "completion logprobs 21"
+err_param "$(code /v1/completions -d '{"prompt":"x","logprobs":1.5}')" logprobs "completion logprobs 1.5"
+err_param "$(code /v1/completions -d '{"prompt":"x","logprobs":true}')" logprobs "completion logprobs true"
+err_param "$(code /v1/completions -d '{"prompt":"x","top_logprobs":2}')" top_logprobs "completion top_logprobs"
+
 # Embeddings: float and base64 give the same vector.
 [ "$(code /v1/embeddings -d '{"input":["hello there","a dog"]}')" = 200 ] && cp "$tmp/body" "$tmp/ef" && ok ||
     bad "embeddings: $(cat "$tmp/body")"
@@ -157,8 +242,8 @@ err_is 405 "$(code /v1/completions)" "GET of a POST route"
 grep -qi '^Allow: POST' "$tmp/head" && ok || bad "405 without Allow: $(cat "$tmp/head")"
 err_is 400 "$(code /v1/completions -d '{"prompt":')" "malformed JSON"
 err_is 400 "$(code /v1/completions -d '[1,2]')" "JSON that is not an object"
-err_is 400 "$(code /v1/completions -d '{"prompt":"x","logprobs":3}')" "logprobs"
-[ "$(json "$tmp/body" 'j.error.param')" = logprobs ] && ok || bad "unsupported param not named: $(cat "$tmp/body")"
+err_is 400 "$(code /v1/completions -d '{"prompt":"x","best_of":3}')" "best_of"
+[ "$(json "$tmp/body" 'j.error.param')" = best_of ] && ok || bad "unsupported param not named: $(cat "$tmp/body")"
 err_is 400 "$(code /v1/completions -d '{"prompt":"x","temperature":"hot"}')" "a bad temperature"
 err_is 400 "$(code /v1/completions -d '{"prompt":""}')" "an empty prompt"
 err_is 400 "$(code /v1/chat/completions -d '{"messages":[{"role":"wizard","content":"x"}]}')" "a bad role"

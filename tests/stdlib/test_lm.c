@@ -1023,7 +1023,8 @@ static bool token_ok(const lp_out *o, const ctn_lm_logprob *t) {
     const size_t tl = strlen(t->text);
     if (!valid_utf8((const unsigned char *)t->text, tl)) return false;
     /* Whole characters are kept; anything else is U+FFFD. */
-    if (valid_utf8((const unsigned char *)t->bytes, t->n_bytes))
+    if (valid_utf8((const unsigned char *)t->bytes, t->n_bytes) &&
+        memchr(t->bytes, 0, t->n_bytes) == NULL)
         return tl == t->n_bytes && memcmp(t->text, t->bytes, tl) == 0;
     return strstr(t->text, "\xEF\xBF\xBD") != NULL;
 }
