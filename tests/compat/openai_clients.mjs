@@ -1,5 +1,5 @@
 // catena serve against real clients: the OpenAI Node SDK (npm `openai`) for models, chat
-// (whole and streamed), completions and embeddings, and LangChain.js's ChatOpenAI pointed at
+// (whole and streamed, with logprobs), completions and embeddings, and LangChain.js's ChatOpenAI pointed at
 // the server (invoke and stream). Run by openai_clients.sh, which starts the server on
 // 127.0.0.1 and passes the repository's root, the server's address, the model id and the
 // text `catena generate` gives for the completion below. Prints one line per check; exits 1 on the first failure.
@@ -46,6 +46,28 @@ for await (const ch of st) {
 }
 check(streamed === text, "a streamed chat is the whole one", streamed);
 check(roles === 1 && usage && usage.completion_tokens === 12, "the stream's role and usage", usage);
+
+// Logprobs as the SDK types them: choices[0].logprobs.content[i].top_logprobs, whole and streamed.
+const lp = await client.chat.completions.create({ model, messages: msgs, max_tokens: 12, temperature: 0, logprobs: true, top_logprobs: 3 });
+const lpc = lp.choices[0].logprobs?.content ?? [];
+check(lpc.length === lp.usage.completion_tokens && lpc.map((t) => t.token).join("") === lp.choices[0].message.content,
+  "chat logprobs: one entry per token, joining to the content", lpc.map((t) => t.token));
+const top = lpc[0]?.top_logprobs ?? [];
+check(top.length === 3 && top[0].token === lpc[0].token && top[0].logprob === lpc[0].logprob && top[1].logprob <= top[0].logprob &&
+  lpc.every((t) => t.logprob <= 0 && Array.isArray(t.bytes)), "chat top_logprobs: sorted, the greedy token first", lpc[0]);
+const lst = await client.chat.completions.create({
+  model, messages: msgs, max_tokens: 12, temperature: 0, logprobs: true, top_logprobs: 3, stream: true,
+});
+const sc = [];
+for await (const ch of lst) for (const choice of ch.choices) sc.push(...(choice.logprobs?.content ?? []));
+check(JSON.stringify(sc) === JSON.stringify(lpc), "streamed chat logprobs are the whole ones", sc.length);
+check(sc[0]?.top_logprobs?.[0]?.token === lpc[0].token, "streamed choices[0].logprobs.content[0].top_logprobs", sc[0]);
+try {
+  await client.chat.completions.create({ model, messages: msgs, logprobs: true, top_logprobs: 21 });
+  check(false, "top_logprobs 21 is refused", "no error");
+} catch (err) {
+  check(err.status === 400 && err.param === "top_logprobs", "top_logprobs 21: 400 naming it", err.message);
+}
 
 const two = await client.chat.completions.create({ model, messages: msgs, max_tokens: 6, n: 2, seed: 3, temperature: 0.9 });
 check(two.choices.length === 2 && two.choices[1].index === 1, "n = 2", two.choices);
