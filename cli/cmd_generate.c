@@ -46,8 +46,10 @@ static int usage(FILE *f) {
             "  --lora PATH[:SCALE]    run with a LoRA adapter (PEFT folder or GGUF LoRA\n"
             "                         file), scaled by SCALE (default 1)\n"
             "  --ids                  print the generated token ids instead of text\n"
+            "  --logprobs N           print each token's log-probability and its N most\n"
+            "                         likely alternatives (0 to %d) to stderr, a line each\n"
             "  -v, --verbose          print timings and the seed to stderr\n",
-            CTN_SETTINGS_MAX_STOP);
+            CTN_SETTINGS_MAX_STOP, CTN_GEN_MAX_TOP_LOGPROBS);
     return f == stderr ? 2 : 0;
 }
 
@@ -55,6 +57,7 @@ typedef struct {
     const char *model, *prompt, *prompt_file;
     ctn_settings set; /* every request and model setting (settings.h) */
     bool seed_set, ids, kv_f32, verbose;
+    int logprobs;    /* --logprobs N: the alternatives; -1: none asked for */
     char lora[4096]; /* the adapter's path, or "" */
 } options;
 
@@ -81,6 +84,7 @@ static const struct {
 static int parse_args(int argc, char **argv, options *o) {
     ctn_settings_init(&o->set);
     o->set.sampling = ctn_sampler_params_default(); /* llama.cpp's CLI's */
+    o->logprobs = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -118,6 +122,17 @@ static int parse_args(int argc, char **argv, options *o) {
             o->prompt = val;
         } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
             o->prompt_file = val;
+        } else if (!strcmp(a, "--logprobs")) {
+            char *end = NULL;
+            const long n = strtol(val, &end, 10);
+            if (end == val || *end != '\0' || n < 0 || n > CTN_GEN_MAX_TOP_LOGPROBS) {
+                fprintf(stderr,
+                        "catena generate: bad value '%s' for --logprobs: the alternatives per "
+                        "token, 0 to %d\n",
+                        val, CTN_GEN_MAX_TOP_LOGPROBS);
+                return -1;
+            }
+            o->logprobs = (int)n;
         } else if (!strcmp(a, "--lora")) {
             /* PATH[:SCALE]: a last ':' followed by a number is the scale. */
             if (strlen(val) >= sizeof o->lora) {
@@ -204,6 +219,7 @@ int ctn_cmd_generate(int argc, char **argv) {
 /* What the engine's callbacks write (manual mode: this thread). */
 typedef struct {
     bool ids, done;
+    const ctn_vocab *v; /* for the pieces of --logprobs */
     long n_gen;
     ctn_gen_result res;
     char error[512];
@@ -215,9 +231,35 @@ static void put(gen_out *o, const char *text, size_t n) {
         o->write_error = strerror(errno);
 }
 
+/* A token's id, piece (quoted; bytes outside printable ASCII, quotes and backslashes as
+ * \xNN) and log-probability, to stderr. */
+static void put_logprob(const ctn_vocab *v, int32_t id, double logprob) {
+    char piece[256];
+    int n = ctn_token_to_piece(v, id, piece, sizeof piece, 0, true);
+    if (n < 0) n = 0;
+    if (n > (int)sizeof piece) n = (int)sizeof piece;
+    fprintf(stderr, "%d \"", (int)id);
+    for (int i = 0; i < n; i++) {
+        const unsigned char c = (unsigned char)piece[i];
+        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') fprintf(stderr, "\\x%02X", c);
+        else fputc(c, stderr);
+    }
+    fprintf(stderr, "\" %.6f", logprob);
+}
+
 static void on_token(void *ud, const ctn_gen_token *t) {
     gen_out *o = ud;
     o->n_gen++;
+    if (t->has_logprob) {
+        /* One line per token: the token, then its alternatives after '|'. */
+        put_logprob(o->v, t->token, t->logprob);
+        fputs(" |", stderr);
+        for (int i = 0; i < t->n_top; i++) {
+            fputs(i > 0 ? ", " : " ", stderr);
+            put_logprob(o->v, t->top[i].token, t->top[i].logprob);
+        }
+        fputc('\n', stderr);
+    }
     if (o->ids) {
         printf(o->n_gen > 1 ? " %d" : "%d", (int)t->token);
     } else {
@@ -308,7 +350,9 @@ static int generate(options *op) {
         r.adapter = id;
         r.adapter_scale = o.set.lora_scale;
     }
-    gen_out out = {.ids = o.ids};
+    gen_out out = {.ids = o.ids, .v = v};
+    r.logprobs = o.logprobs >= 0;
+    r.top_logprobs = o.logprobs > 0 ? o.logprobs : 0;
     r.on_token = on_token;
     r.on_done = on_done;
     r.ud = &out;

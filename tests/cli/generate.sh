@@ -110,6 +110,18 @@ num() { printf '%s' "$out" | sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p"; }
 expect 2 "whole number" bench -m "$S" --threads 0
 
 # End of generation: a model whose greedy choice is always EOS (or EOT) stops at once;
+# --logprobs N: stdout is the same text; stderr has a line per token, the token first and
+# then N alternatives, the greedy token the most likely; out of range is a usage error.
+plain=$("$CATENA" generate -m "$S" -p "Once upon a time" -n 12 --temp 0 2>/dev/null)
+withlp=$("$CATENA" generate -m "$S" -p "Once upon a time" -n 12 --temp 0 --logprobs 3 2>"$tmp/lp")
+[ "$withlp" = "$plain" ] && ok || bad "--logprobs changed the text: '$withlp' against '$plain'"
+[ "$(wc -l <"$tmp/lp")" = 12 ] && ok || bad "--logprobs lines: $(cat "$tmp/lp")"
+awk -F' [|] ' '{ n = split($2, alt, ", "); split($1, t, " "); split(alt[1], a, " ");
+    if (n != 3 || t[1] != a[1] || $1 != alt[1] || t[length(t)] > 0) bad = 1 } END { exit bad }' "$tmp/lp" &&
+    ok || bad "--logprobs format: $(head -3 "$tmp/lp")"
+"$CATENA" generate -m "$S" -p "x" --logprobs 21 >/dev/null 2>"$tmp/err"
+[ $? = 2 ] && grep -q -- "--logprobs" "$tmp/err" && ok || bad "--logprobs 21: $(cat "$tmp/err")"
+
 # --ignore-eos goes on.
 if [ -n "${EOSMODEL:-}" ] && [ -x "$EOSMODEL" ]; then
     "$EOSMODEL" "$tmp/eos.gguf" 2 && "$EOSMODEL" "$tmp/eot.gguf" 3 && "$EOSMODEL" "$tmp/w.gguf" 7 ||
