@@ -241,8 +241,10 @@ static void put_logprob(const ctn_vocab *v, int32_t id, double logprob) {
     fprintf(stderr, "%d \"", (int)id);
     for (int i = 0; i < n; i++) {
         const unsigned char c = (unsigned char)piece[i];
-        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') fprintf(stderr, "\\x%02X", c);
-        else fputc(c, stderr);
+        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
+            fprintf(stderr, "\\x%02X", c);
+        else
+            fputc(c, stderr);
     }
     fprintf(stderr, "\" %.6f", logprob);
 }

@@ -457,7 +457,7 @@ struct job {
         char *text;
         ctn_finish finish;
         int64_t completion_tokens;
-        cJSON *lp;       /* logprobs not yet sent (streams) or all of them, in the route's shape */
+        cJSON *lp;       /* logprobs not yet sent (streams) or all of them (the route's shape) */
         size_t lp_chars; /* completions' text_offset: characters of the tokens so far */
     } *ch;
     bool logprobs; /* the request asked for them */
@@ -839,7 +839,8 @@ static bool int_in(const cJSON *x, int lo, int hi) {
 static bool read_logprobs(conn *c, cJSON *body, ctn_lm_request *r, bool chat) {
     const cJSON *lp = cJSON_GetObjectItemCaseSensitive(body, "logprobs");
     const cJSON *top = cJSON_GetObjectItemCaseSensitive(body, "top_logprobs");
-    const bool has_lp = lp != NULL && !cJSON_IsNull(lp), has_top = top != NULL && !cJSON_IsNull(top);
+    const bool has_lp = lp != NULL && !cJSON_IsNull(lp),
+               has_top = top != NULL && !cJSON_IsNull(top);
     if (!chat) {
         if (has_top) {
             send_error(c, 400, "top_logprobs", NULL,
@@ -867,8 +868,7 @@ static bool read_logprobs(conn *c, cJSON *body, ctn_lm_request *r, bool chat) {
         return false;
     }
     if (has_top && top->valuedouble > 0 && !r->logprobs) {
-        send_error(c, 400, "top_logprobs", NULL,
-                   "'top_logprobs' needs 'logprobs' to be true");
+        send_error(c, 400, "top_logprobs", NULL, "'top_logprobs' needs 'logprobs' to be true");
         return false;
     }
     r->top_logprobs = has_top ? (int)top->valuedouble : 0;

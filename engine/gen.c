@@ -91,6 +91,7 @@ struct gseq {
     bool scored;
     bool logprobs;    /* each token's log-probability (gen.h) */
     int top_logprobs; /* and this many alternatives */
+
     gsess *sess;   /* the session it continues, or NULL */
     bool joined;   /* the session's history is in toks (done at first admission) */
     ctn_kv_seq kv; /* allocated while running */
@@ -1216,7 +1217,7 @@ static int top_tokens(const float *logits, int64_t n, int k, double lse, ctn_gen
     for (int64_t v = 0; v < n && k > 0; v++) {
         const float x = logits[v];
         if (x == -INFINITY || (m == k && !(x > val[m - 1]))) continue;
-        int i = m < k ? m++ : k - 1; /* the slot freed: the end, or the k-th's */
+        int i = m < k ? m++ : k - 1;      /* the slot freed: the end, or the k-th's */
         while (i > 0 && x > val[i - 1]) { /* strictly: an equal one found first stays ahead */
             val[i] = val[i - 1];
             ids[i] = ids[i - 1];

@@ -85,8 +85,8 @@ struct lm_req {
     lp_rec *work_lps; /* the log-probabilities swapped out of lps */
     size_t cap_work_lps;
     void (*on_lp)(void *ud, const ctn_lm_token_logprobs *t);
-    ctn_strbuf lp_text; /* the bytes and texts of one token's log-probabilities */
-    ctn_strbuf text; /* everything delivered, NUL-terminated */
+    ctn_strbuf lp_text;    /* the bytes and texts of one token's log-probabilities */
+    ctn_strbuf text;       /* everything delivered, NUL-terminated */
     unsigned char hold[4]; /* the start of a UTF-8 character whose rest has not come yet */
     size_t n_hold;
     bool text_oom;  /* the loop could not keep the text: the request fails */

@@ -136,14 +136,14 @@ typedef struct {
  * only during the call. */
 typedef struct {
     int32_t id;
-    double logprob;      /* natural log; finite */
-    const char *bytes;   /* the bytes the token decodes to on its own (control tokens as
-                            their text), which may be part of a UTF-8 character */
+    double logprob;    /* natural log; finite */
+    const char *bytes; /* the bytes the token decodes to on its own (control tokens as
+                          their text), which may be part of a UTF-8 character */
     size_t n_bytes;
-    const char *text;    /* the same as valid UTF-8, NUL-terminated: a byte sequence that is
-                            not a whole character becomes one U+FFFD (as Python's
-                            errors="replace", which vLLM's token texts go through), and so
-                            does a NUL byte */
+    const char *text; /* the same as valid UTF-8, NUL-terminated: a byte sequence that is
+                         not a whole character becomes one U+FFFD (as Python's
+                         errors="replace", which vLLM's token texts go through), and so
+                         does a NUL byte */
 } ctn_lm_logprob;
 
 /* One generated token's log-probability and its most likely alternatives, most likely

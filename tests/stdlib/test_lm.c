@@ -219,8 +219,8 @@ static void on_done(void *ud, const ctn_lm_result *r) {
 
 static const ctn_lm_callbacks callbacks = {on_text, on_done};
 
-static int submit(ctn_lm *lm, collect *c, const char *prompt, float temp, uint64_t seed,
-                  int max_tokens) {
+/* A request for prompt sampled from the whole distribution at temp (0: greedy). */
+static ctn_lm_request sampled(const char *prompt, float temp, uint64_t seed, int max_tokens) {
     ctn_lm_request r = ctn_lm_request_default();
     r.prompt = prompt;
     r.prompt_len = strlen(prompt);
@@ -230,6 +230,12 @@ static int submit(ctn_lm *lm, collect *c, const char *prompt, float temp, uint64
     r.set.sampling.min_p = 0;
     r.set.sampling.seed = seed;
     r.set.max_tokens = max_tokens;
+    return r;
+}
+
+static int submit(ctn_lm *lm, collect *c, const char *prompt, float temp, uint64_t seed,
+                  int max_tokens) {
+    const ctn_lm_request r = sampled(prompt, temp, seed, max_tokens);
     char err[512] = "";
     c->lm = lm;
     const int rc = ctn_lm_generate(lm, &r, &callbacks, c, &c->handle, err, sizeof err);
@@ -1006,9 +1012,9 @@ typedef struct {
     int n_top_seen;
     char bytes[8192]; /* every token's bytes, concatenated */
     size_t n_bytes;
-    bool bad;         /* a value, an order, a text or bytes that are wrong */
+    bool bad;           /* a value, an order, a text or bytes that are wrong */
     int lp_before_text; /* on_text calls that had a token's logprobs before them */
-    int split;        /* tokens whose bytes are not whole UTF-8 */
+    int split;          /* tokens whose bytes are not whole UTF-8 */
     const ctn_vocab *v;
     double first_lp, first_top0;
     int32_t first_id, first_top0_id;
@@ -1067,19 +1073,13 @@ static void lp_text(void *ud, const char *piece, size_t len) {
     on_text(&o->c, piece, len);
 }
 
-static void lp_done(void *ud, const ctn_lm_result *r) { on_done(&((lp_out *)ud)->c, r); }
+static void lp_done(void *ud, const ctn_lm_result *r) {
+    on_done(&((lp_out *)ud)->c, r);
+}
 
 static int submit_lp(ctn_lm *lm, lp_out *o, const char *prompt, float temp, uint64_t seed,
                      int max_tokens, bool logprobs, int top) {
-    ctn_lm_request r = ctn_lm_request_default();
-    r.prompt = prompt;
-    r.prompt_len = strlen(prompt);
-    r.set.sampling.temp = temp;
-    r.set.sampling.top_k = 0;
-    r.set.sampling.top_p = 1.0f;
-    r.set.sampling.min_p = 0;
-    r.set.sampling.seed = seed;
-    r.set.max_tokens = max_tokens;
+    ctn_lm_request r = sampled(prompt, temp, seed, max_tokens);
     r.logprobs = logprobs;
     r.top_logprobs = top;
     r.on_logprobs = lp_token;
@@ -1095,8 +1095,9 @@ static int submit_lp(ctn_lm *lm, lp_out *o, const char *prompt, float temp, uint
  * Log-probabilities through the bridge, on concurrent requests sampled hot enough to split
  * characters across tokens: one per generated token, before the text it carries; each
  * token's bytes are the vocabulary's (control tokens as their text), its text valid UTF-8;
- * the alternatives sorted; the tokens' pieces, made valid, are the text; the same text as without them; the greedy token
- * is the most likely alternative; top_logprobs out of range is refused, naming it.
+ * the alternatives sorted; the tokens' pieces, made valid, are the text; the same text as
+ * without them; the greedy token is the most likely alternative; top_logprobs out of range
+ * is refused, naming it.
  */
 TEST(logprobs_through_the_bridge) {
     enum { N = 8, T = 80 };
@@ -1113,9 +1114,8 @@ TEST(logprobs_through_the_bridge) {
         CHECK_EQ_INT(submit_lp(lm, &o[i], "Once upon a time", 50.0f, 7 + (uint64_t)i, T, true,
                                i % 3 == 0 ? 0 : 20 - i),
                      0);
-        CHECK_EQ_INT(submit_lp(lm, &o[N + i], "Once upon a time", 50.0f, 7 + (uint64_t)i, T,
-                               false, 0),
-                     0);
+        CHECK_EQ_INT(
+            submit_lp(lm, &o[N + i], "Once upon a time", 50.0f, 7 + (uint64_t)i, T, false, 0), 0);
     }
     CHECK_EQ_INT(submit_lp(lm, &o[2 * N], "Once upon a time", 0, 0, 20, true, 3), 0);
     uv_run(&loop, UV_RUN_DEFAULT);
