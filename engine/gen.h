@@ -212,9 +212,11 @@ typedef struct {
      * parameters (a grammar's mask is applied first, as vLLM applies the structured-output
      * bitmask before its sampler: forbidden tokens get probability 0). top_logprobs (0 to
      * CTN_GEN_MAX_TOP_LOGPROBS, only with logprobs) asks for the most likely alternatives
-     * too. Off, nothing is computed; on, one pass for the log-sum-exp, one for the top
-     * alternatives (a bounded insertion, not a sort) and a copy of the row per token.
-     * Batch-invariant as the logits are. */
+     * too. Off, nothing is computed; on, per token, the log-sum-exp of the row (the score_ids'
+     * code: its maximum, then the sum of exp in double), a pass for the top alternatives (a
+     * bounded insertion, not a sort) and a copy of the row. Batch-invariant as the logits
+     * are. (vLLM: --logprobs-mode, default raw_logprobs, "the values before applying any
+     * logit processors".) */
     bool logprobs;
     int top_logprobs;
     /* A generated token (ctn_gen_token: request, step, id and text). Engine thread. */
