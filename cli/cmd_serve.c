@@ -32,9 +32,7 @@
 #include <time.h>
 #include <uv.h>
 
-#include <lauxlib.h>
 #include <lua.h>
-#include <lualib.h>
 
 #include "alloc.h"
 #include "chain.h"
@@ -2143,37 +2141,24 @@ int ctn_cmd_serve(int argc, char **argv) {
     /* Chains: a Lua state with the catena module; the server runs on the module's loop, so
      * the chains' lambdas and models work as under catena run. */
     if (n_chain > 0) {
-        s.L = luaL_newstate();
+        s.L = ctn_l_new_state();
         if (s.L == NULL) {
             fprintf(stderr, "catena serve: out of memory\n");
             free(key);
             return 1;
         }
-        luaL_openlibs(s.L);
-        luaL_getsubtable(s.L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-        lua_pushcfunction(s.L, luaopen_catena);
-        lua_setfield(s.L, -2, "catena");
-        lua_pop(s.L, 1);
-        luaL_requiref(s.L, "catena", luaopen_catena, 0);
-        lua_pop(s.L, 1);
         loopp = ctn_l_loop(s.L);
         for (int i = 0; i < n_chain; i++) {
             const char *eq = strchr(chain_specs[i], '=');
             char *nm = ctn__strndup(chain_specs[i], (size_t)(eq - chain_specs[i]));
-            lua_pushcfunction(s.L, ctn_l_traceback);
-            int st = nm == NULL ? LUA_ERRMEM : luaL_loadfile(s.L, eq + 1);
-            if (st == LUA_OK) st = lua_pcall(s.L, 0, 1, -2);
-            ctn_node **pn = st == LUA_OK ? luaL_testudata(s.L, -1, CTN_L_RUNNABLE) : NULL;
-            if (pn == NULL) {
+            ctn_node *node = NULL;
+            if (nm == NULL || ctn_l_load_chain(s.L, eq + 1, NULL, 0, &node, err, sizeof err) < 0) {
                 fprintf(stderr, "catena serve: --chain %s: %s\n", chain_specs[i],
-                        nm == NULL          ? "out of memory"
-                        : st != LUA_OK ? lua_tostring(s.L, -1)
-                                       : "the file must return a runnable (return chain)");
+                        nm == NULL ? "out of memory" : err);
                 free(nm);
                 goto out;
             }
-            s.chains[s.n_chains++] = (struct served){nm, ctn_node_ref(*pn)};
-            lua_pop(s.L, 2);
+            s.chains[s.n_chains++] = (struct served){nm, node};
         }
     } else {
         uv_loop_init(&own);

@@ -8,6 +8,7 @@
  * same calls made from plain code (the main chunk of a script, the REPL) run the loop
  * until the work is done instead.
  */
+#include <lualib.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2172,6 +2173,57 @@ int ctn_l_take_interrupt(lua_State *L) {
     if (ctx == NULL || !ctx->interrupted) return 0;
     ctx->interrupted = 0;
     return 1;
+}
+
+void ctn_l_loop_enter(lua_State *L) {
+    lctx *ctx = get_ctx(L);
+    if (ctx != NULL) ctx->running++;
+}
+
+void ctn_l_loop_leave(lua_State *L) {
+    lctx *ctx = get_ctx(L);
+    if (ctx != NULL && ctx->running > 0) ctx->running--;
+}
+
+lua_State *ctn_l_new_state(void) {
+    lua_State *L = luaL_newstate();
+    if (L == NULL) return NULL;
+    luaL_openlibs(L);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_catena);
+    lua_setfield(L, -2, "catena");
+    lua_pop(L, 1);
+    luaL_requiref(L, "catena", luaopen_catena, 0);
+    lua_pop(L, 1);
+    return L;
+}
+
+int ctn_l_load_chain(lua_State *L, const char *path, const char *const *args, int nargs,
+                     ctn_node **out, char *err, size_t errcap) {
+    *out = NULL;
+    lua_pushcfunction(L, ctn_l_traceback);
+    int st = luaL_loadfile(L, path);
+    if (st == LUA_OK) {
+        for (int i = 0; i < nargs; i++)
+            lua_pushstring(L, args[i]);
+        st = lua_pcall(L, nargs, 1, -nargs - 2);
+    }
+    if (st != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        ctn__errf(err, errcap, "%s", msg != NULL ? msg : "an error that is not a string");
+        lua_pop(L, 2);
+        return st == LUA_ERRMEM ? CTN_ENOMEM : st == LUA_ERRFILE ? CTN_ENOENT : CTN_ECHAIN;
+    }
+    ctn_node **pn = luaL_testudata(L, -1, CTN_L_RUNNABLE);
+    if (pn == NULL) {
+        ctn__errf(err, errcap, "%s: the file must return a runnable (return chain), not %s", path,
+                  luaL_typename(L, -1));
+        lua_pop(L, 2);
+        return CTN_ETYPE;
+    }
+    *out = ctn_node_ref(*pn);
+    lua_pop(L, 2);
+    return 0;
 }
 
 int ctn_l_open_model(lua_State *L, const char *path, const ctn_lm_params *p, ctn_lm **out,
