@@ -724,7 +724,10 @@ CTN_API int ctn_invoke_sync(ctn_chain *chain, const char *input_json, const char
                                 "callback), which would wait for itself; use ctn_invoke");
     sync_wait w = {rt, 0, NULL, false};
     const int rc = submit(CALL_INVOKE, chain, input_json, config_json, NULL, sync_done, &w, NULL);
-    if (rc < 0) return rc;
+    if (rc < 0) {
+        *out = ctn__strdup(last_err);
+        return rc;
+    }
     uv_mutex_lock(&rt->mu);
     while (!w.done)
         uv_cond_wait(&rt->cv, &rt->mu);

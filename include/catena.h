@@ -154,8 +154,9 @@ CTN_API int ctn_batch(ctn_chain *chain, const char *inputs_json, const char *con
 CTN_API int ctn_cancel(ctn_runtime *rt, uint64_t id);
 /*
  * ctn_invoke, waiting for the end: returns the call's status and gives in *out (the
- * caller's, freed with free()) the output JSON, or the error message; *out is NULL when the
- * call could not be submitted (then ctn_last_error says why). CTN_EINVAL on the loop thread.
+ * caller's, freed with free()) the output JSON, or the error message (also when the call
+ * could not be submitted; ctn_last_error has it too). *out is NULL only when out is NULL,
+ * memory ran out, or it was called on the loop thread (CTN_EINVAL).
  */
 CTN_API int ctn_invoke_sync(ctn_chain *chain, const char *input_json, const char *config_json,
                             char **out);
