@@ -121,6 +121,20 @@ static ctn_runtime *runtime_with(const char *name, const char *text, ctn_chain *
     return rt;
 }
 
+/* A waiter and a runtime with the lambda chain, for a test (NULL: it failed), and their end. */
+static ctn_runtime *lambda_runtime(waiter *w, ctn_chain **chain) {
+    waiter_init(w);
+    ctn_runtime *rt = runtime_with("upper.lua", LAMBDA, chain);
+    CHECK(rt != NULL);
+    if (rt == NULL) waiter_close(w);
+    return rt;
+}
+
+static void lambda_runtime_free(ctn_runtime *rt, waiter *w) {
+    CHECK_EQ_INT(ctn_runtime_free(rt), CTN_OK);
+    waiter_close(w);
+}
+
 /* ---- loading ---------------------------------------------------------------------------------- */
 
 TEST(bad_model_path) {
@@ -180,12 +194,10 @@ TEST(chain_file_errors) {
 /* ---- calls ------------------------------------------------------------------------------------ */
 
 TEST(bad_json) {
-    ctn_chain *ch;
-    ctn_runtime *rt = runtime_with("upper.lua", LAMBDA, &ch);
-    CHECK(rt != NULL);
-    if (rt == NULL) return;
     waiter w;
-    waiter_init(&w);
+    ctn_chain *ch;
+    ctn_runtime *rt = lambda_runtime(&w, &ch);
+    if (rt == NULL) return;
     uint64_t id = 99;
     CHECK_EQ_INT(ctn_invoke(ch, "{\"a\": tru}", NULL, on_done, &w, &id), CTN_EFORMAT);
     CHECK_CONTAINS(ctn_last_error(), "input: line 1, column 10 (byte 9)");
@@ -209,17 +221,14 @@ TEST(bad_json) {
     free(out);
     /* Nothing was called for any of them. */
     CHECK_EQ_INT(w.calls, 0);
-    CHECK_EQ_INT(ctn_runtime_free(rt), CTN_OK);
-    waiter_close(&w);
+    lambda_runtime_free(rt, &w);
 }
 
 TEST(invoke_stream_batch) {
-    ctn_chain *ch;
-    ctn_runtime *rt = runtime_with("upper.lua", LAMBDA, &ch);
-    CHECK(rt != NULL);
-    if (rt == NULL) return;
     waiter w;
-    waiter_init(&w);
+    ctn_chain *ch;
+    ctn_runtime *rt = lambda_runtime(&w, &ch);
+    if (rt == NULL) return;
     uint64_t id = 0;
     CHECK_EQ_INT(ctn_invoke(ch, "\"hello\"", "{\"tags\": [\"t\"]}", on_done, &w, &id), CTN_OK);
     CHECK(id != 0);
@@ -249,17 +258,14 @@ TEST(invoke_stream_batch) {
     CHECK_EQ_INT(ctn_invoke_sync(ch, "[1, 2.5, null]", NULL, &out), CTN_OK);
     CHECK_STR(out, "[1,2.5,null]");
     free(out);
-    CHECK_EQ_INT(ctn_runtime_free(rt), CTN_OK);
-    waiter_close(&w);
+    lambda_runtime_free(rt, &w);
 }
 
 TEST(cancel) {
-    ctn_chain *ch;
-    ctn_runtime *rt = runtime_with("upper.lua", LAMBDA, &ch);
-    CHECK(rt != NULL);
-    if (rt == NULL) return;
     waiter w;
-    waiter_init(&w);
+    ctn_chain *ch;
+    ctn_runtime *rt = lambda_runtime(&w, &ch);
+    if (rt == NULL) return;
     uint64_t id = 0;
     CHECK_EQ_INT(ctn_invoke(ch, "{\"ms\": 60000}", NULL, on_done, &w, &id), CTN_OK);
     CHECK_EQ_INT(ctn_cancel(rt, id), CTN_OK);
@@ -281,8 +287,7 @@ TEST(cancel) {
     CHECK(wait_calls(&w, 3));
     CHECK_EQ_INT(ctn_cancel(rt, id), CTN_ENOENT);
     CHECK_EQ_INT(w.status, CTN_OK);
-    CHECK_EQ_INT(ctn_runtime_free(rt), CTN_OK);
-    waiter_close(&w);
+    lambda_runtime_free(rt, &w);
 }
 
 /* A done callback that tries what must not be done on the loop thread. */
@@ -300,12 +305,10 @@ static void on_done_try_waits(int status, const char *text, void *ud) {
 }
 
 TEST(waits_refused_on_loop_thread) {
-    ctn_chain *ch;
-    ctn_runtime *rt = runtime_with("upper.lua", LAMBDA, &ch);
-    CHECK(rt != NULL);
-    if (rt == NULL) return;
     waiter w;
-    waiter_init(&w);
+    ctn_chain *ch;
+    ctn_runtime *rt = lambda_runtime(&w, &ch);
+    if (rt == NULL) return;
     w.chain = ch;
     w.rt = rt;
     CHECK_EQ_INT(ctn_invoke(ch, "\"x\"", NULL, on_done_try_waits, &w, NULL), CTN_OK);
@@ -317,8 +320,7 @@ TEST(waits_refused_on_loop_thread) {
     CHECK_EQ_INT(w.free_rc, CTN_EINVAL);
     CHECK_EQ_INT(w.bad, 0);
     CHECK_STR(w.text, "\"AGAIN\"");
-    CHECK_EQ_INT(ctn_runtime_free(rt), CTN_OK);
-    waiter_close(&w);
+    lambda_runtime_free(rt, &w);
 }
 
 /* ---- threads ---------------------------------------------------------------------------------- */
@@ -367,12 +369,10 @@ static void *submit_many(void *arg) {
 }
 
 TEST(submits_from_four_threads) {
-    ctn_chain *ch;
-    ctn_runtime *rt = runtime_with("upper.lua", LAMBDA, &ch);
-    CHECK(rt != NULL);
-    if (rt == NULL) return;
     waiter w;
-    waiter_init(&w);
+    ctn_chain *ch;
+    ctn_runtime *rt = lambda_runtime(&w, &ch);
+    if (rt == NULL) return;
     pthread_t t[SUBMITTERS];
     submitter s[SUBMITTERS];
     for (int k = 0; k < SUBMITTERS; k++) {
@@ -384,19 +384,16 @@ TEST(submits_from_four_threads) {
     CHECK(wait_calls(&w, SUBMITTERS * PER_THREAD));
     CHECK_EQ_INT(w.calls, SUBMITTERS * PER_THREAD);
     CHECK_EQ_INT(w.bad, 0);
-    CHECK_EQ_INT(ctn_runtime_free(rt), CTN_OK);
-    waiter_close(&w);
+    lambda_runtime_free(rt, &w);
 }
 
 /* Freeing a runtime with calls in flight cancels them: every callback has come, with
  * CTN_ECANCELED, when ctn_runtime_free returns. */
 TEST(free_cancels_calls_in_flight) {
-    ctn_chain *ch;
-    ctn_runtime *rt = runtime_with("upper.lua", LAMBDA, &ch);
-    CHECK(rt != NULL);
-    if (rt == NULL) return;
     waiter w;
-    waiter_init(&w);
+    ctn_chain *ch;
+    ctn_runtime *rt = lambda_runtime(&w, &ch);
+    if (rt == NULL) return;
     for (int i = 0; i < 8; i++)
         CHECK_EQ_INT(ctn_invoke(ch, "{\"ms\": 60000}", NULL, on_done, &w, NULL), CTN_OK);
     CHECK_EQ_INT(ctn_batch(ch, "[{\"ms\": 60000}, {\"ms\": 60000}]", NULL, on_done, &w, NULL),
@@ -467,8 +464,7 @@ TEST(model_chain) {
     CHECK(wait_calls(&w, 3));
     CHECK(c != CTN_OK || w.status == CTN_ECANCELED || w.status == CTN_OK);
     free(out);
-    CHECK_EQ_INT(ctn_runtime_free(rt), CTN_OK);
-    waiter_close(&w);
+    lambda_runtime_free(rt, &w);
 }
 
 TEST(strerror_and_version) {
