@@ -33,7 +33,7 @@
 #define CTN_VERSION "unknown"
 #endif
 
-/* ---- errors -------------------------------------------------------------------------------- */
+/* ---- errors ---------------------------------------------------------------------------------- */
 
 static _Thread_local char last_err[1024];
 
@@ -55,7 +55,7 @@ CTN_API const char *ctn_version(void) {
     return CTN_VERSION;
 }
 
-/* ---- types --------------------------------------------------------------------------------- */
+/* ---- types ----------------------------------------------------------------------------------- */
 
 enum { CALL_INVOKE, CALL_STREAM, CALL_BATCH };
 enum { OP_CALL, OP_CANCEL, OP_MODEL, OP_CHAIN, OP_STOP };
@@ -67,11 +67,11 @@ typedef struct call call;
 typedef struct op {
     int kind;
     struct op *next;
-    call *c;             /* OP_CALL */
-    uint64_t id;         /* OP_CANCEL */
-    const char *path;    /* OP_MODEL, OP_CHAIN: borrowed, the caller waits */
+    call *c;              /* OP_CALL */
+    uint64_t id;          /* OP_CANCEL */
+    const char *path;     /* OP_MODEL, OP_CHAIN: borrowed, the caller waits */
     ctn_lm_params params; /* OP_MODEL */
-    ctn_chain *chain;    /* OP_CHAIN: the result */
+    ctn_chain *chain;     /* OP_CHAIN: the result */
     int rc;
     bool done; /* the blocking ones: set under the lock, then the condition is broadcast */
     char msg[1024];
@@ -142,8 +142,10 @@ static bool on_loop(const ctn_runtime *rt) {
 /* Queues o and wakes the loop; under rt->mu. */
 static void enqueue_locked(ctn_runtime *rt, op *o) {
     o->next = NULL;
-    if (rt->tail != NULL) rt->tail->next = o;
-    else rt->head = o;
+    if (rt->tail != NULL)
+        rt->tail->next = o;
+    else
+        rt->head = o;
     rt->tail = o;
     uv_async_send(&rt->wake);
 }
@@ -164,7 +166,7 @@ static void finish_blocking(ctn_runtime *rt, op *o) {
     uv_mutex_unlock(&rt->mu);
 }
 
-/* ---- calls on the loop thread -------------------------------------------------------------- */
+/* ---- calls on the loop thread ---------------------------------------------------------------- */
 
 static void call_free(call *c) {
     for (size_t i = 0; i < c->n; i++) {
@@ -199,8 +201,10 @@ static void call_finish(call *c) {
     ctn_runtime *rt = c->rt;
     c->finished = true;
     uv_mutex_lock(&rt->mu);
-    if (c->prev != NULL) c->prev->lnext = c->lnext;
-    else rt->live = c->lnext;
+    if (c->prev != NULL)
+        c->prev->lnext = c->lnext;
+    else
+        rt->live = c->lnext;
     if (c->lnext != NULL) c->lnext->prev = c->prev;
     uv_mutex_unlock(&rt->mu);
     char *text = NULL;
@@ -272,8 +276,8 @@ static void settle(call *c) {
         if (c->err == 0 && c->next < c->n && c->running < c->max_running) {
             const size_t i = c->next++;
             c->slots[i] = (struct slot){c, i, false};
-            const ctn_run_callbacks cb = {c->kind == CALL_STREAM ? run_chunk : NULL, NULL,
-                                          run_done, &c->slots[i]};
+            const ctn_run_callbacks cb = {c->kind == CALL_STREAM ? run_chunk : NULL, NULL, run_done,
+                                          &c->slots[i]};
             ctn_val *in = c->kind == CALL_BATCH ? ctn_val_at(c->input, i) : c->input;
             c->running++;
             const int rc = ctn_run_start(c->rt->loop, c->chain->node, in, c->config, &cb,
@@ -328,7 +332,7 @@ static void cancel_all(ctn_runtime *rt) {
     }
 }
 
-/* ---- the loop thread ----------------------------------------------------------------------- */
+/* ---- the loop thread ------------------------------------------------------------------------- */
 
 static void do_model(ctn_runtime *rt, op *o) {
     char **np = realloc(rt->model_paths, (rt->n_models + 1) * sizeof *np);
@@ -437,7 +441,7 @@ static void loop_main(void *arg) {
     loop_rt = NULL;
 }
 
-/* ---- the runtime --------------------------------------------------------------------------- */
+/* ---- the runtime ----------------------------------------------------------------------------- */
 
 CTN_API int ctn_runtime_new(ctn_runtime **out) {
     if (out == NULL) return fail(CTN_EINVAL, "ctn_runtime_new: out is NULL");
@@ -522,8 +526,8 @@ static int model_options(const char *json, ctn_lm_params *p) {
         while (j < 4 && strcmp(k, keys[j]) != 0)
             j++;
         if (j == 4)
-            rc = fail(CTN_EINVAL, "options: unknown key '%s' (threads, ctx, kv_memory, lora_budget)",
-                      k);
+            rc = fail(CTN_EINVAL,
+                      "options: unknown key '%s' (threads, ctx, kv_memory, lora_budget)", k);
         else if (x->kind != CTN_VINT || x->u.i < 0)
             rc = fail(CTN_EINVAL, "options.%s: must be a whole number >= 0 (0: the default)", k);
         else if (j == 0)
@@ -556,7 +560,9 @@ CTN_API int ctn_runtime_load_chain(ctn_runtime *rt, const char *path, ctn_chain 
     if (out != NULL) *out = NULL;
     if (rt == NULL || path == NULL || out == NULL)
         return fail(CTN_EINVAL, "ctn_runtime_load_chain: %s is NULL",
-                    rt == NULL ? "rt" : path == NULL ? "path" : "out");
+                    rt == NULL     ? "rt"
+                    : path == NULL ? "path"
+                                   : "out");
     if (on_loop(rt))
         return fail(CTN_EINVAL, "ctn_runtime_load_chain: called on the runtime's loop thread (from "
                                 "a callback), which would wait for itself");
@@ -567,7 +573,7 @@ CTN_API int ctn_runtime_load_chain(ctn_runtime *rt, const char *path, ctn_chain 
     return CTN_OK;
 }
 
-/* ---- submitting calls ---------------------------------------------------------------------- */
+/* ---- submitting calls ------------------------------------------------------------------------ */
 
 /* The JSON text named what as a value: 0 and *out, or an error naming what and the place. */
 static int parse_json(const char *what, const char *json, ctn_val **out) {
@@ -589,9 +595,8 @@ static int parse_config(const char *json, ctn_val **out) {
         return rc;
     }
     /* The executor's keys and the model node's (as a Lua chain's config takes them). */
-    static const char *const own[] = {"tags",         "metadata", "max_concurrency",
-                                      "configurable", "session",  "n",
-                                      "grammar"};
+    static const char *const own[] = {"tags",    "metadata", "max_concurrency", "configurable",
+                                      "session", "n",        "grammar"};
     for (size_t i = 0; i < v->u.obj.n; i++) {
         char err[256];
         const char *k = v->u.obj.keys[i]->u.str.p;
@@ -616,7 +621,9 @@ static int submit(int kind, ctn_chain *chain, const char *input_json, const char
     if (id != NULL) *id = 0;
     if (chain == NULL || input_json == NULL || done == NULL)
         return fail(CTN_EINVAL, "%s: %s is NULL", fn[kind],
-                    chain == NULL ? "chain" : input_json == NULL ? "the input" : "done");
+                    chain == NULL        ? "chain"
+                    : input_json == NULL ? "the input"
+                                         : "done");
     ctn_val *in, *cfg;
     int rc = parse_json(kind == CALL_BATCH ? "inputs" : "input", input_json, &in);
     if (rc < 0) return rc;
@@ -637,8 +644,14 @@ static int submit(int kind, ctn_chain *chain, const char *input_json, const char
         return fail(CTN_ENOMEM, "out of memory");
     }
     ctn_runtime *rt = chain->rt;
-    *c = (call){.rt = rt, .kind = kind, .chain = chain, .input = in, .config = cfg,
-                .chunk = chunk, .done = done, .ud = ud};
+    *c = (call){.rt = rt,
+                .kind = kind,
+                .chain = chain,
+                .input = in,
+                .config = cfg,
+                .chunk = chunk,
+                .done = done,
+                .ud = ud};
     c->op.kind = OP_CALL;
     c->op.c = c;
     uv_mutex_lock(&rt->mu);
@@ -693,7 +706,7 @@ CTN_API int ctn_cancel(ctn_runtime *rt, uint64_t id) {
     return CTN_OK;
 }
 
-/* ---- waiting for a call -------------------------------------------------------------------- */
+/* ---- waiting for a call ---------------------------------------------------------------------- */
 
 typedef struct {
     ctn_runtime *rt;

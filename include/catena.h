@@ -5,16 +5,16 @@
  *
  *     ctn_runtime *rt;
  *     ctn_chain *story;
- *     if (ctn_runtime_new(&rt) < 0) ...                              // ctn_last_error() says why
+ *     if (ctn_runtime_new(&rt) < 0) ...                      // ctn_last_error() says why
  *     if (ctn_runtime_load_model(rt, "stories260K.gguf", NULL) < 0) ...
- *     if (ctn_runtime_load_chain(rt, "story.lua", &story) < 0) ...  // the file returns a runnable
- *     char *out;
- *     if (ctn_invoke_sync(story, "{\"who\": \"Lily\"}", NULL, &out) == CTN_OK) printf("%s\n", out);
- *     free(out);                                                     // the output JSON, or the error
+ *     if (ctn_runtime_load_chain(rt, "story.lua", &story) < 0) ...  // it returns a runnable
+ *     char *out;                                             // the output JSON, or the error:
+ *     if (ctn_invoke_sync(story, "{\"who\": \"Lily\"}", NULL, &out) == CTN_OK) puts(out);
+ *     free(out);
  *     uint64_t id;
  *     ctn_invoke(story, "{\"who\": \"Tim\"}", "{\"max_tokens\": 8}", on_done, NULL, &id);
- *     ctn_cancel(rt, id);                                            // on_done gets CTN_ECANCELED
- *     ctn_runtime_free(rt);                                          // cancels what still runs
+ *     ctn_cancel(rt, id);                                    // on_done gets CTN_ECANCELED
+ *     ctn_runtime_free(rt);                                  // cancels what still runs
  *
  * Values cross the API as JSON text (UTF-8, NUL-terminated): inputs, configs, outputs and
  * stream chunks. A config is a JSON object of a run's settings: tags, metadata, configurable,
@@ -81,7 +81,7 @@ typedef void (*ctn_done_fn)(int status, const char *text, void *ud);
 /* One chunk of a streamed call's output, as JSON (borrowed for the call). */
 typedef void (*ctn_chunk_fn)(const char *chunk_json, void *ud);
 
-/* ---- errors and the library -------------------------------------------------------------- */
+/* ---- errors and the library ------------------------------------------------------------------ */
 
 /* A short static description of a code ("cancelled"); never NULL. */
 CTN_API const char *ctn_strerror(int code);
@@ -91,7 +91,7 @@ CTN_API const char *ctn_last_error(void);
 /* The library's version ("0.1.0"). */
 CTN_API const char *ctn_version(void);
 
-/* ---- the runtime --------------------------------------------------------------------------- */
+/* ---- the runtime ----------------------------------------------------------------------------- */
 
 /* A runtime with its loop thread started. 0 and *out, or CTN_ENOMEM / CTN_EIO. */
 CTN_API int ctn_runtime_new(ctn_runtime **out);
@@ -121,7 +121,7 @@ CTN_API int ctn_runtime_load_model(ctn_runtime *rt, const char *path, const char
  */
 CTN_API int ctn_runtime_load_chain(ctn_runtime *rt, const char *path, ctn_chain **out);
 
-/* ---- calls --------------------------------------------------------------------------------- */
+/* ---- calls ----------------------------------------------------------------------------------- */
 
 /*
  * Submits a run of chain on input_json (any JSON value) with config_json (an object, or

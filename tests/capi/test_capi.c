@@ -46,17 +46,17 @@ static const char *const LAMBDA =
     "  return type(x) == 'string' and x:upper() or x\n"
     "end, 'upper')\n";
 
-/* ---- waiting for callbacks ------------------------------------------------------------------ */
+/* ---- waiting for callbacks ------------------------------------------------------------------- */
 
 typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int calls;          /* done callbacks so far */
-    int status;         /* of the last one */
-    char text[4096];    /* its text */
-    char chunks[4096];  /* the chunks of a stream, concatenated */
+    int calls;         /* done callbacks so far */
+    int status;        /* of the last one */
+    char text[4096];   /* its text */
+    char chunks[4096]; /* the chunks of a stream, concatenated */
     int n_chunks;
-    int bad;            /* outputs that were not what they should be */
+    int bad; /* outputs that were not what they should be */
     /* what callbacks on the loop thread got back from the calls refused there */
     int sync_rc, load_rc, free_rc;
     char sync_msg[512];
@@ -135,7 +135,7 @@ static void lambda_runtime_free(ctn_runtime *rt, waiter *w) {
     waiter_close(w);
 }
 
-/* ---- loading ---------------------------------------------------------------------------------- */
+/* ---- loading --------------------------------------------------------------------------------- */
 
 TEST(bad_model_path) {
     ctn_runtime *rt;
@@ -171,19 +171,20 @@ TEST(chain_file_errors) {
                  CTN_ETYPE);
     CHECK_CONTAINS(ctn_last_error(), "number.lua: the file must return a runnable");
     CHECK_CONTAINS(ctn_last_error(), "not number");
-    CHECK_EQ_INT(ctn_runtime_load_chain(
-                     rt, chain_file("syntax.lua", "local catena = require('catena')\nlocal x = = 1\n"),
-                     &ch),
-                 CTN_ECHAIN);
+    CHECK_EQ_INT(
+        ctn_runtime_load_chain(
+            rt, chain_file("syntax.lua", "local catena = require('catena')\nlocal x = = 1\n"), &ch),
+        CTN_ECHAIN);
     CHECK_CONTAINS(ctn_last_error(), "syntax.lua:2:");
-    CHECK_EQ_INT(ctn_runtime_load_chain(rt, chain_file("raise.lua", "\n\nerror('no chain today')\n"),
-                                        &ch),
-                 CTN_ECHAIN);
+    CHECK_EQ_INT(
+        ctn_runtime_load_chain(rt, chain_file("raise.lua", "\n\nerror('no chain today')\n"), &ch),
+        CTN_ECHAIN);
     CHECK_CONTAINS(ctn_last_error(), "raise.lua:3: no chain today");
     /* A chain file that waits at load time gets an error, not a loop run inside the loop. */
     CHECK_EQ_INT(ctn_runtime_load_chain(
-                     rt, chain_file("wait.lua", "local catena = require('catena')\n"
-                                                "catena.sleep(1)\nreturn catena.passthrough()\n"),
+                     rt,
+                     chain_file("wait.lua", "local catena = require('catena')\n"
+                                            "catena.sleep(1)\nreturn catena.passthrough()\n"),
                      &ch),
                  CTN_ECHAIN);
     CHECK_CONTAINS(ctn_last_error(), "cannot wait here");
@@ -191,7 +192,7 @@ TEST(chain_file_errors) {
     CHECK_EQ_INT(ctn_runtime_free(rt), CTN_OK);
 }
 
-/* ---- calls ------------------------------------------------------------------------------------ */
+/* ---- calls ----------------------------------------------------------------------------------- */
 
 TEST(bad_json) {
     waiter w;
@@ -239,9 +240,9 @@ TEST(invoke_stream_batch) {
     CHECK(wait_calls(&w, 2));
     CHECK_STR(w.text, "\"STRéAM\"");
     CHECK_STR(w.chunks, "\"STRéAM\""); /* a lambda's output is its one chunk */
-    CHECK_EQ_INT(ctn_batch(ch, "[\"a\", {\"k\": 1}, \"c\"]", "{\"max_concurrency\": 1}", on_done,
-                           &w, NULL),
-                 CTN_OK);
+    CHECK_EQ_INT(
+        ctn_batch(ch, "[\"a\", {\"k\": 1}, \"c\"]", "{\"max_concurrency\": 1}", on_done, &w, NULL),
+        CTN_OK);
     CHECK(wait_calls(&w, 3));
     CHECK_EQ_INT(w.status, CTN_OK);
     CHECK_STR(w.text, "[\"A\",{\"k\":1},\"C\"]");
@@ -296,7 +297,8 @@ static void on_done_try_waits(int status, const char *text, void *ud) {
     char *out = (char *)1;
     ctn_chain *ch = NULL;
     w->sync_rc = ctn_invoke_sync(w->chain, "\"x\"", NULL, &out);
-    snprintf(w->sync_msg, sizeof w->sync_msg, "%s%s", ctn_last_error(), out == NULL ? "" : " (out set)");
+    snprintf(w->sync_msg, sizeof w->sync_msg, "%s%s", ctn_last_error(),
+             out == NULL ? "" : " (out set)");
     w->load_rc = ctn_runtime_load_chain(w->rt, "/nonexistent.lua", &ch);
     w->free_rc = ctn_runtime_free(w->rt);
     /* Submitting from here is allowed: the next call is the one waited for. */
@@ -323,7 +325,7 @@ TEST(waits_refused_on_loop_thread) {
     lambda_runtime_free(rt, &w);
 }
 
-/* ---- threads ---------------------------------------------------------------------------------- */
+/* ---- threads --------------------------------------------------------------------------------- */
 
 #define SUBMITTERS 4
 #define PER_THREAD 250
@@ -405,7 +407,7 @@ TEST(free_cancels_calls_in_flight) {
     waiter_close(&w);
 }
 
-/* ---- a model ---------------------------------------------------------------------------------- */
+/* ---- a model --------------------------------------------------------------------------------- */
 
 TEST(model_chain) {
     const char *m = model_path();
@@ -415,12 +417,12 @@ TEST(model_chain) {
     CHECK_EQ_INT(ctn_runtime_new(&rt), CTN_OK);
     CHECK_EQ_INT(ctn_runtime_load_model(rt, m, NULL), CTN_OK);
     /* The chain gets the model's path as its argument and shares the loaded engine. */
-    const char *path = chain_file(
-        "story.lua", "local catena = require('catena')\n"
-                     "local path = assert(..., 'the model path is the argument')\n"
-                     "return catena.prompt('Once upon a time, {who}')\n"
-                     "  | catena.model{ path = path }:with{ temperature = 0 }\n"
-                     "  | catena.parser.str()\n");
+    const char *path =
+        chain_file("story.lua", "local catena = require('catena')\n"
+                                "local path = assert(..., 'the model path is the argument')\n"
+                                "return catena.prompt('Once upon a time, {who}')\n"
+                                "  | catena.model{ path = path }:with{ temperature = 0 }\n"
+                                "  | catena.parser.str()\n");
     CHECK_EQ_INT(ctn_runtime_load_chain(rt, path, &ch), CTN_OK);
     if (ch == NULL) {
         printf("  %s\n", ctn_last_error());
@@ -448,9 +450,9 @@ TEST(model_chain) {
     CHECK_CONTAINS(one, "top_k");
     free(one);
     /* Batch: the same greedy text for each input. */
-    CHECK_EQ_INT(ctn_batch(ch, "[{\"who\": \"Lily\"}, {\"who\": \"Lily\"}]", cfg, on_done, &w,
-                           NULL),
-                 CTN_OK);
+    CHECK_EQ_INT(
+        ctn_batch(ch, "[{\"who\": \"Lily\"}, {\"who\": \"Lily\"}]", cfg, on_done, &w, NULL),
+        CTN_OK);
     CHECK(wait_calls(&w, 2));
     char want[8192];
     snprintf(want, sizeof want, "[%s,%s]", out ? out : "", out ? out : "");
