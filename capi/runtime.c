@@ -383,9 +383,10 @@ static void do_stop(ctn_runtime *rt) {
         ctn_node_unref(ch->node);
         ch->node = NULL;
     }
-    for (size_t i = 0; i < rt->n_models; i++)
+    for (size_t i = 0; i < rt->n_models; i++) {
         ctn_lm_close(rt->models[i]);
-    rt->n_models = 0;
+        rt->models[i] = NULL; /* the paths stay, for ctn_runtime_free */
+    }
     uv_close((uv_handle_t *)&rt->wake, NULL);
     /* Work the chain files left behind (a catena.spawn that never ends) must not keep the
      * thread: lua_close finishes the loop's handles. */
