@@ -74,7 +74,8 @@ typedef struct op {
     ctn_chain *chain;     /* OP_CHAIN: the result */
     int rc;
     bool done; /* the blocking ones: set under the lock, then the condition is broadcast */
-    char msg[1024];
+    char *msg; /* the blocking ones: their error message, in the caller's buffer */
+    size_t msgcap;
 } op;
 
 struct ctn_chain {
@@ -343,11 +344,11 @@ static void do_model(ctn_runtime *rt, op *o) {
     if (np == NULL || nm == NULL || path == NULL) {
         free(path);
         o->rc = CTN_ENOMEM;
-        snprintf(o->msg, sizeof o->msg, "out of memory");
+        snprintf(o->msg, o->msgcap, "out of memory");
         return;
     }
     ctn_lm *lm = NULL;
-    o->rc = ctn_l_open_model(rt->L, o->path, &o->params, &lm, o->msg, sizeof o->msg);
+    o->rc = ctn_l_open_model(rt->L, o->path, &o->params, &lm, o->msg, o->msgcap);
     if (o->rc < 0) {
         free(path);
         return;
@@ -360,11 +361,11 @@ static void do_chain(ctn_runtime *rt, op *o) {
     ctn_chain *ch = calloc(1, sizeof *ch);
     if (ch == NULL) {
         o->rc = CTN_ENOMEM;
-        snprintf(o->msg, sizeof o->msg, "out of memory");
+        snprintf(o->msg, o->msgcap, "out of memory");
         return;
     }
     o->rc = ctn_l_load_chain(rt->L, o->path, (const char *const *)rt->model_paths,
-                             (int)rt->n_models, &ch->node, o->msg, sizeof o->msg);
+                             (int)rt->n_models, &ch->node, o->msg, o->msgcap);
     if (o->rc < 0) {
         free(ch);
         return;
@@ -506,6 +507,17 @@ CTN_API int ctn_runtime_free(ctn_runtime *rt) {
     return CTN_OK;
 }
 
+/* A model setting's value through the one settings validator (engine/settings.h), which
+ * names the key, its range and the value given. */
+static int settings_check(const char *key, int64_t v) {
+    ctn_settings probe;
+    ctn_settings_init(&probe);
+    const ctn_setting_value sv = {.kind = CTN_SET_INT, .i = v};
+    char err[256];
+    const int rc = ctn_settings_set(&probe, key, &sv, err, sizeof err);
+    return rc < 0 ? fail(CTN_EINVAL, "options: %s (0: the default)", err) : CTN_OK;
+}
+
 /* The settings of a model from options_json (NULL: the defaults). */
 static int model_options(const char *json, ctn_lm_params *p) {
     memset(p, 0, sizeof *p);
@@ -529,12 +541,17 @@ static int model_options(const char *json, ctn_lm_params *p) {
         if (j == 4)
             rc = fail(CTN_EINVAL,
                       "options: unknown key '%s' (threads, ctx, kv_memory, lora_budget)", k);
-        else if (x->kind != CTN_VINT || x->u.i < 0)
-            rc = fail(CTN_EINVAL, "options.%s: must be a whole number >= 0 (0: the default)", k);
-        else if (j == 0)
-            p->threads = x->u.i > 4096 ? 4097 : (int)x->u.i; /* the engine's check refuses it */
+        else if (x->kind != CTN_VINT)
+            rc = fail(CTN_EINVAL, "options.%s: must be a whole number (0: the default), not %s", k,
+                      ctn_vkind_name(x->kind));
+        else
+            rc = x->u.i != 0 ? settings_check(k, x->u.i) : 0;
+        if (rc < 0) break;
+        /* In range now: threads and ctx fit an int. */
+        if (j == 0)
+            p->threads = (int)x->u.i;
         else if (j == 1)
-            p->n_ctx = x->u.i > INT32_MAX ? INT32_MAX : (int)x->u.i;
+            p->n_ctx = (int)x->u.i;
         else if (j == 2)
             p->kv_memory_bytes = x->u.i;
         else
@@ -550,7 +567,8 @@ CTN_API int ctn_runtime_load_model(ctn_runtime *rt, const char *path, const char
     if (on_loop(rt))
         return fail(CTN_EINVAL, "ctn_runtime_load_model: called on the runtime's loop thread (from "
                                 "a callback), which would wait for itself");
-    op o = {.kind = OP_MODEL, .path = path};
+    char msg[1024];
+    op o = {.kind = OP_MODEL, .path = path, .msg = msg, .msgcap = sizeof msg};
     const int rc = model_options(options_json, &o.params);
     if (rc < 0) return rc;
     run_blocking(rt, &o);
@@ -567,7 +585,8 @@ CTN_API int ctn_runtime_load_chain(ctn_runtime *rt, const char *path, ctn_chain 
     if (on_loop(rt))
         return fail(CTN_EINVAL, "ctn_runtime_load_chain: called on the runtime's loop thread (from "
                                 "a callback), which would wait for itself");
-    op o = {.kind = OP_CHAIN, .path = path};
+    char msg[1024];
+    op o = {.kind = OP_CHAIN, .path = path, .msg = msg, .msgcap = sizeof msg};
     run_blocking(rt, &o);
     if (o.rc < 0) return fail(o.rc, "%s", o.msg);
     *out = o.chain;

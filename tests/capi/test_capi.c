@@ -154,6 +154,9 @@ TEST(bad_model_path) {
     CHECK_EQ_INT(ctn_runtime_load_model(rt, "/nonexistent/model.gguf", "{\"threads\": \"two\"}"),
                  CTN_EINVAL);
     CHECK_CONTAINS(ctn_last_error(), "options.threads");
+    CHECK_EQ_INT(ctn_runtime_load_model(rt, "/nonexistent/model.gguf", "{\"threads\": 100000}"),
+                 CTN_EINVAL);
+    CHECK_CONTAINS(ctn_last_error(), "threads");
     CHECK_EQ_INT(ctn_runtime_load_model(rt, "/nonexistent/model.gguf", "{\"ctx\": 64,}"),
                  CTN_EFORMAT);
     CHECK_CONTAINS(ctn_last_error(), "options: line 1, column 12");
@@ -467,6 +470,23 @@ TEST(model_chain) {
     CHECK(c != CTN_OK || w.status == CTN_ECANCELED || w.status == CTN_OK);
     free(out);
     lambda_runtime_free(rt, &w);
+    /* Options load the model with those settings; a chain that asks for other ones is told
+     * which, one that asks for the same shares the engine. */
+    CHECK_EQ_INT(ctn_runtime_new(&rt), CTN_OK);
+    CHECK_EQ_INT(ctn_runtime_load_model(rt, m, "{\"ctx\": 64, \"threads\": 1}"), CTN_OK);
+    CHECK_EQ_INT(ctn_runtime_load_chain(rt, path, &ch), CTN_ECHAIN);
+    CHECK_CONTAINS(ctn_last_error(), "the default ctx was asked, but");
+    CHECK_CONTAINS(ctn_last_error(), "ctx 64");
+    path = chain_file(
+        "story64.lua",
+        "local catena = require('catena')\n"
+        "return catena.model{ path = ..., ctx = 64, threads = 1 }:with{ max_tokens = 4 }\n"
+        "  | catena.parser.str()\n");
+    CHECK_EQ_INT(ctn_runtime_load_chain(rt, path, &ch), CTN_OK);
+    CHECK_EQ_INT(ctn_invoke_sync(ch, "\"Once upon a time\"", NULL, &out), CTN_OK);
+    CHECK(out != NULL && strlen(out) > 2);
+    free(out);
+    CHECK_EQ_INT(ctn_runtime_free(rt), CTN_OK);
 }
 
 TEST(strerror_and_version) {
