@@ -42,4 +42,11 @@
  * why) or CTN_ENOMEM; then *gbnf is NULL. */
 int ctn_json_schema_to_gbnf(const char *schema, size_t n, char **gbnf, char *err, size_t errlen);
 
+/* Validates the jn bytes of JSON at json against the n bytes of schema at schema. 0 when
+ * it is valid; CTN_EINVAL when it is not ("at /age: 17 is less than the minimum 18"), when
+ * it is not JSON ("not JSON at byte 12: near '...'"), or when the schema is refused (err as
+ * ctn_json_schema_to_gbnf writes it); CTN_ENOMEM. Both texts are borrowed for the call. */
+int ctn_json_schema_validate(const char *schema, size_t n, const char *json, size_t jn, char *err,
+                             size_t errlen);
+
 #endif
