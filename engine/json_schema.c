@@ -94,19 +94,22 @@ typedef struct {
     int depth;      /* schemas inside each other */
     int consume;    /* object values and array elements entered (what recursion must pass) */
     int fill;       /* the reserved rule the next add_rule of its name fills, or -1 */
-    long pattern_size; /* grammar elements the patterns expand to, all together */
+    long size;      /* repetitions the grammar expands (patterns, items, lengths), together */
     const cJSON *root;
     ref_entry *refs;
     int n_refs, cap_refs;
-    cJSON **owned; /* allOf merges, freed with the converter */
+    cJSON **owned;         /* allOf merges, freed with the converter */
+    const cJSON **merged;  /* the schema each was merged from */
     int n_owned, cap_owned;
     char path[512]; /* JSON pointer of the schema being converted */
 } conv;
 
 #define MAX_DEPTH 64
 #define MAX_PATTERN_DEPTH 32
-#define MAX_PATTERN_SIZE 200000
+/* grammar.c expands x{m,n} into about three elements per repetition and takes a million */
+#define MAX_SIZE 100000
 #define MAX_INT_BOUND 1e15
+#define MAX_KEY 256 /* bytes of a property name that other keys are told apart from */
 
 static void fail(conv *C, const char *fmt, ...) {
     if (C->rc < 0) return;
@@ -317,7 +320,8 @@ static void put_bounds(ctn_strbuf *b, int lo, int hi) {
     ctn_sb_puts(b, t);
 }
 
-static bool keep(conv *C, cJSON *j) {
+/* Keeps j, the merge of src, until the converter is closed. */
+static bool keep(conv *C, cJSON *j, const cJSON *src) {
     if (j == NULL) {
         oom(C);
         return false;
@@ -325,14 +329,17 @@ static bool keep(conv *C, cJSON *j) {
     if (C->n_owned == C->cap_owned) {
         const int cap = C->cap_owned ? C->cap_owned * 2 : 4;
         cJSON **a = ctn__realloc(C->owned, (size_t)cap * sizeof *a);
-        if (a == NULL) {
+        if (a != NULL) C->owned = a;
+        const cJSON **m = a ? ctn__realloc(C->merged, (size_t)cap * sizeof *m) : NULL;
+        if (m != NULL) C->merged = m;
+        if (m == NULL) {
             cJSON_Delete(j);
             oom(C);
             return false;
         }
-        C->owned = a;
         C->cap_owned = cap;
     }
+    C->merged[C->n_owned] = src;
     C->owned[C->n_owned++] = j;
     return true;
 }
@@ -882,10 +889,10 @@ static const char *pattern_rule(conv *C, const char *p, const char *name) {
     bool nullable;
     if (rx_alt(&R, &b, 0, &nullable) && R.i < R.end)
         rx_fail(&R, R.i, "a ')' with no '(' before it");
-    C->pattern_size += R.size;
-    if (C->rc == 0 && C->pattern_size > MAX_PATTERN_SIZE)
-        fail(C, "'pattern' is too large once its repetitions are expanded (over %d elements)",
-             MAX_PATTERN_SIZE);
+    C->size += R.size;
+    if (C->rc == 0 && C->size > MAX_SIZE)
+        fail(C, "'pattern' makes the grammar too large once repetitions are expanded (over %d)",
+             MAX_SIZE);
     if (C->rc < 0) {
         ctn_sb_free(&b);
         return NULL;
@@ -1246,8 +1253,10 @@ static const cJSON *merge_all_of(conv *C, const cJSON *s) {
         fail(C, "the schema nests deeper than %d", MAX_DEPTH);
         return NULL;
     }
+    for (int i = 0; i < C->n_owned; i++) /* merged before (the validator comes back) */
+        if (C->merged[i] == s) return C->owned[i];
     cJSON *out = cJSON_CreateObject();
-    if (!keep(C, out)) return NULL;
+    if (!keep(C, out, s)) return NULL;
     cJSON *props = cJSON_AddObjectToObject(out, "properties");
     cJSON *req = cJSON_AddArrayToObject(out, "required");
     if (props == NULL || req == NULL || cJSON_AddStringToObject(out, "type", "object") == NULL) {
@@ -1354,9 +1363,13 @@ static bool spellable_key(const char *name) {
 static void put_keys_rest(conv *C, ctn_strbuf *b, const char **set, int k, size_t off,
                           const char *base) {
     bool ends = false;
-    uint32_t seen[256];
+    uint32_t *seen = ctn__calloc((size_t)k + 1, sizeof *seen);
     int n_seen = 0;
     ctn_strbuf rej = {0};
+    if (seen == NULL) {
+        oom(C);
+        return;
+    }
     ctn_sb_puts(b, "( ");
     for (int i = 0; i < k && C->rc == 0; i++) {
         const size_t len = strlen(set[i]);
@@ -1371,11 +1384,6 @@ static void put_keys_rest(conv *C, ctn_strbuf *b, const char **set, int k, size_
         for (int j = 0; j < n_seen; j++)
             dup = dup || seen[j] == cp;
         if (dup) continue;
-        if (n_seen == (int)(sizeof seen / sizeof *seen)) {
-            fail(C, "'additionalProperties' beside more than %d properties that begin alike",
-                 (int)(sizeof seen / sizeof *seen));
-            break;
-        }
         seen[n_seen++] = cp;
         /* the names that go on with cp */
         const char **sub = ctn__calloc((size_t)k, sizeof *sub);
@@ -1418,6 +1426,7 @@ static void put_keys_rest(conv *C, ctn_strbuf *b, const char **set, int k, size_
     ctn_sb_puts(b, ends ? " )" : " )?");
     if (t == NULL) oom(C);
     free(t);
+    free(seen);
 }
 
 static const char *object_rule(conv *C, const cJSON *s, const char *name) {
@@ -1497,8 +1506,13 @@ static const char *object_rule(conv *C, const cJSON *s, const char *name) {
         const char *key = n > 0 ? NULL : prim(C, "string");
         if (n > 0 && v != NULL) {
             int k = 0;
-            for (const cJSON *p = props->child; p != NULL; p = p->next)
+            for (const cJSON *p = props->child; p != NULL && C->rc == 0; p = p->next) {
+                if (strlen(p->string) > MAX_KEY)
+                    fail(C, "'additionalProperties' beside a property name over %d bytes is not "
+                            "supported",
+                         MAX_KEY);
                 if (spellable_key(p->string)) names[k++] = p->string;
+            }
             ctn_strbuf kb = {0};
             ctn_sb_puts(&kb, "\"\\\"\" ");
             snprintf(kname, sizeof kname, "%s-k", vname);
@@ -1656,6 +1670,10 @@ static const char *array_rule(conv *C, const cJSON *s, const char *name) {
         }
     }
     C->consume--;
+    C->size += np + (hi >= 0 ? hi : lo + 1);
+    if (C->rc == 0 && C->size > MAX_SIZE)
+        fail(C, "'maxItems' makes the grammar too large once repetitions are expanded (over %d)",
+             MAX_SIZE);
     const char *out = NULL;
     if (C->rc == 0) {
         prim(C, "space");
@@ -1702,6 +1720,12 @@ static const char *string_rule(conv *C, const cJSON *s, const char *name) {
     const int lo = lo_d < 0 ? 0 : (int)lo_d, hi = (int)hi_d;
     if (hi >= 0 && hi < lo) {
         fail(C, "'maxLength' %d is below 'minLength' %d", hi, lo);
+        return NULL;
+    }
+    C->size += hi >= 0 ? hi : lo + 1;
+    if (C->size > MAX_SIZE) {
+        fail(C, "'%s' makes the grammar too large once repetitions are expanded (over %d)",
+             len_kw, MAX_SIZE);
         return NULL;
     }
     prim(C, "char");
@@ -1944,6 +1968,7 @@ static void conv_close(conv *C) {
     for (int i = 0; i < C->n_owned; i++)
         cJSON_Delete(C->owned[i]);
     free(C->owned);
+    free(C->merged);
 }
 
 /* Parses the schema text into *root (0, or CTN_EINVAL / CTN_ENOMEM with err). */

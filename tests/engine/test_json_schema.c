@@ -21,6 +21,7 @@
 #include "json_schema.h"
 #include "model.h"
 #include "randmodel.h"
+#include "str.h"
 #include "test.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -507,6 +508,39 @@ TEST(refusals_name_the_path_and_keyword) {
     }
 }
 
+/* The repetitions a grammar expands are counted across the schema: past the budget the schema
+ * is refused by the keyword that crossed it, below it the grammar compiles (grammar.c takes
+ * a million elements). */
+TEST(repetition_budget) {
+    for (int n = 49; n <= 51; n += 2) {
+        ctn_strbuf b = {0};
+        ctn_sb_puts(&b, "{\"type\":\"object\",\"properties\":{");
+        for (int i = 0; i < n; i++) {
+            char t[80];
+            snprintf(t, sizeof t, "%s\"p%d\":{\"type\":\"string\",\"maxLength\":2000}",
+                     i ? "," : "", i);
+            ctn_sb_puts(&b, t);
+        }
+        ctn_sb_puts(&b, "}}");
+        char *schema = ctn_sb_take(&b), *gbnf = NULL, err[300] = "";
+        CHECK(schema != NULL);
+        if (schema == NULL) return;
+        const int rc = ctn_json_schema_to_gbnf(schema, strlen(schema), &gbnf, err, sizeof err);
+        if (n == 49) {
+            CHECK_EQ_INT(rc, 0);
+            ctn_grammar *g = NULL;
+            CHECK(gbnf != NULL && ctn_grammar_new(&g, gbnf, err, sizeof err) == 0);
+            ctn_grammar_free(g);
+        } else {
+            CHECK_EQ_INT(rc, CTN_EINVAL);
+            CHECK_STR(err, "schema at /properties/p50: 'maxLength' makes the grammar too large "
+                           "once repetitions are expanded (over 100000)");
+        }
+        free(gbnf);
+        free(schema);
+    }
+}
+
 /* ---- allocation failures -------------------------------------------------------------------- */
 
 static const char *const RICH =
@@ -726,7 +760,7 @@ static void smodel_free(smodel *L) {
     unlink(L->path);
 }
 
-#define MAX_TOKENS 1500
+#define MAX_TOKENS 4000
 
 typedef struct {
     char text[8 * MAX_TOKENS]; /* pieces of at most a few bytes each */
@@ -761,7 +795,7 @@ static void s_on_done(void *ud, int64_t id, const ctn_gen_result *r) {
 static int n_seeds(void) {
     const char *e = getenv("CTN_SCHEMA_SEEDS");
     if (e != NULL && atoi(e) > 0) return atoi(e);
-    return UNDER_ASAN ? 3 : 8;
+    return UNDER_ASAN ? 4 : 16;
 }
 
 TEST(random_model_generations_parse_and_validate) {
@@ -773,7 +807,7 @@ TEST(random_model_generations_parse_and_validate) {
     const int seeds = n_seeds();
     enum { MAX_SEEDS = 64 };
     static sout out[MAX_SEEDS];
-    int runs = 0, good = 0, tokens = 0, longest = 0;
+    int runs = 0, good = 0, tokens = 0, longest = 0, longest_at = -1;
     for (int k = 0; k < N_SUITE; k++) {
         char *gbnf = NULL, err[300];
         const int crc = ctn_json_schema_to_gbnf(SUITE[k], strlen(SUITE[k]), &gbnf, err, sizeof err);
@@ -824,7 +858,10 @@ TEST(random_model_generations_parse_and_validate) {
             sout *o = &out[i];
             runs++;
             tokens += o->n_tokens;
-            longest = o->n_tokens > longest ? o->n_tokens : longest;
+            if (o->n_tokens > longest) {
+                longest = o->n_tokens;
+                longest_at = k;
+            }
             const bool ended = o->done == 1 &&
                                (o->finish == CTN_FINISH_EOS || o->finish == CTN_FINISH_STOP);
             cJSON *j = ended ? cJSON_ParseWithLength(o->text, o->len) : NULL;
@@ -834,6 +871,9 @@ TEST(random_model_generations_parse_and_validate) {
                   : -1;
             if (vrc == 0) {
                 good++;
+                if (getenv("CTN_SCHEMA_SHOW") != NULL)
+                    printf("  %d/%d: %.*s%s\n", k, i, (int)(o->len > 160 ? 160 : o->len),
+                           o->text, o->len > 160 ? "..." : "");
             } else {
                 printf("  schema %d, seed %d: %s after %d tokens: \"%.*s\"%s%s\n", k, i,
                        !ended ? (o->finish == CTN_FINISH_LENGTH ? "stopped at max_tokens"
@@ -850,8 +890,8 @@ TEST(random_model_generations_parse_and_validate) {
         free(gbnf);
     }
     printf("  %d schemas x %d seeds: %d of %d generations (temperature 1) ended, parse and "
-           "validate; %d tokens, the longest %d\n",
-           N_SUITE, seeds, good, runs, tokens, longest);
+           "validate; %d tokens, the longest %d (schema %d; max_tokens %d)\n",
+           N_SUITE, seeds, good, runs, tokens, longest, longest_at, MAX_TOKENS);
     CHECK(N_SUITE >= 30);
     CHECK_EQ_INT(good, runs);
     smodel_free(&L);
@@ -869,6 +909,7 @@ int main(void) {
     RUN(string_lengths_count_characters);
     RUN(validator_names_the_path_and_keyword);
     RUN(refusals_name_the_path_and_keyword);
+    RUN(repetition_budget);
     RUN(allocation_failures_in_converting_and_validating);
     RUN(random_model_generations_parse_and_validate);
     return test_summary();
