@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "alloc.h"
+#include "components.h"
 #include "error.h"
 #include "l_catena.h"
 #include "settings.h"
@@ -700,6 +701,8 @@ static int r_bor(lua_State *L) {
     size_t n = 0, cap = 0;
     int bad = add_steps(&v, &n, &cap, ctn_node_ref(a)) < 0;
     bad = bad || add_steps(&v, &n, &cap, b) < 0;
+    /* A model followed by a parser with a grammar decodes under that grammar. */
+    bad = bad || ctn_sequence_bind_grammars(v, n) < 0;
     if (bad) {
         for (size_t i = 0; i < n; i++)
             ctn_node_unref(v[i]);
@@ -932,15 +935,13 @@ static int pump(lua_State *L, lctx *ctx) {
 /*
  * The keys a run's config may have besides the request settings of engine/settings.h: the
  * executor's (tags append, metadata merges, max_concurrency), the user's own under
- * configurable (as LangChain's), the model node's session, n and grammar
- * (stdlib/components.c), and, given to invoke / batch / stream only, callbacks and
+ * configurable (as LangChain's), the model node's session and n (stdlib/components.c), and, given to invoke / batch / stream only, callbacks and
  * run_name. Raises, naming the key and the nearest known one, for anything else.
  */
 static void check_run_config(lua_State *L, int idx, const char *what, bool top) {
-    static const char *const keys[] = {"tags",         "metadata", "max_concurrency",
-                                       "configurable", "session",  "n",
-                                       "grammar",      "callbacks", "run_name"};
-    const size_t n = top ? 9 : 7;
+    static const char *const keys[] = {"tags",    "metadata", "max_concurrency", "configurable",
+                                       "session", "n",        "callbacks",       "run_name"};
+    const size_t n = top ? 8 : 6;
     idx = lua_absindex(L, idx);
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
@@ -2301,6 +2302,7 @@ int luaopen_catena(lua_State *L) {
     ctn_l_open_components(L);
     ctn_l_open_rag(L);
     ctn_l_open_history(L);
+    ctn_l_open_tools(L);
     lua_newtable(L);
     lua_pushcfunction(L, m_trace_sqlite);
     lua_setfield(L, -2, "sqlite");

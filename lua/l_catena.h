@@ -77,6 +77,13 @@ void ctn_l_open_rag(lua_State *L);
 /* catena.history, r:with_history, catena.retriever.multi_query and .history_aware
  * (l_history.c). */
 void ctn_l_open_history(lua_State *L);
+/* runnable:with_structured_output, runnable:bind_tools, catena.tool and catena.tool_loop
+ * (lua/l_tools.c). */
+void ctn_l_open_tools(lua_State *L);
+/* The JSON text of the schema at idx: a string as it is, a table as JSON with its objects'
+ * keys in byte order (a Lua table's keys have no order of their own). malloc'd; raises
+ * naming where on anything else. */
+char *ctn_l_schema_text(lua_State *L, int idx, const char *where);
 /* The libuv loop the module of L runs its chains on (NULL before luaopen_catena). A host
  * that runs that loop itself (catena serve) may start chains of L on it with ctn_run_start. */
 uv_loop_t *ctn_l_loop(lua_State *L);

@@ -1034,7 +1034,7 @@ int ctn_lm_generate(ctn_lm *lm, const ctn_lm_request *r, const ctn_lm_callbacks 
         g.prompt = "";
     }
     g.session = r->session_id;
-    g.grammar = r->grammar;
+    if (r->grammar != NULL) g.grammar = r->grammar; /* else the settings' (applied above) */
     struct lm_sess *ks = NULL;
     if (r->session != NULL && (rc = session_join(lm, r->session, q, &g, ids, n_ids, err,
                                                  errcap)) < 0) {
