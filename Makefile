@@ -6,8 +6,9 @@ MODEL ?= ../shared/models/stories260K.gguf
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
+PREFIX ?= /usr/local
 
-.PHONY: all setup configure build demo test peers clean
+.PHONY: all setup configure build demo test peers install clean
 MAKEFLAGS += --no-print-directory
 
 all: build
@@ -35,6 +36,13 @@ peers:
 
 test: build peers
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# The command, libcatena (include/catena.h) and catena.pc under PREFIX: make install
+# PREFIX=$HOME/.local, then PKG_CONFIG_PATH=$HOME/.local/lib/pkgconfig pkg-config --libs catena.
+# Only what is installed is built (not the tests).
+install: configure
+	@cmake --build $(BUILD) -j $(JOBS) --target catena libcatena
+	@cmake --install $(BUILD) --prefix "$(PREFIX)"
 
 clean:
 	rm -rf $(BUILD)

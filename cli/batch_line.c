@@ -7,14 +7,18 @@
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
+#include "json_schema.h"
 #include "str.h"
 
 void ctn__batch_req_close(ctn__batch_req *r) {
     cJSON_Delete(r->json);
     r->json = NULL;
+    free(r->schema_gbnf);
+    r->schema_gbnf = NULL;
     r->prompt = NULL;
 }
 
@@ -54,6 +58,22 @@ int ctn__batch_req_parse(const char *text, ctn__batch_req *r, char *err, size_t 
             r->prompt = it->valuestring;
             continue;
         }
+        if (!strcmp(k, "json_schema")) {
+            if (!cJSON_IsObject(it) && !cJSON_IsBool(it)) {
+                snprintf(err, errlen, "\"json_schema\" must be a JSON Schema (an object)");
+                return -1;
+            }
+            char *stext = cJSON_PrintUnformatted(it), why[400] = "";
+            const int rc = stext == NULL ? CTN_ENOMEM
+                                        : ctn_json_schema_to_gbnf(stext, strlen(stext),
+                                                                  &r->schema_gbnf, why, sizeof why);
+            cJSON_free(stext);
+            if (rc < 0) {
+                snprintf(err, errlen, "\"json_schema\": %s", rc == CTN_ENOMEM ? "out of memory" : why);
+                return -1;
+            }
+            continue;
+        }
         const int key = ctn_settings_key(k);
         if (key >= 0 && table[key].model) {
             snprintf(err, errlen,
@@ -67,6 +87,13 @@ int ctn__batch_req_parse(const char *text, ctn__batch_req *r, char *err, size_t 
     if (r->prompt == NULL) {
         snprintf(err, errlen, "no \"prompt\"");
         return -1;
+    }
+    if (r->schema_gbnf != NULL) {
+        if (ctn_settings_given(&r->set, CTN_SET_GRAMMAR)) {
+            snprintf(err, errlen, "give \"grammar\" or \"json_schema\", not both");
+            return -1;
+        }
+        r->set.grammar = r->schema_gbnf;
     }
     return 0;
 }

@@ -1,6 +1,7 @@
 /*
  * One request line of a `catena batch` prompts file (cli/cmd_batch.c): a JSON object with
- * "prompt" and request settings, read by the one settings validator (engine/settings.h,
+ * "prompt", request settings (engine/settings.h, "grammar" among them) and "json_schema" (a
+ * JSON Schema the output follows, engine/json_schema.h), read by the one settings validator (engine/settings.h,
  * docs/settings.md) without a model, so that the whole file is checked before anything
  * loads (and a fuzzer can drive it in memory).
  *
@@ -25,6 +26,7 @@ typedef struct {
     const char *prompt; /* non-empty, in json */
     ctn_settings set;   /* the line's settings over the batch defaults (greedy, 256 tokens) */
     void *json;         /* the parsed line (a cJSON, owned): the strings above live in it */
+    char *schema_gbnf;  /* the grammar of the line's "json_schema" (owned), or NULL */
 } ctn__batch_req;
 
 /*

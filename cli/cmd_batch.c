@@ -46,6 +46,8 @@ static int usage(FILE *f) {
             "    \"lora\"            string: a LoRA adapter (PEFT folder or GGUF LoRA file),\n"
             "                      loaded once per path; one batch may mix any of them\n"
             "    \"lora_scale\"      number (default 1; 0 = the base model)\n"
+            "    \"grammar\"         string: a GBNF grammar the output follows\n"
+            "    \"json_schema\"     object: a JSON Schema the output is valid for\n"
             "  --concurrency N        requests in the engine at once (default: 64)\n"
             "  --kv-memory SIZE       KV cache bytes, or with K, M, G (KiB, MiB, GiB)\n"
             "                         (default: a full context per running request, <= 1G)\n"

@@ -18,6 +18,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "gen.h"
+#include "json_schema.h"
 #include "lora.h"
 #include "model.h"
 #include "sampler.h"
@@ -45,6 +46,10 @@ static int usage(FILE *f) {
             "  --kv-f32               keep the KV cache in F32 (default F16)\n"
             "  --lora PATH[:SCALE]    run with a LoRA adapter (PEFT folder or GGUF LoRA\n"
             "                         file), scaled by SCALE (default 1)\n"
+            "  --grammar GBNF         the output follows a GBNF grammar (docs/grammars.md)\n"
+            "  --grammar-file FILE    the grammar from FILE\n"
+            "  -j, --json-schema JSON the output is JSON valid for the schema\n"
+            "  --json-schema-file FILE the schema from FILE\n"
             "  --ids                  print the generated token ids instead of text\n"
             "  --logprobs N           print each token's log-probability and its N most\n"
             "                         likely alternatives (0 to %d) to stderr, a line each\n"
@@ -59,6 +64,9 @@ typedef struct {
     bool seed_set, ids, kv_f32, verbose;
     int logprobs;    /* --logprobs N: the alternatives; -1: none asked for */
     char lora[4096]; /* the adapter's path, or "" */
+    const char *grammar_arg, *schema_arg; /* the text or file of --grammar*, --json-schema* */
+    bool grammar_file, schema_file;
+    char *grammar; /* the GBNF the output follows (owned), or NULL */
 } options;
 
 /* The options that are settings, and their keys (docs/settings.md has the limits). */
@@ -133,6 +141,11 @@ static int parse_args(int argc, char **argv, options *o) {
                 return -1;
             }
             o->logprobs = (int)n;
+        } else if (!strcmp(a, "--grammar") || !strcmp(a, "--grammar-file")) {
+            o->grammar_arg = val, o->grammar_file = a[9] == '-';
+        } else if (!strcmp(a, "-j") || !strcmp(a, "--json-schema") ||
+                   !strcmp(a, "--json-schema-file")) {
+            o->schema_arg = val, o->schema_file = !strcmp(a, "--json-schema-file");
         } else if (!strcmp(a, "--lora")) {
             /* PATH[:SCALE]: a last ':' followed by a number is the scale. */
             if (strlen(val) >= sizeof o->lora) {
@@ -181,6 +194,10 @@ static int parse_args(int argc, char **argv, options *o) {
         usage(stderr);
         return -1;
     }
+    if (o->grammar_arg != NULL && o->schema_arg != NULL) {
+        fprintf(stderr, "catena generate: give a grammar or a JSON schema, not both\n");
+        return -1;
+    }
     if (!o->seed_set) o->set.sampling.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     return 0;
 }
@@ -211,7 +228,49 @@ int ctn_cmd_generate(int argc, char **argv) {
         }
         o.prompt = file_text;
     }
+    /* The grammar: GBNF as given, or the JSON schema's (engine/json_schema.h). */
+    const char *garg = o.grammar_arg != NULL ? o.grammar_arg : o.schema_arg;
+    const bool gfile = o.grammar_arg != NULL ? o.grammar_file : o.schema_file;
+    char *gtext = NULL;
+    if (garg != NULL) {
+        size_t glen = strlen(garg);
+        if (gfile) {
+            FILE *gf = fopen(garg, "rb");
+            const int grc = gf == NULL ? CTN_EIO : ctn__cli_read_all(gf, &gtext, &glen);
+            if (gf != NULL) fclose(gf);
+            if (grc < 0) {
+                fprintf(stderr, "catena generate: reading %s: %s\n", garg,
+                        gf == NULL ? strerror(errno) : ctn_strerror(grc));
+                free(file_text);
+                return 1;
+            }
+        }
+        const char *g = gfile ? gtext : garg;
+        char err[512];
+        if (o.schema_arg != NULL) {
+            if (ctn_json_schema_to_gbnf(g, glen, &o.grammar, err, sizeof err) < 0) {
+                fprintf(stderr, "catena generate: the JSON schema%s%s: %s\n", gfile ? " in " : "",
+                        gfile ? garg : "", err);
+                free(gtext);
+                free(file_text);
+                return 1;
+            }
+        } else {
+            o.grammar = gfile ? gtext : strdup(g);
+            gtext = gfile ? NULL : gtext;
+        }
+        free(gtext);
+        if (o.grammar == NULL ||
+            ctn_settings_parse(&o.set, "grammar", o.grammar, err, sizeof err) < 0) {
+            fprintf(stderr, "catena generate: the grammar: %s\n",
+                    o.grammar == NULL ? "out of memory" : err);
+            free(o.grammar);
+            free(file_text);
+            return 1;
+        }
+    }
     int status = generate(&o);
+    free(o.grammar);
     free(file_text);
     return status;
 }

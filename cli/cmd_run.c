@@ -5,7 +5,6 @@
  */
 #include <lauxlib.h>
 #include <lua.h>
-#include <lualib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -32,18 +31,11 @@ int ctn_cmd_run(int argc, char **argv) {
         if (argc < 2) return usage(stderr);
     }
     const char *script = argv[1];
-    lua_State *L = luaL_newstate();
+    lua_State *L = ctn_l_new_state();
     if (L == NULL) {
         fprintf(stderr, "catena run: out of memory\n");
         return 1;
     }
-    luaL_openlibs(L);
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-    lua_pushcfunction(L, luaopen_catena);
-    lua_setfield(L, -2, "catena");
-    lua_pop(L, 1);
-    luaL_requiref(L, "catena", luaopen_catena, 0);
-    lua_pop(L, 1);
     if (trace) ctn_l_set_print_trace(L, 1);
     if (ctn_l_catch_interrupt(L) < 0) {
         fprintf(stderr, "catena run: cannot watch for Ctrl-C\n");

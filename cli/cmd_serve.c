@@ -32,9 +32,7 @@
 #include <time.h>
 #include <uv.h>
 
-#include <lauxlib.h>
 #include <lua.h>
-#include <lualib.h>
 
 #include "alloc.h"
 #include "chain.h"
@@ -43,11 +41,13 @@
 #include "commands.h"
 #include "error.h"
 #include "json.h"
+#include "json_schema.h"
 #include "l_catena.h"
 #include "lm.h"
 #include "serve_http.h"
 #include "settings.h"
 #include "str.h"
+#include "tools.h"
 
 enum { MAX_LORAS = 32, MAX_CHAINS = 32, IDLE_TIMEOUT_MS = 30000 };
 
@@ -440,6 +440,7 @@ struct job {
     conn *c; /* NULL once the client is gone */
     int kind;
     bool stream, include_usage, sent_role;
+    bool tools; /* decoded under a tools grammar (tools.h): replies are tool calls or answers */
     char id[48];
     long long created;
     char model[128];
@@ -681,12 +682,61 @@ static void gen_text(void *ud, const char *piece, size_t len) {
     else
         observe(&j->s->itl, ITL_LE, (int)(sizeof ITL_LE / sizeof ITL_LE[0]), now - cc->t_last);
     cc->t_last = now;
-    if (j->c == NULL || !j->stream || cc->index < 0) return;
+    if (j->c == NULL || !j->stream || cc->index < 0 || j->tools) return;
     stream_choice(j, cc, piece, len, NULL);
 }
 
 static const char *finish_reason(ctn_finish f) {
     return f == CTN_FINISH_LENGTH ? "length" : "stop";
+}
+
+/*
+ * A reply decoded under a tools grammar into OpenAI's message fields on m (a message, or a
+ * stream's delta with each call's index): tool_calls with content null, or the answer as
+ * content: REPLY_CALLS or REPLY_ANSWER; REPLY_NONE when the text is not such a reply
+ * (max_tokens cut it), and then nothing is set.
+ */
+enum { REPLY_NONE, REPLY_ANSWER, REPLY_CALLS };
+static int tool_reply(const job *j, const struct choice *cc, cJSON *m, bool delta) {
+    const char *text = cc->text != NULL ? cc->text : "";
+    cJSON *r = cJSON_Parse(text);
+    const cJSON *calls = cJSON_GetObjectItemCaseSensitive(r, "tool_calls");
+    const cJSON *answer = cJSON_GetObjectItemCaseSensitive(r, "response");
+    if (!cJSON_IsArray(calls) && !cJSON_IsString(answer)) {
+        cJSON_Delete(r);
+        return REPLY_NONE;
+    }
+    if (cJSON_IsString(answer)) {
+        cJSON_AddStringToObject(m, "content", answer->valuestring);
+        cJSON_Delete(r);
+        return REPLY_ANSWER;
+    }
+    if (!delta) cJSON_AddNullToObject(m, "content");
+    cJSON *out = cJSON_AddArrayToObject(m, "tool_calls");
+    const cJSON *call;
+    int k = 0;
+    cJSON_ArrayForEach(call, calls) {
+        cJSON *o = cJSON_CreateObject(), *f;
+        char id[96];
+        snprintf(id, sizeof id, "call_%s_%d_%d", j->id, cc->index, k);
+        if (delta) cJSON_AddNumberToObject(o, "index", k);
+        cJSON_AddStringToObject(o, "id", id);
+        cJSON_AddStringToObject(o, "type", "function");
+        f = cJSON_AddObjectToObject(o, "function");
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(call, "name");
+        cJSON_AddStringToObject(f, "name", cJSON_IsString(nm) ? nm->valuestring : "");
+        char *args = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(call, "arguments"));
+        cJSON_AddStringToObject(f, "arguments", args != NULL ? args : "{}");
+        cJSON_free(args);
+        cJSON_AddItemToArray(out, o);
+        k++;
+    }
+    cJSON_Delete(r);
+    return REPLY_CALLS;
+}
+
+static const char *choice_finish(const struct choice *cc, int reply) {
+    return reply == REPLY_CALLS ? "tool_calls" : finish_reason(cc->finish);
 }
 
 /* Every part has ended: the response (or the end of the stream). */
@@ -735,15 +785,18 @@ static void gen_finish(job *j) {
         struct choice *cc = &j->ch[i];
         cJSON *ch = cJSON_CreateObject();
         cJSON_AddNumberToObject(ch, "index", cc->index);
+        int reply = REPLY_NONE;
         if (j->kind == JOB_CHAT) {
             cJSON *m = cJSON_AddObjectToObject(ch, "message");
             cJSON_AddStringToObject(m, "role", "assistant");
-            cJSON_AddStringToObject(m, "content", cc->text != NULL ? cc->text : "");
+            if (j->tools) reply = tool_reply(j, cc, m, false);
+            if (reply == REPLY_NONE)
+                cJSON_AddStringToObject(m, "content", cc->text != NULL ? cc->text : "");
         } else {
             cJSON_AddStringToObject(ch, "text", cc->text != NULL ? cc->text : "");
         }
         add_logprobs(ch, j, cc);
-        cJSON_AddStringToObject(ch, "finish_reason", finish_reason(cc->finish));
+        cJSON_AddStringToObject(ch, "finish_reason", choice_finish(cc, reply));
         cJSON_AddItemToArray(arr, ch);
     }
     cJSON_AddItemToObject(o, "usage", usage_obj(j->prompt_tokens, completion, j->cached_tokens));
@@ -772,8 +825,24 @@ static void gen_done(void *ud, const ctn_lm_result *r) {
             cc->finish = r->finish;
             cc->completion_tokens = r->completion_tokens;
             cc->text = ctn__strndup(r->text, r->text_len);
-            if (j->c != NULL && j->stream && j->err == 0)
-                stream_choice(j, cc, NULL, 0, finish_reason(r->finish));
+            if (j->c != NULL && j->stream && j->err == 0) {
+                int reply = REPLY_NONE;
+                if (j->tools) { /* the reply whole, in one delta, as it could not stream */
+                    cJSON *o = chunk_base(j), *arr = cJSON_AddArrayToObject(o, "choices");
+                    cJSON *ch = cJSON_CreateObject(), *d;
+                    cJSON_AddNumberToObject(ch, "index", cc->index);
+                    d = cJSON_AddObjectToObject(ch, "delta");
+                    cJSON_AddStringToObject(d, "role", "assistant");
+                    cc->sent_role = true;
+                    reply = tool_reply(j, cc, d, true);
+                    if (reply == REPLY_NONE) cJSON_AddStringToObject(d, "content", cc->text != NULL ? cc->text : "");
+                    add_logprobs(ch, j, cc);
+                    cJSON_AddNullToObject(ch, "finish_reason");
+                    cJSON_AddItemToArray(arr, ch);
+                    sse(j->c, o);
+                }
+                stream_choice(j, cc, NULL, 0, choice_finish(cc, reply));
+            }
         }
     }
     if (--j->pending == 0) gen_finish(j);
@@ -882,9 +951,8 @@ static bool read_logprobs(conn *c, cJSON *body, ctn_lm_request *r, bool chat) {
  * answering 400.
  */
 static bool read_settings(conn *c, cJSON *body, ctn_lm_request *r, bool chat) {
-    static const char *const unsupported[] = {"echo", "best_of",
-                                              "suffix", "tools", "tool_choice", "functions",
-                                              "function_call", "response_format", "logit_bias"};
+    static const char *const unsupported[] = {"echo", "best_of", "suffix", "functions",
+                                              "function_call", "logit_bias"};
     for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++) {
         const cJSON *x = cJSON_GetObjectItemCaseSensitive(body, unsupported[i]);
         if (x == NULL || cJSON_IsNull(x) || cJSON_IsFalse(x)) continue;
@@ -922,7 +990,9 @@ static bool read_settings(conn *c, cJSON *body, ctn_lm_request *r, bool chat) {
                {"top_k", "top_k"},
                {"min_p", "min_p"},
                {"repetition_penalty", "repeat_penalty"},
-               {"ignore_eos", "ignore_eos"}};
+               {"ignore_eos", "ignore_eos"},
+               /* llama.cpp's server: a GBNF grammar */
+               {"grammar", "grammar"}};
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
         const cJSON *x = cJSON_GetObjectItemCaseSensitive(body, map[i].field);
         if (x == NULL || cJSON_IsNull(x)) continue;
@@ -1053,6 +1123,204 @@ static bool room(conn *c) {
     return false;
 }
 
+/* Frees what structured() made. */
+struct structured {
+    char *gbnf;   /* the grammar the reply is decoded under, or NULL */
+    char *system; /* the tools' system text, or NULL */
+    bool tools;
+};
+
+static void structured_free(struct structured *st) {
+    free(st->gbnf);
+    free(st->system);
+}
+
+/* A copy of cJSON's text (cJSON's allocator) through the hook, for free(). */
+static char *json_text(const cJSON *x) {
+    char *t = cJSON_PrintUnformatted(x);
+    char *c = t != NULL ? ctn__strdup(t) : NULL;
+    cJSON_free(t);
+    return c;
+}
+
+/*
+ * response_format ({"type": "text" | "json_object" | "json_schema", "json_schema": {"name",
+ * "schema", "strict"}}) and, for chat, tools ([{"type": "function", "function": {"name",
+ * "description", "parameters"}}]) with tool_choice ("auto", "none", "required", or
+ * {"type": "function", "function": {"name"}}): the grammar of the reply, and the system
+ * text that tells the model its tools. false after answering 400.
+ */
+static bool structured(conn *c, cJSON *body, bool chat, struct structured *st) {
+    *st = (struct structured){0};
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(body, "response_format");
+    const cJSON *tl = cJSON_GetObjectItemCaseSensitive(body, "tools");
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(body, "tool_choice");
+    char *schema = NULL, err[512] = "";
+    const char *param = "response_format";
+    if (rf != NULL && !cJSON_IsNull(rf)) {
+        const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rf, "type");
+        const char *t = cJSON_IsString(ty) ? ty->valuestring : NULL;
+        if (t == NULL || (strcmp(t, "text") && strcmp(t, "json_object") && strcmp(t, "json_schema"))) {
+            send_error(c, 400, "response_format", NULL,
+                       "'response_format.type' must be \"text\", \"json_object\" or \"json_schema\"");
+            return false;
+        }
+        if (!strcmp(t, "json_object")) schema = ctn__strdup("{\"type\":\"object\"}");
+        if (!strcmp(t, "json_schema")) {
+            const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
+            const cJSON *sc = cJSON_GetObjectItemCaseSensitive(js, "schema");
+            if (!cJSON_IsObject(js) || !(cJSON_IsObject(sc) || cJSON_IsBool(sc) || sc == NULL)) {
+                send_error(c, 400, "response_format", NULL,
+                           "'response_format.json_schema' must be an object whose 'schema' is a "
+                           "JSON Schema (an object)");
+                return false;
+            }
+            schema = sc != NULL ? json_text(sc) : ctn__strdup("{}");
+        }
+        if (!strcmp(t, "text")) rf = NULL;
+        else if (schema == NULL) goto oom;
+    }
+    const bool has_tools = cJSON_IsArray(tl) && tl->child != NULL;
+    if (tl != NULL && !cJSON_IsNull(tl) && !cJSON_IsArray(tl)) {
+        free(schema);
+        send_error(c, 400, "tools", NULL, "'tools' must be an array of {type: \"function\", function: {...}}");
+        return false;
+    }
+    if (!chat && has_tools) {
+        free(schema);
+        send_error(c, 400, "tools", "unsupported_parameter", "'tools' is for /v1/chat/completions");
+        return false;
+    }
+    /* tool_choice: "auto" (the default), "none", "required", or one function by name. */
+    const char *only = NULL;
+    bool may_answer = true, none = false;
+    if (tc != NULL && !cJSON_IsNull(tc)) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(tc, "function");
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(f, "name");
+        if (cJSON_IsString(tc) && !strcmp(tc->valuestring, "none")) none = true;
+        else if (cJSON_IsString(tc) && !strcmp(tc->valuestring, "required")) may_answer = false;
+        else if (cJSON_IsString(tc) && !strcmp(tc->valuestring, "auto")) {
+        } else if (cJSON_IsObject(tc) && cJSON_IsString(fn)) only = fn->valuestring, may_answer = false;
+        else {
+            free(schema);
+            send_error(c, 400, "tool_choice", NULL,
+                       "'tool_choice' must be \"auto\", \"none\", \"required\" or {\"type\": "
+                       "\"function\", \"function\": {\"name\": ...}}");
+            return false;
+        }
+        if (!has_tools && !none) {
+            free(schema);
+            send_error(c, 400, "tool_choice", NULL, "'tool_choice' needs 'tools'");
+            return false;
+        }
+    }
+    if (has_tools && !none) {
+        param = "tools";
+        if (schema != NULL) {
+            free(schema);
+            send_error(c, 400, "response_format", "unsupported_parameter",
+                       "'response_format' together with 'tools' is not served: the reply is "
+                       "decoded under the tools' grammar");
+            return false;
+        }
+        const int nt = cJSON_GetArraySize(tl);
+        ctn_tool *t = ctn__calloc((size_t)nt, sizeof *t);
+        char **params = ctn__calloc((size_t)nt, sizeof *params);
+        int n = 0, bad = -1;
+        const cJSON *e;
+        if (t == NULL || params == NULL) bad = -2;
+        cJSON_ArrayForEach(e, tl) {
+            if (bad != -1) break;
+            const cJSON *ty = cJSON_GetObjectItemCaseSensitive(e, "type");
+            const cJSON *f = cJSON_GetObjectItemCaseSensitive(e, "function");
+            const cJSON *nm = cJSON_GetObjectItemCaseSensitive(f, "name");
+            const cJSON *de = cJSON_GetObjectItemCaseSensitive(f, "description");
+            const cJSON *pa = cJSON_GetObjectItemCaseSensitive(f, "parameters");
+            const int at = n;
+            if (!cJSON_IsString(ty) || strcmp(ty->valuestring, "function") || !cJSON_IsString(nm)) {
+                snprintf(err, sizeof err, "tools[%d] must be {type: \"function\", function: {name, "
+                         "description, parameters}}", at);
+                bad = at;
+                break;
+            }
+            for (int k = 0; k < n; k++)
+                if (!strcmp(t[k].name, nm->valuestring)) {
+                    snprintf(err, sizeof err, "tools[%d] and tools[%d] are both named '%.64s'", k,
+                             at, nm->valuestring);
+                    bad = at;
+                }
+            if (bad >= 0) break;
+            params[n] = pa != NULL && !cJSON_IsNull(pa) ? json_text(pa)
+                                                         : ctn__strdup("{\"type\":\"object\",\"properties\":{}}");
+            if (params[n] == NULL) {
+                bad = -2;
+                break;
+            }
+            t[n] = (ctn_tool){nm->valuestring, cJSON_IsString(de) ? de->valuestring : NULL, params[n]};
+            char why[448];
+            if (ctn_tool_check(&t[n], why, sizeof why) < 0) {
+                snprintf(err, sizeof err, "tools[%d]: %s", at, why);
+                n++;
+                bad = at;
+                break;
+            }
+            n++;
+        }
+        int sel = 0, nsel = n;
+        if (bad == -1 && only != NULL) {
+            for (sel = 0; sel < n && strcmp(t[sel].name, only); sel++) {
+            }
+            if (sel == n) {
+                snprintf(err, sizeof err, "'tool_choice' names '%.64s', which is not one of the tools", only);
+                bad = n;
+            }
+            nsel = 1;
+        }
+        if (bad == -1) {
+            const cJSON *par = cJSON_GetObjectItemCaseSensitive(body, "parallel_tool_calls");
+            schema = ctn_tools_reply_schema(t + sel, (size_t)nsel, may_answer,
+                                            cJSON_IsFalse(par) || only != NULL ? 1 : 0);
+            st->system = ctn_tools_prompt(t + sel, (size_t)nsel, may_answer);
+            st->tools = true;
+        }
+        for (int k = 0; params != NULL && k < nt; k++)
+            free(params[k]);
+        free(params);
+        free(t);
+        if (bad >= 0) {
+            free(schema);
+            structured_free(st);
+            send_error(c, 400, bad == n && only != NULL ? "tool_choice" : "tools", NULL, "%s", err);
+            return false;
+        }
+        if (bad == -2 || schema == NULL || st->system == NULL) goto oom;
+    }
+    const cJSON *gr = cJSON_GetObjectItemCaseSensitive(body, "grammar");
+    if (schema != NULL && gr != NULL && !cJSON_IsNull(gr)) {
+        free(schema);
+        structured_free(st);
+        send_error(c, 400, "grammar", NULL, "give 'grammar' or '%s', not both", param);
+        return false;
+    }
+    if (schema != NULL) {
+        const int rc = ctn_json_schema_to_gbnf(schema, strlen(schema), &st->gbnf, err, sizeof err);
+        free(schema);
+        schema = NULL;
+        if (rc == CTN_ENOMEM) goto oom;
+        if (rc < 0) {
+            structured_free(st);
+            send_error(c, 400, param, NULL, "'%s': %s", param, err);
+            return false;
+        }
+    }
+    return true;
+oom:
+    free(schema);
+    structured_free(st);
+    send_error(c, 500, NULL, NULL, "out of memory");
+    return false;
+}
+
 static void completions(conn *c, const ctn_http_req *rq) {
     cJSON *body = parse_body(c, rq);
     if (body == NULL) return;
@@ -1077,12 +1345,19 @@ static void completions(conn *c, const ctn_http_req *rq) {
         send_error(c, 400, "prompt", NULL, "'prompt' is empty");
         return;
     }
+    struct structured st;
+    if (!structured(c, body, false, &st)) {
+        cJSON_Delete(body);
+        return;
+    }
     r.prompt = p->valuestring;
     r.prompt_len = strlen(p->valuestring);
     r.session = rq->session;
+    r.grammar = st.gbnf;
     job *j = room(c) ? new_job(c, JOB_COMPLETION, model, body) : NULL;
     if (j != NULL) start_generation(c, j, &r, n_of(body));
     else if (c->status == 0) send_error(c, 500, NULL, NULL, "out of memory");
+    structured_free(&st);
     cJSON_Delete(body);
 }
 
@@ -1110,6 +1385,36 @@ static char *content_text(const cJSON *content, char *why, size_t cap) {
     return ctn_sb_take(&b);
 }
 
+/* An assistant message's tool_calls as the text the model wrote for them (tools.h's reply
+ * form), or NULL with why. */
+static char *calls_text(const cJSON *calls, char *why, size_t cap) {
+    cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "tool_calls");
+    const cJSON *call;
+    int k = 0;
+    cJSON_ArrayForEach(call, calls) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(call, "function");
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(f, "name");
+        const cJSON *ar = cJSON_GetObjectItemCaseSensitive(f, "arguments");
+        cJSON *args = cJSON_IsString(ar) ? cJSON_Parse(ar->valuestring) : NULL;
+        if (!cJSON_IsString(nm) || args == NULL) {
+            cJSON_Delete(args);
+            cJSON_Delete(o);
+            snprintf(why, cap, "tool_calls[%d] needs function.name and function.arguments (a JSON "
+                     "text)", k);
+            return NULL;
+        }
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddStringToObject(x, "name", nm->valuestring);
+        cJSON_AddItemToObject(x, "arguments", args);
+        cJSON_AddItemToArray(arr, x);
+        k++;
+    }
+    char *t = json_text(o);
+    cJSON_Delete(o);
+    if (t == NULL) snprintf(why, cap, "out of memory");
+    return t;
+}
+
 static void chat_completions(conn *c, const ctn_http_req *rq) {
     server *s = c->s;
     cJSON *body = parse_body(c, rq);
@@ -1122,6 +1427,7 @@ static void chat_completions(conn *c, const ctn_http_req *rq) {
         return;
     }
     r.set.lora = lora;
+    struct structured st;
     if (s->family == CTN_CHAT_UNKNOWN) {
         cJSON_Delete(body);
         send_error(c, 400, "messages", NULL,
@@ -1137,44 +1443,81 @@ static void chat_completions(conn *c, const ctn_http_req *rq) {
         send_error(c, 400, "messages", NULL, "'messages' must be a non-empty array");
         return;
     }
-    ctn_chat_msg *m = ctn__calloc((size_t)nm, sizeof *m);
-    char **texts = ctn__calloc((size_t)nm, sizeof *texts);
+    if (!structured(c, body, true, &st)) {
+        cJSON_Delete(body);
+        return;
+    }
+    /* One more: the tools' system message, when the request has none to add them to. */
+    ctn_chat_msg *m = ctn__calloc((size_t)nm + 1, sizeof *m);
+    char **texts = ctn__calloc((size_t)nm + 1, sizeof *texts);
     char why[256] = "";
     int bad = -1;
     const cJSON *e;
-    int i = 0;
+    int i = 0, at = 0;
+    if (m != NULL && texts != NULL && st.system != NULL) {
+        const cJSON *r0 = cJSON_GetObjectItemCaseSensitive(msgs->child, "role");
+        if (!cJSON_IsString(r0) || (strcmp(r0->valuestring, "system") && strcmp(r0->valuestring, "developer"))) {
+            texts[0] = ctn__strdup(st.system);
+            if (texts[0] != NULL) m[0] = (ctn_chat_msg){"system", 6, texts[0], strlen(texts[0])};
+            else bad = 0, snprintf(why, sizeof why, "out of memory");
+            i = 1;
+        }
+    }
     cJSON_ArrayForEach(e, msgs) {
-        if (m == NULL || texts == NULL) break;
+        if (m == NULL || texts == NULL || bad >= 0) break;
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(e, "role");
+        const cJSON *calls = cJSON_GetObjectItemCaseSensitive(e, "tool_calls");
         const char *ro = cJSON_IsString(role) ? role->valuestring : NULL;
         if (ro != NULL && !strcmp(ro, "developer")) ro = "system";
-        if (ro == NULL || !ctn_chat_role_known(ro, strlen(ro))) {
-            snprintf(why, sizeof why, "role must be system, user or assistant");
-            bad = i;
+        const bool tool = ro != NULL && !strcmp(ro, "tool");
+        if (ro == NULL || (!tool && !ctn_chat_role_known(ro, strlen(ro)))) {
+            snprintf(why, sizeof why, "role must be system, user, assistant or tool");
+            bad = at;
             break;
         }
-        texts[i] = content_text(cJSON_GetObjectItemCaseSensitive(e, "content"), why, sizeof why);
+        if (!strcmp(ro, "assistant") && cJSON_IsArray(calls) && calls->child != NULL) {
+            texts[i] = calls_text(calls, why, sizeof why);
+        } else {
+            texts[i] = content_text(cJSON_GetObjectItemCaseSensitive(e, "content"), why, sizeof why);
+            if (texts[i] != NULL && tool) { /* a tool's result: a user turn that says so */
+                const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "tool_call_id");
+                char *t = ctn_tools_result_text(cJSON_IsString(id) ? id->valuestring : NULL, texts[i]);
+                free(texts[i]);
+                texts[i] = t;
+                ro = "user";
+            }
+            if (texts[i] != NULL && at == 0 && i == 0 && st.system != NULL && !strcmp(ro, "system")) {
+                ctn_strbuf b = {0}; /* the request's system message, then the tools */
+                ctn_sb_puts(&b, texts[i]);
+                ctn_sb_puts(&b, "\n\n");
+                ctn_sb_puts(&b, st.system);
+                free(texts[i]);
+                texts[i] = b.oom ? NULL : ctn_sb_take(&b);
+                if (texts[i] == NULL) ctn_sb_free(&b);
+            }
+        }
         if (texts[i] == NULL) {
             if (!why[0]) snprintf(why, sizeof why, "out of memory");
-            bad = i;
+            bad = at;
             break;
         }
         m[i] = (ctn_chat_msg){ro, strlen(ro), texts[i], strlen(texts[i])};
-        i++;
+        i++, at++;
     }
     char *prompt = NULL;
     size_t plen = 0;
     char err[256] = "";
     int rc = m == NULL || texts == NULL ? CTN_ENOMEM : 0;
     if (rc == 0 && bad < 0)
-        rc = ctn_chat_render(s->family, m, (size_t)nm, 1, ctn_lm_bos_text(s->lm),
+        rc = ctn_chat_render(s->family, m, (size_t)i, 1, ctn_lm_bos_text(s->lm),
                              ctn_lm_eos_text(s->lm), &prompt, &plen, err, sizeof err);
-    for (int k = 0; texts != NULL && k < nm; k++)
+    for (int k = 0; texts != NULL && k <= nm; k++)
         free(texts[k]);
     free(texts);
     free(m);
     if (bad >= 0 || rc < 0) {
         cJSON_Delete(body);
+        structured_free(&st);
         free(prompt);
         if (bad >= 0) send_error(c, 400, "messages", NULL, "messages[%d]: %s", bad, why);
         else send_error(c, rc == CTN_ENOMEM ? 500 : 400, "messages", NULL, "chat template: %s", err);
@@ -1187,9 +1530,12 @@ static void chat_completions(conn *c, const ctn_http_req *rq) {
     if (bos != NULL && *bos && plen >= strlen(bos) && memcmp(prompt, bos, strlen(bos)) == 0)
         r.add_bos = 0;
     r.session = rq->session;
+    r.grammar = st.gbnf;
     job *j = room(c) ? new_job(c, JOB_CHAT, model, body) : NULL;
+    if (j != NULL) j->tools = st.tools;
     if (j != NULL) start_generation(c, j, &r, n_of(body));
     else if (c->status == 0) send_error(c, 500, NULL, NULL, "out of memory");
+    structured_free(&st);
     free(prompt);
     cJSON_Delete(body);
 }
@@ -2272,37 +2618,24 @@ int ctn_cmd_serve(int argc, char **argv) {
     /* Chains: a Lua state with the catena module; the server runs on the module's loop, so
      * the chains' lambdas and models work as under catena run. */
     if (n_chain > 0) {
-        s.L = luaL_newstate();
+        s.L = ctn_l_new_state();
         if (s.L == NULL) {
             fprintf(stderr, "catena serve: out of memory\n");
             free(key);
             return 1;
         }
-        luaL_openlibs(s.L);
-        luaL_getsubtable(s.L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-        lua_pushcfunction(s.L, luaopen_catena);
-        lua_setfield(s.L, -2, "catena");
-        lua_pop(s.L, 1);
-        luaL_requiref(s.L, "catena", luaopen_catena, 0);
-        lua_pop(s.L, 1);
         loopp = ctn_l_loop(s.L);
         for (int i = 0; i < n_chain; i++) {
             const char *eq = strchr(chain_specs[i], '=');
             char *nm = ctn__strndup(chain_specs[i], (size_t)(eq - chain_specs[i]));
-            lua_pushcfunction(s.L, ctn_l_traceback);
-            int st = nm == NULL ? LUA_ERRMEM : luaL_loadfile(s.L, eq + 1);
-            if (st == LUA_OK) st = lua_pcall(s.L, 0, 1, -2);
-            ctn_node **pn = st == LUA_OK ? luaL_testudata(s.L, -1, CTN_L_RUNNABLE) : NULL;
-            if (pn == NULL) {
+            ctn_node *node = NULL;
+            if (nm == NULL || ctn_l_load_chain(s.L, eq + 1, NULL, 0, &node, err, sizeof err) < 0) {
                 fprintf(stderr, "catena serve: --chain %s: %s\n", chain_specs[i],
-                        nm == NULL          ? "out of memory"
-                        : st != LUA_OK ? lua_tostring(s.L, -1)
-                                       : "the file must return a runnable (return chain)");
+                        nm == NULL ? "out of memory" : err);
                 free(nm);
                 goto out;
             }
-            s.chains[s.n_chains++] = (struct served){nm, ctn_node_ref(*pn)};
-            lua_pop(s.L, 2);
+            s.chains[s.n_chains++] = (struct served){nm, node};
         }
     } else {
         uv_loop_init(&own);

@@ -48,6 +48,8 @@ static const ctn_setting_info table[CTN_SET_N_KEYS] = {
                       "the base model"},
     [CTN_SET_LORA_SCALE] = {"lora_scale", CTN_SET_NUM, false, false, -100, 100, false,
                             "the adapter's scale; 0: the base model's output"},
+    [CTN_SET_GRAMMAR] = {"grammar", CTN_SET_STR, false, true, 0, 0, false,
+                         "a GBNF grammar the output follows (docs/grammars.md); null: none"},
     [CTN_SET_THREADS] = {"threads", CTN_SET_INT, true, false, 1, 1024, false,
                          "threads of the forward pass (default: the CPUs this process may use)"},
     [CTN_SET_CTX] = {"ctx", CTN_SET_INT, true, false, 1, 1 << 24, false,
@@ -307,6 +309,7 @@ int ctn_settings_set(ctn_settings *s, const char *key, const ctn_setting_value *
     case CTN_SET_IGNORE_EOS: s->ignore_eos = v->b; break;
     case CTN_SET_LORA: s->lora = null ? NULL : v->s; break;
     case CTN_SET_LORA_SCALE: s->lora_scale = (float)dv; break;
+    case CTN_SET_GRAMMAR: s->grammar = null ? NULL : v->s; break;
     case CTN_SET_THREADS: s->threads = (int)iv; break;
     case CTN_SET_CTX: s->ctx = iv; break;
     case CTN_SET_KV_MEMORY: s->kv_memory = iv; break;
@@ -419,4 +422,5 @@ void ctn_settings_apply(const ctn_settings *s, ctn_gen_request *r) {
     r->stop = s->n_stop > 0 ? s->stop : NULL;
     r->n_stop = s->n_stop;
     r->ignore_eos = s->ignore_eos;
+    r->grammar = s->grammar;
 }

@@ -46,6 +46,7 @@ typedef enum {
     CTN_SET_IGNORE_EOS,
     CTN_SET_LORA,
     CTN_SET_LORA_SCALE,
+    CTN_SET_GRAMMAR,
     /* of a model (its engine) */
     CTN_SET_THREADS,
     CTN_SET_CTX,
@@ -99,6 +100,7 @@ typedef struct {
     const char *stop[CTN_SETTINGS_MAX_STOP];
     size_t n_stop;
     const char *lora; /* NULL: the base model */
+    const char *grammar; /* GBNF text the output follows (gen.h: grammar); NULL: none */
     float lora_scale;
     int threads;        /* 0: the default (all CPUs this process may use) */
     int64_t ctx;        /* 0: the model's, at most 4096 */

@@ -8,6 +8,7 @@
  * same calls made from plain code (the main chunk of a script, the REPL) run the loop
  * until the work is done instead.
  */
+#include <lualib.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include <uv.h>
 
 #include "alloc.h"
+#include "components.h"
 #include "error.h"
 #include "l_catena.h"
 #include "settings.h"
@@ -699,6 +701,8 @@ static int r_bor(lua_State *L) {
     size_t n = 0, cap = 0;
     int bad = add_steps(&v, &n, &cap, ctn_node_ref(a)) < 0;
     bad = bad || add_steps(&v, &n, &cap, b) < 0;
+    /* A model followed by a parser with a grammar decodes under that grammar. */
+    bad = bad || ctn_sequence_bind_grammars(v, n) < 0;
     if (bad) {
         for (size_t i = 0; i < n; i++)
             ctn_node_unref(v[i]);
@@ -931,15 +935,13 @@ static int pump(lua_State *L, lctx *ctx) {
 /*
  * The keys a run's config may have besides the request settings of engine/settings.h: the
  * executor's (tags append, metadata merges, max_concurrency), the user's own under
- * configurable (as LangChain's), the model node's session, n and grammar
- * (stdlib/components.c), and, given to invoke / batch / stream only, callbacks and
+ * configurable (as LangChain's), the model node's session and n (stdlib/components.c), and, given to invoke / batch / stream only, callbacks and
  * run_name. Raises, naming the key and the nearest known one, for anything else.
  */
 static void check_run_config(lua_State *L, int idx, const char *what, bool top) {
-    static const char *const keys[] = {"tags",         "metadata", "max_concurrency",
-                                       "configurable", "session",  "n",
-                                       "grammar",      "callbacks", "run_name"};
-    const size_t n = top ? 9 : 7;
+    static const char *const keys[] = {"tags",    "metadata", "max_concurrency", "configurable",
+                                       "session", "n",        "callbacks",       "run_name"};
+    const size_t n = top ? 8 : 6;
     idx = lua_absindex(L, idx);
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
@@ -2174,6 +2176,57 @@ int ctn_l_take_interrupt(lua_State *L) {
     return 1;
 }
 
+void ctn_l_loop_enter(lua_State *L) {
+    lctx *ctx = get_ctx(L);
+    if (ctx != NULL) ctx->running++;
+}
+
+void ctn_l_loop_leave(lua_State *L) {
+    lctx *ctx = get_ctx(L);
+    if (ctx != NULL && ctx->running > 0) ctx->running--;
+}
+
+lua_State *ctn_l_new_state(void) {
+    lua_State *L = luaL_newstate();
+    if (L == NULL) return NULL;
+    luaL_openlibs(L);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_catena);
+    lua_setfield(L, -2, "catena");
+    lua_pop(L, 1);
+    luaL_requiref(L, "catena", luaopen_catena, 0);
+    lua_pop(L, 1);
+    return L;
+}
+
+int ctn_l_load_chain(lua_State *L, const char *path, const char *const *args, int nargs,
+                     ctn_node **out, char *err, size_t errcap) {
+    *out = NULL;
+    lua_pushcfunction(L, ctn_l_traceback);
+    int st = luaL_loadfile(L, path);
+    if (st == LUA_OK) {
+        for (int i = 0; i < nargs; i++)
+            lua_pushstring(L, args[i]);
+        st = lua_pcall(L, nargs, 1, -nargs - 2);
+    }
+    if (st != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        ctn__errf(err, errcap, "%s", msg != NULL ? msg : "an error that is not a string");
+        lua_pop(L, 2);
+        return st == LUA_ERRMEM ? CTN_ENOMEM : st == LUA_ERRFILE ? CTN_ENOENT : CTN_ECHAIN;
+    }
+    ctn_node **pn = luaL_testudata(L, -1, CTN_L_RUNNABLE);
+    if (pn == NULL) {
+        ctn__errf(err, errcap, "%s: the file must return a runnable (return chain), not %s", path,
+                  luaL_typename(L, -1));
+        lua_pop(L, 2);
+        return CTN_ETYPE;
+    }
+    *out = ctn_node_ref(*pn);
+    lua_pop(L, 2);
+    return 0;
+}
+
 int ctn_l_open_model(lua_State *L, const char *path, const ctn_lm_params *p, ctn_lm **out,
                      char *err, size_t errcap) {
     lctx *ctx = get_ctx(L);
@@ -2249,6 +2302,7 @@ int luaopen_catena(lua_State *L) {
     ctn_l_open_components(L);
     ctn_l_open_rag(L);
     ctn_l_open_history(L);
+    ctn_l_open_tools(L);
     lua_newtable(L);
     lua_pushcfunction(L, m_trace_sqlite);
     lua_setfield(L, -2, "sqlite");

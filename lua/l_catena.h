@@ -77,9 +77,33 @@ void ctn_l_open_rag(lua_State *L);
 /* catena.history, r:with_history, catena.retriever.multi_query and .history_aware
  * (l_history.c). */
 void ctn_l_open_history(lua_State *L);
+/* runnable:with_structured_output, runnable:bind_tools, catena.tool and catena.tool_loop
+ * (lua/l_tools.c). */
+void ctn_l_open_tools(lua_State *L);
+/* The JSON text of the schema at idx: a string as it is, a table as JSON with its objects'
+ * keys in byte order (a Lua table's keys have no order of their own). malloc'd; raises
+ * naming where on anything else. */
+char *ctn_l_schema_text(lua_State *L, int idx, const char *where);
 /* The libuv loop the module of L runs its chains on (NULL before luaopen_catena). A host
  * that runs that loop itself (catena serve) may start chains of L on it with ctn_run_start. */
 uv_loop_t *ctn_l_loop(lua_State *L);
+/* A host that runs the state's loop itself (the C API's loop thread) calls enter before its
+ * uv_run and leave after it, so a wait in plain code (a chain file's main chunk calling
+ * r:invoke) raises "cannot wait here" instead of running the loop inside the loop. */
+void ctn_l_loop_enter(lua_State *L);
+void ctn_l_loop_leave(lua_State *L);
+/* A new Lua state with the standard libraries and the catena module loaded (and preloaded,
+ * so require "catena" finds it), as catena run gives scripts; NULL when memory runs out. */
+lua_State *ctn_l_new_state(void);
+/*
+ * Runs the chain file at path (its main chunk gets the nargs strings of args as ...) and
+ * takes the runnable it returns: 0 and *out (one reference, the caller's), or CTN_ENOENT
+ * (no such file), CTN_ECHAIN (a syntax or runtime error: Lua's message, which names the
+ * file and line, with a traceback), CTN_ETYPE (it returned no runnable), CTN_ENOMEM, with
+ * the reason in err. On the loop's thread; the stack is as it was.
+ */
+int ctn_l_load_chain(lua_State *L, const char *path, const char *const *args, int nargs,
+                     ctn_node **out, char *err, size_t errcap);
 /* Opens (or finds) the model at path on the state's loop (stdlib/lm.h). */
 int ctn_l_open_model(lua_State *L, const char *path, const ctn_lm_params *p, ctn_lm **out,
                      char *err, size_t errcap);

@@ -9,6 +9,7 @@
 #include "components.h"
 #include "error.h"
 #include "l_catena.h"
+#include "str.h"
 
 /* Pushes a runnable for node (taken); raises with msg when node is NULL. */
 static void push_node(lua_State *L, ctn_node *node, const char *what, const char *msg) {
@@ -256,8 +257,115 @@ static int p_str(lua_State *L) {
     return parser(L, CTN_PARSER_STR);
 }
 
+/* A copy of v with every object's keys in byte order (a Lua table's keys have no order of
+ * their own: sorted, the schema and its grammar are the same on every run). */
+static int key_cmp(const void *a, const void *b) {
+    const ctn_val *x = *(ctn_val *const *)a, *y = *(ctn_val *const *)b;
+    const size_t n = x->u.str.len < y->u.str.len ? x->u.str.len : y->u.str.len;
+    const int c = memcmp(x->u.str.p, y->u.str.p, n);
+    return c != 0 ? c : (x->u.str.len > y->u.str.len) - (x->u.str.len < y->u.str.len);
+}
+
+static ctn_val *sorted_copy(const ctn_val *v) {
+    if (v->kind == CTN_VARR) {
+        ctn_val *a = ctn_val_arr();
+        for (size_t i = 0; a != NULL && i < v->u.arr.n; i++) {
+            ctn_val *e = sorted_copy(v->u.arr.items[i]);
+            if (e == NULL || ctn_val_push(a, e) < 0) {
+                ctn_val_unref(a);
+                a = NULL;
+            }
+        }
+        return a;
+    }
+    if (v->kind != CTN_VOBJ) return ctn_val_ref((ctn_val *)v);
+    const size_t n = v->u.obj.n;
+    ctn_val **keys = malloc((n + 1) * sizeof *keys);
+    ctn_val *o = keys != NULL ? ctn_val_obj() : NULL;
+    if (o != NULL) {
+        memcpy(keys, v->u.obj.keys, n * sizeof *keys);
+        qsort(keys, n, sizeof *keys, key_cmp);
+        for (size_t i = 0; i < n; i++) {
+            const ctn_val *k = keys[i];
+            ctn_val *e = sorted_copy(ctn_val_getk(v, k->u.str.p, k->u.str.len));
+            if (e == NULL || ctn_val_setk(o, k->u.str.p, k->u.str.len, e) < 0) {
+                ctn_val_unref(o);
+                o = NULL;
+                break;
+            }
+        }
+    }
+    free(keys);
+    return o;
+}
+
+char *ctn_l_schema_text(lua_State *L, int idx, const char *where) {
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        const char *s = lua_tostring(L, idx);
+        char *c = ctn__strdup(s);
+        if (c == NULL) luaL_error(L, "catena: out of memory");
+        return c;
+    }
+    if (!lua_istable(L, idx))
+        ctn_l_error(L, "%s: schema must be a table or JSON text, not a %s", where,
+                    luaL_typename(L, idx));
+    char err[256] = "";
+    ctn_val *v = ctn_l_to_val(L, idx, "schema", err, sizeof err);
+    if (v == NULL) ctn_l_error(L, "%s: %s", where, err);
+    ctn_val *sv = sorted_copy(v);
+    ctn_val_unref(v);
+    char *j = sv != NULL ? ctn_val_to_json(sv, 0) : NULL;
+    ctn_val_unref(sv);
+    if (j == NULL) luaL_error(L, "catena: out of memory");
+    return j;
+}
+
+/* catena.parser.json() or catena.parser.json{schema = table or JSON text} */
 static int p_json(lua_State *L) {
-    return parser(L, CTN_PARSER_JSON);
+    if (lua_isnoneornil(L, 1)) return parser(L, CTN_PARSER_JSON);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    static const char *const opts[] = {"schema"};
+    ctn_l_check_options(L, 1, "catena.parser.json", opts, 1);
+    lua_getfield(L, 1, "schema");
+    if (lua_isnil(L, -1)) return parser(L, CTN_PARSER_JSON);
+    char *schema = ctn_l_schema_text(L, -1, "catena.parser.json");
+    char err[512] = "";
+    ctn_node *n = ctn_json_parser_node(schema, strlen(schema), err, sizeof err);
+    free(schema);
+    if (n == NULL) ctn_l_error(L, "catena.parser.json: %s", err[0] ? err : "out of memory");
+    push_node(L, n, "parser.json", err);
+    return 1;
+}
+
+/* catena.parser.enum{"a", "b", ...} */
+static int p_enum(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    const size_t n = lua_rawlen(L, 1);
+    lua_pushnil(L);
+    size_t count = 0;
+    while (lua_next(L, 1) != 0) {
+        lua_pop(L, 1);
+        count++;
+    }
+    if (n == 0 || count != n)
+        ctn_l_error(L, "catena.parser.enum: give a list of options (strings), as {\"a\", \"b\"}");
+    const char **v = calloc(n, sizeof *v);
+    if (v == NULL) luaL_error(L, "catena: out of memory");
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, 1, (lua_Integer)i + 1);
+        v[i] = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        lua_pop(L, 1); /* the string stays alive in the table */
+        if (v[i] == NULL) {
+            free(v);
+            ctn_l_error(L, "catena.parser.enum: option %d is not a string", (int)i + 1);
+        }
+    }
+    char err[512] = "";
+    ctn_node *node = ctn_enum_parser_node(v, n, err, sizeof err);
+    free(v);
+    if (node == NULL) ctn_l_error(L, "catena.parser.enum: %s", err[0] ? err : "out of memory");
+    push_node(L, node, "parser.enum", err);
+    return 1;
 }
 
 static int p_list(lua_State *L) {
@@ -300,6 +408,17 @@ static int p_regex(lua_State *L) {
     ctn_node *n = ctn_parser_node(CTN_PARSER_REGEX, pattern, keys, nkeys, err, sizeof err);
     free(keys);
     push_node(L, n, "parser.regex", err);
+    return 1;
+}
+
+/* parser:format_instructions(): what to tell the model about the format the parser reads. */
+static int r_format_instructions(lua_State *L) {
+    ctn_node **r = luaL_checkudata(L, 1, CTN_L_RUNNABLE);
+    char err[256] = "";
+    char *s = ctn_parser_format_instructions(*r, err, sizeof err);
+    if (s == NULL) ctn_l_error(L, "format_instructions: %s", err);
+    lua_pushstring(L, s);
+    free(s);
     return 1;
 }
 
@@ -391,6 +510,11 @@ static int m_lora_unload(lua_State *L) {
 }
 
 void ctn_l_open_components(lua_State *L) {
+    luaL_getmetatable(L, CTN_L_RUNNABLE);
+    lua_getfield(L, -1, "__index");
+    lua_pushcfunction(L, r_format_instructions);
+    lua_setfield(L, -2, "format_instructions");
+    lua_pop(L, 2);
     static const luaL_Reg lora[] = {{"load", m_lora_load}, {"unload", m_lora_unload}, {NULL, NULL}};
     luaL_newlib(L, lora);
     lua_setfield(L, -2, "lora");
@@ -412,7 +536,8 @@ void ctn_l_open_components(lua_State *L) {
     lua_pushcfunction(L, m_scorer);
     lua_setfield(L, -2, "scorer");
     static const luaL_Reg parsers[] = {
-        {"str", p_str}, {"json", p_json}, {"list", p_list}, {"regex", p_regex}, {NULL, NULL}};
+        {"str", p_str},     {"json", p_json}, {"list", p_list},
+        {"regex", p_regex}, {"enum", p_enum}, {NULL, NULL}};
     luaL_newlib(L, parsers);
     lua_setfield(L, -2, "parser");
 }

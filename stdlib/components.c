@@ -10,10 +10,12 @@
 
 #include "error.h"
 #include "json.h"
+#include "json_schema.h"
 #include "template.h"
 #include "textparse.h"
 #include "str.h"
 #include "alloc.h"
+#include "unicode.h"
 #include "vocab.h"
 
 /* ==== prompt ================================================================================ */
@@ -653,18 +655,6 @@ static void model_start(ctn_task *t, ctn_val *input) {
         snprintf(key, sizeof key, "%p:%.*s", (void *)u, (int)sv->u.str.len, sv->u.str.p);
         r.session = key;
     }
-    /* The run's grammar: the completion follows it (engine/grammar.h). */
-    const ctn_val *gv = ctn_task_setting(t, "grammar");
-    if (gv != NULL && gv->kind != CTN_VNULL) {
-        if (gv->kind != CTN_VSTR || gv->u.str.len == 0 ||
-            memchr(gv->u.str.p, 0, gv->u.str.len) != NULL) {
-            ctn_task_fail(t, CTN_EINVAL,
-                          "setting 'grammar' must be GBNF text (a non-empty string), got %s",
-                          gv->kind == CTN_VSTR ? "an empty string" : ctn_vkind_name(gv->kind));
-            goto out;
-        }
-        r.grammar = gv->u.str.p;
-    }
     const ctn_val *nv = ctn_task_setting(t, "n");
     if (nv != NULL && nv->kind != CTN_VNULL && (nv->kind != CTN_VINT || nv->u.i < 1 || nv->u.i > 16)) {
         ctn_task_fail(t, CTN_EINVAL, "setting 'n' must be an integer from 1 to 16 (completions of one prompt)");
@@ -937,6 +927,10 @@ typedef struct {
     ctn_parser_kind kind;
     ctn_regex *re;
     char *pattern;
+    char *schema;   /* JSON: the schema of the JSON parser's output, or NULL */
+    char *gbnf;     /* the grammar the model before the parser decodes under, or NULL */
+    char **values;  /* the enum parser's options */
+    size_t nvalues;
 } parser_ud;
 
 /* Streaming state per task. */
@@ -949,6 +943,11 @@ static void parser_free(void *p) {
     parser_ud *u = p;
     ctn_regex_free(u->re);
     free(u->pattern);
+    free(u->schema);
+    free(u->gbnf);
+    for (size_t i = 0; i < u->nvalues; i++)
+        free(u->values[i]);
+    free(u->values);
     free(u);
 }
 
@@ -981,6 +980,69 @@ static void json_not_found(const char *text, size_t n, char *err, size_t cap) {
     snprintf(err, cap, "no JSON value found in the text (%zu bytes)%s%s", n, *why ? ": " : "", why);
 }
 
+/* Whether the JSON parser's output v satisfies its schema: 0, or CTN_EFORMAT (err says
+ * where and why) or CTN_ENOMEM. */
+static int check_schema(const parser_ud *u, const ctn_val *v, char *err, size_t cap) {
+    if (u->schema == NULL) return 0;
+    char *json = ctn_val_to_json(v, 0);
+    if (json == NULL) return CTN_ENOMEM;
+    char why[400] = "";
+    const int rc =
+        ctn_json_schema_validate(u->schema, strlen(u->schema), json, strlen(json), why, sizeof why);
+    free(json);
+    if (rc == CTN_ENOMEM) return rc;
+    if (rc < 0) {
+        snprintf(err, cap, "the JSON does not match the parser's schema: %s", why);
+        return CTN_EFORMAT;
+    }
+    return 0;
+}
+
+/* The JSON value of text: the whole text when it is one (as a model decoding under the
+ * parser's grammar writes it), else the value its first bracket starts. */
+static int json_of_text(const parser_ud *u, const char *text, size_t n, ctn_val **out, char *err,
+                        size_t cap) {
+    size_t a = 0, b = n;
+    while (a < b && strchr(" \t\r\n", text[a]) != NULL)
+        a++;
+    while (b > a && strchr(" \t\r\n", text[b - 1]) != NULL)
+        b--;
+    char ignored[8];
+    if (u->schema != NULL && a < b && ctn_json_parse(text + a, b - a, out, ignored, sizeof ignored) == 0)
+        return 0;
+    if (ctn_json_find(text, n, &a, &b) < 0) {
+        json_not_found(text, n, err, cap);
+        return CTN_EFORMAT;
+    }
+    return ctn_json_parse(text + a, b - a, out, err, cap);
+}
+
+/* The enum parser: the text without surrounding white space must be one of the options. */
+static int enum_parse(const parser_ud *u, const char *text, size_t n, ctn_val **out, char *err,
+                      size_t cap) {
+    size_t a = 0, b = n;
+    while (a < b && strchr(" \t\r\n", text[a]) != NULL)
+        a++;
+    while (b > a && strchr(" \t\r\n", text[b - 1]) != NULL)
+        b--;
+    for (size_t i = 0; i < u->nvalues; i++)
+        if (strlen(u->values[i]) == b - a && memcmp(u->values[i], text + a, b - a) == 0) {
+            *out = ctn_val_str(text + a, b - a);
+            return *out != NULL ? 0 : CTN_ENOMEM;
+        }
+    ctn_strbuf m = {0};
+    ctn_sb_puts(&m, "'");
+    ctn_sb_put(&m, text + a, b - a > 80 ? 80 : b - a);
+    ctn_sb_puts(&m, b - a > 80 ? "...' is not one of the options: " : "' is not one of the options: ");
+    for (size_t i = 0; i < u->nvalues; i++) {
+        if (i > 0) ctn_sb_puts(&m, ", ");
+        ctn_sb_puts(&m, u->values[i]);
+    }
+    snprintf(err, cap, "%s", m.p != NULL && !m.oom ? m.p : "not one of the options");
+    ctn_sb_free(&m);
+    return CTN_EFORMAT;
+}
+
 /* The whole text: parse and end the task. */
 static void parse_whole(ctn_task *t, const ctn_val *input) {
     parser_ud *u = ctn_node_ud(ctn_task_node(t));
@@ -997,20 +1059,19 @@ static void parse_whole(ctn_task *t, const ctn_val *input) {
     int rc = 0;
     switch (u->kind) {
     case CTN_PARSER_STR: out = ctn_val_str(text, n); break;
-    case CTN_PARSER_JSON: {
-        size_t a = 0, b = 0;
-        if (ctn_json_find(text, n, &a, &b) < 0) {
-            rc = CTN_EFORMAT;
-            json_not_found(text, n, err, sizeof err);
-        } else {
-            rc = ctn_json_parse(text + a, b - a, &out, err, sizeof err);
-        }
+    case CTN_PARSER_JSON:
+        rc = json_of_text(u, text, n, &out, err, sizeof err);
+        if (rc == 0) rc = check_schema(u, out, err, sizeof err);
         break;
-    }
     case CTN_PARSER_LIST: rc = ctn_list_parse(text, n, &out); break;
     case CTN_PARSER_REGEX: rc = ctn_regex_parse(u->re, text, n, &out, err, sizeof err); break;
+    case CTN_PARSER_ENUM: rc = enum_parse(u, text, n, &out, err, sizeof err); break;
     }
     free(text);
+    if (rc < 0) {
+        ctn_val_unref(out);
+        out = NULL;
+    }
     if (rc < 0) {
         ctn_task_fail(t, rc, "%s", *err ? err : ctn_strerror(rc));
         return;
@@ -1089,12 +1150,15 @@ static void parser_feed_end(ctn_task *t, const ctn_val *whole) {
     if (u->kind == CTN_PARSER_JSON && s != NULL) {
         ctn_val *out = NULL;
         char err[512];
-        const int rc = ctn_json_stream_finish(s->js, &out, err, sizeof err);
+        int rc = ctn_json_stream_finish(s->js, &out, err, sizeof err);
+        if (rc == 0) rc = check_schema(u, out, err, sizeof err);
         state_free(t);
-        if (rc < 0)
-            ctn_task_fail(t, rc, "%s", err);
-        else
+        if (rc < 0) {
+            ctn_val_unref(out);
+            ctn_task_fail(t, rc, "%s", rc == CTN_ENOMEM ? "out of memory" : err);
+        } else {
             ctn_task_done(t, out);
+        }
         return;
     }
     if (u->kind == CTN_PARSER_LIST && s != NULL) {
@@ -1121,10 +1185,15 @@ static void parser_cancel(ctn_task *t) {
 
 static char *parser_describe(const void *p) {
     const parser_ud *u = p;
-    static const char *names[] = {"str", "json", "list", "regex"};
+    static const char *names[] = {"str", "json", "list", "regex", "enum"};
     char buf[160];
     if (u->kind == CTN_PARSER_REGEX)
         snprintf(buf, sizeof buf, "regex /%.100s/", u->pattern);
+    else if (u->kind == CTN_PARSER_JSON && u->schema != NULL)
+        snprintf(buf, sizeof buf, "json, schema %.100s%s", u->schema,
+                 strlen(u->schema) > 100 ? "..." : "");
+    else if (u->kind == CTN_PARSER_ENUM)
+        snprintf(buf, sizeof buf, "enum of %zu", u->nvalues);
     else
         snprintf(buf, sizeof buf, "%s", names[u->kind]);
     return ctn__strndup(buf, strlen(buf));
@@ -1149,6 +1218,19 @@ ctn_node *ctn_parser_node(ctn_parser_kind kind, const char *pattern, const char 
     parser_ud *u = ctn__calloc(1, sizeof *u);
     if (u == NULL) return NULL;
     u->kind = kind;
+    if (kind == CTN_PARSER_ENUM) {
+        ctn__errf(err, errcap, "the enum parser is made by ctn_enum_parser_node");
+        free(u);
+        return NULL;
+    }
+    if (kind == CTN_PARSER_JSON) {
+        /* Without a schema: any object or array, the values ctn_json_find looks for. */
+        static const char any[] = "{\"type\":[\"object\",\"array\"]}";
+        if (ctn_json_schema_to_gbnf(any, sizeof any - 1, &u->gbnf, err, errcap) < 0) {
+            free(u);
+            return NULL;
+        }
+    }
     if (kind == CTN_PARSER_REGEX) {
         if (pattern == NULL) {
             ctn__errf(err, errcap, "the regex parser needs a pattern");
@@ -1166,4 +1248,180 @@ ctn_node *ctn_parser_node(ctn_parser_kind kind, const char *pattern, const char 
         ctn_node_custom(kind == CTN_PARSER_REGEX ? &parser_whole_ops : &parser_stream_ops, u, NULL);
     if (n == NULL) parser_free(u);
     return n;
+}
+
+ctn_node *ctn_json_parser_node(const char *schema, size_t n, char *err, size_t errcap) {
+    if (schema == NULL) return ctn_parser_node(CTN_PARSER_JSON, NULL, NULL, 0, err, errcap);
+    parser_ud *u = ctn__calloc(1, sizeof *u);
+    if (u == NULL) {
+        ctn__errf(err, errcap, "out of memory");
+        return NULL;
+    }
+    u->kind = CTN_PARSER_JSON;
+    u->schema = ctn__strndup(schema, n);
+    if (u->schema == NULL) {
+        ctn__errf(err, errcap, "out of memory");
+        parser_free(u);
+        return NULL;
+    }
+    if (ctn_json_schema_to_gbnf(schema, n, &u->gbnf, err, errcap) < 0) {
+        parser_free(u);
+        return NULL;
+    }
+    ctn_node *node = ctn_node_custom(&parser_stream_ops, u, NULL);
+    if (node == NULL) {
+        ctn__errf(err, errcap, "out of memory");
+        parser_free(u);
+    }
+    return node;
+}
+
+/* Appends s as a GBNF string literal (every byte that is not printable ASCII escaped). */
+static void gbnf_literal(ctn_strbuf *b, const char *s) {
+    ctn_sb_puts(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char e[8];
+        if (*p == '"' || *p == '\\' || *p == '[' || *p == ']')
+            e[0] = '\\', e[1] = (char)*p, e[2] = 0;
+        else if (*p < 0x20 || *p >= 0x7f)
+            snprintf(e, sizeof e, "\\x%02X", *p);
+        else
+            e[0] = (char)*p, e[1] = 0;
+        ctn_sb_puts(b, e);
+    }
+    ctn_sb_puts(b, "\"");
+}
+
+ctn_node *ctn_enum_parser_node(const char *const *values, size_t n, char *err, size_t errcap) {
+    if (n == 0 || n > 1024) {
+        ctn__errf(err, errcap, "the enum parser needs 1 to 1024 options, got %zu", n);
+        return NULL;
+    }
+    parser_ud *u = ctn__calloc(1, sizeof *u);
+    if (u == NULL || (u->values = ctn__calloc(n, sizeof *u->values)) == NULL) {
+        free(u);
+        ctn__errf(err, errcap, "out of memory");
+        return NULL;
+    }
+    u->kind = CTN_PARSER_ENUM;
+    ctn_strbuf g = {0};
+    ctn_sb_puts(&g, "root ::= ");
+    for (size_t i = 0; i < n; i++) {
+        const size_t len = values[i] != NULL ? strlen(values[i]) : 0;
+        if (len == 0 || len > 4096 || !ctn__utf8_valid(values[i], len)) {
+            ctn__errf(err, errcap, "enum option %zu must be non-empty UTF-8 text of at most 4096 bytes",
+                      i + 1);
+            goto fail;
+        }
+        size_t a = 0, b = len;
+        while (a < b && strchr(" \t\r\n", values[i][a]) != NULL)
+            a++;
+        while (b > a && strchr(" \t\r\n", values[i][b - 1]) != NULL)
+            b--;
+        if (a != 0 || b != len) {
+            ctn__errf(err, errcap,
+                      "enum option %zu (\"%.40s\") begins or ends with white space, which the "
+                      "parser strips from the text",
+                      i + 1, values[i]);
+            goto fail;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(values[j], values[i]) == 0) {
+                ctn__errf(err, errcap, "enum options %zu and %zu are both \"%.40s\"", j + 1, i + 1,
+                          values[i]);
+                goto fail;
+            }
+        if ((u->values[i] = ctn__strdup(values[i])) == NULL) goto oom;
+        u->nvalues = i + 1;
+        if (i > 0) ctn_sb_puts(&g, " | ");
+        gbnf_literal(&g, values[i]);
+    }
+    ctn_sb_puts(&g, "\n");
+    if (g.oom || (u->gbnf = ctn_sb_take(&g)) == NULL) goto oom;
+    ctn_node *node = ctn_node_custom(&parser_whole_ops, u, NULL);
+    if (node == NULL) {
+        parser_free(u);
+        ctn__errf(err, errcap, "out of memory");
+    }
+    return node;
+oom:
+    ctn__errf(err, errcap, "out of memory");
+fail:
+    ctn_sb_free(&g);
+    parser_free(u);
+    return NULL;
+}
+
+/* The parser_ud of n when n is a parser node, else NULL. */
+static parser_ud *parser_of(const ctn_node *n) {
+    if (n == NULL || ctn_node_get_kind(n) != CTN_NODE_CUSTOM) return NULL;
+    if (!ctn_node_is_custom(n, &parser_stream_ops) && !ctn_node_is_custom(n, &parser_whole_ops))
+        return NULL;
+    return ctn_node_ud(n);
+}
+
+const char *ctn_parser_node_grammar(const ctn_node *n) {
+    const parser_ud *u = parser_of(n);
+    return u != NULL ? u->gbnf : NULL;
+}
+
+char *ctn_parser_format_instructions(const ctn_node *n, char *err, size_t errcap) {
+    const parser_ud *u = parser_of(n);
+    if (u == NULL) {
+        ctn__errf(err, errcap, "not a parser (catena.parser.*)");
+        return NULL;
+    }
+    ctn_strbuf b = {0};
+    switch (u->kind) {
+    case CTN_PARSER_JSON:
+        if (u->schema == NULL) {
+            ctn_sb_puts(&b, "Answer with one JSON object (or array) and nothing else: no text "
+                            "before or after it, no code fence.");
+            break;
+        }
+        ctn_sb_puts(&b, "Answer with one JSON value that satisfies the JSON Schema below, and "
+                        "nothing else: no text before or after it, no code fence. The schema "
+                        "describes the value; it is not an example of it.\n\nSchema:\n");
+        ctn_sb_puts(&b, u->schema);
+        break;
+    case CTN_PARSER_LIST:
+        ctn_sb_puts(&b, "Answer with a list of values separated by commas, such as: red, green, "
+                        "blue");
+        break;
+    case CTN_PARSER_ENUM:
+        ctn_sb_puts(&b, "Answer with exactly one of these options, and nothing else: ");
+        for (size_t i = 0; i < u->nvalues; i++) {
+            if (i > 0) ctn_sb_puts(&b, ", ");
+            ctn_sb_puts(&b, u->values[i]);
+        }
+        break;
+    case CTN_PARSER_STR:
+    case CTN_PARSER_REGEX:
+        ctn__errf(err, errcap, "the %s parser has no format instructions",
+                  u->kind == CTN_PARSER_STR ? "str" : "regex");
+        return NULL;
+    }
+    char *s = b.oom ? NULL : ctn_sb_take(&b);
+    if (s == NULL) {
+        ctn_sb_free(&b);
+        ctn__errf(err, errcap, "out of memory");
+    }
+    return s;
+}
+
+int ctn_sequence_bind_grammars(ctn_node **steps, size_t n) {
+    for (size_t i = 0; i + 1 < n; i++) {
+        const char *g = ctn_parser_node_grammar(steps[i + 1]);
+        if (g == NULL || model_node_of(steps[i]) == NULL) continue;
+        ctn_val *cfg = ctn_val_obj();
+        if (cfg == NULL || ctn_val_set(cfg, "grammar", ctn_val_cstr(g)) < 0) {
+            ctn_val_unref(cfg);
+            return CTN_ENOMEM;
+        }
+        ctn_node *b = ctn_node_bind(ctn_node_ref(steps[i]), cfg);
+        if (b == NULL) return CTN_ENOMEM;
+        ctn_node_unref(steps[i]);
+        steps[i] = b;
+    }
+    return 0;
 }

@@ -97,10 +97,39 @@ typedef enum {
     CTN_PARSER_LIST,  /* a list of items (numbered, bulleted, one per line or comma
                          separated); streams each item as it completes */
     CTN_PARSER_REGEX, /* an object of the captures of a pattern (not streaming) */
+    CTN_PARSER_ENUM,  /* one of a list of options (ctn_enum_parser_node; not streaming) */
 } ctn_parser_kind;
 
-/* A parser node; for CTN_PARSER_REGEX, pattern and keys (NULL: the named groups). */
+/* A parser node; for CTN_PARSER_REGEX, pattern and keys (NULL: the named groups). Not for
+ * CTN_PARSER_ENUM. The JSON parser's grammar is any JSON object or array. */
 ctn_node *ctn_parser_node(ctn_parser_kind kind, const char *pattern, const char *const *keys,
                           size_t nkeys, char *err, size_t errcap);
+
+/*
+ * The JSON parser with a schema (the n bytes of JSON at schema, copied; NULL: none, as
+ * ctn_parser_node(CTN_PARSER_JSON)). Its output is the JSON value of the text (the whole
+ * text, else the value its first bracket starts) and must satisfy the schema
+ * (ctn_json_schema_validate), else the run fails with CTN_EFORMAT naming where; its grammar
+ * is the schema's (ctn_json_schema_to_gbnf). NULL with the converter's message (the
+ * schema's path and keyword) when the schema is bad or outside what catena converts.
+ */
+ctn_node *ctn_json_parser_node(const char *schema, size_t n, char *err, size_t errcap);
+/* The enum parser: the text, without white space around it, must be one of values[0..n)
+ * (copied; non-empty UTF-8, distinct, with no white space at their ends; 1..1024 of them);
+ * its grammar allows exactly those. */
+ctn_node *ctn_enum_parser_node(const char *const *values, size_t n, char *err, size_t errcap);
+
+/* The GBNF grammar a model decodes under to give parser node n text it accepts (JSON, JSON
+ * with a schema, enum), or NULL (no grammar, or not a parser). Borrowed from the node. */
+const char *ctn_parser_node_grammar(const ctn_node *n);
+/* What to tell a model about the format parser n reads, as LangChain's
+ * get_format_instructions (malloc'd); NULL with the reason in err for the str and regex
+ * parsers, which have none, and for nodes that are not parsers. */
+char *ctn_parser_format_instructions(const ctn_node *n, char *err, size_t errcap);
+/* In the steps of a sequence, each model node (through binds) directly followed by a parser
+ * with a grammar is replaced by that model bound to {grammar = the parser's} (a bind inside,
+ * such as model:with{grammar = ...}, still wins). The references are swapped in place. 0 or
+ * CTN_ENOMEM (steps then unchanged from the one that failed on). */
+int ctn_sequence_bind_grammars(ctn_node **steps, size_t n);
 
 #endif

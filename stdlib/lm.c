@@ -1162,7 +1162,7 @@ int ctn_lm_generate(ctn_lm *lm, const ctn_lm_request *r, const ctn_lm_callbacks 
         g.prompt = "";
     }
     g.session = r->session_id;
-    g.grammar = r->grammar;
+    if (r->grammar != NULL) g.grammar = r->grammar; /* else the settings' (applied above) */
     g.logprobs = r->logprobs;
     g.top_logprobs = r->top_logprobs;
     q->on_lp = r->on_logprobs;

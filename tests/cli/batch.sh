@@ -149,6 +149,25 @@ st=$?
     sed -n 2p "$tmp/long.out" | grep -q '"finish_reason":"length"' && ok ||
     bad "too long a prompt: status $st, $(cat "$tmp/long.out" "$tmp/err")"
 
+# Grammars per line: "grammar" (GBNF) and "json_schema"; other lines are not constrained.
+printf '%s\n%s\n%s\n' '{"prompt": "Once", "grammar": "root ::= \"yes\" | \"no\"", "temperature": 1, "seed": 3}' \
+    '{"prompt": "Once", "max_tokens": 4}' \
+    '{"prompt": "Once", "json_schema": {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}, "max_tokens": 40}' >"$tmp/g.jsonl"
+"$CATENA" batch -m "$S" --prompts "$tmp/g.jsonl" >"$tmp/g.out" 2>"$tmp/err"
+st=$?
+t1=$(sed -n 1p "$tmp/g.out" | node -e 'console.log(JSON.parse(require("fs").readFileSync(0, "utf8")).text)')
+t3=$(sed -n 3p "$tmp/g.out" | node -e 'console.log(typeof JSON.parse(JSON.parse(require("fs").readFileSync(0, "utf8")).text).ok)')
+want2=$("$CATENA" generate -m "$S" -p "Once" -n 4 --temp 0 2>/dev/null)
+t2=$(sed -n 2p "$tmp/g.out" | node -e 'console.log(JSON.parse(require("fs").readFileSync(0, "utf8")).text)')
+[ $st = 0 ] && { [ "$t1" = yes ] || [ "$t1" = no ]; } && [ "$t3" = boolean ] && [ "$t2" = "$want2" ] && ok ||
+    bad "batch grammars: status $st, '$t1' '$t2' (want '$want2') '$t3', $(cat "$tmp/g.out" "$tmp/err")"
+printf '%s\n' '{"prompt": "x", "json_schema": {"type": "string", "not": {}}}' >"$tmp/gbad.jsonl"
+out=$("$CATENA" batch -m "$S" --prompts "$tmp/gbad.jsonl" 2>&1)
+printf '%s' "$out" | grep -q 'gbad.jsonl:1.*json_schema' && ok || bad "bad json_schema: $out"
+printf '%s\n' '{"prompt": "x", "grammar": "root ::= \"a\"", "json_schema": {}}' >"$tmp/gboth.jsonl"
+out=$("$CATENA" batch -m "$S" --prompts "$tmp/gboth.jsonl" 2>&1)
+printf '%s' "$out" | grep -q 'not both' && ok || bad "grammar and json_schema: $out"
+
 # bench --parallel 4: one JSON line with parallel 4 and positive rates.
 out=$("$CATENA" bench -m "$S" --prompt-tokens 32 --gen-tokens 16 --threads 2 --reps 2 --parallel 4 2>&1)
 num() { printf '%s' "$out" | sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p"; }

@@ -109,6 +109,28 @@ num() { printf '%s' "$out" | sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p"; }
     ok || bad "bench: $out"
 expect 2 "whole number" bench -m "$S" --threads 0
 
+# Grammars: --grammar and --grammar-file (GBNF), -j and --json-schema-file (JSON Schema);
+# the output follows them at any temperature, and a bad one is named.
+for seed in 1 2 3; do
+    out=$("$CATENA" generate -m "$S" -p "Once" --temp 1 --seed $seed --grammar 'root ::= ("yes" | "no") "."' 2>&1)
+    case "$out" in yes. | no.) ok ;; *) bad "--grammar: '$out'" ;; esac
+done
+printf 'root ::= [0-9]{3} "-" [a-z]{2}\n' >"$tmp/g.gbnf"
+out=$("$CATENA" generate -m "$S" -p "Once" --temp 1 --seed 4 --grammar-file "$tmp/g.gbnf" 2>&1)
+printf '%s' "$out" | grep -qx '[0-9][0-9][0-9]-[a-z][a-z]' && ok || bad "--grammar-file: '$out'"
+SCH='{"type":"object","properties":{"mood":{"enum":["happy","sad"]},"n":{"type":"boolean"}},"required":["mood","n"]}'
+out=$("$CATENA" generate -m "$S" -p "Once" --temp 1 --seed 5 -n 60 -j "$SCH" 2>&1)
+printf '%s' "$out" | node -e 'const v = JSON.parse(require("fs").readFileSync(0, "utf8")); if (!["happy","sad"].includes(v.mood) || typeof v.n !== "boolean") process.exit(1)' &&
+    ok || bad "-j: '$out'"
+printf '%s' "$SCH" >"$tmp/s.json"
+[ "$("$CATENA" generate -m "$S" -p "Once" --temp 1 --seed 5 -n 60 --json-schema-file "$tmp/s.json" 2>&1)" = "$out" ] &&
+    ok || bad "--json-schema-file differs from -j"
+expect 1 "line 1, column" generate -m "$S" -p x --grammar 'root ::= "a'
+expect 1 "undefined rule" generate -m "$S" -p x --grammar 'root ::= nope'
+expect 1 "the JSON schema" generate -m "$S" -p x -j '{"type":"string","not":{}}'
+expect 1 "no-such.gbnf" generate -m "$S" -p x --grammar-file "$tmp/no-such.gbnf"
+expect 2 "not both" generate -m "$S" -p x --grammar 'root ::= "a"' -j '{}'
+
 # End of generation: a model whose greedy choice is always EOS (or EOT) stops at once;
 # --logprobs N: stdout is the same text; stderr has a line per token, the token first and
 # then N alternatives, the greedy token the most likely; out of range is a usage error.

@@ -1,6 +1,7 @@
 // catena serve against real clients: the OpenAI Node SDK (npm `openai`) for models, chat
-// (whole and streamed, with logprobs), completions and embeddings, and LangChain.js's ChatOpenAI pointed at
-// the server (invoke and stream). Run by openai_clients.sh, which starts the server on
+// (whole and streamed, with logprobs), completions, embeddings, response_format and tools, and
+// LangChain.js's ChatOpenAI pointed at the server (invoke, stream, bindTools,
+// withStructuredOutput). Run by openai_clients.sh, which starts the server on
 // 127.0.0.1 and passes the repository's root, the server's address, the model id and the
 // text `catena generate` gives for the completion below. Prints one line per check; exits 1 on the first failure.
 import { createRequire } from "node:module";
@@ -94,5 +95,49 @@ check(m.content === text, "ChatOpenAI.invoke gives the same answer", m.content);
 let lcs = "";
 for await (const chunk of await lc.stream([["system", "Tell a story."], ["human", "Lily"]])) lcs += chunk.content;
 check(lcs === text, "ChatOpenAI.stream gives it too", lcs);
+
+// Structured output and tools, as the SDK and LangChain.js send them: the replies are
+// decoded under the schema's or the tools' grammar.
+const schema = {
+  type: "object", properties: { mood: { type: "string", enum: ["happy", "sad"] }, ok: { type: "boolean" } },
+  required: ["mood", "ok"], additionalProperties: false,
+};
+const so = await client.chat.completions.create({
+  model, messages: msgs, max_tokens: 40, response_format: { type: "json_schema", json_schema: { name: "m", strict: true, schema } },
+});
+const sv = JSON.parse(so.choices[0].message.content);
+check(["happy", "sad"].includes(sv.mood) && typeof sv.ok === "boolean", "response_format json_schema", sv);
+const tools = [{
+  type: "function",
+  function: { name: "weather", description: "The weather in a city.",
+              parameters: { type: "object", properties: { city: { type: "string", enum: ["Paris", "Oslo"] } }, required: ["city"] } },
+}];
+const tq = { model, messages: [{ role: "user", content: "Weather in Oslo?" }], tools, tool_choice: "required", parallel_tool_calls: false, max_tokens: 200 };
+const tc = await client.chat.completions.create(tq);
+const call = tc.choices[0].message.tool_calls?.[0];
+check(tc.choices[0].finish_reason === "tool_calls" && call?.function.name === "weather" &&
+      ["Paris", "Oslo"].includes(JSON.parse(call.function.arguments).city), "a tool call", tc.choices[0]);
+let sargs = "", sname = "";
+for await (const ch of await client.chat.completions.create({ ...tq, stream: true })) {
+  for (const d of ch.choices[0]?.delta?.tool_calls ?? []) {
+    sname += d.function?.name ?? "";
+    sargs += d.function?.arguments ?? "";
+  }
+}
+check(sname === "weather" && sargs === call.function.arguments, "a streamed tool call is the whole one", [sname, sargs]);
+const back = await client.chat.completions.create({
+  model, max_tokens: 8, tools,
+  messages: [...tq.messages, tc.choices[0].message, { role: "tool", tool_call_id: call.id, content: "sunny" }],
+});
+check(back.choices.length === 1, "the tool's result is read back", back);
+const lct = new ChatOpenAI({ model, temperature: 0, maxTokens: 300, apiKey: "sekrit", configuration: { baseURL: base + "/v1" } });
+const bound = lct.bindTools(tools, { tool_choice: "required", parallel_tool_calls: false });
+const am = await bound.invoke("Weather in Paris?");
+check(am.tool_calls?.[0]?.name === "weather" && ["Paris", "Oslo"].includes(am.tool_calls[0].args.city),
+      "ChatOpenAI.bindTools gives tool calls", am.tool_calls);
+for (const method of ["jsonSchema", "functionCalling"]) {
+  const v = await lct.withStructuredOutput(schema, { name: "mood", method }).invoke("How is Lily?");
+  check(["happy", "sad"].includes(v.mood) && typeof v.ok === "boolean", "ChatOpenAI.withStructuredOutput " + method, v);
+}
 
 console.log(`openai clients: ${n} checks passed`);

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Compiles the usage example at the top of every header of engine/, chains/, stdlib/, lua/, cli/,
-# kernels/ and tests/ref/, so that an example cannot fall behind the API it shows.
+# kernels/, include/ and tests/ref/, so that an example cannot fall behind the API it shows.
 #
 #   sh tests/docs/check_examples.sh [HEADER...]     (default: every header of those folders)
 #
@@ -27,7 +27,7 @@
 # preamble of the same name beside it). The file is compiled with -fsyntax-only -Wall
 # -Wextra -Werror, less the two unused-variable warnings (an example shows a call's result
 # without always using it), against engine/, chains/, stdlib/, lua/, cli/, kernels/ (and its cpu/,
-# cuda/) and the pkg-config
+# cuda/), include/ and the pkg-config
 # flags of libuv, Lua 5.4, cJSON, PCRE2 and SQLite.
 #
 # A header whose first indented block is not C is listed in NOT_C below, with the reason.
@@ -54,7 +54,7 @@ if [ $# -gt 0 ]; then
     headers="$*"
 else
     headers=$(ls engine/*.h chains/*.h stdlib/*.h lua/*.h cli/*.h kernels/*.h kernels/cpu/*.h kernels/cuda/*.h \
-              tests/ref/*.h 2>/dev/null)
+              include/*.h tests/ref/*.h 2>/dev/null)
 fi
 
 # extract HEADER: prints the example's lines as "F<TAB>line<TAB>text" (file scope) or
@@ -129,7 +129,7 @@ for h in $headers; do
     # shellcheck disable=SC2086 # pkgflags is a list of words
     if out=$("$CC" -std=c11 -D_GNU_SOURCE -fsyntax-only -Wall -Wextra -Werror \
                 -Wno-unused-variable -Wno-unused-but-set-variable \
-                -Iengine -Ichains -Istdlib -Ilua -Icli -Ikernels -Ikernels/cpu -Ikernels/cuda -Itests/ref \
+                -Iengine -Ichains -Istdlib -Ilua -Icli -Ikernels -Ikernels/cpu -Ikernels/cuda -Iinclude -Itests/ref \
                 -Itests/docs $pkgflags "$c" 2>&1); then
         echo "ok   $h"
     else

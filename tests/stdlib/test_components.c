@@ -234,7 +234,117 @@ TEST(prompts) {
     CHECK_CONTAINS(err, "unknown role 'wizard'");
 }
 
+/* The JSON parser with a schema: the streamed and the whole text both end validated; a
+ * value outside the schema fails naming where; a bad schema is refused naming it. */
+TEST(json_parser_with_a_schema) {
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\"},"
+                         "\"tag\":{\"enum\":[\"a\",\"b\"]}},\"required\":[\"n\",\"tag\"]}";
+    char err[512] = "";
+    ctn_node *p = ctn_json_parser_node(schema, strlen(schema), err, sizeof err);
+    CHECK(p != NULL);
+    if (p == NULL) return;
+    CHECK(ctn_parser_node_grammar(p) != NULL);
+    CHECK_CONTAINS(ctn_parser_node_grammar(p), "root ::=");
+    static const char *good[] = {"{\"n\": 4", "2, \"tag\"", ": \"b\"}"};
+    ctn_node *prod = ctn_node_custom(&prod_ops, NULL, "producer");
+    ctn_node *seq = ctn_node_sequence((ctn_node *[]){prod, ctn_node_ref(p)}, 2);
+    result r;
+    ctn_val *in = pieces(good, 3);
+    run(seq, in, 0, &r);
+    CHECK_EQ_INT(r.code, 0);
+    CHECK_STR(json(r.out), "{\"n\":42,\"tag\":\"b\"}");
+    ctn_val_unref(r.out);
+    ctn_val_unref(r.chunks);
+    ctn_val_unref(in);
+    static const char *wrong[] = {"{\"n\": 1, \"tag\": \"c\"}"};
+    in = pieces(wrong, 1);
+    run(seq, in, 0, &r);
+    CHECK_EQ_INT(r.code, CTN_EFORMAT);
+    CHECK_CONTAINS(r.msg, "does not match the parser's schema");
+    CHECK_CONTAINS(r.msg, "tag");
+    ctn_val_unref(r.chunks);
+    ctn_val_unref(in);
+    ctn_node_unref(seq);
+    /* The whole text (not streamed): a bare JSON value, then one inside prose. */
+    ctn_val *v = ctn_val_cstr("  {\"tag\": \"a\", \"n\": -3}\n");
+    run(p, v, 0, &r);
+    CHECK_EQ_INT(r.code, 0);
+    CHECK_STR(json(r.out), "{\"tag\":\"a\",\"n\":-3}");
+    ctn_val_unref(r.out);
+    ctn_val_unref(r.chunks);
+    ctn_val_unref(v);
+    v = ctn_val_cstr("Sure: {\"n\": 1.5, \"tag\": \"a\"} ok");
+    run(p, v, 0, &r);
+    CHECK_EQ_INT(r.code, CTN_EFORMAT);
+    CHECK_CONTAINS(r.msg, "/n");
+    ctn_val_unref(r.chunks);
+    ctn_val_unref(v);
+    char *fi = ctn_parser_format_instructions(p, err, sizeof err);
+    CHECK(fi != NULL && strstr(fi, "JSON Schema") != NULL && strstr(fi, "\"tag\"") != NULL);
+    free(fi);
+    ctn_node_unref(p);
+    CHECK(ctn_json_parser_node("{\"type\":\"string\",\"not\":{}}", 31, err, sizeof err) == NULL);
+    CHECK_CONTAINS(err, "not");
+    CHECK(ctn_json_parser_node("{nope", 5, err, sizeof err) == NULL);
+    CHECK(err[0] != 0);
+}
+
+TEST(enum_parser) {
+    const char *opts[] = {"red", "dark green", "\xc3\xa9t\xc3\xa9"};
+    char err[512] = "";
+    ctn_node *p = ctn_enum_parser_node(opts, 3, err, sizeof err);
+    CHECK(p != NULL);
+    if (p == NULL) return;
+    CHECK_STR(ctn_parser_node_grammar(p), "root ::= \"red\" | \"dark green\" | \"\\xC3\\xA9t\\xC3\\xA9\"\n");
+    result r;
+    ctn_val *v = ctn_val_cstr(" dark green\n");
+    run(p, v, 0, &r);
+    CHECK_EQ_INT(r.code, 0);
+    CHECK_STR(json(r.out), "\"dark green\"");
+    ctn_val_unref(r.out);
+    ctn_val_unref(r.chunks);
+    ctn_val_unref(v);
+    v = ctn_val_cstr("blue");
+    run(p, v, 0, &r);
+    CHECK_EQ_INT(r.code, CTN_EFORMAT);
+    CHECK_CONTAINS(r.msg, "'blue' is not one of the options: red, dark green, ");
+    ctn_val_unref(r.chunks);
+    ctn_val_unref(v);
+    char *fi = ctn_parser_format_instructions(p, err, sizeof err);
+    CHECK(fi != NULL && strstr(fi, "red, dark green") != NULL);
+    free(fi);
+    ctn_node_unref(p);
+    CHECK(ctn_enum_parser_node(opts, 0, err, sizeof err) == NULL);
+    CHECK_CONTAINS(err, "1 to 1024");
+    const char *dup[] = {"a", "b", "a"};
+    CHECK(ctn_enum_parser_node(dup, 3, err, sizeof err) == NULL);
+    CHECK_CONTAINS(err, "options 1 and 3");
+    const char *bad[] = {"a", "\xff"};
+    CHECK(ctn_enum_parser_node(bad, 2, err, sizeof err) == NULL);
+    CHECK_CONTAINS(err, "option 2");
+    /* The str and regex parsers have no format instructions; the list parser has. */
+    ctn_node *s = ctn_parser_node(CTN_PARSER_STR, NULL, NULL, 0, err, sizeof err);
+    CHECK(ctn_parser_format_instructions(s, err, sizeof err) == NULL);
+    CHECK_CONTAINS(err, "no format instructions");
+    CHECK(ctn_parser_node_grammar(s) == NULL);
+    ctn_node_unref(s);
+    s = ctn_parser_node(CTN_PARSER_LIST, NULL, NULL, 0, err, sizeof err);
+    fi = ctn_parser_format_instructions(s, err, sizeof err);
+    CHECK(fi != NULL && strstr(fi, "commas") != NULL);
+    free(fi);
+    ctn_node_unref(s);
+    /* A sequence without a model is left as it is. */
+    ctn_node *steps[2] = {ctn_node_passthrough(), ctn_json_parser_node(NULL, 0, err, sizeof err)};
+    ctn_node *before = steps[0];
+    CHECK_EQ_INT(ctn_sequence_bind_grammars(steps, 2), 0);
+    CHECK(steps[0] == before);
+    ctn_node_unref(steps[0]);
+    ctn_node_unref(steps[1]);
+}
+
 int main(void) {
+    RUN(json_parser_with_a_schema);
+    RUN(enum_parser);
     RUN(json_parser_streams_partial_values);
     RUN(list_parser_streams_items);
     RUN(str_parser_passes_chunks_on);
