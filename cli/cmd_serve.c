@@ -852,14 +852,24 @@ static void gen_done(void *ud, const ctn_lm_result *r) {
 
 /* The body as a JSON object, or NULL after answering 400. */
 static cJSON *parse_body(conn *c, const ctn_http_req *r) {
-    const char *end = NULL;
-    cJSON *j = cJSON_ParseWithLengthOpts(r->body, r->body_len, &end, 0);
+    const char *end = NULL, *nul = memchr(r->body, 0, r->body_len);
+    if (nul != NULL) {
+        send_error(c, 400, NULL, NULL, "the body holds a NUL byte (at byte %ld): it is not JSON text",
+                   (long)(nul - r->body));
+        return NULL;
+    }
+    int rc = 0;
+    /* Strict: only white space may follow the value. */
+    cJSON *j = ctn__json_parse(r->body, r->body_len, true, &end, &rc);
     if (j == NULL) {
         const long at = end != NULL ? (long)(end - r->body) : 0;
-        send_error(c, 400, NULL, NULL,
-                   r->body_len == 0 ? "the request has no body (a JSON object is expected)"
-                                    : "the body is not valid JSON (near byte %ld)",
-                   at);
+        if (rc == CTN_ENOMEM)
+            send_error(c, 503, NULL, NULL, "out of memory reading the body");
+        else
+            send_error(c, 400, NULL, NULL,
+                       r->body_len == 0 ? "the request has no body (a JSON object is expected)"
+                                        : "the body is not valid JSON (near byte %ld)",
+                       at);
         return NULL;
     }
     if (!cJSON_IsObject(j)) {
@@ -1395,7 +1405,10 @@ static char *calls_text(const cJSON *calls, char *why, size_t cap) {
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(call, "function");
         const cJSON *nm = cJSON_GetObjectItemCaseSensitive(f, "name");
         const cJSON *ar = cJSON_GetObjectItemCaseSensitive(f, "arguments");
-        cJSON *args = cJSON_IsString(ar) ? cJSON_Parse(ar->valuestring) : NULL;
+        int prc = 0;
+        cJSON *args = cJSON_IsString(ar)
+                          ? ctn__json_parse(ar->valuestring, strlen(ar->valuestring), true, NULL, &prc)
+                          : NULL;
         if (!cJSON_IsString(nm) || args == NULL) {
             cJSON_Delete(args);
             cJSON_Delete(o);

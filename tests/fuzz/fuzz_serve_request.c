@@ -16,6 +16,7 @@
  * Without the model (CTN_SHARED/models/stories260K.gguf) it exits 77.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -46,8 +47,11 @@ static void *serve_thread(void *arg) {
     (void)arg;
     char *av[] = {"serve", "-m", model, "--port", port_s, "--chat-template", "chatml",
                   "--ctx", "128", "--max-concurrency", "8", "--header-timeout", "5",
-                  "--chain", chain, "-q", NULL};
-    const int rc = ctn_cmd_serve((int)(sizeof av / sizeof av[0]) - 1, av);
+                  "--chain", chain, getenv("FUZZ_SERVE_LOG") != NULL ? NULL : "-q", NULL};
+    int ac = 0;
+    while (av[ac] != NULL)
+        ac++;
+    const int rc = ctn_cmd_serve(ac, av);
     fprintf(stderr, "fuzz_serve_request: catena serve ended with %d\n", rc);
     abort(); /* it must not end while the fuzzer runs */
 }
@@ -60,11 +64,30 @@ static int dial(void) {
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     struct timeval tv = {.tv_sec = 20};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+    /* A signal (libFuzzer's timer) may cut connect short; the connection goes on. */
+    int rc = connect(fd, (struct sockaddr *)&a, sizeof a);
+    for (int i = 0; rc < 0 && (errno == EINTR || errno == EALREADY) && i < 2000; i++) {
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+        rc = connect(fd, (struct sockaddr *)&a, sizeof a);
+        if (rc < 0 && errno == EISCONN) rc = 0;
+    }
+    if (rc < 0) {
         close(fd);
         return -1;
     }
     return fd;
+}
+
+/* Sends all n bytes (again after a signal); false when the peer closed. */
+static bool send_all(int fd, const void *p, size_t n) {
+    const char *b = p;
+    while (n > 0) {
+        const ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return false;
+        b += w, n -= (size_t)w;
+    }
+    return true;
 }
 
 /* A free port of 127.0.0.1 (the kernel's pick; it is released for the server to take). */
@@ -118,15 +141,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                             method, route, size - 1);
     const int fd = dial();
     if (fd < 0) abort(); /* the server stopped answering */
-    if (send(fd, head, (size_t)hn, MSG_NOSIGNAL) != hn ||
-        send(fd, data + 1, size - 1, MSG_NOSIGNAL) != (ssize_t)(size - 1)) {
+    if (!send_all(fd, head, (size_t)hn) || !send_all(fd, data + 1, size - 1)) {
         close(fd);
-        return 0; /* it answered early and closed: the response is read below */
+        return 0; /* it answered early and closed the connection */
     }
     static char resp[1 << 20];
     size_t got = 0;
+    int why = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         const ssize_t r = recv(fd, resp + got, sizeof resp - 1 - got, 0);
+        if (r < 0 && errno == EINTR) continue; /* libFuzzer's timer (SIGALRM) */
+        if (r < 0) why = errno;
         if (r <= 0) break;
         got += (size_t)r;
         if (got == sizeof resp - 1) break;
@@ -135,7 +162,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     resp[got] = '\0';
     int status = 0;
     if (sscanf(resp, "HTTP/1.1 %d", &status) != 1) {
-        fprintf(stderr, "fuzz_serve_request: no response to %s (%zu bytes back)\n", route, got);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        fprintf(stderr, "fuzz_serve_request: no response to %s (%zu bytes back after %.3f s: %s)\n",
+                route, got, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+                why != 0 ? strerror(why) : "closed");
         abort();
     }
     /* A served chain that raises answers 500 with its {"detail": ...}, as LangServe does. */
