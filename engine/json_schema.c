@@ -91,25 +91,25 @@ typedef struct {
     char *err;
     size_t errlen;
     int rc;
-    int depth;      /* schemas inside each other */
-    int consume;    /* object values and array elements entered (what recursion must pass) */
-    int fill;       /* the reserved rule the next add_rule of its name fills, or -1 */
-    long size;      /* repetitions the grammar expands (patterns, items, lengths), together */
+    int depth;   /* schemas inside each other */
+    int consume; /* object values and array elements entered (what recursion must pass) */
+    int fill;    /* the reserved rule the next add_rule of its name fills, or -1 */
+    long size;   /* repetitions the grammar expands (patterns, items, lengths), together */
     const cJSON *root;
     ref_entry *refs;
     int n_refs, cap_refs;
-    cJSON **owned;         /* allOf merges, freed with the converter */
-    const cJSON **merged;  /* the schema each was merged from */
+    cJSON **owned;        /* allOf merges, freed with the converter */
+    const cJSON **merged; /* the schema each was merged from */
     int n_owned, cap_owned;
     char path[512]; /* JSON pointer of the schema being converted */
 } conv;
 
-#define MAX_DEPTH 64
+#define MAX_DEPTH         64
 #define MAX_PATTERN_DEPTH 32
 /* grammar.c expands x{m,n} into about three elements per repetition and takes a million */
-#define MAX_SIZE 100000
+#define MAX_SIZE      100000
 #define MAX_INT_BOUND 1e15
-#define MAX_KEY 256 /* bytes of a property name that other keys are told apart from */
+#define MAX_KEY       256 /* bytes of a property name that other keys are told apart from */
 
 static void fail(conv *C, const char *fmt, ...) {
     if (C->rc < 0) return;
@@ -409,9 +409,7 @@ static void cset_add_class(cset *s, char k) {
     cset t = {0};
     cset *d = (k >= 'a') ? s : &t;
     switch (k | 0x20) {
-    case 'd':
-        cset_add(d, '0', '9');
-        break;
+    case 'd': cset_add(d, '0', '9'); break;
     case 'w':
         cset_add(d, '0', '9');
         cset_add(d, 'A', 'Z');
@@ -474,9 +472,12 @@ static int rx_escape(rxp *R, bool in_class, cset *s, uint32_t *cp) {
     const char c = R->p[R->i + 1];
     R->i += 2;
     switch (c) {
-    case 'd': case 'D': case 'w': case 'W': case 's': case 'S':
-        cset_add_class(s, c);
-        return 2;
+    case 'd':
+    case 'D':
+    case 'w':
+    case 'W':
+    case 's':
+    case 'S': cset_add_class(s, c); return 2;
     case 'n': *cp = '\n'; return 1;
     case 't': *cp = '\t'; return 1;
     case 'r': *cp = '\r'; return 1;
@@ -532,7 +533,7 @@ static bool rx_emit_set(rxp *R, ctn_strbuf *b, cset *s, size_t at) {
         uint32_t cp;
         const char *gbnf;
     } ESC[] = {{'"', "\"\\\\\\\"\""}, {'\\', "\"\\\\\\\\\""}, {'\n', "\"\\\\n\""},
-               {'\t', "\"\\\\t\""},   {'\r', "\"\\\\r\""},   {'\b', "\"\\\\b\""},
+               {'\t', "\"\\\\t\""},   {'\r', "\"\\\\r\""},    {'\b', "\"\\\\b\""},
                {'\f', "\"\\\\f\""}};
     if (s->oom) {
         oom(R->C);
@@ -787,7 +788,8 @@ static bool rx_seq(rxp *R, ctn_strbuf *b, int depth, bool *nullable) {
         if (single != UINT32_MAX) cset_add(&s, single, single);
         /* a one-character literal that JSON writes as itself joins the literal run */
         const bool raw = single != UINT32_MAX && single >= 0x20 && single != '"' &&
-                         single != '\\' && single != 0x7F && !(single >= 0xD800 && single <= 0xDFFF);
+                         single != '\\' && single != 0x7F &&
+                         !(single >= 0xD800 && single <= 0xDFFF);
         if (is_set && !raw && !rx_emit_set(R, &a, &s, at)) {
             cset_free(&s);
             ctn_sb_free(&a);
@@ -1046,8 +1048,7 @@ static void put_int_range(ctn_strbuf *b, bool has_lo, int64_t lo, bool has_hi, i
  */
 static bool int_bounds(conv *C, const cJSON *s, bool *has_lo, int64_t *lo, bool *has_hi,
                        int64_t *hi) {
-    static const char *const KW[] = {"minimum", "exclusiveMinimum", "maximum",
-                                     "exclusiveMaximum"};
+    static const char *const KW[] = {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"};
     *has_lo = *has_hi = false;
     *lo = *hi = 0;
     for (int k = 0; k < 4; k++) {
@@ -1082,8 +1083,7 @@ static bool int_bounds(conv *C, const cJSON *s, bool *has_lo, int64_t *lo, bool 
 }
 
 static bool has_num_bounds(const cJSON *s, const char **kw) {
-    static const char *const KW[] = {"minimum", "exclusiveMinimum", "maximum",
-                                     "exclusiveMaximum"};
+    static const char *const KW[] = {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"};
     for (int k = 0; k < 4; k++)
         if (cJSON_GetObjectItemCaseSensitive(s, KW[k]) != NULL) {
             *kw = KW[k];
@@ -1094,9 +1094,9 @@ static bool has_num_bounds(const cJSON *s, const char **kw) {
 
 /* ---- references, allOf ------------------------------------------------------------------- */
 
-static const char *const ANNOTATIONS[] = {"title",   "description", "default", "examples",
-                                          "$schema", "$id",         "$comment", "$defs",
-                                          "definitions"};
+static const char *const ANNOTATIONS[] = {"title",    "description", "default",
+                                          "examples", "$schema",     "$id",
+                                          "$comment", "$defs",       "definitions"};
 
 static bool is_annotation(const char *k) {
     for (size_t i = 0; i < sizeof ANNOTATIONS / sizeof *ANNOTATIONS; i++)
@@ -1125,8 +1125,9 @@ static const cJSON *ref_target(conv *C, const cJSON *refv, char *ptr, size_t cap
     snprintf(ptr, cap, "%s", "");
     if (strcmp(ref, "#") == 0) return C->root;
     if (ref[0] != '#') {
-        fail(C, "'$ref' to '%.100s' (another document) is not supported; only '#', "
-                "'#/$defs/NAME' and '#/definitions/NAME'",
+        fail(C,
+             "'$ref' to '%.100s' (another document) is not supported; only '#', "
+             "'#/$defs/NAME' and '#/definitions/NAME'",
              ref);
         return NULL;
     }
@@ -1139,15 +1140,17 @@ static const cJSON *ref_target(conv *C, const cJSON *refv, char *ptr, size_t cap
     size_t k = 0;
     bool ok = kw != NULL;
     for (const char *p = name; ok && *p; p++) {
-        if (*p == '/' || k + 1 >= sizeof key) ok = false;
+        if (*p == '/' || k + 1 >= sizeof key)
+            ok = false;
         else if (*p == '~' && (p[1] == '0' || p[1] == '1'))
             key[k++] = *++p == '0' ? '~' : '/';
         else
             key[k++] = *p;
     }
     if (!ok) {
-        fail(C, "'$ref' '%.100s' is not supported; only '#', '#/$defs/NAME' and "
-                "'#/definitions/NAME'",
+        fail(C,
+             "'$ref' '%.100s' is not supported; only '#', '#/$defs/NAME' and "
+             "'#/definitions/NAME'",
              ref);
         return NULL;
     }
@@ -1173,8 +1176,9 @@ static const char *ref_rule(conv *C, const cJSON *refv) {
         ref_entry *e = &C->refs[i];
         if (!cJSON_IsString(refv) || strcmp(e->ref, refv->valuestring) != 0) continue;
         if (e->busy && e->guard == C->consume) {
-            fail(C, "'$ref' '%.100s' refers to itself with no object or array between (left "
-                    "recursion)",
+            fail(C,
+                 "'$ref' '%.100s' refers to itself with no object or array between (left "
+                 "recursion)",
                  e->ref);
             return NULL;
         }
@@ -1293,13 +1297,15 @@ static const cJSON *merge_all_of(conv *C, const cJSON *s) {
                 ok = cJSON_IsString(k) && strcmp(k->valuestring, "object") == 0;
             if (strcmp(k->string, "additionalProperties") == 0) ok = cJSON_IsFalse(k);
             if (!ok)
-                fail(C, "'allOf' can only merge object schemas (properties, required): '%s' "
-                        "is not supported in it",
+                fail(C,
+                     "'allOf' can only merge object schemas (properties, required): '%s' "
+                     "is not supported in it",
                      k->string);
         }
         const cJSON *cp = cJSON_GetObjectItemCaseSensitive(c, "properties");
         const cJSON *cr = cJSON_GetObjectItemCaseSensitive(c, "required");
-        if (C->rc == 0 && ((cp != NULL && !cJSON_IsObject(cp)) || (cr != NULL && !cJSON_IsArray(cr))))
+        if (C->rc == 0 &&
+            ((cp != NULL && !cJSON_IsObject(cp)) || (cr != NULL && !cJSON_IsArray(cr))))
             fail(C, "'properties' must be an object and 'required' an array");
         for (const cJSON *p = cp ? cp->child : NULL; p != NULL && C->rc == 0; p = p->next) {
             const cJSON *have = cJSON_GetObjectItemCaseSensitive(props, p->string);
@@ -1508,8 +1514,9 @@ static const char *object_rule(conv *C, const cJSON *s, const char *name) {
             int k = 0;
             for (const cJSON *p = props->child; p != NULL && C->rc == 0; p = p->next) {
                 if (strlen(p->string) > MAX_KEY)
-                    fail(C, "'additionalProperties' beside a property name over %d bytes is not "
-                            "supported",
+                    fail(C,
+                         "'additionalProperties' beside a property name over %d bytes is not "
+                         "supported",
                          MAX_KEY);
                 if (spellable_key(p->string)) names[k++] = p->string;
             }
@@ -1724,8 +1731,8 @@ static const char *string_rule(conv *C, const cJSON *s, const char *name) {
     }
     C->size += hi >= 0 ? hi : lo + 1;
     if (C->size > MAX_SIZE) {
-        fail(C, "'%s' makes the grammar too large once repetitions are expanded (over %d)",
-             len_kw, MAX_SIZE);
+        fail(C, "'%s' makes the grammar too large once repetitions are expanded (over %d)", len_kw,
+             MAX_SIZE);
         return NULL;
     }
     prim(C, "char");
@@ -1773,10 +1780,11 @@ static const char *type_rule(conv *C, const cJSON *s, const char *type, const ch
 static const char *implied_type(conv *C, const cJSON *s) {
     static const struct {
         const char *kw, *type;
-    } BY[] = {{"properties", "object"}, {"required", "object"},  {"additionalProperties", "object"},
-              {"items", "array"},       {"prefixItems", "array"}, {"minItems", "array"},
-              {"maxItems", "array"},    {"minLength", "string"}, {"maxLength", "string"},
-              {"pattern", "string"},    {"format", "string"}};
+    } BY[] = {
+        {"properties", "object"}, {"required", "object"},   {"additionalProperties", "object"},
+        {"items", "array"},       {"prefixItems", "array"}, {"minItems", "array"},
+        {"maxItems", "array"},    {"minLength", "string"},  {"maxLength", "string"},
+        {"pattern", "string"},    {"format", "string"}};
     for (size_t i = 0; i < sizeof BY / sizeof *BY; i++)
         if (cJSON_GetObjectItemCaseSensitive(s, BY[i].kw) != NULL) return BY[i].type;
     const char *kw;
@@ -1785,10 +1793,28 @@ static const char *implied_type(conv *C, const cJSON *s) {
 }
 
 static const char *const KNOWN[] = {
-    "type",      "properties", "required", "additionalProperties", "items",     "prefixItems",
-    "minItems",  "maxItems",   "minLength", "maxLength",           "pattern",   "format",
-    "minimum",   "maximum",    "exclusiveMinimum", "exclusiveMaximum", "enum",  "const",
-    "anyOf",     "oneOf",      "allOf",    "$ref",
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "prefixItems",
+    "minItems",
+    "maxItems",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "enum",
+    "const",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "$ref",
 };
 
 static const char *visit_in(conv *C, const cJSON *s, const char *name);
@@ -1873,9 +1899,9 @@ static const char *visit_in(conv *C, const cJSON *s, const char *name) {
     if (!check_keywords(C, s)) return NULL;
     const cJSON *refv = cJSON_GetObjectItemCaseSensitive(s, "$ref");
     if (refv != NULL) return ref_rule(C, refv);
-    const char *alt_kw = cJSON_GetObjectItemCaseSensitive(s, "anyOf") ? "anyOf"
+    const char *alt_kw = cJSON_GetObjectItemCaseSensitive(s, "anyOf")   ? "anyOf"
                          : cJSON_GetObjectItemCaseSensitive(s, "oneOf") ? "oneOf"
-                                                                         : NULL;
+                                                                        : NULL;
     if (alt_kw != NULL) {
         /* oneOf as anyOf, as llama.cpp writes it: alternatives */
         const cJSON *alts = cJSON_GetObjectItemCaseSensitive(s, alt_kw);
@@ -2073,7 +2099,8 @@ typedef struct {
     size_t errlen;
     int rc;
     int depth;
-    char path[512]; /* JSON pointer in the instance */
+    char path[512];    /* JSON pointer in the instance */
+    char scratch[200]; /* complaints of alternatives past the first */
     pcre2_general_context *gctx;
     pcre2_compile_context *cctx;
     pcre2_match_context *mctx;
@@ -2081,7 +2108,7 @@ typedef struct {
     int n_res, cap_res;
 } vstate;
 
-#define MAX_VDEPTH 4096
+#define MAX_VDEPTH 2048
 
 static void vfail(vstate *V, const char *fmt, ...) {
     if (V->rc < 0) return;
@@ -2177,7 +2204,8 @@ static int v_match(vstate *V, const void *key, const char *re, size_t n, const c
             /* the converter's subset is within PCRE2's syntax; this would be a defect */
             if (V->rc == 0) {
                 V->rc = CTN_EINVAL;
-                ctn__errf(V->err, V->errlen, "schema: 'pattern' %.*s is refused by PCRE2 at byte %d: %s",
+                ctn__errf(V->err, V->errlen,
+                          "schema: 'pattern' %.*s is refused by PCRE2 at byte %d: %s",
                           (int)(n > 60 ? 60 : n), re, (int)eo, (const char *)msg);
             }
             return -1;
@@ -2211,7 +2239,7 @@ static int count_chars(const char *s) {
 static bool v_visit(vstate *V, const cJSON *s, const cJSON *x);
 
 static int type_bit(const char *t) {
-    static const char *const NAMES[] = {"object", "array", "string", "number",
+    static const char *const NAMES[] = {"object",  "array",   "string", "number",
                                         "integer", "boolean", "null"};
     for (int i = 0; i < 7; i++)
         if (strcmp(t, NAMES[i]) == 0) return 1 << i;
@@ -2279,7 +2307,10 @@ static bool v_number(vstate *V, const cJSON *s, const cJSON *x) {
         const cJSON *b = cJSON_GetObjectItemCaseSensitive(s, B[i].kw);
         if (b == NULL) continue;
         const double e = b->valuedouble;
-        const bool ok = B[i].cmp == 1 ? d >= e : B[i].cmp == 2 ? d > e : B[i].cmp == -1 ? d <= e : d < e;
+        const bool ok = B[i].cmp == 1    ? d >= e
+                        : B[i].cmp == 2  ? d > e
+                        : B[i].cmp == -1 ? d <= e
+                                         : d < e;
         if (!ok) {
             char t1[40], t2[40];
             num_text(t1, sizeof t1, d);
@@ -2297,8 +2328,8 @@ static bool v_object(vstate *V, const cJSON *s, const cJSON *x) {
     const cJSON *ap = cJSON_GetObjectItemCaseSensitive(s, "additionalProperties");
     /* as the grammar reads it: with properties or required, no other keys unless
      * additionalProperties says so */
-    const bool closed = (props != NULL || req != NULL) ? (ap == NULL || cJSON_IsFalse(ap))
-                                                       : cJSON_IsFalse(ap);
+    const bool closed =
+        (props != NULL || req != NULL) ? (ap == NULL || cJSON_IsFalse(ap)) : cJSON_IsFalse(ap);
     for (const cJSON *r = req ? req->child : NULL; r != NULL; r = r->next)
         if (cJSON_GetObjectItemCaseSensitive(x, r->valuestring) == NULL) {
             vfail(V, "the required property '%.80s' is missing", r->valuestring);
@@ -2308,8 +2339,7 @@ static bool v_object(vstate *V, const cJSON *s, const cJSON *x) {
     for (const cJSON *m = x->child; m != NULL && V->rc == 0; m = m->next) {
         const cJSON *ps = props ? cJSON_GetObjectItemCaseSensitive(props, m->string) : NULL;
         if (ps == NULL && closed) {
-            vfail(V, "the property '%.80s' is not allowed (no 'additionalProperties')",
-                  m->string);
+            vfail(V, "the property '%.80s' is not allowed (no 'additionalProperties')", m->string);
             return false;
         }
         const cJSON *sub = ps ? ps : ap;
@@ -2361,25 +2391,24 @@ static bool v_visit_in(vstate *V, const cJSON *s, const cJSON *x) {
         const cJSON *t = ref_target(C, refv, ptr, sizeof ptr);
         return t != NULL && v_visit(V, t, x);
     }
-    const char *alt_kw = cJSON_GetObjectItemCaseSensitive(s, "anyOf") ? "anyOf"
+    const char *alt_kw = cJSON_GetObjectItemCaseSensitive(s, "anyOf")   ? "anyOf"
                          : cJSON_GetObjectItemCaseSensitive(s, "oneOf") ? "oneOf"
-                                                                         : NULL;
+                                                                        : NULL;
     if (alt_kw != NULL) {
-        /* oneOf as anyOf, as the grammar takes it */
-        char first[300] = "", scratch[300];
+        /* oneOf as anyOf, as the grammar takes it; the first alternative's complaint is
+         * kept for the message */
+        char first[200] = "";
         char *err = V->err;
-        const size_t errlen = V->errlen;
-        char path[sizeof V->path];
-        memcpy(path, V->path, sizeof path);
+        const size_t errlen = V->errlen, plen = strlen(V->path);
         int i = 0;
         for (const cJSON *a = cJSON_GetObjectItemCaseSensitive(s, alt_kw)->child; a != NULL;
              a = a->next, i++) {
-            V->err = i == 0 ? first : scratch;
-            V->errlen = i == 0 ? sizeof first : sizeof scratch;
+            V->err = i == 0 ? first : V->scratch;
+            V->errlen = i == 0 ? sizeof first : sizeof V->scratch;
             const bool ok = v_visit(V, a, x);
             V->err = err;
             V->errlen = errlen;
-            memcpy(V->path, path, sizeof path);
+            V->path[plen] = 0;
             if (ok) return true;
             if (V->rc == CTN_ENOMEM) {
                 ctn__errf(err, errlen, "out of memory validating the JSON");
@@ -2433,7 +2462,7 @@ static bool v_visit_in(vstate *V, const cJSON *s, const cJSON *x) {
                     (cJSON_IsBool(x) && (mask & T_BOOL)) || (cJSON_IsNull(x) && (mask & T_NULL));
     if (!ok) {
         char want[80] = "";
-        static const char *const NAMES[] = {"object", "array", "string", "number",
+        static const char *const NAMES[] = {"object",  "array",   "string", "number",
                                             "integer", "boolean", "null"};
         for (int i = 0; i < 7; i++)
             if (mask & (1 << i)) {
@@ -2476,7 +2505,8 @@ int ctn_json_schema_validate(const char *schema, size_t n, const char *json, siz
     conv C;
     rc = convert(&C, root, NULL, err, errlen);
     cJSON *inst = NULL;
-    if (rc == 0 && json == NULL && jn > 0) {
+    if (json == NULL && jn == 0) json = "";
+    if (rc == 0 && json == NULL) {
         ctn__errf(err, errlen, "not JSON: no text");
         rc = CTN_EINVAL;
     } else if (rc == 0 && !ctn__utf8_valid(json, jn)) {
@@ -2490,7 +2520,8 @@ int ctn_json_schema_validate(const char *schema, size_t n, const char *json, siz
             ctn__errf(err, errlen, "out of memory reading the JSON");
             rc = CTN_ENOMEM;
         } else if (inst == NULL) {
-            const size_t at = end != NULL && end >= json && end <= json + jn ? (size_t)(end - json) : 0;
+            const size_t at =
+                end != NULL && end >= json && end <= json + jn ? (size_t)(end - json) : 0;
             char near[24];
             size_t k = 0;
             for (size_t i = at; i < jn && k + 1 < sizeof near && i < at + 16; i++)
