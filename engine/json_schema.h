@@ -9,8 +9,9 @@
  *                          "\"required\":[\"n\"]}";
  *     if (ctn_json_schema_to_gbnf(schema, strlen(schema), &gbnf, err, sizeof err) < 0) puts(err);
  *     else { puts(gbnf); free(gbnf); }            // root ::= "{" space root-n-kv "}" space ...
- *     if (ctn_json_schema_validate(schema, strlen(schema), "{\"n\": 1.5}", 10, err, sizeof err) <
- * 0) puts(err);                              // at /n: 1.5 is not an integer
+ *     const char *text = "{\"n\": 1.5}";
+ *     if (ctn_json_schema_validate(schema, strlen(schema), text, strlen(text), err, sizeof err))
+ *         puts(err);                              // at /n: 1.5 is not an integer
  *
  * The subset:
  *   - type: "object", "array", "string", "number", "integer", "boolean", "null", or a list
