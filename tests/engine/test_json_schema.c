@@ -360,8 +360,7 @@ TEST(integer_bounds_on_every_integer) {
             }
             checked++;
         }
-        CHECK_EQ_INT(accepts(g, "-0"),
-                     B[k].lo <= 0 && B[k].hi >= 0 && B[k].lo > -1e18 ? 0 : accepts(g, "-0"));
+        CHECK_EQ_INT(accepts(g, "-0"), 0); /* the digit ranges never write -0 */
         CHECK_EQ_INT(accepts(g, "007"), 0);
         CHECK_EQ_INT(accepts(g, "1.0"), 0);
         ctn_grammar_free(g);
