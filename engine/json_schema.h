@@ -30,8 +30,9 @@
  *     lengths), minItems, maxItems (at most 2000).
  *   - minLength, maxLength on strings (in characters, that is code points).
  *   - pattern on strings: a regular expression matched against the whole string, anchored
- *     or not (llama.cpp's grammar matches it whole too; JSON Schema would match an
- *     unanchored pattern anywhere, so the grammar and this validator are stricter there).
+ *     or not (llama.cpp converts only ^...$ patterns, matching them whole, and takes others
+ *     as any string; JSON Schema would match an unanchored pattern anywhere, so the grammar
+ *     and this validator are stricter there).
  *     The regex subset: literal characters, escapes of punctuation, \n \t \r \f, \xHH,
  *     \uHHHH, classes [...] and [^...] with ranges, \d \w \s \D \W \S (ASCII, as PCRE2
  *     reads them), `.` (any character but \n and \r), groups (...) and (?:...),
