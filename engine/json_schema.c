@@ -250,10 +250,10 @@ static int reserve_rule(conv *C, const char *base) {
     return C->n++;
 }
 
-/* Appends s as a GBNF string literal. */
-static void put_literal(ctn_strbuf *b, const char *s) {
+/* Appends the n bytes at s as a GBNF string literal. */
+static void put_literal_n(ctn_strbuf *b, const char *s, size_t n) {
     ctn_sb_puts(b, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    for (const unsigned char *p = (const unsigned char *)s; p < (const unsigned char *)s + n; p++) {
         char e[8];
         if (*p == '"' || *p == '\\')
             e[0] = '\\', e[1] = (char)*p, e[2] = 0;
@@ -270,6 +270,10 @@ static void put_literal(ctn_strbuf *b, const char *s) {
         ctn_sb_puts(b, e);
     }
     ctn_sb_puts(b, "\"");
+}
+
+static void put_literal(ctn_strbuf *b, const char *s) {
+    put_literal_n(b, s, strlen(s));
 }
 
 /* Appends the GBNF literal of a JSON value as cJSON writes it. */
@@ -1894,6 +1898,110 @@ static bool check_keywords(conv *C, const cJSON *s) {
     return true;
 }
 
+static int cmp_text(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Appends the sorted, distinct texts t[0..n), which share their first off bytes, as a
+ * prefix tree of alternatives: one branch per next character, so that an enumeration of
+ * many values begins with a few ways to parse, not one per value (grammar.c stops at
+ * CTN_GRAMMAR_MAX_STACKS). Every 32 levels the rest goes into a rule of its own, to keep
+ * parentheses from nesting deep.
+ */
+static void put_text_tree(conv *C, ctn_strbuf *b, char **t, int n, size_t off, int level,
+                          const char *name) {
+    bool first = true;
+    int i = 0;
+    if (t[0][off] == 0) { /* sorted: a text that ends here comes first */
+        ctn_sb_puts(b, "\"\"");
+        first = false;
+        i = 1;
+    }
+    while (i < n && C->rc == 0) {
+        const size_t cl = ctn__utf8_len((unsigned char)t[i][off]);
+        int j = i + 1;
+        while (j < n && strncmp(t[j] + off, t[i] + off, cl) == 0)
+            j++;
+        size_t p = off + cl;
+        if (j - i == 1) {
+            p = strlen(t[i]);
+        } else {
+            for (bool same = true; same && t[i][p] != 0;) {
+                const size_t c2 = ctn__utf8_len((unsigned char)t[i][p]);
+                for (int k = i + 1; k < j && same; k++)
+                    same = strncmp(t[k] + p, t[i] + p, c2) == 0;
+                if (same) p += c2;
+            }
+        }
+        ctn_sb_puts(b, first ? "" : " | ");
+        first = false;
+        put_literal_n(b, t[i] + off, p - off);
+        if (j - i > 1) {
+            if ((level + 1) % 32 == 0) {
+                ctn_strbuf r = {0};
+                put_text_tree(C, &r, t + i, j - i, p, level + 1, name);
+                const char *nm = C->rc == 0 ? add_rule(C, name, ctn_sb_take(&r)) : NULL;
+                if (nm == NULL) ctn_sb_free(&r);
+                ctn_sb_puts(b, " ");
+                ctn_sb_puts(b, nm ? nm : "");
+            } else {
+                ctn_sb_puts(b, " ( ");
+                put_text_tree(C, b, t + i, j - i, p, level + 1, name);
+                ctn_sb_puts(b, " )");
+            }
+        }
+        i = j;
+    }
+}
+
+/* The rule of const or enum (en, an array, or the one value cst): the values as cJSON
+ * writes them. */
+static const char *enum_rule(conv *C, const cJSON *cst, const cJSON *en, const char *name) {
+    const int n = cst ? 1 : cJSON_GetArraySize(en);
+    char **t = ctn__calloc((size_t)n, sizeof *t);
+    if (t == NULL) {
+        oom(C);
+        return NULL;
+    }
+    int k = 0;
+    for (const cJSON *v = cst ? cst : en->child; v != NULL && k < n; v = v->next) {
+        if ((t[k] = cJSON_PrintUnformatted(v)) == NULL) {
+            oom(C);
+            break;
+        }
+        k++;
+    }
+    const char *out = NULL;
+    if (C->rc == 0) {
+        qsort(t, (size_t)n, sizeof *t, cmp_text);
+        int m = 0; /* distinct */
+        for (int i = 0; i < n; i++) {
+            if (m > 0 && strcmp(t[m - 1], t[i]) == 0) {
+                cJSON_free(t[i]);
+                continue;
+            }
+            t[m++] = t[i];
+        }
+        k = m;
+        char sub[200];
+        snprintf(sub, sizeof sub, "%s-rest", name);
+        ctn_strbuf b = {0};
+        ctn_sb_puts(&b, "( ");
+        put_text_tree(C, &b, t, m, 0, 0, sub);
+        ctn_sb_puts(&b, " ) space");
+        prim(C, "space");
+        if (C->rc == 0)
+            out = add_rule(C, name, ctn_sb_take(&b));
+        else
+            ctn_sb_free(&b);
+    }
+    for (int i = 0; i < k; i++)
+        cJSON_free(t[i]);
+    free(t);
+    return out;
+}
+
 static const char *visit_in(conv *C, const cJSON *s, const char *name) {
     if (cJSON_IsTrue(s)) return prim(C, "value");
     if (!check_keywords(C, s)) return NULL;
@@ -1905,6 +2013,12 @@ static const char *visit_in(conv *C, const cJSON *s, const char *name) {
     if (alt_kw != NULL) {
         /* oneOf as anyOf, as llama.cpp writes it: alternatives */
         const cJSON *alts = cJSON_GetObjectItemCaseSensitive(s, alt_kw);
+        const char **alts_seen = ctn__calloc((size_t)cJSON_GetArraySize(alts), sizeof *alts_seen);
+        if (alts_seen == NULL) {
+            oom(C);
+            return NULL;
+        }
+        int n_alts = 0;
         ctn_strbuf b = {0};
         const size_t plen = strlen(C->path);
         int i = 0;
@@ -1915,9 +2029,16 @@ static const char *visit_in(conv *C, const cJSON *s, const char *name) {
             path_push_index(C->path, sizeof C->path, i);
             const char *r = visit(C, a, aname);
             C->path[plen] = 0;
-            ctn_sb_puts(&b, i ? " | " : "");
-            ctn_sb_puts(&b, r ? r : "");
+            bool again = false; /* the same rule twice is one alternative */
+            for (int j = 0; j < n_alts && r != NULL; j++)
+                again = again || strcmp(alts_seen[j], r) == 0;
+            if (r != NULL && !again) {
+                ctn_sb_puts(&b, n_alts ? " | " : "");
+                ctn_sb_puts(&b, r);
+                alts_seen[n_alts++] = r;
+            }
         }
+        free(alts_seen);
         if (C->rc < 0) {
             ctn_sb_free(&b);
             return NULL;
@@ -1930,25 +2051,7 @@ static const char *visit_in(conv *C, const cJSON *s, const char *name) {
     }
     const cJSON *cst = cJSON_GetObjectItemCaseSensitive(s, "const");
     const cJSON *en = cJSON_GetObjectItemCaseSensitive(s, "enum");
-    if (cst != NULL || en != NULL) {
-        ctn_strbuf b = {0};
-        ctn_sb_puts(&b, "(");
-        if (cst != NULL) {
-            put_json_literal(C, &b, cst);
-        } else {
-            for (const cJSON *v = en->child; v != NULL; v = v->next) {
-                ctn_sb_puts(&b, v == en->child ? " " : " | ");
-                put_json_literal(C, &b, v);
-            }
-        }
-        ctn_sb_puts(&b, " ) space");
-        prim(C, "space");
-        if (C->rc < 0) {
-            ctn_sb_free(&b);
-            return NULL;
-        }
-        return add_rule(C, name, ctn_sb_take(&b));
-    }
+    if (cst != NULL || en != NULL) return enum_rule(C, cst, en, name);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(s, "type");
     if (type == NULL) {
         const char *t = implied_type(C, s);
@@ -1967,6 +2070,10 @@ static const char *visit_in(conv *C, const cJSON *s, const char *name) {
             fail(C, "'type' must be a type name or a non-empty list of them");
             break;
         }
+        bool again = false; /* a type named twice is one alternative */
+        for (const cJSON *u = type->child; u != t; u = u->next)
+            again = again || strcmp(u->valuestring, t->valuestring) == 0;
+        if (again) continue;
         char tname[200];
         snprintf(tname, sizeof tname, "%s-%s", name, t->valuestring);
         const char *r = type_rule(C, s, t->valuestring, tname);

@@ -632,6 +632,57 @@ TEST(repetition_budget) {
     }
 }
 
+/* An enumeration of thousands of values is a prefix tree: its grammar starts within the
+ * matcher's limit of ways to parse, and takes exactly its values (each once, however often
+ * written). */
+TEST(long_enums_are_prefix_trees) {
+    ctn_strbuf b = {0};
+    ctn_sb_puts(&b, "{\"enum\":[");
+    for (int i = 0; i < 3000; i++) {
+        char v[40];
+        snprintf(v, sizeof v, "%s%d,\"k%d\"", i ? "," : "", i * 7, i % 500);
+        ctn_sb_puts(&b, v);
+    }
+    ctn_sb_puts(&b, ",\"\",\"\xce\xb1\",\"\xce\xb2\",\"k\"]}");
+    char *schema = ctn_sb_take(&b);
+    CHECK(schema != NULL);
+    if (schema == NULL) return;
+    ctn_grammar *g = grammar_of(schema);
+    CHECK(g != NULL);
+    if (g != NULL) {
+        static const struct {
+            const char *text;
+            int ok;
+        } cs[] = {{"0", 1},
+                  {"7", 1},
+                  {"20993", 1},
+                  {"20994", 0},
+                  {"8", 0},
+                  {"\"k499\"", 1},
+                  {"\"k500\"", 0},
+                  {"\"k\"", 1},
+                  {"\"\"", 1},
+                  {"\"\xce\xb1\"", 1},
+                  {"\"\xce\xb3\"", 0},
+                  {"\"k4\"", 1},
+                  {"70", 1},
+                  {"71", 0}};
+        for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
+            char err[200];
+            CHECK_EQ_INT(accepts(g, cs[i].text), cs[i].ok);
+            CHECK_EQ_INT(validate(schema, cs[i].text, err, sizeof err) == 0, cs[i].ok);
+        }
+    }
+    ctn_grammar_free(g);
+    free(schema);
+    /* a type named again is one alternative */
+    const char *tl = "{\"type\":[\"null\",\"null\",\"boolean\",\"null\"]}";
+    char *gbnf = NULL, err[200];
+    CHECK_EQ_INT(ctn_json_schema_to_gbnf(tl, strlen(tl), &gbnf, err, sizeof err), 0);
+    CHECK(gbnf != NULL && strncmp(gbnf, "root ::= null | boolean\n", 24) == 0);
+    free(gbnf);
+}
+
 /* ---- allocation failures -------------------------------------------------------------------- */
 
 static const char *const RICH =
@@ -1034,6 +1085,7 @@ int main(void) {
     RUN(validator_names_the_path_and_keyword);
     RUN(refusals_name_the_path_and_keyword);
     RUN(repetition_budget);
+    RUN(long_enums_are_prefix_trees);
     RUN(allocation_failures_in_converting_and_validating);
     RUN(random_model_generations_parse_and_validate);
     return test_summary();
