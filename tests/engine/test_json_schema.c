@@ -1045,6 +1045,18 @@ TEST(random_model_generations_parse_and_validate) {
                               : -1;
             if (vrc == 0) {
                 good++;
+                const char *dump = getenv("CTN_SCHEMA_DUMP"); /* seeds for fuzz_json_validate */
+                FILE *f = NULL;
+                if (dump != NULL) {
+                    char fn[512];
+                    snprintf(fn, sizeof fn, "%s/gen-%02d-%02d", dump, k, i);
+                    f = fopen(fn, "wb");
+                }
+                if (f != NULL) {
+                    fwrite(SUITE[k], 1, strlen(SUITE[k]) + 1, f); /* with its NUL */
+                    fwrite(o->text, 1, o->len, f);
+                    fclose(f);
+                }
                 if (getenv("CTN_SCHEMA_SHOW") != NULL)
                     printf("  %d/%d: %.*s%s\n", k, i, (int)(o->len > 160 ? 160 : o->len), o->text,
                            o->len > 160 ? "..." : "");
