@@ -1526,8 +1526,10 @@ static const char *object_rule(conv *C, const cJSON *s, const char *name) {
             }
             ctn_strbuf kb = {0};
             ctn_sb_puts(&kb, "\"\\\"\" ");
+            char rest[240];
             snprintf(kname, sizeof kname, "%s-k", vname);
-            put_keys_rest(C, &kb, names, k, 0, kname);
+            snprintf(rest, sizeof rest, "%s-rest", kname);
+            put_keys_rest(C, &kb, names, k, 0, rest);
             ctn_sb_puts(&kb, " \"\\\"\" space");
             key = C->rc == 0 ? add_rule(C, kname, ctn_sb_take(&kb)) : NULL;
             if (key == NULL) ctn_sb_free(&kb);
