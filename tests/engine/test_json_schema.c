@@ -970,7 +970,7 @@ static void s_on_done(void *ud, int64_t id, const ctn_gen_result *r) {
 static int n_seeds(void) {
     const char *e = getenv("CTN_SCHEMA_SEEDS");
     if (e != NULL && atoi(e) > 0) return atoi(e);
-    return UNDER_ASAN ? 4 : 16;
+    return UNDER_ASAN ? 8 : 16;
 }
 
 TEST(random_model_generations_parse_and_validate) {
