@@ -77,6 +77,37 @@ static const struct {
 enum { T_OBJ = 1, T_ARR = 2, T_STR = 4, T_NUM = 8, T_INT = 16, T_BOOL = 32, T_NULL = 64 };
 #define T_ANY 127
 
+static int type_bit(const char *t) {
+    static const char *const NAMES[] = {"object",  "array",   "string", "number",
+                                        "integer", "boolean", "null"};
+    for (int i = 0; i < 7; i++)
+        if (strcmp(t, NAMES[i]) == 0) return 1 << i;
+    return 0;
+}
+
+/* The types `type` names (a name or a list), T_ANY without it, 0 after an unknown name. */
+static int type_mask(const cJSON *s) {
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(s, "type");
+    if (type == NULL) return T_ANY;
+    if (cJSON_IsString(type)) return type_bit(type->valuestring);
+    int mask = 0;
+    for (const cJSON *t = cJSON_IsArray(type) ? type->child : NULL; t != NULL; t = t->next) {
+        const int b = cJSON_IsString(t) ? type_bit(t->valuestring) : 0;
+        if (b == 0) return 0;
+        mask |= b;
+    }
+    return mask;
+}
+
+/* Whether the value x is of one of the types in mask. */
+static bool fits(int mask, const cJSON *x) {
+    const bool integral = cJSON_IsNumber(x) && x->valuedouble == floor(x->valuedouble);
+    return (cJSON_IsObject(x) && (mask & T_OBJ)) || (cJSON_IsArray(x) && (mask & T_ARR)) ||
+           (cJSON_IsString(x) && (mask & T_STR)) ||
+           (cJSON_IsNumber(x) && ((mask & T_NUM) || (integral && (mask & T_INT)))) ||
+           (cJSON_IsBool(x) && (mask & T_BOOL)) || (cJSON_IsNull(x) && (mask & T_NULL));
+}
+
 typedef struct {
     const char *ref; /* the $ref text (borrowed from the schema) */
     int rule;        /* index of its rule in names/bodies */
@@ -1896,6 +1927,21 @@ static bool check_keywords(conv *C, const cJSON *s) {
         fail(C, "'enum' must be a non-empty array");
         return false;
     }
+    const cJSON *cst = cJSON_GetObjectItemCaseSensitive(s, "const");
+    if (cst != NULL || en != NULL) {
+        /* the values are the grammar; only a type beside them can narrow them */
+        const char *kw = cst ? "const" : "enum";
+        for (const cJSON *k = s->child; k != NULL; k = k->next)
+            if (strcmp(k->string, "const") != 0 && strcmp(k->string, "enum") != 0 &&
+                strcmp(k->string, "type") != 0 && !is_annotation(k->string)) {
+                fail(C, "'%s' beside '%s' is not supported", kw, k->string);
+                return false;
+            }
+        if (cst != NULL && en != NULL) {
+            fail(C, "'const' beside 'enum' is not supported");
+            return false;
+        }
+    }
     if (cJSON_GetObjectItemCaseSensitive(s, "$ref") != NULL) return alone_with(C, s, "$ref");
     return true;
 }
@@ -1959,8 +2005,14 @@ static void put_text_tree(conv *C, ctn_strbuf *b, char **t, int n, size_t off, i
 
 /* The rule of const or enum (en, an array, or the one value cst): the values as cJSON
  * writes them. */
-static const char *enum_rule(conv *C, const cJSON *cst, const cJSON *en, const char *name) {
-    const int n = cst ? 1 : cJSON_GetArraySize(en);
+static const char *enum_rule(conv *C, const cJSON *s, const cJSON *cst, const cJSON *en,
+                             const char *name) {
+    const int mask = type_mask(s);
+    if (mask == 0) {
+        fail(C, "'type' must be a type name or a non-empty list of them");
+        return NULL;
+    }
+    int n = cst ? 1 : cJSON_GetArraySize(en);
     char **t = ctn__calloc((size_t)n, sizeof *t);
     if (t == NULL) {
         oom(C);
@@ -1968,12 +2020,16 @@ static const char *enum_rule(conv *C, const cJSON *cst, const cJSON *en, const c
     }
     int k = 0;
     for (const cJSON *v = cst ? cst : en->child; v != NULL && k < n; v = v->next) {
+        if (!fits(mask, v)) continue; /* a value of another type is not valid */
         if ((t[k] = cJSON_PrintUnformatted(v)) == NULL) {
             oom(C);
             break;
         }
         k++;
     }
+    n = k;
+    if (C->rc == 0 && n == 0)
+        fail(C, "no value of '%s' is of the 'type' beside it", cst ? "const" : "enum");
     const char *out = NULL;
     if (C->rc == 0) {
         qsort(t, (size_t)n, sizeof *t, cmp_text);
@@ -2053,7 +2109,7 @@ static const char *visit_in(conv *C, const cJSON *s, const char *name) {
     }
     const cJSON *cst = cJSON_GetObjectItemCaseSensitive(s, "const");
     const cJSON *en = cJSON_GetObjectItemCaseSensitive(s, "enum");
-    if (cst != NULL || en != NULL) return enum_rule(C, cst, en, name);
+    if (cst != NULL || en != NULL) return enum_rule(C, s, cst, en, name);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(s, "type");
     if (type == NULL) {
         const char *t = implied_type(C, s);
@@ -2347,14 +2403,6 @@ static int count_chars(const char *s) {
 
 static bool v_visit(vstate *V, const cJSON *s, const cJSON *x);
 
-static int type_bit(const char *t) {
-    static const char *const NAMES[] = {"object",  "array",   "string", "number",
-                                        "integer", "boolean", "null"};
-    for (int i = 0; i < 7; i++)
-        if (strcmp(t, NAMES[i]) == 0) return 1 << i;
-    return 0;
-}
-
 static const char *type_of(const cJSON *x) {
     if (cJSON_IsObject(x)) return "an object";
     if (cJSON_IsArray(x)) return "an array";
@@ -2537,39 +2585,31 @@ static bool v_visit_in(vstate *V, const cJSON *s, const cJSON *x) {
         return v_visit(V, m, x);
     }
     const cJSON *cst = cJSON_GetObjectItemCaseSensitive(s, "const");
-    if (cst != NULL) {
-        if (cJSON_Compare(cst, x, true)) return true;
+    const cJSON *en = cJSON_GetObjectItemCaseSensitive(s, "enum");
+    if (cst != NULL && !cJSON_Compare(cst, x, true)) {
         char t[64];
         value_text(V, t, sizeof t, cst);
         vfail(V, "the value is not the const %s", t);
         return false;
     }
-    const cJSON *en = cJSON_GetObjectItemCaseSensitive(s, "enum");
     if (en != NULL) {
-        for (const cJSON *v = en->child; v != NULL; v = v->next)
-            if (cJSON_Compare(v, x, true)) return true;
-        char t[64];
-        value_text(V, t, sizeof t, x);
-        vfail(V, "%s is not one of the enum's values", t);
-        return false;
+        bool in = false;
+        for (const cJSON *v = en->child; v != NULL && !in; v = v->next)
+            in = cJSON_Compare(v, x, true);
+        if (!in) {
+            char t[64];
+            value_text(V, t, sizeof t, x);
+            vfail(V, "%s is not one of the enum's values", t);
+            return false;
+        }
     }
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(s, "type");
-    int mask = 0;
-    if (type == NULL) {
+    int mask = type_mask(s);
+    if (mask == T_ANY && cst == NULL && en == NULL &&
+        cJSON_GetObjectItemCaseSensitive(s, "type") == NULL) {
         const char *t = implied_type(C, s);
         mask = t ? type_bit(t) : T_ANY;
-    } else if (cJSON_IsString(type)) {
-        mask = type_bit(type->valuestring);
-    } else {
-        for (const cJSON *t = type->child; t != NULL; t = t->next)
-            mask |= type_bit(t->valuestring);
     }
-    const bool integral = cJSON_IsNumber(x) && x->valuedouble == floor(x->valuedouble);
-    const bool ok = (cJSON_IsObject(x) && (mask & T_OBJ)) || (cJSON_IsArray(x) && (mask & T_ARR)) ||
-                    (cJSON_IsString(x) && (mask & T_STR)) ||
-                    (cJSON_IsNumber(x) && ((mask & T_NUM) || (integral && (mask & T_INT)))) ||
-                    (cJSON_IsBool(x) && (mask & T_BOOL)) || (cJSON_IsNull(x) && (mask & T_NULL));
-    if (!ok) {
+    if (!fits(mask, x)) {
         char want[80] = "";
         static const char *const NAMES[] = {"object",  "array",   "string", "number",
                                             "integer", "boolean", "null"};
@@ -2586,6 +2626,7 @@ static bool v_visit_in(vstate *V, const cJSON *s, const cJSON *x) {
             vfail(V, "%s is %s, not %s", t, type_of(x), want);
         return false;
     }
+    if (cst != NULL || en != NULL) return true; /* nothing else beside them */
     if (cJSON_IsString(x)) return v_string(V, s, x);
     if (cJSON_IsNumber(x)) return v_number(V, s, x);
     if (cJSON_IsObject(x)) return v_object(V, s, x);

@@ -50,7 +50,8 @@
  *     written as digit ranges as llama.cpp does. Bounds on "number" are refused (llama.cpp
  *     drops them), as are bounds without a type.
  *   - enum and const: the values exactly as JSON writes them (cJSON's form: no spaces,
- *     numbers as it prints them); other keywords beside them play no part.
+ *     numbers as it prints them), those of the type beside them if there is one; any other
+ *     keyword beside them (and const beside enum) is refused.
  *   - anyOf and oneOf: alternatives (oneOf as anyOf, as llama.cpp has it: the validator
  *     takes it the same way, so a text matching two alternatives is valid); nothing but
  *     annotations beside them.

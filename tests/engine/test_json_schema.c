@@ -425,6 +425,24 @@ TEST(prefix_items_are_tuples) {
     check_cases(cs, sizeof cs / sizeof *cs);
 }
 
+/* A type beside enum or const narrows the values (JSON Schema checks both); nothing else may
+ * stand beside them. */
+TEST(enum_values_of_the_type_beside_them) {
+    static const gcase cs[] = {
+        {"{\"type\":\"string\",\"enum\":[\"a\",1,null]}", "\"a\"", 1},
+        {"{\"type\":\"string\",\"enum\":[\"a\",1,null]}", "1", 0},
+        {"{\"type\":[\"integer\",\"null\"],\"enum\":[1.5,2,null,\"x\"]}", "2", 1},
+        {"{\"type\":[\"integer\",\"null\"],\"enum\":[1.5,2,null,\"x\"]}", "null", 1},
+        {"{\"type\":[\"integer\",\"null\"],\"enum\":[1.5,2,null,\"x\"]}", "1.5", 0},
+        {"{\"const\":[1],\"type\":\"array\",\"title\":\"t\"}", "[1]", 1},
+    };
+    check_cases(cs, sizeof cs / sizeof *cs);
+    char err[300];
+    CHECK_EQ_INT(validate("{\"type\":\"string\",\"enum\":[\"a\",1]}", "1", err, sizeof err),
+                 CTN_EINVAL);
+    CHECK_STR(err, "at /: 1 is a number, not string");
+}
+
 TEST(string_lengths_count_characters) {
     static const gcase cs[] = {
         {"{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}", "\"\xc3\xa9\xe4\xb8\xad\"", 1},
@@ -581,6 +599,11 @@ TEST(refusals_name_the_path_and_keyword) {
          "\"#/$defs/x\"}}}",
          "schema at /$defs/x: unknown type 'wrong'"},
         {"{\"$defs\":3}", "schema at /: '$defs' must be an object"},
+        {"{\"enum\":[\"ab\"],\"minLength\":2}",
+         "schema at /: 'enum' beside 'minLength' is not supported"},
+        {"{\"const\":1,\"enum\":[1]}", "schema at /: 'const' beside 'enum' is not supported"},
+        {"{\"type\":\"string\",\"const\":1}",
+         "schema at /: no value of 'const' is of the 'type' beside it"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char *gbnf = (char *)"x", err[300] = "";
@@ -1093,6 +1116,7 @@ int main(void) {
     RUN(integer_bounds_on_every_integer);
     RUN(additional_properties_after_the_declared_ones);
     RUN(prefix_items_are_tuples);
+    RUN(enum_values_of_the_type_beside_them);
     RUN(string_lengths_count_characters);
     RUN(validator_names_the_path_and_keyword);
     RUN(refusals_name_the_path_and_keyword);
