@@ -1496,8 +1496,12 @@ static const char *object_rule(conv *C, const cJSON *s, const char *name) {
     }
     /* one kv rule per property, in the order written, then the one of other keys */
     int n = 0;
-    for (const cJSON *p = props ? props->child : NULL; p != NULL; p = p->next)
-        n++;
+    for (const cJSON *p = props ? props->child : NULL; p != NULL; p = p->next, n++)
+        for (const cJSON *q = props->child; q != p; q = q->next)
+            if (strcmp(q->string, p->string) == 0) { /* cJSON keeps both; which would count? */
+                fail(C, "'properties' names '%.100s' twice", p->string);
+                return NULL;
+            }
     const char **kv = ctn__calloc((size_t)n + 1, sizeof *kv);
     bool *is_req = ctn__calloc((size_t)n + 1, sizeof *is_req);
     const char **names = ctn__calloc((size_t)n + 1, sizeof *names);

@@ -599,6 +599,9 @@ TEST(refusals_name_the_path_and_keyword) {
          "\"#/$defs/x\"}}}",
          "schema at /$defs/x: unknown type 'wrong'"},
         {"{\"$defs\":3}", "schema at /: '$defs' must be an object"},
+        /* found by fuzz_json_validate: the grammar took both, the validator the first */
+        {"{\"properties\":{\"c\":{\"type\":\"null\"},\"c\":{\"type\":\"integer\"}}}",
+         "schema at /: 'properties' names 'c' twice"},
         {"{\"enum\":[\"ab\"],\"minLength\":2}",
          "schema at /: 'enum' beside 'minLength' is not supported"},
         {"{\"const\":1,\"enum\":[1]}", "schema at /: 'const' beside 'enum' is not supported"},
