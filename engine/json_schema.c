@@ -2013,7 +2013,14 @@ static const char *enum_rule(conv *C, const cJSON *s, const cJSON *cst, const cJ
                              const char *name) {
     const int mask = type_mask(s);
     if (mask == 0) {
-        fail(C, "'type' must be a type name or a non-empty list of them");
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(s, "type");
+        const cJSON *bad = cJSON_IsArray(type) ? type->child : type;
+        while (bad != NULL && cJSON_IsString(bad) && type_bit(bad->valuestring) != 0)
+            bad = bad->next;
+        if (bad != NULL && cJSON_IsString(bad))
+            fail(C, "unknown type '%s'", bad->valuestring);
+        else
+            fail(C, "'type' must be a type name or a non-empty list of them");
         return NULL;
     }
     int n = cst ? 1 : cJSON_GetArraySize(en);

@@ -605,6 +605,9 @@ TEST(refusals_name_the_path_and_keyword) {
         {"{\"enum\":[\"ab\"],\"minLength\":2}",
          "schema at /: 'enum' beside 'minLength' is not supported"},
         {"{\"const\":1,\"enum\":[1]}", "schema at /: 'const' beside 'enum' is not supported"},
+        {"{\"type\":[\"null\",\"nul\"],\"enum\":[null]}", "schema at /: unknown type 'nul'"},
+        {"{\"type\":[],\"enum\":[null]}",
+         "schema at /: 'type' must be a type name or a non-empty list of them"},
         {"{\"type\":\"string\",\"const\":1}",
          "schema at /: no value of 'const' is of the 'type' beside it"},
     };
