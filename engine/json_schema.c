@@ -77,6 +77,37 @@ static const struct {
 enum { T_OBJ = 1, T_ARR = 2, T_STR = 4, T_NUM = 8, T_INT = 16, T_BOOL = 32, T_NULL = 64 };
 #define T_ANY 127
 
+static int type_bit(const char *t) {
+    static const char *const NAMES[] = {"object",  "array",   "string", "number",
+                                        "integer", "boolean", "null"};
+    for (int i = 0; i < 7; i++)
+        if (strcmp(t, NAMES[i]) == 0) return 1 << i;
+    return 0;
+}
+
+/* The types `type` names (a name or a list), T_ANY without it, 0 after an unknown name. */
+static int type_mask(const cJSON *s) {
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(s, "type");
+    if (type == NULL) return T_ANY;
+    if (cJSON_IsString(type)) return type_bit(type->valuestring);
+    int mask = 0;
+    for (const cJSON *t = cJSON_IsArray(type) ? type->child : NULL; t != NULL; t = t->next) {
+        const int b = cJSON_IsString(t) ? type_bit(t->valuestring) : 0;
+        if (b == 0) return 0;
+        mask |= b;
+    }
+    return mask;
+}
+
+/* Whether the value x is of one of the types in mask. */
+static bool fits(int mask, const cJSON *x) {
+    const bool integral = cJSON_IsNumber(x) && x->valuedouble == floor(x->valuedouble);
+    return (cJSON_IsObject(x) && (mask & T_OBJ)) || (cJSON_IsArray(x) && (mask & T_ARR)) ||
+           (cJSON_IsString(x) && (mask & T_STR)) ||
+           (cJSON_IsNumber(x) && ((mask & T_NUM) || (integral && (mask & T_INT)))) ||
+           (cJSON_IsBool(x) && (mask & T_BOOL)) || (cJSON_IsNull(x) && (mask & T_NULL));
+}
+
 typedef struct {
     const char *ref; /* the $ref text (borrowed from the schema) */
     int rule;        /* index of its rule in names/bodies */
@@ -91,25 +122,25 @@ typedef struct {
     char *err;
     size_t errlen;
     int rc;
-    int depth;      /* schemas inside each other */
-    int consume;    /* object values and array elements entered (what recursion must pass) */
-    int fill;       /* the reserved rule the next add_rule of its name fills, or -1 */
-    long size;      /* repetitions the grammar expands (patterns, items, lengths), together */
+    int depth;   /* schemas inside each other */
+    int consume; /* object values and array elements entered (what recursion must pass) */
+    int fill;    /* the reserved rule the next add_rule of its name fills, or -1 */
+    long size;   /* repetitions the grammar expands (patterns, items, lengths), together */
     const cJSON *root;
     ref_entry *refs;
     int n_refs, cap_refs;
-    cJSON **owned;         /* allOf merges, freed with the converter */
-    const cJSON **merged;  /* the schema each was merged from */
+    cJSON **owned;        /* allOf merges, freed with the converter */
+    const cJSON **merged; /* the schema each was merged from */
     int n_owned, cap_owned;
     char path[512]; /* JSON pointer of the schema being converted */
 } conv;
 
-#define MAX_DEPTH 64
+#define MAX_DEPTH         64
 #define MAX_PATTERN_DEPTH 32
 /* grammar.c expands x{m,n} into about three elements per repetition and takes a million */
-#define MAX_SIZE 100000
+#define MAX_SIZE      100000
 #define MAX_INT_BOUND 1e15
-#define MAX_KEY 256 /* bytes of a property name that other keys are told apart from */
+#define MAX_KEY       256 /* bytes of a property name that other keys are told apart from */
 
 static void fail(conv *C, const char *fmt, ...) {
     if (C->rc < 0) return;
@@ -250,10 +281,10 @@ static int reserve_rule(conv *C, const char *base) {
     return C->n++;
 }
 
-/* Appends s as a GBNF string literal. */
-static void put_literal(ctn_strbuf *b, const char *s) {
+/* Appends the n bytes at s as a GBNF string literal. */
+static void put_literal_n(ctn_strbuf *b, const char *s, size_t n) {
     ctn_sb_puts(b, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    for (const unsigned char *p = (const unsigned char *)s; p < (const unsigned char *)s + n; p++) {
         char e[8];
         if (*p == '"' || *p == '\\')
             e[0] = '\\', e[1] = (char)*p, e[2] = 0;
@@ -270,6 +301,10 @@ static void put_literal(ctn_strbuf *b, const char *s) {
         ctn_sb_puts(b, e);
     }
     ctn_sb_puts(b, "\"");
+}
+
+static void put_literal(ctn_strbuf *b, const char *s) {
+    put_literal_n(b, s, strlen(s));
 }
 
 /* Appends the GBNF literal of a JSON value as cJSON writes it. */
@@ -409,9 +444,7 @@ static void cset_add_class(cset *s, char k) {
     cset t = {0};
     cset *d = (k >= 'a') ? s : &t;
     switch (k | 0x20) {
-    case 'd':
-        cset_add(d, '0', '9');
-        break;
+    case 'd': cset_add(d, '0', '9'); break;
     case 'w':
         cset_add(d, '0', '9');
         cset_add(d, 'A', 'Z');
@@ -474,9 +507,12 @@ static int rx_escape(rxp *R, bool in_class, cset *s, uint32_t *cp) {
     const char c = R->p[R->i + 1];
     R->i += 2;
     switch (c) {
-    case 'd': case 'D': case 'w': case 'W': case 's': case 'S':
-        cset_add_class(s, c);
-        return 2;
+    case 'd':
+    case 'D':
+    case 'w':
+    case 'W':
+    case 's':
+    case 'S': cset_add_class(s, c); return 2;
     case 'n': *cp = '\n'; return 1;
     case 't': *cp = '\t'; return 1;
     case 'r': *cp = '\r'; return 1;
@@ -532,7 +568,7 @@ static bool rx_emit_set(rxp *R, ctn_strbuf *b, cset *s, size_t at) {
         uint32_t cp;
         const char *gbnf;
     } ESC[] = {{'"', "\"\\\\\\\"\""}, {'\\', "\"\\\\\\\\\""}, {'\n', "\"\\\\n\""},
-               {'\t', "\"\\\\t\""},   {'\r', "\"\\\\r\""},   {'\b', "\"\\\\b\""},
+               {'\t', "\"\\\\t\""},   {'\r', "\"\\\\r\""},    {'\b', "\"\\\\b\""},
                {'\f', "\"\\\\f\""}};
     if (s->oom) {
         oom(R->C);
@@ -787,7 +823,8 @@ static bool rx_seq(rxp *R, ctn_strbuf *b, int depth, bool *nullable) {
         if (single != UINT32_MAX) cset_add(&s, single, single);
         /* a one-character literal that JSON writes as itself joins the literal run */
         const bool raw = single != UINT32_MAX && single >= 0x20 && single != '"' &&
-                         single != '\\' && single != 0x7F && !(single >= 0xD800 && single <= 0xDFFF);
+                         single != '\\' && single != 0x7F &&
+                         !(single >= 0xD800 && single <= 0xDFFF);
         if (is_set && !raw && !rx_emit_set(R, &a, &s, at)) {
             cset_free(&s);
             ctn_sb_free(&a);
@@ -1046,8 +1083,7 @@ static void put_int_range(ctn_strbuf *b, bool has_lo, int64_t lo, bool has_hi, i
  */
 static bool int_bounds(conv *C, const cJSON *s, bool *has_lo, int64_t *lo, bool *has_hi,
                        int64_t *hi) {
-    static const char *const KW[] = {"minimum", "exclusiveMinimum", "maximum",
-                                     "exclusiveMaximum"};
+    static const char *const KW[] = {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"};
     *has_lo = *has_hi = false;
     *lo = *hi = 0;
     for (int k = 0; k < 4; k++) {
@@ -1082,8 +1118,7 @@ static bool int_bounds(conv *C, const cJSON *s, bool *has_lo, int64_t *lo, bool 
 }
 
 static bool has_num_bounds(const cJSON *s, const char **kw) {
-    static const char *const KW[] = {"minimum", "exclusiveMinimum", "maximum",
-                                     "exclusiveMaximum"};
+    static const char *const KW[] = {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"};
     for (int k = 0; k < 4; k++)
         if (cJSON_GetObjectItemCaseSensitive(s, KW[k]) != NULL) {
             *kw = KW[k];
@@ -1094,9 +1129,9 @@ static bool has_num_bounds(const cJSON *s, const char **kw) {
 
 /* ---- references, allOf ------------------------------------------------------------------- */
 
-static const char *const ANNOTATIONS[] = {"title",   "description", "default", "examples",
-                                          "$schema", "$id",         "$comment", "$defs",
-                                          "definitions"};
+static const char *const ANNOTATIONS[] = {"title",    "description", "default",
+                                          "examples", "$schema",     "$id",
+                                          "$comment", "$defs",       "definitions"};
 
 static bool is_annotation(const char *k) {
     for (size_t i = 0; i < sizeof ANNOTATIONS / sizeof *ANNOTATIONS; i++)
@@ -1125,8 +1160,9 @@ static const cJSON *ref_target(conv *C, const cJSON *refv, char *ptr, size_t cap
     snprintf(ptr, cap, "%s", "");
     if (strcmp(ref, "#") == 0) return C->root;
     if (ref[0] != '#') {
-        fail(C, "'$ref' to '%.100s' (another document) is not supported; only '#', "
-                "'#/$defs/NAME' and '#/definitions/NAME'",
+        fail(C,
+             "'$ref' to '%.100s' (another document) is not supported; only '#', "
+             "'#/$defs/NAME' and '#/definitions/NAME'",
              ref);
         return NULL;
     }
@@ -1139,15 +1175,17 @@ static const cJSON *ref_target(conv *C, const cJSON *refv, char *ptr, size_t cap
     size_t k = 0;
     bool ok = kw != NULL;
     for (const char *p = name; ok && *p; p++) {
-        if (*p == '/' || k + 1 >= sizeof key) ok = false;
+        if (*p == '/' || k + 1 >= sizeof key)
+            ok = false;
         else if (*p == '~' && (p[1] == '0' || p[1] == '1'))
             key[k++] = *++p == '0' ? '~' : '/';
         else
             key[k++] = *p;
     }
     if (!ok) {
-        fail(C, "'$ref' '%.100s' is not supported; only '#', '#/$defs/NAME' and "
-                "'#/definitions/NAME'",
+        fail(C,
+             "'$ref' '%.100s' is not supported; only '#', '#/$defs/NAME' and "
+             "'#/definitions/NAME'",
              ref);
         return NULL;
     }
@@ -1173,8 +1211,9 @@ static const char *ref_rule(conv *C, const cJSON *refv) {
         ref_entry *e = &C->refs[i];
         if (!cJSON_IsString(refv) || strcmp(e->ref, refv->valuestring) != 0) continue;
         if (e->busy && e->guard == C->consume) {
-            fail(C, "'$ref' '%.100s' refers to itself with no object or array between (left "
-                    "recursion)",
+            fail(C,
+                 "'$ref' '%.100s' refers to itself with no object or array between (left "
+                 "recursion)",
                  e->ref);
             return NULL;
         }
@@ -1293,13 +1332,15 @@ static const cJSON *merge_all_of(conv *C, const cJSON *s) {
                 ok = cJSON_IsString(k) && strcmp(k->valuestring, "object") == 0;
             if (strcmp(k->string, "additionalProperties") == 0) ok = cJSON_IsFalse(k);
             if (!ok)
-                fail(C, "'allOf' can only merge object schemas (properties, required): '%s' "
-                        "is not supported in it",
+                fail(C,
+                     "'allOf' can only merge object schemas (properties, required): '%s' "
+                     "is not supported in it",
                      k->string);
         }
         const cJSON *cp = cJSON_GetObjectItemCaseSensitive(c, "properties");
         const cJSON *cr = cJSON_GetObjectItemCaseSensitive(c, "required");
-        if (C->rc == 0 && ((cp != NULL && !cJSON_IsObject(cp)) || (cr != NULL && !cJSON_IsArray(cr))))
+        if (C->rc == 0 &&
+            ((cp != NULL && !cJSON_IsObject(cp)) || (cr != NULL && !cJSON_IsArray(cr))))
             fail(C, "'properties' must be an object and 'required' an array");
         for (const cJSON *p = cp ? cp->child : NULL; p != NULL && C->rc == 0; p = p->next) {
             const cJSON *have = cJSON_GetObjectItemCaseSensitive(props, p->string);
@@ -1455,8 +1496,12 @@ static const char *object_rule(conv *C, const cJSON *s, const char *name) {
     }
     /* one kv rule per property, in the order written, then the one of other keys */
     int n = 0;
-    for (const cJSON *p = props ? props->child : NULL; p != NULL; p = p->next)
-        n++;
+    for (const cJSON *p = props ? props->child : NULL; p != NULL; p = p->next, n++)
+        for (const cJSON *q = props->child; q != p; q = q->next)
+            if (strcmp(q->string, p->string) == 0) { /* cJSON keeps both; which would count? */
+                fail(C, "'properties' names '%.100s' twice", p->string);
+                return NULL;
+            }
     const char **kv = ctn__calloc((size_t)n + 1, sizeof *kv);
     bool *is_req = ctn__calloc((size_t)n + 1, sizeof *is_req);
     const char **names = ctn__calloc((size_t)n + 1, sizeof *names);
@@ -1508,15 +1553,18 @@ static const char *object_rule(conv *C, const cJSON *s, const char *name) {
             int k = 0;
             for (const cJSON *p = props->child; p != NULL && C->rc == 0; p = p->next) {
                 if (strlen(p->string) > MAX_KEY)
-                    fail(C, "'additionalProperties' beside a property name over %d bytes is not "
-                            "supported",
+                    fail(C,
+                         "'additionalProperties' beside a property name over %d bytes is not "
+                         "supported",
                          MAX_KEY);
                 if (spellable_key(p->string)) names[k++] = p->string;
             }
             ctn_strbuf kb = {0};
             ctn_sb_puts(&kb, "\"\\\"\" ");
+            char rest[240];
             snprintf(kname, sizeof kname, "%s-k", vname);
-            put_keys_rest(C, &kb, names, k, 0, kname);
+            snprintf(rest, sizeof rest, "%s-rest", kname);
+            put_keys_rest(C, &kb, names, k, 0, rest);
             ctn_sb_puts(&kb, " \"\\\"\" space");
             key = C->rc == 0 ? add_rule(C, kname, ctn_sb_take(&kb)) : NULL;
             if (key == NULL) ctn_sb_free(&kb);
@@ -1724,8 +1772,8 @@ static const char *string_rule(conv *C, const cJSON *s, const char *name) {
     }
     C->size += hi >= 0 ? hi : lo + 1;
     if (C->size > MAX_SIZE) {
-        fail(C, "'%s' makes the grammar too large once repetitions are expanded (over %d)",
-             len_kw, MAX_SIZE);
+        fail(C, "'%s' makes the grammar too large once repetitions are expanded (over %d)", len_kw,
+             MAX_SIZE);
         return NULL;
     }
     prim(C, "char");
@@ -1773,10 +1821,11 @@ static const char *type_rule(conv *C, const cJSON *s, const char *type, const ch
 static const char *implied_type(conv *C, const cJSON *s) {
     static const struct {
         const char *kw, *type;
-    } BY[] = {{"properties", "object"}, {"required", "object"},  {"additionalProperties", "object"},
-              {"items", "array"},       {"prefixItems", "array"}, {"minItems", "array"},
-              {"maxItems", "array"},    {"minLength", "string"}, {"maxLength", "string"},
-              {"pattern", "string"},    {"format", "string"}};
+    } BY[] = {
+        {"properties", "object"}, {"required", "object"},   {"additionalProperties", "object"},
+        {"items", "array"},       {"prefixItems", "array"}, {"minItems", "array"},
+        {"maxItems", "array"},    {"minLength", "string"},  {"maxLength", "string"},
+        {"pattern", "string"},    {"format", "string"}};
     for (size_t i = 0; i < sizeof BY / sizeof *BY; i++)
         if (cJSON_GetObjectItemCaseSensitive(s, BY[i].kw) != NULL) return BY[i].type;
     const char *kw;
@@ -1785,10 +1834,28 @@ static const char *implied_type(conv *C, const cJSON *s) {
 }
 
 static const char *const KNOWN[] = {
-    "type",      "properties", "required", "additionalProperties", "items",     "prefixItems",
-    "minItems",  "maxItems",   "minLength", "maxLength",           "pattern",   "format",
-    "minimum",   "maximum",    "exclusiveMinimum", "exclusiveMaximum", "enum",  "const",
-    "anyOf",     "oneOf",      "allOf",    "$ref",
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "prefixItems",
+    "minItems",
+    "maxItems",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "enum",
+    "const",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "$ref",
 };
 
 static const char *visit_in(conv *C, const cJSON *s, const char *name);
@@ -1864,8 +1931,144 @@ static bool check_keywords(conv *C, const cJSON *s) {
         fail(C, "'enum' must be a non-empty array");
         return false;
     }
+    const cJSON *cst = cJSON_GetObjectItemCaseSensitive(s, "const");
+    if (cst != NULL || en != NULL) {
+        /* the values are the grammar; only a type beside them can narrow them */
+        const char *kw = cst ? "const" : "enum";
+        for (const cJSON *k = s->child; k != NULL; k = k->next)
+            if (strcmp(k->string, "const") != 0 && strcmp(k->string, "enum") != 0 &&
+                strcmp(k->string, "type") != 0 && !is_annotation(k->string)) {
+                fail(C, "'%s' beside '%s' is not supported", kw, k->string);
+                return false;
+            }
+        if (cst != NULL && en != NULL) {
+            fail(C, "'const' beside 'enum' is not supported");
+            return false;
+        }
+    }
     if (cJSON_GetObjectItemCaseSensitive(s, "$ref") != NULL) return alone_with(C, s, "$ref");
     return true;
+}
+
+static int cmp_text(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Appends the sorted, distinct texts t[0..n), which share their first off bytes, as a
+ * prefix tree of alternatives: one branch per next character, so that an enumeration of
+ * many values begins with a few ways to parse, not one per value (grammar.c stops at
+ * CTN_GRAMMAR_MAX_STACKS). Every 32 levels the rest goes into a rule of its own, to keep
+ * parentheses from nesting deep.
+ */
+static void put_text_tree(conv *C, ctn_strbuf *b, char **t, int n, size_t off, int level,
+                          const char *name) {
+    bool first = true;
+    int i = 0;
+    if (t[0][off] == 0) { /* sorted: a text that ends here comes first */
+        ctn_sb_puts(b, "\"\"");
+        first = false;
+        i = 1;
+    }
+    while (i < n && C->rc == 0) {
+        const size_t cl = ctn__utf8_len((unsigned char)t[i][off]);
+        int j = i + 1;
+        while (j < n && strncmp(t[j] + off, t[i] + off, cl) == 0)
+            j++;
+        size_t p = off + cl;
+        if (j - i == 1) {
+            p = strlen(t[i]);
+        } else {
+            for (bool same = true; same && t[i][p] != 0;) {
+                const size_t c2 = ctn__utf8_len((unsigned char)t[i][p]);
+                for (int k = i + 1; k < j && same; k++)
+                    same = strncmp(t[k] + p, t[i] + p, c2) == 0;
+                if (same) p += c2;
+            }
+        }
+        ctn_sb_puts(b, first ? "" : " | ");
+        first = false;
+        put_literal_n(b, t[i] + off, p - off);
+        if (j - i > 1) {
+            if ((level + 1) % 32 == 0) {
+                ctn_strbuf r = {0};
+                put_text_tree(C, &r, t + i, j - i, p, level + 1, name);
+                const char *nm = C->rc == 0 ? add_rule(C, name, ctn_sb_take(&r)) : NULL;
+                if (nm == NULL) ctn_sb_free(&r);
+                ctn_sb_puts(b, " ");
+                ctn_sb_puts(b, nm ? nm : "");
+            } else {
+                ctn_sb_puts(b, " ( ");
+                put_text_tree(C, b, t + i, j - i, p, level + 1, name);
+                ctn_sb_puts(b, " )");
+            }
+        }
+        i = j;
+    }
+}
+
+/* The rule of const or enum (en, an array, or the one value cst): the values as cJSON
+ * writes them. */
+static const char *enum_rule(conv *C, const cJSON *s, const cJSON *cst, const cJSON *en,
+                             const char *name) {
+    const int mask = type_mask(s);
+    if (mask == 0) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(s, "type");
+        const cJSON *bad = cJSON_IsArray(type) ? type->child : type;
+        while (bad != NULL && cJSON_IsString(bad) && type_bit(bad->valuestring) != 0)
+            bad = bad->next;
+        if (bad != NULL && cJSON_IsString(bad))
+            fail(C, "unknown type '%s'", bad->valuestring);
+        else
+            fail(C, "'type' must be a type name or a non-empty list of them");
+        return NULL;
+    }
+    int n = cst ? 1 : cJSON_GetArraySize(en);
+    char **t = ctn__calloc((size_t)n, sizeof *t);
+    if (t == NULL) {
+        oom(C);
+        return NULL;
+    }
+    int k = 0;
+    for (const cJSON *v = cst ? cst : en->child; v != NULL && k < n; v = v->next) {
+        if (!fits(mask, v)) continue; /* a value of another type is not valid */
+        if ((t[k] = cJSON_PrintUnformatted(v)) == NULL) {
+            oom(C);
+            break;
+        }
+        k++;
+    }
+    n = k;
+    if (C->rc == 0 && n == 0)
+        fail(C, "no value of '%s' is of the 'type' beside it", cst ? "const" : "enum");
+    const char *out = NULL;
+    if (C->rc == 0) {
+        qsort(t, (size_t)n, sizeof *t, cmp_text);
+        int m = 0; /* distinct */
+        for (int i = 0; i < n; i++) {
+            if (m > 0 && strcmp(t[m - 1], t[i]) == 0) {
+                cJSON_free(t[i]);
+                continue;
+            }
+            t[m++] = t[i];
+        }
+        k = m;
+        char sub[200];
+        snprintf(sub, sizeof sub, "%s-rest", name);
+        ctn_strbuf b = {0};
+        ctn_sb_puts(&b, "( ");
+        put_text_tree(C, &b, t, m, 0, 0, sub);
+        ctn_sb_puts(&b, " ) space");
+        prim(C, "space");
+        if (C->rc == 0)
+            out = add_rule(C, name, ctn_sb_take(&b));
+        else
+            ctn_sb_free(&b);
+    }
+    for (int i = 0; i < k; i++)
+        cJSON_free(t[i]);
+    free(t);
+    return out;
 }
 
 static const char *visit_in(conv *C, const cJSON *s, const char *name) {
@@ -1873,12 +2076,18 @@ static const char *visit_in(conv *C, const cJSON *s, const char *name) {
     if (!check_keywords(C, s)) return NULL;
     const cJSON *refv = cJSON_GetObjectItemCaseSensitive(s, "$ref");
     if (refv != NULL) return ref_rule(C, refv);
-    const char *alt_kw = cJSON_GetObjectItemCaseSensitive(s, "anyOf") ? "anyOf"
+    const char *alt_kw = cJSON_GetObjectItemCaseSensitive(s, "anyOf")   ? "anyOf"
                          : cJSON_GetObjectItemCaseSensitive(s, "oneOf") ? "oneOf"
-                                                                         : NULL;
+                                                                        : NULL;
     if (alt_kw != NULL) {
         /* oneOf as anyOf, as llama.cpp writes it: alternatives */
         const cJSON *alts = cJSON_GetObjectItemCaseSensitive(s, alt_kw);
+        const char **alts_seen = ctn__calloc((size_t)cJSON_GetArraySize(alts), sizeof *alts_seen);
+        if (alts_seen == NULL) {
+            oom(C);
+            return NULL;
+        }
+        int n_alts = 0;
         ctn_strbuf b = {0};
         const size_t plen = strlen(C->path);
         int i = 0;
@@ -1889,9 +2098,16 @@ static const char *visit_in(conv *C, const cJSON *s, const char *name) {
             path_push_index(C->path, sizeof C->path, i);
             const char *r = visit(C, a, aname);
             C->path[plen] = 0;
-            ctn_sb_puts(&b, i ? " | " : "");
-            ctn_sb_puts(&b, r ? r : "");
+            bool again = false; /* the same rule twice is one alternative */
+            for (int j = 0; j < n_alts && r != NULL; j++)
+                again = again || strcmp(alts_seen[j], r) == 0;
+            if (r != NULL && !again) {
+                ctn_sb_puts(&b, n_alts ? " | " : "");
+                ctn_sb_puts(&b, r);
+                alts_seen[n_alts++] = r;
+            }
         }
+        free(alts_seen);
         if (C->rc < 0) {
             ctn_sb_free(&b);
             return NULL;
@@ -1904,25 +2120,7 @@ static const char *visit_in(conv *C, const cJSON *s, const char *name) {
     }
     const cJSON *cst = cJSON_GetObjectItemCaseSensitive(s, "const");
     const cJSON *en = cJSON_GetObjectItemCaseSensitive(s, "enum");
-    if (cst != NULL || en != NULL) {
-        ctn_strbuf b = {0};
-        ctn_sb_puts(&b, "(");
-        if (cst != NULL) {
-            put_json_literal(C, &b, cst);
-        } else {
-            for (const cJSON *v = en->child; v != NULL; v = v->next) {
-                ctn_sb_puts(&b, v == en->child ? " " : " | ");
-                put_json_literal(C, &b, v);
-            }
-        }
-        ctn_sb_puts(&b, " ) space");
-        prim(C, "space");
-        if (C->rc < 0) {
-            ctn_sb_free(&b);
-            return NULL;
-        }
-        return add_rule(C, name, ctn_sb_take(&b));
-    }
+    if (cst != NULL || en != NULL) return enum_rule(C, s, cst, en, name);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(s, "type");
     if (type == NULL) {
         const char *t = implied_type(C, s);
@@ -1941,6 +2139,10 @@ static const char *visit_in(conv *C, const cJSON *s, const char *name) {
             fail(C, "'type' must be a type name or a non-empty list of them");
             break;
         }
+        bool again = false; /* a type named twice is one alternative */
+        for (const cJSON *u = type->child; u != t; u = u->next)
+            again = again || strcmp(u->valuestring, t->valuestring) == 0;
+        if (again) continue;
         char tname[200];
         snprintf(tname, sizeof tname, "%s-%s", name, t->valuestring);
         const char *r = type_rule(C, s, t->valuestring, tname);
@@ -2073,7 +2275,8 @@ typedef struct {
     size_t errlen;
     int rc;
     int depth;
-    char path[512]; /* JSON pointer in the instance */
+    char path[512];    /* JSON pointer in the instance */
+    char scratch[200]; /* complaints of alternatives past the first */
     pcre2_general_context *gctx;
     pcre2_compile_context *cctx;
     pcre2_match_context *mctx;
@@ -2081,7 +2284,7 @@ typedef struct {
     int n_res, cap_res;
 } vstate;
 
-#define MAX_VDEPTH 4096
+#define MAX_VDEPTH 2048
 
 static void vfail(vstate *V, const char *fmt, ...) {
     if (V->rc < 0) return;
@@ -2177,7 +2380,8 @@ static int v_match(vstate *V, const void *key, const char *re, size_t n, const c
             /* the converter's subset is within PCRE2's syntax; this would be a defect */
             if (V->rc == 0) {
                 V->rc = CTN_EINVAL;
-                ctn__errf(V->err, V->errlen, "schema: 'pattern' %.*s is refused by PCRE2 at byte %d: %s",
+                ctn__errf(V->err, V->errlen,
+                          "schema: 'pattern' %.*s is refused by PCRE2 at byte %d: %s",
                           (int)(n > 60 ? 60 : n), re, (int)eo, (const char *)msg);
             }
             return -1;
@@ -2209,14 +2413,6 @@ static int count_chars(const char *s) {
 }
 
 static bool v_visit(vstate *V, const cJSON *s, const cJSON *x);
-
-static int type_bit(const char *t) {
-    static const char *const NAMES[] = {"object", "array", "string", "number",
-                                        "integer", "boolean", "null"};
-    for (int i = 0; i < 7; i++)
-        if (strcmp(t, NAMES[i]) == 0) return 1 << i;
-    return 0;
-}
 
 static const char *type_of(const cJSON *x) {
     if (cJSON_IsObject(x)) return "an object";
@@ -2279,7 +2475,10 @@ static bool v_number(vstate *V, const cJSON *s, const cJSON *x) {
         const cJSON *b = cJSON_GetObjectItemCaseSensitive(s, B[i].kw);
         if (b == NULL) continue;
         const double e = b->valuedouble;
-        const bool ok = B[i].cmp == 1 ? d >= e : B[i].cmp == 2 ? d > e : B[i].cmp == -1 ? d <= e : d < e;
+        const bool ok = B[i].cmp == 1    ? d >= e
+                        : B[i].cmp == 2  ? d > e
+                        : B[i].cmp == -1 ? d <= e
+                                         : d < e;
         if (!ok) {
             char t1[40], t2[40];
             num_text(t1, sizeof t1, d);
@@ -2297,8 +2496,8 @@ static bool v_object(vstate *V, const cJSON *s, const cJSON *x) {
     const cJSON *ap = cJSON_GetObjectItemCaseSensitive(s, "additionalProperties");
     /* as the grammar reads it: with properties or required, no other keys unless
      * additionalProperties says so */
-    const bool closed = (props != NULL || req != NULL) ? (ap == NULL || cJSON_IsFalse(ap))
-                                                       : cJSON_IsFalse(ap);
+    const bool closed =
+        (props != NULL || req != NULL) ? (ap == NULL || cJSON_IsFalse(ap)) : cJSON_IsFalse(ap);
     for (const cJSON *r = req ? req->child : NULL; r != NULL; r = r->next)
         if (cJSON_GetObjectItemCaseSensitive(x, r->valuestring) == NULL) {
             vfail(V, "the required property '%.80s' is missing", r->valuestring);
@@ -2308,8 +2507,7 @@ static bool v_object(vstate *V, const cJSON *s, const cJSON *x) {
     for (const cJSON *m = x->child; m != NULL && V->rc == 0; m = m->next) {
         const cJSON *ps = props ? cJSON_GetObjectItemCaseSensitive(props, m->string) : NULL;
         if (ps == NULL && closed) {
-            vfail(V, "the property '%.80s' is not allowed (no 'additionalProperties')",
-                  m->string);
+            vfail(V, "the property '%.80s' is not allowed (no 'additionalProperties')", m->string);
             return false;
         }
         const cJSON *sub = ps ? ps : ap;
@@ -2361,25 +2559,24 @@ static bool v_visit_in(vstate *V, const cJSON *s, const cJSON *x) {
         const cJSON *t = ref_target(C, refv, ptr, sizeof ptr);
         return t != NULL && v_visit(V, t, x);
     }
-    const char *alt_kw = cJSON_GetObjectItemCaseSensitive(s, "anyOf") ? "anyOf"
+    const char *alt_kw = cJSON_GetObjectItemCaseSensitive(s, "anyOf")   ? "anyOf"
                          : cJSON_GetObjectItemCaseSensitive(s, "oneOf") ? "oneOf"
-                                                                         : NULL;
+                                                                        : NULL;
     if (alt_kw != NULL) {
-        /* oneOf as anyOf, as the grammar takes it */
-        char first[300] = "", scratch[300];
+        /* oneOf as anyOf, as the grammar takes it; the first alternative's complaint is
+         * kept for the message */
+        char first[200] = "";
         char *err = V->err;
-        const size_t errlen = V->errlen;
-        char path[sizeof V->path];
-        memcpy(path, V->path, sizeof path);
+        const size_t errlen = V->errlen, plen = strlen(V->path);
         int i = 0;
         for (const cJSON *a = cJSON_GetObjectItemCaseSensitive(s, alt_kw)->child; a != NULL;
              a = a->next, i++) {
-            V->err = i == 0 ? first : scratch;
-            V->errlen = i == 0 ? sizeof first : sizeof scratch;
+            V->err = i == 0 ? first : V->scratch;
+            V->errlen = i == 0 ? sizeof first : sizeof V->scratch;
             const bool ok = v_visit(V, a, x);
             V->err = err;
             V->errlen = errlen;
-            memcpy(V->path, path, sizeof path);
+            V->path[plen] = 0;
             if (ok) return true;
             if (V->rc == CTN_ENOMEM) {
                 ctn__errf(err, errlen, "out of memory validating the JSON");
@@ -2399,41 +2596,33 @@ static bool v_visit_in(vstate *V, const cJSON *s, const cJSON *x) {
         return v_visit(V, m, x);
     }
     const cJSON *cst = cJSON_GetObjectItemCaseSensitive(s, "const");
-    if (cst != NULL) {
-        if (cJSON_Compare(cst, x, true)) return true;
+    const cJSON *en = cJSON_GetObjectItemCaseSensitive(s, "enum");
+    if (cst != NULL && !cJSON_Compare(cst, x, true)) {
         char t[64];
         value_text(V, t, sizeof t, cst);
         vfail(V, "the value is not the const %s", t);
         return false;
     }
-    const cJSON *en = cJSON_GetObjectItemCaseSensitive(s, "enum");
     if (en != NULL) {
-        for (const cJSON *v = en->child; v != NULL; v = v->next)
-            if (cJSON_Compare(v, x, true)) return true;
-        char t[64];
-        value_text(V, t, sizeof t, x);
-        vfail(V, "%s is not one of the enum's values", t);
-        return false;
+        bool in = false;
+        for (const cJSON *v = en->child; v != NULL && !in; v = v->next)
+            in = cJSON_Compare(v, x, true);
+        if (!in) {
+            char t[64];
+            value_text(V, t, sizeof t, x);
+            vfail(V, "%s is not one of the enum's values", t);
+            return false;
+        }
     }
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(s, "type");
-    int mask = 0;
-    if (type == NULL) {
+    int mask = type_mask(s);
+    if (mask == T_ANY && cst == NULL && en == NULL &&
+        cJSON_GetObjectItemCaseSensitive(s, "type") == NULL) {
         const char *t = implied_type(C, s);
         mask = t ? type_bit(t) : T_ANY;
-    } else if (cJSON_IsString(type)) {
-        mask = type_bit(type->valuestring);
-    } else {
-        for (const cJSON *t = type->child; t != NULL; t = t->next)
-            mask |= type_bit(t->valuestring);
     }
-    const bool integral = cJSON_IsNumber(x) && x->valuedouble == floor(x->valuedouble);
-    const bool ok = (cJSON_IsObject(x) && (mask & T_OBJ)) || (cJSON_IsArray(x) && (mask & T_ARR)) ||
-                    (cJSON_IsString(x) && (mask & T_STR)) ||
-                    (cJSON_IsNumber(x) && ((mask & T_NUM) || (integral && (mask & T_INT)))) ||
-                    (cJSON_IsBool(x) && (mask & T_BOOL)) || (cJSON_IsNull(x) && (mask & T_NULL));
-    if (!ok) {
+    if (!fits(mask, x)) {
         char want[80] = "";
-        static const char *const NAMES[] = {"object", "array", "string", "number",
+        static const char *const NAMES[] = {"object",  "array",   "string", "number",
                                             "integer", "boolean", "null"};
         for (int i = 0; i < 7; i++)
             if (mask & (1 << i)) {
@@ -2448,6 +2637,7 @@ static bool v_visit_in(vstate *V, const cJSON *s, const cJSON *x) {
             vfail(V, "%s is %s, not %s", t, type_of(x), want);
         return false;
     }
+    if (cst != NULL || en != NULL) return true; /* nothing else beside them */
     if (cJSON_IsString(x)) return v_string(V, s, x);
     if (cJSON_IsNumber(x)) return v_number(V, s, x);
     if (cJSON_IsObject(x)) return v_object(V, s, x);
@@ -2476,7 +2666,8 @@ int ctn_json_schema_validate(const char *schema, size_t n, const char *json, siz
     conv C;
     rc = convert(&C, root, NULL, err, errlen);
     cJSON *inst = NULL;
-    if (rc == 0 && json == NULL && jn > 0) {
+    if (json == NULL && jn == 0) json = "";
+    if (rc == 0 && json == NULL) {
         ctn__errf(err, errlen, "not JSON: no text");
         rc = CTN_EINVAL;
     } else if (rc == 0 && !ctn__utf8_valid(json, jn)) {
@@ -2490,7 +2681,8 @@ int ctn_json_schema_validate(const char *schema, size_t n, const char *json, siz
             ctn__errf(err, errlen, "out of memory reading the JSON");
             rc = CTN_ENOMEM;
         } else if (inst == NULL) {
-            const size_t at = end != NULL && end >= json && end <= json + jn ? (size_t)(end - json) : 0;
+            const size_t at =
+                end != NULL && end >= json && end <= json + jn ? (size_t)(end - json) : 0;
             char near[24];
             size_t k = 0;
             for (size_t i = at; i < jn && k + 1 < sizeof near && i < at + 16; i++)

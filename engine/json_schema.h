@@ -9,7 +9,8 @@
  *                          "\"required\":[\"n\"]}";
  *     if (ctn_json_schema_to_gbnf(schema, strlen(schema), &gbnf, err, sizeof err) < 0) puts(err);
  *     else { puts(gbnf); free(gbnf); }            // root ::= "{" space root-n-kv "}" space ...
- *     if (ctn_json_schema_validate(schema, strlen(schema), "{\"n\": 1.5}", 10, err, sizeof err) < 0)
+ *     const char *text = "{\"n\": 1.5}";
+ *     if (ctn_json_schema_validate(schema, strlen(schema), text, strlen(text), err, sizeof err))
  *         puts(err);                              // at /n: 1.5 is not an integer
  *
  * The subset:
@@ -29,8 +30,9 @@
  *     lengths), minItems, maxItems (at most 2000).
  *   - minLength, maxLength on strings (in characters, that is code points).
  *   - pattern on strings: a regular expression matched against the whole string, anchored
- *     or not (llama.cpp's grammar matches it whole too; JSON Schema would match an
- *     unanchored pattern anywhere, so the grammar and this validator are stricter there).
+ *     or not (llama.cpp converts only ^...$ patterns, matching them whole, and takes others
+ *     as any string; JSON Schema would match an unanchored pattern anywhere, so the grammar
+ *     and this validator are stricter there).
  *     The regex subset: literal characters, escapes of punctuation, \n \t \r \f, \xHH,
  *     \uHHHH, classes [...] and [^...] with ranges, \d \w \s \D \W \S (ASCII, as PCRE2
  *     reads them), `.` (any character but \n and \r), groups (...) and (?:...),
@@ -48,7 +50,8 @@
  *     written as digit ranges as llama.cpp does. Bounds on "number" are refused (llama.cpp
  *     drops them), as are bounds without a type.
  *   - enum and const: the values exactly as JSON writes them (cJSON's form: no spaces,
- *     numbers as it prints them); other keywords beside them play no part.
+ *     numbers as it prints them), those of the type beside them if there is one; any other
+ *     keyword beside them (and const beside enum) is refused.
  *   - anyOf and oneOf: alternatives (oneOf as anyOf, as llama.cpp has it: the validator
  *     takes it the same way, so a text matching two alternatives is valid); nothing but
  *     annotations beside them.

@@ -45,7 +45,8 @@ static ctn_grammar *grammar_of(const char *schema) {
         return NULL;
     }
     ctn_grammar *g = NULL;
-    if (ctn_grammar_new(&g, gbnf, err, sizeof err) != 0) printf("  %s\n    %s\n%s", schema, err, gbnf);
+    if (ctn_grammar_new(&g, gbnf, err, sizeof err) != 0)
+        printf("  %s\n    %s\n%s", schema, err, gbnf);
     free(gbnf);
     return g;
 }
@@ -83,8 +84,8 @@ static void check_cases(const gcase *cs, size_t n) {
         if (a != (cs[i].ok == 1) || (v == 0) != (cs[i].ok != 0)) {
             char *gbnf = NULL;
             ctn_json_schema_to_gbnf(cs[i].schema, strlen(cs[i].schema), &gbnf, err + 150, 150);
-            printf("  case %zu: %s\n    text %s: grammar %d, validator %d (%s), expected %d\n%s",
-                   i, cs[i].schema, cs[i].text, a, v, err, cs[i].ok, gbnf ? gbnf : "");
+            printf("  case %zu: %s\n    text %s: grammar %d, validator %d (%s), expected %d\n%s", i,
+                   cs[i].schema, cs[i].text, a, v, err, cs[i].ok, gbnf ? gbnf : "");
             free(gbnf);
             CHECK(0);
         }
@@ -129,8 +130,8 @@ TEST(allof_merges_object_schemas) {
         {S, "{\"id\": 1, \"tag\": \"a\", \"x\": 2}", 0},
         {"{\"properties\":{\"a\":{\"type\":\"boolean\"}},\"allOf\":[{\"required\":[\"a\"]}]}",
          "{\"a\": true}", 1},
-        {"{\"properties\":{\"a\":{\"type\":\"boolean\"}},\"allOf\":[{\"required\":[\"a\"]}]}",
-         "{}", 0},
+        {"{\"properties\":{\"a\":{\"type\":\"boolean\"}},\"allOf\":[{\"required\":[\"a\"]}]}", "{}",
+         0},
     };
     check_cases(cs, sizeof cs / sizeof *cs);
 }
@@ -173,14 +174,20 @@ TEST(patterns_are_matched_whole) {
         {P("^(foo|ba[rz])+$"), "\"bax\"", 0},
         {P("(?:ab)?c*"), "\"abccc\"", 1}, /* no anchors: matched whole all the same */
         {P("(?:ab)?c*"), "\"xabc\"", 0},
-        {P("^a.c$"), "\"a\xce\xb1" "c\"", 1},
+        {P("^a.c$"),
+         "\"a\xce\xb1"
+         "c\"",
+         1},
         {P("^a.c$"), "\"a\\nc\"", 0},
         {P("^a\\\\.b$"), "\"a.b\"", 1},
         {P("^a\\\\.b$"), "\"axb\"", 0},
         {P("^q\\\"\\\\\\\\$"), "\"q\\\"\\\\\"", 1}, /* a quote and a backslash: escaped */
         {P("^\\\\d\\\\w\\\\s?[^a-z]$"), "\"7_ Q\"", 1},
         {P("^\\\\d\\\\w\\\\s?[^a-z]$"), "\"7_q\"", 0},
-        {P("^[\\\\u03b1-\\\\u03c9]{2}\\\\x41$"), "\"\xce\xb2\xce\xb3" "A\"", 1},
+        {P("^[\\\\u03b1-\\\\u03c9]{2}\\\\x41$"),
+         "\"\xce\xb2\xce\xb3"
+         "A\"",
+         1},
         {P("^[\\\\u03b1-\\\\u03c9]{2}\\\\x41$"), "\"ab\"", 0},
         {P("^x{2,}y{0,1}z{1}$"), "\"xxxxz\"", 1},
         {P("^x{2,}y{0,1}z{1}$"), "\"xz\"", 0},
@@ -193,6 +200,87 @@ TEST(patterns_are_matched_whole) {
     };
 #undef P
     check_cases(cs, sizeof cs / sizeof *cs);
+}
+
+/* A string as JSON writes it here: raw, but for the short escapes of '"', '\\', \\n, \\t. */
+static void json_quote(const char *s, char *out, size_t cap) {
+    size_t k = 0;
+    out[k++] = '"';
+    for (; *s && k + 4 < cap; s++) {
+        const char *e = *s == '"'    ? "\\\""
+                        : *s == '\\' ? "\\\\"
+                        : *s == '\n' ? "\\n"
+                        : *s == '\t' ? "\\t"
+                                     : NULL;
+        if (e != NULL) {
+            memcpy(out + k, e, 2);
+            k += 2;
+        } else {
+            out[k++] = *s;
+        }
+    }
+    out[k++] = '"';
+    out[k] = 0;
+}
+
+/* On random strings over an alphabet that JSON writes raw or by a short escape, the grammar
+ * of a pattern accepts exactly the strings that PCRE2 (through the validator) matches whole. */
+TEST(patterns_agree_with_pcre2_on_random_strings) {
+    static const char *const PATS[] = {
+        "^[0-9]{3}-[0-9]{4}$",
+        "^(foo|ba[rz])+$",
+        "(?:ab)?c*",
+        "^a.c$",
+        "^a\\\\.b$",
+        "^\\\\d\\\\w\\\\s?[^a-z]$",
+        "^x{2,}y{0,1}z{1}$",
+        "^[a\\\\-]+\\\\$$",
+        "^(a|)b$",
+        "^[^\\\"]{1,2}$",
+        "^(a|b)*?c$",
+        "^[\xce\xb1-\xcf\x89]+a?$",
+        "^\\\\D\\\\S\\\\W$",
+        "^(?:a|b|)(?:c|)$",
+        "^[\\\\\\\\\\\"]+$",
+        "^.{2,3}$",
+        "^(ab|a)(bc|c)?$",
+        "^[^\\\\d\\\\s]*$",
+        "^\\\\t?\\\\n[\\\\x20-\\\\x22]$",
+        "^(x|y{2})+z?$",
+    };
+    static const char *const ALPHA[] = {
+        "a",  "b",  "c", "x",  "y",  "z", "f", "o",        "r",        "1",        "7", "-", ".",
+        "\"", "\\", " ", "\n", "\t", "_", "Z", "\xce\xb1", "\xcf\x89", "\xc3\xa9", "$", "!", "#"};
+    uint64_t rng = 5;
+    int total = 0, matched = 0;
+    for (size_t k = 0; k < sizeof PATS / sizeof *PATS; k++) {
+        char schema[200];
+        snprintf(schema, sizeof schema, "{\"type\":\"string\",\"pattern\":\"%s\"}", PATS[k]);
+        ctn_grammar *g = grammar_of(schema);
+        CHECK(g != NULL);
+        if (g == NULL) continue;
+        int bad = 0;
+        for (int t = 0; t < 3000 && bad < 3; t++) {
+            char s[64] = "", q[160], err[300];
+            const int len = (int)(rng_next(&rng) % 7);
+            for (int i = 0; i < len; i++)
+                strcat(s, ALPHA[rng_next(&rng) % (sizeof ALPHA / sizeof *ALPHA)]);
+            json_quote(s, q, sizeof q);
+            const int a = accepts(g, q);
+            const int v = validate(schema, q, err, sizeof err) == 0;
+            total++;
+            matched += a;
+            if (a != v) {
+                printf("  %s on %s: grammar %d, validator %d (%s)\n", PATS[k], q, a, v, err);
+                bad++;
+                CHECK(0);
+            }
+        }
+        ctn_grammar_free(g);
+    }
+    printf("  %d random strings against %zu patterns, %d matched, the grammar and PCRE2 agree\n",
+           total, sizeof PATS / sizeof *PATS, matched);
+    CHECK(matched > 200);
 }
 
 TEST(formats_date_time_datetime_uuid) {
@@ -255,8 +343,8 @@ TEST(integer_bounds_on_every_integer) {
         CHECK(g != NULL);
         if (g == NULL) continue;
         int bad = 0;
-        static const long long far[] = {9999, 10000, 123456, 999999999999999LL, -99999,
-                                        -1000000000000000LL};
+        static const long long far[] = {
+            9999, 10000, 123456, 999999999999999LL, -99999, -1000000000000000LL};
         for (int i = -1500; i <= 1500 + (int)(sizeof far / sizeof *far) && bad < 3; i++) {
             const long long v = i <= 1500 ? i : far[i - 1501];
             char text[40], err[200];
@@ -272,7 +360,7 @@ TEST(integer_bounds_on_every_integer) {
             }
             checked++;
         }
-        CHECK_EQ_INT(accepts(g, "-0"), B[k].lo <= 0 && B[k].hi >= 0 && B[k].lo > -1e18 ? 0 : accepts(g, "-0"));
+        CHECK_EQ_INT(accepts(g, "-0"), 0); /* the digit ranges never write -0 */
         CHECK_EQ_INT(accepts(g, "007"), 0);
         CHECK_EQ_INT(accepts(g, "1.0"), 0);
         ctn_grammar_free(g);
@@ -291,12 +379,13 @@ TEST(additional_properties_after_the_declared_ones) {
         {S, "{\"a\": 1, \"\": \"s\"}", 1},
         {S, "{\"a\": 1, \"x\": 2}", 0},
         {S, "{\"a\": 1, \"ab\": \"s\"}", 0}, /* a declared name takes its own schema */
-        {"{\"type\":\"object\",\"additionalProperties\":{\"enum\":[1,2]}}", "{\"k\": 2, \"j\": 1}", 1},
+        {"{\"type\":\"object\",\"additionalProperties\":{\"enum\":[1,2]}}", "{\"k\": 2, \"j\": 1}",
+         1},
         {"{\"type\":\"object\",\"additionalProperties\":{\"enum\":[1,2]}}", "{\"k\": 3}", 0},
         {"{\"properties\":{\"p\":{\"type\":\"null\"}},\"additionalProperties\":true}",
          "{\"p\": null, \"q\": [1, {\"r\": \"s\"}]}", 1},
-        {"{\"properties\":{\"p\":{\"type\":\"null\"}},\"additionalProperties\":true}",
-         "{\"p\": 1}", 0},
+        {"{\"properties\":{\"p\":{\"type\":\"null\"}},\"additionalProperties\":true}", "{\"p\": 1}",
+         0},
         {"{\"properties\":{\"p\":{\"type\":\"null\"}},\"additionalProperties\":false}",
          "{\"p\": null, \"q\": 1}", 0},
         {"{\"type\":\"object\",\"additionalProperties\":false}", "{}", 1},
@@ -322,7 +411,8 @@ TEST(prefix_items_are_tuples) {
         {TI, "[\"x\", 1, 2, 3, 4]", 0},
         {TI, "[\"y\", 1]", 0},
         {"{\"prefixItems\":[{\"type\":\"null\"},{\"type\":\"boolean\"}],\"minItems\":0}", "[]", 1},
-        {"{\"prefixItems\":[{\"type\":\"null\"},{\"type\":\"boolean\"}],\"minItems\":0}", "[null]", 1},
+        {"{\"prefixItems\":[{\"type\":\"null\"},{\"type\":\"boolean\"}],\"minItems\":0}", "[null]",
+         1},
         {"{\"prefixItems\":[{\"type\":\"null\"},{\"type\":\"boolean\"}],\"minItems\":0}",
          "[null, true]", 1},
         {"{\"prefixItems\":[{\"type\":\"null\"}],\"items\":false,\"minItems\":1}", "[null]", 1},
@@ -333,6 +423,24 @@ TEST(prefix_items_are_tuples) {
         {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2}", "[1]", 0},
     };
     check_cases(cs, sizeof cs / sizeof *cs);
+}
+
+/* A type beside enum or const narrows the values (JSON Schema checks both); nothing else may
+ * stand beside them. */
+TEST(enum_values_of_the_type_beside_them) {
+    static const gcase cs[] = {
+        {"{\"type\":\"string\",\"enum\":[\"a\",1,null]}", "\"a\"", 1},
+        {"{\"type\":\"string\",\"enum\":[\"a\",1,null]}", "1", 0},
+        {"{\"type\":[\"integer\",\"null\"],\"enum\":[1.5,2,null,\"x\"]}", "2", 1},
+        {"{\"type\":[\"integer\",\"null\"],\"enum\":[1.5,2,null,\"x\"]}", "null", 1},
+        {"{\"type\":[\"integer\",\"null\"],\"enum\":[1.5,2,null,\"x\"]}", "1.5", 0},
+        {"{\"const\":[1],\"type\":\"array\",\"title\":\"t\"}", "[1]", 1},
+    };
+    check_cases(cs, sizeof cs / sizeof *cs);
+    char err[300];
+    CHECK_EQ_INT(validate("{\"type\":\"string\",\"enum\":[\"a\",1]}", "1", err, sizeof err),
+                 CTN_EINVAL);
+    CHECK_STR(err, "at /: 1 is a number, not string");
 }
 
 TEST(string_lengths_count_characters) {
@@ -397,8 +505,9 @@ TEST(validator_names_the_path_and_keyword) {
         }
     }
     char err[200];
-    CHECK_EQ_INT(validate(S, "{\"name\":\"Al\",\"age\":18,\"tags\":[\"b\"],\"when\":\"2000-01-01\","
-                             "\"code\":\"QQ\"}",
+    CHECK_EQ_INT(validate(S,
+                          "{\"name\":\"Al\",\"age\":18,\"tags\":[\"b\"],\"when\":\"2000-01-01\","
+                          "\"code\":\"QQ\"}",
                           err, sizeof err),
                  0);
     CHECK_EQ_INT(validate("true", "[1,{}]", err, sizeof err), 0);
@@ -490,6 +599,17 @@ TEST(refusals_name_the_path_and_keyword) {
          "\"#/$defs/x\"}}}",
          "schema at /$defs/x: unknown type 'wrong'"},
         {"{\"$defs\":3}", "schema at /: '$defs' must be an object"},
+        /* found by fuzz_json_validate: the grammar took both, the validator the first */
+        {"{\"properties\":{\"c\":{\"type\":\"null\"},\"c\":{\"type\":\"integer\"}}}",
+         "schema at /: 'properties' names 'c' twice"},
+        {"{\"enum\":[\"ab\"],\"minLength\":2}",
+         "schema at /: 'enum' beside 'minLength' is not supported"},
+        {"{\"const\":1,\"enum\":[1]}", "schema at /: 'const' beside 'enum' is not supported"},
+        {"{\"type\":[\"null\",\"nul\"],\"enum\":[null]}", "schema at /: unknown type 'nul'"},
+        {"{\"type\":[],\"enum\":[null]}",
+         "schema at /: 'type' must be a type name or a non-empty list of them"},
+        {"{\"type\":\"string\",\"const\":1}",
+         "schema at /: no value of 'const' is of the 'type' beside it"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char *gbnf = (char *)"x", err[300] = "";
@@ -541,6 +661,57 @@ TEST(repetition_budget) {
     }
 }
 
+/* An enumeration of thousands of values is a prefix tree: its grammar starts within the
+ * matcher's limit of ways to parse, and takes exactly its values (each once, however often
+ * written). */
+TEST(long_enums_are_prefix_trees) {
+    ctn_strbuf b = {0};
+    ctn_sb_puts(&b, "{\"enum\":[");
+    for (int i = 0; i < 3000; i++) {
+        char v[40];
+        snprintf(v, sizeof v, "%s%d,\"k%d\"", i ? "," : "", i * 7, i % 500);
+        ctn_sb_puts(&b, v);
+    }
+    ctn_sb_puts(&b, ",\"\",\"\xce\xb1\",\"\xce\xb2\",\"k\"]}");
+    char *schema = ctn_sb_take(&b);
+    CHECK(schema != NULL);
+    if (schema == NULL) return;
+    ctn_grammar *g = grammar_of(schema);
+    CHECK(g != NULL);
+    if (g != NULL) {
+        static const struct {
+            const char *text;
+            int ok;
+        } cs[] = {{"0", 1},
+                  {"7", 1},
+                  {"20993", 1},
+                  {"20994", 0},
+                  {"8", 0},
+                  {"\"k499\"", 1},
+                  {"\"k500\"", 0},
+                  {"\"k\"", 1},
+                  {"\"\"", 1},
+                  {"\"\xce\xb1\"", 1},
+                  {"\"\xce\xb3\"", 0},
+                  {"\"k4\"", 1},
+                  {"70", 1},
+                  {"71", 0}};
+        for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
+            char err[200];
+            CHECK_EQ_INT(accepts(g, cs[i].text), cs[i].ok);
+            CHECK_EQ_INT(validate(schema, cs[i].text, err, sizeof err) == 0, cs[i].ok);
+        }
+    }
+    ctn_grammar_free(g);
+    free(schema);
+    /* a type named again is one alternative */
+    const char *tl = "{\"type\":[\"null\",\"null\",\"boolean\",\"null\"]}";
+    char *gbnf = NULL, err[200];
+    CHECK_EQ_INT(ctn_json_schema_to_gbnf(tl, strlen(tl), &gbnf, err, sizeof err), 0);
+    CHECK(gbnf != NULL && strncmp(gbnf, "root ::= null | boolean\n", 24) == 0);
+    free(gbnf);
+}
+
 /* ---- allocation failures -------------------------------------------------------------------- */
 
 static const char *const RICH =
@@ -572,9 +743,9 @@ TEST(allocation_failures_in_converting_and_validating) {
                 ctn__alloc_fail_once = once;
                 ctn__alloc_fail_after = n;
                 char *gbnf = NULL;
-                const int rc = what == 0
-                                   ? ctn_json_schema_to_gbnf(RICH, strlen(RICH), &gbnf, err, sizeof err)
-                                   : validate(RICH, RICH_OK, err, sizeof err);
+                const int rc =
+                    what == 0 ? ctn_json_schema_to_gbnf(RICH, strlen(RICH), &gbnf, err, sizeof err)
+                              : validate(RICH, RICH_OK, err, sizeof err);
                 ctn__alloc_fail_after = -1;
                 ctn__alloc_fail_once = false;
                 const bool hit = ctn__alloc_n_failed != before;
@@ -711,10 +882,43 @@ static const char *const SUITE[] = {
 /* Vocabulary pieces beside the 256 byte tokens: JSON's punctuation in runs, words, and
  * characters of two to four bytes (with pieces that split them). */
 static const char *const FRAGS[] = {
-    "{\"", "\"}", "\":", "\",", ",\xe2\x96\x81\"", "\xe2\x96\x81", "[", "]", "true", "false",
-    "null", "12", "-1", "0.", "e5", "\\\"", "\\n", "\\u00", "ab", "foo", "bar", "T0", ":00",
-    "20", "-0", "\xc3\xa9", "\xce\xb1", "\xce\xb2\xce\xb3", "\xe4\xb8\xad", "\xf0\x9f\x98\x80",
-    "\xf0\x9f", "\x98\x80", "\xce", "id", "kind", "\"a\"", "\"x\"",
+    "{\"",
+    "\"}",
+    "\":",
+    "\",",
+    ",\xe2\x96\x81\"",
+    "\xe2\x96\x81",
+    "[",
+    "]",
+    "true",
+    "false",
+    "null",
+    "12",
+    "-1",
+    "0.",
+    "e5",
+    "\\\"",
+    "\\n",
+    "\\u00",
+    "ab",
+    "foo",
+    "bar",
+    "T0",
+    ":00",
+    "20",
+    "-0",
+    "\xc3\xa9",
+    "\xce\xb1",
+    "\xce\xb2\xce\xb3",
+    "\xe4\xb8\xad",
+    "\xf0\x9f\x98\x80",
+    "\xf0\x9f",
+    "\x98\x80",
+    "\xce",
+    "id",
+    "kind",
+    "\"a\"",
+    "\"x\"",
 };
 #define N_FRAGS ((int)(sizeof FRAGS / sizeof *FRAGS))
 
@@ -795,7 +999,7 @@ static void s_on_done(void *ud, int64_t id, const ctn_gen_result *r) {
 static int n_seeds(void) {
     const char *e = getenv("CTN_SCHEMA_SEEDS");
     if (e != NULL && atoi(e) > 0) return atoi(e);
-    return UNDER_ASAN ? 4 : 16;
+    return UNDER_ASAN ? 8 : 16;
 }
 
 TEST(random_model_generations_parse_and_validate) {
@@ -862,22 +1066,33 @@ TEST(random_model_generations_parse_and_validate) {
                 longest = o->n_tokens;
                 longest_at = k;
             }
-            const bool ended = o->done == 1 &&
-                               (o->finish == CTN_FINISH_EOS || o->finish == CTN_FINISH_STOP);
+            const bool ended =
+                o->done == 1 && (o->finish == CTN_FINISH_EOS || o->finish == CTN_FINISH_STOP);
             cJSON *j = ended ? cJSON_ParseWithLength(o->text, o->len) : NULL;
-            const int vrc =
-                j ? ctn_json_schema_validate(SUITE[k], strlen(SUITE[k]), o->text, o->len, err,
-                                             sizeof err)
-                  : -1;
+            const int vrc = j ? ctn_json_schema_validate(SUITE[k], strlen(SUITE[k]), o->text,
+                                                         o->len, err, sizeof err)
+                              : -1;
             if (vrc == 0) {
                 good++;
+                const char *dump = getenv("CTN_SCHEMA_DUMP"); /* seeds for fuzz_json_validate */
+                FILE *f = NULL;
+                if (dump != NULL) {
+                    char fn[512];
+                    snprintf(fn, sizeof fn, "%s/gen-%02d-%02d", dump, k, i);
+                    f = fopen(fn, "wb");
+                }
+                if (f != NULL) {
+                    fwrite(SUITE[k], 1, strlen(SUITE[k]) + 1, f); /* with its NUL */
+                    fwrite(o->text, 1, o->len, f);
+                    fclose(f);
+                }
                 if (getenv("CTN_SCHEMA_SHOW") != NULL)
-                    printf("  %d/%d: %.*s%s\n", k, i, (int)(o->len > 160 ? 160 : o->len),
-                           o->text, o->len > 160 ? "..." : "");
+                    printf("  %d/%d: %.*s%s\n", k, i, (int)(o->len > 160 ? 160 : o->len), o->text,
+                           o->len > 160 ? "..." : "");
             } else {
                 printf("  schema %d, seed %d: %s after %d tokens: \"%.*s\"%s%s\n", k, i,
-                       !ended ? (o->finish == CTN_FINISH_LENGTH ? "stopped at max_tokens"
-                                                                : o->error)
+                       !ended
+                           ? (o->finish == CTN_FINISH_LENGTH ? "stopped at max_tokens" : o->error)
                        : j == NULL ? "not JSON"
                                    : err,
                        o->n_tokens, (int)(o->len > 300 ? 300 : o->len), o->text,
@@ -902,14 +1117,17 @@ int main(void) {
     RUN(allof_merges_object_schemas);
     RUN(refs_to_defs_definitions_and_the_root);
     RUN(patterns_are_matched_whole);
+    RUN(patterns_agree_with_pcre2_on_random_strings);
     RUN(formats_date_time_datetime_uuid);
     RUN(integer_bounds_on_every_integer);
     RUN(additional_properties_after_the_declared_ones);
     RUN(prefix_items_are_tuples);
+    RUN(enum_values_of_the_type_beside_them);
     RUN(string_lengths_count_characters);
     RUN(validator_names_the_path_and_keyword);
     RUN(refusals_name_the_path_and_keyword);
     RUN(repetition_budget);
+    RUN(long_enums_are_prefix_trees);
     RUN(allocation_failures_in_converting_and_validating);
     RUN(random_model_generations_parse_and_validate);
     return test_summary();

@@ -24,7 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char *gbnf = NULL, err[300] = "";
     const int rc = ctn_json_schema_to_gbnf((const char *)data, size, &gbnf, err, sizeof err);
     char verr[300] = "";
-    const int vrc = ctn_json_schema_validate((const char *)data, size, "null", 4, verr, sizeof verr);
+    const int vrc =
+        ctn_json_schema_validate((const char *)data, size, "null", 4, verr, sizeof verr);
     if (rc < 0) {
         CHECK(rc == CTN_EINVAL && gbnf == NULL && strncmp(err, "schema", 6) == 0);
         CHECK(vrc == CTN_EINVAL && strcmp(err, verr) == 0);
