@@ -264,6 +264,7 @@ typedef struct rsock {
 struct rq {
     ctn_task *t; /* NULL once the task is gone */
     const remote_ud *u; /* the node's (only read while t is set) */
+    uv_loop_t *loop;
     CURLM *multi;
     CURL *easy;
     struct curl_slist *hdrs;
@@ -513,7 +514,7 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *sockp)
     if (s == NULL) {
         s = ctn__calloc(1, sizeof *s);
         if (s == NULL) return -1;
-        if (uv_poll_init_socket(ctn_task_loop(q->t), &s->poll, fd) < 0) {
+        if (uv_poll_init_socket(q->loop, &s->poll, fd) < 0) {
             free(s);
             return -1;
         }
@@ -958,6 +959,7 @@ static void remote_start(ctn_task *t, ctn_val *input) {
     }
     q->t = t;
     q->u = u;
+    q->loop = ctn_task_loop(t);
     q->body = json;
     q->n_inputs = n_inputs;
     q->prompt_tokens = q->completion_tokens = q->cached_tokens = -1;
