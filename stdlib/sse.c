@@ -24,16 +24,6 @@ static void sb_clear(ctn_strbuf *b) {
     if (b->p != NULL) b->p[0] = '\0';
 }
 
-/* Drops a byte-order mark at the start of the stream, once three bytes (or a line end) came. */
-static void skip_bom(ctn_sse *s, bool line_ended) {
-    if (s->bom_checked || (s->line.len < 3 && !line_ended)) return;
-    s->bom_checked = true;
-    if (s->line.len >= 3 && memcmp(s->line.p, "\xEF\xBB\xBF", 3) == 0) {
-        memmove(s->line.p, s->line.p + 3, s->line.len - 3 + 1);
-        s->line.len -= 3;
-    }
-}
-
 static int fail(ctn_sse *s, int code, char *err, size_t errcap, const char *what, uint64_t at) {
     if (code == CTN_ERANGE)
         ctn__errf(err, errcap, "malformed SSE: the event at byte %" PRIu64 " is longer than %zu "
@@ -88,7 +78,19 @@ int ctn_sse_feed(ctn_sse *s, const char *p, size_t n, ctn_sse_fn fn, void *ud, c
         ctn__errf(err, errcap, "the event stream failed before");
         return s->err;
     }
+    static const char bom[3] = {'\xEF', '\xBB', '\xBF'};
     size_t i = 0;
+    /* A byte-order mark at the very start is dropped; bytes that only began one are text. */
+    while (!s->bom_checked && i < n) {
+        if (p[i] == bom[s->bom_n]) {
+            i++, s->fed++;
+            if (++s->bom_n == 3) s->bom_checked = true, s->line_at = s->fed;
+            continue;
+        }
+        s->bom_checked = true;
+        ctn_sb_put(&s->line, bom, s->bom_n);
+        if (s->line.oom) return fail(s, CTN_ENOMEM, err, errcap, "", s->fed);
+    }
     while (i < n) {
         const char c = p[i];
         if (s->after_cr) {
@@ -100,7 +102,6 @@ int ctn_sse_feed(ctn_sse *s, const char *p, size_t n, ctn_sse_fn fn, void *ud, c
         }
         if (c == '\0') return fail(s, CTN_EFORMAT, err, errcap, "a NUL byte", s->fed);
         if (c == '\r' || c == '\n') {
-            skip_bom(s, true);
             const int rc = line_end(s, fn, ud);
             sb_clear(&s->line);
             s->after_cr = c == '\r';
@@ -119,7 +120,6 @@ int ctn_sse_feed(ctn_sse *s, const char *p, size_t n, ctn_sse_fn fn, void *ud, c
             return fail(s, CTN_ERANGE, err, errcap, "", s->in_event ? s->start : s->line_at);
         ctn_sb_put(&s->line, p + i, j - i);
         if (s->line.oom) return fail(s, CTN_ENOMEM, err, errcap, "", s->fed);
-        skip_bom(s, false);
         s->fed += j - i;
         i = j;
     }
@@ -127,5 +127,5 @@ int ctn_sse_feed(ctn_sse *s, const char *p, size_t n, ctn_sse_fn fn, void *ud, c
 }
 
 bool ctn_sse_pending(const ctn_sse *s) {
-    return s->in_event || s->line.len > 0;
+    return s->in_event || s->line.len > 0 || (!s->bom_checked && s->bom_n > 0);
 }

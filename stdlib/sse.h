@@ -36,6 +36,7 @@ typedef struct {
     bool in_event;    /* a line of the event came */
     bool after_cr;    /* the last byte fed was a CR */
     bool bom_checked; /* the first bytes were looked at */
+    int bom_n;        /* bytes of a byte-order mark seen at the start */
     uint64_t fed;     /* bytes fed */
     uint64_t start;   /* where the event being read began */
     uint64_t line_at; /* where the line being read began */

@@ -68,9 +68,11 @@ TEST(sse_fields_and_line_ends) {
     check_events(": keep-alive\n\ndata: x\n\n", "message@14=x|");
     check_events("event: error\ndata: {}\n\n", "error@0={}|");
     check_events("id: 3\nretry: 10\nfoo: bar\ndata\n\n", "message@0=|");
-    check_events("\xEF\xBB\xBF" "data: bom\n\n", "message@0=bom|");
+    check_events("\xEF\xBB\xBF" "data: bom\n\n", "message@3=bom|");
     check_events("event: x\n\ndata: y\n\n", "message@10=y|"); /* an event without data */
     check_events("\n\n\ndata: z\n\n", "message@3=z|");
+    /* Two bytes of a mark are text: the field is "\xEF\xBB" "data", which means nothing. */
+    check_events("\xEF\xBB" "data: x\n\ndata: y\n\n", "message@11=y|");
     /* Unfinished: nothing dispatched, but pending. */
     ctn_sse p;
     ctn_sse_init(&p, 100);
