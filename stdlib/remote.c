@@ -387,6 +387,8 @@ static void take_piece(rq *q, const ctn_remote_piece *p) {
 /* One event of the stream. */
 static int on_event(void *ud, const char *event, const char *data, size_t n, uint64_t at) {
     rq *q = ud;
+    /* A consumer of the last chunk cancelled the task (the node may be gone with its run). */
+    if (q->t == NULL) return CTN_ECANCELED;
     if (q->saw_done) return 0; /* nothing counts after the end */
     if (n == 6 && memcmp(data, "[DONE]", 6) == 0) {
         q->saw_done = true;
@@ -462,10 +464,10 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
              q->u->max_bytes);
         return 0;
     }
-    if (q->status == 200 && q->sse) {
-        char err[300];
+    if (q->status == 200 && q->sse && q->u->kind != CTN_REMOTE_EMBEDDINGS) {
+        char err[300] = "";
         const int rc = ctn_sse_feed(&q->events, p, len, on_event, q, err, sizeof err);
-        if (rc < 0 && q->err == 0) note(q, rc, "%s", err);
+        if (rc < 0 && q->err == 0 && q->t != NULL) note(q, rc, "%s", err);
         return q->err < 0 || q->t == NULL ? 0 : len;
     }
     /* A whole answer, or an error's body: only its start is needed for an error. */
@@ -508,7 +510,7 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *sockp)
     rsock *s = sockp;
     if (what == CURL_POLL_REMOVE) {
         if (s != NULL) sock_drop(q, s);
-        if (q->multi != NULL) curl_multi_assign(q->multi, fd, NULL);
+        if (!q->closed) curl_multi_assign(q->multi, fd, NULL);
         return 0;
     }
     if (s == NULL) {
@@ -593,8 +595,8 @@ static void retry_or_fail(rq *q, int code, const char *why) {
     double wait = q->u->backoff_ms * pow(2, q->attempts - 1);
     if (q->retry_after >= 0) wait = (double)q->retry_after * 1000;
     if (wait >= (double)ms_left(q)) {
-        rq_fail(q, code, "%s (%d attempts; no time left in timeout_ms for a wait of %.0f ms)", why,
-                q->attempts, wait);
+        rq_fail(q, code, "%s (%d attempt%s; no time left in timeout_ms for a wait of %.0f ms)",
+                why, q->attempts, q->attempts > 1 ? "s" : "", wait);
         return;
     }
     curl_multi_remove_handle(q->multi, q->easy);

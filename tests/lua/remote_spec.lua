@@ -275,7 +275,7 @@ describe("catena.remote against a faulty server", function()
     t0 = now()
     local e = failure(function() return R("busy", { timeout_ms = 500 }):invoke("hi") end)
     assert.is_true(now() - t0 < 0.9)
-    assert.matches("429: slow down %(1 attempts; no time left in timeout_ms", e.message)
+    assert.matches("429: slow down %(1 attempt; no time left in timeout_ms", e.message)
   end)
 
   it("names malformed SSE with its byte offset", function()
@@ -316,6 +316,24 @@ describe("catena.remote against a faulty server", function()
       sleep(0.05)
     end
     assert.is_true(closed, "the server did not see the stream's connection close")
+  end)
+
+  it("stops when the consumer of a chunk fails", function()
+    get(root .. "_reset")
+    local chain = R("badjson") | catena.parser.json()
+    local t0 = now()
+    local ok, e = pcall(function()
+      for _ in chain:stream("hi") do end
+    end)
+    assert.is_false(ok)
+    assert.is_true(now() - t0 < 3)
+    assert.matches("parser", tostring(e))
+    local closed = false
+    for _ = 1, 40 do
+      if get(root .. "_events"):find("badjson closed", 1, true) then closed = true break end
+      sleep(0.05)
+    end
+    assert.is_true(closed, "the server did not see the connection close")
   end)
 
   it("refuses bad options, naming them", function()

@@ -8,6 +8,7 @@
 //   json        a whole JSON answer although stream was asked for
 //   slow        nothing at all for 10 s (no status line): a first byte past any timeout
 //   stall       the headers and one chunk, then nothing; records when the client closes
+//   badjson     chunks '{"a": ', ']', ' more', then nothing; records when the client closes
 //   drop        the headers and two chunks, then the connection is destroyed (no [DONE])
 //   flaky       500 for the first two requests, then ok
 //   busy        429 with Retry-After: 1 for the first request, then ok
@@ -90,6 +91,14 @@ const server = http.createServer((req, res) => {
         sseHead(res);
         chunk(res, chat, "Hello");
         req.socket.on("close", () => events.push("stall closed"));
+        return;
+      }
+      case "badjson": {
+        sseHead(res);
+        chunk(res, chat, '{"a": ');
+        chunk(res, chat, "]");
+        chunk(res, chat, " more");
+        req.socket.on("close", () => events.push("badjson closed"));
         return;
       }
       case "drop": {
