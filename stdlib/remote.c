@@ -55,10 +55,9 @@ static const char *error_message(const ctn_val *v) {
     return m != NULL ? m->u.str.p : "an error without a message";
 }
 
-int ctn_remote_read_piece(const ctn_val *v, bool chat, bool stream, ctn_remote_piece *out,
-                          char *err, size_t errcap) {
-    memset(out, 0, sizeof *out);
-    out->prompt_tokens = out->completion_tokens = out->cached_tokens = -1;
+/* 0 when v is an answer's object; CTN_EFORMAT for another value, CTN_ECHAIN for an error
+ * object (the server's message in err). */
+static int answer_check(const ctn_val *v, char *err, size_t errcap) {
     if (v == NULL || v->kind != CTN_VOBJ) {
         ctn__errf(err, errcap, "the answer is %s, not a JSON object",
                   v != NULL ? ctn_vkind_name(v->kind) : "missing");
@@ -69,6 +68,15 @@ int ctn_remote_read_piece(const ctn_val *v, bool chat, bool stream, ctn_remote_p
         ctn__errf(err, errcap, "%s", em);
         return CTN_ECHAIN;
     }
+    return 0;
+}
+
+int ctn_remote_read_piece(const ctn_val *v, bool chat, bool stream, ctn_remote_piece *out,
+                          char *err, size_t errcap) {
+    memset(out, 0, sizeof *out);
+    out->prompt_tokens = out->completion_tokens = out->cached_tokens = -1;
+    const int rc = answer_check(v, err, errcap);
+    if (rc < 0) return rc;
     const ctn_val *model = get_kind(v, "model", CTN_VSTR);
     if (model != NULL) out->model = model->u.str.p;
     const ctn_val *usage = get_kind(v, "usage", CTN_VOBJ);
@@ -132,15 +140,8 @@ int ctn_remote_read_embeddings(const ctn_val *v, size_t n, ctn_val **out,
                                int64_t *prompt_tokens, char *err, size_t errcap) {
     *out = NULL;
     *prompt_tokens = -1;
-    if (v == NULL || v->kind != CTN_VOBJ) {
-        ctn__errf(err, errcap, "the answer is not a JSON object");
-        return CTN_EFORMAT;
-    }
-    const char *em = error_message(v);
-    if (em != NULL) {
-        ctn__errf(err, errcap, "%s", em);
-        return CTN_ECHAIN;
-    }
+    int rc = answer_check(v, err, errcap);
+    if (rc < 0) return rc;
     const ctn_val *usage = get_kind(v, "usage", CTN_VOBJ);
     if (usage != NULL) *prompt_tokens = get_count(usage, "prompt_tokens");
     const ctn_val *data = get_kind(v, "data", CTN_VARR);
@@ -151,7 +152,6 @@ int ctn_remote_read_embeddings(const ctn_val *v, size_t n, ctn_val **out,
     }
     const ctn_val **slot = ctn__calloc(n + 1, sizeof *slot);
     if (slot == NULL) return CTN_ENOMEM;
-    int rc = 0;
     size_t dim = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         const ctn_val *d = data->u.arr.items[i];
@@ -634,6 +634,14 @@ static ctn_val *message_of(const rq *q, ctn_val *text) {
     return m;
 }
 
+/* The whole body received as JSON into *v; 0 or the parser's code with its reason. */
+static int parse_raw(const rq *q, ctn_val **v, char *err, size_t errcap) {
+    char jerr[256];
+    const int rc = ctn_json_parse(q->raw.p != NULL ? q->raw.p : "", q->raw.len, v, jerr, sizeof jerr);
+    if (rc < 0) ctn__errf(err, errcap, "malformed JSON in the answer: %s", jerr);
+    return rc;
+}
+
 /* The task's output, once the answer is complete. */
 static void rq_finish(rq *q) {
     ctn_task *t = q->t;
@@ -644,10 +652,8 @@ static void rq_finish(rq *q) {
         ctn_val *v = NULL, *vecs = NULL;
         const size_t n = q->n_inputs > 0 ? q->n_inputs : 1;
         char jerr[256];
-        rc = ctn_json_parse(q->raw.p != NULL ? q->raw.p : "", q->raw.len, &v, jerr, sizeof jerr);
-        if (rc < 0) {
-            snprintf(err, sizeof err, "malformed JSON in the answer: %s", jerr);
-        } else {
+        rc = parse_raw(q, &v, err, sizeof err);
+        if (rc == 0) {
             int64_t pt = -1;
             rc = ctn_remote_read_embeddings(v, n, &vecs, &pt, jerr, sizeof jerr);
             if (rc < 0) snprintf(err, sizeof err, "%s%s", rc == CTN_ECHAIN ? "" : "malformed answer: ", jerr);
@@ -665,10 +671,8 @@ static void rq_finish(rq *q) {
         if (!q->sse) { /* a server that answered with one JSON body */
             ctn_val *v = NULL;
             char jerr[256];
-            rc = ctn_json_parse(q->raw.p != NULL ? q->raw.p : "", q->raw.len, &v, jerr, sizeof jerr);
-            if (rc < 0) {
-                snprintf(err, sizeof err, "malformed JSON in the answer: %s", jerr);
-            } else {
+            rc = parse_raw(q, &v, err, sizeof err);
+            if (rc == 0) {
                 ctn_remote_piece p;
                 rc = ctn_remote_read_piece(v, q->u->kind == CTN_REMOTE_CHAT, false, &p, jerr, sizeof jerr);
                 if (rc < 0) snprintf(err, sizeof err, "malformed answer: %s", jerr);
