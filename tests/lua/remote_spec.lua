@@ -101,6 +101,13 @@ describe("catena.remote against catena serve", function()
     assert.are.equal(want, table.concat(parts))
   end)
 
+  it("runs a batch at once, each answer the local model's", function()
+    local r = catena.remote{ base_url = base, model = "stories260K.gguf", kind = "completion" }
+    local prompts = { "Once upon a time", "The cat", "Lily went", "One day" }
+    local got = r:with(greedy):batch(prompts, { max_concurrency = 4 })
+    for i, p in ipairs(prompts) do assert.are.equal(llm:with(greedy):invoke(p), got[i]) end
+  end)
+
   it("gives a message with finish reason and usage, and counts tokens in the trace", function()
     local local_m = catena.model{ path = MODEL, chat_template = "chatml", output = "message" }
     local want = local_m:with(greedy):invoke("Once upon a time")
@@ -217,6 +224,18 @@ describe("catena.remote against a faulty server", function()
     assert.is_nil(catena.parser.json():invoke(R("echo"):with{ max_tokens = -1 }:invoke("x")).body.max_tokens)
     assert.are.equal(catena.null, catena.parser.json():invoke(R("echo"):invoke("x")).auth)
     assert.is_nil(r:describe():find(os.getenv("HOME"), 1, true))
+    local bad = failure(function() return R("bad400", { api_key_env = "HOME" }):invoke("x") end)
+    assert.is_nil(tostring(bad):find(os.getenv("HOME"), 1, true))
+    local n = 0
+    for ev in R("ok", { api_key_env = "HOME" }):stream_events("hi") do
+      for _, k in ipairs{ "input", "output", "name", "chunk" } do
+        if type(ev[k]) == "string" then
+          n = n + 1
+          assert.is_nil(ev[k]:find(os.getenv("HOME"), 1, true))
+        end
+      end
+    end
+    assert.is_true(n > 3)
     local e = failure(function()
       return R("x", { api_key_env = "CATENA_REMOTE_SPEC_UNSET" })
     end)
