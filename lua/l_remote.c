@@ -45,8 +45,8 @@ static void common_opts(lua_State *L, const char *what, ctn_remote_opts *o) {
     if (o->base_url == NULL) luaL_error(L, "%s: base_url must be an http:// or https:// URL", what);
     if (o->model == NULL) luaL_error(L, "%s: model must name the server's model", what);
     o->timeout_ms = int_opt(L, what, "timeout_ms", CTN_REMOTE_DEFAULT_TIMEOUT_MS, 1, 86400000);
-    o->max_retries = (int)int_opt(L, what, "max_retries", CTN_REMOTE_DEFAULT_RETRIES, 0,
-                                  CTN_REMOTE_MAX_RETRIES);
+    o->max_retries =
+        (int)int_opt(L, what, "max_retries", CTN_REMOTE_DEFAULT_RETRIES, 0, CTN_REMOTE_MAX_RETRIES);
     lua_getfield(L, 1, "max_response_bytes");
     if (lua_type(L, -1) == LUA_TSTRING) {
         if (ctn_parse_size(lua_tostring(L, -1), &o->max_response_bytes) < 0)
@@ -54,8 +54,10 @@ static void common_opts(lua_State *L, const char *what, ctn_remote_opts *o) {
                        lua_tostring(L, -1));
     } else if (!lua_isnil(L, -1)) {
         if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1)
-            luaL_error(L, "%s: max_response_bytes must be a positive integer or a size such as "
-                          "\"64M\"", what);
+            luaL_error(L,
+                       "%s: max_response_bytes must be a positive integer or a size such as "
+                       "\"64M\"",
+                       what);
         o->max_response_bytes = (int64_t)lua_tointeger(L, -1);
     }
     lua_pop(L, 1);
@@ -82,9 +84,9 @@ static void push_remote(lua_State *L, const char *what, const ctn_remote_opts *o
 static int m_remote(lua_State *L) {
     static const char *const what = "catena.remote";
     luaL_checktype(L, 1, LUA_TTABLE);
-    static const char *const opts[] = {"base_url",   "model",       "api_key_env",
-                                       "kind",       "output",      "timeout_ms",
-                                       "max_retries", "max_response_bytes", "backoff_ms"};
+    static const char *const opts[] = {
+        "base_url",   "model",       "api_key_env",        "kind",      "output",
+        "timeout_ms", "max_retries", "max_response_bytes", "backoff_ms"};
     ctn_l_check_options(L, 1, what, opts, sizeof opts / sizeof opts[0]);
     ctn_remote_opts o = ctn_remote_opts_default();
     common_opts(L, what, &o);
@@ -92,14 +94,17 @@ static int m_remote(lua_State *L) {
     if (kind != NULL && strcmp(kind, "completion") == 0)
         o.kind = CTN_REMOTE_COMPLETION;
     else if (kind != NULL && strcmp(kind, "chat") != 0)
-        luaL_error(L, "%s: kind must be \"chat\" (the default: /chat/completions) or "
-                      "\"completion\" (/completions), not '%s'", what, kind);
+        luaL_error(L,
+                   "%s: kind must be \"chat\" (the default: /chat/completions) or "
+                   "\"completion\" (/completions), not '%s'",
+                   what, kind);
     const char *out = str_opt(L, what, "output");
     if (out != NULL && strcmp(out, "message") == 0)
         o.message = true;
     else if (out != NULL && strcmp(out, "text") != 0)
-        luaL_error(L, "%s: output must be \"text\" (the default: the answer's text) or "
-                      "\"message\" (an AI message with finish reason and token usage), not '%s'",
+        luaL_error(L,
+                   "%s: output must be \"text\" (the default: the answer's text) or "
+                   "\"message\" (an AI message with finish reason and token usage), not '%s'",
                    what, out);
     push_remote(L, what, &o);
     return 1;
@@ -110,8 +115,8 @@ static int m_remote(lua_State *L) {
 static int m_remote_embeddings(lua_State *L) {
     static const char *const what = "catena.remote_embeddings";
     luaL_checktype(L, 1, LUA_TTABLE);
-    static const char *const opts[] = {"base_url",    "model",       "api_key_env",
-                                       "timeout_ms",  "max_retries", "max_response_bytes",
+    static const char *const opts[] = {"base_url",   "model",       "api_key_env",
+                                       "timeout_ms", "max_retries", "max_response_bytes",
                                        "backoff_ms"};
     ctn_l_check_options(L, 1, what, opts, sizeof opts / sizeof opts[0]);
     ctn_remote_opts o = ctn_remote_opts_default();

@@ -41,7 +41,8 @@ static const ctn_val *get_kind(const ctn_val *o, const char *key, ctn_vkind kind
 static int64_t get_count(const ctn_val *o, const char *key) {
     const ctn_val *v = ctn_val_get(o, key);
     if (v != NULL && v->kind == CTN_VINT && v->u.i >= 0) return v->u.i;
-    if (v != NULL && v->kind == CTN_VNUM && v->u.num >= 0 && v->u.num < 9e15) return (int64_t)v->u.num;
+    if (v != NULL && v->kind == CTN_VNUM && v->u.num >= 0 && v->u.num < 9e15)
+        return (int64_t)v->u.num;
     return -1;
 }
 
@@ -136,8 +137,8 @@ int ctn_remote_read_piece(const ctn_val *v, bool chat, bool stream, ctn_remote_p
     return 0;
 }
 
-int ctn_remote_read_embeddings(const ctn_val *v, size_t n, ctn_val **out,
-                               int64_t *prompt_tokens, char *err, size_t errcap) {
+int ctn_remote_read_embeddings(const ctn_val *v, size_t n, ctn_val **out, int64_t *prompt_tokens,
+                               char *err, size_t errcap) {
     *out = NULL;
     *prompt_tokens = -1;
     int rc = answer_check(v, err, errcap);
@@ -159,9 +160,10 @@ int ctn_remote_read_embeddings(const ctn_val *v, size_t n, ctn_val **out,
         const ctn_val *e = d->kind == CTN_VOBJ ? get_kind(d, "embedding", CTN_VARR) : NULL;
         const int64_t k = ix == NULL ? (int64_t)i : ix->kind == CTN_VINT ? ix->u.i : -1;
         if (e == NULL || k < 0 || (size_t)k >= n || slot[k] != NULL) {
-            ctn__errf(err, errcap,
-                      "embedding %zu: needs an \"embedding\" array and an unused \"index\" below %zu",
-                      i, n);
+            ctn__errf(
+                err, errcap,
+                "embedding %zu: needs an \"embedding\" array and an unused \"index\" below %zu", i,
+                n);
             rc = CTN_EFORMAT;
             break;
         }
@@ -202,7 +204,8 @@ void ctn_remote_error_text(const char *body, size_t n, char *out, size_t cap) {
     const char *m = NULL;
     if (n > 0 && ctn_json_parse(body, n, &v, jerr, sizeof jerr) == 0) {
         m = error_message(v);
-        const ctn_val *s = m == NULL && v->kind == CTN_VOBJ ? get_kind(v, "message", CTN_VSTR) : NULL;
+        const ctn_val *s =
+            m == NULL && v->kind == CTN_VOBJ ? get_kind(v, "message", CTN_VSTR) : NULL;
         if (s != NULL) m = s->u.str.p;
     }
     if (m != NULL) {
@@ -262,18 +265,18 @@ typedef struct rsock {
 } rsock;
 
 struct rq {
-    ctn_task *t; /* NULL once the task is gone */
+    ctn_task *t;        /* NULL once the task is gone */
     const remote_ud *u; /* the node's (only read while t is set) */
     uv_loop_t *loop;
     CURLM *multi;
     CURL *easy;
     struct curl_slist *hdrs;
-    char *body; /* the request's JSON */
-    size_t n_inputs; /* embeddings: how many texts; 0: one string */
+    char *body;       /* the request's JSON */
+    size_t n_inputs;  /* embeddings: how many texts; 0: one string */
     uv_timer_t timer; /* curl's timeouts */
     uv_timer_t wait;  /* the wait before a retry */
     rsock *socks;
-    int handles; /* uv handles not yet closed */
+    int handles;  /* uv handles not yet closed */
     bool in_curl; /* inside curl_multi_socket_action */
     bool closed;
     uint64_t deadline; /* uv_hrtime, ns */
@@ -397,12 +400,13 @@ static int on_event(void *ud, const char *event, const char *data, size_t n, uin
     ctn_val *v = NULL;
     char jerr[256], perr[300];
     if (ctn_json_parse(data, n, &v, jerr, sizeof jerr) < 0) {
-        note(q, CTN_EFORMAT, "malformed JSON in the SSE event at byte %" PRIu64 " of the stream: %s",
-             at, jerr);
+        note(q, CTN_EFORMAT,
+             "malformed JSON in the SSE event at byte %" PRIu64 " of the stream: %s", at, jerr);
         return CTN_EFORMAT;
     }
     ctn_remote_piece p;
-    const int rc = ctn_remote_read_piece(v, q->u->kind == CTN_REMOTE_CHAT, true, &p, perr, sizeof perr);
+    const int rc =
+        ctn_remote_read_piece(v, q->u->kind == CTN_REMOTE_CHAT, true, &p, perr, sizeof perr);
     if (rc == CTN_ECHAIN || (rc == 0 && strcmp(event, "error") == 0)) {
         note(q, CTN_ECHAIN, "the stream reported an error: %s", rc < 0 ? perr : data);
     } else if (rc < 0) {
@@ -416,8 +420,10 @@ static int on_event(void *ud, const char *event, const char *data, size_t n, uin
             if (chunk == NULL) note(q, CTN_ENOMEM, "out of memory");
             q->emitted = true;
             /* The consumer may cancel the task from here: then t is NULL afterwards. */
-            if (q->t != NULL && chunk != NULL) ctn_task_emit(q->t, chunk);
-            else ctn_val_unref(chunk);
+            if (q->t != NULL && chunk != NULL)
+                ctn_task_emit(q->t, chunk);
+            else
+                ctn_val_unref(chunk);
         }
     }
     ctn_val_unref(v);
@@ -528,7 +534,8 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *sockp)
         q->handles++;
         curl_multi_assign(q->multi, fd, s);
     }
-    const int ev = (what & CURL_POLL_IN ? UV_READABLE : 0) | (what & CURL_POLL_OUT ? UV_WRITABLE : 0);
+    const int ev =
+        (what & CURL_POLL_IN ? UV_READABLE : 0) | (what & CURL_POLL_OUT ? UV_WRITABLE : 0);
     return uv_poll_start(&s->poll, ev, on_poll) < 0 ? -1 : 0;
 }
 
@@ -595,8 +602,8 @@ static void retry_or_fail(rq *q, int code, const char *why) {
     double wait = q->u->backoff_ms * pow(2, q->attempts - 1);
     if (q->retry_after >= 0) wait = (double)q->retry_after * 1000;
     if (wait >= (double)ms_left(q)) {
-        rq_fail(q, code, "%s (%d attempt%s; no time left in timeout_ms for a wait of %.0f ms)",
-                why, q->attempts, q->attempts > 1 ? "s" : "", wait);
+        rq_fail(q, code, "%s (%d attempt%s; no time left in timeout_ms for a wait of %.0f ms)", why,
+                q->attempts, q->attempts > 1 ? "s" : "", wait);
         return;
     }
     curl_multi_remove_handle(q->multi, q->easy);
@@ -609,19 +616,26 @@ static ctn_val *message_of(const rq *q, ctn_val *text) {
     int rc = m != NULL && meta != NULL && usage != NULL ? 0 : CTN_ENOMEM;
     if (rc == 0) rc = ctn_val_set(m, "type", ctn_val_cstr("ai"));
     if (rc == 0) rc = ctn_val_set(m, "content", text), text = NULL;
-    if (rc == 0) rc = ctn_val_set(meta, "finish_reason", q->finish[0] ? ctn_val_cstr(q->finish) : ctn_val_null());
     if (rc == 0)
-        rc = ctn_val_set(meta, "model_name", ctn_val_cstr(q->model_name[0] ? q->model_name : q->u->model));
+        rc = ctn_val_set(meta, "finish_reason",
+                         q->finish[0] ? ctn_val_cstr(q->finish) : ctn_val_null());
+    if (rc == 0)
+        rc = ctn_val_set(meta, "model_name",
+                         ctn_val_cstr(q->model_name[0] ? q->model_name : q->u->model));
     if (rc == 0 && q->prompt_tokens >= 0 && q->completion_tokens >= 0) {
         rc = ctn_val_set(usage, "input_tokens", ctn_val_int(q->prompt_tokens));
         if (rc == 0) rc = ctn_val_set(usage, "output_tokens", ctn_val_int(q->completion_tokens));
         if (rc == 0)
-            rc = ctn_val_set(usage, "total_tokens", ctn_val_int(q->prompt_tokens + q->completion_tokens));
+            rc = ctn_val_set(usage, "total_tokens",
+                             ctn_val_int(q->prompt_tokens + q->completion_tokens));
         if (rc == 0 && q->cached_tokens >= 0) {
             ctn_val *d = ctn_val_obj();
-            rc = d != NULL ? ctn_val_set(d, "cache_read", ctn_val_int(q->cached_tokens)) : CTN_ENOMEM;
-            if (rc == 0) rc = ctn_val_set(usage, "input_token_details", d);
-            else ctn_val_unref(d);
+            rc = d != NULL ? ctn_val_set(d, "cache_read", ctn_val_int(q->cached_tokens))
+                           : CTN_ENOMEM;
+            if (rc == 0)
+                rc = ctn_val_set(usage, "input_token_details", d);
+            else
+                ctn_val_unref(d);
         }
     }
     if (rc == 0) rc = ctn_val_set(m, "response_metadata", meta), meta = NULL;
@@ -637,7 +651,8 @@ static ctn_val *message_of(const rq *q, ctn_val *text) {
 /* The whole body received as JSON into *v; 0 or the parser's code with its reason. */
 static int parse_raw(const rq *q, ctn_val **v, char *err, size_t errcap) {
     char jerr[256];
-    const int rc = ctn_json_parse(q->raw.p != NULL ? q->raw.p : "", q->raw.len, v, jerr, sizeof jerr);
+    const int rc =
+        ctn_json_parse(q->raw.p != NULL ? q->raw.p : "", q->raw.len, v, jerr, sizeof jerr);
     if (rc < 0) ctn__errf(err, errcap, "malformed JSON in the answer: %s", jerr);
     return rc;
 }
@@ -656,7 +671,9 @@ static void rq_finish(rq *q) {
         if (rc == 0) {
             int64_t pt = -1;
             rc = ctn_remote_read_embeddings(v, n, &vecs, &pt, jerr, sizeof jerr);
-            if (rc < 0) snprintf(err, sizeof err, "%s%s", rc == CTN_ECHAIN ? "" : "malformed answer: ", jerr);
+            if (rc < 0)
+                snprintf(err, sizeof err, "%s%s",
+                         rc == CTN_ECHAIN ? "" : "malformed answer: ", jerr);
             q->prompt_tokens = pt;
             if (rc == 0 && q->n_inputs == 0) {
                 out = ctn_val_ref(ctn_val_at(vecs, 0));
@@ -674,12 +691,14 @@ static void rq_finish(rq *q) {
             rc = parse_raw(q, &v, err, sizeof err);
             if (rc == 0) {
                 ctn_remote_piece p;
-                rc = ctn_remote_read_piece(v, q->u->kind == CTN_REMOTE_CHAT, false, &p, jerr, sizeof jerr);
+                rc = ctn_remote_read_piece(v, q->u->kind == CTN_REMOTE_CHAT, false, &p, jerr,
+                                           sizeof jerr);
                 if (rc < 0) snprintf(err, sizeof err, "malformed answer: %s", jerr);
                 if (rc == 0) {
                     take_piece(q, &p);
                     ctn_sb_put(&q->text, p.text != NULL ? p.text : "", p.text_len);
-                    if (p.text_len > 0 && q->t != NULL) ctn_task_emit(q->t, ctn_val_str(p.text, p.text_len));
+                    if (p.text_len > 0 && q->t != NULL)
+                        ctn_task_emit(q->t, ctn_val_str(p.text, p.text_len));
                 }
             }
             ctn_val_unref(v);
@@ -697,7 +716,11 @@ static void rq_finish(rq *q) {
     }
     if (rc < 0) {
         ctn_val_unref(out);
-        rq_fail(q, rc == CTN_ENOMEM ? CTN_ENOMEM : rc == CTN_ECHAIN ? CTN_ECHAIN : CTN_EFORMAT, "%s", err);
+        rq_fail(q,
+                rc == CTN_ENOMEM   ? CTN_ENOMEM
+                : rc == CTN_ECHAIN ? CTN_ECHAIN
+                                   : CTN_EFORMAT,
+                "%s", err);
         return;
     }
     q->t = NULL;
@@ -736,8 +759,9 @@ static void transfer_done(rq *q, CURLcode res) {
             retry_or_fail(q, CTN_EIO, why);
         } else {
             char w2[800];
-            snprintf(w2, sizeof w2, "the connection failed after %" PRIu64 " bytes of the answer: %s",
-                     q->got, why);
+            snprintf(w2, sizeof w2,
+                     "the connection failed after %" PRIu64 " bytes of the answer: %s", q->got,
+                     why);
             rq_fail(q, CTN_EIO, "%s", w2);
         }
         return;
@@ -745,8 +769,9 @@ static void transfer_done(rq *q, CURLcode res) {
     if (q->status == 200) {
         if (q->u->kind != CTN_REMOTE_EMBEDDINGS && q->sse) {
             if (!q->saw_done) {
-                rq_fail(q, CTN_EFORMAT, "the stream ended after %" PRIu64 " bytes without data: [DONE]%s",
-                        q->got, ctn_sse_pending(&q->events) ? " (in the middle of an event)" : "");
+                rq_fail(q, CTN_EFORMAT,
+                        "the stream ended after %" PRIu64 " bytes without data: [DONE]%s", q->got,
+                        ctn_sse_pending(&q->events) ? " (in the middle of an event)" : "");
                 return;
             }
         }
@@ -784,7 +809,7 @@ static const struct {
     {"stop", "stop"},
     {"presence_penalty", "presence_penalty"},
     {"frequency_penalty", "frequency_penalty"},
-    {"top_k", "top_k"},      /* vLLM's and llama.cpp's extra sampling fields */
+    {"top_k", "top_k"}, /* vLLM's and llama.cpp's extra sampling fields */
     {"min_p", "min_p"},
     {"repeat_penalty", "repetition_penalty"},
     {"ignore_eos", "ignore_eos"},
@@ -840,8 +865,7 @@ static int make_body(ctn_task *t, const remote_ud *u, const ctn_val *input, ctn_
     /* The prompt. */
     const ctn_val *ty = ctn_val_get(input, "type");
     const bool chat_in = input->kind == CTN_VOBJ && ty != NULL && ty->kind == CTN_VSTR &&
-                         strcmp(ty->u.str.p, "chat") == 0 &&
-                         ctn_val_get(input, "messages") != NULL;
+                         strcmp(ty->u.str.p, "chat") == 0 && ctn_val_get(input, "messages") != NULL;
     if (input->kind != CTN_VSTR && !chat_in) {
         ctn_val_unref(b);
         ctn_task_fail(t, CTN_ETYPE, "needs a string or a chat prompt as input, got %s",
@@ -878,7 +902,8 @@ static int make_body(ctn_task *t, const remote_ud *u, const ctn_val *input, ctn_
                 const ctn_val *ro = ctn_val_get(e, "role"), *co = ctn_val_get(e, "content");
                 if (ro == NULL || co == NULL || ro->kind != CTN_VSTR || co->kind != CTN_VSTR) {
                     ctn_val_unref(b);
-                    ctn_task_fail(t, CTN_ETYPE, "message %zu: needs string role and content", i + 1);
+                    ctn_task_fail(t, CTN_ETYPE, "message %zu: needs string role and content",
+                                  i + 1);
                     return -1;
                 }
                 ctn_val *m = msg_obj(ro, co);
@@ -901,7 +926,8 @@ static int make_body(ctn_task *t, const remote_ud *u, const ctn_val *input, ctn_
             ctn_val_unref(b);
             ctn_task_fail(t, CTN_ENOTSUP, "setting '%s' does not apply to a remote model%s",
                           body_fields[i].key,
-                          body_fields[i].key[0] == 'l' ? " (name the adapter as its model = ...)" : "");
+                          body_fields[i].key[0] == 'l' ? " (name the adapter as its model = ...)"
+                                                       : "");
             return -1;
         }
         if (sv->kind == CTN_VNULL) continue; /* stop = null: none */
@@ -944,8 +970,10 @@ static void remote_start(ctn_task *t, ctn_val *input) {
     if (u->key_env != NULL) {
         key = getenv(u->key_env);
         if (key == NULL || *key == '\0') {
-            ctn_task_fail(t, CTN_EINVAL, "remote %s: the environment variable %s (api_key_env) "
-                          "is not set", u->url, u->key_env);
+            ctn_task_fail(t, CTN_EINVAL,
+                          "remote %s: the environment variable %s (api_key_env) "
+                          "is not set",
+                          u->url, u->key_env);
             return;
         }
     }
@@ -1018,7 +1046,8 @@ static void remote_start(ctn_task *t, ctn_val *input) {
     /* A server that sends nothing for a while fails the request before its deadline: no byte
      * for the whole timeout (in seconds, at least 1) is a stalled connection. */
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)(u->timeout_ms / 1000 > 0 ? u->timeout_ms / 1000 : 1));
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
+                     (long)(u->timeout_ms / 1000 > 0 ? u->timeout_ms / 1000 : 1));
     curl_easy_setopt(e, CURLOPT_USERAGENT, "catena");
     attempt(q);
 }
@@ -1182,8 +1211,8 @@ ctn_node *ctn_remote_node(const ctn_remote_opts *o, char *err, size_t errcap) {
         ctn__errf(err, errcap, "out of memory");
         return NULL;
     }
-    ctn_node *n = ctn_node_custom(o->kind == CTN_REMOTE_EMBEDDINGS ? &remote_embed_ops : &remote_ops,
-                                  u, NULL);
+    ctn_node *n = ctn_node_custom(
+        o->kind == CTN_REMOTE_EMBEDDINGS ? &remote_embed_ops : &remote_ops, u, NULL);
     if (n == NULL) {
         remote_free(u);
         ctn__errf(err, errcap, "out of memory");

@@ -55,9 +55,9 @@ typedef struct {
 } ctn_remote_opts;
 
 #define CTN_REMOTE_DEFAULT_TIMEOUT_MS 60000
-#define CTN_REMOTE_DEFAULT_RETRIES 2
-#define CTN_REMOTE_DEFAULT_MAX_BYTES ((int64_t)64 << 20)
-#define CTN_REMOTE_MAX_RETRIES 10
+#define CTN_REMOTE_DEFAULT_RETRIES    2
+#define CTN_REMOTE_DEFAULT_MAX_BYTES  ((int64_t)64 << 20)
+#define CTN_REMOTE_MAX_RETRIES        10
 
 /* Chat, text output, the defaults above, a backoff of 250 ms, no URL, model or key. */
 ctn_remote_opts ctn_remote_opts_default(void);
@@ -80,8 +80,8 @@ ctn_node *ctn_remote_node(const ctn_remote_opts *o, char *err, size_t errcap);
 typedef struct {
     const char *text; /* the delta's content, the message's content, or the choice's text */
     size_t text_len;  /* (NULL, 0 when there is none) */
-    const char *finish_reason; /* NULL while the answer goes on */
-    const char *model;         /* the server's model name, or NULL */
+    const char *finish_reason;                               /* NULL while the answer goes on */
+    const char *model;                                       /* the server's model name, or NULL */
     int64_t prompt_tokens, completion_tokens, cached_tokens; /* -1: not given */
 } ctn_remote_piece;
 
@@ -101,8 +101,8 @@ int ctn_remote_read_piece(const ctn_val *v, bool chat, bool stream, ctn_remote_p
  * 0, CTN_ECHAIN for an error object (the server's message in err), CTN_EFORMAT for another
  * shape, missing or repeated indexes, or vectors of different lengths, CTN_ENOMEM.
  */
-int ctn_remote_read_embeddings(const ctn_val *v, size_t n, ctn_val **out,
-                               int64_t *prompt_tokens, char *err, size_t errcap);
+int ctn_remote_read_embeddings(const ctn_val *v, size_t n, ctn_val **out, int64_t *prompt_tokens,
+                               char *err, size_t errcap);
 
 /*
  * The message of an error body (an HTTP error's): the "message" of an OpenAI-shaped

@@ -26,8 +26,10 @@ static void sb_clear(ctn_strbuf *b) {
 
 static int fail(ctn_sse *s, int code, char *err, size_t errcap, const char *what, uint64_t at) {
     if (code == CTN_ERANGE)
-        ctn__errf(err, errcap, "malformed SSE: the event at byte %" PRIu64 " is longer than %zu "
-                  "bytes", at, s->max_event);
+        ctn__errf(err, errcap,
+                  "malformed SSE: the event at byte %" PRIu64 " is longer than %zu "
+                  "bytes",
+                  at, s->max_event);
     else if (code == CTN_ENOMEM)
         ctn__errf(err, errcap, "out of memory reading the event stream");
     else

@@ -50,8 +50,7 @@ typedef struct {
  * the stream. Returns 0 to go on, or a negative code that stops the feed and is returned
  * by it.
  */
-typedef int (*ctn_sse_fn)(void *ud, const char *event, const char *data, size_t n,
-                          uint64_t offset);
+typedef int (*ctn_sse_fn)(void *ud, const char *event, const char *data, size_t n, uint64_t offset);
 
 void ctn_sse_init(ctn_sse *s, size_t max_event);
 void ctn_sse_close(ctn_sse *s);

@@ -283,6 +283,17 @@ describe("catena.remote against a faulty server", function()
     assert.are.equal(1, count("bad400")) -- a 400 is not tried again
   end)
 
+  it("retries a connection that is refused, then names the failure", function()
+    -- Port 1 of 127.0.0.1: nothing listens there (a privileged port no test binds).
+    local r = catena.remote{ base_url = "http://127.0.0.1:1/v1", model = "m", backoff_ms = 10 }
+    local t0 = now()
+    local e = failure(function() return r:invoke("hi") end)
+    assert.matches("^remote http://127%.0%.0%.1:1/v1/chat/completions: .*connect.* %(3 attempts%)$",
+                   e.message)
+    assert.are.equal("input/output error", e.kind)
+    assert.is_true(now() - t0 < 3)
+  end)
+
   it("waits for Retry-After on a 429, within timeout_ms", function()
     get(root .. "_reset")
     local t0 = now()

@@ -63,16 +63,21 @@ static void check_events(const char *s, const char *want) {
 
 TEST(sse_fields_and_line_ends) {
     check_events("data: a\n\n", "message@0=a|");
-    check_events("data: a\r\n\r\ndata:b\r\rdata:  c\n\n", "message@0=a|message@11=b|message@19= c|");
+    check_events("data: a\r\n\r\ndata:b\r\rdata:  c\n\n",
+                 "message@0=a|message@11=b|message@19= c|");
     check_events("data: 1\ndata: 2\n\n", "message@0=1\n2|");
     check_events(": keep-alive\n\ndata: x\n\n", "message@14=x|");
     check_events("event: error\ndata: {}\n\n", "error@0={}|");
     check_events("id: 3\nretry: 10\nfoo: bar\ndata\n\n", "message@0=|");
-    check_events("\xEF\xBB\xBF" "data: bom\n\n", "message@3=bom|");
+    check_events("\xEF\xBB\xBF"
+                 "data: bom\n\n",
+                 "message@3=bom|");
     check_events("event: x\n\ndata: y\n\n", "message@10=y|"); /* an event without data */
     check_events("\n\n\ndata: z\n\n", "message@3=z|");
     /* Two bytes of a mark are text: the field is "\xEF\xBB" "data", which means nothing. */
-    check_events("\xEF\xBB" "data: x\n\ndata: y\n\n", "message@11=y|");
+    check_events("\xEF\xBB"
+                 "data: x\n\ndata: y\n\n",
+                 "message@11=y|");
     /* Unfinished: nothing dispatched, but pending. */
     ctn_sse p;
     ctn_sse_init(&p, 100);
@@ -107,8 +112,9 @@ TEST(sse_refuses_nul_and_long_events) {
     ctn_sse p;
     ctn_sse_init(&p, 100);
     collect c = {{0}, 0, 2};
-    CHECK_EQ_INT(ctn_sse_feed(&p, "data: 1\n\ndata: 2\n\ndata: 3\n\n", 27, on_ev, &c, err, sizeof err),
-                 CTN_ECHAIN);
+    CHECK_EQ_INT(
+        ctn_sse_feed(&p, "data: 1\n\ndata: 2\n\ndata: 3\n\n", 27, on_ev, &c, err, sizeof err),
+        CTN_ECHAIN);
     CHECK_EQ_INT(c.n, 2);
     CHECK_EQ_INT(ctn_sse_feed(&p, "data: 4\n\n", 9, on_ev, &c, err, sizeof err), CTN_ECHAIN);
     CHECK_EQ_INT(c.n, 2);
@@ -136,7 +142,8 @@ TEST(sse_out_of_memory) {
 static ctn_val *J(const char *s) {
     ctn_val *v = NULL;
     char err[200];
-    if (ctn_json_parse(s, strlen(s), &v, err, sizeof err) < 0) printf("  bad JSON %s: %s\n", s, err);
+    if (ctn_json_parse(s, strlen(s), &v, err, sizeof err) < 0)
+        printf("  bad JSON %s: %s\n", s, err);
     return v;
 }
 
@@ -194,8 +201,8 @@ TEST(refuses_other_shapes_and_reads_errors) {
         {"{\"choices\":[]}", "\"choices\" is empty", true, false, CTN_EFORMAT},
         {"{\"choices\":[{\"index\":1}]}", "no choice 0", true, true, CTN_EFORMAT},
         {"{\"choices\":[{\"delta\":3}]}", "no \"delta\" object", true, true, CTN_EFORMAT},
-        {"{\"choices\":[{\"delta\":{\"content\":3}}]}", "\"content\" is integer, not a string", true,
-         true, CTN_EFORMAT},
+        {"{\"choices\":[{\"delta\":{\"content\":3}}]}", "\"content\" is integer, not a string",
+         true, true, CTN_EFORMAT},
         {"{\"choices\":[{\"finish_reason\":\"stop\"}]}", "no \"text\"", false, false, CTN_EFORMAT},
         {"{\"error\":{\"message\":\"boom\",\"type\":\"x\"}}", "boom", true, true, CTN_ECHAIN},
         {"{\"error\":\"plain\"}", "plain", false, false, CTN_ECHAIN},
@@ -228,8 +235,9 @@ TEST(reads_embeddings) {
     char err[200];
     ctn_val *out = NULL;
     int64_t pt = 0;
-    ctn_val *v = J("{\"data\":[{\"index\":1,\"embedding\":[3,4]},{\"index\":0,\"embedding\":[1,2.5]}],"
-                   "\"usage\":{\"prompt_tokens\":4}}");
+    ctn_val *v =
+        J("{\"data\":[{\"index\":1,\"embedding\":[3,4]},{\"index\":0,\"embedding\":[1,2.5]}],"
+          "\"usage\":{\"prompt_tokens\":4}}");
     CHECK_EQ_INT(ctn_remote_read_embeddings(v, 2, &out, &pt, err, sizeof err), 0);
     char *j = ctn_val_to_json(out, 0);
     CHECK_STR(j, "[[1,2.5],[3,4]]");
@@ -242,7 +250,8 @@ TEST(reads_embeddings) {
         size_t n;
     } bad[] = {
         {"{\"data\":[{\"embedding\":[1]}]}", "an array of 2 embeddings", 2},
-        {"{\"data\":[{\"index\":0,\"embedding\":[1]},{\"index\":0,\"embedding\":[2]}]}", "unused", 2},
+        {"{\"data\":[{\"index\":0,\"embedding\":[1]},{\"index\":0,\"embedding\":[2]}]}", "unused",
+         2},
         {"{\"data\":[{\"index\":0,\"embedding\":[1]},{\"index\":1,\"embedding\":[2,3]}]}",
          "embedding 1 has 2 numbers, embedding 0 1", 2},
         {"{\"data\":[{\"embedding\":[\"x\"]}]}", "number 0 is string", 1},
