@@ -176,6 +176,14 @@ describe("catena.remote against a faulty server", function()
     return catena.remote(o)
   end
   local function count(mode) return tonumber(get(root .. "_count/" .. mode)) end
+  -- Whether the server records what (such as "stall closed") within 2 s.
+  local function saw(what)
+    for _ = 1, 40 do
+      if get(root .. "_events"):find(what, 1, true) then return true end
+      sleep(0.05)
+    end
+    return false
+  end
 
   setup(function()
     if not node then return end
@@ -330,21 +338,13 @@ describe("catena.remote against a faulty server", function()
     local t0 = now()
     local e = failure(function() return R("stall"):with_timeout(300):invoke("hi") end)
     assert.are.equal("timed out", e.kind)
-    local closed = false
-    for _ = 1, 40 do
-      if get(root .. "_events"):find("stall closed", 1, true) then closed = true break end
-      sleep(0.05)
-    end
+    local closed = saw("stall closed")
     assert.is_true(closed, "the server did not see the connection close")
     assert.is_true(now() - t0 < 3)
     -- Leaving a stream early cancels it too.
     get(root .. "_reset")
     for _ in R("stall"):stream("hi") do break end
-    closed = false
-    for _ = 1, 40 do
-      if get(root .. "_events"):find("stall closed", 1, true) then closed = true break end
-      sleep(0.05)
-    end
+    closed = saw("stall closed")
     assert.is_true(closed, "the server did not see the stream's connection close")
   end)
 
@@ -358,11 +358,7 @@ describe("catena.remote against a faulty server", function()
     assert.is_false(ok)
     assert.is_true(now() - t0 < 3)
     assert.matches("parser", tostring(e))
-    local closed = false
-    for _ = 1, 40 do
-      if get(root .. "_events"):find("badjson closed", 1, true) then closed = true break end
-      sleep(0.05)
-    end
+    local closed = saw("badjson closed")
     assert.is_true(closed, "the server did not see the connection close")
   end)
 
