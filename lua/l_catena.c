@@ -2301,6 +2301,7 @@ int luaopen_catena(lua_State *L) {
     luaL_newlib(L, module_functions);
     ctn_l_open_components(L);
     ctn_l_open_rag(L);
+    ctn_l_open_remote(L);
     ctn_l_open_history(L);
     ctn_l_open_tools(L);
     lua_newtable(L);

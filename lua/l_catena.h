@@ -74,6 +74,8 @@ int luaopen_catena(lua_State *L);
 void ctn_l_open_components(lua_State *L);
 /* Adds loader, splitter and kb to the module table on the top of the stack (l_rag.c). */
 void ctn_l_open_rag(lua_State *L);
+/* catena.remote and catena.remote_embeddings (l_remote.c). */
+void ctn_l_open_remote(lua_State *L);
 /* catena.history, r:with_history, catena.retriever.multi_query and .history_aware
  * (l_history.c). */
 void ctn_l_open_history(lua_State *L);

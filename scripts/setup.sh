@@ -5,11 +5,11 @@ set -eu
 
 PKGS="gcc make cmake pkg-config git clang libclang-rt-14-dev \
 libpcre2-dev libcjson-dev liblua5.4-dev lua5.4 lua-busted libuv1-dev libsqlite3-dev libedit-dev \
-libmd4c-dev libyaml-dev libpoppler-glib-dev libhttp-parser-dev curl haproxy"
+libmd4c-dev libyaml-dev libpoppler-glib-dev libhttp-parser-dev libcurl4-openssl-dev curl haproxy"
 # The document loaders (stdlib/): md4c reads Markdown (GFM tables), libyaml its front
 # matter, poppler (through its GLib binding, which brings cairo) reads PDF. catena serve
 # frames HTTP with http-parser; its tests talk to it with curl, and put HAProxy in front of
-# two servers (docs/serving.md).
+# two servers (docs/serving.md). The remote model nodes speak HTTP through libcurl.
 # Node.js and npm bring the llama.cpp peer used by benchmarks and differential tests.
 command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm"
 

@@ -613,9 +613,7 @@ static int model_prompt(ctn_task *t, const model_ud *u, const ctn_val *input, ct
     return 0;
 }
 
-/* The request settings the node's task is given into r, through the one validator. 0, or
- * -1 when it failed the task. */
-static int task_settings(ctn_task *t, ctn_lm_request *r) {
+int ctn_task_settings(ctn_task *t, ctn_settings *set) {
     char err[512];
     /* Every request setting the node is given goes through the one validator. */
     const ctn_setting_info *tab = ctn_settings_table();
@@ -625,7 +623,7 @@ static int task_settings(ctn_task *t, ctn_lm_request *r) {
         if (sv == NULL) continue;
         ctn_setting_value v;
         setting_of_val(sv, &v, items, sizeof items / sizeof items[0]);
-        const int rc = ctn_settings_set(&r->set, tab[k].key, &v, err, sizeof err);
+        const int rc = ctn_settings_set(set, tab[k].key, &v, err, sizeof err);
         if (rc < 0) {
             ctn_task_fail(t, rc, "%s", err);
             return -1;
@@ -639,7 +637,7 @@ static void model_start(ctn_task *t, ctn_val *input) {
     ctn_lm_request r = ctn_lm_request_default();
     r.set.max_tokens = CTN_SETTINGS_DEFAULT_MAX_TOKENS; /* as catena batch; a setting replaces it */
     char *text = NULL, err[512];
-    if (model_prompt(t, u, input, &r, &text) < 0 || task_settings(t, &r) < 0) goto out;
+    if (model_prompt(t, u, input, &r, &text) < 0 || ctn_task_settings(t, &r.set) < 0) goto out;
     /* The run's session (a conversation's key): this node's engine session for it. */
     const ctn_val *sv = ctn_task_setting(t, "session");
     char key[320];
@@ -808,7 +806,7 @@ static void scorer_start(ctn_task *t, ctn_val *input) {
     const model_ud *mu = ctn_node_ud(u->model);
     ctn_lm_request r = ctn_lm_request_default();
     char *text = NULL, err[512];
-    if (model_prompt(t, mu, input, &r, &text) < 0 || task_settings(t, &r) < 0) goto out;
+    if (model_prompt(t, mu, input, &r, &text) < 0 || ctn_task_settings(t, &r.set) < 0) goto out;
     r.set.max_tokens = 0; /* the prompt, scored; nothing generated */
     r.score_ids = u->ids;
     r.n_score_ids = u->n;

@@ -55,6 +55,15 @@ typedef int (*ctn_chat_renderer)(void *ud, const ctn_val *messages, char **out, 
 ctn_node *ctn_model_node(ctn_lm *lm, ctn_chat_family family, ctn_chat_renderer render,
                          void *render_ud, void (*free_render_ud)(void *));
 
+/*
+ * The request settings a task is given (its config's keys of engine/settings.h's table:
+ * temperature, max_tokens, stop, ...) set into set through the one validator, as the model
+ * node reads them; set may hold defaults first. 0, or -1 after failing the task with the
+ * validator's message (which names the key). For every node that takes model settings
+ * (the local model node, the remote one).
+ */
+int ctn_task_settings(ctn_task *t, ctn_settings *set);
+
 /* The model of a model node, looking through binds and names (llm:with{...}); NULL when n is
  * not one. Borrowed. */
 ctn_lm *ctn_model_node_lm(const ctn_node *n);
