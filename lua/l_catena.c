@@ -2233,6 +2233,19 @@ int ctn_l_open_model(lua_State *L, const char *path, const ctn_lm_params *p, ctn
     return ctn_lm_open(&ctx->loop, path, p, out, err, errcap);
 }
 
+void ctn_l_run_glue(lua_State *L, const char *src, size_t n, const char *name,
+                    const luaL_Reg *prims) {
+    const int module = lua_absindex(L, -1);
+    if (luaL_loadbuffer(L, src, n, name) != LUA_OK) lua_error(L);
+    lua_newtable(L);
+    luaL_setfuncs(L, prims, 0);
+    lua_pushvalue(L, module);
+    luaL_getmetatable(L, CTN_L_RUNNABLE);
+    lua_getfield(L, -1, "__index");
+    lua_remove(L, -2);
+    lua_call(L, 3, 0);
+}
+
 void ctn_l_set_print_trace(lua_State *L, int on) {
     lctx *ctx = get_ctx(L);
     if (ctx != NULL) ctx->print_trace = on;

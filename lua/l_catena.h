@@ -79,6 +79,11 @@ void ctn_l_open_remote(lua_State *L);
 /* catena.history, r:with_history, catena.retriever.multi_query and .history_aware
  * (l_history.c). */
 void ctn_l_open_history(lua_State *L);
+/* Runs the Lua glue src (n bytes, chunk name name, "=catena...") of a part of the module:
+ * the chunk gets (prims: a table of prims' functions, the module (on top of the stack at the
+ * call), the runnables' method table) as its arguments. Raises on a load error. */
+void ctn_l_run_glue(lua_State *L, const char *src, size_t n, const char *name,
+                    const luaL_Reg *prims);
 /* runnable:with_structured_output, runnable:bind_tools, catena.tool and catena.tool_loop
  * (lua/l_tools.c). */
 void ctn_l_open_tools(lua_State *L);

@@ -343,11 +343,5 @@ void ctn_l_open_history(lua_State *L) {
                                      {"get", h_get},           {"clear", h_clear},
                                      {"sessions", h_sessions}, {"fail", h_fail},
                                      {NULL, NULL}};
-    if (luaL_loadbuffer(L, glue, sizeof glue - 1, "=catena.history") != LUA_OK) lua_error(L);
-    luaL_newlib(L, prims);
-    lua_pushvalue(L, -3); /* the module */
-    luaL_getmetatable(L, CTN_L_RUNNABLE);
-    lua_getfield(L, -1, "__index");
-    lua_remove(L, -2);
-    lua_call(L, 3, 0);
+    ctn_l_run_glue(L, glue, sizeof glue - 1, "=catena.history", prims);
 }

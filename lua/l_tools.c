@@ -360,11 +360,5 @@ void ctn_l_open_tools(lua_State *L) {
                                      {"tools_prompt", t_tools_prompt},
                                      {"result_text", t_result_text},
                                      {NULL, NULL}};
-    if (luaL_loadbuffer(L, glue, sizeof glue - 1, "=catena.tools") != LUA_OK) lua_error(L);
-    luaL_newlib(L, prims);
-    lua_pushvalue(L, -3); /* the module */
-    luaL_getmetatable(L, CTN_L_RUNNABLE);
-    lua_getfield(L, -1, "__index");
-    lua_remove(L, -2);
-    lua_call(L, 3, 0);
+    ctn_l_run_glue(L, glue, sizeof glue - 1, "=catena.tools", prims);
 }

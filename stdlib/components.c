@@ -978,6 +978,16 @@ static void json_not_found(const char *text, size_t n, char *err, size_t cap) {
     snprintf(err, cap, "no JSON value found in the text (%zu bytes)%s%s", n, *why ? ": " : "", why);
 }
 
+/* Narrows [*a, *b) of s to leave out the white space (space, tab, CR, LF) at its ends. */
+static void trim_space(const char *s, size_t *a, size_t *b) {
+#define SPACE(c) ((c) == ' ' || (c) == '\t' || (c) == '\r' || (c) == '\n')
+    while (*a < *b && SPACE(s[*a]))
+        (*a)++;
+    while (*b > *a && SPACE(s[*b - 1]))
+        (*b)--;
+#undef SPACE
+}
+
 /* Whether the JSON parser's output v satisfies its schema: 0, or CTN_EFORMAT (err says
  * where and why) or CTN_ENOMEM. */
 static int check_schema(const parser_ud *u, const ctn_val *v, char *err, size_t cap) {
@@ -1001,10 +1011,7 @@ static int check_schema(const parser_ud *u, const ctn_val *v, char *err, size_t 
 static int json_of_text(const parser_ud *u, const char *text, size_t n, ctn_val **out, char *err,
                         size_t cap) {
     size_t a = 0, b = n;
-    while (a < b && strchr(" \t\r\n", text[a]) != NULL)
-        a++;
-    while (b > a && strchr(" \t\r\n", text[b - 1]) != NULL)
-        b--;
+    trim_space(text, &a, &b);
     char ignored[8];
     if (u->schema != NULL && a < b && ctn_json_parse(text + a, b - a, out, ignored, sizeof ignored) == 0)
         return 0;
@@ -1019,10 +1026,7 @@ static int json_of_text(const parser_ud *u, const char *text, size_t n, ctn_val 
 static int enum_parse(const parser_ud *u, const char *text, size_t n, ctn_val **out, char *err,
                       size_t cap) {
     size_t a = 0, b = n;
-    while (a < b && strchr(" \t\r\n", text[a]) != NULL)
-        a++;
-    while (b > a && strchr(" \t\r\n", text[b - 1]) != NULL)
-        b--;
+    trim_space(text, &a, &b);
     for (size_t i = 0; i < u->nvalues; i++)
         if (strlen(u->values[i]) == b - a && memcmp(u->values[i], text + a, b - a) == 0) {
             *out = ctn_val_str(text + a, b - a);
@@ -1312,10 +1316,7 @@ ctn_node *ctn_enum_parser_node(const char *const *values, size_t n, char *err, s
             goto fail;
         }
         size_t a = 0, b = len;
-        while (a < b && strchr(" \t\r\n", values[i][a]) != NULL)
-            a++;
-        while (b > a && strchr(" \t\r\n", values[i][b - 1]) != NULL)
-            b--;
+        trim_space(values[i], &a, &b);
         if (a != 0 || b != len) {
             ctn__errf(err, errcap,
                       "enum option %zu (\"%.40s\") begins or ends with white space, which the "
