@@ -8,7 +8,7 @@
  *                 [--schema FILE.json] [--prompt-tokens 64] [--gen-tokens 256] [--reps 3]
  *                 [--threads 2]
  *   grammar_bench mask --vocab VOCAB.gguf (--grammar FILE.gbnf | --schema FILE.json)
- *                 [--steps 256] [--seed 1] [--start TEXT]
+ *                 [--steps 256] [--seed 1] [--start TEXT] [--cold]
  *
  * decode: each repetition (after one warm-up) prefills a prompt of ids
  * 1 + ((i + 131 r) * 7919) % (n_vocab - 1) (r the repetition) as one batch, then decodes
@@ -25,7 +25,10 @@
  * --steps tokens, each drawn at random (--seed) among the tokens the grammar allows at that
  * step (end of generation only when nothing else is); --start TEXT is accepted first
  * (e.g. "\"" to start inside a string). Prints the median, 90th percentile and worst
- * microseconds per mask and the mean number of tokens allowed.
+ * microseconds per mask and the mean number of tokens allowed. A state keeps the masks of
+ * states it was in before (grammar.c), so along a path that loops most masks are found, not
+ * walked; --cold times every mask on a new state brought to the same place (the start
+ * text and the path's bytes accepted, untimed), so that each is a whole trie walk.
  */
 #include <math.h>
 #include <stdbool.h>
@@ -241,7 +244,7 @@ static int decode_llama(const char *path, const char *gbnf, int n_prompt, int n_
 /* ---- mask ------------------------------------------------------------------------------- */
 
 static int mask_cost(const char *vpath, const char *gbnf, int steps, uint64_t seed,
-                     const char *start) {
+                     const char *start, bool cold) {
     char err[1024];
     ctn_gguf *g = NULL;
     ctn_vocab *v = NULL;
@@ -266,13 +269,23 @@ static int mask_cost(const char *vpath, const char *gbnf, int steps, uint64_t se
     int32_t *ids = malloc((size_t)nv * sizeof *ids);
     double allowed = 0;
     int n = 0;
+    char *hist = malloc(1 << 20); /* the path's bytes */
+    size_t n_hist = 0;
     uint64_t rng = seed * 0x9E3779B97F4A7C15ull + 1;
     for (; n < steps; n++) {
         for (int32_t i = 0; i < nv; i++)
             logits[i] = 0;
+        ctn_grammar_state *ms = st;
+        if (cold && (ctn_grammar_state_new(&ms, gr) < 0 ||
+                     (start && ctn_grammar_accept(ms, start, strlen(start), true) < 0) ||
+                     ctn_grammar_accept(ms, hist, n_hist, true) < 0)) {
+            fprintf(stderr, "grammar_bench: cannot bring a new state to step %d\n", n);
+            return -1;
+        }
         double t0 = now_s();
-        int64_t na = ctn_grammar_mask(st, t, logits);
+        int64_t na = ctn_grammar_mask(ms, t, logits);
         us[n] = (now_s() - t0) * 1e6;
+        if (cold) ctn_grammar_state_free(ms);
         if (na <= 0) break;
         allowed += (double)na;
         /* A random allowed token, preferring any over end of generation. */
@@ -286,9 +299,16 @@ static int mask_cost(const char *vpath, const char *gbnf, int steps, uint64_t se
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        if (ctn_grammar_accept_token(st, t, ids[rng % (uint64_t)k]) < 0) {
+        const int32_t tok = ids[rng % (uint64_t)k];
+        if (ctn_grammar_accept_token(st, t, tok) < 0) {
             fprintf(stderr, "grammar_bench: an allowed token was refused\n");
             return -1;
+        }
+        char piece[256];
+        int np = ctn_token_to_piece(v, tok, piece, sizeof piece, 0, false);
+        if (np > 0 && np <= (int)sizeof piece && n_hist + (size_t)np < (1 << 20)) {
+            memcpy(hist + n_hist, piece, (size_t)np);
+            n_hist += (size_t)np;
         }
     }
     double *sorted = malloc((size_t)n * sizeof *sorted);
@@ -299,6 +319,7 @@ static int mask_cost(const char *vpath, const char *gbnf, int steps, uint64_t se
            (int)nv, n, n ? sorted[n / 2] : 0.0, n ? sorted[(n * 9) / 10] : 0.0,
            n ? sorted[n - 1] : 0.0, n ? us[0] : 0.0, n ? allowed / n : 0.0);
     free(sorted);
+    free(hist);
     free(us);
     free(ids);
     free(logits);
@@ -318,7 +339,7 @@ static void usage(void) {
             "                     [--schema F.json] [--prompt-tokens 64] [--gen-tokens 256]\n"
             "                     [--reps 3] [--threads 2]\n"
             "       grammar_bench mask --vocab VOCAB.gguf (--grammar F.gbnf | --schema F.json)\n"
-            "                     [--steps 256] [--seed 1] [--start TEXT]\n");
+            "                     [--steps 256] [--seed 1] [--start TEXT] [--cold]\n");
     exit(2);
 }
 
@@ -328,8 +349,13 @@ int main(int argc, char **argv) {
                *vocab = NULL, *start = NULL;
     int n_prompt = 64, n_gen = 256, reps = 3, threads = 2, steps = 256;
     uint64_t seed = 1;
+    bool cold = false;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--cold")) {
+            cold = true;
+            continue;
+        }
         if (!v) usage();
         i++;
         if (!strcmp(a, "--engine"))
@@ -362,7 +388,7 @@ int main(int argc, char **argv) {
     char *gbnf = load_grammar(gfile, sfile);
     if (!strcmp(mode, "mask")) {
         if (!vocab || !gbnf || steps < 1) usage();
-        int rc = mask_cost(vocab, gbnf, steps, seed, start);
+        int rc = mask_cost(vocab, gbnf, steps, seed, start, cold);
         free(gbnf);
         return rc < 0 ? 1 : 0;
     }

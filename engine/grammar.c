@@ -825,6 +825,7 @@ int ctn_grammar_new(ctn_grammar **out, const char *text, char *err, size_t errle
 /* ---- the token trie --------------------------------------------------------------------- */
 
 struct ctn_token_trie {
+    uint64_t serial; /* unique per trie made in this process: the key of masks cached for it */
     int32_t n_tokens;
     int32_t n_nodes;   /* node 0 is the root (no byte) */
     uint8_t *byte;     /* (n_nodes) the byte on the edge into the node */
@@ -903,6 +904,8 @@ int ctn_token_trie_new(ctn_token_trie **out, int32_t n_tokens, const char *const
     tpiece *ord = ctn__malloc((size_t)n_tokens * sizeof *ord);
     int32_t *path = NULL;
     if (t == NULL || ord == NULL) goto oom;
+    static _Atomic uint64_t serials;
+    t->serial = ++serials;
     t->n_tokens = n_tokens;
     const size_t nn = (size_t)total + 1;
     t->byte = ctn__malloc(nn);
@@ -1044,6 +1047,27 @@ typedef struct {
     int32_t n_part;
 } glevel;
 
+/*
+ * A state's mask, kept for the next time the state is the same: the same set of stacks
+ * (node ids, sorted) and the same pending bytes, with the same trie. A grammar that loops,
+ * as a JSON string does ([^"\\]* and the like), comes back to the same stacks after every
+ * character, so most tokens of such output find their mask here instead of walking the
+ * trie. Tokens are kept as allowed ones or, when fewer, as the refused ones.
+ */
+#define MASK_SLOTS 8
+typedef struct {
+    uint64_t serial; /* the trie's; 0: an empty slot */
+    uint64_t hash;
+    int32_t *ids; /* (n_ids) the set, sorted */
+    int32_t n_ids, cap_ids;
+    uint8_t part[4];
+    int32_t n_part;
+    bool refused;  /* toks are the tokens the state refuses (all others are allowed) */
+    int32_t *toks; /* (n_toks) allowed ones in trie order, or refused ones by id */
+    int32_t n_toks, cap_toks;
+    int64_t n_allowed;
+} mask_slot;
+
 struct ctn_grammar_state {
     const ctn_grammar *g;
     /* Stack nodes (the top's position in g->elems, the rest's node), hash-consed; node 0 is
@@ -1070,6 +1094,11 @@ struct ctn_grammar_state {
     int32_t cap_levels;
     float *saved;
     int32_t cap_saved;
+    /* Masks of states met before (mask_slot), newest first over MASK_SLOTS slots; emptied
+     * whenever the node ids change (compact, state_init). */
+    mask_slot slots[MASK_SLOTS];
+    int32_t next_slot;
+    ivec key; /* scratch: the current set, sorted */
 };
 
 static uint32_t hash2(int32_t a, int32_t b) {
@@ -1291,6 +1320,12 @@ static int step_byte(ctn_grammar_state *st, const int32_t *in, int32_t n, const 
     return st->nxt.n > 0;
 }
 
+/* Forgets the cached masks (the node ids they are keyed by are about to change). */
+static void slots_clear(ctn_grammar_state *st) {
+    for (int i = 0; i < MASK_SLOTS; i++)
+        st->slots[i].serial = 0;
+}
+
 static int32_t live_depth(const ctn_grammar_state *st) {
     int32_t d = 0;
     for (int32_t k = 0; k < st->cur.n; k++)
@@ -1316,6 +1351,7 @@ static void compact(ctn_grammar_state *st, bool force) {
     for (int32_t i = 0; i < st->n_bucket; i++)
         st->bucket[i] = -1;
     st->mres.n = 0;
+    slots_clear(st);
     int32_t i = 0;
     for (int32_t k = 0; k < st->cur.n; k++) {
         const int32_t len = st->tmp.p[i];
@@ -1328,6 +1364,7 @@ static void compact(ctn_grammar_state *st, bool force) {
 }
 
 static int state_init(ctn_grammar_state *st) {
+    slots_clear(st);
     st->n_nodes = 1;
     for (int32_t i = 0; i < st->n_bucket; i++)
         st->bucket[i] = -1;
@@ -1359,6 +1396,11 @@ void ctn_grammar_state_free(ctn_grammar_state *st) {
     free(st->tmp.p);
     free(st->levels);
     free(st->saved);
+    for (int i = 0; i < MASK_SLOTS; i++) {
+        free(st->slots[i].ids);
+        free(st->slots[i].toks);
+    }
+    free(st->key.p);
     free(st);
 }
 
@@ -1449,10 +1491,10 @@ int ctn_grammar_accept_token(ctn_grammar_state *st, const ctn_token_trie *t, int
     return ctn_grammar_accept(st, t->bytes + off, (size_t)len, true);
 }
 
-int64_t ctn_grammar_allowed(ctn_grammar_state *st, const ctn_token_trie *t, const int32_t **ids) {
-    if (st == NULL || t == NULL) return CTN_EINVAL;
+/* The trie walk: st->allowed gets the tokens the state allows, in trie order. Their number,
+ * or CTN_ENOMEM / CTN_ERANGE. */
+static int64_t walk(ctn_grammar_state *st, const ctn_token_trie *t) {
     st->allowed.n = 0;
-    if (ids != NULL) *ids = NULL;
     if (st->cap_levels < t->max_depth + 1) {
         glevel *l = ctn__realloc(st->levels, ((size_t)t->max_depth + 1) * sizeof *l);
         if (l == NULL) return CTN_ENOMEM;
@@ -1499,15 +1541,123 @@ int64_t ctn_grammar_allowed(ctn_grammar_state *st, const ctn_token_trie *t, cons
     if (ctn_grammar_complete(st))
         for (int32_t k = 0; k < t->n_eog; k++)
             if (!ivec_push(&st->allowed, t->eog[k])) return CTN_ENOMEM;
-    if (ids != NULL) *ids = st->allowed.p;
     return st->allowed.n;
 }
 
-int64_t ctn_grammar_mask(ctn_grammar_state *st, const ctn_token_trie *t, float *logits) {
-    if (logits == NULL) return CTN_EINVAL;
-    const int32_t *ids;
-    const int64_t n = ctn_grammar_allowed(st, t, &ids);
+static int cmp_i32(const void *a, const void *b) {
+    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The key of the current state in st->key (its set, sorted) and its hash; false when
+ * memory ran out. */
+static bool state_key(ctn_grammar_state *st, uint64_t *hash) {
+    st->key.n = 0;
+    if (!grow(&st->key.p, &st->key.cap, st->cur.n > 0 ? st->cur.n : 1, sizeof *st->key.p))
+        return false;
+    memcpy(st->key.p, st->cur.p, (size_t)st->cur.n * sizeof *st->key.p);
+    st->key.n = st->cur.n;
+    qsort(st->key.p, (size_t)st->key.n, sizeof *st->key.p, cmp_i32);
+    uint64_t h = 0xCBF29CE484222325ull ^ (uint64_t)st->n_part;
+    for (int32_t k = 0; k < st->key.n; k++)
+        h = (h ^ (uint32_t)st->key.p[k]) * 0x100000001B3ull;
+    for (int32_t k = 0; k < st->n_part; k++)
+        h = (h ^ st->part[k]) * 0x100000001B3ull;
+    *hash = h;
+    return true;
+}
+
+/* The cached mask of the current state for t, or NULL. */
+static const mask_slot *slot_find(const ctn_grammar_state *st, const ctn_token_trie *t,
+                                  uint64_t hash) {
+    for (int i = 0; i < MASK_SLOTS; i++) {
+        const mask_slot *m = &st->slots[i];
+        if (m->serial == t->serial && m->hash == hash && m->n_ids == st->key.n &&
+            m->n_part == st->n_part && memcmp(m->part, st->part, (size_t)st->n_part) == 0 &&
+            memcmp(m->ids, st->key.p, (size_t)st->key.n * sizeof *m->ids) == 0)
+            return m;
+    }
+    return NULL;
+}
+
+/* Keeps the walk's result (st->allowed) for the current state; false when memory ran out
+ * (the slot is then empty). */
+static bool slot_store(ctn_grammar_state *st, const ctn_token_trie *t, uint64_t hash) {
+    mask_slot *m = &st->slots[st->next_slot];
+    m->serial = 0;
+    const int64_t n = st->allowed.n;
+    const bool refused = n > t->n_tokens / 2;
+    const int64_t nt = refused ? t->n_tokens - n : n;
+    if (!grow(&m->ids, &m->cap_ids, st->key.n > 0 ? st->key.n : 1, sizeof *m->ids) ||
+        !grow(&m->toks, &m->cap_toks, nt > 0 ? nt : 1, sizeof *m->toks))
+        return false;
+    if (refused) {
+        /* The complement, by id: mark the allowed ones in a scratch of n_tokens bytes. */
+        if (!grow(&st->tmp.p, &st->tmp.cap, t->n_tokens, sizeof *st->tmp.p)) return false;
+        int32_t *mark = st->tmp.p;
+        memset(mark, 0, (size_t)t->n_tokens * sizeof *mark);
+        for (int64_t k = 0; k < n; k++)
+            mark[st->allowed.p[k]] = 1;
+        int32_t o = 0;
+        for (int32_t i = 0; i < t->n_tokens; i++)
+            if (!mark[i]) m->toks[o++] = i;
+        m->n_toks = o;
+    } else {
+        memcpy(m->toks, st->allowed.p, (size_t)n * sizeof *m->toks);
+        m->n_toks = (int32_t)n;
+    }
+    memcpy(m->ids, st->key.p, (size_t)st->key.n * sizeof *m->ids);
+    m->n_ids = st->key.n;
+    memcpy(m->part, st->part, sizeof m->part);
+    m->n_part = st->n_part;
+    m->refused = refused;
+    m->n_allowed = n;
+    m->hash = hash;
+    m->serial = t->serial;
+    st->next_slot = (st->next_slot + 1) % MASK_SLOTS;
+    return true;
+}
+
+/* The mask of the current state: a cached slot (*slot set), or the walk's result in
+ * st->allowed (*slot NULL; then it is cached). The count, CTN_ENOMEM or CTN_ERANGE. */
+static int64_t mask_of(ctn_grammar_state *st, const ctn_token_trie *t, const mask_slot **slot) {
+    *slot = NULL;
+    uint64_t hash = 0;
+    if (!state_key(st, &hash)) return CTN_ENOMEM;
+    if ((*slot = slot_find(st, t, hash)) != NULL) return (*slot)->n_allowed;
+    const int64_t n = walk(st, t);
+    if (n >= 0 && !slot_store(st, t, hash)) return CTN_ENOMEM;
+    return n;
+}
+
+int64_t ctn_grammar_allowed(ctn_grammar_state *st, const ctn_token_trie *t, const int32_t **ids) {
+    if (st == NULL || t == NULL) return CTN_EINVAL;
+    if (ids != NULL) *ids = NULL;
+    const mask_slot *m;
+    const int64_t n = mask_of(st, t, &m);
     if (n < 0) return n;
+    if (m != NULL && !m->refused) {
+        if (ids != NULL) *ids = m->toks;
+        return n;
+    }
+    /* A slot of refused tokens does not give the trie order: walk for the list. */
+    const int64_t w = m != NULL ? walk(st, t) : n;
+    if (w < 0) return w;
+    if (ids != NULL) *ids = st->allowed.p;
+    return w;
+}
+
+int64_t ctn_grammar_mask(ctn_grammar_state *st, const ctn_token_trie *t, float *logits) {
+    if (st == NULL || t == NULL || logits == NULL) return CTN_EINVAL;
+    const mask_slot *m;
+    const int64_t n = mask_of(st, t, &m);
+    if (n < 0) return n;
+    if (m != NULL && m->refused) {
+        for (int32_t k = 0; k < m->n_toks; k++)
+            logits[m->toks[k]] = -INFINITY;
+        return n;
+    }
+    const int32_t *ids = m != NULL ? m->toks : st->allowed.p;
     if (n > st->cap_saved) {
         float *p = ctn__realloc(st->saved, (size_t)n * sizeof *p);
         if (p == NULL) return CTN_ENOMEM;
