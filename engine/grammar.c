@@ -1068,6 +1068,20 @@ typedef struct {
     int64_t n_allowed;
 } mask_slot;
 
+/* A level state of the walk: the set lsets[off .. off + n) (hash sh) and pending bytes. */
+typedef struct {
+    int32_t off, n;
+    uint64_t sh;
+    uint8_t part[4];
+    int32_t n_part;
+    int32_t next; /* the next in its hash chain, or -1 */
+} lstate;
+#define LS_UNKNOWN (INT32_MIN + 1) /* apart from every CTN_E* code */
+#define LS_DEAD    INT32_MIN
+/* Level states one walk may memoise (their rows of ltrans take 1 KiB each, so a state holds
+ * at most 1 MiB of them); past this the memo starts again from the current path. */
+#define LS_MAX 1024
+
 struct ctn_grammar_state {
     const ctn_grammar *g;
     /* Stack nodes (the top's position in g->elems, the rest's node), hash-consed; node 0 is
@@ -1090,7 +1104,6 @@ struct ctn_grammar_state {
     ivec mres;
     /* scratch */
     ivec work, nxt, acc, lv, allowed, tmp;
-    glevel *levels;
     int32_t cap_levels;
     float *saved;
     int32_t cap_saved;
@@ -1099,6 +1112,14 @@ struct ctn_grammar_state {
     mask_slot slots[MASK_SLOTS];
     int32_t next_slot;
     ivec key; /* scratch: the current set, sorted */
+    /* The walk's memo (walk_step): the distinct level states it met (a set of stacks, by
+     * content, and pending bytes), and for each the level state each byte leads to. */
+    lstate *ls;
+    int32_t n_ls, cap_ls;
+    ivec lsets;      /* the sets of ls */
+    int32_t *ltrans; /* (cap_ls, 256) LS_UNKNOWN, LS_DEAD, or a level state */
+    int32_t *lbucket, n_lbucket;
+    int32_t *lpath; /* (cap_levels) the level state at each depth of the walk */
 };
 
 static uint32_t hash2(int32_t a, int32_t b) {
@@ -1394,13 +1415,17 @@ void ctn_grammar_state_free(ctn_grammar_state *st) {
     free(st->lv.p);
     free(st->allowed.p);
     free(st->tmp.p);
-    free(st->levels);
     free(st->saved);
     for (int i = 0; i < MASK_SLOTS; i++) {
         free(st->slots[i].ids);
         free(st->slots[i].toks);
     }
     free(st->key.p);
+    free(st->ls);
+    free(st->lsets.p);
+    free(st->ltrans);
+    free(st->lbucket);
+    free(st->lpath);
     free(st);
 }
 
@@ -1491,49 +1516,173 @@ int ctn_grammar_accept_token(ctn_grammar_state *st, const ctn_token_trie *t, int
     return ctn_grammar_accept(st, t->bytes + off, (size_t)len, true);
 }
 
-/* The trie walk: st->allowed gets the tokens the state allows, in trie order. Their number,
- * or CTN_ENOMEM / CTN_ERANGE. */
+static uint64_t set_hash(const int32_t *set, int32_t n) {
+    uint64_t h = 0xCBF29CE484222325ull ^ (uint64_t)n;
+    for (int32_t k = 0; k < n; k++)
+        h = (h ^ (uint32_t)set[k]) * 0x100000001B3ull;
+    return h;
+}
+
+static uint64_t ls_hash(uint64_t sh, const uint8_t *part, int32_t n_part) {
+    uint64_t h = sh ^ ((uint64_t)n_part << 56);
+    for (int32_t k = 0; k < n_part; k++)
+        h = (h ^ part[k]) * 0x100000001B3ull;
+    h ^= h >> 29;
+    return h;
+}
+
+/* Empties the walk's memo. */
+static void ls_reset(ctn_grammar_state *st) {
+    st->n_ls = 0;
+    st->lsets.n = 0;
+    for (int32_t i = 0; i < st->n_lbucket; i++)
+        st->lbucket[i] = -1;
+}
+
+/*
+ * The level state of the set (n stacks at set, hash sh; share >= 0: the set is already
+ * lsets[share ..], as for a level that only added a pending byte) with pending bytes part:
+ * its index, made if new; -1 when memory ran out.
+ */
+static int32_t ls_intern(ctn_grammar_state *st, const int32_t *set, int32_t n, uint64_t sh,
+                         int32_t share, const uint8_t *part, int32_t n_part) {
+    const uint64_t h = ls_hash(sh, part, n_part);
+    const uint32_t b = (uint32_t)h & (uint32_t)(st->n_lbucket - 1);
+    for (int32_t k = st->lbucket[b]; k >= 0; k = st->ls[k].next) {
+        const lstate *L = &st->ls[k];
+        if (L->sh == sh && L->n == n && L->n_part == n_part &&
+            memcmp(L->part, part, (size_t)n_part) == 0 &&
+            (share == L->off || memcmp(st->lsets.p + L->off, set, (size_t)n * sizeof *set) == 0))
+            return k;
+    }
+    if (st->n_ls == st->cap_ls) {
+        const int32_t c = st->cap_ls ? st->cap_ls * 2 : 64;
+        lstate *l = ctn__realloc(st->ls, (size_t)c * sizeof *l);
+        if (l == NULL) return -1;
+        st->ls = l;
+        int32_t *tr = ctn__realloc(st->ltrans, (size_t)c * 256 * sizeof *tr);
+        if (tr == NULL) return -1;
+        st->ltrans = tr;
+        st->cap_ls = c;
+    }
+    int32_t off = share;
+    if (off < 0) {
+        off = st->lsets.n;
+        if (!grow(&st->lsets.p, &st->lsets.cap, (int64_t)off + (n > 0 ? n : 1),
+                  sizeof *st->lsets.p))
+            return -1;
+        memcpy(st->lsets.p + off, set, (size_t)n * sizeof *set);
+        st->lsets.n += n;
+    }
+    const int32_t id = st->n_ls++;
+    lstate *L = &st->ls[id];
+    L->off = off;
+    L->n = n;
+    L->sh = sh;
+    memcpy(L->part, part, (size_t)n_part);
+    L->n_part = n_part;
+    L->next = st->lbucket[b];
+    st->lbucket[b] = id;
+    int32_t *row = st->ltrans + (size_t)id * 256;
+    for (int i = 0; i < 256; i++)
+        row[i] = LS_UNKNOWN;
+    return id;
+}
+
+/*
+ * Starts the memo again keeping only the level states of the walk's path (depths 0 .. d-1),
+ * when it has grown to LS_MAX. 0 or CTN_ENOMEM.
+ */
+static int ls_restart(ctn_grammar_state *st, int32_t d) {
+    /* The path's sets, copied out first: st->tmp holds n, n_part, part bytes, then the set. */
+    st->tmp.n = 0;
+    for (int32_t k = 0; k < d; k++) {
+        const lstate *L = &st->ls[st->lpath[k]];
+        if (!grow(&st->tmp.p, &st->tmp.cap, (int64_t)st->tmp.n + 6 + L->n, sizeof *st->tmp.p))
+            return CTN_ENOMEM;
+        int32_t *o = st->tmp.p + st->tmp.n;
+        o[0] = L->n;
+        o[1] = L->n_part;
+        for (int i = 0; i < 4; i++)
+            o[2 + i] = L->part[i];
+        memcpy(o + 6, st->lsets.p + L->off, (size_t)L->n * sizeof *o);
+        st->tmp.n += 6 + L->n;
+    }
+    ls_reset(st);
+    int32_t at = 0;
+    for (int32_t k = 0; k < d; k++) {
+        const int32_t *o = st->tmp.p + at;
+        uint8_t part[4];
+        for (int i = 0; i < 4; i++)
+            part[i] = (uint8_t)o[2 + i];
+        const int32_t id = ls_intern(st, o + 6, o[0], set_hash(o + 6, o[0]), -1, part, o[1]);
+        if (id < 0) return CTN_ENOMEM;
+        st->lpath[k] = id;
+        at += 6 + o[0];
+    }
+    return 0;
+}
+
+/* What byte does to level state p: a level state, LS_DEAD, or CTN_ENOMEM / CTN_ERANGE. */
+static int32_t walk_step(ctn_grammar_state *st, int32_t p, uint8_t byte) {
+    const lstate L = st->ls[p]; /* a copy: interning may move st->ls */
+    glevel C;
+    bool fresh;
+    const int rc = step_byte(st, st->lsets.p + L.off, L.n, L.part, L.n_part, byte, &C, &fresh);
+    if (rc < 0) return rc;
+    int32_t c = LS_DEAD;
+    if (rc > 0) {
+        c = fresh
+                ? ls_intern(st, st->nxt.p, st->nxt.n, set_hash(st->nxt.p, st->nxt.n), -1, C.part, 0)
+                : ls_intern(st, st->lsets.p + L.off, L.n, L.sh, L.off, C.part, C.n_part);
+        if (c < 0) return CTN_ENOMEM;
+    }
+    st->ltrans[(size_t)p * 256 + byte] = c;
+    return c;
+}
+
+/*
+ * The trie walk: st->allowed gets the tokens the state allows, in trie order. Their number,
+ * or CTN_ENOMEM / CTN_ERANGE. Each trie node is one byte on top of its parent's level
+ * state; what a byte does to a level state is worked out once per walk (walk_step) and
+ * looked up after, since the same few states (inside a string: one) meet the same bytes at
+ * most of the trie's nodes.
+ */
 static int64_t walk(ctn_grammar_state *st, const ctn_token_trie *t) {
     st->allowed.n = 0;
     if (st->cap_levels < t->max_depth + 1) {
-        glevel *l = ctn__realloc(st->levels, ((size_t)t->max_depth + 1) * sizeof *l);
+        int32_t *l = ctn__realloc(st->lpath, ((size_t)t->max_depth + 1) * sizeof *l);
         if (l == NULL) return CTN_ENOMEM;
-        st->levels = l;
+        st->lpath = l;
         st->cap_levels = t->max_depth + 1;
     }
-    st->lv.n = 0;
-    for (int32_t k = 0; k < st->cur.n; k++)
-        if (!ivec_push(&st->lv, st->cur.p[k])) return CTN_ENOMEM;
-    glevel *lev = st->levels;
-    lev[0].off = 0;
-    lev[0].n = st->cur.n;
-    memcpy(lev[0].part, st->part, sizeof st->part);
-    lev[0].n_part = st->n_part;
+    if (st->n_lbucket == 0) {
+        st->lbucket = ctn__malloc(2 * LS_MAX * sizeof *st->lbucket);
+        if (st->lbucket == NULL) return CTN_ENOMEM;
+        st->n_lbucket = 2 * LS_MAX;
+    }
+    ls_reset(st);
+    const int32_t root = ls_intern(st, st->cur.p, st->cur.n, set_hash(st->cur.p, st->cur.n), -1,
+                                   st->part, st->n_part);
+    if (root < 0) return CTN_ENOMEM;
+    st->lpath[0] = root;
     const int32_t N = t->n_nodes;
     for (int32_t i = 1; i < N;) {
         const int32_t d = t->depth[i];
-        const glevel *L = &lev[d - 1];
-        glevel *C = &lev[d];
-        st->lv.n = L->off + L->n;
-        bool fresh;
-        const int rc =
-            step_byte(st, st->lv.p + L->off, L->n, L->part, L->n_part, t->byte[i], C, &fresh);
-        if (rc < 0) return rc;
-        if (rc == 0) {
+        int32_t c = st->ltrans[(size_t)st->lpath[d - 1] * 256 + t->byte[i]];
+        if (c == LS_UNKNOWN) {
+            if (st->n_ls >= LS_MAX) {
+                const int rc = ls_restart(st, d);
+                if (rc < 0) return rc;
+            }
+            c = walk_step(st, st->lpath[d - 1], t->byte[i]);
+            if (c < 0 && c != LS_DEAD) return c;
+        }
+        if (c == LS_DEAD) {
             i = t->skip[i];
             continue;
         }
-        if (fresh) {
-            C->off = st->lv.n;
-            C->n = st->nxt.n;
-            if (!grow(&st->lv.p, &st->lv.cap, (int64_t)st->lv.n + st->nxt.n, sizeof *st->lv.p))
-                return CTN_ENOMEM;
-            memcpy(st->lv.p + st->lv.n, st->nxt.p, (size_t)st->nxt.n * sizeof *st->lv.p);
-            st->lv.n += st->nxt.n;
-        } else {
-            C->off = L->off;
-            C->n = L->n;
-        }
+        st->lpath[d] = c;
         for (int32_t k = t->tok_off[i]; k < t->tok_off[i + 1]; k++)
             if (!ivec_push(&st->allowed, t->toks[k])) return CTN_ENOMEM;
         i++;
