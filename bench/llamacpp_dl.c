@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <link.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -697,4 +698,136 @@ int lcpp_model_embed_batch(lcpp_model *m, const int32_t *const *seqs, const int3
         memcpy(out + (size_t)s * dim, e, (size_t)dim * sizeof *out);
     }
     return 0;
+}
+
+/* ---- samplers --------------------------------------------------------------------------- */
+
+/* struct llama_token_data and llama_token_data_array of the same version. */
+struct lcpp_token_data {
+    int32_t id;
+    float logit;
+    float p;
+};
+struct lcpp_token_data_array {
+    struct lcpp_token_data *data;
+    size_t size;
+    int64_t selected;
+    bool sorted;
+};
+/* struct llama_sampler_chain_params: one bool, passed by value. */
+struct lcpp_chain_params {
+    bool no_perf;
+};
+
+struct lcpp_sampler {
+    void *chain;   /* the chain: [grammar,] greedy */
+    void *grammar; /* the chain's grammar sampler (owned by the chain), or NULL */
+    struct lcpp_token_data *cand; /* (n_cand) candidates of lcpp_sampler_mask */
+    size_t n_cand;
+};
+
+static struct {
+    bool open;
+    struct lcpp_chain_params (*chain_default_params)(void);
+    void *(*chain_init)(struct lcpp_chain_params p);
+    void (*chain_add)(void *chain, void *smpl);
+    void *(*init_greedy)(void);
+    void *(*init_grammar)(const void *vocab, const char *str, const char *root);
+    int32_t (*sample)(void *smpl, void *ctx, int32_t idx);
+    void (*apply)(void *smpl, struct lcpp_token_data_array *cur);
+    void (*free)(void *smpl);
+    bool (*is_eog)(const void *vocab, int32_t tok);
+} S;
+
+static int sampler_syms(char *err, size_t errlen)
+{
+    if (S.open) return 0;
+    int miss = 0;
+    void *h = L.h_llama;
+    *(void **)&S.chain_default_params =
+        sym(h, "llama_sampler_chain_default_params", &miss, err, errlen);
+    *(void **)&S.chain_init = sym(h, "llama_sampler_chain_init", &miss, err, errlen);
+    *(void **)&S.chain_add = sym(h, "llama_sampler_chain_add", &miss, err, errlen);
+    *(void **)&S.init_greedy = sym(h, "llama_sampler_init_greedy", &miss, err, errlen);
+    *(void **)&S.init_grammar = sym(h, "llama_sampler_init_grammar", &miss, err, errlen);
+    *(void **)&S.sample = sym(h, "llama_sampler_sample", &miss, err, errlen);
+    *(void **)&S.apply = sym(h, "llama_sampler_apply", &miss, err, errlen);
+    *(void **)&S.free = sym(h, "llama_sampler_free", &miss, err, errlen);
+    *(void **)&S.is_eog = sym(h, "llama_vocab_is_eog", &miss, err, errlen);
+    if (miss) return -1;
+    S.open = true;
+    return 0;
+}
+
+int lcpp_sampler_new(lcpp_sampler **out, const lcpp_model *m, const char *gbnf, char *err,
+                     size_t errlen)
+{
+    *out = NULL;
+    if (sampler_syms(err, errlen) < 0) return -1;
+    lcpp_sampler *s = calloc(1, sizeof *s);
+    if (!s) {
+        seterr(err, errlen, "out of memory");
+        return -1;
+    }
+    struct lcpp_chain_params cp = S.chain_default_params();
+    cp.no_perf = true;
+    s->chain = S.chain_init(cp);
+    if (!s->chain) {
+        seterr(err, errlen, "llama_sampler_chain_init failed");
+        free(s);
+        return -1;
+    }
+    if (gbnf != NULL) {
+        s->grammar = S.init_grammar(m->vocab, gbnf, "root");
+        if (!s->grammar) {
+            seterr(err, errlen, "llama.cpp refused the grammar");
+            S.free(s->chain);
+            free(s);
+            return -1;
+        }
+        S.chain_add(s->chain, s->grammar); /* the chain owns it now */
+    }
+    S.chain_add(s->chain, S.init_greedy());
+    *out = s;
+    return 0;
+}
+
+void lcpp_sampler_free(lcpp_sampler *s)
+{
+    if (!s) return;
+    S.free(s->chain);
+    free(s->cand);
+    free(s);
+}
+
+int32_t lcpp_sampler_sample(lcpp_sampler *s, lcpp_model *m)
+{
+    return S.sample(s->chain, m->ctx, -1);
+}
+
+int lcpp_sampler_mask(lcpp_sampler *s, const float *logits, int32_t n, float *out)
+{
+    if (n < 1) return -1;
+    if (s->n_cand < (size_t)n) {
+        struct lcpp_token_data *c = realloc(s->cand, (size_t)n * sizeof *c);
+        if (!c) return -1;
+        s->cand = c;
+        s->n_cand = (size_t)n;
+    }
+    for (int32_t i = 0; i < n; i++)
+        s->cand[i] = (struct lcpp_token_data){i, logits[i], 0.0f};
+    struct lcpp_token_data_array a = {s->cand, (size_t)n, -1, false};
+    if (s->grammar) S.apply(s->grammar, &a);
+    /* A sampler may reorder or shrink the array; what it keeps carries its id. */
+    for (int32_t i = 0; i < n; i++)
+        out[i] = -INFINITY;
+    for (size_t i = 0; i < a.size; i++)
+        if (a.data[i].id >= 0 && a.data[i].id < n) out[a.data[i].id] = a.data[i].logit;
+    return 0;
+}
+
+bool lcpp_model_is_eog(const lcpp_model *m, int32_t tok)
+{
+    if (sampler_syms(NULL, 0) < 0) return false;
+    return S.is_eog(m->vocab, tok);
 }

@@ -195,4 +195,34 @@ int32_t lcpp_model_n_embd(const lcpp_model *m);
 int lcpp_model_embed_batch(lcpp_model *m, const int32_t *const *seqs, const int32_t *lens,
                            int32_t n_seq, float *out);
 
+/*
+ * A sampler chain as llama.cpp's examples build it (llama_sampler_chain_init): with gbnf,
+ * llama_sampler_init_grammar(vocab, gbnf, "root") then llama_sampler_init_greedy; without,
+ * greedy alone (tests/compat/grammardiff.c, bench/grammar_bench.c):
+ *
+ *     lcpp_sampler *s;
+ *     if (lcpp_sampler_new(&s, m, "root ::= [a-z]+", err, sizeof err) < 0) ...
+ *     lcpp_model_decode(m, tok, pos, &logits);
+ *     tok = lcpp_sampler_sample(s, m);      // masks, takes the argmax, advances the grammar
+ *     lcpp_sampler_free(s);
+ *
+ * m is borrowed and must outlive s. lcpp_sampler_new returns 0, or -1 with the reason in err
+ * (llama.cpp refused the grammar: it prints why on stderr; or the library lacks a symbol).
+ */
+typedef struct lcpp_sampler lcpp_sampler;
+int lcpp_sampler_new(lcpp_sampler **out, const lcpp_model *m, const char *gbnf, char *err,
+                     size_t errlen);
+void lcpp_sampler_free(lcpp_sampler *s);
+/* llama_sampler_sample(chain, ctx, -1): the token sampled from the last decoded logits, which
+ * the chain (and its grammar) then accepts. */
+int32_t lcpp_sampler_sample(lcpp_sampler *s, lcpp_model *m);
+/*
+ * The grammar's mask alone, without accepting anything: out[i] (n floats) gets logits[i] for
+ * every token the grammar allows next and -inf for the others (llama_sampler_apply of the
+ * chain's grammar sampler on all n tokens; a sampler without a grammar copies). 0 or -1.
+ */
+int lcpp_sampler_mask(lcpp_sampler *s, const float *logits, int32_t n, float *out);
+/* llama_vocab_is_eog of m's vocabulary. */
+bool lcpp_model_is_eog(const lcpp_model *m, int32_t tok);
+
 #endif

@@ -825,6 +825,7 @@ int ctn_grammar_new(ctn_grammar **out, const char *text, char *err, size_t errle
 /* ---- the token trie --------------------------------------------------------------------- */
 
 struct ctn_token_trie {
+    uint64_t serial; /* unique per trie made in this process: the key of masks cached for it */
     int32_t n_tokens;
     int32_t n_nodes;   /* node 0 is the root (no byte) */
     uint8_t *byte;     /* (n_nodes) the byte on the edge into the node */
@@ -903,6 +904,8 @@ int ctn_token_trie_new(ctn_token_trie **out, int32_t n_tokens, const char *const
     tpiece *ord = ctn__malloc((size_t)n_tokens * sizeof *ord);
     int32_t *path = NULL;
     if (t == NULL || ord == NULL) goto oom;
+    static _Atomic uint64_t serials;
+    t->serial = ++serials;
     t->n_tokens = n_tokens;
     const size_t nn = (size_t)total + 1;
     t->byte = ctn__malloc(nn);
@@ -1044,6 +1047,41 @@ typedef struct {
     int32_t n_part;
 } glevel;
 
+/*
+ * A state's mask, kept for the next time the state is the same: the same set of stacks
+ * (node ids, sorted) and the same pending bytes, with the same trie. A grammar that loops,
+ * as a JSON string does ([^"\\]* and the like), comes back to the same stacks after every
+ * character, so most tokens of such output find their mask here instead of walking the
+ * trie. Tokens are kept as allowed ones or, when fewer, as the refused ones.
+ */
+#define MASK_SLOTS 8
+typedef struct {
+    uint64_t serial; /* the trie's; 0: an empty slot */
+    uint64_t hash;
+    int32_t *ids; /* (n_ids) the set, sorted */
+    int32_t n_ids, cap_ids;
+    uint8_t part[4];
+    int32_t n_part;
+    bool refused;  /* toks are the tokens the state refuses (all others are allowed) */
+    int32_t *toks; /* (n_toks) allowed ones in trie order, or refused ones by id */
+    int32_t n_toks, cap_toks;
+    int64_t n_allowed;
+} mask_slot;
+
+/* A level state of the walk: the set lsets[off .. off + n) (hash sh) and pending bytes. */
+typedef struct {
+    int32_t off, n;
+    uint64_t sh;
+    uint8_t part[4];
+    int32_t n_part;
+    int32_t next; /* the next in its hash chain, or -1 */
+} lstate;
+#define LS_UNKNOWN (INT32_MIN + 1) /* apart from every CTN_E* code */
+#define LS_DEAD    INT32_MIN
+/* Level states one walk may memoise (their rows of ltrans take 1 KiB each, so a state holds
+ * at most 1 MiB of them); past this the memo starts again from the current path. */
+#define LS_MAX 1024
+
 struct ctn_grammar_state {
     const ctn_grammar *g;
     /* Stack nodes (the top's position in g->elems, the rest's node), hash-consed; node 0 is
@@ -1066,10 +1104,22 @@ struct ctn_grammar_state {
     ivec mres;
     /* scratch */
     ivec work, nxt, acc, lv, allowed, tmp;
-    glevel *levels;
     int32_t cap_levels;
     float *saved;
     int32_t cap_saved;
+    /* Masks of states met before (mask_slot), newest first over MASK_SLOTS slots; emptied
+     * whenever the node ids change (compact, state_init). */
+    mask_slot slots[MASK_SLOTS];
+    int32_t next_slot;
+    ivec key; /* scratch: the current set, sorted */
+    /* The walk's memo (walk_step): the distinct level states it met (a set of stacks, by
+     * content, and pending bytes), and for each the level state each byte leads to. */
+    lstate *ls;
+    int32_t n_ls, cap_ls;
+    ivec lsets;      /* the sets of ls */
+    int32_t *ltrans; /* (cap_ls, 256) LS_UNKNOWN, LS_DEAD, or a level state */
+    int32_t *lbucket, n_lbucket;
+    int32_t *lpath; /* (cap_levels) the level state at each depth of the walk */
 };
 
 static uint32_t hash2(int32_t a, int32_t b) {
@@ -1291,6 +1341,12 @@ static int step_byte(ctn_grammar_state *st, const int32_t *in, int32_t n, const 
     return st->nxt.n > 0;
 }
 
+/* Forgets the cached masks (the node ids they are keyed by are about to change). */
+static void slots_clear(ctn_grammar_state *st) {
+    for (int i = 0; i < MASK_SLOTS; i++)
+        st->slots[i].serial = 0;
+}
+
 static int32_t live_depth(const ctn_grammar_state *st) {
     int32_t d = 0;
     for (int32_t k = 0; k < st->cur.n; k++)
@@ -1316,6 +1372,7 @@ static void compact(ctn_grammar_state *st, bool force) {
     for (int32_t i = 0; i < st->n_bucket; i++)
         st->bucket[i] = -1;
     st->mres.n = 0;
+    slots_clear(st);
     int32_t i = 0;
     for (int32_t k = 0; k < st->cur.n; k++) {
         const int32_t len = st->tmp.p[i];
@@ -1328,6 +1385,7 @@ static void compact(ctn_grammar_state *st, bool force) {
 }
 
 static int state_init(ctn_grammar_state *st) {
+    slots_clear(st);
     st->n_nodes = 1;
     for (int32_t i = 0; i < st->n_bucket; i++)
         st->bucket[i] = -1;
@@ -1357,8 +1415,17 @@ void ctn_grammar_state_free(ctn_grammar_state *st) {
     free(st->lv.p);
     free(st->allowed.p);
     free(st->tmp.p);
-    free(st->levels);
     free(st->saved);
+    for (int i = 0; i < MASK_SLOTS; i++) {
+        free(st->slots[i].ids);
+        free(st->slots[i].toks);
+    }
+    free(st->key.p);
+    free(st->ls);
+    free(st->lsets.p);
+    free(st->ltrans);
+    free(st->lbucket);
+    free(st->lpath);
     free(st);
 }
 
@@ -1449,49 +1516,173 @@ int ctn_grammar_accept_token(ctn_grammar_state *st, const ctn_token_trie *t, int
     return ctn_grammar_accept(st, t->bytes + off, (size_t)len, true);
 }
 
-int64_t ctn_grammar_allowed(ctn_grammar_state *st, const ctn_token_trie *t, const int32_t **ids) {
-    if (st == NULL || t == NULL) return CTN_EINVAL;
+static uint64_t set_hash(const int32_t *set, int32_t n) {
+    uint64_t h = 0xCBF29CE484222325ull ^ (uint64_t)n;
+    for (int32_t k = 0; k < n; k++)
+        h = (h ^ (uint32_t)set[k]) * 0x100000001B3ull;
+    return h;
+}
+
+static uint64_t ls_hash(uint64_t sh, const uint8_t *part, int32_t n_part) {
+    uint64_t h = sh ^ ((uint64_t)n_part << 56);
+    for (int32_t k = 0; k < n_part; k++)
+        h = (h ^ part[k]) * 0x100000001B3ull;
+    h ^= h >> 29;
+    return h;
+}
+
+/* Empties the walk's memo. */
+static void ls_reset(ctn_grammar_state *st) {
+    st->n_ls = 0;
+    st->lsets.n = 0;
+    for (int32_t i = 0; i < st->n_lbucket; i++)
+        st->lbucket[i] = -1;
+}
+
+/*
+ * The level state of the set (n stacks at set, hash sh; share >= 0: the set is already
+ * lsets[share ..], as for a level that only added a pending byte) with pending bytes part:
+ * its index, made if new; -1 when memory ran out.
+ */
+static int32_t ls_intern(ctn_grammar_state *st, const int32_t *set, int32_t n, uint64_t sh,
+                         int32_t share, const uint8_t *part, int32_t n_part) {
+    const uint64_t h = ls_hash(sh, part, n_part);
+    const uint32_t b = (uint32_t)h & (uint32_t)(st->n_lbucket - 1);
+    for (int32_t k = st->lbucket[b]; k >= 0; k = st->ls[k].next) {
+        const lstate *L = &st->ls[k];
+        if (L->sh == sh && L->n == n && L->n_part == n_part &&
+            memcmp(L->part, part, (size_t)n_part) == 0 &&
+            (share == L->off || memcmp(st->lsets.p + L->off, set, (size_t)n * sizeof *set) == 0))
+            return k;
+    }
+    if (st->n_ls == st->cap_ls) {
+        const int32_t c = st->cap_ls ? st->cap_ls * 2 : 64;
+        lstate *l = ctn__realloc(st->ls, (size_t)c * sizeof *l);
+        if (l == NULL) return -1;
+        st->ls = l;
+        int32_t *tr = ctn__realloc(st->ltrans, (size_t)c * 256 * sizeof *tr);
+        if (tr == NULL) return -1;
+        st->ltrans = tr;
+        st->cap_ls = c;
+    }
+    int32_t off = share;
+    if (off < 0) {
+        off = st->lsets.n;
+        if (!grow(&st->lsets.p, &st->lsets.cap, (int64_t)off + (n > 0 ? n : 1),
+                  sizeof *st->lsets.p))
+            return -1;
+        memcpy(st->lsets.p + off, set, (size_t)n * sizeof *set);
+        st->lsets.n += n;
+    }
+    const int32_t id = st->n_ls++;
+    lstate *L = &st->ls[id];
+    L->off = off;
+    L->n = n;
+    L->sh = sh;
+    memcpy(L->part, part, (size_t)n_part);
+    L->n_part = n_part;
+    L->next = st->lbucket[b];
+    st->lbucket[b] = id;
+    int32_t *row = st->ltrans + (size_t)id * 256;
+    for (int i = 0; i < 256; i++)
+        row[i] = LS_UNKNOWN;
+    return id;
+}
+
+/*
+ * Starts the memo again keeping only the level states of the walk's path (depths 0 .. d-1),
+ * when it has grown to LS_MAX. 0 or CTN_ENOMEM.
+ */
+static int ls_restart(ctn_grammar_state *st, int32_t d) {
+    /* The path's sets, copied out first: st->tmp holds n, n_part, part bytes, then the set. */
+    st->tmp.n = 0;
+    for (int32_t k = 0; k < d; k++) {
+        const lstate *L = &st->ls[st->lpath[k]];
+        if (!grow(&st->tmp.p, &st->tmp.cap, (int64_t)st->tmp.n + 6 + L->n, sizeof *st->tmp.p))
+            return CTN_ENOMEM;
+        int32_t *o = st->tmp.p + st->tmp.n;
+        o[0] = L->n;
+        o[1] = L->n_part;
+        for (int i = 0; i < 4; i++)
+            o[2 + i] = L->part[i];
+        memcpy(o + 6, st->lsets.p + L->off, (size_t)L->n * sizeof *o);
+        st->tmp.n += 6 + L->n;
+    }
+    ls_reset(st);
+    int32_t at = 0;
+    for (int32_t k = 0; k < d; k++) {
+        const int32_t *o = st->tmp.p + at;
+        uint8_t part[4];
+        for (int i = 0; i < 4; i++)
+            part[i] = (uint8_t)o[2 + i];
+        const int32_t id = ls_intern(st, o + 6, o[0], set_hash(o + 6, o[0]), -1, part, o[1]);
+        if (id < 0) return CTN_ENOMEM;
+        st->lpath[k] = id;
+        at += 6 + o[0];
+    }
+    return 0;
+}
+
+/* What byte does to level state p: a level state, LS_DEAD, or CTN_ENOMEM / CTN_ERANGE. */
+static int32_t walk_step(ctn_grammar_state *st, int32_t p, uint8_t byte) {
+    const lstate L = st->ls[p]; /* a copy: interning may move st->ls */
+    glevel C;
+    bool fresh;
+    const int rc = step_byte(st, st->lsets.p + L.off, L.n, L.part, L.n_part, byte, &C, &fresh);
+    if (rc < 0) return rc;
+    int32_t c = LS_DEAD;
+    if (rc > 0) {
+        c = fresh
+                ? ls_intern(st, st->nxt.p, st->nxt.n, set_hash(st->nxt.p, st->nxt.n), -1, C.part, 0)
+                : ls_intern(st, st->lsets.p + L.off, L.n, L.sh, L.off, C.part, C.n_part);
+        if (c < 0) return CTN_ENOMEM;
+    }
+    st->ltrans[(size_t)p * 256 + byte] = c;
+    return c;
+}
+
+/*
+ * The trie walk: st->allowed gets the tokens the state allows, in trie order. Their number,
+ * or CTN_ENOMEM / CTN_ERANGE. Each trie node is one byte on top of its parent's level
+ * state; what a byte does to a level state is worked out once per walk (walk_step) and
+ * looked up after, since the same few states (inside a string: one) meet the same bytes at
+ * most of the trie's nodes.
+ */
+static int64_t walk(ctn_grammar_state *st, const ctn_token_trie *t) {
     st->allowed.n = 0;
-    if (ids != NULL) *ids = NULL;
     if (st->cap_levels < t->max_depth + 1) {
-        glevel *l = ctn__realloc(st->levels, ((size_t)t->max_depth + 1) * sizeof *l);
+        int32_t *l = ctn__realloc(st->lpath, ((size_t)t->max_depth + 1) * sizeof *l);
         if (l == NULL) return CTN_ENOMEM;
-        st->levels = l;
+        st->lpath = l;
         st->cap_levels = t->max_depth + 1;
     }
-    st->lv.n = 0;
-    for (int32_t k = 0; k < st->cur.n; k++)
-        if (!ivec_push(&st->lv, st->cur.p[k])) return CTN_ENOMEM;
-    glevel *lev = st->levels;
-    lev[0].off = 0;
-    lev[0].n = st->cur.n;
-    memcpy(lev[0].part, st->part, sizeof st->part);
-    lev[0].n_part = st->n_part;
+    if (st->n_lbucket == 0) {
+        st->lbucket = ctn__malloc(2 * LS_MAX * sizeof *st->lbucket);
+        if (st->lbucket == NULL) return CTN_ENOMEM;
+        st->n_lbucket = 2 * LS_MAX;
+    }
+    ls_reset(st);
+    const int32_t root = ls_intern(st, st->cur.p, st->cur.n, set_hash(st->cur.p, st->cur.n), -1,
+                                   st->part, st->n_part);
+    if (root < 0) return CTN_ENOMEM;
+    st->lpath[0] = root;
     const int32_t N = t->n_nodes;
     for (int32_t i = 1; i < N;) {
         const int32_t d = t->depth[i];
-        const glevel *L = &lev[d - 1];
-        glevel *C = &lev[d];
-        st->lv.n = L->off + L->n;
-        bool fresh;
-        const int rc =
-            step_byte(st, st->lv.p + L->off, L->n, L->part, L->n_part, t->byte[i], C, &fresh);
-        if (rc < 0) return rc;
-        if (rc == 0) {
+        int32_t c = st->ltrans[(size_t)st->lpath[d - 1] * 256 + t->byte[i]];
+        if (c == LS_UNKNOWN) {
+            if (st->n_ls >= LS_MAX) {
+                const int rc = ls_restart(st, d);
+                if (rc < 0) return rc;
+            }
+            c = walk_step(st, st->lpath[d - 1], t->byte[i]);
+            if (c < 0 && c != LS_DEAD) return c;
+        }
+        if (c == LS_DEAD) {
             i = t->skip[i];
             continue;
         }
-        if (fresh) {
-            C->off = st->lv.n;
-            C->n = st->nxt.n;
-            if (!grow(&st->lv.p, &st->lv.cap, (int64_t)st->lv.n + st->nxt.n, sizeof *st->lv.p))
-                return CTN_ENOMEM;
-            memcpy(st->lv.p + st->lv.n, st->nxt.p, (size_t)st->nxt.n * sizeof *st->lv.p);
-            st->lv.n += st->nxt.n;
-        } else {
-            C->off = L->off;
-            C->n = L->n;
-        }
+        st->lpath[d] = c;
         for (int32_t k = t->tok_off[i]; k < t->tok_off[i + 1]; k++)
             if (!ivec_push(&st->allowed, t->toks[k])) return CTN_ENOMEM;
         i++;
@@ -1499,15 +1690,123 @@ int64_t ctn_grammar_allowed(ctn_grammar_state *st, const ctn_token_trie *t, cons
     if (ctn_grammar_complete(st))
         for (int32_t k = 0; k < t->n_eog; k++)
             if (!ivec_push(&st->allowed, t->eog[k])) return CTN_ENOMEM;
-    if (ids != NULL) *ids = st->allowed.p;
     return st->allowed.n;
 }
 
-int64_t ctn_grammar_mask(ctn_grammar_state *st, const ctn_token_trie *t, float *logits) {
-    if (logits == NULL) return CTN_EINVAL;
-    const int32_t *ids;
-    const int64_t n = ctn_grammar_allowed(st, t, &ids);
+static int cmp_i32(const void *a, const void *b) {
+    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The key of the current state in st->key (its set, sorted) and its hash; false when
+ * memory ran out. */
+static bool state_key(ctn_grammar_state *st, uint64_t *hash) {
+    st->key.n = 0;
+    if (!grow(&st->key.p, &st->key.cap, st->cur.n > 0 ? st->cur.n : 1, sizeof *st->key.p))
+        return false;
+    memcpy(st->key.p, st->cur.p, (size_t)st->cur.n * sizeof *st->key.p);
+    st->key.n = st->cur.n;
+    qsort(st->key.p, (size_t)st->key.n, sizeof *st->key.p, cmp_i32);
+    uint64_t h = 0xCBF29CE484222325ull ^ (uint64_t)st->n_part;
+    for (int32_t k = 0; k < st->key.n; k++)
+        h = (h ^ (uint32_t)st->key.p[k]) * 0x100000001B3ull;
+    for (int32_t k = 0; k < st->n_part; k++)
+        h = (h ^ st->part[k]) * 0x100000001B3ull;
+    *hash = h;
+    return true;
+}
+
+/* The cached mask of the current state for t, or NULL. */
+static const mask_slot *slot_find(const ctn_grammar_state *st, const ctn_token_trie *t,
+                                  uint64_t hash) {
+    for (int i = 0; i < MASK_SLOTS; i++) {
+        const mask_slot *m = &st->slots[i];
+        if (m->serial == t->serial && m->hash == hash && m->n_ids == st->key.n &&
+            m->n_part == st->n_part && memcmp(m->part, st->part, (size_t)st->n_part) == 0 &&
+            memcmp(m->ids, st->key.p, (size_t)st->key.n * sizeof *m->ids) == 0)
+            return m;
+    }
+    return NULL;
+}
+
+/* Keeps the walk's result (st->allowed) for the current state; false when memory ran out
+ * (the slot is then empty). */
+static bool slot_store(ctn_grammar_state *st, const ctn_token_trie *t, uint64_t hash) {
+    mask_slot *m = &st->slots[st->next_slot];
+    m->serial = 0;
+    const int64_t n = st->allowed.n;
+    const bool refused = n > t->n_tokens / 2;
+    const int64_t nt = refused ? t->n_tokens - n : n;
+    if (!grow(&m->ids, &m->cap_ids, st->key.n > 0 ? st->key.n : 1, sizeof *m->ids) ||
+        !grow(&m->toks, &m->cap_toks, nt > 0 ? nt : 1, sizeof *m->toks))
+        return false;
+    if (refused) {
+        /* The complement, by id: mark the allowed ones in a scratch of n_tokens bytes. */
+        if (!grow(&st->tmp.p, &st->tmp.cap, t->n_tokens, sizeof *st->tmp.p)) return false;
+        int32_t *mark = st->tmp.p;
+        memset(mark, 0, (size_t)t->n_tokens * sizeof *mark);
+        for (int64_t k = 0; k < n; k++)
+            mark[st->allowed.p[k]] = 1;
+        int32_t o = 0;
+        for (int32_t i = 0; i < t->n_tokens; i++)
+            if (!mark[i]) m->toks[o++] = i;
+        m->n_toks = o;
+    } else {
+        memcpy(m->toks, st->allowed.p, (size_t)n * sizeof *m->toks);
+        m->n_toks = (int32_t)n;
+    }
+    memcpy(m->ids, st->key.p, (size_t)st->key.n * sizeof *m->ids);
+    m->n_ids = st->key.n;
+    memcpy(m->part, st->part, sizeof m->part);
+    m->n_part = st->n_part;
+    m->refused = refused;
+    m->n_allowed = n;
+    m->hash = hash;
+    m->serial = t->serial;
+    st->next_slot = (st->next_slot + 1) % MASK_SLOTS;
+    return true;
+}
+
+/* The mask of the current state: a cached slot (*slot set), or the walk's result in
+ * st->allowed (*slot NULL; then it is cached). The count, CTN_ENOMEM or CTN_ERANGE. */
+static int64_t mask_of(ctn_grammar_state *st, const ctn_token_trie *t, const mask_slot **slot) {
+    *slot = NULL;
+    uint64_t hash = 0;
+    if (!state_key(st, &hash)) return CTN_ENOMEM;
+    if ((*slot = slot_find(st, t, hash)) != NULL) return (*slot)->n_allowed;
+    const int64_t n = walk(st, t);
+    if (n >= 0 && !slot_store(st, t, hash)) return CTN_ENOMEM;
+    return n;
+}
+
+int64_t ctn_grammar_allowed(ctn_grammar_state *st, const ctn_token_trie *t, const int32_t **ids) {
+    if (st == NULL || t == NULL) return CTN_EINVAL;
+    if (ids != NULL) *ids = NULL;
+    const mask_slot *m;
+    const int64_t n = mask_of(st, t, &m);
     if (n < 0) return n;
+    if (m != NULL && !m->refused) {
+        if (ids != NULL) *ids = m->toks;
+        return n;
+    }
+    /* A slot of refused tokens does not give the trie order: walk for the list. */
+    const int64_t w = m != NULL ? walk(st, t) : n;
+    if (w < 0) return w;
+    if (ids != NULL) *ids = st->allowed.p;
+    return w;
+}
+
+int64_t ctn_grammar_mask(ctn_grammar_state *st, const ctn_token_trie *t, float *logits) {
+    if (st == NULL || t == NULL || logits == NULL) return CTN_EINVAL;
+    const mask_slot *m;
+    const int64_t n = mask_of(st, t, &m);
+    if (n < 0) return n;
+    if (m != NULL && m->refused) {
+        for (int32_t k = 0; k < m->n_toks; k++)
+            logits[m->toks[k]] = -INFINITY;
+        return n;
+    }
+    const int32_t *ids = m != NULL ? m->toks : st->allowed.p;
     if (n > st->cap_saved) {
         float *p = ctn__realloc(st->saved, (size_t)n * sizeof *p);
         if (p == NULL) return CTN_ENOMEM;

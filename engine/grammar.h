@@ -57,9 +57,12 @@
  * The mask: the vocabulary's decoded token bytes (special=false pieces) are stored once in a
  * byte trie, laid out in preorder. ctn_grammar_mask walks it against the state, advancing
  * by one byte per edge and skipping every subtree whose prefix no stack can take, instead
- * of matching each token. End-of-generation tokens are allowed exactly when some stack is
- * complete (and no partial character is pending); other tokens with no bytes (control
- * tokens) never are.
+ * of matching each token; what a byte does to each set of stacks (with its pending bytes) is
+ * worked out once per walk and looked up at the other nodes. A state also keeps the masks of
+ * the last 8 states it was in (the same stacks, pending bytes and trie), so a grammar that
+ * loops, as a JSON string does, finds most of its masks instead of walking. End-of-generation
+ * tokens are allowed exactly when some stack is complete (and no partial character is
+ * pending); other tokens with no bytes (control tokens) never are.
  *
  * Ownership and threads: a ctn_grammar and a ctn_token_trie are immutable once made and may
  * be shared by any number of states and threads. A ctn_grammar_state borrows its grammar

@@ -643,6 +643,164 @@ TEST(trie_mask_equals_brute_force_on_synthetic_vocabularies) {
     CHECK(states > 1000);
 }
 
+/* The tokens a mask left at 0 (the others are -inf) into mark; their number. */
+static int64_t mask_marks(ctn_grammar_state *st, const ctn_token_trie *t, int32_t n_tokens,
+                          float *logits, uint8_t *mark) {
+    for (int32_t i = 0; i < n_tokens; i++)
+        logits[i] = 0;
+    const int64_t n = ctn_grammar_mask(st, t, logits);
+    int64_t k = 0;
+    for (int32_t i = 0; i < n_tokens; i++) {
+        mark[i] = logits[i] == 0;
+        k += mark[i];
+    }
+    return n == k ? n : -1;
+}
+
+/* Mismatches of mark against a token-by-token check in st. */
+static int brute_marks(ctn_grammar_state *st, int32_t n_tokens, char **pieces, const size_t *lens,
+                       const bool *eog, const uint8_t *mark) {
+    int bad = 0;
+    for (int32_t i = 0; i < n_tokens; i++) {
+        const int ok = eog[i]
+                           ? ctn_grammar_complete(st)
+                           : lens[i] > 0 && ctn_grammar_accept(st, pieces[i], lens[i], false) == 0;
+        if (ok != mark[i]) {
+            if (bad < 3)
+                printf("  token %d (\"%.*s\"): mask %d, check %d\n", (int)i, (int)lens[i],
+                       pieces[i], mark[i], ok);
+            bad++;
+        }
+    }
+    return bad;
+}
+
+/*
+ * A state keeps the masks of states it was in (grammar.c): along random paths through looping
+ * grammars, where the same state comes back token after token, every ctn_grammar_mask (found
+ * or walked; as allowed tokens or as refused ones) equals the token-by-token check, asked
+ * twice in a row and for two vocabularies in turn (a mask found for one trie is never the
+ * other's). The engine masks with ctn_grammar_mask, so this is the path it takes.
+ */
+TEST(cached_masks_equal_brute_force) {
+    const char *const all[] = {G_JSON, G_LIST, G_UNICODE, G_ARITH,
+                               "root ::= \"\\\"\" [^\"\\\\]* \"\\\"\" [a-z]{0,3}\n"};
+    synvocab v[2];
+    ctn_token_trie *t[2] = {NULL, NULL};
+    char err[256];
+    for (int k = 0; k < 2; k++) {
+        synvocab_make(&v[k], 21 + (uint64_t)k, k == 0 ? 800 : 2500);
+        CHECK_EQ_INT(ctn_token_trie_new(&t[k], v[k].n, (const char *const *)v[k].p, v[k].len,
+                                        v[k].eog, err, sizeof err),
+                     0);
+    }
+    const int32_t nmax = v[0].n > v[1].n ? v[0].n : v[1].n;
+    float *logits = malloc((size_t)nmax * sizeof *logits);
+    uint8_t *mark = malloc((size_t)nmax), *mark2 = malloc((size_t)nmax);
+    int states = 0, bad = 0;
+    for (size_t gi = 0; t[0] && t[1] && gi < sizeof all / sizeof *all; gi++) {
+        ctn_grammar *g;
+        CHECK_EQ_INT(ctn_grammar_new(&g, all[gi], err, sizeof err), 0);
+        ctn_grammar_state *st;
+        if (g == NULL || ctn_grammar_state_new(&st, g) < 0) {
+            CHECK(0);
+            ctn_grammar_free(g);
+            continue;
+        }
+        uint64_t rng = 7 + gi;
+        for (int w = 0; w < 6 && bad == 0; w++) {
+            ctn_grammar_state_reset(st);
+            for (int step = 0; step < 40 && bad == 0; step++) {
+                for (int k = 0; k < 2; k++) {
+                    const int64_t n = mask_marks(st, t[k], v[k].n, logits, mark);
+                    const int64_t n2 = mask_marks(st, t[k], v[k].n, logits, mark2);
+                    if (n < 0 || n != n2 || memcmp(mark, mark2, (size_t)v[k].n) != 0) bad++;
+                    bad += brute_marks(st, v[k].n, v[k].p, v[k].len, v[k].eog, mark);
+                    states++;
+                }
+                /* the next token: a random allowed one of the first vocabulary */
+                const int64_t n = mask_marks(st, t[0], v[0].n, logits, mark);
+                if (n <= 0) break;
+                int64_t pick = (int64_t)(rng_next(&rng) % (uint64_t)n);
+                int32_t tok = 0;
+                for (; tok < v[0].n; tok++)
+                    if (mark[tok] && pick-- == 0) break;
+                if (v[0].eog[tok]) break;
+                if (ctn_grammar_accept_token(st, t[0], tok) != 0) bad++;
+            }
+        }
+        if (bad) printf("  grammar %zu: %d mismatches\n", gi, bad);
+        ctn_grammar_state_free(st);
+        ctn_grammar_free(g);
+    }
+    printf("  %d states compared\n", states);
+    CHECK_EQ_INT(bad, 0);
+    CHECK(states > 400);
+    free(logits), free(mark), free(mark2);
+    for (int k = 0; k < 2; k++) {
+        ctn_token_trie_free(t[k]);
+        synvocab_free(&v[k]);
+    }
+}
+
+/*
+ * A walk that meets more distinct level states than its memo holds (grammar.c, LS_MAX): every
+ * three-byte character as a token, and each again after "a", under a grammar whose state
+ * differs by position, gives over two thousand partial-character states; the mask still
+ * equals the token-by-token check.
+ */
+TEST(mask_walk_past_its_memo) {
+    int32_t n = 0;
+    const int32_t cap = 2 * 0xF800 + 1;
+    char **p = calloc((size_t)cap, sizeof *p);
+    size_t *len = calloc((size_t)cap, sizeof *len);
+    bool *eog = calloc((size_t)cap, sizeof *eog);
+    for (int pre = 0; pre < 2; pre++)
+        for (uint32_t c = 0x800; c <= 0xFFFF; c++) {
+            if (c >= 0xD800 && c <= 0xDFFF) continue;
+            char *b = malloc(4);
+            size_t o = 0;
+            if (pre) b[o++] = 'a';
+            b[o++] = (char)(0xE0 | (c >> 12));
+            b[o++] = (char)(0x80 | ((c >> 6) & 0x3F));
+            b[o++] = (char)(0x80 | (c & 0x3F));
+            p[n] = b;
+            len[n++] = o;
+        }
+    p[n] = malloc(1);
+    eog[n++] = true;
+    char err[256];
+    ctn_token_trie *t;
+    CHECK_EQ_INT(ctn_token_trie_new(&t, n, (const char *const *)p, len, eog, err, sizeof err), 0);
+    ctn_grammar *g;
+    CHECK_EQ_INT(ctn_grammar_new(&g, "root ::= [^\\u4e00-\\u4eff] [^\\u5000-\\u50ff]? .{0,3}\n",
+                                 err, sizeof err),
+                 0);
+    ctn_grammar_state *st = NULL;
+    if (t && g && ctn_grammar_state_new(&st, g) == 0) {
+        float *logits = malloc((size_t)n * sizeof *logits);
+        uint8_t *mark = malloc((size_t)n);
+        int64_t na = mask_marks(st, t, n, logits, mark);
+        CHECK(na > 0);
+        CHECK_EQ_INT(brute_marks(st, n, p, len, eog, mark), 0);
+        /* after one character: the second class, then any */
+        CHECK_EQ_INT(ctn_grammar_accept(st, "\xe4\xb8\x80", 3, true), CTN_EINVAL); /* U+4E00 */
+        CHECK_EQ_INT(ctn_grammar_accept(st, "\xe5\x80\x80", 3, true), 0);          /* U+5000 */
+        na = mask_marks(st, t, n, logits, mark);
+        CHECK(na > 0);
+        CHECK_EQ_INT(brute_marks(st, n, p, len, eog, mark), 0);
+        free(logits), free(mark);
+    } else {
+        CHECK(0);
+    }
+    ctn_grammar_state_free(st);
+    ctn_grammar_free(g);
+    ctn_token_trie_free(t);
+    for (int32_t i = 0; i < n; i++)
+        free(p[i]);
+    free(p), free(len), free(eog);
+}
+
 static const char *shared_dir(void) {
     const char *s = getenv("CTN_SHARED");
     return s && *s ? s : "../shared";
@@ -1725,7 +1883,8 @@ TEST(json_schema_object_without_properties) {
                                           "{\"type\":\"object\",\"properties\":{}}"};
     for (size_t k = 0; k < 2; k++) {
         char *gbnf = NULL, err[256] = "";
-        CHECK_EQ_INT(ctn_json_schema_to_gbnf(schemas[k], strlen(schemas[k]), &gbnf, err, sizeof err), 0);
+        CHECK_EQ_INT(
+            ctn_json_schema_to_gbnf(schemas[k], strlen(schemas[k]), &gbnf, err, sizeof err), 0);
         ctn_grammar *g = NULL;
         const int rc = gbnf != NULL ? ctn_grammar_new(&g, gbnf, err, sizeof err) : -1;
         if (rc != 0) printf("  %s: %s\n%s", schemas[k], err, gbnf ? gbnf : "");
@@ -1848,6 +2007,8 @@ int main(void) {
     RUN(ambiguity_past_the_limit_is_an_error);
     RUN(trie_mask_equals_brute_force_on_synthetic_vocabularies);
     RUN(trie_mask_on_real_vocabularies_and_its_cost);
+    RUN(cached_masks_equal_brute_force);
+    RUN(mask_walk_past_its_memo);
     RUN(raw_detok_stream_keeps_the_pieces);
     RUN(generations_follow_the_grammar);
     RUN(grammar_sequences_leave_the_batch_unchanged);

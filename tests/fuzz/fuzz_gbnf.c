@@ -2,7 +2,8 @@
  * libFuzzer target for the GBNF parser and the matcher (engine/grammar.c). The input is a
  * grammar; a compiled one is then walked for a few tokens over a small fixed vocabulary
  * (every byte, and pieces with whole and split UTF-8 characters), checking at each state that
- * the trie's mask equals a token-by-token check and that an allowed token is accepted.
+ * the trie's mask equals a token-by-token check (ctn_grammar_allowed and ctn_grammar_mask) and
+ * that an allowed token is accepted.
  * Failures must be CTN_EINVAL with a message naming the grammar, never a crash; a grammar
  * ambiguous past CTN_GRAMMAR_MAX_STACKS stops with CTN_ERANGE.
  *
@@ -134,6 +135,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (n == 0) break;
         h = h * 1103515245u + 12345u;
         const int32_t tok = ids[(h >> 8) % (uint64_t)n];
+        /* The engine's path: ctn_grammar_mask (its cached masks, as allowed or as refused
+         * tokens) leaves exactly the marked tokens, twice in a row. */
+        for (int rep = 0; rep < 2; rep++) {
+            float logits[N_TOK];
+            for (int i = 0; i < N_TOK; i++)
+                logits[i] = 1.0f;
+            CHECK(ctn_grammar_mask(st, TRIE, logits) == n);
+            for (int i = 0; i < N_TOK; i++)
+                CHECK((logits[i] == 1.0f) == mark[i]);
+        }
         if (EOG[tok]) break;
         CHECK(ctn_grammar_accept_token(st, TRIE, tok) == 0);
     }
