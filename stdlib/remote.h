@@ -9,7 +9,7 @@
  *     o.model = "stories260K.gguf";
  *     char err[256];
  *     ctn_node *llm = ctn_remote_node(&o, err, sizeof err);   // NULL: err says why
- *     ... ctn_run_start(loop, llm, input, config, &cb, CTN_RUN_STREAM, &run) ...
+ *     if (llm != NULL) ctn_run_start(loop, llm, input, config, &cb, CTN_RUN_STREAM, &run);
  *
  * Chat and completion requests are streamed ("stream": true, with the usage chunk asked
  * for): each piece of text the server sends is a chunk of the node's stream, and the
